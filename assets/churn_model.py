@@ -1,0 +1,21 @@
+"""The reference model, as a data scientist writes it: a training function, decorated."""
+
+import unified_delivery as ud
+
+FEATURES = ["tenure_days", "order_count", "total_spend", "avg_order_value", "days_since_last_order"]
+
+
+@ud.model(
+    team="ml",
+    trains_on="customer_features",
+    features=FEATURES,
+    label="churned",
+    gates=[ud.gate("model-metric", metric="roc_auc", min=0.70, max_regression=0.02)],
+    budget=ud.Budget(per_run=0.20, per_month=100),
+)
+def churn_model(train):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train[FEATURES], train["churned"])

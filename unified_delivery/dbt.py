@@ -1,0 +1,144 @@
+"""What the platform reads from a dbt project without importing dbt: the manifest.
+
+The manifest is made by `dbt parse` in a child process when it is missing or older than
+the project's files (as dagster-dbt's `prepare_if_dev` does), so loading the definitions
+never imports dbt. Selections of the common forms (names, `tag:`, `path:`, `+` graph
+operators, unions separated by spaces) are resolved here from the manifest's graph;
+anything else is handed to `dbt ls`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+SOURCE_DIRS = ("models", "seeds", "macros", "snapshots", "tests", "analyses")
+BUILDABLE = ("model", "seed", "snapshot")
+
+
+def dbt_executable() -> str:
+    exe = Path(sys.executable).with_name("dbt")
+    return str(exe) if exe.exists() else "dbt"
+
+
+def project_file(project_dir: Path) -> dict[str, Any]:
+    path = Path(project_dir) / "dbt_project.yml"
+    if not path.exists():
+        raise ConfigError("UD-CONFIG-DBT", f"{project_dir} is not a dbt project (no dbt_project.yml)", "fix `project`")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def parse_profiles(profile: str, path: str = ":memory:", schema: str = "main") -> str:
+    return yaml.safe_dump({profile: {"target": "ud", "outputs": {"ud": {
+        "type": "duckdb", "path": path, "schema": schema, "threads": 1}}}})
+
+
+def _newest_source(project_dir: Path) -> float:
+    newest = (project_dir / "dbt_project.yml").stat().st_mtime
+    for d in SOURCE_DIRS:
+        for f in (project_dir / d).rglob("*") if (project_dir / d).exists() else ():
+            if f.is_file():
+                newest = max(newest, f.stat().st_mtime)
+    return newest
+
+
+def ensure_manifest(project_dir: str | Path) -> dict[str, Any]:
+    project_dir = Path(project_dir).resolve()
+    manifest = project_dir / "target" / "manifest.json"
+    if not manifest.exists() or manifest.stat().st_mtime < _newest_source(project_dir):
+        profile = project_file(project_dir).get("profile", "default")
+        with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
+            (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
+            proc = subprocess.run([dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", tmp,
+                                   "--target-path", str(project_dir / "target"), "--quiet"],
+                                  capture_output=True, text=True, cwd=project_dir, timeout=600)
+        if proc.returncode != 0 or not manifest.exists():
+            raise ConfigError("UD-CONFIG-DBT", f"dbt parse failed for {project_dir}: {(proc.stdout + proc.stderr).strip()[-800:]}",
+                              "fix the dbt project so `dbt parse` succeeds")
+    return _load_manifest(str(manifest), manifest.stat().st_mtime)
+
+
+@lru_cache(maxsize=16)
+def _load_manifest(path: str, _mtime: float) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def _nodes(manifest: dict) -> dict[str, dict]:
+    return {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] in BUILDABLE}
+
+
+def _walk(start: set[str], edges: dict[str, list[str]]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        for nxt in edges.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def select(manifest: dict, selection: str, project_dir: Path | None = None) -> list[str]:
+    """Unique ids of the models, seeds and snapshots a selection names (tests excluded)."""
+    nodes = _nodes(manifest)
+    chosen: set[str] = set()
+    for term in selection.split():
+        up, down = term.startswith("+"), term.endswith("+")
+        core = term.strip("+")
+        method, _, value = core.rpartition(":")
+        if method == "tag":
+            base = {u for u, n in nodes.items() if value in n.get("tags", [])}
+        elif method == "path":
+            base = {u for u, n in nodes.items() if n["original_file_path"].startswith(value.rstrip("/"))}
+        elif method == "":
+            base = {u for u, n in nodes.items() if n["name"] == core}
+        else:
+            return _dbt_ls(project_dir, selection, nodes) if project_dir else []
+        if up:
+            base |= _walk(set(base), manifest["parent_map"])
+        if down:
+            base |= _walk(set(base), manifest["child_map"])
+        chosen |= base
+    return sorted(u for u in chosen if u in nodes)
+
+
+def _dbt_ls(project_dir: Path, selection: str, nodes: dict[str, dict]) -> list[str]:
+    profile = project_file(project_dir).get("profile", "default")
+    with tempfile.TemporaryDirectory(prefix="ud-dbt-ls-") as tmp:
+        (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
+        proc = subprocess.run([dbt_executable(), "ls", "--select", selection, "--output", "json", "--output-keys",
+                               "unique_id", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", tmp,
+                               "--target-path", tmp + "/target"], capture_output=True, text=True, timeout=600)
+    ids = {json.loads(line)["unique_id"] for line in proc.stdout.splitlines() if line.startswith("{")}
+    return sorted(u for u in ids if u in nodes)
+
+
+def node_meta(node: dict) -> dict[str, Any]:
+    meta = {**(node.get("meta") or {}), **((node.get("config") or {}).get("meta") or {})}
+    return meta.get("ud") or {}
+
+
+def selection_digest(manifest: dict, ids: list[str]) -> str:
+    """A version for a selection: the checksums of its nodes (SQL, seed files) and their config."""
+    h = hashlib.sha256()
+    for uid in ids:
+        node = manifest["nodes"][uid]
+        h.update(uid.encode())
+        h.update(node["checksum"]["checksum"].encode())
+        h.update(json.dumps(node.get("config", {}), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:12]
+
+
+def test_count(manifest: dict, ids: list[str]) -> int:
+    wanted = set(ids)
+    return sum(1 for n in manifest["nodes"].values()
+               if n["resource_type"] == "test" and wanted & set(n.get("depends_on", {}).get("nodes", [])))

@@ -1,0 +1,135 @@
+"""`ud demo`: the reference platform end to end on the embedded home.
+
+Creates what the units need (the app's Git remote and working clone; MLflow, the
+warehouse and the Dagster instance appear on first use), takes the three units to
+production through Dagster runs, then shows a refusal (an app commit whose tests fail)
+and a rollback. Every step is a real run on the instance, so `ud ui` shows them after.
+Running it again builds on what the previous run left.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .cli import Output, _status, _status_table, promote, rollback
+from .errors import UDError
+from .home import Home
+from .kinds.app import git
+from .runner import load_platform, prepare_home, project_root
+
+APP = "recommendation_api"
+DEMO_AUTHOR = ["-c", "user.name=Dana Developer", "-c", "user.email=dana@example.com"]
+
+
+def ensure_app_repo(home: Home, template: Path, remote: Path, workdir: Path) -> None:
+    """A bare remote and a working clone holding the app template, as a developer would have."""
+    if not remote.exists():
+        remote.parent.mkdir(parents=True, exist_ok=True)
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+    if not workdir.exists():
+        git("clone", "--quiet", str(remote), str(workdir))
+    if not git("ls-remote", "--heads", str(remote), "main"):
+        shutil.copytree(template, workdir, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc"))
+        commit(workdir, "Initial recommendation_api from the platform template")
+    else:
+        git("pull", "--quiet", "--ff-only", "origin", "main", cwd=workdir)
+
+
+def commit(workdir: Path, message: str) -> str:
+    git("checkout", "--quiet", "-B", "main", cwd=workdir)
+    git("add", "-A", cwd=workdir)
+    git(*DEMO_AUTHOR, "commit", "--quiet", "--allow-empty", "-m", message, cwd=workdir)
+    git("push", "--quiet", "origin", "main", cwd=workdir)
+    return git("rev-parse", "HEAD", cwd=workdir)
+
+
+def run_demo(out: Output) -> dict[str, Any]:
+    started = time.monotonic()
+    home = Home.current()
+    prepare_home(home)
+    platform, defs = load_platform()
+    app = platform.unit(APP)
+    remote = Path(home.expand(app.repository))
+    workdir = home.repos / APP
+    out.progress(f"home {home.root}")
+    ensure_app_repo(home, project_root() / "templates" / APP, remote, workdir)
+    steps: list[dict[str, Any]] = []
+
+    def step(label: str, fn, *, expect_refusal: bool = False, **kw) -> dict[str, Any]:
+        if steps and not all(s["ok"] for s in steps):  # after an unexpected failure, later steps would only cascade
+            row = {"step": label, "ok": False, "skipped": True, "code": "UD-DEMO-SKIPPED", "message": "an earlier step failed"}
+            steps.append(row)
+            return row
+        t0 = time.monotonic()
+        out.progress(f"{label} ...")
+        outcome = fn(platform, defs, **kw, home=home)
+        row = {"step": label, "ok": (outcome.error is not None) if expect_refusal else outcome.error is None,
+               "expected_refusal": expect_refusal, "run_id": outcome.run_id,
+               "code": outcome.error.code if outcome.error else None,
+               "message": outcome.error.message if outcome.error else None,
+               "seconds": round(time.monotonic() - t0, 1)}
+        if expect_refusal and outcome.failed_checks:
+            row["gates"] = outcome.failed_checks
+        steps.append(row)
+        verdict = ("refused as expected: " if expect_refusal else "FAILED: ") + f"{row['code']} {row['message']}" \
+            if outcome.error else ("ok" if not expect_refusal else "NOT REFUSED (unexpected)")
+        out.progress(f"{label}: {verdict} ({row['seconds']} s)")
+        return row
+
+    def env_of(unit: str, env: str) -> str | None:
+        u = platform.unit(unit)
+        dep = platform.target(u).status(u, env)
+        return dep.version if dep else None
+
+    for name in platform.order():  # customer_features -> churn_model -> recommendation_api
+        for env in platform.units[name].environments:
+            step(f"promote {name} to {env}", promote, unit_name=name, env=env, reason="demo: first release")
+
+    # A second, good app change goes all the way, so production has a version to roll back to.
+    readme = workdir / "README.md"
+    readme.write_text(readme.read_text() + f"\nRelease note {time.strftime('%Y-%m-%d %H:%M:%S')}: tuned response headers.\n")
+    good = commit(workdir, "Add a release note")
+    for env in app.environments:
+        step(f"promote {APP} {good[:8]} to {env}", promote, unit_name=APP, env=env, reason="demo: second release")
+    serving_before = env_of(APP, "production")
+
+    # A change whose own tests fail: the candidate is refused, production keeps serving.
+    service = workdir / "service.py"
+    original = service.read_text()
+    service.write_text(re.sub(r"RETENTION_OFFER_AT = [0-9.]+", "RETENTION_OFFER_AT = 0.95", original, count=1))
+    bad = commit(workdir, "Only make retention offers above 95% churn risk")
+    refusal = step(f"promote {APP} {bad[:8]} to staging (its tests fail)", promote, unit_name=APP, env="staging",
+                   reason="demo: a change that breaks the app's tests", expect_refusal=True)
+    refusal["production_still_serves"] = env_of(APP, "production")
+    refusal["ok"] = refusal["ok"] and refusal["production_still_serves"] == serving_before
+    service.write_text(original)
+    commit(workdir, "Revert the retention threshold change")
+
+    rb = step(f"roll back {APP} in production", rollback, unit_name=APP, env="production",
+              reason="demo: rolling back the second release")
+    rb["now_serving"] = env_of(APP, "production")
+
+    health = platform.target(app).health(app, "production")
+    status = _status(platform)
+    ok = all(s["ok"] for s in steps) and health.healthy
+    wall = round(time.monotonic() - started, 1)
+    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", _status_table(status), ""]
+    lines.append(f"refusal : {APP} {bad[:12]} refused ({refusal['code']}); production stayed on "
+                 f"{(refusal['production_still_serves'] or '-')[:12]}")
+    lines.append(f"rollback: {APP} production {serving_before[:12] if serving_before else '-'} -> "
+                 f"{(rb['now_serving'] or '-')[:12]}")
+    lines.append(f"health  : {APP} production: {health.message}")
+    lines.append("next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services")
+    if not ok:
+        lines += [f"failed step: {s['step']}: {s['code']} {s['message']}" for s in steps if not s["ok"] and not s.get("skipped")]
+    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": status,
+            "refusal": refusal, "rollback": rb, "production_health": {"healthy": health.healthy, "message": health.message},
+            "summary_text": "\n".join(lines)}
+
+
+__all__ = ["run_demo", "UDError"]

@@ -1,0 +1,82 @@
+"""Data units: a dbt selection in any dbt project.
+
+Owner team, gates, budget and policy come from the `ud` key of the dbt `meta` of the
+node named like the unit (or the first selected node that has one), so a dbt-only change
+needs no Python; the YAML declaration may set or override any of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import dbt
+from ..errors import UDError
+from ..targets.base import Artifact
+from ..units import DataUnit, GateSpec, Unit
+from .base import BuildContext, KindTranslator
+
+META_FIELDS = ("team", "gates", "budget", "policy", "depends_on", "description", "environments")
+
+
+def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Resolve the project path and fill the declaration from dbt meta where the YAML is silent."""
+    attrs = dict(attributes)
+    project = Path(attrs.get("project", ""))
+    if not project.is_absolute():
+        project = (base_dir / project).resolve()
+    attrs["project"] = str(project)
+    if "select" not in attrs:
+        return attrs  # pydantic names the missing field
+    manifest = dbt.ensure_manifest(project)
+    ids = dbt.select(manifest, attrs["select"], project)
+    name = attrs.get("name", "?")
+    if not ids:
+        raise UDError("UD-CONFIG-UNIT", f"unit {name}: field select: {attrs['select']!r} selects nothing in {project}",
+                      "name models that exist in the dbt project (dbt ls --select ...)", exit_code=2)
+    nodes = [manifest["nodes"][u] for u in ids]
+    own = [n for n in nodes if n["name"] == name] + [n for n in nodes if dbt.node_meta(n)]
+    meta = dbt.node_meta(own[0]) if own else {}
+    for key in META_FIELDS:
+        if key not in attrs and key in meta:
+            attrs[key] = meta[key]
+    if "gates" not in attrs:
+        attrs["gates"] = [{"type": "dbt-tests"}]
+    return attrs
+
+
+class DataTranslator(KindTranslator):
+    kind = "data"
+    unit_class = DataUnit
+
+    def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
+        assert isinstance(unit, DataUnit)
+        manifest = dbt.ensure_manifest(unit.project)
+        ids = dbt.select(manifest, unit.select, Path(unit.project))
+        models = {manifest["nodes"][u]["name"] for u in ids if manifest["nodes"][u]["resource_type"] == "model"}
+        for name in unit.publish:
+            if name not in models:
+                self.refuse(unit, "publish", f"{name!r} is not a model of the selection {unit.select!r}",
+                            f"publish some of: {', '.join(sorted(models))}")
+
+    def published(self, unit: DataUnit) -> list[dict]:
+        """The model nodes readers see: `publish`, or every model of the selection."""
+        manifest = dbt.ensure_manifest(unit.project)
+        ids = dbt.select(manifest, unit.select, Path(unit.project))
+        nodes = [manifest["nodes"][u] for u in ids if manifest["nodes"][u]["resource_type"] == "model"]
+        return [n for n in nodes if not unit.publish or n["name"] in unit.publish]
+
+    def build_candidate(self, unit: Unit, ctx: BuildContext) -> Artifact:
+        assert isinstance(unit, DataUnit)
+        manifest = dbt.ensure_manifest(unit.project)
+        ids = dbt.select(manifest, unit.select, Path(unit.project))
+        if not ids:
+            raise UDError("UD-DATA-EMPTY-SELECTION", f"unit {unit.name}: {unit.select!r} selects nothing",
+                          "fix `select`")
+        version = dbt.selection_digest(manifest, ids)
+        models = [n["name"] for n in self.published(unit)]
+        return ctx.target.write(unit, version, models=models, log=ctx.log)
+
+
+def gate_specs(raw: list[Any]) -> list[GateSpec]:
+    return [g if isinstance(g, GateSpec) else GateSpec(**g) for g in raw]

@@ -1,0 +1,133 @@
+"""Model units: a training function written by a data scientist, decorated.
+
+The function receives the training rows (a pandas DataFrame read from the production
+version of the data unit it trains on) and returns a fitted scikit-learn estimator. The
+framework holds out a share of the rows, logs the model to MLflow, registers a version and
+records the metrics and the training data version on it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from ..errors import ConfigError, UDError
+from ..targets.base import Artifact
+from ..units import GateSpec, ModelUnit, Unit
+from .base import BuildContext, KindTranslator
+
+
+@dataclass(frozen=True)
+class ModelDefinition:
+    unit: ModelUnit
+    train: Callable[[Any], Any]
+
+    def __call__(self, *args, **kwargs):  # still callable as the plain function
+        return self.train(*args, **kwargs)
+
+
+def model(**declaration: Any) -> Callable[[Callable], ModelDefinition]:
+    """Declare a model unit on a training function: `@ud.model(team=..., trains_on=..., features=..., label=...)`."""
+
+    def wrap(fn: Callable) -> ModelDefinition:
+        name = declaration.get("name", fn.__name__)
+        decl = {**declaration, "name": name}
+        decl["gates"] = [g if isinstance(g, GateSpec) else GateSpec(**g) for g in decl.get("gates", [])]
+        try:
+            unit = ModelUnit(**decl)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError("UD-CONFIG-UNIT", f"unit {name}: field {where}: {err['msg']}",
+                              f"fix the @model(...) arguments of {fn.__module__}.{fn.__name__}") from None
+        return ModelDefinition(unit=unit, train=fn)
+
+    return wrap
+
+
+def load_holdout(artifact: Artifact | None, unit: ModelUnit):
+    import pandas as pd
+
+    if artifact is None or "holdout_path" not in artifact.details:
+        raise UDError("UD-MODEL-NO-HOLDOUT", f"unit {unit.name}: the candidate has no held-out set", "rebuild the candidate")
+    frame = pd.read_parquet(artifact.details["holdout_path"])
+    return frame[unit.features], frame[unit.label]
+
+
+def load_model(ctx, version: str):
+    import mlflow.sklearn
+
+    ctx.target.activate()
+    return mlflow.sklearn.load_model(f"models:/{ctx.unit.model_name}/{version}")
+
+
+class ModelTranslator(KindTranslator):
+    kind = "model"
+    unit_class = ModelUnit
+
+    def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
+        assert isinstance(unit, ModelUnit)
+        if unit.trains_on not in units or units[unit.trains_on].kind != "data":
+            self.refuse(unit, "trains_on", f"{unit.trains_on!r} is not a data unit of this platform")
+        if not 0 < unit.holdout_fraction < 1:
+            self.refuse(unit, "holdout_fraction", "must be between 0 and 1")
+        if unit.label in unit.features:
+            self.refuse(unit, "features", f"the label {unit.label!r} is also a feature")
+
+    def build_candidate(self, unit: Unit, ctx: BuildContext) -> Artifact:
+        assert isinstance(unit, ModelUnit)
+        from sklearn.model_selection import train_test_split
+
+        data_target = ctx.targets["data"]
+        source = ctx.units[unit.trains_on]
+        env = source.environments[-1]
+        deployed = data_target.status(source, env)
+        if deployed is None:
+            raise UDError("UD-MODEL-NO-DATA", f"unit {unit.name}: {unit.trains_on} has no {env} version to train on",
+                          f"promote {unit.trains_on} to {env} first")
+        frame = data_target.read(source, env, unit.table or source.name)
+        missing = [c for c in [*unit.features, unit.label] if c not in frame.columns]
+        if missing:
+            raise UDError("UD-MODEL-COLUMNS", f"unit {unit.name}: columns {missing} are not in {unit.trains_on}",
+                          f"available: {', '.join(frame.columns)}")
+        train, holdout = train_test_split(frame, test_size=unit.holdout_fraction, random_state=unit.seed,
+                                          stratify=frame[unit.label] if frame[unit.label].nunique() < 20 else None)
+        work = ctx.home.builds / unit.name / f"data-{deployed.version}"
+        work.mkdir(parents=True, exist_ok=True)
+        holdout_path = work / "holdout.parquet"
+        holdout[[*unit.features, unit.label]].to_parquet(holdout_path)
+        requested = ctx.config.get("version") or ""
+        if requested:
+            return self._existing(unit, ctx, requested, deployed.version, holdout_path)
+        if ctx.trainer is None:
+            raise UDError("UD-MODEL-NO-TRAINER", f"unit {unit.name} has no training function", "declare it with @model")
+        started = time.time()
+        try:
+            fitted = ctx.trainer(train.reset_index(drop=True))
+        except Exception as exc:  # the data scientist's code: report its own failure, deploy nothing
+            tb = traceback.format_exc(limit=-3)
+            raise UDError("UD-MODEL-TRAIN-FAILED", f"unit {unit.name}: the training function raised {type(exc).__name__}: {exc}",
+                          f"fix the training function; last frames:\n{tb}") from exc
+        if not hasattr(fitted, "predict"):
+            raise UDError("UD-MODEL-NOT-FITTED", f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
+                          "return the fitted estimator")
+        return ctx.target.register(unit, fitted, train=train, holdout_path=holdout_path,
+                                   data_version=deployed.version, train_seconds=time.time() - started, log=ctx.log)
+
+    def _existing(self, unit: ModelUnit, ctx: BuildContext, version: str, data_version: str, holdout_path: Path) -> Artifact:
+        mv = ctx.target.model_version(unit, version)
+        return Artifact(unit=unit.name, kind="model", version=version, digest=f"mlflow-run:{mv.run_id}",
+                        location=f"models:/{unit.model_name}/{version}",
+                        details={"holdout_path": str(holdout_path), "data_version": data_version, "run_id": mv.run_id,
+                                 "registered_by": mv.user_id or "", "change_created_at": _iso(mv.creation_timestamp)})
+
+
+def _iso(ms: int | None) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp((ms or 0) / 1000, tz=timezone.utc).isoformat()

@@ -1,0 +1,65 @@
+"""YAML unit declarations, Dagster Components style: `type:` and `attributes:` per file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .errors import ConfigError, UDError
+from .units import UNIT_KINDS, Unit
+
+TYPES = {"unified_delivery.app": "app", "unified_delivery.data": "data", "app": "app", "data": "data"}
+
+
+def _field_error(exc: ValidationError, name: str, source: str) -> ConfigError:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "?"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "is not a known field (a typo?)"
+    return ConfigError("UD-CONFIG-UNIT", f"unit {name} ({source}): field {where}: {msg}",
+                       f"fix `{where}` in {source}")
+
+
+def unit_from_attributes(kind: str, attributes: dict[str, Any], source: str, base_dir: Path) -> Unit:
+    name = attributes.get("name", Path(source).stem)
+    attributes = {"name": name, **attributes}
+    if kind == "data":
+        from .kinds.data import merge_dbt_meta
+
+        try:
+            attributes = merge_dbt_meta(attributes, base_dir)
+        except UDError as exc:
+            raise ConfigError(exc.code, exc.message if name in exc.message else f"unit {name}: {exc.message}", exc.remediation) from None
+    try:
+        return UNIT_KINDS[kind](**attributes)
+    except ValidationError as exc:
+        raise _field_error(exc, name, source) from None
+
+
+def load_yaml_unit(path: Path) -> Unit:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("UD-CONFIG-YAML", f"{path}: not valid YAML: {exc}", "fix the YAML syntax") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("UD-CONFIG-YAML", f"{path}: expected a mapping with `type` and `attributes`", "see docs/units.md")
+    extra = set(doc) - {"type", "attributes"}
+    if extra:
+        raise ConfigError("UD-CONFIG-YAML", f"{path}: unknown top-level keys {sorted(extra)}",
+                          "a unit file has only `type` and `attributes`")
+    kind = TYPES.get(str(doc.get("type")))
+    if kind is None:
+        raise ConfigError("UD-CONFIG-YAML", f"{path}: field type: {doc.get('type')!r} is not a unit type",
+                          f"use one of: {', '.join(sorted(k for k in TYPES if '.' in k))}")
+    attributes = doc.get("attributes")
+    if not isinstance(attributes, dict):
+        raise ConfigError("UD-CONFIG-YAML", f"{path}: field attributes: expected a mapping", "put the unit's fields under `attributes:`")
+    return unit_from_attributes(kind, attributes, path.name, path.parent)
+
+
+def load_yaml_units(directory: Path) -> list[Unit]:
+    return [load_yaml_unit(p) for p in sorted(Path(directory).glob("*.yaml")) + sorted(Path(directory).glob("*.yml"))]

@@ -1,0 +1,134 @@
+"""A platform: its units, targets and ledger, validated as a whole, and its Definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import dagster as dg
+
+from .errors import ConfigError
+from .gates import Gate, build_gate
+from .kinds.app import AppTranslator
+from .kinds.base import KindTranslator
+from .kinds.data import DataTranslator
+from .kinds.model import ModelDefinition, ModelTranslator
+from .ledger import LedgerResource
+from .loader import load_yaml_units
+from .targets.base import DeployTarget
+from .units import Unit
+
+TRANSLATORS: dict[str, KindTranslator] = {t.kind: t for t in (AppTranslator(), ModelTranslator(), DataTranslator())}
+
+
+def default_targets() -> dict[str, DeployTarget]:
+    from .targets.dbt_duckdb import DbtDuckDBTarget
+    from .targets.local_release import LocalReleaseTarget
+    from .targets.mlflow_alias import MlflowAliasTarget
+
+    return {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget()}
+
+
+class Platform:
+    def __init__(self, units: Iterable[Unit | ModelDefinition], *, targets: dict[str, DeployTarget] | None = None,
+                 ledger: LedgerResource | None = None):
+        self.trainers: dict[str, Callable] = {}
+        self.units: dict[str, Unit] = {}
+        for item in units:
+            unit = item.unit if isinstance(item, ModelDefinition) else item
+            if isinstance(item, ModelDefinition):
+                self.trainers[unit.name] = item.train
+            if unit.name in self.units:
+                raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: declared twice", "give each unit a unique name")
+            self.units[unit.name] = unit
+        self.targets = targets or default_targets()
+        self.ledger = ledger or LedgerResource()
+        self._validate()
+        self.gates: dict[str, list[Gate]] = {n: [build_gate(s, u) for s in u.gates] for n, u in self.units.items()}
+        for name, gates in self.gates.items():
+            names = [g.name for g in gates]
+            dupes = {n for n in names if names.count(n) > 1}
+            if dupes:
+                raise ConfigError("UD-CONFIG-GATE", f"unit {name}: gate names {sorted(dupes)} are used twice",
+                                  "give each gate a distinct `name`")
+
+    @classmethod
+    def from_directory(cls, directory: Path, python_units: Iterable[Unit | ModelDefinition] = (), **kwargs: Any) -> "Platform":
+        return cls([*load_yaml_units(directory), *python_units], **kwargs)
+
+    def translator(self, unit: Unit) -> KindTranslator:
+        return TRANSLATORS[unit.kind]
+
+    def target(self, unit: Unit) -> DeployTarget:
+        return self.targets[unit.kind]
+
+    def unit(self, name: str) -> Unit:
+        from .errors import UDError
+
+        if name not in self.units:
+            raise UDError("UD-UNKNOWN-UNIT", f"no unit named {name!r}", f"known units: {', '.join(self.units)}")
+        return self.units[name]
+
+    def _validate(self) -> None:
+        for unit in self.units.values():
+            for dep in self.translator(unit).upstream_units(unit):
+                if dep not in self.units:
+                    raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field depends_on: {dep!r} is not a unit of this platform",
+                                      f"known units: {', '.join(self.units)}")
+            self.translator(unit).validate(unit, self.units)
+            if unit.kind not in self.targets:
+                raise ConfigError("UD-CONFIG-TARGET", f"unit {unit.name}: no deploy target for kind {unit.kind}",
+                                  "add one to the platform's resources")
+        cycle = self._cycle()
+        if cycle:
+            raise ConfigError("UD-CONFIG-CYCLE", f"units depend on each other in a cycle: {' -> '.join(cycle)}",
+                              "remove one of these dependencies")
+
+    def _cycle(self) -> list[str] | None:
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(n: str) -> list[str] | None:
+            state[n] = 1
+            stack.append(n)
+            for d in self.translator(self.units[n]).upstream_units(self.units[n]):
+                if state.get(d) == 1:
+                    return stack[stack.index(d):] + [d]
+                if d not in state and (found := visit(d)):
+                    return found
+            stack.pop()
+            state[n] = 2
+            return None
+
+        for name in self.units:
+            if name not in state and (found := visit(name)):
+                return found
+        return None
+
+    def order(self) -> list[str]:
+        """Units in dependency order (upstream first)."""
+        done: list[str] = []
+
+        def visit(n: str) -> None:
+            if n in done:
+                return
+            for d in self.translator(self.units[n]).upstream_units(self.units[n]):
+                visit(d)
+            done.append(n)
+
+        for name in self.units:
+            visit(name)
+        return done
+
+    def consumers(self, name: str) -> list[str]:
+        return [u.name for u in self.units.values() if name in self.translator(u).upstream_units(u)]
+
+    def resources(self) -> dict[str, Any]:
+        return {"ledger": self.ledger, **{f"{kind}_target": t for kind, t in self.targets.items()}}
+
+    def definitions(self, extra: dg.Definitions | None = None) -> dg.Definitions:
+        from .translator import platform_defs
+
+        defs = platform_defs(self)
+        return dg.Definitions.merge(defs, extra) if extra else defs
+

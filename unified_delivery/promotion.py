@@ -1,0 +1,216 @@
+"""What happens inside a stage asset or a gate check, whichever kind the unit is.
+
+The ledger is the record of every gate result, so a promotion in one run can refuse a
+version whose gates failed in another run (Dagster's blocking checks stop only the run
+they are in).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import os
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any, Iterator
+
+import dagster as dg
+
+from .errors import EXIT_GATE, EXIT_TARGET, GateRefused, TargetError, UDError
+from .gates import Gate, GateContext, GateResult
+from .home import Home
+from .kinds.base import BuildContext
+from .ledger import Ledger
+from .targets.base import Artifact
+from .units import CANDIDATE, Unit
+
+PRINCIPAL_TAG = "ud/principal"
+REASON_TAG = "ud/reason"
+DEFAULT_PRINCIPAL = "anonymous:dagster-ui"
+
+
+def principal_of(context: Any) -> str:
+    return context.run.tags.get(PRINCIPAL_TAG) or DEFAULT_PRINCIPAL
+
+
+def cli_principal() -> str:
+    return f"user:{os.environ.get('UD_USER') or getpass.getuser()}"
+
+
+def failure(exc: UDError) -> dg.Failure:
+    """A step failure that carries the UD code, so `ud` can report it without parsing text."""
+    return dg.Failure(description=f"{exc.code}: {exc.message}", allow_retries=False,
+                      metadata={"ud_code": exc.code, "ud_message": exc.message, "remediation": exc.remediation,
+                                "exit_code": exc.exit_code})
+
+
+def metadata_value(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value if not (isinstance(value, str) and "\n" in value) else dg.MetadataValue.md(f"```\n{value}\n```")
+    return dg.MetadataValue.json(value)
+
+
+def artifact_for(ledger: Ledger, unit: Unit, version: str) -> Artifact | None:
+    entry = ledger.latest(unit=unit.name, action="candidate", predicate=lambda e: e.version == version)
+    return Artifact(**entry.payload["artifact"]) if entry else None
+
+
+def version_at(context: Any, platform: Any, unit: Unit, stage: str) -> tuple[str | None, Artifact | None]:
+    """The version a stage holds now: the newest candidate built, or what an environment runs."""
+    ledger = context.resources.ledger.ledger()
+    if stage == CANDIDATE:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey([unit.name, CANDIDATE]))
+        if event is None or event.asset_materialization is None:
+            return None, None
+        version = event.asset_materialization.metadata["version"].value
+    else:
+        dep = platform.target(unit).status(unit, stage)
+        if dep is None:
+            return None, None
+        version = dep.version
+    return version, artifact_for(ledger, unit, version)
+
+
+def build_candidate(context: Any, platform: Any, unit: Unit, ref: str) -> dg.MaterializeResult:
+    ledger = context.resources.ledger.ledger()
+    ctx = BuildContext(home=Home.current(), target=platform.target(unit), targets=platform.targets, units=platform.units,
+                       config={"ref": ref}, trainer=platform.trainers.get(unit.name), log=context.log.info)
+    try:
+        artifact = platform.translator(unit).build_candidate(unit, ctx)
+    except UDError as exc:
+        ledger.append("build-failed", principal=principal_of(context), unit=unit.name, env=CANDIDATE,
+                      payload={"code": exc.code, "message": exc.message, "run_id": context.run.run_id})
+        raise failure(exc) from None
+    ledger.append("candidate", principal=principal_of(context), unit=unit.name, env=CANDIDATE, version=artifact.version,
+                  payload={"artifact": asdict(artifact), "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind})
+    return dg.MaterializeResult(
+        metadata={"version": artifact.version, "digest": artifact.digest, "location": artifact.location,
+                  **{k: metadata_value(v) for k, v in artifact.details.items() if k != "holdout_path"}},
+        data_version=dg.DataVersion(artifact.version))
+
+
+def run_gate(context: Any, platform: Any, unit: Unit, gate: Gate) -> dg.AssetCheckResult:
+    stage = gate.spec.stage
+    guards = unit.stages[unit.stages.index(stage) + 1]
+    ledger = context.resources.ledger.ledger()
+    version, artifact = version_at(context, platform, unit, stage)
+    if version is None:
+        result = GateResult(False, "UD-GATE-NOTHING", f"{stage} holds no version to check", f"materialize {unit.name}/{stage} first")
+    else:
+        ctx = GateContext(unit=unit, stage=stage, guards=guards, version=version, artifact=artifact,
+                          target=platform.target(unit), home=Home.current(), log=context.log.info)
+        try:
+            result = gate.evaluate(ctx)
+        except UDError as exc:
+            result = GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} failed to run: {exc.code}: {exc.message}",
+                                exc.remediation or "fix the cause and re-run the check", {"cause": exc.code})
+        except Exception as exc:  # a crashing gate is a failed gate, never a pass
+            result = GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} crashed: {type(exc).__name__}: {exc}",
+                                "fix the cause and re-run the check", {"traceback": traceback.format_exc(limit=-5)})
+    ledger.append("gate", principal=principal_of(context), unit=unit.name, env=guards, version=version,
+                  payload={"gate": gate.name, "family": gate.family, "stage": stage, **result.to_dict(),
+                           "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind})
+    return dg.AssetCheckResult(
+        passed=result.passed, severity=dg.AssetCheckSeverity.ERROR, description=result.message,
+        metadata={"code": result.code, "family": gate.family, "version": version or "", "message": result.message,
+                  "remediation": result.remediation, **{k: metadata_value(v) for k, v in result.metadata.items()}})
+
+
+def gate_results(ledger: Ledger, unit: Unit, gates: list[Gate], stage: str, version: str) -> dict[str, dict | None]:
+    """The newest recorded result of each gate on `stage` for `version` (None: never run)."""
+    out: dict[str, dict | None] = {}
+    for gate in gates:
+        if gate.spec.stage != stage:
+            continue
+        entry = ledger.latest(unit=unit.name, action="gate",
+                              predicate=lambda e, g=gate.name: e.version == version and e.payload.get("gate") == g
+                              and e.payload.get("stage") == stage)
+        out[gate.name] = entry.payload if entry else None
+    return out
+
+
+@contextmanager
+def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600) -> Iterator[None]:
+    """Two promotions of one unit and environment never interleave: the second waits, then is refused."""
+    home.locks.mkdir(parents=True, exist_ok=True)
+    with open(home.locks / f"{unit.name}.{env}.lock", "w") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UDError("UD-LOCKED", f"another promotion of {unit.name} to {env} is still running",
+                                  "wait for it to finish and try again", exit_code=EXIT_TARGET) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.MaterializeResult:
+    ledger = context.resources.ledger.ledger()
+    principal = principal_of(context)
+    reason = context.run.tags.get(REASON_TAG, "")
+    upstream = unit.previous_stage(env)
+    version, artifact = version_at(context, platform, unit, upstream)
+
+    def refuse(exc: UDError) -> dg.Failure:
+        ledger.append("refusal", principal=principal, unit=unit.name, env=env, version=version,
+                      payload={"code": exc.code, "message": exc.message, "run_id": context.run.run_id})
+        return failure(exc)
+
+    if version is None or artifact is None:
+        raise refuse(UDError("UD-PROMOTE-NOTHING", f"{unit.name} has no {upstream} version to promote to {env}",
+                             f"promote {unit.name} to {upstream} first"))
+    results = gate_results(ledger, unit, platform.gates[unit.name], upstream, version)
+    failed = [f"{name} ({r['code']})" if r else f"{name} (not run)" for name, r in results.items() if not (r and r["passed"])]
+    if failed:
+        raise refuse(GateRefused("UD-GATE-REFUSED", f"{unit.name} {version[:12]} may not go to {env}: gates not passed: "
+                                 f"{', '.join(failed)}", f"see `ud gates {unit.name}`; fix and rebuild", exit_code=EXIT_GATE))
+    target = platform.target(unit)
+    home = Home.current()
+    with env_lock(home, unit, env):
+        current = target.status(unit, env)
+        started = time.monotonic()
+        try:
+            dep = target.deploy(unit, env, artifact, log=context.log.info)
+        except TargetError as exc:
+            ledger.append("deploy-failed", principal=principal, unit=unit.name, env=env, version=version,
+                          payload={"code": exc.code, "message": exc.message, "stayed_on": current.version if current else None,
+                                   "run_id": context.run.run_id})
+            raise failure(exc) from None
+        ledger.append("promotion", principal=principal, unit=unit.name, env=env, version=version,
+                      payload={"from_version": current.version if current else None, "reason": reason,
+                               "digest": artifact.digest, "run_id": context.run.run_id, "team": unit.team,
+                               "kind": unit.kind, "deploy_seconds": round(time.monotonic() - started, 3),
+                               "change_created_at": artifact.details.get("change_created_at"),
+                               "gates": {k: (v or {}).get("code") for k, v in results.items()}})
+    return dg.MaterializeResult(
+        metadata={"version": version, "previous_version": dep.previous_version or "", "deployed_at": dep.deployed_at,
+                  "principal": principal, "gates": metadata_value({k: (v or {}).get("code") for k, v in results.items()}),
+                  **{k: metadata_value(v) for k, v in dep.details.items()}},
+        data_version=dg.DataVersion(version))
+
+
+def rollback(context: Any, platform: Any, unit: Unit, env: str, to_version: str | None, reason: str) -> Any:
+    ledger = context.resources.ledger.ledger()
+    principal = principal_of(context)
+    target = platform.target(unit)
+    with env_lock(Home.current(), unit, env):
+        current = target.status(unit, env)
+        try:
+            dep = target.rollback(unit, env, to_version or None, log=context.log.info)
+        except TargetError as exc:
+            ledger.append("rollback-failed", principal=principal, unit=unit.name, env=env, version=to_version,
+                          payload={"code": exc.code, "message": exc.message, "reason": reason, "run_id": context.run.run_id})
+            raise failure(exc) from None
+        ledger.append("rollback", principal=principal, unit=unit.name, env=env, version=dep.version,
+                      payload={"from_version": current.version if current else None, "reason": reason,
+                               "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind,
+                               "consumers": platform.consumers(unit.name)})
+    return dep

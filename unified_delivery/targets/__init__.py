@@ -1,0 +1,1 @@
+"""Deploy targets: one interface, one implementation per kind and place."""

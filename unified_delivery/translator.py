@@ -1,0 +1,121 @@
+"""Units into Dagster definitions: one asset per unit x stage, one blocking check per gate,
+one promotion job per unit x environment, and one rollback job."""
+
+
+from typing import Any
+
+import dagster as dg
+import pydantic
+
+from . import promotion
+from .gates import Gate
+from .units import CANDIDATE, Unit
+
+KIND_TAGS = {"app": {"git", "python"}, "model": {"mlflow", "scikitlearn"}, "data": {"dbt", "duckdb"}}
+
+
+class CandidateConfig(dg.Config):
+    ref: str = pydantic.Field(default="", description="app: a commit or branch (default: the unit's branch); "
+                        "model: an existing registered version (default: train a new one); data: unused")
+
+
+class RollbackConfig(dg.Config):
+    unit: str
+    env: str
+    to_version: str = ""
+    reason: str
+
+
+def key(unit: str, stage: str) -> dg.AssetKey:
+    return dg.AssetKey([unit, stage])
+
+
+def job_name(unit: str, env: str) -> str:
+    return f"{unit}__to_{env}"
+
+
+def _resource_keys(unit: Unit) -> set[str]:
+    return {"ledger", f"{unit.kind}_target"}
+
+
+def stage_assets(platform: Any, unit: Unit) -> list[dg.AssetsDefinition]:
+    translator = platform.translator(unit)
+    common = dict(group_name=unit.name, kinds=KIND_TAGS.get(unit.kind), owners=[f"team:{unit.team}"],
+                  required_resource_keys=_resource_keys(unit), tags={"ud/kind": unit.kind})
+
+    @dg.asset(key=key(unit.name, CANDIDATE), deps=[key(u, s) for u, s in translator.candidate_deps(unit, platform.units)],
+              description=f"{unit.name} ({unit.kind}) built, not yet deployed.", **common)
+    def candidate(context: dg.AssetExecutionContext, config: CandidateConfig) -> dg.MaterializeResult:
+        return promotion.build_candidate(context, platform, unit, config.ref)
+
+    assets = [candidate]
+    for env in unit.environments:
+        deps = [key(unit.name, unit.previous_stage(env)), *[key(u, s) for u, s in translator.env_deps(unit, env, platform.units)]]
+
+        assets.append(_env_asset(platform, unit, env, deps, common))
+    return assets
+
+
+def _env_asset(platform: Any, unit: Unit, env: str, deps: list, common: dict) -> dg.AssetsDefinition:
+    @dg.asset(key=key(unit.name, env), deps=deps, description=f"{unit.name} as deployed to {env}.", **common)
+    def deployed(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return promotion.promote(context, platform, unit, env)
+
+    return deployed
+
+
+def gate_check(platform: Any, unit: Unit, gate: Gate) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=key(unit.name, gate.spec.stage), name=gate.name, blocking=True,
+                    required_resource_keys=_resource_keys(unit),
+                    description=f"{gate.family} gate: guards {unit.name}'s promotion from {gate.spec.stage}.",
+                    metadata={"ud/family": gate.family, "ud/type": gate.type})
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        return promotion.run_gate(context, platform, unit, gate)
+
+    return check
+
+
+def promotion_jobs(unit: Unit) -> list:
+    jobs = []
+    for env in unit.environments:
+        upstream = unit.previous_stage(env)
+        if upstream == CANDIDATE:  # build, gate, deploy
+            selection = dg.AssetSelection.assets(key(unit.name, CANDIDATE)) | dg.AssetSelection.assets(key(unit.name, env)).without_checks()
+        else:  # re-run the gates on the upstream environment, then deploy what it runs
+            selection = dg.AssetSelection.checks_for_assets(key(unit.name, upstream)) | \
+                dg.AssetSelection.assets(key(unit.name, env)).without_checks()
+        jobs.append(dg.define_asset_job(job_name(unit.name, env), selection=selection,
+                                        description=f"Promote {unit.name} to {env}.", tags={"ud/unit": unit.name, "ud/env": env}))
+    return jobs
+
+
+def rollback_job(platform: Any) -> dg.JobDefinition:
+    @dg.op(required_resource_keys={"ledger", *{f"{k}_target" for k in platform.targets}})
+    def ud_rollback(context: dg.OpExecutionContext, config: RollbackConfig):
+        unit = platform.units.get(config.unit)
+        if unit is None:
+            raise promotion.failure(promotion.UDError("UD-UNKNOWN-UNIT", f"no unit named {config.unit!r}",
+                                                      f"known: {', '.join(platform.units)}"))
+        dep = promotion.rollback(context, platform, unit, config.env, config.to_version or None, config.reason)
+        yield dg.AssetMaterialization(asset_key=key(unit.name, config.env), description=f"rollback: {config.reason}",
+                                      metadata={"version": dep.version, "previous_version": dep.previous_version or "",
+                                                "deployed_at": dep.deployed_at, "action": "rollback",
+                                                "reason": config.reason})
+        yield dg.Output(dep.version)
+
+    @dg.job(name="ud_rollback", description="Roll a unit back in one environment through its target.")
+    def job():
+        ud_rollback()
+
+    return job
+
+
+def platform_defs(platform: Any) -> dg.Definitions:
+    assets, checks, jobs = [], [], []
+    for name in platform.order():
+        unit = platform.units[name]
+        assets += stage_assets(platform, unit)
+        checks += [gate_check(platform, unit, g) for g in platform.gates[name]]
+        jobs += promotion_jobs(unit)
+    jobs.append(rollback_job(platform))
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=platform.resources())
