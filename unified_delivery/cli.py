@@ -8,6 +8,7 @@ code and a remediation; exit codes: 0 ok, 2 usage or configuration, 3 a gate ref
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -133,7 +134,7 @@ def rollback(platform, defs, unit_name: str, env: str, *, to: str = "", reason: 
     if env not in unit.environments:
         raise UDError("UD-UNKNOWN-ENV", f"{unit_name} has no environment {env!r}", f"use one of: {', '.join(unit.environments)}")
     tags = {PRINCIPAL_TAG: principal or cli_principal(), REASON_TAG: reason, "ud/unit": unit_name, "ud/env": env}
-    config = {"ops": {"ud_rollback": {"config": {"unit": unit_name, "env": env, "to_version": to or "", "reason": reason}}}}
+    config = {"ops": {"rollback_unit": {"config": {"unit": unit_name, "env": env, "to_version": to or "", "reason": reason}}}}
     return execute(defs, "ud_rollback", home=home or Home.current(), run_config=config, tags=tags)
 
 
@@ -248,7 +249,13 @@ def build_parser() -> Parser:
     sp = add("ui", cmd_ui, "the Dagster UI (dagster dev) on this workspace and the embedded instance")
     sp.add_argument("--port", type=int, default=3000)
     sp.add_argument("--host", default="127.0.0.1")
+    for name in COMMAND_MODULES:  # commands that live in their own module: each has register(add)
+        importlib.import_module(f"unified_delivery.commands.{name}").register(add)
     return p
+
+
+# One line per command module in unified_delivery/commands/.
+COMMAND_MODULES: list[str] = []
 
 
 def main(argv: list[str] | None = None) -> int:

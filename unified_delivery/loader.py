@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,16 @@ from .units import UNIT_KINDS, Unit
 TYPES = {"unified_delivery.app": "app", "unified_delivery.data": "data", "app": "app", "data": "data"}
 
 
-def _field_error(exc: ValidationError, name: str, source: str) -> ConfigError:
-    err = exc.errors()[0]
+def field_error(exc: ValidationError, name: str, source: str, model: type | None = None) -> ConfigError:
+    """One clear line for the first problem; a misspelt field is named as written, with a guess."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     where = ".".join(str(p) for p in err["loc"]) or "?"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = "is not a known field (a typo?)"
+        known = list(getattr(model, "model_fields", {})) if len(err["loc"]) == 1 else []
+        guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        msg = "is not a known field" + (f" (did you mean {guess[0]!r}?)" if guess else "")
     return ConfigError("UD-CONFIG-UNIT", f"unit {name} ({source}): field {where}: {msg}",
                        f"fix `{where}` in {source}")
 
@@ -37,7 +42,7 @@ def unit_from_attributes(kind: str, attributes: dict[str, Any], source: str, bas
     try:
         return UNIT_KINDS[kind](**attributes)
     except ValidationError as exc:
-        raise _field_error(exc, name, source) from None
+        raise field_error(exc, name, source, UNIT_KINDS[kind]) from None
 
 
 def load_yaml_unit(path: Path) -> Unit:

@@ -73,7 +73,8 @@ class Platform:
         for unit in self.units.values():
             for dep in self.translator(unit).upstream_units(unit):
                 if dep not in self.units:
-                    raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field depends_on: {dep!r} is not a unit of this platform",
+                    where = next((f for f in ("serves", "trains_on") if getattr(unit, f, None) == dep), "depends_on")
+                    raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field {where}: {dep!r} is not a unit of this platform",
                                       f"known units: {', '.join(self.units)}")
             self.translator(unit).validate(unit, self.units)
             if unit.kind not in self.targets:

@@ -176,6 +176,12 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
     home = Home.current()
     with env_lock(home, unit, env):
         current = target.status(unit, env)
+        if current is not None and current.version == version and target.health(unit, env).healthy:
+            ledger.append("already-deployed", principal=principal, unit=unit.name, env=env, version=version,
+                          payload={"reason": reason, "run_id": context.run.run_id})
+            return dg.MaterializeResult(metadata={"version": version, "deployed_at": current.deployed_at,
+                                                  "unchanged": True, "principal": principal},
+                                        data_version=dg.DataVersion(version))
         started = time.monotonic()
         try:
             dep = target.deploy(unit, env, artifact, log=context.log.info)

@@ -91,7 +91,7 @@ def promotion_jobs(unit: Unit) -> list:
 
 def rollback_job(platform: Any) -> dg.JobDefinition:
     @dg.op(required_resource_keys={"ledger", *{f"{k}_target" for k in platform.targets}})
-    def ud_rollback(context: dg.OpExecutionContext, config: RollbackConfig):
+    def rollback_unit(context: dg.OpExecutionContext, config: RollbackConfig):
         unit = platform.units.get(config.unit)
         if unit is None:
             raise promotion.failure(promotion.UDError("UD-UNKNOWN-UNIT", f"no unit named {config.unit!r}",
@@ -105,7 +105,7 @@ def rollback_job(platform: Any) -> dg.JobDefinition:
 
     @dg.job(name="ud_rollback", description="Roll a unit back in one environment through its target.")
     def job():
-        ud_rollback()
+        rollback_unit()
 
     return job
 

@@ -104,7 +104,7 @@ class ModelUnit(Unit):
     table: str | None = None  # relation in the data unit's published schema (default: the data unit's name)
     features: list[str]
     label: str
-    holdout_fraction: float = 0.25
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     seed: int = 0
     registered_model: str | None = None  # MLflow name (default: the unit name)
 

@@ -53,6 +53,9 @@ class DataTranslator(KindTranslator):
         assert isinstance(unit, DataUnit)
         manifest = dbt.ensure_manifest(unit.project)
         ids = dbt.select(manifest, unit.select, Path(unit.project))
+        if not ids:
+            self.refuse(unit, "select", f"{unit.select!r} selects nothing in {unit.project}",
+                        "name models that exist in the dbt project (dbt ls --select ...)")
         models = {manifest["nodes"][u]["name"] for u in ids if manifest["nodes"][u]["resource_type"] == "model"}
         for name in unit.publish:
             if name not in models:

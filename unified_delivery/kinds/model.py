@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError, UDError
+from ..errors import UDError
 from ..targets.base import Artifact
-from ..units import GateSpec, ModelUnit, Unit
+from ..units import ModelUnit, Unit
 from .base import BuildContext, KindTranslator
 
 
@@ -37,14 +37,12 @@ def model(**declaration: Any) -> Callable[[Callable], ModelDefinition]:
     def wrap(fn: Callable) -> ModelDefinition:
         name = declaration.get("name", fn.__name__)
         decl = {**declaration, "name": name}
-        decl["gates"] = [g if isinstance(g, GateSpec) else GateSpec(**g) for g in decl.get("gates", [])]
         try:
             unit = ModelUnit(**decl)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError("UD-CONFIG-UNIT", f"unit {name}: field {where}: {err['msg']}",
-                              f"fix the @model(...) arguments of {fn.__module__}.{fn.__name__}") from None
+            from ..loader import field_error
+
+            raise field_error(exc, name, f"the @model(...) arguments of {fn.__module__}.{fn.__name__}", ModelUnit) from None
         return ModelDefinition(unit=unit, train=fn)
 
     return wrap
@@ -112,10 +110,10 @@ class ModelTranslator(KindTranslator):
         except Exception as exc:  # the data scientist's code: report its own failure, deploy nothing
             tb = traceback.format_exc(limit=-3)
             raise UDError("UD-MODEL-TRAIN-FAILED", f"unit {unit.name}: the training function raised {type(exc).__name__}: {exc}",
-                          f"fix the training function; last frames:\n{tb}") from exc
+                          f"fix the training function; last frames:\n{tb}", exit_code=5) from exc
         if not hasattr(fitted, "predict"):
             raise UDError("UD-MODEL-NOT-FITTED", f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
-                          "return the fitted estimator")
+                          "return the fitted estimator", exit_code=5)
         return ctx.target.register(unit, fitted, train=train, holdout_path=holdout_path,
                                    data_version=deployed.version, train_seconds=time.time() - started, log=ctx.log)
 

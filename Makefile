@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make demo   creates .venv if missing, installs, runs `ud demo`
+#   make test   creates .venv if missing, installs with test extras, runs pytest
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install ui down clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/ud demo
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install
+	$(BIN)/ud ui
+
+down:
+	$(BIN)/ud down
+
+clean:
+	-$(BIN)/ud down
+	rm -rf .ud dbt_project/target dbt_project/logs

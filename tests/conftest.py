@@ -1,0 +1,83 @@
+"""Shared fixtures: an isolated home, resources that live in it, and a scratch copy of
+the platform repository for tests that run `ud` against a modified platform."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+
+
+@pytest.fixture
+def ud_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`$UD_HOME` for this test; not created, so a test can tell whether anything wrote to it."""
+    home = tmp_path / "ud-home"
+    monkeypatch.setenv("UD_HOME", str(home))
+    for var in ("UD_MLFLOW_TRACKING_URI", "UD_WAREHOUSE", "UD_LEDGER_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def home_resources(ud_home: Path) -> dict:
+    """`targets` and `ledger` keyword arguments for `Platform`, every one of them inside `ud_home`."""
+    from unified_delivery.ledger import LedgerResource
+    from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
+    from unified_delivery.targets.local_release import LocalReleaseTarget
+    from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
+
+    return {
+        "targets": {
+            "app": LocalReleaseTarget(home=str(ud_home)),
+            "model": MlflowAliasTarget(tracking_uri=f"sqlite:///{ud_home / 'mlflow' / 'mlflow.db'}",
+                                       artifact_root=str(ud_home / "mlflow" / "artifacts")),
+            "data": DbtDuckDBTarget(warehouse=str(ud_home / "warehouse.duckdb")),
+        },
+        "ledger": LedgerResource(url=f"sqlite:///{ud_home / 'ledger.db'}"),
+    }
+
+
+@pytest.fixture
+def platform_copy(tmp_path: Path) -> Path:
+    """The repository layout `ud` loads (assets/, resources/, dbt_project/, workspace.yaml),
+    copied without dbt's generated target/ and logs/, free for a test to edit."""
+    root = tmp_path / "platform"
+    ignore = shutil.ignore_patterns("__pycache__", "target", "logs", "dbt_packages")
+    for name in ("assets", "resources", "dbt_project"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=ignore)
+    shutil.copy2(REPO_ROOT / "workspace.yaml", root / "workspace.yaml")
+    return root
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER_", "PYTHONPATH"))}
+    return {**env, **extra}
+
+
+@pytest.fixture
+def run_ud(tmp_path: Path):
+    """Run the installed `ud` console script: `run_ud(*args, project=..., home=...)`.
+
+    The environment is scrubbed of UD_/DAGSTER_ variables; the home defaults to a fresh
+    folder under tmp_path and the project to the repository itself."""
+
+    def run(*args: str, project: Path = REPO_ROOT, home: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        home = home or tmp_path / "cli-home"
+        env = _clean_env(UD_PROJECT=str(project), UD_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
+        return subprocess.run([str(VENV_BIN / "ud"), *args], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def clean_env():
+    """`clean_env(**extra)`: this environment without UD_/DAGSTER_ variables or PYTHONPATH, plus `extra`."""
+    return _clean_env

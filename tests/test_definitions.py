@@ -1,0 +1,122 @@
+"""The reference platform's Definitions as a whole: light to load, the asset graph and gates
+that the units declare, the promotion jobs, and loadable by Dagster's own tooling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from unified_delivery.runner import load_platform
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+UNITS = ("customer_features", "churn_model", "recommendation_api")
+STAGES = ("candidate", "staging", "production")
+# The clients targets and gates import when they run, never when the definitions load.
+HEAVY = ("mlflow", "great_expectations", "dbt", "dbt_common", "dbt_adapters", "kubernetes", "dagster_dbt",
+         "dagster_k8s", "dagster_mlflow")
+
+# The name conflict that breaks `dagster definitions validate` (fixed; the tests below keep it so).
+ROLLBACK_NAME_CLASH = (
+    "translator.rollback_job names both its op and its job `ud_rollback`; Dagster refuses the repository "
+    "('Conflicting definitions found in repository with name ud_rollback. Op/Graph definition names must be "
+    "unique'), so the code location does not load in `dagster definitions validate`, `dagster dev` or `ud ui`")
+
+
+def k(unit: str, stage: str) -> dg.AssetKey:
+    return dg.AssetKey([unit, stage])
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return load_platform(ROOT)[1]
+
+
+@pytest.fixture(scope="module")
+def graph(defs: dg.Definitions):
+    return defs.resolve_asset_graph()
+
+
+def test_loading_the_definitions_imports_no_heavy_client(tmp_path, clean_env):
+    script = "import json, sys\nfrom assets.definitions import defs\nprint(json.dumps(sorted(sys.modules)))\n"
+    home = tmp_path / "home"
+    proc = subprocess.run([str(PYTHON), "-c", script], cwd=ROOT, env=clean_env(UD_HOME=str(home)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "assets.definitions" in modules and "dagster" in modules  # the check saw a real load
+    heavy = sorted(m for m in modules if any(m == name or m.startswith(name + ".") for name in HEAVY))
+    assert heavy == [], f"loading the definitions imported {heavy[:10]}"
+    assert not home.exists(), "loading the definitions must not write to the home"
+
+
+def test_every_unit_is_one_asset_per_stage(graph):
+    assert set(graph.get_all_asset_keys()) == {k(u, s) for u in UNITS for s in STAGES}
+
+
+def test_lineage_follows_stages_and_units(graph):
+    expected = {
+        k("customer_features", "candidate"): set(),
+        k("customer_features", "staging"): {k("customer_features", "candidate")},
+        k("customer_features", "production"): {k("customer_features", "staging")},
+        # a model trains on what its data unit runs in production
+        k("churn_model", "candidate"): {k("customer_features", "production")},
+        k("churn_model", "staging"): {k("churn_model", "candidate")},
+        k("churn_model", "production"): {k("churn_model", "staging")},
+        # an app serves, per environment, the model version deployed in that environment
+        k("recommendation_api", "candidate"): set(),
+        k("recommendation_api", "staging"): {k("recommendation_api", "candidate"), k("churn_model", "staging")},
+        k("recommendation_api", "production"): {k("recommendation_api", "staging"), k("churn_model", "production")},
+    }
+    actual = {key: set(graph.get(key).parent_keys) for key in expected}
+    assert actual == expected
+
+
+def test_gates_are_blocking_checks_on_the_stage_they_guard(graph):
+    expected = {
+        dg.AssetCheckKey(k("recommendation_api", "candidate"), "tests"),
+        dg.AssetCheckKey(k("recommendation_api", "staging"), "health"),
+        dg.AssetCheckKey(k("churn_model", "candidate"), "model_metric"),
+        dg.AssetCheckKey(k("customer_features", "candidate"), "dbt_tests"),
+    }
+    assert set(graph.asset_check_keys) == expected
+    for check_key in expected:
+        spec = graph.get_check_spec(check_key)
+        assert spec.blocking, f"{check_key} must block what it guards"
+
+
+def test_assets_carry_the_owner_and_group_of_their_unit(graph):
+    teams = {"customer_features": "analytics", "churn_model": "ml", "recommendation_api": "web"}  # analytics: dbt meta
+    for unit, team in teams.items():
+        for stage in STAGES:
+            node = graph.get(k(unit, stage))
+            assert node.owners == [f"team:{team}"], (unit, stage, node.owners)
+            assert node.group_name == unit
+
+
+def test_promotion_and_rollback_jobs_exist(defs):
+    for unit in UNITS:
+        for env in ("staging", "production"):
+            job = defs.resolve_job_def(f"{unit}__to_{env}")
+            assert job.tags == {"ud/unit": unit, "ud/env": env}
+    assert defs.resolve_job_def("ud_rollback").name == "ud_rollback"
+
+
+def test_the_definitions_are_loadable_by_dagster(defs):
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_dagster_definitions_validate_accepts_the_workspace(tmp_path, clean_env):
+    dagster = Path(sys.executable).with_name("dagster")
+    dagster = dagster if dagster.exists() else ROOT / ".venv" / "bin" / "dagster"
+    env = clean_env(DAGSTER_HOME=str(tmp_path / "dagster"), UD_HOME=str(tmp_path / "home"))
+    (tmp_path / "dagster").mkdir()
+    (tmp_path / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

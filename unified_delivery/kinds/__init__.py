@@ -1,0 +1,1 @@
+"""Kinds of delivery unit: one translator module per kind."""
