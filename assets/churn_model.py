@@ -10,7 +10,13 @@ FEATURES = ["tenure_days", "order_count", "total_spend", "avg_order_value", "day
     trains_on="customer_features",
     features=FEATURES,
     label="churned",
-    gates=[ud.gate("model-metric", metric="roc_auc", min=0.70, max_regression=0.02)],
+    extra_columns=["plan"],  # kept in the held-out set for the fairness gate
+    gates=[
+        ud.gate("model-metric", metric="roc_auc", min=0.70, max_regression=0.02),
+        ud.gate("fairness", sensitive_column="plan", rate="positive_rate", max_gap=0.2),
+        # What recommendation_api sends: JSON numbers, parsed as floats.
+        ud.gate("schema", consumers={"recommendation_api": {f: "double" for f in FEATURES}}),
+    ],
     budget=ud.Budget(per_run=0.20, per_month=100),
 )
 def churn_model(train):

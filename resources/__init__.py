@@ -5,6 +5,9 @@ time through `unified_delivery.home.Home`, which also honours UD_MLFLOW_TRACKING
 UD_WAREHOUSE and UD_LEDGER_URL, so pointing at shared services needs variables only.
 """
 
+from pathlib import Path
+
+from unified_delivery.governance import Governance
 from unified_delivery.ledger import LedgerResource
 from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
 from unified_delivery.targets.local_release import LocalReleaseTarget
@@ -15,4 +18,5 @@ def platform_resources() -> dict:
     return {
         "targets": {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget()},
         "ledger": LedgerResource(),
+        "governance": Governance.from_file(Path(__file__).parent / "policy.yaml"),
     }

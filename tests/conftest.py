@@ -49,7 +49,7 @@ def platform_copy(tmp_path: Path) -> Path:
     copied without dbt's generated target/ and logs/, free for a test to edit."""
     root = tmp_path / "platform"
     ignore = shutil.ignore_patterns("__pycache__", "target", "logs", "dbt_packages")
-    for name in ("assets", "resources", "dbt_project"):
+    for name in ("assets", "resources", "sensors", "dbt_project", "templates"):
         shutil.copytree(REPO_ROOT / name, root / name, ignore=ignore)
     shutil.copy2(REPO_ROOT / "workspace.yaml", root / "workspace.yaml")
     return root

@@ -114,6 +114,17 @@ def edited(path: Path, old: str, new: str) -> Iterator[None]:
         path.write_text(original)
 
 
+@contextmanager
+def added(path: Path, text: str) -> Iterator[None]:
+    """Add a file to the project copy for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    try:
+        yield
+    finally:
+        path.unlink()
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("dbt")
@@ -313,6 +324,21 @@ def test_redeploying_the_current_version_keeps_the_rollback_target(lab, v1, v2):
     lab.target.deploy(lab.unit, env, v2)
     lab.target.deploy(lab.unit, env, v2)
     assert lab.target.rollback(lab.unit, env).version == v1a.version
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "run_tests() ignores whether `dbt test` ran: when dbt stops before running any test (here "
+    "a compilation error in a singular test), it reads the run_results.json an earlier "
+    "invocation left in the same work folder, so the dbt-tests gate reports "
+    "UD-GATE-DBT-TESTS-PASSED for tests that did not run"))
+def test_dbt_test_that_does_not_run_fails_the_gate(lab, v1):
+    with added(lab.project / "tests" / "assert_orders_positive.sql",
+               "select * from {{ ref('orders' }} where amount <= 0\n"):  # unbalanced: dbt cannot compile it
+        try:
+            passed = lab.dbt_tests_gate(v1[0]).passed
+        except UDError:  # refusing with an error is as good as failing the gate
+            passed = False
+    assert not passed
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -84,8 +84,12 @@ def test_gates_are_blocking_checks_on_the_stage_they_guard(graph):
         dg.AssetCheckKey(k("churn_model", "candidate"), "model_metric"),
         dg.AssetCheckKey(k("customer_features", "candidate"), "dbt_tests"),
     }
-    assert set(graph.asset_check_keys) == expected
-    for check_key in expected:
+    # Governance adds a policy gate on every promotion and an approval gate where the unit asks for one.
+    for unit in ("customer_features", "churn_model", "recommendation_api"):
+        expected |= {dg.AssetCheckKey(k(unit, "candidate"), "policy"), dg.AssetCheckKey(k(unit, "staging"), "policy")}
+    expected.add(dg.AssetCheckKey(k("recommendation_api", "staging"), "approval"))
+    assert set(graph.asset_check_keys) >= expected
+    for check_key in graph.asset_check_keys:
         spec = graph.get_check_spec(check_key)
         assert spec.blocking, f"{check_key} must block what it guards"
 

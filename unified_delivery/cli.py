@@ -95,10 +95,39 @@ def cmd_info(args, out: Output) -> int:
     return 0
 
 
+def identity(platform, token: str | None = None, home: Home | None = None) -> str:
+    """Who `ud` acts for: the principal of --token / UD_TOKEN, else the policy's local principal.
+    A refused token is recorded in the ledger."""
+    from .errors import NotPermitted
+    from .governance import tokens
+
+    token = token or os.environ.get("UD_TOKEN")
+    if not token:
+        return platform.governance.local_principal
+    try:
+        principal = tokens.verify(token, key=tokens.signing_key(home))["sub"]
+        platform.governance.principal(principal)
+        return principal
+    except NotPermitted as exc:
+        platform.ledger.ledger().append("refusal", principal=platform.governance.ui_principal,
+                                        payload={"code": exc.code, "message": exc.message, "action": "authenticate"})
+        raise
+
+
+def run_tags(principal: str, reason: str, unit: str, env: str, home: Home) -> tuple[str, dict[str, str]]:
+    import uuid
+
+    from .governance import tokens
+    from .promotion import GRANT_TAG, PRINCIPAL_TAG, REASON_TAG
+
+    run_id = str(uuid.uuid4())
+    grant = tokens.run_grant(principal, run_id=run_id, key=tokens.signing_key(home))
+    return run_id, {PRINCIPAL_TAG: principal, GRANT_TAG: grant, REASON_TAG: reason or "", "ud/unit": unit, "ud/env": env}
+
+
 def promote(platform, defs, unit_name: str, env: str, *, reason: str = "", ref: str = "", principal: str | None = None,
             home: Home | None = None):
     """Promote a unit to an environment as a Dagster run; returns the RunOutcome."""
-    from .promotion import PRINCIPAL_TAG, REASON_TAG, cli_principal
     from .runner import execute
     from .translator import job_name
     from .units import CANDIDATE
@@ -109,14 +138,58 @@ def promote(platform, defs, unit_name: str, env: str, *, reason: str = "", ref: 
     run_config = {}
     if unit.previous_stage(env) == CANDIDATE and ref:
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
-    tags = {PRINCIPAL_TAG: principal or cli_principal(), REASON_TAG: reason or "", "ud/unit": unit_name, "ud/env": env}
-    return execute(defs, job_name(unit_name, env), home=home or Home.current(), run_config=run_config, tags=tags)
+    home = home or Home.current()
+    run_id, tags = run_tags(principal or identity(platform, home=home), reason, unit_name, env, home)
+    return execute(defs, job_name(unit_name, env), home=home, run_config=run_config, tags=tags, run_id=run_id)
+
+
+def promote_plan(platform, unit_name: str, env: str, principal: str, ref: str = "") -> dict:
+    """What `ud promote` would do, changing nothing: the version, the gates, and whether policy allows it."""
+    from .units import CANDIDATE
+
+    unit = platform.unit(unit_name)
+    if env not in unit.environments:
+        raise UDError("UD-UNKNOWN-ENV", f"{unit_name} has no environment {env!r}", f"use one of: {', '.join(unit.environments)}")
+    target = platform.target(unit)
+    upstream = unit.previous_stage(env)
+    current = target.status(unit, env)
+    if upstream == CANDIDATE:
+        version = f"a new candidate built from {ref or getattr(unit, 'branch', None) or 'the unit source'}"
+    else:
+        dep = target.status(unit, upstream)
+        version = dep.version if dep else None
+    gates = [{"name": g.name, "family": g.family, "stage": g.spec.stage} for g in platform.gates[unit.name]
+             if g.spec.stage == upstream]
+    blocked = []
+    if not platform.governance.allowed(principal, "deploy", env):
+        blocked.append({"code": "UD-AUTH-FORBIDDEN", "message": f"{principal} may not deploy in {env}"})
+    if (freeze := platform.governance.active_freeze(env)) is not None:
+        blocked.append({"code": "UD-GATE-FREEZE-ACTIVE", "message": f"{env} is frozen until {freeze[1][1].isoformat()}"})
+    if version is None:
+        blocked.append({"code": "UD-PROMOTE-NOTHING", "message": f"{upstream} holds no version"})
+    return {"ok": True, "dry_run": True, "action": "promote", "unit": unit_name, "env": env, "principal": principal,
+            "from_version": current.version if current else None, "to_version": version, "gates": gates,
+            "permitted": not blocked, "blocked_by": blocked,
+            "changes": f"{env} of {unit_name}: {current.version if current else 'nothing'} -> {version}"}
+
+
+def _plan_text(plan: dict) -> str:
+    lines = [f"dry run: {plan['action']} {plan['unit']} in {plan['env']} as {plan['principal']} (nothing changed)",
+             f"  would change: {plan['changes']}"]
+    lines += [f"  gate: {g['name']} ({g['family']})" for g in plan.get("gates", [])]
+    lines += [f"  blocked: {b['code']} {b['message']}" for b in plan["blocked_by"]]
+    return "\n".join(lines)
 
 
 def cmd_promote(args, out: Output) -> int:
     platform, defs = _platform()
-    out.progress(f"promoting {args.unit} to {args.to}")
-    outcome = promote(platform, defs, args.unit, args.to, reason=args.reason, ref=args.ref)
+    principal = identity(platform, args.token)
+    if args.dry_run:
+        plan = promote_plan(platform, args.unit, args.to, principal, args.ref)
+        out.result(plan, lambda: _plan_text(plan))
+        return 0
+    out.progress(f"promoting {args.unit} to {args.to} as {principal}")
+    outcome = promote(platform, defs, args.unit, args.to, reason=args.reason, ref=args.ref, principal=principal)
     if outcome.error:
         raise outcome.error
     dep = platform.target(platform.unit(args.unit)).status(platform.unit(args.unit), args.to)
@@ -127,23 +200,36 @@ def cmd_promote(args, out: Output) -> int:
 
 def rollback(platform, defs, unit_name: str, env: str, *, to: str = "", reason: str, principal: str | None = None,
              home: Home | None = None):
-    from .promotion import PRINCIPAL_TAG, REASON_TAG, cli_principal
     from .runner import execute
 
     unit = platform.unit(unit_name)
     if env not in unit.environments:
         raise UDError("UD-UNKNOWN-ENV", f"{unit_name} has no environment {env!r}", f"use one of: {', '.join(unit.environments)}")
-    tags = {PRINCIPAL_TAG: principal or cli_principal(), REASON_TAG: reason, "ud/unit": unit_name, "ud/env": env}
+    home = home or Home.current()
+    run_id, tags = run_tags(principal or identity(platform, home=home), reason, unit_name, env, home)
     config = {"ops": {"rollback_unit": {"config": {"unit": unit_name, "env": env, "to_version": to or "", "reason": reason}}}}
-    return execute(defs, "ud_rollback", home=home or Home.current(), run_config=config, tags=tags)
+    return execute(defs, "ud_rollback", home=home, run_config=config, tags=tags, run_id=run_id)
 
 
 def cmd_rollback(args, out: Output) -> int:
     if not args.reason.strip():
         raise UDError("UD-USAGE", "a rollback needs --reason", "say why, e.g. --reason 'errors after deploy'")
     platform, defs = _platform()
-    out.progress(f"rolling {args.unit} back in {args.env}")
-    outcome = rollback(platform, defs, args.unit, args.env, to=args.to, reason=args.reason)
+    principal = identity(platform, args.token)
+    if args.dry_run:
+        unit = platform.unit(args.unit)
+        current = platform.target(unit).status(unit, args.env)
+        to = args.to or (current.previous_version if current else None)
+        blocked = [] if platform.governance.allowed(principal, "deploy", args.env) else \
+            [{"code": "UD-AUTH-FORBIDDEN", "message": f"{principal} may not deploy in {args.env}"}]
+        plan = {"ok": True, "dry_run": True, "action": "rollback", "unit": args.unit, "env": args.env, "principal": principal,
+                "from_version": current.version if current else None, "to_version": to, "permitted": not blocked,
+                "blocked_by": blocked, "consumers": platform.consumers(args.unit),
+                "changes": f"{args.env} of {args.unit}: {current.version if current else 'nothing'} -> {to}"}
+        out.result(plan, lambda: _plan_text(plan))
+        return 0
+    out.progress(f"rolling {args.unit} back in {args.env} as {principal}")
+    outcome = rollback(platform, defs, args.unit, args.env, to=args.to, reason=args.reason, principal=principal)
     if outcome.error:
         raise outcome.error
     unit = platform.unit(args.unit)
@@ -226,6 +312,7 @@ def build_parser() -> Parser:
     def add(name: str, fn, help_: str) -> Parser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--json", action="store_true", help="one JSON object on stdout, no progress")
+        sp.add_argument("--token", default=None, help="act as the principal of this token (default: $UD_TOKEN)")
         sp.set_defaults(fn=fn)
         return sp
 
@@ -237,11 +324,13 @@ def build_parser() -> Parser:
     sp.add_argument("--to", required=True, metavar="ENV")
     sp.add_argument("--reason", default="")
     sp.add_argument("--ref", default="", help="app: commit or branch to build; model: an existing registered version")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     sp = add("rollback", cmd_rollback, "roll a unit back in an environment through its target")
     sp.add_argument("unit")
     sp.add_argument("--env", required=True)
     sp.add_argument("--to", default="", metavar="VERSION")
     sp.add_argument("--reason", required=True)
+    sp.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     sp = add("gates", cmd_gates, "the latest result of each gate of a unit")
     sp.add_argument("unit")
     sp.add_argument("--env", default="")
@@ -255,7 +344,7 @@ def build_parser() -> Parser:
 
 
 # One line per command module in unified_delivery/commands/.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["governance", "audit", "render", "sensors", "hook"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import Output, _status, _status_table, promote, rollback
+from .commands.governance import approve
 from .errors import UDError
 from .home import Home
 from .kinds.app import git
@@ -86,8 +87,17 @@ def run_demo(out: Output) -> dict[str, Any]:
         dep = platform.target(u).status(u, env)
         return dep.version if dep else None
 
+    def approve_if_needed(name: str, env: str) -> None:
+        """Four-eyes: the operator (not the commit's author) approves what staging runs."""
+        unit = platform.unit(name)
+        if unit.policy.approvals.get(env, 0) and (version := env_of(name, unit.previous_stage(env))):
+            data = approve(platform, platform.governance.local_principal, name, env, version)
+            out.progress(f"{data['principal']} approved {name} {version[:12]} for {env}")
+
     for name in platform.order():  # customer_features -> churn_model -> recommendation_api
         for env in platform.units[name].environments:
+            if all(s["ok"] for s in steps):
+                approve_if_needed(name, env)
             step(f"promote {name} to {env}", promote, unit_name=name, env=env, reason="demo: first release")
 
     # A second, good app change goes all the way, so production has a version to roll back to.
@@ -95,6 +105,8 @@ def run_demo(out: Output) -> dict[str, Any]:
     readme.write_text(readme.read_text() + f"\nRelease note {time.strftime('%Y-%m-%d %H:%M:%S')}: tuned response headers.\n")
     good = commit(workdir, "Add a release note")
     for env in app.environments:
+        if all(s["ok"] for s in steps):
+            approve_if_needed(APP, env)
         step(f"promote {APP} {good[:8]} to {env}", promote, unit_name=APP, env=env, reason="demo: second release")
     serving_before = env_of(APP, "production")
 

@@ -9,6 +9,7 @@ import dagster as dg
 
 from .errors import ConfigError
 from .gates import Gate, build_gate
+from .governance import Governance
 from .kinds.app import AppTranslator
 from .kinds.base import KindTranslator
 from .kinds.data import DataTranslator
@@ -16,7 +17,7 @@ from .kinds.model import ModelDefinition, ModelTranslator
 from .ledger import LedgerResource
 from .loader import load_yaml_units
 from .targets.base import DeployTarget
-from .units import Unit
+from .units import GateSpec, Unit
 
 TRANSLATORS: dict[str, KindTranslator] = {t.kind: t for t in (AppTranslator(), ModelTranslator(), DataTranslator())}
 
@@ -31,7 +32,7 @@ def default_targets() -> dict[str, DeployTarget]:
 
 class Platform:
     def __init__(self, units: Iterable[Unit | ModelDefinition], *, targets: dict[str, DeployTarget] | None = None,
-                 ledger: LedgerResource | None = None):
+                 ledger: LedgerResource | None = None, governance: Governance | None = None):
         self.trainers: dict[str, Callable] = {}
         self.units: dict[str, Unit] = {}
         for item in units:
@@ -43,14 +44,31 @@ class Platform:
             self.units[unit.name] = unit
         self.targets = targets or default_targets()
         self.ledger = ledger or LedgerResource()
+        self.governance = governance or Governance.default()
         self._validate()
-        self.gates: dict[str, list[Gate]] = {n: [build_gate(s, u) for s in u.gates] for n, u in self.units.items()}
+        self.gates: dict[str, list[Gate]] = {
+            n: [build_gate(s, u) for s in [*u.gates, *self._governance_gates(u)]] for n, u in self.units.items()}
         for name, gates in self.gates.items():
-            names = [g.name for g in gates]
-            dupes = {n for n in names if names.count(n) > 1}
+            names = [(g.spec.stage, g.name) for g in gates]
+            dupes = {n for _, n in names if names.count((_, n)) > 1}
             if dupes:
                 raise ConfigError("UD-CONFIG-GATE", f"unit {name}: gate names {sorted(dupes)} are used twice",
                                   "give each gate a distinct `name`")
+
+    def _governance_gates(self, unit: Unit) -> list[GateSpec]:
+        """Policy on every promotion; freeze and approval where the policy file or the unit asks."""
+        specs = []
+        declared = {(g.stage, g.type) for g in unit.gates}
+        frozen = {f.env for f in self.governance.policy.freezes}
+        for env in unit.environments:
+            stage = unit.previous_stage(env)
+            wanted = ["policy"]
+            if env in frozen or "*" in frozen:
+                wanted.append("freeze")
+            if unit.policy.approvals.get(env, 0) > 0:
+                wanted.append("approval")
+            specs += [GateSpec(type=t, stage=stage) for t in wanted if (stage, t) not in declared]
+        return specs
 
     @classmethod
     def from_directory(cls, directory: Path, python_units: Iterable[Unit | ModelDefinition] = (), **kwargs: Any) -> "Platform":

@@ -8,35 +8,60 @@ they are in).
 from __future__ import annotations
 
 import fcntl
-import getpass
-import os
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import dagster as dg
 
-from .errors import EXIT_GATE, EXIT_TARGET, GateRefused, TargetError, UDError
+from .errors import EXIT_GATE, EXIT_TARGET, GateRefused, NotPermitted, TargetError, UDError
 from .gates import Gate, GateContext, GateResult
+from .governance import tokens
 from .home import Home
 from .kinds.base import BuildContext
 from .ledger import Ledger
 from .targets.base import Artifact
 from .units import CANDIDATE, Unit
 
-PRINCIPAL_TAG = "ud/principal"
+PRINCIPAL_TAG = "ud/principal"  # for people reading the run list; never trusted on its own
+GRANT_TAG = "ud/grant"  # a signed grant bound to the run: who the run acts for
 REASON_TAG = "ud/reason"
-DEFAULT_PRINCIPAL = "anonymous:dagster-ui"
+GOVERNANCE_FAMILIES = ("policy", "freeze", "approval")
 
 
-def principal_of(context: Any) -> str:
-    return context.run.tags.get(PRINCIPAL_TAG) or DEFAULT_PRINCIPAL
+def principal_of(context: Any, platform: Any) -> str:
+    """Who a run acts for: the principal of its grant, or the UI's least-privileged principal.
+    A principal tag without a valid grant is a forgery: refused, and recorded."""
+    tags = context.run.tags
+    grant, claimed = tags.get(GRANT_TAG), tags.get(PRINCIPAL_TAG)
+    try:
+        if grant:
+            principal = tokens.grant_principal(grant, run_id=context.run.run_id, run_key=tags.get("dagster/run_key"))
+            if claimed and claimed != principal:
+                raise NotPermitted("UD-AUTH-FORGED-TAG", f"the run claims {claimed} but its grant names {principal}",
+                                   "start promotions with `ud` and your own token")
+            return principal
+        if claimed:
+            raise NotPermitted("UD-AUTH-FORGED-TAG", f"the run claims to act for {claimed} without a grant",
+                               "a tag grants nothing: start promotions with `ud` and a token")
+    except NotPermitted as exc:
+        context.resources.ledger.ledger().append(
+            "forgery", principal=platform.governance.ui_principal, unit=tags.get("ud/unit"), env=tags.get("ud/env"),
+            payload={"code": exc.code, "message": exc.message, "claimed": claimed or "", "run_id": context.run.run_id})
+        raise failure(exc) from None
+    return platform.governance.ui_principal
 
 
-def cli_principal() -> str:
-    return f"user:{os.environ.get('UD_USER') or getpass.getuser()}"
+def active_override(ledger: Ledger, unit: Unit, version: str, gate: str, stage: str) -> dict | None:
+    """An unexpired break-glass override of one gate for one version, if any."""
+    now = datetime.now(timezone.utc).isoformat()
+    entry = ledger.latest(unit=unit.name, action="override",
+                          predicate=lambda e: e.version == version and e.payload.get("gate") == gate
+                          and e.payload.get("stage") == stage and e.payload.get("expires_at", "") > now)
+    return {**entry.payload, "by": entry.principal, "at": entry.ts} if entry else None
 
 
 def failure(exc: UDError) -> dg.Failure:
@@ -75,15 +100,16 @@ def version_at(context: Any, platform: Any, unit: Unit, stage: str) -> tuple[str
 
 def build_candidate(context: Any, platform: Any, unit: Unit, ref: str) -> dg.MaterializeResult:
     ledger = context.resources.ledger.ledger()
+    principal = principal_of(context, platform)
     ctx = BuildContext(home=Home.current(), target=platform.target(unit), targets=platform.targets, units=platform.units,
                        config={"ref": ref}, trainer=platform.trainers.get(unit.name), log=context.log.info)
     try:
         artifact = platform.translator(unit).build_candidate(unit, ctx)
     except UDError as exc:
-        ledger.append("build-failed", principal=principal_of(context), unit=unit.name, env=CANDIDATE,
+        ledger.append("build-failed", principal=principal, unit=unit.name, env=CANDIDATE,
                       payload={"code": exc.code, "message": exc.message, "run_id": context.run.run_id})
         raise failure(exc) from None
-    ledger.append("candidate", principal=principal_of(context), unit=unit.name, env=CANDIDATE, version=artifact.version,
+    ledger.append("candidate", principal=principal, unit=unit.name, env=CANDIDATE, version=artifact.version,
                   payload={"artifact": asdict(artifact), "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind})
     return dg.MaterializeResult(
         metadata={"version": artifact.version, "digest": artifact.digest, "location": artifact.location,
@@ -91,31 +117,43 @@ def build_candidate(context: Any, platform: Any, unit: Unit, ref: str) -> dg.Mat
         data_version=dg.DataVersion(artifact.version))
 
 
+def evaluate_gate(platform: Any, unit: Unit, gate: Gate, version: str, artifact: Artifact | None, principal: str,
+                  ledger: Ledger, log: Any = print) -> GateResult:
+    stage = gate.spec.stage
+    ctx = GateContext(unit=unit, stage=stage, guards=unit.stages[unit.stages.index(stage) + 1], version=version,
+                      artifact=artifact, target=platform.target(unit), home=Home.current(), log=log,
+                      principal=principal, governance=platform.governance, ledger=ledger)
+    try:
+        return gate.evaluate(ctx)
+    except UDError as exc:
+        return GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} failed to run: {exc.code}: {exc.message}",
+                          exc.remediation or "fix the cause and re-run the check", {"cause": exc.code})
+    except Exception as exc:  # a crashing gate is a failed gate, never a pass
+        return GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} crashed: {type(exc).__name__}: {exc}",
+                          "fix the cause and re-run the check", {"traceback": traceback.format_exc(limit=-5)})
+
+
 def run_gate(context: Any, platform: Any, unit: Unit, gate: Gate) -> dg.AssetCheckResult:
     stage = gate.spec.stage
     guards = unit.stages[unit.stages.index(stage) + 1]
     ledger = context.resources.ledger.ledger()
+    principal = principal_of(context, platform)
     version, artifact = version_at(context, platform, unit, stage)
     if version is None:
         result = GateResult(False, "UD-GATE-NOTHING", f"{stage} holds no version to check", f"materialize {unit.name}/{stage} first")
     else:
-        ctx = GateContext(unit=unit, stage=stage, guards=guards, version=version, artifact=artifact,
-                          target=platform.target(unit), home=Home.current(), log=context.log.info)
-        try:
-            result = gate.evaluate(ctx)
-        except UDError as exc:
-            result = GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} failed to run: {exc.code}: {exc.message}",
-                                exc.remediation or "fix the cause and re-run the check", {"cause": exc.code})
-        except Exception as exc:  # a crashing gate is a failed gate, never a pass
-            result = GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} crashed: {type(exc).__name__}: {exc}",
-                                "fix the cause and re-run the check", {"traceback": traceback.format_exc(limit=-5)})
-    ledger.append("gate", principal=principal_of(context), unit=unit.name, env=guards, version=version,
+        result = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info)
+    override = active_override(ledger, unit, version, gate.name, stage) if version and not result.passed else None
+    ledger.append("gate", principal=principal, unit=unit.name, env=guards, version=version,
                   payload={"gate": gate.name, "family": gate.family, "stage": stage, **result.to_dict(),
-                           "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind})
+                           "overridden": bool(override), "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind})
+    extra = {"overridden_by": override["by"], "justification": override["justification"],
+             "override_expires_at": override["expires_at"]} if override else {}
     return dg.AssetCheckResult(
-        passed=result.passed, severity=dg.AssetCheckSeverity.ERROR, description=result.message,
+        passed=result.passed or bool(override), severity=dg.AssetCheckSeverity.ERROR, description=result.message,
         metadata={"code": result.code, "family": gate.family, "version": version or "", "message": result.message,
-                  "remediation": result.remediation, **{k: metadata_value(v) for k, v in result.metadata.items()}})
+                  "remediation": result.remediation, "overridden": bool(override), **extra,
+                  **{k: metadata_value(v) for k, v in result.metadata.items()}})
 
 
 def gate_results(ledger: Ledger, unit: Unit, gates: list[Gate], stage: str, version: str) -> dict[str, dict | None]:
@@ -127,8 +165,16 @@ def gate_results(ledger: Ledger, unit: Unit, gates: list[Gate], stage: str, vers
         entry = ledger.latest(unit=unit.name, action="gate",
                               predicate=lambda e, g=gate.name: e.version == version and e.payload.get("gate") == g
                               and e.payload.get("stage") == stage)
-        out[gate.name] = entry.payload if entry else None
+        payload = dict(entry.payload) if entry else None
+        if not (payload and payload["passed"]) and (override := active_override(ledger, unit, version, gate.name, stage)):
+            payload = {**(payload or {"gate": gate.name, "code": "UD-GATE-NOT-RUN"}), "overridden": True,
+                       "override": override}
+        out[gate.name] = payload
     return out
+
+
+def passed_or_overridden(result: dict | None) -> bool:
+    return bool(result and (result.get("passed") or result.get("overridden")))
 
 
 @contextmanager
@@ -154,7 +200,7 @@ def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600) -> Iterat
 
 def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.MaterializeResult:
     ledger = context.resources.ledger.ledger()
-    principal = principal_of(context)
+    principal = principal_of(context, platform)
     reason = context.run.tags.get(REASON_TAG, "")
     upstream = unit.previous_stage(env)
     version, artifact = version_at(context, platform, unit, upstream)
@@ -167,8 +213,19 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
     if version is None or artifact is None:
         raise refuse(UDError("UD-PROMOTE-NOTHING", f"{unit.name} has no {upstream} version to promote to {env}",
                              f"promote {unit.name} to {upstream} first"))
-    results = gate_results(ledger, unit, platform.gates[unit.name], upstream, version)
-    failed = [f"{name} ({r['code']})" if r else f"{name} (not run)" for name, r in results.items() if not (r and r["passed"])]
+    gates = platform.gates[unit.name]
+    # Who acts, quotas, freezes and approvals are decided now, for this run's principal,
+    # whatever an earlier run recorded: those gates are re-evaluated here.
+    for gate in gates:
+        if gate.spec.stage == upstream and gate.family in GOVERNANCE_FAMILIES:
+            live = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info)
+            if not live.passed and not active_override(ledger, unit, version, gate.name, upstream):
+                exc_type = NotPermitted if gate.family == "policy" else GateRefused
+                raise refuse(exc_type(live.code, live.message, live.remediation,
+                                      exit_code=4 if gate.family == "policy" else EXIT_GATE))
+    results = gate_results(ledger, unit, gates, upstream, version)
+    failed = [f"{name} ({r['code']})" if r else f"{name} (not run)" for name, r in results.items()
+              if not passed_or_overridden(r) and not any(g.name == name and g.family in GOVERNANCE_FAMILIES for g in gates)]
     if failed:
         raise refuse(GateRefused("UD-GATE-REFUSED", f"{unit.name} {version[:12]} may not go to {env}: gates not passed: "
                                  f"{', '.join(failed)}", f"see `ud gates {unit.name}`; fix and rebuild", exit_code=EXIT_GATE))
@@ -195,7 +252,8 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
                                "digest": artifact.digest, "run_id": context.run.run_id, "team": unit.team,
                                "kind": unit.kind, "deploy_seconds": round(time.monotonic() - started, 3),
                                "change_created_at": artifact.details.get("change_created_at"),
-                               "gates": {k: (v or {}).get("code") for k, v in results.items()}})
+                               "gates": {k: (v or {}).get("code") for k, v in results.items()},
+                               "overrides": {k: v["override"] for k, v in results.items() if v and v.get("overridden")}})
     return dg.MaterializeResult(
         metadata={"version": version, "previous_version": dep.previous_version or "", "deployed_at": dep.deployed_at,
                   "principal": principal, "gates": metadata_value({k: (v or {}).get("code") for k, v in results.items()}),
@@ -205,8 +263,14 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
 
 def rollback(context: Any, platform: Any, unit: Unit, env: str, to_version: str | None, reason: str) -> Any:
     ledger = context.resources.ledger.ledger()
-    principal = principal_of(context)
+    principal = principal_of(context, platform)
     target = platform.target(unit)
+    try:
+        platform.governance.authorize(principal, "deploy", env)
+    except NotPermitted as exc:
+        ledger.append("refusal", principal=principal, unit=unit.name, env=env, version=to_version,
+                      payload={"code": exc.code, "message": exc.message, "action": "rollback", "run_id": context.run.run_id})
+        raise failure(exc) from None
     with env_lock(Home.current(), unit, env):
         current = target.status(unit, env)
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_GATE, ConfigError, GateRefused, UDError
+from .errors import EXIT_GATE, ConfigError, GateRefused, NotPermitted, UDError
 from .home import Home
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -42,7 +42,17 @@ def load_platform(root: Path | None = None) -> tuple[Any, Any]:
                           "run ud from the repository root, or set UD_PROJECT")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    module = importlib.import_module("assets.definitions")
+    try:
+        module = importlib.import_module("assets.definitions")
+    except UDError:
+        raise
+    except Exception as exc:  # the platform's own code: name the file and line, no traceback
+        tb = exc.__traceback__
+        while tb and tb.tb_next:
+            tb = tb.tb_next
+        where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb else ""
+        raise ConfigError("UD-PLATFORM-IMPORT", f"the platform's definitions do not load: {type(exc).__name__}: {exc}{where}",
+                          "fix the platform code named; `python -c 'import assets.definitions'` shows the full traceback") from None
     return module.platform, module.defs
 
 
@@ -72,14 +82,15 @@ class RunOutcome:
     materialized: list[str] = field(default_factory=list)
 
 
-def execute(defs: Any, job: str, *, home: Home, run_config: dict | None = None, tags: dict[str, str] | None = None) -> RunOutcome:
+def execute(defs: Any, job: str, *, home: Home, run_config: dict | None = None, tags: dict[str, str] | None = None,
+            run_id: str | None = None) -> RunOutcome:
     import dagster as dg
 
     inst = instance(home)
     config = {**QUIET_LOGS, **(run_config or {})}
     with contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the command's own output (JSON for agents)
         result = defs.resolve_job_def(job).execute_in_process(instance=inst, run_config=config, tags=tags or {},
-                                                              raise_on_error=False)
+                                                              raise_on_error=False, run_id=run_id)
     materialized = [ev.asset_key.to_user_string() for ev in result.get_asset_materialization_events()]
     failed_checks = []
     for ev in result.get_asset_check_evaluations():
@@ -99,6 +110,10 @@ def execute(defs: Any, job: str, *, home: Home, run_config: dict | None = None, 
             outcome.error = UDError(meta["ud_code"], meta.get("ud_message", ""), meta.get("remediation", ""),
                                     exit_code=int(meta.get("exit_code", 5)))
             return outcome
+    denied = [c for c in failed_checks if c["code"] == "UD-GATE-POLICY-DENIED"]
+    if denied:  # not a quality verdict: the principal lacks the right
+        outcome.error = NotPermitted("UD-AUTH-FORBIDDEN", denied[0]["message"], denied[0]["remediation"])
+        return outcome
     if failed_checks:
         first = failed_checks[0]
         names = ", ".join(f"{c['check']} ({c['code']})" for c in failed_checks)

@@ -9,6 +9,7 @@ import pydantic
 
 from . import promotion
 from .gates import Gate
+from .targets.kubernetes import dagster_k8s_tags
 from .units import CANDIDATE, Unit
 
 KIND_TAGS = {"app": {"git", "python"}, "model": {"mlflow", "scikitlearn"}, "data": {"dbt", "duckdb"}}
@@ -44,7 +45,7 @@ def stage_assets(platform: Any, unit: Unit) -> list[dg.AssetsDefinition]:
                   required_resource_keys=_resource_keys(unit), tags={"ud/kind": unit.kind})
 
     @dg.asset(key=key(unit.name, CANDIDATE), deps=[key(u, s) for u, s in translator.candidate_deps(unit, platform.units)],
-              description=f"{unit.name} ({unit.kind}) built, not yet deployed.", **common)
+              description=f"{unit.name} ({unit.kind}) built, not yet deployed.", op_tags=dagster_k8s_tags(unit), **common)
     def candidate(context: dg.AssetExecutionContext, config: CandidateConfig) -> dg.MaterializeResult:
         return promotion.build_candidate(context, platform, unit, config.ref)
 
@@ -79,13 +80,15 @@ def promotion_jobs(unit: Unit) -> list:
     jobs = []
     for env in unit.environments:
         upstream = unit.previous_stage(env)
+        # On the job too: K8sRunLauncher sizes a run's pod from run tags, op_tags size only step pods.
+        build_tags = dagster_k8s_tags(unit) if upstream == CANDIDATE else {}
         if upstream == CANDIDATE:  # build, gate, deploy
             selection = dg.AssetSelection.assets(key(unit.name, CANDIDATE)) | dg.AssetSelection.assets(key(unit.name, env)).without_checks()
         else:  # re-run the gates on the upstream environment, then deploy what it runs
             selection = dg.AssetSelection.checks_for_assets(key(unit.name, upstream)) | \
                 dg.AssetSelection.assets(key(unit.name, env)).without_checks()
         jobs.append(dg.define_asset_job(job_name(unit.name, env), selection=selection,
-                                        description=f"Promote {unit.name} to {env}.", tags={"ud/unit": unit.name, "ud/env": env}))
+                                        description=f"Promote {unit.name} to {env}.", tags={"ud/unit": unit.name, "ud/env": env, **build_tags}))
     return jobs
 
 

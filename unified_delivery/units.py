@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 CANDIDATE = "candidate"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
 class Strict(BaseModel):
@@ -45,6 +46,30 @@ class Policy(Strict):
     staging: Literal["automatic", "manual"] = "automatic"
     production: Literal["automatic", "manual"] = "manual"
     soak_seconds: int = 0
+    approvals: dict[str, int] = Field(default_factory=dict)  # environment -> approvals required (four-eyes)
+
+
+class Compute(Strict):
+    """Kubernetes quantities: cpu "500m" or "2", memory "512Mi"."""
+
+    cpu: str | None = None
+    memory: str | None = None
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, v: str | None) -> str | None:
+        if v is not None and not QUANTITY_RE.match(v):
+            raise ValueError(f"{v!r} is not a Kubernetes quantity (like 500m, 2, 512Mi, 4Gi)")
+        return v
+
+
+class Resources(Strict):
+    """What a container asks for (requests) and may not exceed (limits); GPUs are whole devices."""
+
+    requests: Compute = Field(default_factory=Compute)
+    limits: Compute = Field(default_factory=Compute)
+    gpu: int = Field(default=0, ge=0)
+    gpu_resource: str = "nvidia.com/gpu"
 
 
 class Unit(Strict):
@@ -57,6 +82,7 @@ class Unit(Strict):
     policy: Policy = Field(default_factory=Policy)
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     description: str = ""
+    resources: Resources | None = None  # for the unit's Dagster steps (build, training) when runs go to Kubernetes
 
     @field_validator("name")
     @classmethod
@@ -88,6 +114,35 @@ class ServiceSpec(Strict):
     ports: dict[str, int] = Field(default_factory=dict)  # preferred port per environment; free port otherwise
 
 
+class Autoscaling(Strict):
+    min_replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=5, ge=1)
+    cpu_target: int = Field(default=70, ge=1, le=100)  # average CPU use, in % of the cpu request
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
+class KubernetesSpec(Strict):
+    """How the Kubernetes target runs an app: a Deployment, a Service and an optional autoscaler.
+    `image` and `namespace` may use {version} and {env}."""
+
+    image: str
+    namespace: str = "{env}"
+    replicas: int = Field(default=2, ge=0)
+    port: int = Field(default=8000, ge=1, le=65535)
+    health_path: str | None = None  # readiness and liveness probes; default: service.health_path
+    resources: Resources = Field(default_factory=Resources)
+    hpa: Autoscaling | None = None
+    run_as_user: int = Field(default=10001, ge=0)  # 0 is root: the manifest-policy gate refuses it
+    privileged: bool = False  # the manifest-policy gate refuses privileged pods
+    env: dict[str, str] = Field(default_factory=dict)  # over service.env
+    secrets: list[str] = Field(default_factory=list)  # Secrets whose keys become environment variables
+
+
 class AppUnit(Unit):
     kind: ClassVar[str] = "app"
     repository: str  # a local path or any URL git can clone; may use {home}
@@ -95,6 +150,7 @@ class AppUnit(Unit):
     branch: str = "main"
     serves: str | None = None  # the model unit whose per-environment version this app serves
     service: ServiceSpec = Field(default_factory=ServiceSpec)
+    kubernetes: KubernetesSpec | None = None
     test_command: list[str] = Field(default_factory=lambda: ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider"])
 
 
@@ -107,6 +163,7 @@ class ModelUnit(Unit):
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     seed: int = 0
     registered_model: str | None = None  # MLflow name (default: the unit name)
+    extra_columns: list[str] = Field(default_factory=list)  # kept in the held-out set too (e.g. for fairness)
 
     @property
     def model_name(self) -> str:

@@ -47,6 +47,9 @@ class GateContext:
     target: DeployTarget  # the unit kind's deploy target
     home: Home
     log: Callable[[str], None] = print
+    principal: str = ""  # who the run acts for (governance gates decide on it)
+    governance: Any = None  # the platform's Governance
+    ledger: Any = None  # the platform's Ledger (approvals, quotas)
 
 
 class GateSettings(BaseModel):

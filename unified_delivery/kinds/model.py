@@ -89,7 +89,8 @@ class ModelTranslator(KindTranslator):
             raise UDError("UD-MODEL-NO-DATA", f"unit {unit.name}: {unit.trains_on} has no {env} version to train on",
                           f"promote {unit.trains_on} to {env} first")
         frame = data_target.read(source, env, unit.table or source.name)
-        missing = [c for c in [*unit.features, unit.label] if c not in frame.columns]
+        kept = list(dict.fromkeys([*unit.features, unit.label, *unit.extra_columns]))
+        missing = [c for c in kept if c not in frame.columns]
         if missing:
             raise UDError("UD-MODEL-COLUMNS", f"unit {unit.name}: columns {missing} are not in {unit.trains_on}",
                           f"available: {', '.join(frame.columns)}")
@@ -98,8 +99,8 @@ class ModelTranslator(KindTranslator):
         work = ctx.home.builds / unit.name / f"data-{deployed.version}"
         work.mkdir(parents=True, exist_ok=True)
         holdout_path = work / "holdout.parquet"
-        holdout[[*unit.features, unit.label]].to_parquet(holdout_path)
-        requested = ctx.config.get("version") or ""
+        holdout[kept].to_parquet(holdout_path)
+        requested = ctx.config.get("ref") or ""
         if requested:
             return self._existing(unit, ctx, requested, deployed.version, holdout_path)
         if ctx.trainer is None:

@@ -1,0 +1,102 @@
+"""`ud audit verify` and `ud audit export`: the ledger's integrity, and the evidence for
+every production change (version, principal, gate results, approvals, overrides,
+rollbacks) for a compliance review."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+
+from ..errors import EXIT_GATE, UDError
+
+CHANGES = ("promotion", "rollback")
+
+
+def _ledger():
+    from ..cli import _platform
+
+    platform, _ = _platform()
+    return platform, platform.ledger.ledger()
+
+
+def cmd_verify(args, out) -> int:
+    _, ledger = _ledger()
+    report = ledger.verify()
+    data = {"ok": report.ok, **report.to_dict()}
+    out.result(data, f"ledger ok: {report.count} entries, chain intact" if report.ok else
+               f"ledger BROKEN at entry {report.first_bad_seq}: {report.reason}")
+    return 0 if report.ok else EXIT_GATE
+
+
+def _since(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UDError("UD-USAGE", f"--since {text!r} is not a date", "use an ISO date like 2026-11-01") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def evidence(ledger, since: datetime | None, env: str = "production") -> list[dict]:
+    entries = ledger.entries(since=since) if since else ledger.entries()
+    changes = []
+    for e in entries:
+        if e.action not in CHANGES or e.env != env:
+            continue
+        gates = {}
+        for g in ledger.entries(unit=e.unit, action="gate"):
+            if g.version == e.version and g.seq < e.seq:
+                gates[(g.payload.get("stage"), g.payload.get("gate"))] = {
+                    "gate": g.payload.get("gate"), "family": g.payload.get("family"), "stage": g.payload.get("stage"),
+                    "passed": g.payload.get("passed"), "code": g.payload.get("code"),
+                    "overridden": g.payload.get("overridden", False), "at": g.ts}
+        approvals = [{"principal": a.principal, "at": a.ts} for a in ledger.entries(unit=e.unit, env=env, action="approval")
+                     if a.version == e.version and a.seq < e.seq]
+        overrides = [{"principal": o.principal, "gate": o.payload.get("gate"), "justification": o.payload.get("justification"),
+                      "expires_at": o.payload.get("expires_at"), "at": o.ts}
+                     for o in ledger.entries(unit=e.unit, action="override") if o.version == e.version and o.seq < e.seq]
+        changes.append({"seq": e.seq, "at": e.ts, "action": e.action, "unit": e.unit, "env": e.env, "version": e.version,
+                        "from_version": e.payload.get("from_version"), "principal": e.principal,
+                        "reason": e.payload.get("reason", ""), "kind": e.payload.get("kind"), "team": e.payload.get("team"),
+                        "run_id": e.payload.get("run_id"), "gates": list(gates.values()), "approvals": approvals,
+                        "overrides": overrides})
+    return changes
+
+
+def cmd_export(args, out) -> int:
+    _, ledger = _ledger()
+    report = ledger.verify()
+    changes = evidence(ledger, _since(args.since) if args.since else None)
+    data = {"ok": True, "ledger": report.to_dict(), "since": args.since or None, "changes": changes}
+    if args.format == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["seq", "at", "action", "unit", "env", "version", "from_version", "principal", "reason", "gates",
+                         "approvals", "overrides", "ledger_ok"])
+        for c in changes:
+            writer.writerow([c["seq"], c["at"], c["action"], c["unit"], c["env"], c["version"], c["from_version"], c["principal"],
+                             c["reason"], ";".join(f"{g['gate']}={g['code']}" for g in c["gates"]),
+                             ";".join(a["principal"] for a in c["approvals"]),
+                             ";".join(f"{o['gate']}:{o['principal']}:{o['justification']}" for o in c["overrides"]), report.ok])
+        print(buf.getvalue(), end="")
+        return 0
+    if not report.ok and not out.as_json:
+        print(f"WARNING: the ledger is BROKEN at entry {report.first_bad_seq}: {report.reason}")
+    out.result(data, lambda: json.dumps(data, indent=2, default=str))
+    return 0
+
+
+def register(add) -> None:
+    sp = add("audit", lambda args, out: args.audit_fn(args, out), "ledger integrity and compliance evidence")
+    verbs = sp.add_subparsers(dest="verb", required=True, parser_class=type(sp))
+    v = verbs.add_parser("verify", help="check the hash chain; exit 3 and name the first bad entry when broken")
+    v.add_argument("--json", action="store_true")
+    v.add_argument("--token", default=None)
+    v.set_defaults(audit_fn=cmd_verify)
+    e = verbs.add_parser("export", help="every production change with its evidence")
+    e.add_argument("--since", default="")
+    e.add_argument("--format", choices=["json", "csv"], default="json")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--token", default=None)
+    e.set_defaults(audit_fn=cmd_export)

@@ -1,0 +1,68 @@
+"""`ud render k8s UNIT --env ENV`: the manifests the Kubernetes target would apply, checked
+against the cluster version's schema and the manifest policy, without a cluster."""
+
+from __future__ import annotations
+
+import yaml
+
+from ..errors import UDError
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # kubectl and humans read plain YAML better than anchors
+        return True
+
+
+def _version(platform, unit, given: str) -> tuple[str, str]:
+    if given:
+        return given, "--version"
+    entry = platform.ledger.ledger().latest(unit=unit.name, action="candidate")
+    if entry is not None:
+        return entry.version, "the newest candidate in the ledger"
+    branch = getattr(unit, "branch", "")
+    return branch, f"the branch {branch!r}: no candidate was built yet, give --version to pin one"
+
+
+def cmd_k8s(args, out) -> int:
+    from ..cli import _platform
+    from ..gates.manifest_policy import policy_findings
+    from ..targets.kubernetes import KubernetesTarget, schema_errors
+
+    platform, _ = _platform()
+    unit = platform.unit(args.unit)
+    if args.env not in unit.environments:
+        raise UDError("UD-UNKNOWN-ENV", f"{unit.name} has no environment {args.env!r}",
+                      f"use one of: {', '.join(unit.environments)}")
+    configured = platform.targets.get(unit.kind)
+    target = configured if isinstance(configured, KubernetesTarget) else KubernetesTarget()
+    k8s_version = args.kubernetes_version or target.kubernetes_version
+    version, source = _version(platform, unit, args.version)
+    manifests = target.render(unit, args.env, version)
+    errors = schema_errors(manifests, k8s_version)
+    if errors:
+        raise UDError("UD-K8S-SCHEMA", f"unit {unit.name}: the manifests for {args.env} do not fit Kubernetes {k8s_version}: "
+                      + "; ".join(errors[:5]), "fix the unit's kubernetes: block (a field the schema refuses)")
+    findings = policy_findings(manifests)
+    data = {"unit": unit.name, "env": args.env, "version": version, "version_source": source,
+            "kubernetes_version": k8s_version, "schema_errors": [], "policy": findings, "manifests": manifests}
+
+    def text() -> str:
+        head = [f"# {unit.name} in {args.env} at {version}; version from {source}",
+                f"# schema: valid for Kubernetes {k8s_version} (kubernetes-validate, strict)",
+                *([f"# policy: {f['rule']}: {f['message']}" for f in findings] or ["# policy: non-root, limits set, unprivileged"])]
+        return "\n".join(head) + "\n" + yaml.dump_all(manifests, Dumper=_NoAliases, sort_keys=False).rstrip()
+
+    out.result(data, text)
+    return 0
+
+
+def register(add) -> None:
+    sp = add("render", lambda args, out: args.render_fn(args, out), "print what a deploy target would apply")
+    what = sp.add_subparsers(dest="what", required=True, parser_class=type(sp))
+    k = what.add_parser("k8s", help="the Kubernetes manifests of an app unit for an environment")
+    k.add_argument("unit")
+    k.add_argument("--env", required=True)
+    k.add_argument("--version", default="", help="the version to render (default: the newest candidate)")
+    k.add_argument("--kubernetes-version", default="", help="validate against this Kubernetes version's schema")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(render_fn=cmd_k8s)

@@ -1,0 +1,30 @@
+"""Four-eyes approvals: the unit's policy asks for N approvals of a version before it may
+go to an environment; the author of the change does not count."""
+
+from __future__ import annotations
+
+from .base import Gate, GateContext, GateResult, register
+
+
+def approvers(ledger, unit: str, env: str, version: str) -> list[str]:
+    seen: list[str] = []
+    for e in ledger.entries(unit=unit, env=env, action="approval"):
+        if e.version == version and e.principal not in seen:
+            seen.append(e.principal)
+    return seen
+
+
+@register
+class ApprovalGate(Gate):
+    type = "approval"
+    family = "approval"
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        needed = ctx.unit.policy.approvals.get(ctx.guards, 0)
+        have = approvers(ctx.ledger, ctx.unit.name, ctx.guards, ctx.version)
+        meta = {"required": needed, "approvals": len(have), "approved_by": have, "version": ctx.version}
+        if len(have) >= needed:
+            return GateResult(True, "UD-GATE-APPROVAL-OK", f"{len(have)} of {needed} approvals for {ctx.guards}", "", meta)
+        return GateResult(False, "UD-GATE-APPROVAL-PENDING",
+                          f"waiting for approvals: {len(have)} of {needed} for {ctx.version[:12]} to {ctx.guards}",
+                          f"ud approve {ctx.unit.name} --env {ctx.guards} --version {ctx.version} (not by its author)", meta)

@@ -1,0 +1,86 @@
+"""Fairness: the largest gap of a rate between the groups of a sensitive column, on the
+candidate's held-out set, must stay within a bound.
+
+    ud.gate("fairness", sensitive_column="plan", rate="positive_rate", max_gap=0.2)
+
+The sensitive column must be kept in the held-out set: list it in the model unit's
+`extra_columns` (or use a feature). `positive_rate` is the share of rows predicted
+positive (demographic parity); `recall` the share of actual positives predicted positive
+(equal opportunity). A group with fewer than `min_group_size` rows (actual positives for
+recall) is reported but left out of the gap: a rate on a handful of rows is noise.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..errors import ConfigError, UDError
+from .base import Gate, GateContext, GateResult, GateSettings, register
+
+
+class FairnessSettings(GateSettings):
+    sensitive_column: str
+    rate: Literal["positive_rate", "recall"] = "positive_rate"
+    max_gap: float = Field(gt=0, le=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # on the positive class's probability
+    min_group_size: int = Field(default=30, ge=1)
+
+
+@register
+class FairnessGate(Gate):
+    type = "fairness"
+    family = "fairness"
+    kinds = ("model",)
+    Settings = FairnessSettings
+
+    def validate_for(self, unit) -> None:
+        column = self.settings.sensitive_column
+        if column not in unit.extra_columns and column not in unit.features:
+            raise ConfigError(
+                "UD-CONFIG-GATE",
+                f"unit {unit.name}: gate {self.name!r} field settings.sensitive_column: {column!r} is not kept in the "
+                "held-out set",
+                f"add {column!r} to the unit's extra_columns")
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        import pandas as pd
+
+        from ..kinds.model import load_model
+
+        s, unit = self.settings, ctx.unit
+        if ctx.artifact is None or "holdout_path" not in ctx.artifact.details:
+            raise UDError("UD-MODEL-NO-HOLDOUT", f"unit {unit.name}: the candidate has no held-out set", "rebuild the candidate")
+        frame = pd.read_parquet(ctx.artifact.details["holdout_path"])
+        if s.sensitive_column not in frame.columns:
+            raise UDError("UD-MODEL-NO-HOLDOUT", f"unit {unit.name}: the held-out set of version {ctx.version} has no "
+                          f"column {s.sensitive_column!r}", "rebuild the candidate so extra_columns are kept")
+        model = load_model(ctx, ctx.version)
+        positive = list(getattr(model, "classes_", [1]))[-1]
+        X = frame[unit.features]
+        score = model.predict_proba(X)[:, -1] if hasattr(model, "predict_proba") else model.predict(X)
+        frame = frame.assign(_pred=score >= s.threshold, _actual=frame[unit.label] == positive)
+        rates: dict[str, dict] = {}
+        for group, rows in frame.groupby(s.sensitive_column, dropna=False):
+            base = rows if s.rate == "positive_rate" else rows[rows["_actual"]]
+            rates[str(group)] = {"rows": int(len(rows)), "base": int(len(base)),
+                                 "rate": round(float(base["_pred"].mean()), 6) if len(base) else None,
+                                 "counted": len(base) >= s.min_group_size}
+        counted = {g: r["rate"] for g, r in rates.items() if r["counted"]}
+        meta: dict = {"sensitive_column": s.sensitive_column, "rate": s.rate, "threshold": s.threshold,
+                      "max_gap": s.max_gap, "min_group_size": s.min_group_size, "groups": rates,
+                      "holdout_rows": int(len(frame)), "version": ctx.version}
+        if len(counted) < 2:
+            return GateResult(False, "UD-GATE-FAIRNESS-GROUPS",
+                              f"{s.rate} can be compared for {len(counted)} group(s) of {s.sensitive_column} only "
+                              f"(each needs {s.min_group_size} rows)",
+                              "hold out more rows (holdout_fraction) or lower settings.min_group_size", meta)
+        high, low = max(counted, key=counted.get), min(counted, key=counted.get)
+        gap = counted[high] - counted[low]
+        meta.update(gap=round(gap, 6), highest=high, lowest=low)
+        detail = f"{s.rate} gap across {s.sensitive_column} is {gap:.3f} ({high} {counted[high]:.3f}, {low} {counted[low]:.3f})"
+        if gap > s.max_gap:
+            return GateResult(False, "UD-GATE-FAIRNESS-GAP", f"{detail}, above the bound {s.max_gap}",
+                              "rebalance the training data or the model; the bound is settings.max_gap", meta)
+        return GateResult(True, "UD-GATE-FAIRNESS-OK", f"{detail}, within {s.max_gap}", "", meta)

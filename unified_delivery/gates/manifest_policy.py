@@ -1,0 +1,94 @@
+"""Manifest policy: what the Kubernetes target would apply to the guarded environment fits
+the cluster's schema, and no pod runs as root, without resource limits or privileged.
+
+The manifests are rendered here for the version under review, so the gate judges the
+exact objects the deploy step applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ..units import AppUnit, Unit
+from .base import Gate, GateContext, GateResult, GateSettings, register
+
+REQUIRED_LIMITS = ("cpu", "memory")
+
+
+def _pod_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = manifest.get("spec") or {}
+    if manifest.get("kind") == "Pod":
+        return [spec]
+    if manifest.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    template = spec.get("template")
+    return [template.get("spec") or {}] if isinstance(template, dict) else []
+
+
+def policy_findings(manifests: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One finding per rule broken: `root`, `limits` or `privileged`, naming object and container."""
+    found = []
+    for m in manifests:
+        where = f"{m.get('kind')}/{(m.get('metadata') or {}).get('name')}"
+        for pod in _pod_specs(m):
+            pod_sc = pod.get("securityContext") or {}
+            for ns in ("hostNetwork", "hostPID", "hostIPC"):
+                if pod.get(ns):
+                    found.append({"rule": "privileged", "object": where, "container": "",
+                                  "message": f"{where} shares the node's namespaces ({ns})"})
+            for c in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+                sc = c.get("securityContext") or {}
+                user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+                non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
+                if user == 0 or not (non_root is True or (user or 0) > 0):
+                    found.append({"rule": "root", "object": where, "container": c.get("name", ""),
+                                  "message": f"{where} container {c.get('name')} may run as root "
+                                             f"(runAsUser {user}, runAsNonRoot {non_root})"})
+                limits = (c.get("resources") or {}).get("limits") or {}
+                missing = [r for r in REQUIRED_LIMITS if r not in limits]
+                if missing:
+                    found.append({"rule": "limits", "object": where, "container": c.get("name", ""),
+                                  "message": f"{where} container {c.get('name')} has no {' and '.join(missing)} limit"})
+                added = {cap.upper() for cap in (sc.get("capabilities") or {}).get("add") or []}
+                if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is True or added & {"SYS_ADMIN", "ALL"}:
+                    found.append({"rule": "privileged", "object": where, "container": c.get("name", ""),
+                                  "message": f"{where} container {c.get('name')} is privileged or may escalate"})
+    return found
+
+
+class ManifestPolicySettings(GateSettings):
+    kubernetes_version: str = ""  # empty: the Kubernetes target's (or its default)
+
+
+@register
+class ManifestPolicyGate(Gate):
+    type = "manifest-policy"
+    family = "policy"
+    kinds = ("app",)
+    Settings = ManifestPolicySettings
+
+    def validate_for(self, unit: Unit) -> None:
+        if not isinstance(unit, AppUnit) or unit.kubernetes is None:
+            raise ConfigError("UD-CONFIG-GATE", f"unit {unit.name}: gate {self.name!r} needs a kubernetes: block to render",
+                              "add `kubernetes: {image: ...}` to the unit, or remove the gate")
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        from ..targets.kubernetes import KubernetesTarget, schema_errors
+
+        target = ctx.target if isinstance(ctx.target, KubernetesTarget) else KubernetesTarget()
+        version = self.settings.kubernetes_version or target.kubernetes_version
+        manifests = target.render(ctx.unit, ctx.guards, ctx.version)
+        schema = schema_errors(manifests, version)
+        policy = policy_findings(manifests)
+        problems = [f"schema: {e}" for e in schema] + [f"{f['rule']}: {f['message']}" for f in policy]
+        meta = {"kubernetes_version": version, "env": ctx.guards,
+                "manifests": [f"{m['kind']}/{m['metadata']['name']}" for m in manifests],
+                "schema_errors": schema, "findings": policy}
+        if problems:
+            return GateResult(False, "UD-GATE-POLICY-MANIFEST",
+                              f"{len(problems)} problem(s) in the manifests for {ctx.guards}: {'; '.join(problems[:3])}",
+                              "fix the unit's kubernetes: block (run_as_user not 0, resources.limits cpu and memory, "
+                              f"privileged false); see `ud render k8s {ctx.unit.name} --env {ctx.guards}`", meta)
+        return GateResult(True, "UD-GATE-POLICY-OK", f"{len(manifests)} manifests for {ctx.guards} fit Kubernetes {version} "
+                          "and the policy (non-root, limits, unprivileged)", "", meta)

@@ -1,0 +1,110 @@
+"""Signed, expiring identity tokens, and run grants derived from them.
+
+A token names a principal: `ud1.<payload>.<signature>`, the payload base64url JSON
+`{"sub", "iat", "exp", "jti"}`, the signature HMAC-SHA256 with the platform's signing key
+(`UD_SIGNING_KEY`, else `<home>/signing.key`, made on first use, mode 0600).
+
+A run never carries the user's token. `ud` puts a *grant* in the run's tags instead: the
+same kind of signed object, bound to that run's id and expiring within minutes. A grant
+copied onto another run, or a principal tag without a grant, identifies no one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+from ..errors import NotPermitted, UDError
+from ..home import Home
+
+PREFIX = "ud1"
+DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    m = DURATION_RE.match(text.strip())
+    if not m or int(m.group(1)) <= 0:
+        raise UDError("UD-USAGE", f"{text!r} is not a duration", "use a number and a unit: 90s, 15m, 8h, 7d")
+    return int(m.group(1)) * UNITS[m.group(2)]
+
+
+def signing_key(home: Home | None = None) -> bytes:
+    env = os.environ.get("UD_SIGNING_KEY")
+    if env:
+        return env.encode()
+    path = (home or Home.current()).root / "signing.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(claims: dict, key: bytes) -> str:
+    body = _b64(json.dumps(claims, sort_keys=True, separators=(",", ":")).encode())
+    sig = _b64(hmac.new(key, f"{PREFIX}.{body}".encode(), hashlib.sha256).digest())
+    return f"{PREFIX}.{body}.{sig}"
+
+
+def issue(principal: str, ttl_s: int, *, key: bytes | None = None, **extra: str) -> str:
+    now = int(time.time())
+    claims = {"sub": principal, "iat": now, "exp": now + ttl_s, "jti": secrets.token_hex(8), **extra}
+    return _sign(claims, key or signing_key())
+
+
+def verify(token: str, *, key: bytes | None = None, now: float | None = None) -> dict:
+    """The claims of a valid token; NotPermitted with its own code otherwise."""
+    parts = token.strip().split(".")
+    if len(parts) != 3 or parts[0] != PREFIX:
+        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token is not a ud token", "get one with `ud token issue`")
+    expected = _b64(hmac.new(key or signing_key(), f"{PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, parts[2]):
+        raise NotPermitted("UD-AUTH-TOKEN-INVALID", "the token's signature does not match (tampered, or signed with another key)",
+                           "get a new token with `ud token issue`")
+    try:
+        claims = json.loads(_unb64(parts[1]))
+    except ValueError:
+        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's payload is unreadable", "get a new token") from None
+    if claims.get("exp", 0) < (now or time.time()):
+        raise NotPermitted("UD-AUTH-TOKEN-EXPIRED", f"the token of {claims.get('sub')} has expired",
+                           "get a new token with `ud token issue`")
+    return claims
+
+
+def run_grant(principal: str, *, run_id: str | None = None, run_key: str | None = None, ttl_s: int = 86400,
+              key: bytes | None = None) -> str:
+    """A grant for one run: bound to its id (runs `ud` starts) or to its run key (sensor runs,
+    whose id is not known when they are requested; the daemon starts one run per key)."""
+    bound = {"run_id": run_id} if run_id else {"run_key": run_key or ""}
+    return issue(principal, ttl_s, key=key, **bound)
+
+
+def grant_principal(grant: str, *, run_id: str, run_key: str | None, key: bytes | None = None) -> str:
+    claims = verify(grant, key=key)
+    if "run_id" in claims and claims["run_id"] == run_id:
+        return claims["sub"]
+    if "run_key" in claims and claims["run_key"] and claims["run_key"] == run_key:
+        return claims["sub"]
+    raise NotPermitted("UD-AUTH-GRANT-FORGED", "the run's grant was issued for another run",
+                       "start promotions with `ud` (or through a sensor), not by copying tags")
+
+
+def key_path(home: Home) -> Path:
+    return home.root / "signing.key"

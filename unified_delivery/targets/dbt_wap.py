@@ -1,0 +1,250 @@
+"""Data target: dbt with write-audit-publish, on any SQL warehouse.
+
+Write: `dbt build` of the selection (tests excluded) into an audit schema of its own,
+`ud_audit_<unit>_<version>`. Audit: the gates run there (`dbt test` is `run_tests`).
+Publish: each published model is copied once into an immutable release table
+`ud_releases."<model>__<version>"`; then, in one transaction, the environment's views
+(`"<env>"."<model>"`) are pointed at those tables and the deployment is recorded. Readers
+see the old product or the new one, never a half-built one; rollback re-points the views.
+
+A warehouse is a subclass that says how to connect, the dbt profile, and the few
+statements whose SQL differs (`_deployments_ddl`, `_replace_view`, `_frame`). dbt runs
+through dagster-dbt's DbtCliResource, imported when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from abc import abstractmethod
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import dbt
+from ..errors import TargetError, UDError
+from ..home import Home
+from .base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+
+RELEASES = "ud_releases"
+
+
+def q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class DbtWapTarget(DeployTarget):
+    """Write-audit-publish of dbt selections; one subclass per warehouse."""
+
+    # -- what differs per warehouse ----------------------------------------------------------
+    @abstractmethod
+    def connect(self, read_only: bool = False):
+        """A DB-API connection in autocommit mode (transactions are explicit BEGIN/COMMIT)."""
+
+    @abstractmethod
+    def profile(self, profile: str, schema: str) -> str:
+        """profiles.yml text with one target, `ud`, writing into `schema`."""
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the warehouse is, for people: never a secret."""
+
+    def _exists(self) -> bool:
+        """Whether the warehouse can hold anything yet (a file-based one may not exist)."""
+        return True
+
+    def _exec(self, con, sql: str, params: list | tuple = ()):
+        """Run one statement with `?` placeholders; returns something with fetchone/fetchall."""
+        return con.execute(sql, list(params))
+
+    def _deployments_ddl(self) -> list[str]:
+        return [f"""CREATE TABLE IF NOT EXISTS {RELEASES}.deployments (
+            seq BIGSERIAL, unit VARCHAR, env VARCHAR, version VARCHAR,
+            previous_version VARCHAR, models VARCHAR, deployed_at VARCHAR, action VARCHAR)"""]
+
+    def _replace_view(self, con, env: str, model: str, release: str) -> None:
+        self._exec(con, f"CREATE OR REPLACE VIEW {q(env)}.{q(model)} AS SELECT * FROM {RELEASES}.{q(release)}")
+
+    @abstractmethod
+    def _frame(self, con, sql: str):
+        """The rows of a query as a pandas DataFrame."""
+
+    # -- write and audit -------------------------------------------------------------------
+    def audit_schema(self, unit, version: str) -> str:
+        return f"ud_audit_{unit.name}_{version}"
+
+    def _dbt(self, unit, schema: str, args: list[str], log: Log):
+        from dagster_dbt import DbtCliResource
+
+        project = Path(unit.project)
+        profile = dbt.project_file(project).get("profile", "default")
+        work = Home.current().builds / unit.name / schema
+        (work / "profiles").mkdir(parents=True, exist_ok=True)
+        (work / "profiles" / "profiles.yml").write_text(self.profile(profile, schema))
+        cli = DbtCliResource(project_dir=str(project), profiles_dir=str(work / "profiles"), target="ud",
+                             dbt_executable=dbt.dbt_executable())
+        log(f"dbt {' '.join(args)} into {schema}")
+        inv = cli.cli([*args, "--select", unit.select], raise_on_error=False, target_path=work / "target",
+                      manifest=project / "target" / "manifest.json")
+        with contextlib.redirect_stdout(io.StringIO()) as out:  # dagster-dbt echoes dbt's log to stdout
+            inv.wait()
+        (work / "dbt.log").write_text(out.getvalue())
+        results = inv.get_artifact("run_results.json") if (work / "target" / "run_results.json").exists() else {"results": []}
+        return inv, results
+
+    def write(self, unit, version: str, *, models: list[str], log: Log = _quiet) -> Artifact:
+        schema = self.audit_schema(unit, version)
+        inv, results = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test"], log)
+        failed = [r for r in results.get("results", []) if r["status"] in ("error", "fail")]
+        if not inv.is_successful() or failed:
+            detail = "; ".join(f"{r['unique_id']}: {(r.get('message') or '')[:200]}" for r in failed[:3])
+            raise UDError("UD-DATA-BUILD-FAILED", f"unit {unit.name}: dbt build into {schema} failed: {detail or 'see dbt log'}",
+                          "fix the dbt models; nothing was published", exit_code=5)
+        return Artifact(unit=unit.name, kind="data", version=version, digest=f"dbt-selection:{version}", location=schema,
+                        details={"schema": schema, "models": models, "warehouse": self.location(),
+                                 "change_created_at": _now(),
+                                 "rows": {m: self._count(schema, m) for m in models}})
+
+    def run_tests(self, unit, artifact: Artifact, log: Log = _quiet) -> list[dict[str, Any]]:
+        _, results = self._dbt(unit, artifact.location, ["test"], log)
+        return [{"name": r["unique_id"].split(".")[-2] if r["unique_id"].count(".") >= 3 else r["unique_id"],
+                 "unique_id": r["unique_id"], "status": r["status"], "failures": r.get("failures"),
+                 "message": r.get("message")} for r in results.get("results", [])]
+
+    def _count(self, schema: str, table: str) -> int:
+        con = self.connect(read_only=True)
+        try:
+            return int(self._exec(con, f"SELECT count(*) FROM {q(schema)}.{q(table)}").fetchone()[0])
+        finally:
+            con.close()
+
+    # -- publish ---------------------------------------------------------------------------
+    def _ensure_tables(self, con) -> None:
+        self._exec(con, f"CREATE SCHEMA IF NOT EXISTS {RELEASES}")
+        for statement in self._deployments_ddl():
+            self._exec(con, statement)
+
+    def _point(self, unit, env: str, version: str, models: list[str], previous: str | None, action: str) -> Deployment:
+        at = _now()
+        con = self.connect()
+        try:
+            self._ensure_tables(con)
+            self._exec(con, "BEGIN TRANSACTION")
+            try:
+                self._exec(con, f"CREATE SCHEMA IF NOT EXISTS {q(env)}")
+                for m in models:
+                    self._replace_view(con, env, m, f"{m}__{version}")
+                self._exec(con, f"INSERT INTO {RELEASES}.deployments (unit, env, version, previous_version, models, deployed_at, action) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", [unit.name, env, version, previous, ",".join(models), at, action])
+                self._exec(con, "COMMIT")
+            except Exception:
+                self._exec(con, "ROLLBACK")
+                raise
+        finally:
+            con.close()
+        return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=previous,
+                          details={"schema": env, "models": models, "warehouse": self.location()})
+
+    def deploy(self, unit, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
+        models = list(artifact.details.get("models") or [])
+        current = self.status(unit, env)
+        try:
+            con = self.connect()
+            try:
+                self._ensure_tables(con)
+                have = {r[0] for r in self._exec(con, "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+                                                 [RELEASES]).fetchall()}
+                for m in models:
+                    release = f"{m}__{artifact.version}"
+                    if release not in have:  # write once, from the audited schema; immutable afterwards
+                        self._exec(con, f"CREATE TABLE {RELEASES}.{q(release)} AS SELECT * FROM {q(artifact.location)}.{q(m)}")
+            finally:
+                con.close()
+            dep = self._point(unit, env, artifact.version, models, current.version if current else None, "deploy")
+        except Exception as exc:
+            raise TargetError("UD-TARGET-PUBLISH", f"publishing {unit.name} {artifact.version} to {env} failed: {exc}",
+                              f"{env} still serves {current.version if current else 'nothing'}; check the audit schema "
+                              f"{artifact.location}") from exc
+        log(f"published {', '.join(models)} at {artifact.version} to schema {env}")
+        return dep
+
+    def _history(self, unit, env: str) -> list[tuple]:
+        if not self._exists():
+            return []
+        con = self.connect(read_only=True)
+        try:
+            exists = self._exec(con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
+                                "AND table_name = 'deployments'", [RELEASES]).fetchone()[0]
+            if not exists:
+                return []
+            return self._exec(con, f"SELECT version, previous_version, models, deployed_at, action FROM {RELEASES}.deployments "
+                              "WHERE unit = ? AND env = ? ORDER BY seq DESC", [unit.name, env]).fetchall()
+        finally:
+            con.close()
+
+    def status(self, unit, env: str) -> Deployment | None:
+        rows = self._history(unit, env)
+        if not rows:
+            return None
+        version, previous, models, at, action = rows[0]
+        return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=previous,
+                          details={"schema": env, "models": models.split(",") if models else [], "last_action": action,
+                                   "warehouse": self.location()})
+
+    def rollback(self, unit, env: str, to_version: str | None = None, log: Log = _quiet) -> Deployment:
+        current = self.status(unit, env)
+        if current is None:
+            raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} was never published to {env}", "nothing to roll back")
+        target = to_version or current.previous_version
+        if not target:
+            raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} in {env} has no previous version", "give --to VERSION")
+        if target == current.version:
+            raise TargetError("UD-TARGET-SAME-VERSION", f"{unit.name} in {env} already serves {target}", "give another --to VERSION")
+        known = self.versions(unit, env)
+        if target not in known:
+            raise TargetError("UD-TARGET-NO-RELEASE", f"{unit.name} has no release {target}", f"known: {', '.join(known) or 'none'}")
+        dep = self._point(unit, env, target, current.details["models"], current.version, "rollback")
+        log(f"{unit.name} in {env} rolled back to {target}")
+        return dep
+
+    def health(self, unit, env: str) -> Health:
+        dep = self.status(unit, env)
+        if dep is None:
+            return Health(False, f"nothing published to {env}")
+        rows = {m: self._count(env, m) for m in dep.details["models"]}
+        empty = [m for m, n in rows.items() if n == 0]
+        return Health(not empty, f"{env} rows: " + ", ".join(f"{m}={n}" for m, n in rows.items()),
+                      {"version": dep.version, "rows": rows})
+
+    def versions(self, unit, env: str) -> list[str]:
+        seen: list[str] = []
+        for version, *_ in self._history(unit, env):
+            if version not in seen:
+                seen.append(version)
+        if not self._exists():
+            return seen
+        con = self.connect(read_only=True)
+        try:
+            for (name,) in self._exec(con, "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+                                      [RELEASES]).fetchall():
+                if "__" in name and name != "deployments":
+                    v = name.rsplit("__", 1)[1]
+                    if v not in seen:
+                        seen.append(v)
+        finally:
+            con.close()
+        return seen
+
+    def read(self, unit, env: str, table: str):
+        con = self.connect(read_only=True)
+        try:
+            return self._frame(con, f"SELECT * FROM {q(env)}.{q(table)}")
+        finally:
+            con.close()
+
+    def info(self) -> dict[str, Any]:
+        return {"warehouse": self.location()}

@@ -1,0 +1,147 @@
+"""What every trigger shares: run requests that name their principal, durable sensor state,
+and notes a tick leaves for people.
+
+Sensor state lives in the Dagster instance's key-value store, not in Dagster's own sensor
+cursor, so the daemon (`ud ui`), a push hook's dry run and `ud sensors tick` all read and
+advance the same state. Requests are remembered as pending until a run with their run key
+exists; a request whose run never appeared (a crash between the tick and the launch, a dry
+run nobody launched) is requested again, and run keys keep that from ever running twice.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import dagster as dg
+
+from ..promotion import GRANT_TAG, PRINCIPAL_TAG, REASON_TAG
+
+# Dagster's own tag names (public strings; the constants live in a private module).
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+TRIGGER_TAG = "ud/trigger"
+STATE_KEY = "ud/sensor-state/{name}"
+# Long enough for the daemon or a hook to launch what a tick requested; short enough that a
+# lost request is retried within a few ticks.
+PENDING_GRACE_S = 120.0
+
+_notes: contextvars.ContextVar[list[dict] | None] = contextvars.ContextVar("ud_trigger_notes", default=None)
+
+
+def default_principal(sensor: str) -> str:
+    return f"service:sensor/{sensor}"
+
+
+def grant_tags(principal: str, run_key: str) -> dict[str, str]:
+    """The principal, and a grant bound to the run key: the daemon, a hook or `ud sensors tick`
+    starts one run per key, and a grant copied onto any other run identifies no one."""
+    from ..governance import tokens
+
+    return {PRINCIPAL_TAG: principal, GRANT_TAG: tokens.run_grant(principal, run_key=run_key)}
+
+
+def run_request(sensor: str, principal: str, *, job: str, run_key: str, unit: str, env: str, reason: str,
+                run_config: dict | None = None) -> dg.RunRequest:
+    tags = {**grant_tags(principal, run_key), REASON_TAG: f"{sensor}: {reason}", "ud/unit": unit, "ud/env": env,
+            TRIGGER_TAG: sensor}
+    return dg.RunRequest(run_key=run_key, job_name=job, run_config=run_config or {}, tags=tags)
+
+
+def candidate_config(unit: str, ref: str) -> dict:
+    """Run config of `<unit>__to_<first env>` that builds the candidate at `ref` (see cli.promote)."""
+    return {"ops": {f"{unit}__candidate": {"config": {"ref": ref}}}}
+
+
+def runs_with_key(instance: dg.DagsterInstance, run_key: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=5))
+
+
+def note(context: Any, level: str, text: str, **details: Any) -> None:
+    """A line in the sensor's log (the UI's tick log) and, under `collect_notes`, in ud's output."""
+    getattr(context.log, "warning" if level == "warning" else "error" if level == "error" else "info")(text)
+    sink = _notes.get()
+    if sink is not None:
+        sink.append({"level": level, "message": text, **details})
+
+
+@contextmanager
+def collect_notes() -> Iterator[list[dict]]:
+    sink: list[dict] = []
+    token = _notes.set(sink)
+    try:
+        yield sink
+    finally:
+        _notes.reset(token)
+
+
+@dataclass
+class SensorState:
+    name: str
+    data: dict = field(default_factory=dict)
+    pending: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, instance: dg.DagsterInstance, name: str) -> "SensorState":
+        key = STATE_KEY.format(name=name)
+        raw = instance.run_storage.get_cursor_values({key}).get(key)
+        doc = json.loads(raw) if raw else {}
+        return cls(name=name, data=doc.get("data", {}), pending=doc.get("pending", []))
+
+    def save(self, instance: dg.DagsterInstance) -> None:
+        doc = json.dumps({"data": self.data, "pending": self.pending}, sort_keys=True, separators=(",", ":"))
+        instance.run_storage.set_cursor_values({STATE_KEY.format(name=self.name): doc})
+
+    def lost_requests(self, instance: dg.DagsterInstance, now: float) -> list[dg.RunRequest]:
+        """Pending requests past the grace period that still have no run: request them again."""
+        lost, keep = [], []
+        for item in self.pending:
+            if runs_with_key(instance, item["run_key"]):
+                continue
+            keep.append(item)
+            if now - item["at"] >= PENDING_GRACE_S:
+                tags = {**item["tags"], **grant_tags(item["tags"][PRINCIPAL_TAG], item["run_key"])}  # the old grant may have expired
+                lost.append(dg.RunRequest(run_key=item["run_key"], job_name=item["job"], run_config=item["run_config"],
+                                          tags=tags))
+        self.pending = keep
+        return lost
+
+    def remember(self, requests: list[dg.RunRequest], now: float) -> None:
+        known = {p["run_key"] for p in self.pending}
+        for r in requests:
+            if r.run_key in known:
+                for p in self.pending:
+                    if p["run_key"] == r.run_key:
+                        p["at"] = now
+                continue
+            self.pending.append({"run_key": r.run_key, "job": r.job_name, "run_config": dict(r.run_config),
+                                 "tags": dict(r.tags), "at": now})
+
+
+Tick = Callable[[dg.SensorEvaluationContext, dict], list[dg.RunRequest]]
+
+
+def durable(name: str, tick: Tick) -> Callable[[dg.SensorEvaluationContext], dg.SensorResult]:
+    """Wrap a tick `(context, state) -> requests` that reads and updates `state` in place."""
+
+    def evaluate(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        instance = context.instance
+        now = time.time()
+        state = SensorState.load(instance, name)
+        retried = state.lost_requests(instance, now)
+        for r in retried:
+            note(context, "warning", f"{name}: requesting {r.run_key} again: no run was launched for it", run_key=r.run_key)
+        requests = tick(context, state.data)
+        fresh = {r.run_key for r in requests}
+        requests += [r for r in retried if r.run_key not in fresh]
+        state.remember(requests, now)
+        state.save(instance)
+        if requests:
+            return dg.SensorResult(run_requests=requests)
+        return dg.SensorResult(skip_reason=dg.SkipReason("nothing new"))
+
+    return evaluate

@@ -1,0 +1,54 @@
+"""Cascade sensor: a new production version of a data unit requests retraining of the models
+that train on it. The retrained candidate goes through its gates like any other: they are
+blocking checks in the same run, so a model that got worse on the new data stops there.
+
+Stateless: a model whose newest candidate was not trained on the data unit's production
+version is due; run key: model, data unit and data version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import dagster as dg
+
+from .base import default_principal, note, run_request, runs_with_key
+
+
+def cascade_requests(sensor: str, who: str, platform: Any, context: Any) -> list[dg.RunRequest]:
+    ledger = platform.ledger.ledger()
+    requests = []
+    for name in platform.order():
+        model = platform.units[name]
+        if model.kind != "model" or getattr(model.policy, model.environments[0], "automatic") != "automatic":
+            continue
+        data = platform.units[model.trains_on]
+        try:
+            dep = platform.target(data).status(data, data.environments[-1])
+        except Exception as exc:
+            note(context, "error", f"{sensor}: {data.name}: status unavailable: {type(exc).__name__}: {exc}", event="error")
+            continue
+        if dep is None:
+            continue
+        latest = ledger.latest(unit=name, action="candidate")
+        trained_on = ((latest.payload.get("artifact") or {}).get("details") or {}).get("data_version") if latest else None
+        key = f"cascade:{name}:{data.name}@{dep.version}"
+        if trained_on == dep.version or runs_with_key(context.instance, key):
+            continue
+        why = f"{data.name} {dep.version[:12]} is in {data.environments[-1]}; {name} was trained on {(trained_on or 'nothing')[:12]}"
+        note(context, "info", f"{sensor}: retraining {name}: {why}", unit=name, event="request")
+        requests.append(run_request(sensor, who, job=f"{name}__to_{model.environments[0]}", run_key=key, unit=name,
+                                    env=model.environments[0], reason=f"cascade: {why}"))
+    return requests
+
+
+def cascade_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_cascade", minimum_interval_seconds: int = 60,
+                   default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+                   principal: str | None = None) -> dg.SensorDefinition:
+    def evaluate(context: dg.SensorEvaluationContext):
+        requests = cascade_requests(name, principal or default_principal(name), platform, context)
+        return dg.SensorResult(run_requests=requests) if requests else dg.SkipReason("every model is current")
+
+    return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
+                               default_status=default_status,
+                               description="Retrains models when the data unit they train on has a new production version.")

@@ -1,0 +1,269 @@
+"""Git sensor: new commits on watched branches of watched repositories request candidate runs.
+
+Refs of a local repository are read straight from its files (packed-refs and loose refs):
+a tick over a thousand local repositories then costs file reads, not a thousand `git`
+processes. Any other repository (a URL git can reach) is asked with `git ls-remote` in a
+bounded thread pool with a time limit. A repository that cannot be read is noted and
+skipped; the others still tick and its cursor stays as it was.
+
+State per repository and branch: the last head seen. Run key: repository, branch, SHA and
+unit, so a restart, a second tick or a concurrent daemon never builds the same change twice.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import dagster as dg
+
+from .base import candidate_config, default_principal, durable, note, run_request
+
+HEADS = "refs/heads/"
+_BAD_IN_PATTERN = re.compile(r"[\s~^:\\]|\.\.|@\{|//")
+MAX_SKIPPED_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Build:
+    """A unit built from a repository: the job that builds and deploys its candidate, and the
+    branch patterns (globs such as "main" or "release/*") whose commits it builds."""
+
+    unit: str
+    job: str
+    branches: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GitWatch:
+    repository: str  # a local path or a URL git can reach
+    builds: tuple[Build, ...]
+
+
+class Unreadable(Exception):
+    """The repository could not be read this tick."""
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a branch pattern can never match a branch name, or None when it is usable."""
+    if not pattern or not pattern.strip():
+        return "is empty"
+    if _BAD_IN_PATTERN.search(pattern):
+        return "contains a character or sequence git forbids in branch names (space ~ ^ : \\ .. @{ //)"
+    if pattern.startswith(("/", "-", ".")) or pattern.endswith(("/", ".", ".lock")):
+        return "starts or ends the way no branch name can"
+    if pattern.count("[") != pattern.count("]"):
+        return "has an unbalanced [ ]"
+    return None
+
+
+def is_local(repository: str) -> bool:
+    if repository.startswith("file://"):
+        return False  # git's own transport: ask it like any URL
+    return "://" not in repository and not (":" in repository and "@" in repository.split(":")[0])
+
+
+def git_dir(path: Path) -> Path | None:
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return path  # bare
+    dotgit = path / ".git"
+    if dotgit.is_dir():
+        return dotgit
+    if dotgit.is_file():  # a worktree or submodule: "gitdir: <path>"
+        text = dotgit.read_text().strip()
+        if text.startswith("gitdir:"):
+            target = Path(text[len("gitdir:"):].strip())
+            return target if target.is_absolute() else (path / target).resolve()
+    return None
+
+
+def local_heads(path: Path) -> dict[str, str]:
+    gd = git_dir(path)
+    if gd is None:
+        raise Unreadable(f"{path} does not exist or is not a git repository")
+    common = gd
+    if (gd / "commondir").is_file():  # linked worktrees keep refs in the main repository
+        common = (gd / (gd / "commondir").read_text().strip()).resolve()
+    if (common / "reftable").is_dir():
+        return remote_heads(str(path), timeout=30)  # the reftable format: let git read it
+    heads: dict[str, str] = {}
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text().splitlines():
+            if line[:1] in ("#", "^") or not line:
+                continue
+            sha, _, ref = line.partition(" ")
+            if ref.startswith(HEADS):
+                heads[ref[len(HEADS):]] = sha
+    root = common / "refs" / "heads"
+    if root.is_dir():
+        for f in root.rglob("*"):
+            if f.is_file() and not f.name.endswith(".lock"):
+                value = f.read_text().strip()
+                if len(value) in (40, 64):  # loose refs override packed ones
+                    heads[f.relative_to(root).as_posix()] = value
+    return heads
+
+
+def remote_heads(repository: str, timeout: float) -> dict[str, str]:
+    try:
+        proc = subprocess.run(["git", "ls-remote", "--heads", repository], capture_output=True, text=True, timeout=timeout,
+                              env=_no_prompt())
+    except subprocess.TimeoutExpired:
+        raise Unreadable(f"{repository} did not answer within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise Unreadable(f"{repository}: {lines[-1] if lines else 'git ls-remote failed'}")
+    heads = {}
+    for line in proc.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref.startswith(HEADS):
+            heads[ref[len(HEADS):]] = sha
+    return heads
+
+
+def _no_prompt() -> dict[str, str]:
+    import os
+
+    # A sensor has no terminal: a credential prompt would hang the tick until its time limit.
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+
+
+def read_all(repositories: Sequence[str], *, timeout: float = 20, workers: int = 8) -> dict[str, dict[str, str] | Unreadable]:
+    """Heads of every repository; an Unreadable in place of those that cannot be read."""
+    out: dict[str, dict[str, str] | Unreadable] = {}
+    remote = []
+    for repo in repositories:
+        if not is_local(repo):
+            remote.append(repo)
+            continue
+        try:
+            out[repo] = local_heads(Path(repo))
+        except (Unreadable, OSError) as exc:
+            out[repo] = exc if isinstance(exc, Unreadable) else Unreadable(f"{repo}: {exc}")
+    if remote:
+        def one(repo: str) -> dict[str, str] | Unreadable:
+            try:
+                return remote_heads(repo, timeout)
+            except Unreadable as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(remote))) as pool:
+            for repo, result in zip(remote, pool.map(one, remote)):
+                out[repo] = result
+    return out
+
+
+def history(repository: str, old: str, new: str) -> tuple[bool | None, list[str]]:
+    """(is `new` a fast-forward of `old`, commits after `old` up to `new` excluding `new`);
+    (None, []) when that cannot be known without fetching (a remote, or `old` is gone)."""
+    if not is_local(repository):
+        return None, []
+    try:
+        ff = subprocess.run(["git", "merge-base", "--is-ancestor", old, new], cwd=repository, capture_output=True,
+                            timeout=30).returncode
+        if ff not in (0, 1):
+            return None, []
+        listed = subprocess.run(["git", "rev-list", f"--max-count={MAX_SKIPPED_LISTED + 1}", new, f"^{old}"],
+                                cwd=repository, capture_output=True, text=True, timeout=30)
+    except (subprocess.TimeoutExpired, OSError):
+        return None, []
+    shas = listed.stdout.split()[1:] if listed.returncode == 0 else []
+    return ff == 0, shas
+
+
+def plan(sensor: str, who: str, watch: GitWatch, heads: dict[str, str], seen: dict[str, str],
+         context: Any) -> tuple[list[dg.RunRequest], dict[str, str]]:
+    """Requests for the branches of one repository whose head moved; the new state for it."""
+    requests: list[dg.RunRequest] = []
+    state: dict[str, str] = {}
+    repo = watch.repository
+    for branch in sorted(b for b in seen if b not in heads):
+        note(context, "info", f"{sensor}: {repo}: branch {branch} was deleted (last head {seen[branch][:12]})",
+             repository=repo, branch=branch, event="deleted")
+    for branch, sha in sorted(heads.items()):
+        builds = [b for b in watch.builds if any(fnmatch.fnmatchcase(branch, p) for p in b.branches)]
+        if not builds:
+            continue
+        state[branch] = sha
+        old = seen.get(branch)
+        if old == sha:
+            continue
+        if old is None:
+            why = f"new branch {branch} at {sha[:12]}" if seen else f"{branch} at {sha[:12]} (first look)"
+        else:
+            ff, skipped = history(repo, old, sha)
+            why = f"{branch} moved {old[:12]} -> {sha[:12]}"
+            if ff is False:
+                why += " (force-push: the old head is not in the new history)"
+            if skipped:
+                more = "+" if len(skipped) > MAX_SKIPPED_LISTED else ""
+                note(context, "info", f"{sensor}: {repo}: building the newest commit of {branch}; skipped "
+                     f"{len(skipped[:MAX_SKIPPED_LISTED])}{more} older one(s): {', '.join(s[:12] for s in skipped[:MAX_SKIPPED_LISTED])}",
+                     repository=repo, branch=branch, event="skipped", skipped=skipped[:MAX_SKIPPED_LISTED])
+        note(context, "info", f"{sensor}: {repo}: {why}", repository=repo, branch=branch, sha=sha, event="new-head")
+        for b in builds:
+            requests.append(run_request(sensor, who, job=b.job, run_key=f"git:{repo}:{branch}:{sha}:{b.unit}", unit=b.unit,
+                                        env=b.job.rsplit("__to_", 1)[-1], reason=f"git: {why}",
+                                        run_config=candidate_config(b.unit, sha)))
+    return requests, state
+
+
+def git_tick(sensor: str, who: str, watches: Callable[[], Sequence[GitWatch]], *, timeout: float = 20, workers: int = 8):
+    def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
+        started = time.monotonic()
+        usable = []
+        for w in watches():
+            bad = [(p, why) for b in w.builds for p in b.branches if (why := pattern_problem(p))]
+            if bad:
+                note(context, "error", f"{sensor}: {w.repository}: branch pattern {bad[0][0]!r} {bad[0][1]}; "
+                     "this repository is skipped until the pattern is fixed", repository=w.repository, event="bad-pattern")
+                continue
+            usable.append(w)
+        heads = read_all(sorted({w.repository for w in usable}), timeout=timeout, workers=workers)
+        requests: list[dg.RunRequest] = []
+        for w in usable:
+            found = heads[w.repository]
+            if isinstance(found, Unreadable):
+                note(context, "error", f"{sensor}: cannot read {w.repository}: {found}; skipped this tick",
+                     repository=w.repository, event="unreachable")
+                continue
+            reqs, state[w.repository] = plan(sensor, who, w, found, state.get(w.repository, {}), context)
+            requests += reqs
+        context.log.info(f"{sensor}: {len(usable)} repositories read in {time.monotonic() - started:.3f} s")
+        return requests
+
+    return tick
+
+
+def git_sensor(name: str, watches: Callable[[], Sequence[GitWatch]], jobs: Sequence[Any], *,
+               minimum_interval_seconds: int = 30, default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+               timeout: float = 20, workers: int = 8, principal: str | None = None) -> dg.SensorDefinition:
+    """A Git sensor over `watches()` (read at every tick, so paths may depend on the home)."""
+    tick = git_tick(name, principal or default_principal(name), watches, timeout=timeout, workers=workers)
+    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick),
+                               jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
+                               default_status=default_status,
+                               description="New commits on watched branches request candidate runs (run key: "
+                                           "repository, branch, SHA).")
+
+
+def app_watches(platform: Any, home: Any = None, branches: dict[str, tuple[str, ...]] | None = None) -> list[GitWatch]:
+    """One watch per repository of the platform's app units; each unit on its own branch
+    unless `branches` gives it patterns. Units whose first environment's policy is manual
+    are left to `ud promote`."""
+    from ..home import Home
+
+    home = home or Home.current()
+    grouped: dict[str, list[Build]] = {}
+    for unit in platform.units.values():
+        if unit.kind == "app" and getattr(unit.policy, unit.environments[0], "automatic") == "automatic":
+            grouped.setdefault(home.expand(unit.repository), []).append(
+                Build(unit.name, f"{unit.name}__to_{unit.environments[0]}", (branches or {}).get(unit.name, (unit.branch,))))
+    return [GitWatch(repo, tuple(builds)) for repo, builds in grouped.items()]

@@ -1,0 +1,98 @@
+"""Health sensor: after a deploy, polls what each environment runs; after N consecutive
+failed polls it rolls the environment back to its previous version through `ud_rollback`,
+with the failures as the recorded reason.
+
+Only deployments younger than the watch window are polled: a service stopped on purpose
+days later (`ud down`) is not a bad deploy. A version that was itself reached by a rollback
+is not rolled back again (that would swing between two bad versions): it is noted for a
+person. A health check that cannot run (the target raised) counts as neither pass nor fail.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import dagster as dg
+
+from .base import default_principal, durable, note, run_request
+from .promotion import seconds_since
+
+
+def rollback_config(unit: str, env: str, reason: str) -> dict:
+    return {"ops": {"rollback_unit": {"config": {"unit": unit, "env": env, "to_version": "", "reason": reason}}}}
+
+
+def reached_by_rollback(platform: Any, unit: str, env: str) -> bool:
+    last = platform.ledger.ledger().latest(unit=unit, env=env, predicate=lambda e: e.action in ("promotion", "rollback"))
+    return last is not None and last.action == "rollback"
+
+
+def health_tick(sensor: str, who: str, platform: Any, failures: int, watch_seconds: float):
+    def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
+        now = time.time()
+        requests = []
+        for name in platform.order():
+            unit = platform.units[name]
+            target = platform.target(unit)
+            for env in unit.environments:
+                key = f"{name}/{env}"
+                try:
+                    dep = target.status(unit, env)
+                except Exception as exc:
+                    note(context, "error", f"{sensor}: {key}: status unavailable: {type(exc).__name__}: {exc}", event="error")
+                    continue
+                age = seconds_since(dep.deployed_at, now) if dep else None
+                if dep is None or age is None or age > watch_seconds:
+                    state.pop(key, None)
+                    continue
+                entry = state.get(key)
+                if not entry or entry.get("version") != dep.version:
+                    entry = {"version": dep.version, "failures": 0, "messages": []}
+                try:
+                    health = target.health(unit, env)
+                except Exception as exc:
+                    note(context, "warning", f"{sensor}: {key}: health could not be checked: {type(exc).__name__}: {exc}",
+                         event="unchecked")
+                    state[key] = entry
+                    continue
+                if health.healthy:
+                    entry.update(failures=0, messages=[])
+                else:
+                    entry["failures"] += 1
+                    entry["messages"] = [*entry["messages"], health.message][-failures:]
+                    note(context, "warning", f"{sensor}: {key} {dep.version[:12]} unhealthy "
+                         f"({entry['failures']}/{failures}): {health.message}", unit=name, env=env, event="unhealthy")
+                state[key] = entry
+                if entry["failures"] < failures:
+                    continue
+                if not dep.previous_version:
+                    note(context, "error", f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks and "
+                         "has no previous version to roll back to; a person must act", unit=name, env=env, event="stuck")
+                elif reached_by_rollback(platform, name, env):
+                    note(context, "error", f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks but "
+                         "is itself the result of a rollback; not rolling back again, a person must act",
+                         unit=name, env=env, event="stuck")
+                else:
+                    reason = (f"health sensor: {entry['failures']} consecutive failed health checks of {dep.version[:12]}: "
+                              f"{entry['messages'][-1]}")
+                    note(context, "warning", f"{sensor}: rolling {key} back to {dep.previous_version[:12]}", unit=name,
+                         env=env, event="rollback")
+                    requests.append(run_request(sensor, who, job="ud_rollback", run_key=f"health:{name}:{env}:{dep.version}",
+                                                unit=name, env=env, reason=reason,
+                                                run_config=rollback_config(name, env, reason)))
+        return requests
+
+    return tick
+
+
+def health_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_health", failures: int = 3,
+                  watch_seconds: float = 900, minimum_interval_seconds: int = 30,
+                  default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+                  principal: str | None = None) -> dg.SensorDefinition:
+    tick = health_tick(name, principal or default_principal(name), platform, failures, watch_seconds)
+    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick),
+                               jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
+                               default_status=default_status,
+                               description=f"Rolls a deploy back after {failures} consecutive failed health checks "
+                                           f"within {watch_seconds:.0f} s of the deploy.")

@@ -1,0 +1,82 @@
+"""Promotion sensor: a unit moves on from one environment to the next (staging -> production)
+by itself when its policy for that environment is `automatic`, its soak time in the previous
+environment has elapsed, and no gate on the previous environment has failed for the version
+it runs; otherwise it waits. The promotion run re-runs those gates as blocking checks, so a
+gate that fails then still stops it. Run key: unit, environment and version: one attempt per
+version.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Sequence
+
+import dagster as dg
+
+from ..promotion import gate_results
+from .base import default_principal, note, run_request, runs_with_key
+
+
+def seconds_since(iso: str | None, now: float) -> float | None:
+    if not iso:
+        return None
+    try:
+        return now - datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
+
+
+def promotion_requests(sensor: str, who: str, platform: Any, context: Any) -> list[dg.RunRequest]:
+    now = time.time()
+    ledger = platform.ledger.ledger()
+    requests = []
+    for name in platform.order():
+        unit = platform.units[name]
+        target = platform.target(unit)
+        for env in unit.environments[1:]:
+            if getattr(unit.policy, env, "manual") != "automatic":
+                continue
+            prev = unit.previous_stage(env)
+            try:
+                src, dst = target.status(unit, prev), target.status(unit, env)
+            except Exception as exc:  # a target that cannot answer holds back this unit only
+                note(context, "error", f"{sensor}: {name}: cannot read {prev}/{env}: {type(exc).__name__}: {exc}",
+                     unit=name, event="error")
+                continue
+            if src is None or (dst is not None and dst.version == src.version):
+                continue
+            key = f"promote:{name}:{env}:{src.version}"
+            if runs_with_key(context.instance, key):
+                continue
+            soaked = seconds_since(src.deployed_at, now)
+            soak = unit.policy.soak_seconds
+            if soak and (soaked is None or soaked < soak):
+                left = f"{soak - soaked:.0f} s left" if soaked is not None else "deploy time unknown"
+                note(context, "info", f"{sensor}: {name} {src.version[:12]} waits in {prev}: soak {soak} s ({left})",
+                     unit=name, env=env, event="soaking")
+                continue
+            results = gate_results(ledger, unit, platform.gates[name], prev, src.version)
+            failed = sorted(g for g, r in results.items() if r is not None and not r["passed"])
+            if failed:
+                note(context, "info", f"{sensor}: {name} {src.version[:12]} waits in {prev}: gates failed: {', '.join(failed)}",
+                     unit=name, env=env, event="gates-failed")
+                continue
+            why = f"policy {env}: automatic; {src.version[:12]} soaked {soaked or 0:.0f} s in {prev}"
+            note(context, "info", f"{sensor}: {name}: {why}", unit=name, env=env, event="request")
+            requests.append(run_request(sensor, who, job=f"{name}__to_{env}", run_key=key, unit=name, env=env,
+                                        reason=f"promotion: {why}"))
+    return requests
+
+
+def promotion_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_promotion", minimum_interval_seconds: int = 60,
+                     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+                     principal: str | None = None) -> dg.SensorDefinition:
+    def evaluate(context: dg.SensorEvaluationContext):
+        requests = promotion_requests(name, principal or default_principal(name), platform, context)
+        return dg.SensorResult(run_requests=requests) if requests else dg.SkipReason("nothing to promote")
+
+    return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
+                               default_status=default_status,
+                               description="Promotes to the next environment when the unit's policy is automatic, "
+                                           "the soak time has elapsed and no gate failed.")

@@ -1,0 +1,211 @@
+"""MLflow registry sensor: a new version of a watched registered model, or an alias set on one
+outside the platform (an ML engineer in a notebook), requests a candidate run for that version.
+
+One bulk `search_model_versions` query per hundred models per tick, not a call per model.
+Versions the platform registered itself (its training runs tag them `ud.unit`, and its
+ledger holds every candidate it built) are not requested again; while a run of the unit is
+in progress the model waits a tick, because its training may just have registered a version
+it has not tagged yet. Aliases the platform's own target moved (its `ud.<env>.history` tag
+names the same version) are not changes from outside.
+
+State per model: the highest version seen and each alias's version. Run key: model and
+version, plus the alias when an alias triggered it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Sequence
+
+import dagster as dg
+
+from .base import candidate_config, default_principal, durable, note, run_request
+
+CHUNK = 100
+IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
+# A run that has claimed to be in progress for longer than this crashed; it must not hold a model back forever.
+IN_PROGRESS_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class ModelWatch:
+    model: str  # the registered model name
+    unit: str
+    job: str  # builds and deploys the unit's candidate
+    environments: tuple[str, ...] = ("staging", "production")  # aliases the platform's target manages
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """A registry that is down must cost one failed request, not MLflow's minutes of retries."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _quote(name: str) -> str:
+    return "'" + name + "'" if "'" not in name else '"' + name + '"'
+
+
+def search_versions(client: Any, models: Sequence[str]) -> dict[str, list]:
+    """Every version of `models`, grouped by model, in a few bulk queries."""
+    found: dict[str, list] = {m: [] for m in models}
+    names = [m for m in models if not ("'" in m and '"' in m)]
+    for i in range(0, len(names), CHUNK):
+        chunk = names[i:i + CHUNK]
+        token = None
+        while True:
+            page = client.search_model_versions(filter_string=f"name IN ({', '.join(_quote(n) for n in chunk)})",
+                                                max_results=10000, page_token=token)
+            for mv in page:
+                found.setdefault(mv.name, []).append(mv)
+            token = getattr(page, "token", None)
+            if not token:
+                break
+    return found
+
+
+def _platform_alias(client: Any, watch: ModelWatch, alias: str, version: str) -> bool:
+    if alias not in watch.environments:
+        return False
+    tags = client.get_registered_model(watch.model).tags
+    history = json.loads(tags.get(f"ud.{alias}.history", "[]") or "[]")
+    return bool(history) and str(history[-1].get("version")) == version
+
+
+def plan(sensor: str, who: str, watch: ModelWatch, versions: list, seen: dict | None, *, client: Any,
+         known: Callable[[str, str], bool], context: Any) -> tuple[list[dg.RunRequest], dict]:
+    """Requests for one model and its new state."""
+    highest = max((int(v.version) for v in versions), default=0)
+    aliases = {a: str(v.version) for v in versions for a in (v.aliases or [])}
+    new_state = {"max": max(highest, (seen or {}).get("max", 0)), "aliases": aliases}
+    requests: list[dg.RunRequest] = []
+    requested: set[str] = set()
+
+    def ask(version: str, why: str, alias: str | None = None) -> None:
+        if version in requested:
+            return
+        requested.add(version)
+        key = f"mlflow:{watch.model}:{version}" + (f"@{alias}" if alias else "")
+        note(context, "info", f"{sensor}: {watch.model}: {why}", model=watch.model, version=version, event="request")
+        requests.append(run_request(sensor, who, job=watch.job, run_key=key, unit=watch.unit,
+                                    env=watch.job.rsplit("__to_", 1)[-1], reason=f"mlflow: {why}",
+                                    run_config=candidate_config(watch.unit, version)))
+
+    floor = (seen or {}).get("max", 0)
+    fresh = sorted((v for v in versions if int(v.version) > floor), key=lambda v: -int(v.version))
+    untagged = [v for v in fresh if not (v.tags or {}).get("ud.unit")]
+    # Only the newest needs the ledger's word: older ones are skipped in any case.
+    first = next((i for i, v in enumerate(untagged) if not known(watch.unit, str(v.version))), None)
+    if first is not None:
+        newest, older = untagged[first], untagged[first + 1:]
+        if older:
+            note(context, "info", f"{sensor}: {watch.model}: building the newest new version {newest.version}; skipped "
+                 f"{', '.join(str(v.version) for v in older)}", model=watch.model, event="skipped",
+                 skipped=[str(v.version) for v in older])
+        by = f" by {newest.user_id}" if getattr(newest, "user_id", None) else ""
+        ask(str(newest.version), f"new version {newest.version} registered{by}")
+    if seen is not None:
+        before = seen.get("aliases", {})
+        for alias in sorted(set(before) - set(aliases)):
+            note(context, "info", f"{sensor}: {watch.model}: alias {alias} was removed (was version {before[alias]})",
+                 model=watch.model, event="alias-removed")
+        for alias, version in sorted(aliases.items()):
+            if before.get(alias) == version or _platform_alias(client, watch, alias, version):
+                continue
+            ask(version, f"alias {alias} set on version {version} outside the platform", alias)
+    return requests, new_state
+
+
+def units_in_progress(instance: dg.DagsterInstance) -> set[str]:
+    since = datetime.now(timezone.utc) - IN_PROGRESS_WINDOW
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS, created_after=since))
+    return {r.tags["ud/unit"] for r in runs if "ud/unit" in r.tags}
+
+
+def registry_tick(sensor: str, who: str, watches: Callable[[], Sequence[ModelWatch]], client: Callable[[], Any],
+                  known: Callable[[str, str], bool]):
+    def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
+        started = time.monotonic()
+        wanted = list(watches())
+        if not wanted:
+            return []
+        try:
+            with fail_fast():
+                mlflow_client = client()
+                found = search_versions(mlflow_client, [w.model for w in wanted])
+        except Exception as exc:  # any failure to reach the registry: this source skips a tick, others go on
+            note(context, "error", f"{sensor}: the MLflow registry cannot be read ({type(exc).__name__}: "
+                 f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); skipped this tick", event="registry-down")
+            return []
+        busy = units_in_progress(context.instance)
+        requests: list[dg.RunRequest] = []
+        for w in wanted:
+            versions = found.get(w.model, [])
+            if not versions:
+                with fail_fast():
+                    exists = bool(mlflow_client.search_registered_models(filter_string=f"name = {_quote(w.model)}"))
+                note(context, "warning" if not exists else "info",
+                     f"{sensor}: {w.model}: " + ("no registered model of that name; skipped" if not exists else "no versions yet"),
+                     model=w.model, event="no-model" if not exists else "no-versions")
+                continue
+            if w.unit in busy:
+                note(context, "info", f"{sensor}: {w.model}: a run of {w.unit} is in progress; looking again next tick",
+                     model=w.model, event="deferred")
+                continue
+            try:
+                with fail_fast():
+                    reqs, state[w.model] = plan(sensor, who, w, versions, state.get(w.model), client=mlflow_client, known=known,
+                                                context=context)
+            except Exception as exc:  # one model's failure must not stop the others
+                note(context, "error", f"{sensor}: {w.model}: {type(exc).__name__}: {exc}; skipped this tick",
+                     model=w.model, event="error")
+                continue
+            requests += reqs
+        context.log.info(f"{sensor}: {len(wanted)} models read in {time.monotonic() - started:.3f} s")
+        return requests
+
+    return tick
+
+
+def registry_sensor(name: str, watches: Callable[[], Sequence[ModelWatch]], client: Callable[[], Any],
+                    jobs: Sequence[Any], *, known: Callable[[str, str], bool] = lambda unit, version: False,
+                    minimum_interval_seconds: int = 30,
+                    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+                    principal: str | None = None) -> dg.SensorDefinition:
+    """A registry sensor; `client()` returns an MlflowClient, `known(unit, version)` says the
+    platform already built that version as a candidate."""
+    tick = registry_tick(name, principal or default_principal(name), watches, client, known)
+    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick),
+                               jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
+                               default_status=default_status,
+                               description="New registered model versions and aliases set outside the platform request "
+                                           "candidate runs (run key: model, version, alias).")
+
+
+def model_watches(platform: Any) -> list[ModelWatch]:
+    return [ModelWatch(u.model_name, u.name, f"{u.name}__to_{u.environments[0]}", tuple(u.environments))
+            for u in platform.units.values()
+            if u.kind == "model" and getattr(u.policy, u.environments[0], "automatic") == "automatic"]
+
+
+def ledger_knows(platform: Any) -> Callable[[str, str], bool]:
+    def known(unit: str, version: str) -> bool:
+        ledger = platform.ledger.ledger()
+        return ledger.latest(unit=unit, action="candidate", predicate=lambda e: e.version == version) is not None
+
+    return known
