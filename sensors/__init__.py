@@ -26,12 +26,17 @@ def platform_sensors(platform: Any, base: dg.Definitions) -> list[dg.SensorDefin
         return [jobs[f"{u.name}__to_{u.environments[0]}"] for u in platform.units.values() if u.kind == kind]
 
     later_env_jobs = [jobs[f"{u.name}__to_{env}"] for u in platform.units.values() for env in u.environments[1:]]
-    sensors = [
-        git_sensor("ud_git_push", lambda: app_watches(platform), first_env_jobs("app"), principal=PRINCIPAL),
-        registry_sensor("ud_mlflow_registry", lambda: model_watches(platform), platform.targets["model"].client,
-                        first_env_jobs("model"), known=ledger_knows(platform), principal=PRINCIPAL),
-        cascade_sensor(platform, first_env_jobs("model"), principal=PRINCIPAL),
-        promotion_sensor(platform, later_env_jobs, principal=PRINCIPAL),
-        health_sensor(platform, [jobs["ud_rollback"]], principal=PRINCIPAL),
-    ]
-    return [s for s in sensors if s.targets]  # a platform without apps (or models) has no use for their sensor
+    sensors = [health_sensor(platform, [jobs["ud_rollback"]], principal=PRINCIPAL)]
+    if later_env_jobs:
+        sensors.append(promotion_sensor(platform, later_env_jobs, principal=PRINCIPAL))
+    if first_env_jobs("app"):
+        sensors.append(git_sensor("ud_git_push", lambda: app_watches(platform), first_env_jobs("app"), principal=PRINCIPAL))
+    if first_env_jobs("model"):
+        sensors += [
+            registry_sensor("ud_mlflow_registry", lambda: model_watches(platform), lambda: platform.targets["model"].client(),
+                            first_env_jobs("model"), known=ledger_knows(platform), principal=PRINCIPAL),
+            cascade_sensor(platform, first_env_jobs("model"), principal=PRINCIPAL),
+        ]
+    # `ud sensors tick` evaluates them in this order: new changes first, then what follows from them.
+    order = ["ud_git_push", "ud_mlflow_registry", "ud_cascade", "ud_promotion", "ud_health"]
+    return sorted(sensors, key=lambda s: order.index(s.name))

@@ -1,9 +1,10 @@
 """DbtDuckDBTarget against real dbt and a real DuckDB file: write-audit-publish, a second
 version and rollback, a failing dbt test, a broken model, and publishes that fail half-way.
 
-dbt invocations are the cost here (each one starts dbt and dagster-dbt's `dbt --version`),
-so the built versions are module-scoped and every test publishes into an environment of
-its own unless it needs `staging` as v1 left it.
+dbt invocations are the cost here (each starts dbt, and dagster-dbt first runs
+`dbt --version`), so the built versions are module-scoped. `staging` serves v1 for the whole
+module (the second-version test rolls it back to v1); every other test that publishes uses
+an environment of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 import pytest
 
 from unified_delivery.errors import TargetError, UDError
-from unified_delivery.gates.base import GateContext
+from unified_delivery.gates.base import GateContext, GateResult
 from unified_delivery.gates.dbt_tests import DbtTestsGate
 from unified_delivery.home import Home
 from unified_delivery.kinds.base import BuildContext
@@ -96,7 +97,7 @@ class Lab:
     def deployments(self, env: str) -> int:
         return self.query(f"SELECT count(*) FROM {RELEASES}.deployments WHERE env = ?", env)[0][0]
 
-    def dbt_tests_gate(self, artifact: Artifact):
+    def dbt_tests_gate(self, artifact: Artifact) -> GateResult:
         gate = DbtTestsGate(GateSpec(type="dbt-tests"), self.unit)
         return gate.evaluate(GateContext(unit=self.unit, stage="candidate", guards=ENV, version=artifact.version,
                                          artifact=artifact, target=self.target, home=Home.current(), log=lambda _: None))
@@ -106,7 +107,7 @@ class Lab:
 def edited(path: Path, old: str, new: str) -> Iterator[None]:
     """Change a file of the project copy for the duration of the block."""
     original = path.read_text()
-    assert old in original, f"{old!r} not in {path}"
+    assert original.count(old) == 1, f"{old!r} is not once in {path}"
     path.write_text(original.replace(old, new))
     try:
         yield
@@ -142,15 +143,20 @@ def customers(lab) -> int:
 
 
 @pytest.fixture(scope="module")
-def v1(lab) -> tuple[Artifact, set[tuple[str, str]]]:
+def written_v1(lab) -> tuple[Artifact, set[tuple[str, str]]]:
     """v1 written to its audit schema, and the warehouse's relations right after the write."""
     artifact = lab.build()
     return artifact, lab.relations()
 
 
 @pytest.fixture(scope="module")
+def v1(written_v1) -> Artifact:
+    return written_v1[0]
+
+
+@pytest.fixture(scope="module")
 def staging_v1(lab, v1):
-    return lab.target.deploy(lab.unit, ENV, v1[0])
+    return lab.target.deploy(lab.unit, ENV, v1)
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +166,8 @@ def v2(lab, v1) -> Artifact:
         return lab.build()
 
 
-def test_write_audit_publish(lab, v1, staging_v1, customers):
-    artifact, after_write = v1
+def test_write_audit_publish(lab, written_v1, staging_v1, customers):
+    artifact, after_write = written_v1
     schema = f"ud_audit_{MODEL}_{artifact.version}"
     assert (artifact.location, artifact.details["schema"], artifact.details["models"]) == (schema, schema, [MODEL])
     assert artifact.details["rows"] == {MODEL: customers}
@@ -190,41 +196,39 @@ def test_write_audit_publish(lab, v1, staging_v1, customers):
 
 
 def test_second_version_publishes_and_rolls_back(lab, v1, staging_v1, v2, customers):
-    v1a = v1[0]
-    assert v2.version != v1a.version, "a changed model must be a new version (and a new audit schema)"
+    assert v2.version != v1.version, "a changed model must be a new version (and a new audit schema)"
     assert V2_COLUMN in lab.columns(v2.location, MODEL)
 
     deployed = lab.target.deploy(lab.unit, ENV, v2)
-    assert (deployed.version, deployed.previous_version) == (v2.version, v1a.version)
+    assert (deployed.version, deployed.previous_version) == (v2.version, v1.version)
     assert lab.serves(ENV, v2)
     assert V2_COLUMN in lab.columns(ENV, MODEL)
     assert lab.target.status(lab.unit, ENV).version == v2.version
-    assert lab.target.versions(lab.unit, ENV)[:2] == [v2.version, v1a.version]
+    assert lab.target.versions(lab.unit, ENV)[:2] == [v2.version, v1.version]
 
     back = lab.target.rollback(lab.unit, ENV)
-    assert (back.version, back.previous_version) == (v1a.version, v2.version)
-    assert lab.serves(ENV, v1a)
+    assert (back.version, back.previous_version) == (v1.version, v2.version)
+    assert lab.serves(ENV, v1)
     assert V2_COLUMN not in lab.columns(ENV, MODEL)
-    pd.testing.assert_frame_equal(lab.frame(ENV), lab.frame(v1a.location))
+    pd.testing.assert_frame_equal(lab.frame(ENV), lab.frame(v1.location))
     status = lab.target.status(lab.unit, ENV)
-    assert (status.version, status.previous_version, status.details["last_action"]) == (v1a.version, v2.version, "rollback")
+    assert (status.version, status.previous_version, status.details["last_action"]) == (v1.version, v2.version, "rollback")
     assert lab.target.health(lab.unit, ENV).details["rows"] == {MODEL: customers}
-    assert lab.target.versions(lab.unit, ENV)[:2] == [v1a.version, v2.version]
+    assert lab.target.versions(lab.unit, ENV)[:2] == [v1.version, v2.version]
 
     with pytest.raises(TargetError) as same:
-        lab.target.rollback(lab.unit, ENV, to_version=v1a.version)
+        lab.target.rollback(lab.unit, ENV, to_version=v1.version)
     assert same.value.code == "UD-TARGET-SAME-VERSION"
     with pytest.raises(TargetError) as unknown:
         lab.target.rollback(lab.unit, ENV, to_version="0000deadbeef")
     assert unknown.value.code == "UD-TARGET-NO-RELEASE"
-    assert v1a.version in unknown.value.remediation
-    assert lab.serves(ENV, v1a)
+    assert v1.version in unknown.value.remediation
+    assert lab.serves(ENV, v1)
 
 
 def test_failing_dbt_test_fails_the_gate_and_publishes_nothing(lab, v1, staging_v1, customers):
-    v1a = v1[0]
-    first = (lab.project / CUSTOMERS_CSV).read_text().splitlines()[1]  # customer 1, once more
-    with edited(lab.project / CUSTOMERS_CSV, first + "\n", f"{first}\n{first}\n"):
+    header, first = (lab.project / CUSTOMERS_CSV).read_text().splitlines()[:2]
+    with edited(lab.project / CUSTOMERS_CSV, header + "\n", f"{header}\n{first}\n"):  # customer 1, once more
         candidate = lab.target.write(lab.unit, "dup_customer", models=[MODEL])
         # The write excludes tests, so the bad data reaches the audit schema and stops there.
         assert candidate.details["rows"] == {MODEL: customers + 1}
@@ -238,15 +242,14 @@ def test_failing_dbt_test_fails_the_gate_and_publishes_nothing(lab, v1, staging_
     assert result.metadata["schema"] == candidate.location
     assert result.metadata["failed"] == len(failed) < result.metadata["tests"]
 
-    assert lab.target.status(lab.unit, ENV).version == v1a.version
-    assert lab.serves(ENV, v1a)
+    assert lab.target.status(lab.unit, ENV).version == v1.version
+    assert lab.serves(ENV, v1)
     assert lab.target.read(lab.unit, ENV, MODEL)["customer_id"].is_unique
     assert "dup_customer" not in lab.target.versions(lab.unit, ENV)
     assert (RELEASES, f"{MODEL}__dup_customer") not in lab.relations()
 
 
 def test_broken_model_fails_the_write_and_publishes_nothing(lab, v1, staging_v1, customers):
-    v1a = v1[0]
     with edited(lab.project / SQL, LAST_COLUMN, "    c.churned,\n    c.no_such_column\nfrom customers as c"):
         with pytest.raises(UDError) as broken:
             lab.target.write(lab.unit, "broken", models=[MODEL])
@@ -254,33 +257,31 @@ def test_broken_model_fails_the_write_and_publishes_nothing(lab, v1, staging_v1,
     assert broken.value.exit_code == 5
     assert f"model.ud_reference.{MODEL}" in broken.value.message
     assert "no_such_column" in broken.value.message
-    assert lab.target.status(lab.unit, ENV).version == v1a.version
-    assert lab.serves(ENV, v1a)
+    assert lab.target.status(lab.unit, ENV).version == v1.version
+    assert lab.serves(ENV, v1)
     assert lab.target.health(lab.unit, ENV).details["rows"] == {MODEL: customers}
     assert "broken" not in lab.target.versions(lab.unit, ENV)
 
 
 def test_publish_of_a_model_missing_from_the_audit_schema_changes_nothing(lab, v1, v2):
     env = "production"
-    v1a = v1[0]
-    lab.target.deploy(lab.unit, env, v1a)
+    lab.target.deploy(lab.unit, env, v1)
     ghost = dataclasses.replace(v2, details={**v2.details, "models": [MODEL, "ghost"]})
     with pytest.raises(TargetError) as failed:
         lab.target.deploy(lab.unit, env, ghost)
     assert failed.value.code == "UD-TARGET-PUBLISH"
     assert "ghost" in failed.value.message
-    assert v1a.version in failed.value.remediation  # says what the environment still serves
-    assert lab.serves(env, v1a)
+    assert v1.version in failed.value.remediation  # says what the environment still serves
+    assert lab.serves(env, v1)
     assert V2_COLUMN not in lab.columns(env, MODEL)
     assert (env, "ghost") not in lab.relations()
     status = lab.target.status(lab.unit, env)
-    assert (status.version, lab.deployments(env)) == (v1a.version, 1)
+    assert (status.version, lab.deployments(env)) == (v1.version, 1)
 
 
 def test_failure_inside_the_publish_transaction_leaves_every_view_on_the_old_version(lab, v1, v2):
     env = "preprod"
-    v1a = v1[0]
-    lab.target.deploy(lab.unit, env, v1a)
+    lab.target.deploy(lab.unit, env, v1)
     # A table where the second view must go: the first view has already been replaced in
     # the transaction when the second statement fails.
     lab.execute(f'CREATE TABLE "{env}".customers AS SELECT 42 AS blocker')
@@ -289,11 +290,11 @@ def test_failure_inside_the_publish_transaction_leaves_every_view_on_the_old_ver
         lab.target.deploy(lab.unit, env, both)
     assert failed.value.code == "UD-TARGET-PUBLISH"
     assert "customers" in failed.value.message
-    assert lab.serves(env, v1a)
+    assert lab.serves(env, v1)
     assert V2_COLUMN not in lab.columns(env, MODEL)
     assert lab.query(f'SELECT * FROM "{env}".customers') == [(42,)]
     status = lab.target.status(lab.unit, env)
-    assert (status.version, status.details["models"], lab.deployments(env)) == (v1a.version, [MODEL], 1)
+    assert (status.version, status.details["models"], lab.deployments(env)) == (v1.version, [MODEL], 1)
 
 
 @pytest.mark.xfail(strict=True, raises=duckdb.CatalogException, reason=(
@@ -304,13 +305,12 @@ def test_failure_inside_the_publish_transaction_leaves_every_view_on_the_old_ver
     "is impossible"))
 def test_rollback_to_a_version_that_published_fewer_models(lab, v1, v2):
     env = "qa"
-    v1a = v1[0]
-    lab.target.deploy(lab.unit, env, v1a)
+    lab.target.deploy(lab.unit, env, v1)
     lab.target.deploy(lab.unit, env, dataclasses.replace(v2, details={**v2.details, "models": [MODEL, "customers"]}))
     back = lab.target.rollback(lab.unit, env)
-    assert back.version == v1a.version
-    assert lab.serves(env, v1a)
-    assert lab.target.status(lab.unit, env).version == v1a.version
+    assert back.version == v1.version
+    assert lab.serves(env, v1)
+    assert lab.target.status(lab.unit, env).version == v1.version
 
 
 @pytest.mark.xfail(strict=True, raises=TargetError, reason=(
@@ -319,11 +319,10 @@ def test_rollback_to_a_version_that_published_fewer_models(lab, v1, v2):
     "previous version is lost and rollback() raises UD-TARGET-SAME-VERSION"))
 def test_redeploying_the_current_version_keeps_the_rollback_target(lab, v1, v2):
     env = "blue"
-    v1a = v1[0]
-    lab.target.deploy(lab.unit, env, v1a)
+    lab.target.deploy(lab.unit, env, v1)
     lab.target.deploy(lab.unit, env, v2)
     lab.target.deploy(lab.unit, env, v2)
-    assert lab.target.rollback(lab.unit, env).version == v1a.version
+    assert lab.target.rollback(lab.unit, env).version == v1.version
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -335,7 +334,7 @@ def test_dbt_test_that_does_not_run_fails_the_gate(lab, v1):
     with added(lab.project / "tests" / "assert_orders_positive.sql",
                "select * from {{ ref('orders' }} where amount <= 0\n"):  # unbalanced: dbt cannot compile it
         try:
-            passed = lab.dbt_tests_gate(v1[0]).passed
+            passed = lab.dbt_tests_gate(v1).passed
         except UDError:  # refusing with an error is as good as failing the gate
             passed = False
     assert not passed

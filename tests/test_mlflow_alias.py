@@ -10,6 +10,8 @@ depend on their order; the metric-gate tests set `production`, the champion, the
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
 from unified_delivery.errors import TargetError
-from unified_delivery.gates.base import GateContext
+from unified_delivery.gates.base import GateContext, GateResult
 from unified_delivery.gates.model_metric import ModelMetricGate
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact
@@ -64,22 +66,36 @@ class Registry:
     def roc_auc(self, key: str) -> float:
         return roc_auc_score(self.holdout[LABEL], self.fitted[key].predict_proba(self.holdout[FEATURES])[:, 1])
 
-    def gate(self, artifact: Artifact, **settings):
+    def gate(self, artifact: Artifact, **settings) -> GateResult:
         gate = ModelMetricGate(GateSpec(type="model-metric", settings=settings), self.unit)
         return gate.evaluate(GateContext(unit=self.unit, stage="candidate", guards="staging", version=artifact.version,
                                          artifact=artifact, target=self.target, home=Home.current(), log=lambda _: None))
 
 
+@contextmanager
+def mlflow_uris_restored() -> Iterator[None]:
+    """The target sets MLflow's process-wide tracking and registry URIs, and MLflow copies
+    them into MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI for child processes: undo both, so
+    later tests and the processes they start do not write into this module's registry."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, mlflow_uris_restored():
         mp.setenv("UD_HOME", str(root / "home"))
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        # The target sets MLflow's process-wide URIs, which MLflow copies into these variables
-        # for child processes: give both back when the module is done.
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
         target = MlflowAliasTarget(tracking_uri=f"sqlite:///{root}/mlflow.db", artifact_root=str(root / "artifacts"))
         unit = ModelUnit(name="m", team="ml", trains_on="d", features=FEATURES, label=LABEL)
         train, holdout = synthetic(600, seed=1), synthetic(300, seed=2)
@@ -94,8 +110,6 @@ def reg(tmp_path_factory) -> Iterator[Registry]:
                                           train_seconds=0.1)
                      for i, (key, model) in enumerate(fitted.items(), start=1)}
         yield Registry(target=target, unit=unit, holdout=holdout, holdout_path=holdout_path, fitted=fitted, **artifacts)
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
 
 
 def test_register_records_version_provenance_and_metrics(reg):

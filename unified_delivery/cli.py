@@ -242,7 +242,7 @@ def cmd_rollback(args, out: Output) -> int:
 
 
 def cmd_gates(args, out: Output) -> int:
-    from .promotion import gate_results, version_at  # noqa: F401
+    from .promotion import active_override, evaluate_gate
     from .units import CANDIDATE
 
     platform, _ = _platform()
@@ -254,22 +254,33 @@ def cmd_gates(args, out: Output) -> int:
     else:
         entry = ledger.latest(unit=unit.name, action="candidate")
         version = entry.version if entry else None
+    stage = args.env or CANDIDATE
     gates = []
     for gate in platform.gates[unit.name]:
         entry = ledger.latest(unit=unit.name, action="gate",
-                              predicate=lambda e, g=gate.name: e.payload.get("gate") == g and e.version == version)
+                              predicate=lambda e, g=gate: e.payload.get("gate") == g.name and e.version == version
+                              and e.payload.get("stage") == g.spec.stage)
         p = entry.payload if entry else {}
-        gates.append({"name": gate.name, "family": gate.family, "stage": gate.spec.stage, "passed": p.get("passed"),
-                      "code": p.get("code"), "message": p.get("message", "not run for this version"),
-                      "remediation": p.get("remediation", ""), "overridden": False,
-                      "at": entry.ts if entry else None})
-    data = {"unit": unit.name, "version": version, "env": args.env or CANDIDATE, "gates": gates}
+        override = active_override(ledger, unit, version, gate.name, gate.spec.stage) if version else None
+        row = {"name": gate.name, "family": gate.family, "stage": gate.spec.stage, "passed": p.get("passed"),
+               "code": p.get("code"), "message": p.get("message", "not run for this version"),
+               "remediation": p.get("remediation", ""), "overridden": bool(p.get("overridden") or override),
+               "at": entry.ts if entry else None}
+        if override:
+            row["override"] = {"by": override["by"], "justification": override["justification"],
+                               "expires_at": override["expires_at"]}
+        if gate.family == "approval" and version and not p.get("passed"):  # pending approvals are live, not cached
+            live = evaluate_gate(platform, unit, gate, version, None, "", ledger)
+            row.update(passed=live.passed, code=live.code, message=live.message, remediation=live.remediation)
+        gates.append(row)
+    data = {"unit": unit.name, "version": version, "env": stage, "gates": gates}
 
     def text() -> str:
         lines = [f"{unit.name} {version or '(none)'} ({args.env or 'candidate'})"]
         for g in gates:
             mark = {True: "PASS", False: "FAIL", None: "----"}[g["passed"]]
-            lines.append(f"  {mark}  {g['name']:16} {g['family']:13} {g['code'] or '':28} {g['message']}")
+            mark = "OVRD" if g["overridden"] and not g["passed"] else mark
+            lines.append(f"  {mark}  {g['stage']:10} {g['name']:16} {g['family']:13} {g['code'] or '':28} {g['message']}")
         return "\n".join(lines)
 
     out.result(data, text)

@@ -189,12 +189,16 @@ def run_suite(conn: tuple[str, dict[str, Any]], schema: str, table: str, expecta
     expectation, in their order (`error` set when GX could not evaluate it)."""
     import great_expectations as gx
     from great_expectations.compatibility.pydantic import ValidationError as GXValidationError
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
+                                                            ProgressBarsConfig)
+    from great_expectations.datasource.fluent.interfaces import TestConnectionError
     from sqlalchemy import event
 
     url, engine_kwargs = conn
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    # Everything in memory, no docs site, no progress bars on the run's log, no telemetry.
+    context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(), progress_bars=ProgressBarsConfig(globally=False),
+        analytics_enabled=False))
     suite = gx.ExpectationSuite(name=name)
     for i, exp in enumerate(expectations):
         cls = getattr(gx.expectations, "".join(p.capitalize() for p in exp.type.split("_")))
@@ -204,12 +208,24 @@ def run_suite(conn: tuple[str, dict[str, Any]], schema: str, table: str, expecta
             raise UDError("UD-GATE-DQ-ERROR", f"{name}: expectations[{i}] {exp.label()}: {err.errors()[0]['msg']}",
                           "fix the expectation's arguments in the gate settings") from None
     suite = context.suites.add(suite)
-    source = context.data_sources.add_sql("warehouse", connection_string=url, kwargs=engine_kwargs)
+    try:
+        source = context.data_sources.add_sql("warehouse", connection_string=url, kwargs=engine_kwargs)
+    except TestConnectionError as err:
+        raise UDError("UD-GATE-DQ-ERROR", f"{name}: cannot connect to the warehouse: {err}",
+                      "check the warehouse the candidate was written to") from None
     engines = [source.get_engine(), source.get_execution_engine().engine]
     event.listen(engines[1], "after_cursor_execute", _buffer_rows)
+    if engines[1].dialect.name == "duckdb":
+        # duckdb-engine cannot reflect columns under SQLAlchemy 2.1; GX then reads one row of
+        # the bare table name, which the search path resolves to the audit schema.
+        event.listen(engines[1], "connect", lambda dbapi, _: dbapi.execute("SET search_path = '" + schema.replace("'", "''") + "'"))
+        engines[1].dispose()  # connections made before the listener lack the search path
     try:
-        # A query asset, not a table asset: SQLAlchemy 2.1's column reflection fails on DuckDB.
-        asset = source.add_query_asset(table, query=f"SELECT * FROM {_q(schema)}.{_q(table)}")
+        try:
+            asset = source.add_table_asset(table, table_name=table, schema_name=schema)
+        except TestConnectionError:
+            raise UDError("UD-GATE-DQ-ERROR", f"{name}: table {schema}.{table} cannot be read",
+                          "check that the candidate was built and the table is in the selection") from None
         batch = asset.add_batch_definition_whole_table("whole table")
         validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         outcome = validation.run(result_format={"result_format": "SUMMARY", "partial_unexpected_count": failing_values})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 from ..errors import UDError
@@ -50,12 +52,14 @@ class AppTranslator(KindTranslator):
             raise UDError("UD-APP-REPO-NOT-FOUND", f"unit {unit.name}: repository {repo} does not exist",
                           "create the repository (ud demo does for the reference app) or fix `repository`")
         mirror = ctx.home.builds / unit.name / "mirror.git"
-        if not mirror.exists():
-            mirror.parent.mkdir(parents=True, exist_ok=True)
-            git("clone", "--quiet", "--mirror", repo, str(mirror))
-        else:
-            git("remote", "set-url", "origin", repo, cwd=mirror)
-            git("fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*", cwd=mirror)
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        with open(mirror.parent / ".lock", "w") as lock:  # concurrent builds share one mirror
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not mirror.exists():
+                git("clone", "--quiet", "--mirror", repo, str(mirror))
+            else:
+                git("remote", "set-url", "origin", repo, cwd=mirror)
+                git("fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*", cwd=mirror)
         ref = ctx.config.get("ref") or unit.branch
         try:
             sha = git("rev-parse", "--verify", f"{ref}^{{commit}}", cwd=mirror)
@@ -66,9 +70,7 @@ class AppTranslator(KindTranslator):
         author, authored_at, committed_at, subject = git("log", "-1", f"--format={fmt}", sha, cwd=mirror).split("\x00")
         out = ctx.home.builds / unit.name / sha
         if not out.exists():
-            tmp = out.with_name(sha + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{sha}.tmp-", dir=out.parent))
             tree = subprocess.run(["git", "archive", "--format=tar", sha, "--", unit.path],
                                   cwd=mirror, capture_output=True, timeout=120)
             if tree.returncode != 0:
@@ -76,7 +78,10 @@ class AppTranslator(KindTranslator):
                               "fix `path` in the unit's YAML")
             with tarfile.open(fileobj=io.BytesIO(tree.stdout)) as tar:
                 tar.extractall(tmp, filter="data")
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except OSError:  # another build of the same commit finished first: same content
+                shutil.rmtree(tmp, ignore_errors=True)
         src = out / unit.path
         tree_hash = git("rev-parse", f"{sha}:{unit.path}" if unit.path != "." else f"{sha}^{{tree}}", cwd=mirror)
         ctx.log(f"built {unit.name} at {sha[:12]} ({subject})")

@@ -77,6 +77,11 @@ class _Paths:
     def log(self) -> Path:
         return self.root / "service.log"
 
+    @property
+    def pending(self) -> Path:
+        """The process of a deploy still proving itself; left behind only if that deploy was killed."""
+        return self.root / "pending.json"
+
     def release(self, version: str) -> Path:
         return self.releases / version
 
@@ -113,6 +118,7 @@ class LocalReleaseTarget(DeployTarget):
         paths = self._paths(unit.name, env)
         paths.releases.mkdir(parents=True, exist_ok=True)
         with _locked(paths):
+            _reap_pending(paths, log)
             _materialise(paths, artifact, log)
             return self._start_release(unit, env, paths, artifact.version, "deploy", log)
 
@@ -122,6 +128,7 @@ class LocalReleaseTarget(DeployTarget):
         if not paths.root.is_dir():
             raise _no_release(unit.name, env, to_version, [])
         with _locked(paths):
+            _reap_pending(paths, log)
             state = _read_state(paths)
             target = to_version or (state or {}).get("previous_version")
             available = self.versions(unit, env)
@@ -178,9 +185,10 @@ class LocalReleaseTarget(DeployTarget):
     def stop(self, unit: Any, env: str) -> bool:
         """Stop the service of `unit` in `env`; True when one was running. `current` is kept."""
         paths = self._paths(_name(unit), env)
-        if not paths.state.exists():
+        if not paths.state.exists() and not paths.pending.exists():
             return False
         with _locked(paths):
+            _reap_pending(paths, _quiet)
             state = _read_state(paths)
             if state is None:
                 return False
@@ -194,8 +202,8 @@ class LocalReleaseTarget(DeployTarget):
         """Stop every service under this home; returns the `unit/env` pairs that were running."""
         root = self._home() / "releases"
         stopped = []
-        for state_file in sorted(root.glob("*/*/state.json")):
-            unit, env = state_file.parent.parent.name, state_file.parent.name
+        for env_dir in sorted({f.parent for pattern in ("*/*/state.json", "*/*/pending.json") for f in root.glob(pattern)}):
+            unit, env = env_dir.parent.name, env_dir.name
             if self.stop(unit, env):
                 stopped.append(f"{unit}/{env}")
         return stopped
@@ -222,6 +230,7 @@ class LocalReleaseTarget(DeployTarget):
         try:
             log(f"starting {unit.name}/{env} version {version} on port {port}")
             proc, offset = _spawn(unit, env, paths, version, port)
+            _write_json(paths.pending, {"pid": proc.pid, "pid_token": _start_token(proc.pid), "version": version})
             _await_healthy(unit, proc, port)
             previous = (state or {}).get("version")
             if previous == version:  # a redeploy of the same version keeps the rollback point
@@ -250,6 +259,7 @@ class LocalReleaseTarget(DeployTarget):
                 raise
         except _Failure as failure:
             _stop_process(proc.pid if proc else None, None)
+            paths.pending.unlink(missing_ok=True)
             tail = _log_tail(paths.log, offset)  # before the restarted old version writes to the log
             note = self._restore(unit, env, paths, state, was_running, log)
             raise TargetError(
@@ -261,8 +271,10 @@ class LocalReleaseTarget(DeployTarget):
             ) from None
         except BaseException:
             _stop_process(proc.pid if proc else None, None)
+            paths.pending.unlink(missing_ok=True)
             self._restore(unit, env, paths, state, was_running, log)
             raise
+        paths.pending.unlink(missing_ok=True)
         _prune(paths, keep={version, previous})
         log(f"{unit.name}/{env} now runs version {version} on {_url(port)}")
         return Deployment(
@@ -300,6 +312,20 @@ class LocalReleaseTarget(DeployTarget):
 
 
 # ---- release directories --------------------------------------------------------------
+
+
+def _reap_pending(paths: _Paths, log: Log) -> None:
+    """A deploy killed before it finished left its new process running, unrecorded: stop it.
+    `current` and state.json still name the version from before that deploy."""
+    if not paths.pending.exists():
+        return
+    try:
+        pending = json.loads(paths.pending.read_text())
+    except ValueError:
+        pending = {}
+    if _stop_process(pending.get("pid"), pending.get("pid_token")):
+        log(f"stopped the process of an interrupted deploy of version {pending.get('version')}")
+    paths.pending.unlink(missing_ok=True)
 
 
 def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:

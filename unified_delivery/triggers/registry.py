@@ -1,7 +1,8 @@
 """MLflow registry sensor: a new version of a watched registered model, or an alias set on one
 outside the platform (an ML engineer in a notebook), requests a candidate run for that version.
 
-One bulk `search_model_versions` query per hundred models per tick, not a call per model.
+Two bulk queries per hundred models per tick (registered models with their aliases and tags,
+then their versions), not calls per model.
 Versions the platform registered itself (its training runs tag them `ud.unit`, and its
 ledger holds every candidate it built) are not requested again; while a run of the unit is
 in progress the model waits a tick, because its training may just have registered a version
@@ -61,37 +62,42 @@ def _quote(name: str) -> str:
     return "'" + name + "'" if "'" not in name else '"' + name + '"'
 
 
-def search_versions(client: Any, models: Sequence[str]) -> dict[str, list]:
-    """Every version of `models`, grouped by model, in a few bulk queries."""
-    found: dict[str, list] = {m: [] for m in models}
+def _pages(search, filter_string: str) -> Iterator[Any]:
+    token = None
+    while True:
+        page = search(filter_string=filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = getattr(page, "token", None)
+        if not token:
+            return
+
+
+def search(client: Any, models: Sequence[str]) -> tuple[dict[str, Any], dict[str, list]]:
+    """The registered models among `models` (with their aliases and tags) and all their versions,
+    in two bulk queries per hundred models."""
+    registered: dict[str, Any] = {}
+    versions: dict[str, list] = {m: [] for m in models}
     names = [m for m in models if not ("'" in m and '"' in m)]
     for i in range(0, len(names), CHUNK):
-        chunk = names[i:i + CHUNK]
-        token = None
-        while True:
-            page = client.search_model_versions(filter_string=f"name IN ({', '.join(_quote(n) for n in chunk)})",
-                                                max_results=10000, page_token=token)
-            for mv in page:
-                found.setdefault(mv.name, []).append(mv)
-            token = getattr(page, "token", None)
-            if not token:
-                break
-    return found
+        where = f"name IN ({', '.join(_quote(n) for n in names[i:i + CHUNK])})"
+        registered.update((rm.name, rm) for rm in _pages(client.search_registered_models, where))
+        for mv in _pages(client.search_model_versions, where):
+            versions.setdefault(mv.name, []).append(mv)
+    return registered, versions
 
 
-def _platform_alias(client: Any, watch: ModelWatch, alias: str, version: str) -> bool:
+def _platform_alias(registered: Any, watch: ModelWatch, alias: str, version: str) -> bool:
     if alias not in watch.environments:
         return False
-    tags = client.get_registered_model(watch.model).tags
-    history = json.loads(tags.get(f"ud.{alias}.history", "[]") or "[]")
+    history = json.loads((registered.tags or {}).get(f"ud.{alias}.history", "[]") or "[]")
     return bool(history) and str(history[-1].get("version")) == version
 
 
-def plan(sensor: str, who: str, watch: ModelWatch, versions: list, seen: dict | None, *, client: Any,
+def plan(sensor: str, who: str, watch: ModelWatch, registered: Any, versions: list, seen: dict | None, *,
          known: Callable[[str, str], bool], context: Any) -> tuple[list[dg.RunRequest], dict]:
     """Requests for one model and its new state."""
     highest = max((int(v.version) for v in versions), default=0)
-    aliases = {a: str(v.version) for v in versions for a in (v.aliases or [])}
+    aliases = {a: str(v) for a, v in (registered.aliases or {}).items()}
     new_state = {"max": max(highest, (seen or {}).get("max", 0)), "aliases": aliases}
     requests: list[dg.RunRequest] = []
     requested: set[str] = set()
@@ -125,7 +131,7 @@ def plan(sensor: str, who: str, watch: ModelWatch, versions: list, seen: dict | 
             note(context, "info", f"{sensor}: {watch.model}: alias {alias} was removed (was version {before[alias]})",
                  model=watch.model, event="alias-removed")
         for alias, version in sorted(aliases.items()):
-            if before.get(alias) == version or _platform_alias(client, watch, alias, version):
+            if before.get(alias) == version or _platform_alias(registered, watch, alias, version):
                 continue
             ask(version, f"alias {alias} set on version {version} outside the platform", alias)
     return requests, new_state
@@ -146,31 +152,26 @@ def registry_tick(sensor: str, who: str, watches: Callable[[], Sequence[ModelWat
             return []
         try:
             with fail_fast():
-                mlflow_client = client()
-                found = search_versions(mlflow_client, [w.model for w in wanted])
+                registered, found = search(client(), [w.model for w in wanted])
         except Exception as exc:  # any failure to reach the registry: this source skips a tick, others go on
-            note(context, "error", f"{sensor}: the MLflow registry cannot be read ({type(exc).__name__}: "
-                 f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); skipped this tick", event="registry-down")
+            first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+            note(context, "error", f"{sensor}: the MLflow registry cannot be read ({type(exc).__name__}: {first_line}); "
+                 "skipped this tick", event="registry-down")
             return []
         busy = units_in_progress(context.instance)
         requests: list[dg.RunRequest] = []
         for w in wanted:
-            versions = found.get(w.model, [])
-            if not versions:
-                with fail_fast():
-                    exists = bool(mlflow_client.search_registered_models(filter_string=f"name = {_quote(w.model)}"))
-                note(context, "warning" if not exists else "info",
-                     f"{sensor}: {w.model}: " + ("no registered model of that name; skipped" if not exists else "no versions yet"),
-                     model=w.model, event="no-model" if not exists else "no-versions")
+            if w.model not in registered:
+                note(context, "warning", f"{sensor}: {w.model}: no registered model of that name; skipped",
+                     model=w.model, event="no-model")
                 continue
             if w.unit in busy:
                 note(context, "info", f"{sensor}: {w.model}: a run of {w.unit} is in progress; looking again next tick",
                      model=w.model, event="deferred")
                 continue
             try:
-                with fail_fast():
-                    reqs, state[w.model] = plan(sensor, who, w, versions, state.get(w.model), client=mlflow_client, known=known,
-                                                context=context)
+                reqs, state[w.model] = plan(sensor, who, w, registered[w.model], found.get(w.model, []), state.get(w.model),
+                                            known=known, context=context)
             except Exception as exc:  # one model's failure must not stop the others
                 note(context, "error", f"{sensor}: {w.model}: {type(exc).__name__}: {exc}; skipped this tick",
                      model=w.model, event="error")

@@ -1,0 +1,217 @@
+"""The Git sensor on real repositories: commits pushed with git to bare repositories, force
+pushes, new and deleted branches, a repository that vanishes; evaluated through Dagster and
+its runs executed on a real instance, whose state survives a restart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from unified_delivery.home import Home
+from unified_delivery.triggers import base
+from unified_delivery.triggers.base import RUN_KEY_TAG, SENSOR_NAME_TAG, collect_notes
+from unified_delivery.triggers.git import Build, GitWatch, git_sensor, local_heads, pattern_problem, remote_heads
+from unified_delivery.triggers.tick import tick
+
+AUTHOR = ["-c", "user.name=Dana Developer", "-c", "user.email=dana@example.com"]
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Repo:
+    """A bare remote and a developer's clone that pushes to it."""
+
+    def __init__(self, root: Path, name: str):
+        self.remote = root / f"{name}.git"
+        self.work = root / name
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(self.remote))
+        git("clone", "--quiet", str(self.remote), str(self.work))
+        git("checkout", "--quiet", "-b", "main", cwd=self.work)
+
+    def commit(self, message: str, branch: str = "main") -> str:
+        git("checkout", "--quiet", "-B", branch, cwd=self.work)
+        (self.work / "log.txt").open("a").write(message + "\n")
+        git("add", "-A", cwd=self.work)
+        git(*AUTHOR, "commit", "--quiet", "-m", message, cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    def push(self, branch: str = "main", force: bool = False) -> None:
+        git("push", "--quiet", *(["--force"] if force else []), "origin", branch, cwd=self.work)
+
+
+def candidate_job(unit: str) -> dg.JobDefinition:
+    @dg.op(name=f"{unit}__candidate", config_schema={"ref": str})
+    def build(context) -> str:
+        return context.op_config["ref"]
+
+    @dg.job(name=f"{unit}__to_staging")
+    def job():
+        build()
+
+    return job
+
+
+@pytest.fixture
+def instance(ud_home: Path) -> dg.DagsterInstance:
+    from unified_delivery.runner import instance as open_instance
+
+    return open_instance(Home(ud_home))
+
+
+def make_defs(watches, *units: str) -> dg.Definitions:
+    jobs = [candidate_job(u) for u in units]
+    return dg.Definitions(jobs=jobs, sensors=[git_sensor("git", lambda: watches, jobs)])
+
+
+def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance):
+    sensor = next(s for s in defs.sensors if s.name == "git")
+    with collect_notes() as notes, dg.build_sensor_context(instance=instance, definitions=defs, sensor_name="git") as ctx:
+        data = sensor.evaluate_tick(ctx)
+    return data.run_requests, notes
+
+
+def refs(requests) -> list[tuple[str, str]]:
+    return [(r.run_config["ops"][f"{r.tags['ud/unit']}__candidate"]["config"]["ref"], r.tags["ud/unit"]) for r in requests]
+
+
+def test_new_commits_build_the_newest_and_a_restart_requests_nothing_twice(tmp_path, ud_home, instance):
+    repo = Repo(tmp_path, "app")
+    first = repo.commit("first")
+    repo.push()
+    defs = make_defs([GitWatch(str(repo.remote), (Build("app", "app__to_staging", ("main",)),))], "app")
+
+    report = tick(defs, Home(ud_home))
+    (ran,) = report["sensors"][0]["requested"]
+    assert ran["outcome"] == "success" and ran["run_key"] == f"git:{repo.remote}:main:{first}:app"
+    run = instance.get_run_by_id(ran["run_id"])
+    assert run.tags[RUN_KEY_TAG] == ran["run_key"] and run.tags[SENSOR_NAME_TAG] == "git"
+    assert run.tags["ud/principal"] == "service:sensor/git" and run.tags["ud/grant"].startswith("ud1.")
+    assert run.run_config["ops"]["app__candidate"]["config"]["ref"] == first
+
+    older = [repo.commit(f"change {i}") for i in range(3)]
+    newest = repo.commit("newest")
+    repo.push()
+    requests, notes = evaluate(defs, instance)
+    assert refs(requests) == [(newest, "app")]
+    skipped = next(n for n in notes if n["event"] == "skipped")
+    assert set(skipped["skipped"]) == set(older)
+
+    # Restart: a new instance object on the same storage. The dry evaluation above requested
+    # `newest` but launched nothing; within the grace period it is not requested again ...
+    restarted = dg.DagsterInstance.from_config(str(ud_home / "dagster"))
+    assert evaluate(defs, restarted)[0] == []
+    # ... and once the grace period has passed it is, exactly once more, then run.
+    base.PENDING_GRACE_S, grace = 0.0, base.PENDING_GRACE_S
+    try:
+        again = tick(defs, Home(ud_home))["sensors"][0]["requested"]
+    finally:
+        base.PENDING_GRACE_S = grace
+    assert [(r["run_key"], r["outcome"]) for r in again] == [(f"git:{repo.remote}:main:{newest}:app", "success")]
+    assert tick(defs, Home(ud_home))["sensors"][0]["requested"] == []
+    assert len(restarted.get_runs(filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: "git"}))) == 2
+
+
+def test_force_push_new_and_deleted_branches(tmp_path, instance):
+    repo = Repo(tmp_path, "app")
+    base_sha = repo.commit("base")
+    repo.push()
+    repo.commit("feature work", branch="release/1")
+    repo.push("release/1")
+    watch = GitWatch(str(repo.remote), (Build("app", "app__to_staging", ("main", "release/*")),))
+    defs = make_defs([watch], "app")
+    assert sorted(refs(evaluate(defs, instance)[0])) == sorted([(base_sha, "app"), (git("rev-parse", "release/1", cwd=repo.work), "app")])
+
+    # Rewrite main's history and force-push it: the new head is built, the force-push noted.
+    git("checkout", "--quiet", "main", cwd=repo.work)
+    git("reset", "--quiet", "--hard", "HEAD", cwd=repo.work)
+    git(*AUTHOR, "commit", "--quiet", "--amend", "-m", "base, rewritten", cwd=repo.work)
+    rewritten = git("rev-parse", "HEAD", cwd=repo.work)
+    repo.push(force=True)
+    # A new branch that matches, one that does not, and a deleted one.
+    release2 = repo.commit("second release", branch="release/2")
+    repo.push("release/2")
+    repo.commit("experiment", branch="spike")
+    repo.push("spike")
+    git("push", "--quiet", "origin", "--delete", "release/1", cwd=repo.work)
+
+    requests, notes = evaluate(defs, instance)
+    assert sorted(refs(requests)) == sorted([(rewritten, "app"), (release2, "app")])
+    events = {(n["event"], n.get("branch")) for n in notes}
+    assert ("deleted", "release/1") in events and ("new-head", "release/2") in events
+    assert any("force-push" in n["message"] for n in notes if n.get("branch") == "main")
+    assert not any(n.get("branch") == "spike" for n in notes)
+
+
+def test_a_bad_source_is_skipped_and_the_others_still_tick(tmp_path, instance):
+    good, gone, url_repo = Repo(tmp_path, "good"), Repo(tmp_path, "gone"), Repo(tmp_path, "byurl")
+    shas = {}
+    for r in (good, gone, url_repo):
+        shas[r.remote.name] = r.commit("one")
+        r.push()
+    watches = [GitWatch(str(good.remote), (Build("app", "app__to_staging", ("main",)),)),
+               GitWatch(str(gone.remote), (Build("app", "app__to_staging", ("main",)),)),
+               GitWatch(f"file://{url_repo.remote}", (Build("app", "app__to_staging", ("main",)),)),
+               GitWatch(str(good.remote) + "-other", (Build("app", "app__to_staging", ("bad..pattern",)),))]
+    defs = make_defs(watches, "app")
+    assert len(evaluate(defs, instance)[0]) == 3
+
+    subprocess.run(["rm", "-rf", str(gone.remote)], check=True)
+    good_new = good.commit("two")
+    good.push()
+    url_new = url_repo.commit("two")
+    url_repo.push()
+    requests, notes = evaluate(defs, instance)
+    assert sorted(refs(requests)) == sorted([(good_new, "app"), (url_new, "app")])
+    problems = {n["event"]: n["message"] for n in notes if n["level"] == "error"}
+    assert str(gone.remote) in problems["unreachable"] and "bad..pattern" in problems["bad-pattern"]
+
+    # The vanished repository comes back unchanged: its cursor was kept, so nothing is rebuilt.
+    git("clone", "--quiet", "--bare", str(good.remote), str(gone.remote))
+    git("push", "--quiet", "--force", str(gone.remote), f"{shas['gone.git']}:refs/heads/main", cwd=gone.work)
+    assert evaluate(defs, instance)[0] == []
+
+
+def test_local_refs_are_read_from_files_as_git_sees_them(tmp_path):
+    repo = Repo(tmp_path, "app")
+    repo.commit("a")
+    repo.push()
+    repo.commit("b", branch="topic/x")
+    repo.push("topic/x")
+    git("pack-refs", "--all", cwd=repo.remote)  # packed-refs, then a loose ref that overrides it
+    repo.commit("c")
+    repo.push()
+    assert local_heads(repo.remote) == remote_heads(str(repo.remote), timeout=30)
+    assert local_heads(repo.work) == {"main": git("rev-parse", "main", cwd=repo.work),
+                                      "topic/x": git("rev-parse", "topic/x", cwd=repo.work)}
+
+
+@pytest.mark.parametrize("pattern,ok", [("main", True), ("release/*", True), ("feat-[0-9]*", True), ("", False),
+                                        ("has space", False), ("a..b", False), ("x:y", False), ("[oops", False),
+                                        ("ends/", False)])
+def test_branch_patterns_git_could_never_match_are_refused(pattern, ok):
+    assert (pattern_problem(pattern) is None) is ok
+
+
+def test_hook_install_runs_on_push_and_the_push_succeeds_without_dagster(tmp_path, run_ud):
+    repo = Repo(tmp_path, "app")
+    out = run_ud("hook", "install", str(repo.remote), "--url", "http://127.0.0.1:9", "--json")
+    assert out.returncode == 0, out.stderr
+    hook = Path(json.loads(out.stdout)["hook"])
+    assert hook.exists() and hook.stat().st_mode & 0o111
+    repo.commit("one")
+    push = subprocess.run(["git", "push", "origin", "main"], cwd=repo.work, capture_output=True, text=True, timeout=60)
+    assert push.returncode == 0
+    assert "no Dagster answers at http://127.0.0.1:9" in push.stderr  # the hook ran, said so, and let the push through
+
+    # A hook that is not ud's is not overwritten silently; a clone that is not bare is refused.
+    hook.write_text("#!/bin/sh\necho mine\n")
+    refused = run_ud("hook", "install", str(repo.remote), "--json")
+    assert refused.returncode == 2 and json.loads(refused.stdout)["error"]["code"] == "UD-HOOK-EXISTS"
+    not_bare = run_ud("hook", "install", str(repo.work), "--json")
+    assert json.loads(not_bare.stdout)["error"]["code"] == "UD-HOOK-NOT-BARE"
