@@ -16,8 +16,9 @@ FEATURES = ["tenure_days", "order_count", "total_spend", "avg_order_value", "day
         ud.gate("fairness", sensitive_column="plan", rate="positive_rate", max_gap=0.2),
         # What recommendation_api sends: JSON numbers, parsed as floats.
         ud.gate("schema", consumers={"recommendation_api": {f: "double" for f in FEATURES}}),
+        ud.gate("cost"),
     ],
-    budget=ud.Budget(per_run=0.20, per_month=100),
+    budget=ud.Budget(per_run=0.20, per_month=100, volume_per_month=3_000_000, max_unit_cost=0.005),
 )
 def churn_model(train):
     from sklearn.linear_model import LogisticRegression

@@ -7,6 +7,7 @@ UD_WAREHOUSE and UD_LEDGER_URL, so pointing at shared services needs variables o
 
 from pathlib import Path
 
+from unified_delivery.cost import CostModel
 from unified_delivery.governance import Governance
 from unified_delivery.ledger import LedgerResource
 from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
@@ -19,4 +20,5 @@ def platform_resources() -> dict:
         "targets": {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget()},
         "ledger": LedgerResource(),
         "governance": Governance.from_file(Path(__file__).parent / "policy.yaml"),
+        "costs": CostModel.from_file(Path(__file__).parent / "prices.yaml"),
     }

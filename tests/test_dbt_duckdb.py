@@ -297,12 +297,6 @@ def test_failure_inside_the_publish_transaction_leaves_every_view_on_the_old_ver
     assert (status.version, status.details["models"], lab.deployments(env)) == (v1.version, [MODEL], 1)
 
 
-@pytest.mark.xfail(strict=True, raises=duckdb.CatalogException, reason=(
-    "rollback() points the views named by the *current* deployment's models at the target "
-    "version's releases; when the current version publishes a model the target version did "
-    "not, the release table is missing and a raw duckdb.CatalogException escapes (not "
-    "TargetError, so promotion.rollback records no rollback-failed entry) and the rollback "
-    "is impossible"))
 def test_rollback_to_a_version_that_published_fewer_models(lab, v1, v2):
     env = "qa"
     lab.target.deploy(lab.unit, env, v1)
@@ -313,10 +307,6 @@ def test_rollback_to_a_version_that_published_fewer_models(lab, v1, v2):
     assert lab.target.status(lab.unit, env).version == v1.version
 
 
-@pytest.mark.xfail(strict=True, raises=TargetError, reason=(
-    "deploy() of the version an environment already serves (what promotion does to repair "
-    "an unhealthy environment) records previous_version = that same version, so the real "
-    "previous version is lost and rollback() raises UD-TARGET-SAME-VERSION"))
 def test_redeploying_the_current_version_keeps_the_rollback_target(lab, v1, v2):
     env = "blue"
     lab.target.deploy(lab.unit, env, v1)
@@ -325,11 +315,6 @@ def test_redeploying_the_current_version_keeps_the_rollback_target(lab, v1, v2):
     assert lab.target.rollback(lab.unit, env).version == v1.version
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "run_tests() ignores whether `dbt test` ran: when dbt stops before running any test (here "
-    "a compilation error in a singular test), it reads the run_results.json an earlier "
-    "invocation left in the same work folder, so the dbt-tests gate reports "
-    "UD-GATE-DBT-TESTS-PASSED for tests that did not run"))
 def test_dbt_test_that_does_not_run_fails_the_gate(lab, v1):
     with added(lab.project / "tests" / "assert_orders_positive.sql",
                "select * from {{ ref('orders' }} where amount <= 0\n"):  # unbalanced: dbt cannot compile it
@@ -340,9 +325,6 @@ def test_dbt_test_that_does_not_run_fails_the_gate(lab, v1):
     assert not passed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "versions() adds every release table in ud_releases, whatever unit it belongs to, so a "
-    "unit that was never published lists another unit's versions as its rollback targets"))
 def test_versions_lists_only_the_units_own_releases(lab, staging_v1):
     other = DataUnit(name="orders_mart", team="finance", project=str(lab.project), select="orders")
     assert lab.target.status(other, ENV) is None

@@ -211,10 +211,6 @@ def test_deploy_of_a_missing_version_leaves_the_alias(reg):
     assert reg.target.health(reg.unit, env).healthy
 
 
-@pytest.mark.xfail(strict=True, raises=TargetError, reason=(
-    "deploy() of the version the alias already points to (what promotion does to repair an "
-    "unhealthy environment) overwrites the ud.<env>.previous tag with that same version, so "
-    "the real previous version is lost and rollback() raises UD-TARGET-SAME-VERSION"))
 def test_redeploying_the_current_version_keeps_the_rollback_target(reg):
     env = "green"
     reg.target.deploy(reg.unit, env, reg.good)

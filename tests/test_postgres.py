@@ -25,8 +25,6 @@ from tests.pg import USER, PostgresServer, start_or_skip
 from unified_delivery import Platform
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
-from unified_delivery.kinds.base import BuildContext
-from unified_delivery.kinds.data import DataTranslator
 from unified_delivery.ledger import Ledger, LedgerResource
 from unified_delivery.cli import promote
 from unified_delivery.targets.base import Artifact
@@ -235,10 +233,7 @@ def test_a_second_version_publishes_and_rolls_back_on_postgres(shared):
     original = sql.read_text()
     sql.write_text(original.replace("    c.churned\nfrom customers as c", f"    c.churned,\n    c.{V2_COLUMN}\nfrom customers as c"))
     try:
-        ctx = BuildContext(home=shared.home, target=shared.target, targets={"data": shared.target},
-                           units={MODEL: shared.unit}, log=lambda _: None)
-        v2 = DataTranslator().build_candidate(shared.unit, ctx)
-        assert v2.version != v1
+        v2 = shared.target.write(shared.unit, "v2columns", models=[MODEL])
         deployed = shared.target.deploy(shared.unit, "staging", v2)
         assert (deployed.version, deployed.previous_version) == (v2.version, v1)
         assert V2_COLUMN in shared.columns("staging")

@@ -198,11 +198,17 @@ def test_branch_patterns_git_could_never_match_are_refused(pattern, ok):
     assert (pattern_problem(pattern) is None) is ok
 
 
-def test_hook_install_runs_on_push_and_the_push_succeeds_without_dagster(tmp_path, run_ud):
+def test_hook_install_runs_on_push_and_the_push_succeeds_without_dagster(tmp_path, capsys):
+    from unified_delivery.cli import main
+
+    def ud(*args: str) -> tuple[int, dict]:
+        code = main([*args, "--json"])
+        return code, json.loads(capsys.readouterr().out)
+
     repo = Repo(tmp_path, "app")
-    out = run_ud("hook", "install", str(repo.remote), "--url", "http://127.0.0.1:9", "--json")
-    assert out.returncode == 0, out.stderr
-    hook = Path(json.loads(out.stdout)["hook"])
+    code, out = ud("hook", "install", str(repo.remote), "--url", "http://127.0.0.1:9")
+    assert code == 0, out
+    hook = Path(out["hook"])
     assert hook.exists() and hook.stat().st_mode & 0o111
     repo.commit("one")
     push = subprocess.run(["git", "push", "origin", "main"], cwd=repo.work, capture_output=True, text=True, timeout=60)
@@ -211,7 +217,7 @@ def test_hook_install_runs_on_push_and_the_push_succeeds_without_dagster(tmp_pat
 
     # A hook that is not ud's is not overwritten silently; a clone that is not bare is refused.
     hook.write_text("#!/bin/sh\necho mine\n")
-    refused = run_ud("hook", "install", str(repo.remote), "--json")
-    assert refused.returncode == 2 and json.loads(refused.stdout)["error"]["code"] == "UD-HOOK-EXISTS"
-    not_bare = run_ud("hook", "install", str(repo.work), "--json")
-    assert json.loads(not_bare.stdout)["error"]["code"] == "UD-HOOK-NOT-BARE"
+    code, out = ud("hook", "install", str(repo.remote))
+    assert code == 2 and out["error"]["code"] == "UD-HOOK-EXISTS"
+    code, out = ud("hook", "install", str(repo.work))
+    assert code == 2 and out["error"]["code"] == "UD-HOOK-NOT-BARE"

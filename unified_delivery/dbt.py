@@ -14,9 +14,11 @@ import json
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -52,9 +54,32 @@ def _newest_source(project_dir: Path) -> float:
     return newest
 
 
+# Projects whose manifest was already checked against their files during this load.
+_CHECKED: ContextVar[set[Path] | None] = ContextVar("ud_dbt_checked", default=None)
+
+
+@contextmanager
+def one_check_per_load() -> Iterator[None]:
+    """While the definitions load, check each project's manifest against its files once.
+
+    The check stats every file of the project and each data unit asks for the manifest
+    twice, so without this a load costs data units x project files (quadratic)."""
+    if _CHECKED.get() is not None:
+        yield
+        return
+    token = _CHECKED.set(set())
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
 def ensure_manifest(project_dir: str | Path) -> dict[str, Any]:
     project_dir = Path(project_dir).resolve()
     manifest = project_dir / "target" / "manifest.json"
+    checked = _CHECKED.get()
+    if checked is not None and project_dir in checked and manifest.exists():
+        return _load_manifest(str(manifest), manifest.stat().st_mtime)
     if not manifest.exists() or manifest.stat().st_mtime < _newest_source(project_dir):
         profile = project_file(project_dir).get("profile", "default")
         with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
@@ -65,6 +90,8 @@ def ensure_manifest(project_dir: str | Path) -> dict[str, Any]:
         if proc.returncode != 0 or not manifest.exists():
             raise ConfigError("UD-CONFIG-DBT", f"dbt parse failed for {project_dir}: {(proc.stdout + proc.stderr).strip()[-800:]}",
                               "fix the dbt project so `dbt parse` succeeds")
+    if checked is not None:
+        checked.add(project_dir)
     return _load_manifest(str(manifest), manifest.stat().st_mtime)
 
 
@@ -73,8 +100,26 @@ def _load_manifest(path: str, _mtime: float) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+# id(manifest) -> (manifest, buildable nodes, their ids by name); the manifest is kept so its id stays its own.
+_INDEX: dict[int, tuple[dict, dict[str, dict], dict[str, set[str]]]] = {}
+
+
+def _index(manifest: dict) -> tuple[dict[str, dict], dict[str, set[str]]]:
+    """Built once per manifest: every data unit selects from the same one, twice per load."""
+    hit = _INDEX.get(id(manifest))
+    if hit is None or hit[0] is not manifest:
+        nodes = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] in BUILDABLE}
+        by_name: dict[str, set[str]] = {}
+        for uid, n in nodes.items():
+            by_name.setdefault(n["name"], set()).add(uid)
+        if len(_INDEX) >= 16:
+            _INDEX.pop(next(iter(_INDEX)))
+        hit = _INDEX[id(manifest)] = (manifest, nodes, by_name)
+    return hit[1], hit[2]
+
+
 def _nodes(manifest: dict) -> dict[str, dict]:
-    return {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] in BUILDABLE}
+    return _index(manifest)[0]
 
 
 def _walk(start: set[str], edges: dict[str, list[str]]) -> set[str]:
@@ -100,7 +145,7 @@ def select(manifest: dict, selection: str, project_dir: Path | None = None) -> l
         elif method == "path":
             base = {u for u, n in nodes.items() if n["original_file_path"].startswith(value.rstrip("/"))}
         elif method == "":
-            base = {u for u, n in nodes.items() if n["name"] == core}
+            base = set(_index(manifest)[1].get(core, ()))
         else:
             return _dbt_ls(project_dir, selection, nodes) if project_dir else []
         if up:

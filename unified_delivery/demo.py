@@ -122,6 +122,27 @@ def run_demo(out: Output) -> dict[str, Any]:
     service.write_text(original)
     commit(workdir, "Revert the retention threshold change")
 
+    # A change that would pass the team's budget: twelve large replicas, declared in the app's repo.
+    deploy_file = workdir / "ud-deploy.yaml"
+    deploy_file.write_text("# serving size and replicas, read by the cost gate\nsize: large\nreplicas: 12\n")
+    costly = commit(workdir, "Scale to twelve large replicas for the sale")
+    cost_refusal = step(f"promote {APP} {costly[:8]} to staging (over budget)", promote, unit_name=APP, env="staging",
+                        reason="demo: a change that would pass the team's budget", expect_refusal=True)
+    cost_refusal["ok"] = cost_refusal["ok"] and any(g.get("code", "").startswith("UD-GATE-COST")
+                                                    for g in cost_refusal.get("gates", []))
+    deploy_file.unlink()
+    commit(workdir, "Back to the budgeted serving size")
+
+    # A data rebuild that produces impossible values (dated before the customers signed up):
+    # the data-quality gate refuses it in the audit schema; readers keep the published version.
+    data = "customer_features"
+    published = env_of(data, "staging")
+    dq_refusal = step(f"promote {data} to staging (backdated rebuild)", promote, unit_name=data, env="staging",
+                      ref="{as_of_date: '2020-01-01'}", reason="demo: a rebuild whose data fails its suite",
+                      expect_refusal=True)
+    dq_refusal["ok"] = dq_refusal["ok"] and env_of(data, "staging") == published and any(
+        g.get("code") == "UD-GATE-DQ-FAILED" for g in dq_refusal.get("gates", []))
+
     rb = step(f"roll back {APP} in production", rollback, unit_name=APP, env="production",
               reason="demo: rolling back the second release")
     rb["now_serving"] = env_of(APP, "production")
@@ -131,8 +152,11 @@ def run_demo(out: Output) -> dict[str, Any]:
     ok = all(s["ok"] for s in steps) and health.healthy
     wall = round(time.monotonic() - started, 1)
     lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", _status_table(status), ""]
-    lines.append(f"refusal : {APP} {bad[:12]} refused ({refusal['code']}); production stayed on "
+    lines.append(f"refusal : {APP} {bad[:12]} refused ({refusal['code']}: its tests fail); production stayed on "
                  f"{(refusal['production_still_serves'] or '-')[:12]}")
+    for r in (cost_refusal, dq_refusal):
+        codes = ", ".join(sorted({g["code"] for g in r.get("gates", [])})) or r.get("code")
+        lines.append(f"refusal : {r['step']}: {codes}")
     lines.append(f"rollback: {APP} production {serving_before[:12] if serving_before else '-'} -> "
                  f"{(rb['now_serving'] or '-')[:12]}")
     lines.append(f"health  : {APP} production: {health.message}")
@@ -140,7 +164,7 @@ def run_demo(out: Output) -> dict[str, Any]:
     if not ok:
         lines += [f"failed step: {s['step']}: {s['code']} {s['message']}" for s in steps if not s["ok"] and not s.get("skipped")]
     return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": status,
-            "refusal": refusal, "rollback": rb, "production_health": {"healthy": health.healthy, "message": health.message},
+            "refusal": refusal, "refusals": [refusal, cost_refusal, dq_refusal], "rollback": rb, "production_health": {"healthy": health.healthy, "message": health.message},
             "summary_text": "\n".join(lines)}
 
 

@@ -7,8 +7,10 @@ from typing import Any, Callable, Iterable
 
 import dagster as dg
 
+from . import dbt
 from .errors import ConfigError
 from .gates import Gate, build_gate
+from .cost import CostModel
 from .governance import Governance
 from .kinds.app import AppTranslator
 from .kinds.base import KindTranslator
@@ -32,7 +34,8 @@ def default_targets() -> dict[str, DeployTarget]:
 
 class Platform:
     def __init__(self, units: Iterable[Unit | ModelDefinition], *, targets: dict[str, DeployTarget] | None = None,
-                 ledger: LedgerResource | None = None, governance: Governance | None = None):
+                 ledger: LedgerResource | None = None, governance: Governance | None = None,
+                 costs: CostModel | None = None):
         self.trainers: dict[str, Callable] = {}
         self.units: dict[str, Unit] = {}
         for item in units:
@@ -45,9 +48,12 @@ class Platform:
         self.targets = targets or default_targets()
         self.ledger = ledger or LedgerResource()
         self.governance = governance or Governance.default()
-        self._validate()
-        self.gates: dict[str, list[Gate]] = {
-            n: [build_gate(s, u) for s in [*u.gates, *self._governance_gates(u)]] for n, u in self.units.items()}
+        self.costs = costs
+        with dbt.one_check_per_load():
+            self._validate()
+            self.gates: dict[str, list[Gate]] = {
+                n: [build_gate(s, u, costs_missing=self.costs is None) for s in [*u.gates, *self._governance_gates(u)]]
+                for n, u in self.units.items()}
         for name, gates in self.gates.items():
             names = [(g.spec.stage, g.name) for g in gates]
             dupes = {n for _, n in names if names.count((_, n)) > 1}
@@ -72,7 +78,8 @@ class Platform:
 
     @classmethod
     def from_directory(cls, directory: Path, python_units: Iterable[Unit | ModelDefinition] = (), **kwargs: Any) -> "Platform":
-        return cls([*load_yaml_units(directory), *python_units], **kwargs)
+        with dbt.one_check_per_load():
+            return cls([*load_yaml_units(directory), *python_units], **kwargs)
 
     def translator(self, unit: Unit) -> KindTranslator:
         return TRANSLATORS[unit.kind]
@@ -98,10 +105,28 @@ class Platform:
             if unit.kind not in self.targets:
                 raise ConfigError("UD-CONFIG-TARGET", f"unit {unit.name}: no deploy target for kind {unit.kind}",
                                   "add one to the platform's resources")
+        if self.costs is not None:
+            self._validate_costs()
         cycle = self._cycle()
         if cycle:
             raise ConfigError("UD-CONFIG-CYCLE", f"units depend on each other in a cycle: {' -> '.join(cycle)}",
                               "remove one of these dependencies")
+
+    def _validate_costs(self) -> None:
+        prices = self.costs.prices
+        for unit in self.units.values():
+            b = unit.budget
+            if b.currency != prices.currency:
+                raise ConfigError("UD-CONFIG-COST", f"unit {unit.name}: field budget.currency: {b.currency} is not the price "
+                                  f"table's currency {prices.currency}", f"state the budget in {prices.currency}")
+            if b.serving and b.serving.size not in prices.replica_hour:
+                raise ConfigError("UD-CONFIG-COST", f"unit {unit.name}: field budget.serving.size: {b.serving.size!r} has no "
+                                  "price in the price table", f"use one of: {', '.join(prices.replica_hour) or 'none'}"
+                                  f", or add it to {self.costs.source}")
+        for team, budget in self.costs.file.teams.items():
+            if budget.currency != prices.currency:
+                raise ConfigError("UD-CONFIG-COST", f"team {team}: budget currency {budget.currency} is not {prices.currency}",
+                                  f"state team budgets in {prices.currency}")
 
     def _cycle(self) -> list[str] | None:
         state: dict[str, int] = {}

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import dagster as dg
 
+from .cost import Usage, measure
 from .errors import EXIT_GATE, EXIT_TARGET, GateRefused, NotPermitted, TargetError, UDError
 from .gates import Gate, GateContext, GateResult
 from .governance import tokens
@@ -98,19 +99,30 @@ def version_at(context: Any, platform: Any, unit: Unit, stage: str) -> tuple[str
     return version, artifact_for(ledger, unit, version)
 
 
+def priced(platform: Any, usage: Usage) -> dict:
+    """Usage and, with a price table, its cost: the ledger fields showback sums."""
+    out: dict = {"usage": usage.to_dict()}
+    if platform.costs is not None:
+        out["cost"] = {"amount": round(platform.costs.run_cost(usage), 6), "currency": platform.costs.currency}
+    return out
+
+
 def build_candidate(context: Any, platform: Any, unit: Unit, ref: str) -> dg.MaterializeResult:
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform)
     ctx = BuildContext(home=Home.current(), target=platform.target(unit), targets=platform.targets, units=platform.units,
                        config={"ref": ref}, trainer=platform.trainers.get(unit.name), log=context.log.info)
     try:
-        artifact = platform.translator(unit).build_candidate(unit, ctx)
+        with measure() as measured:
+            artifact = platform.translator(unit).build_candidate(unit, ctx)
     except UDError as exc:
         ledger.append("build-failed", principal=principal, unit=unit.name, env=CANDIDATE,
                       payload={"code": exc.code, "message": exc.message, "run_id": context.run.run_id})
         raise failure(exc) from None
+    spent = priced(platform, measured["usage"])
     ledger.append("candidate", principal=principal, unit=unit.name, env=CANDIDATE, version=artifact.version,
-                  payload={"artifact": asdict(artifact), "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind})
+                  payload={"artifact": asdict(artifact), "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind,
+                           **spent})
     return dg.MaterializeResult(
         metadata={"version": artifact.version, "digest": artifact.digest, "location": artifact.location,
                   **{k: metadata_value(v) for k, v in artifact.details.items() if k != "holdout_path"}},
@@ -122,7 +134,7 @@ def evaluate_gate(platform: Any, unit: Unit, gate: Gate, version: str, artifact:
     stage = gate.spec.stage
     ctx = GateContext(unit=unit, stage=stage, guards=unit.stages[unit.stages.index(stage) + 1], version=version,
                       artifact=artifact, target=platform.target(unit), home=Home.current(), log=log,
-                      principal=principal, governance=platform.governance, ledger=ledger)
+                      principal=principal, governance=platform.governance, ledger=ledger, platform=platform)
     try:
         return gate.evaluate(ctx)
     except UDError as exc:
@@ -241,7 +253,8 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
                                         data_version=dg.DataVersion(version))
         started = time.monotonic()
         try:
-            dep = target.deploy(unit, env, artifact, log=context.log.info)
+            with measure() as measured:
+                dep = target.deploy(unit, env, artifact, log=context.log.info)
         except TargetError as exc:
             ledger.append("deploy-failed", principal=principal, unit=unit.name, env=env, version=version,
                           payload={"code": exc.code, "message": exc.message, "stayed_on": current.version if current else None,
@@ -253,7 +266,8 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
                                "kind": unit.kind, "deploy_seconds": round(time.monotonic() - started, 3),
                                "change_created_at": artifact.details.get("change_created_at"),
                                "gates": {k: (v or {}).get("code") for k, v in results.items()},
-                               "overrides": {k: v["override"] for k, v in results.items() if v and v.get("overridden")}})
+                               "overrides": {k: v["override"] for k, v in results.items() if v and v.get("overridden")},
+                               **priced(platform, measured["usage"])})
     return dg.MaterializeResult(
         metadata={"version": version, "previous_version": dep.previous_version or "", "deployed_at": dep.deployed_at,
                   "principal": principal, "gates": metadata_value({k: (v or {}).get("code") for k, v in results.items()}),

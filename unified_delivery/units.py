@@ -34,10 +34,29 @@ class GateSpec(Strict):
         return self.name or self.type.replace("-", "_")
 
 
+class Serving(Strict):
+    size: str  # a size of the price table's replica_hour
+    replicas: int = Field(default=1, ge=0)
+
+
 class Budget(Strict):
-    per_run: float | None = None
-    per_month: float | None = None
+    """What a unit may cost, and the volume it serves, for the cost gate."""
+
+    per_run: float | None = Field(default=None, ge=0)
+    per_month: float | None = Field(default=None, ge=0)
     currency: str = "USD"
+    runs_per_month: int = Field(default=30, ge=0)  # builds a month, to project run costs
+    serving: Serving | None = None  # what stays up between builds
+    volume_per_month: float | None = Field(default=None, gt=0)  # predictions, requests or GB a month
+    volume_unit: Literal["predictions", "requests", "gb"] = "predictions"
+    max_unit_cost: float | None = Field(default=None, ge=0)  # per 1,000 predictions/requests, or per GB
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str) -> str:
+        from .cost import check_currency
+
+        return check_currency(v)
 
 
 class Policy(Strict):

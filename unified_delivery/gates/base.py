@@ -50,6 +50,7 @@ class GateContext:
     principal: str = ""  # who the run acts for (governance gates decide on it)
     governance: Any = None  # the platform's Governance
     ledger: Any = None  # the platform's Ledger (approvals, quotas)
+    platform: Any = None  # the whole platform, for gates that look across units (cost)
 
 
 class GateSettings(BaseModel):
@@ -103,7 +104,7 @@ def gate_types() -> dict[str, type[Gate]]:
     return dict(_REGISTRY)
 
 
-def build_gate(spec: GateSpec, unit: Unit) -> Gate:
+def build_gate(spec: GateSpec, unit: Unit, costs_missing: bool = False) -> Gate:
     types = gate_types()
     cls = types.get(spec.type)
     if cls is None:
@@ -118,6 +119,9 @@ def build_gate(spec: GateSpec, unit: Unit) -> Gate:
             f"unit {unit.name}: gate {spec.type!r} does not apply to {unit.kind} units",
             f"it applies to: {', '.join(cls.kinds)}",
         )
+    if cls.family == "cost" and costs_missing:
+        raise ConfigError("UD-CONFIG-COST", f"unit {unit.name}: gate {spec.check_name!r} needs a price table",
+                          "give the platform a CostModel (resources/prices.yaml)")
     if spec.stage not in unit.stages[:-1]:
         raise ConfigError(
             "UD-CONFIG-GATE",

@@ -7,8 +7,12 @@ needs no Python; the YAML declaration may set or override any of them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .. import dbt
 from ..errors import UDError
@@ -76,9 +80,26 @@ class DataTranslator(KindTranslator):
         if not ids:
             raise UDError("UD-DATA-EMPTY-SELECTION", f"unit {unit.name}: {unit.select!r} selects nothing",
                           "fix `select`")
+        dbt_vars = parse_vars(unit, ctx.config.get("ref") or "")
         version = dbt.selection_digest(manifest, ids)
+        if dbt_vars:  # the same code with other vars is another product: another version
+            version = hashlib.sha256((version + json.dumps(dbt_vars, sort_keys=True)).encode()).hexdigest()[:12]
         models = [n["name"] for n in self.published(unit)]
-        return ctx.target.write(unit, version, models=models, log=ctx.log)
+        return ctx.target.write(unit, version, models=models, log=ctx.log, dbt_vars=dbt_vars)
+
+
+def parse_vars(unit: Unit, ref: str) -> dict[str, Any]:
+    """A data candidate's `ref` is optional dbt vars, as YAML: `{as_of_date: '2026-11-01'}`."""
+    if not ref.strip():
+        return {}
+    try:
+        parsed = yaml.safe_load(ref)
+    except yaml.YAMLError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UDError("UD-DATA-BAD-VARS", f"unit {unit.name}: --ref {ref!r} is not a mapping of dbt vars",
+                      "give vars as YAML, e.g. --ref \"{as_of_date: '2026-11-01'}\"")
+    return parsed
 
 
 def gate_specs(raw: list[Any]) -> list[GateSpec]:

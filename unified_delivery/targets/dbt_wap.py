@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import shutil
 from abc import abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,24 +90,29 @@ class DbtWapTarget(DeployTarget):
         cli = DbtCliResource(project_dir=str(project), profiles_dir=str(work / "profiles"), target="ud",
                              dbt_executable=dbt.dbt_executable())
         log(f"dbt {' '.join(args)} into {schema}")
-        inv = cli.cli([*args, "--select", unit.select], raise_on_error=False, target_path=work / "target",
+        target_path = work / f"target-{args[0]}"  # each command its own results: never read a previous call's
+        shutil.rmtree(target_path, ignore_errors=True)
+        inv = cli.cli([*args, "--select", unit.select], raise_on_error=False, target_path=target_path,
                       manifest=project / "target" / "manifest.json")
         with contextlib.redirect_stdout(io.StringIO()) as out:  # dagster-dbt echoes dbt's log to stdout
             inv.wait()
         (work / "dbt.log").write_text(out.getvalue())
-        results = inv.get_artifact("run_results.json") if (work / "target" / "run_results.json").exists() else {"results": []}
-        return inv, results
+        if not (target_path / "run_results.json").exists():
+            raise UDError("UD-DATA-DBT-DID-NOT-RUN", f"unit {unit.name}: dbt {args[0]} did not run: {out.getvalue().strip()[-600:]}",
+                          f"see {work / 'dbt.log'}", exit_code=5)
+        return inv, inv.get_artifact("run_results.json")
 
-    def write(self, unit, version: str, *, models: list[str], log: Log = _quiet) -> Artifact:
+    def write(self, unit, version: str, *, models: list[str], log: Log = _quiet, dbt_vars: dict | None = None) -> Artifact:
         schema = self.audit_schema(unit, version)
-        inv, results = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test"], log)
+        extra = ["--vars", json.dumps(dbt_vars)] if dbt_vars else []
+        inv, results = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test", *extra], log)
         failed = [r for r in results.get("results", []) if r["status"] in ("error", "fail")]
         if not inv.is_successful() or failed:
             detail = "; ".join(f"{r['unique_id']}: {(r.get('message') or '')[:200]}" for r in failed[:3])
             raise UDError("UD-DATA-BUILD-FAILED", f"unit {unit.name}: dbt build into {schema} failed: {detail or 'see dbt log'}",
                           "fix the dbt models; nothing was published", exit_code=5)
         return Artifact(unit=unit.name, kind="data", version=version, digest=f"dbt-selection:{version}", location=schema,
-                        details={"schema": schema, "models": models, "warehouse": self.location(),
+                        details={"schema": schema, "models": models, "warehouse": self.location(), "vars": dbt_vars or {},
                                  "change_created_at": _now(),
                                  "rows": {m: self._count(schema, m) for m in models}})
 
@@ -164,7 +171,9 @@ class DbtWapTarget(DeployTarget):
                         self._exec(con, f"CREATE TABLE {RELEASES}.{q(release)} AS SELECT * FROM {q(artifact.location)}.{q(m)}")
             finally:
                 con.close()
-            dep = self._point(unit, env, artifact.version, models, current.version if current else None, "deploy")
+            # Redeploying what runs keeps the rollback point instead of pointing it at itself.
+            previous = (current.previous_version if current.version == artifact.version else current.version) if current else None
+            dep = self._point(unit, env, artifact.version, models, previous, "deploy")
         except Exception as exc:
             raise TargetError("UD-TARGET-PUBLISH", f"publishing {unit.name} {artifact.version} to {env} failed: {exc}",
                               f"{env} still serves {current.version if current else 'nothing'}; check the audit schema "
@@ -207,7 +216,13 @@ class DbtWapTarget(DeployTarget):
         known = self.versions(unit, env)
         if target not in known:
             raise TargetError("UD-TARGET-NO-RELEASE", f"{unit.name} has no release {target}", f"known: {', '.join(known) or 'none'}")
-        dep = self._point(unit, env, target, current.details["models"], current.version, "rollback")
+        rows = [r for r in self._history(unit, env) if r[0] == target]  # the models *that* version published
+        models = rows[0][2].split(",") if rows and rows[0][2] else current.details["models"]
+        try:
+            dep = self._point(unit, env, target, models, current.version, "rollback")
+        except Exception as exc:
+            raise TargetError("UD-TARGET-PUBLISH", f"rolling {unit.name} in {env} back to {target} failed: {exc}",
+                              f"{env} still serves {current.version}") from exc
         log(f"{unit.name} in {env} rolled back to {target}")
         return dep
 
@@ -221,22 +236,13 @@ class DbtWapTarget(DeployTarget):
                       {"version": dep.version, "rows": rows})
 
     def versions(self, unit, env: str) -> list[str]:
+        """This unit's versions ever published in any of its environments (their release tables
+        are kept), newest first."""
         seen: list[str] = []
-        for version, *_ in self._history(unit, env):
-            if version not in seen:
-                seen.append(version)
-        if not self._exists():
-            return seen
-        con = self.connect(read_only=True)
-        try:
-            for (name,) in self._exec(con, "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
-                                      [RELEASES]).fetchall():
-                if "__" in name and name != "deployments":
-                    v = name.rsplit("__", 1)[1]
-                    if v not in seen:
-                        seen.append(v)
-        finally:
-            con.close()
+        for env_ in getattr(unit, "environments", (env,)):
+            for version, *_ in self._history(unit, env_):
+                if version not in seen:
+                    seen.append(version)
         return seen
 
     def read(self, unit, env: str, table: str):

@@ -369,7 +369,10 @@ class KubernetesTarget(DeployTarget):
     # ---- the DeployTarget interface ----------------------------------------------------
 
     def deploy(self, unit: Any, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
-        manifests = self.render(unit, env, artifact.version)
+        try:
+            manifests = self.render(unit, env, artifact.version)
+        except ConfigError as exc:  # a deploy fails as a target: recorded as deploy-failed, nothing applied
+            raise TargetError(exc.code, exc.message, exc.remediation) from None
         errors = self.schema_errors(manifests)
         if errors:
             raise TargetError("UD-TARGET-K8S-MANIFEST", f"{unit.name}: the manifests for {env} do not fit Kubernetes "

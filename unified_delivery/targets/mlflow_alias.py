@@ -133,8 +133,10 @@ class MlflowAliasTarget(DeployTarget):
 
     def deploy(self, unit, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
         current = self.status(unit, env)
+        # Redeploying what runs keeps the rollback point instead of pointing it at itself.
+        previous = (current.previous_version if current.version == artifact.version else current.version) if current else None
         try:
-            dep = self._set_alias(unit, env, artifact.version, current.version if current else None, "deploy")
+            dep = self._set_alias(unit, env, artifact.version, previous, "deploy")
         except UDError as exc:
             raise TargetError("UD-TARGET-MLFLOW", f"could not move alias {env} of {unit.model_name}: {exc.message}",
                               f"{env} still serves {current.version if current else 'nothing'}") from exc
