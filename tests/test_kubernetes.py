@@ -501,3 +501,32 @@ def test_api_refusals_and_an_unreachable_cluster_are_target_errors(cluster, tmp_
     with pytest.raises(TargetError) as config:
         lost.status(app(), "staging")
     assert config.value.code == "UD-TARGET-K8S-CONFIG"
+
+
+# ---- deploy/: what can be checked without Docker, Helm or a cluster ------------------------
+
+def test_deploy_files_agree_with_the_repository_and_the_schemas():
+    deploy = ROOT / "deploy"
+    dockerfile = (deploy / "Dockerfile").read_text().splitlines()
+    for line in dockerfile:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"the image copies {source}, which is not in the repository"
+    cmd = json.loads(next(line for line in dockerfile if line.startswith("CMD "))[4:])
+    module = cmd[cmd.index("--module-name") + 1]
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    assert module == workspace["load_from"][0]["python_module"]["module_name"] == "assets.definitions"
+
+    values = yaml.safe_load((deploy / "helm" / "values.yaml").read_text())
+    (location,) = values["dagster-user-deployments"]["deployments"]
+    assert location["dagsterApiGrpcArgs"] == ["--module-name", module]
+    assert f"EXPOSE {location['port']}" in dockerfile
+    user = next(line for line in dockerfile if line.startswith("USER ")).split()[1]
+    assert location["podSecurityContext"]["runAsUser"] == int(user) != 0
+    assert values["runLauncher"]["type"] == "K8sRunLauncher" and values["postgresql"]["enabled"] is False
+    assert values["dagsterDaemon"]["enabled"] is True
+
+    objects = [d for d in yaml.safe_load_all((deploy / "rbac.yaml").read_text()) if d]
+    assert schema_errors(objects, DEFAULT_KUBERNETES_VERSION) == []
+    resources = {r for d in objects if d["kind"] == "Role" for rule in d["rules"] for r in rule["resources"]}
+    assert resources == {"deployments", "replicasets", "services", "horizontalpodautoscalers"}

@@ -37,19 +37,34 @@ def default_principal(sensor: str) -> str:
     return f"service:sensor/{sensor}"
 
 
-def grant_tags(principal: str, run_key: str) -> dict[str, str]:
+def grant_tags(principal: str, run_key: str, key: bytes | None = None) -> dict[str, str]:
     """The principal, and a grant bound to the run key: the daemon, a hook or `ud sensors tick`
     starts one run per key, and a grant copied onto any other run identifies no one."""
     from ..governance import tokens
 
-    return {PRINCIPAL_TAG: principal, GRANT_TAG: tokens.run_grant(principal, run_key=run_key)}
+    return {PRINCIPAL_TAG: principal, GRANT_TAG: tokens.run_grant(principal, run_key=run_key, key=key)}
 
 
-def run_request(sensor: str, principal: str, *, job: str, run_key: str, unit: str, env: str, reason: str,
+@dataclass(frozen=True)
+class Requester:
+    """Makes one tick's run requests: its sensor, the principal its runs act for, and the
+    signing key, read once per tick rather than once per request."""
+
+    sensor: str
+    principal: str
+    key: bytes
+
+    @classmethod
+    def for_tick(cls, sensor: str, principal: str) -> "Requester":
+        from ..governance import tokens
+
+        return cls(sensor, principal, tokens.signing_key())
+
+    def request(self, *, job: str, run_key: str, unit: str, env: str, reason: str,
                 run_config: dict | None = None) -> dg.RunRequest:
-    tags = {**grant_tags(principal, run_key), REASON_TAG: f"{sensor}: {reason}", "ud/unit": unit, "ud/env": env,
-            TRIGGER_TAG: sensor}
-    return dg.RunRequest(run_key=run_key, job_name=job, run_config=run_config or {}, tags=tags)
+        tags = {**grant_tags(self.principal, run_key, self.key), REASON_TAG: f"{self.sensor}: {reason}", "ud/unit": unit,
+                "ud/env": env, TRIGGER_TAG: self.sensor}
+        return dg.RunRequest(run_key=run_key, job_name=job, run_config=run_config or {}, tags=tags)
 
 
 def candidate_config(unit: str, ref: str) -> dict:
@@ -59,6 +74,14 @@ def candidate_config(unit: str, ref: str) -> dict:
 
 def runs_with_key(instance: dg.DagsterInstance, run_key: str) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=5))
+
+
+def keys_with_runs(instance: dg.DagsterInstance, keys: list[str], chunk: int = 500) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(keys), chunk):
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: keys[i:i + chunk]}))
+        found.update(r.tags[RUN_KEY_TAG] for r in runs)
+    return found
 
 
 def note(context: Any, level: str, text: str, **details: Any) -> None:
@@ -97,17 +120,18 @@ class SensorState:
         instance.run_storage.set_cursor_values({STATE_KEY.format(name=self.name): doc})
 
     def lost_requests(self, instance: dg.DagsterInstance, now: float) -> list[dg.RunRequest]:
-        """Pending requests past the grace period that still have no run: request them again."""
-        lost, keep = [], []
-        for item in self.pending:
-            if runs_with_key(instance, item["run_key"]):
+        """Pending requests past the grace period that still have no run: request them again.
+        Only those are looked up, in one query per few hundred keys: a tick that requested a
+        thousand runs must not make the next one pay a thousand queries."""
+        due = [p for p in self.pending if now - p["at"] >= PENDING_GRACE_S]
+        have_runs = keys_with_runs(instance, [p["run_key"] for p in due])
+        self.pending = [p for p in self.pending if p["run_key"] not in have_runs]
+        lost = []
+        for item in due:
+            if item["run_key"] in have_runs:
                 continue
-            keep.append(item)
-            if now - item["at"] >= PENDING_GRACE_S:
-                tags = {**item["tags"], **grant_tags(item["tags"][PRINCIPAL_TAG], item["run_key"])}  # the old grant may have expired
-                lost.append(dg.RunRequest(run_key=item["run_key"], job_name=item["job"], run_config=item["run_config"],
-                                          tags=tags))
-        self.pending = keep
+            tags = {**item["tags"], **grant_tags(item["tags"][PRINCIPAL_TAG], item["run_key"])}  # the old grant may have expired
+            lost.append(dg.RunRequest(run_key=item["run_key"], job_name=item["job"], run_config=item["run_config"], tags=tags))
         return lost
 
     def remember(self, requests: list[dg.RunRequest], now: float) -> None:

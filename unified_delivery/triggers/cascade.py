@@ -12,10 +12,10 @@ from typing import Any, Sequence
 
 import dagster as dg
 
-from .base import default_principal, note, run_request, runs_with_key
+from .base import Requester, default_principal, note, runs_with_key
 
 
-def cascade_requests(sensor: str, who: str, platform: Any, context: Any) -> list[dg.RunRequest]:
+def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -> list[dg.RunRequest]:
     ledger = platform.ledger.ledger()
     requests = []
     for name in platform.order():
@@ -37,7 +37,7 @@ def cascade_requests(sensor: str, who: str, platform: Any, context: Any) -> list
             continue
         why = f"{data.name} {dep.version[:12]} is in {data.environments[-1]}; {name} was trained on {(trained_on or 'nothing')[:12]}"
         note(context, "info", f"{sensor}: retraining {name}: {why}", unit=name, event="request")
-        requests.append(run_request(sensor, who, job=f"{name}__to_{model.environments[0]}", run_key=key, unit=name,
+        requests.append(who.request(job=f"{name}__to_{model.environments[0]}", run_key=key, unit=name,
                                     env=model.environments[0], reason=f"cascade: {why}"))
     return requests
 
@@ -46,7 +46,7 @@ def cascade_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_cascad
                    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
                    principal: str | None = None) -> dg.SensorDefinition:
     def evaluate(context: dg.SensorEvaluationContext):
-        requests = cascade_requests(name, principal or default_principal(name), platform, context)
+        requests = cascade_requests(name, Requester.for_tick(name, principal or default_principal(name)), platform, context)
         return dg.SensorResult(run_requests=requests) if requests else dg.SkipReason("every model is current")
 
     return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,

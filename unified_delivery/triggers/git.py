@@ -13,6 +13,7 @@ unit, so a restart, a second tick or a concurrent daemon never builds the same c
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import subprocess
 import time
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import dagster as dg
 
-from .base import candidate_config, default_principal, durable, note, run_request
+from .base import Requester, candidate_config, default_principal, durable, note
 
 HEADS = "refs/heads/"
 _BAD_IN_PATTERN = re.compile(r"[\s~^:\\]|\.\.|@\{|//")
@@ -69,45 +70,51 @@ def is_local(repository: str) -> bool:
     return "://" not in repository and not (":" in repository and "@" in repository.split(":")[0])
 
 
-def git_dir(path: Path) -> Path | None:
-    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+def git_dir(path: str) -> str | None:
+    if os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(os.path.join(path, "objects")):
         return path  # bare
-    dotgit = path / ".git"
-    if dotgit.is_dir():
+    dotgit = os.path.join(path, ".git")
+    if os.path.isdir(dotgit):
         return dotgit
-    if dotgit.is_file():  # a worktree or submodule: "gitdir: <path>"
-        text = dotgit.read_text().strip()
+    if os.path.isfile(dotgit):  # a worktree or submodule: "gitdir: <path>"
+        with open(dotgit) as fh:
+            text = fh.read().strip()
         if text.startswith("gitdir:"):
-            target = Path(text[len("gitdir:"):].strip())
-            return target if target.is_absolute() else (path / target).resolve()
+            return os.path.normpath(os.path.join(path, text[len("gitdir:"):].strip()))
     return None
 
 
-def local_heads(path: Path) -> dict[str, str]:
+def local_heads(path: Path | str) -> dict[str, str]:
+    # Plain os.path and open: a tick reads thousands of these, and pathlib costs several times more.
+    path = str(path)
     gd = git_dir(path)
     if gd is None:
         raise Unreadable(f"{path} does not exist or is not a git repository")
     common = gd
-    if (gd / "commondir").is_file():  # linked worktrees keep refs in the main repository
-        common = (gd / (gd / "commondir").read_text().strip()).resolve()
-    if (common / "reftable").is_dir():
-        return remote_heads(str(path), timeout=30)  # the reftable format: let git read it
+    if os.path.isfile(os.path.join(gd, "commondir")):  # linked worktrees keep refs in the main repository
+        with open(os.path.join(gd, "commondir")) as fh:
+            common = os.path.normpath(os.path.join(gd, fh.read().strip()))
+    if os.path.isdir(os.path.join(common, "reftable")):
+        return remote_heads(path, timeout=30)  # the reftable format: let git read it
     heads: dict[str, str] = {}
-    packed = common / "packed-refs"
-    if packed.is_file():
-        for line in packed.read_text().splitlines():
-            if line[:1] in ("#", "^") or not line:
+    packed = os.path.join(common, "packed-refs")
+    if os.path.isfile(packed):
+        with open(packed) as fh:
+            for line in fh:
+                if line[:1] in ("#", "^", "\n"):
+                    continue
+                sha, _, ref = line.rstrip("\n").partition(" ")
+                if ref.startswith(HEADS):
+                    heads[ref[len(HEADS):]] = sha
+    root = os.path.join(common, "refs", "heads")
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".lock"):
                 continue
-            sha, _, ref = line.partition(" ")
-            if ref.startswith(HEADS):
-                heads[ref[len(HEADS):]] = sha
-    root = common / "refs" / "heads"
-    if root.is_dir():
-        for f in root.rglob("*"):
-            if f.is_file() and not f.name.endswith(".lock"):
-                value = f.read_text().strip()
-                if len(value) in (40, 64):  # loose refs override packed ones
-                    heads[f.relative_to(root).as_posix()] = value
+            with open(os.path.join(folder, name)) as fh:
+                value = fh.read().strip()
+            if len(value) in (40, 64):  # loose refs override packed ones
+                heads[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = value
     return heads
 
 
@@ -129,8 +136,6 @@ def remote_heads(repository: str, timeout: float) -> dict[str, str]:
 
 
 def _no_prompt() -> dict[str, str]:
-    import os
-
     # A sensor has no terminal: a credential prompt would hang the tick until its time limit.
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
 
@@ -144,7 +149,7 @@ def read_all(repositories: Sequence[str], *, timeout: float = 20, workers: int =
             remote.append(repo)
             continue
         try:
-            out[repo] = local_heads(Path(repo))
+            out[repo] = local_heads(repo)
         except (Unreadable, OSError) as exc:
             out[repo] = exc if isinstance(exc, Unreadable) else Unreadable(f"{repo}: {exc}")
     if remote:
@@ -178,8 +183,21 @@ def history(repository: str, old: str, new: str) -> tuple[bool | None, list[str]
     return ff == 0, shas
 
 
-def plan(sensor: str, who: str, watch: GitWatch, heads: dict[str, str], seen: dict[str, str],
-         context: Any) -> tuple[list[dg.RunRequest], dict[str, str]]:
+def histories(moves: list[tuple[str, str, str]], workers: int) -> dict[tuple[str, str, str], tuple[bool | None, list[str]]]:
+    """`history` of every (repository, old, new) move, side by side: two git processes per move."""
+    if not moves:
+        return {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(moves, pool.map(lambda m: history(*m), moves)))
+
+
+def moves(watch: GitWatch, heads: dict[str, str], seen: dict[str, str]) -> list[tuple[str, str, str]]:
+    return [(watch.repository, seen[b], sha) for b, sha in heads.items() if b in seen and seen[b] != sha]
+
+
+def plan(sensor: str, who: Requester, watch: GitWatch, heads: dict[str, str], seen: dict[str, str], context: Any,
+         known: dict[tuple[str, str, str], tuple[bool | None, list[str]]] | None = None
+         ) -> tuple[list[dg.RunRequest], dict[str, str]]:
     """Requests for the branches of one repository whose head moved; the new state for it."""
     requests: list[dg.RunRequest] = []
     state: dict[str, str] = {}
@@ -198,7 +216,7 @@ def plan(sensor: str, who: str, watch: GitWatch, heads: dict[str, str], seen: di
         if old is None:
             why = f"new branch {branch} at {sha[:12]}" if seen else f"{branch} at {sha[:12]} (first look)"
         else:
-            ff, skipped = history(repo, old, sha)
+            ff, skipped = (known or {}).get((repo, old, sha)) or history(repo, old, sha)
             why = f"{branch} moved {old[:12]} -> {sha[:12]}"
             if ff is False:
                 why += " (force-push: the old head is not in the new history)"
@@ -209,15 +227,16 @@ def plan(sensor: str, who: str, watch: GitWatch, heads: dict[str, str], seen: di
                      repository=repo, branch=branch, event="skipped", skipped=skipped[:MAX_SKIPPED_LISTED])
         note(context, "info", f"{sensor}: {repo}: {why}", repository=repo, branch=branch, sha=sha, event="new-head")
         for b in builds:
-            requests.append(run_request(sensor, who, job=b.job, run_key=f"git:{repo}:{branch}:{sha}:{b.unit}", unit=b.unit,
+            requests.append(who.request(job=b.job, run_key=f"git:{repo}:{branch}:{sha}:{b.unit}", unit=b.unit,
                                         env=b.job.rsplit("__to_", 1)[-1], reason=f"git: {why}",
                                         run_config=candidate_config(b.unit, sha)))
     return requests, state
 
 
-def git_tick(sensor: str, who: str, watches: Callable[[], Sequence[GitWatch]], *, timeout: float = 20, workers: int = 8):
+def git_tick(sensor: str, principal: str, watches: Callable[[], Sequence[GitWatch]], *, timeout: float = 20, workers: int = 8):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         started = time.monotonic()
+        who = Requester.for_tick(sensor, principal)
         usable = []
         for w in watches():
             bad = [(p, why) for b in w.builds for p in b.branches if (why := pattern_problem(p))]
@@ -227,14 +246,16 @@ def git_tick(sensor: str, who: str, watches: Callable[[], Sequence[GitWatch]], *
                 continue
             usable.append(w)
         heads = read_all(sorted({w.repository for w in usable}), timeout=timeout, workers=workers)
-        requests: list[dg.RunRequest] = []
+        readable = [w for w in usable if not isinstance(heads[w.repository], Unreadable)]
         for w in usable:
-            found = heads[w.repository]
-            if isinstance(found, Unreadable):
-                note(context, "error", f"{sensor}: cannot read {w.repository}: {found}; skipped this tick",
+            if isinstance(heads[w.repository], Unreadable):
+                note(context, "error", f"{sensor}: cannot read {w.repository}: {heads[w.repository]}; skipped this tick",
                      repository=w.repository, event="unreachable")
-                continue
-            reqs, state[w.repository] = plan(sensor, who, w, found, state.get(w.repository, {}), context)
+        known = histories([m for w in readable for m in moves(w, heads[w.repository], state.get(w.repository, {}))
+                           if is_local(m[0])], workers)
+        requests: list[dg.RunRequest] = []
+        for w in readable:
+            reqs, state[w.repository] = plan(sensor, who, w, heads[w.repository], state.get(w.repository, {}), context, known)
             requests += reqs
         context.log.info(f"{sensor}: {len(usable)} repositories read in {time.monotonic() - started:.3f} s")
         return requests

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import dagster as dg
 
-from .base import default_principal, durable, note, run_request
+from .base import Requester, default_principal, durable, note
 from .promotion import seconds_since
 
 
@@ -28,9 +28,10 @@ def reached_by_rollback(platform: Any, unit: str, env: str) -> bool:
     return last is not None and last.action == "rollback"
 
 
-def health_tick(sensor: str, who: str, platform: Any, failures: int, watch_seconds: float):
+def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch_seconds: float):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         now = time.time()
+        who = Requester.for_tick(sensor, principal)
         requests = []
         for name in platform.order():
             unit = platform.units[name]
@@ -78,7 +79,7 @@ def health_tick(sensor: str, who: str, platform: Any, failures: int, watch_secon
                               f"{entry['messages'][-1]}")
                     note(context, "warning", f"{sensor}: rolling {key} back to {dep.previous_version[:12]}", unit=name,
                          env=env, event="rollback")
-                    requests.append(run_request(sensor, who, job="ud_rollback", run_key=f"health:{name}:{env}:{dep.version}",
+                    requests.append(who.request(job="ud_rollback", run_key=f"health:{name}:{env}:{dep.version}",
                                                 unit=name, env=env, reason=reason,
                                                 run_config=rollback_config(name, env, reason)))
         return requests

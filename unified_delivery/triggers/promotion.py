@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import dagster as dg
 
 from ..promotion import gate_results
-from .base import default_principal, note, run_request, runs_with_key
+from .base import Requester, default_principal, note, runs_with_key
 
 
 def seconds_since(iso: str | None, now: float) -> float | None:
@@ -27,7 +27,7 @@ def seconds_since(iso: str | None, now: float) -> float | None:
         return None
 
 
-def promotion_requests(sensor: str, who: str, platform: Any, context: Any) -> list[dg.RunRequest]:
+def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any) -> list[dg.RunRequest]:
     now = time.time()
     ledger = platform.ledger.ledger()
     requests = []
@@ -64,7 +64,7 @@ def promotion_requests(sensor: str, who: str, platform: Any, context: Any) -> li
                 continue
             why = f"policy {env}: automatic; {src.version[:12]} soaked {soaked or 0:.0f} s in {prev}"
             note(context, "info", f"{sensor}: {name}: {why}", unit=name, env=env, event="request")
-            requests.append(run_request(sensor, who, job=f"{name}__to_{env}", run_key=key, unit=name, env=env,
+            requests.append(who.request(job=f"{name}__to_{env}", run_key=key, unit=name, env=env,
                                         reason=f"promotion: {why}"))
     return requests
 
@@ -73,7 +73,7 @@ def promotion_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_prom
                      default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
                      principal: str | None = None) -> dg.SensorDefinition:
     def evaluate(context: dg.SensorEvaluationContext):
-        requests = promotion_requests(name, principal or default_principal(name), platform, context)
+        requests = promotion_requests(name, Requester.for_tick(name, principal or default_principal(name)), platform, context)
         return dg.SensorResult(run_requests=requests) if requests else dg.SkipReason("nothing to promote")
 
     return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,

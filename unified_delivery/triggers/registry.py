@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
-from .base import candidate_config, default_principal, durable, note, run_request
+from .base import Requester, candidate_config, default_principal, durable, note
 
 CHUNK = 100
 IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
@@ -93,7 +93,7 @@ def _platform_alias(registered: Any, watch: ModelWatch, alias: str, version: str
     return bool(history) and str(history[-1].get("version")) == version
 
 
-def plan(sensor: str, who: str, watch: ModelWatch, registered: Any, versions: list, seen: dict | None, *,
+def plan(sensor: str, who: Requester, watch: ModelWatch, registered: Any, versions: list, seen: dict | None, *,
          known: Callable[[str, str], bool], context: Any) -> tuple[list[dg.RunRequest], dict]:
     """Requests for one model and its new state."""
     highest = max((int(v.version) for v in versions), default=0)
@@ -108,7 +108,7 @@ def plan(sensor: str, who: str, watch: ModelWatch, registered: Any, versions: li
         requested.add(version)
         key = f"mlflow:{watch.model}:{version}" + (f"@{alias}" if alias else "")
         note(context, "info", f"{sensor}: {watch.model}: {why}", model=watch.model, version=version, event="request")
-        requests.append(run_request(sensor, who, job=watch.job, run_key=key, unit=watch.unit,
+        requests.append(who.request(job=watch.job, run_key=key, unit=watch.unit,
                                     env=watch.job.rsplit("__to_", 1)[-1], reason=f"mlflow: {why}",
                                     run_config=candidate_config(watch.unit, version)))
 
@@ -143,7 +143,7 @@ def units_in_progress(instance: dg.DagsterInstance) -> set[str]:
     return {r.tags["ud/unit"] for r in runs if "ud/unit" in r.tags}
 
 
-def registry_tick(sensor: str, who: str, watches: Callable[[], Sequence[ModelWatch]], client: Callable[[], Any],
+def registry_tick(sensor: str, principal: str, watches: Callable[[], Sequence[ModelWatch]], client: Callable[[], Any],
                   known: Callable[[str, str], bool]):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         started = time.monotonic()
@@ -159,6 +159,7 @@ def registry_tick(sensor: str, who: str, watches: Callable[[], Sequence[ModelWat
                  "skipped this tick", event="registry-down")
             return []
         busy = units_in_progress(context.instance)
+        who = Requester.for_tick(sensor, principal)
         requests: list[dg.RunRequest] = []
         for w in wanted:
             if w.model not in registered:

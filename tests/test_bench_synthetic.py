@@ -1,0 +1,73 @@
+"""The synthetic platform of bench/synthetic.py: generated, its dbt manifest made by the
+platform, and its definitions loaded by a fresh process as the load benchmark does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+sys.path.insert(0, str(ROOT / "bench"))
+
+import synthetic  # noqa: E402
+
+GRAPH = """
+import json, sys
+sys.path.insert(0, ".")
+from assets.definitions import defs
+graph = defs.resolve_asset_graph()
+print(json.dumps({
+    "parents": {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+                for k in graph.get_all_asset_keys()},
+    "checks": sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys),
+    "owners": {k.to_user_string(): graph.get(k).owners for k in graph.get_all_asset_keys()},
+    "jobs": sorted(j.name for j in defs.get_repository_def().get_all_jobs()),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthetic") / "platform"
+    assert synthetic.generate(12, out) == {"units": 12, "data": 4, "model": 4, "app": 4}
+    return out
+
+
+def run(script: list[str], cwd: Path, home: Path, clean_env) -> dict:
+    proc = subprocess.run([str(PYTHON), *script], cwd=cwd, env=clean_env(UD_HOME=str(home)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_definitions_load_as_chains_of_units_with_their_gates(platform, tmp_path, clean_env):
+    g = run(["-c", GRAPH], platform, tmp_path / "home", clean_env)
+    assert (platform / "dbt_project" / "target" / "manifest.json").exists(), "the platform made the manifest"
+    assert not (tmp_path / "home").exists(), "loading must not write to the home"
+    parents = g["parents"]
+    assert len(parents) == 12 * 3  # one asset per unit and stage
+    assert parents["model_0002/candidate"] == ["data_0002/production"]  # a model trains on its data product
+    assert parents["app_0002/staging"] == ["app_0002/candidate", "model_0002/staging"]  # an app serves its model
+    assert parents["data_0001/candidate"] == ["data_0000/production"]  # a lineage of data products
+    assert parents["data_0000/candidate"] == []
+    checks = set(g["checks"])
+    for n in range(4):
+        assert {f"data_{n:04d}/candidate:dbt_tests", f"model_{n:04d}/candidate:model_metric",
+                f"app_{n:04d}/candidate:tests", f"app_{n:04d}/staging:health"} <= checks
+    assert g["owners"]["data_0001/production"] == ["team:team_01"]  # from dbt meta
+    promotion_jobs = {f"{u}_{n:04d}__to_{e}" for u in ("data", "model", "app") for n in range(4)
+                      for e in ("staging", "production")}
+    assert set(g["jobs"]) == promotion_jobs | {"ud_rollback", "__ASSET_JOB"}
+
+
+def test_generate_refuses_a_folder_that_is_not_empty(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    proc = subprocess.run([str(PYTHON), str(ROOT / "bench" / "synthetic.py"), "--units", "3", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
