@@ -6,11 +6,12 @@ same work done by hand (bench/overhead_child.py says exactly what each does).
 A synthetic platform of one data -> model -> app chain is generated in --workdir with its
 own home; the app's repository is made from its template. After an untimed warm-up of
 both paths (MLflow's database, the registered models, the first releases), each kind is
-promoted to staging (build, gates, deploy) and then to production (gates on staging,
-deploy), `--repeat` times per path, alternating, each promotion in a fresh process and
-each on a new version: a changed SQL comment (data), a new training run (model), a new
-commit (app). The overhead is the median of the platform's times minus the median of the
-bare ones.
+promoted to staging (build, gates, deploy) `--repeat` times per path, alternating, each
+promotion in a fresh process and on a new version: a changed SQL comment (data), a new
+training run (model), a new commit (app). Then each kind is promoted to production (gates
+on staging, deploy) `--repeat` times per path, production being rolled back (untimed)
+between two platform promotions so each one deploys. The overhead is the median of the
+platform's times minus the median of the bare ones.
 """
 
 from __future__ import annotations
@@ -64,33 +65,54 @@ class Setup:
         elif kind == "app":
             self.commit(f"benchmark revision {self.counter}")
 
+    def child(self, mode: str, kind: str, env: str) -> dict:
+        return run_child([PYTHON, str(BENCH / "overhead_child.py"), mode, kind, env], cwd=self.platform, env=self.env)
+
     def promote(self, path: str, kind: str, env: str) -> float:
-        return run_child([PYTHON, str(BENCH / "overhead_child.py"), path, kind, env], cwd=self.platform, env=self.env)["seconds"]
+        return self.child(path, kind, env)["seconds"]
 
     def stop(self) -> None:
         run_child([PYTHON, str(BENCH / "overhead_child.py"), "stop"], cwd=self.platform, env=self.env)
 
 
-def warm_up(s: Setup) -> None:
-    for kind, envs in (("data", ("staging", "production")), ("model", ("staging",)), ("app", ("staging",))):
-        for env in envs:
-            s.promote("platform", kind, env)
-            s.promote("bare", kind, env)
+def warm_up(s: Setup, env: str) -> None:
+    """Both paths once per kind; before production, a version there and a newer one in staging."""
+    for kind in KINDS:
+        if env == "staging":
+            s.promote("platform", kind, "staging")
+            if kind == "data":  # the model trains on data's production version
+                s.promote("platform", kind, "production")
+        elif kind != "data":  # data's staging runs left it so already
+            s.promote("platform", kind, "production")
+            s.new_version(kind)
+            s.promote("platform", kind, "staging")
+        s.promote("bare", kind, env)
+
+
+def row(kind: str, env: str, platform: list[float], bare: list[float]) -> dict:
+    print(f"{kind} to {env}: platform {median(platform):.2f} s, bare {median(bare):.2f} s", file=sys.stderr)
+    return {"kind": kind, "env": env, "platform_s": platform, "bare_s": bare, "platform_median_s": median(platform),
+            "bare_median_s": median(bare), "overhead_s": median(platform) - median(bare)}
 
 
 def measure(s: Setup, repeat: int) -> list[dict]:
     rows = []
-    for env in ("staging", "production"):
-        for kind in KINDS:
-            platform, bare = [], []
-            for _ in range(repeat):
-                s.new_version(kind)
-                platform.append(s.promote("platform", kind, env))
-                bare.append(s.promote("bare", kind, env))
-            rows.append({"kind": kind, "env": env, "platform_s": platform, "bare_s": bare,
-                         "platform_median_s": median(platform), "bare_median_s": median(bare),
-                         "overhead_s": median(platform) - median(bare)})
-            print(f"{kind} to {env}: platform {median(platform):.2f} s, bare {median(bare):.2f} s", file=sys.stderr)
+    warm_up(s, "staging")
+    for kind in KINDS:
+        platform, bare = [], []
+        for _ in range(repeat):
+            s.new_version(kind)
+            platform.append(s.promote("platform", kind, "staging"))
+            bare.append(s.promote("bare", kind, "staging"))
+        rows.append(row(kind, "staging", platform, bare))
+    warm_up(s, "production")  # after the staging runs: a model in production adds a champion to score
+    for kind in KINDS:
+        platform, bare = [], []
+        for _ in range(repeat):
+            platform.append(s.promote("platform", kind, "production"))
+            s.child("rollback", kind, "production")
+            bare.append(s.promote("bare", kind, "production"))
+        rows.append(row(kind, "production", platform, bare))
     return rows
 
 
@@ -109,7 +131,6 @@ def main() -> int:
     setup = Setup(args.workdir)
     setup.create()
     try:
-        warm_up(setup)
         rows = measure(setup, args.repeat)
     finally:
         setup.stop()

@@ -2,6 +2,7 @@
 
     python bench/overhead_child.py platform KIND ENV   # `ud promote`'s path: a Dagster run of <unit>__to_<ENV>
     python bench/overhead_child.py bare KIND ENV       # the same work without the platform
+    python bench/overhead_child.py rollback KIND ENV   # untimed: back to ENV's previous version (`ud rollback`)
     python bench/overhead_child.py stop                # stop the services both paths started
 
 Run in a synthetic platform folder (bench/synthetic.py) with UD_HOME and DAGSTER_HOME set.
@@ -78,10 +79,6 @@ def platform_promote(kind: str, env: str) -> dict:
     platform, defs = load_platform(Path.cwd())
     preload()
     unit = UNITS[kind]
-    if env == "production":  # a new staging version first, so production has something new to take
-        outcome = promote(platform, defs, unit, "staging", reason="benchmark set-up")
-        if outcome.error:
-            raise outcome.error
     started = time.perf_counter()
     outcome = promote(platform, defs, unit, env, reason="benchmark")
     seconds = time.perf_counter() - started
@@ -89,6 +86,19 @@ def platform_promote(kind: str, env: str) -> dict:
         raise outcome.error
     dep = platform.target(platform.unit(unit)).status(platform.unit(unit), env)
     return {"seconds": seconds, "version": dep.version if dep else None}
+
+
+def platform_rollback(kind: str, env: str) -> dict:
+    """So that the next promotion to `env` has something to change (set-up, not timed)."""
+    sys.path.insert(0, os.getcwd())
+    from unified_delivery.cli import rollback
+    from unified_delivery.runner import load_platform
+
+    platform, defs = load_platform(Path.cwd())
+    outcome = rollback(platform, defs, UNITS[kind], env, reason="benchmark set-up")
+    if outcome.error:
+        raise outcome.error
+    return {}
 
 
 # -- the bare path ---------------------------------------------------------------------------
@@ -263,7 +273,7 @@ def main() -> int:
         result = stop_all()
     else:
         kind, env = sys.argv[2], sys.argv[3]
-        result = (platform_promote if mode == "platform" else bare_promote)(kind, env)
+        result = {"platform": platform_promote, "bare": bare_promote, "rollback": platform_rollback}[mode](kind, env)
     print(json.dumps(result))
     return 0
 

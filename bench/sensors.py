@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -159,8 +160,27 @@ def _graphql_up(url: str) -> bool:
         return False
 
 
+def wait_for_runs(home: Path, since: datetime, deadline: float) -> None:
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    busy = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED]
+    while instance.get_runs(filters=dg.RunsFilter(statuses=busy, created_after=since)) and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def bench_latency(home: Path, port: int, pushes: int) -> dict:
     from unified_delivery.targets.local_release import LocalReleaseTarget
+
+    port = port or free_port()  # other people's webservers may hold any fixed port
+    started = datetime.now(timezone.utc)
 
     env = {**os.environ, "UD_HOME": str(home)}
     env.pop("DAGSTER_HOME", None)
@@ -202,6 +222,7 @@ def bench_latency(home: Path, port: int, pushes: int) -> dict:
             results.append({"sha": sha[:12], "push_with_hook_s": round(push_s, 2),
                             "push_to_staging_s": round(time.monotonic() - t0, 2),
                             "hook_said": [line for line in push.stderr.splitlines() if "ud:" in line]})
+        wait_for_runs(home, started, deadline=time.monotonic() + 300)  # stopping `ud ui` would interrupt them
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the `ud ui` process group this benchmark started
         try:
@@ -224,7 +245,7 @@ def main() -> None:
     r.add_argument("--new-versions", type=int, default=10)
     lat = sub.add_parser("latency")
     lat.add_argument("--home", type=Path, required=True)
-    lat.add_argument("--port", type=int, default=3917)
+    lat.add_argument("--port", type=int, default=0, help="default: a free port")
     lat.add_argument("--pushes", type=int, default=3)
     args = p.parse_args()
     if args.what == "git":

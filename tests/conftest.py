@@ -27,6 +27,7 @@ def ud_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def home_resources(ud_home: Path) -> dict:
     """`targets` and `ledger` keyword arguments for `Platform`, every one of them inside `ud_home`."""
+    from unified_delivery.cost import CostModel
     from unified_delivery.ledger import LedgerResource
     from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
     from unified_delivery.targets.local_release import LocalReleaseTarget
@@ -40,6 +41,7 @@ def home_resources(ud_home: Path) -> dict:
             "data": DbtDuckDBTarget(warehouse=str(ud_home / "warehouse.duckdb")),
         },
         "ledger": LedgerResource(url=f"sqlite:///{ud_home / 'ledger.db'}"),
+        "costs": CostModel.from_file(REPO_ROOT / "resources" / "prices.yaml"),
     }
 
 
@@ -75,6 +77,25 @@ def run_ud(tmp_path: Path):
                               text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory):
+    """`(home, completed_process)` after `ud demo --json` on a fresh home. The demo takes minutes,
+    so every test that reads what it leaves shares this one run; its services stop at the end."""
+    home = tmp_path_factory.mktemp("ud-home")
+    env = {**os.environ, "UD_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+
+    def ud(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "ud"), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=900)
+
+    first = ud("demo", "--json")
+    try:
+        yield home, first
+    finally:
+        ud("down")
 
 
 @pytest.fixture

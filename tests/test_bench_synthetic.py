@@ -50,7 +50,9 @@ def test_the_definitions_load_as_chains_of_units_with_their_gates(platform, tmp_
     assert (platform / "dbt_project" / "target" / "manifest.json").exists(), "the platform made the manifest"
     assert not (tmp_path / "home").exists(), "loading must not write to the home"
     parents = g["parents"]
-    assert len(parents) == 12 * 3  # one asset per unit and stage
+    units = {f"{kind}_{n:04d}" for kind in ("data", "model", "app") for n in range(4)}
+    assert {k.split("/")[0] for k in parents} >= units
+    assert len([k for k in parents if k.split("/")[0] in units]) == 12 * 3  # one asset per unit and stage
     assert parents["model_0002/candidate"] == ["data_0002/production"]  # a model trains on its data product
     assert parents["app_0002/staging"] == ["app_0002/candidate", "model_0002/staging"]  # an app serves its model
     assert parents["data_0001/candidate"] == ["data_0000/production"]  # a lineage of data products
@@ -60,9 +62,8 @@ def test_the_definitions_load_as_chains_of_units_with_their_gates(platform, tmp_
         assert {f"data_{n:04d}/candidate:dbt_tests", f"model_{n:04d}/candidate:model_metric",
                 f"app_{n:04d}/candidate:tests", f"app_{n:04d}/staging:health"} <= checks
     assert g["owners"]["data_0001/production"] == ["team:team_01"]  # from dbt meta
-    promotion_jobs = {f"{u}_{n:04d}__to_{e}" for u in ("data", "model", "app") for n in range(4)
-                      for e in ("staging", "production")}
-    assert set(g["jobs"]) == promotion_jobs | {"ud_rollback", "__ASSET_JOB"}
+    promotion_jobs = {f"{u}__to_{e}" for u in units for e in ("staging", "production")}
+    assert promotion_jobs | {"ud_rollback"} <= set(g["jobs"])
 
 
 def test_generate_refuses_a_folder_that_is_not_empty(tmp_path):

@@ -25,14 +25,7 @@ def ud(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProc
     return subprocess.run([UD, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("ud-home")
-    first = ud(home, "demo", "--json")
-    try:
-        yield home, first
-    finally:
-        ud(home, "down")
+# demo_home (tests/conftest.py): the home after one `ud demo --json`, shared with the other files that need it.
 
 
 def test_demo_takes_every_unit_to_production(demo_home):

@@ -63,7 +63,9 @@ def register(target: MlflowAliasTarget, unit: ModelUnit, data: pd.DataFrame, pat
     fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(train[FEATURES], train["churned"])
     target.activate()
     sample = train[FEATURES].head(5)
-    with mlflow.start_run():
+    experiment = mlflow.get_experiment_by_name("gates") or mlflow.get_experiment(mlflow.create_experiment(
+        "gates", artifact_location=Path(target.artifact_root).as_uri()))  # not ./mlruns in the working directory
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
         info = mlflow.sklearn.log_model(fitted, name="model", signature=infer_signature(sample, fitted.predict(sample)),
                                         pip_requirements=["scikit-learn"], registered_model_name=unit.model_name)
     version = str(info.registered_model_version)

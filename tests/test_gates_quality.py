@@ -3,6 +3,7 @@ against the columns the reference dbt project documents."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -174,3 +175,46 @@ def test_reference_unit_has_dbt_tests_and_data_quality():
     assert "dbt-tests" in types and "data-quality" in types
     spec = next(g for g in unit.gates if g.type == "data-quality")
     build_gate(spec, unit)  # the reference suite passes the load-time checks
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from tests.pg import start_or_skip
+
+    server = start_or_skip()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_same_suite_runs_on_postgres(postgres, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import psycopg2
+
+    from tests.pg import USER
+    from unified_delivery.targets.dbt_postgres import DbtPostgresTarget
+
+    database = postgres.create_database("dq")
+    con = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=USER, password=postgres.password, dbname=database)
+    con.autocommit = True
+    con.cursor().execute(f"""CREATE SCHEMA {SCHEMA};
+        CREATE TABLE {SCHEMA}.customer_features AS
+        SELECT i AS customer_id, (ARRAY['north', 'south', 'east', 'west'])[1 + i % 4] AS region,
+               30 + i AS tenure_days FROM generate_series(0, 199) AS i""")
+    monkeypatch.setenv("UD_TEST_DQ_PASSWORD", postgres.password)
+    target = DbtPostgresTarget(host="127.0.0.1", port=postgres.port, user=USER, database=database,
+                               password_env="UD_TEST_DQ_PASSWORD")
+    unit, gate = gate_for({"expectations": SUITE})
+    artifact = Artifact(unit=unit.name, kind="data", version="v1", location=SCHEMA, details={})
+    ctx = GateContext(unit=unit, stage="candidate", guards="staging", version="v1", artifact=artifact,
+                      target=target, home=Home(tmp_path / "home"), log=lambda _: None)
+    passed = gate.evaluate(ctx)
+    assert passed.passed, passed.message
+    con.cursor().execute(f"INSERT INTO {SCHEMA}.customer_features VALUES (1000, 'mars', -1)")
+    con.close()
+    failed = gate.evaluate(ctx)
+    assert failed.code == "UD-GATE-DQ-FAILED"
+    by_type = {r["expectation"]: r for r in failed.metadata["results"]}
+    assert by_type["expect_column_values_to_be_in_set"]["failing_values"] == ["mars"]
+    assert by_type["expect_column_values_to_be_between"]["failing_values"] == [-1]
+    assert postgres.password not in json.dumps(failed.to_dict())

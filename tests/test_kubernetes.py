@@ -120,6 +120,11 @@ def test_gpus_replicas_secrets_and_namespaces_follow_the_declaration():
     assert c["envFrom"] == [{"secretRef": {"name": "svc-db"}}]
     assert {"name": "MODE", "value": "staging"} in c["env"]
     assert schema_errors(list(kinds.values()), DEFAULT_KUBERNETES_VERSION) == []
+    # Label values Kubernetes would refuse (a `+`, a space) stay out of the labels; the version stays annotated.
+    odd = unit.model_copy(update={"team": "data science"})
+    pod = by_kind(render_manifests(odd, "staging", "1.2+build", mlflow_tracking_uri=""))["Deployment"]["spec"]["template"]
+    assert "app.kubernetes.io/version" not in pod["metadata"]["labels"] and "ud/team" not in pod["metadata"]["labels"]
+    assert pod["metadata"]["annotations"]["ud/version"] == "1.2+build"
 
 
 def test_declarations_the_cluster_would_refuse_are_refused_when_they_load(tmp_path):
@@ -134,6 +139,9 @@ def test_declarations_the_cluster_would_refuse_are_refused_when_they_load(tmp_pa
     with pytest.raises(ConfigError) as hpa:
         load({"image": "x", "hpa": {"min_replicas": 4, "max_replicas": 2}})
     assert "kubernetes.hpa" in hpa.value.message and "above max_replicas" in hpa.value.message
+    with pytest.raises(ConfigError) as no_request:
+        load({"image": "x", "hpa": {}, "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}})
+    assert "resources.requests.cpu" in no_request.value.message
     with pytest.raises(ConfigError) as typo:
         load({"image": "x", "replica": 2})
     assert "kubernetes.replica" in typo.value.message

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import dagster as dg
 
+from . import tracing
 from .cost import Usage, measure
 from .errors import EXIT_GATE, EXIT_TARGET, GateRefused, NotPermitted, TargetError, UDError
 from .gates import Gate, GateContext, GateResult
@@ -24,6 +25,7 @@ from .governance import tokens
 from .home import Home
 from .kinds.base import BuildContext
 from .ledger import Ledger
+from .reports.scorecard import gate_summary, stage_metadata
 from .targets.base import Artifact
 from .units import CANDIDATE, Unit
 
@@ -130,7 +132,16 @@ def build_candidate(context: Any, platform: Any, unit: Unit, ref: str) -> dg.Mat
 
 
 def evaluate_gate(platform: Any, unit: Unit, gate: Gate, version: str, artifact: Artifact | None, principal: str,
-                  ledger: Ledger, log: Any = print) -> GateResult:
+                  ledger: Ledger, log: Any = print, run_id: str | None = None) -> GateResult:
+    with tracing.span(f"gate {gate.name}", run_id=run_id, unit=unit.name, stage=gate.spec.stage, gate=gate.name,
+                      family=gate.family, version=version, team=unit.team, kind=unit.kind) as span:
+        result = _evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, log)
+        tracing.record_gate(span, result)
+        return result
+
+
+def _evaluate_gate(platform: Any, unit: Unit, gate: Gate, version: str, artifact: Artifact | None, principal: str,
+                   ledger: Ledger, log: Any) -> GateResult:
     stage = gate.spec.stage
     ctx = GateContext(unit=unit, stage=stage, guards=unit.stages[unit.stages.index(stage) + 1], version=version,
                       artifact=artifact, target=platform.target(unit), home=Home.current(), log=log,
@@ -154,7 +165,7 @@ def run_gate(context: Any, platform: Any, unit: Unit, gate: Gate) -> dg.AssetChe
     if version is None:
         result = GateResult(False, "UD-GATE-NOTHING", f"{stage} holds no version to check", f"materialize {unit.name}/{stage} first")
     else:
-        result = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info)
+        result = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info, context.run.run_id)
     override = active_override(ledger, unit, version, gate.name, stage) if version and not result.passed else None
     ledger.append("gate", principal=principal, unit=unit.name, env=guards, version=version,
                   payload={"gate": gate.name, "family": gate.family, "stage": stage, **result.to_dict(),
@@ -230,7 +241,7 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
     # whatever an earlier run recorded: those gates are re-evaluated here.
     for gate in gates:
         if gate.spec.stage == upstream and gate.family in GOVERNANCE_FAMILIES:
-            live = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info)
+            live = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info, context.run.run_id)
             if not live.passed and not active_override(ledger, unit, version, gate.name, upstream):
                 exc_type = NotPermitted if gate.family == "policy" else GateRefused
                 raise refuse(exc_type(live.code, live.message, live.remediation,
@@ -253,7 +264,10 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
                                         data_version=dg.DataVersion(version))
         started = time.monotonic()
         try:
-            with measure() as measured:
+            with measure() as measured, tracing.span(
+                    f"deploy {unit.name} to {env}", run_id=context.run.run_id, unit=unit.name, env=env, version=version,
+                    from_version=current.version if current else None, target=type(target).__name__, team=unit.team,
+                    kind=unit.kind):
                 dep = target.deploy(unit, env, artifact, log=context.log.info)
         except TargetError as exc:
             ledger.append("deploy-failed", principal=principal, unit=unit.name, env=env, version=version,
@@ -271,6 +285,7 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
     return dg.MaterializeResult(
         metadata={"version": version, "previous_version": dep.previous_version or "", "deployed_at": dep.deployed_at,
                   "principal": principal, "gates": metadata_value({k: (v or {}).get("code") for k, v in results.items()}),
+                  "gate_summary": gate_summary(results), **stage_metadata(ledger.entries(unit=unit.name), unit.name, env),
                   **{k: metadata_value(v) for k, v in dep.details.items()}},
         data_version=dg.DataVersion(version))
 
@@ -288,7 +303,10 @@ def rollback(context: Any, platform: Any, unit: Unit, env: str, to_version: str 
     with env_lock(Home.current(), unit, env):
         current = target.status(unit, env)
         try:
-            dep = target.rollback(unit, env, to_version or None, log=context.log.info)
+            with tracing.span(f"rollback {unit.name} in {env}", run_id=context.run.run_id, unit=unit.name, env=env,
+                              from_version=current.version if current else None, to_version=to_version,
+                              target=type(target).__name__, reason=reason, team=unit.team, kind=unit.kind):
+                dep = target.rollback(unit, env, to_version or None, log=context.log.info)
         except TargetError as exc:
             ledger.append("rollback-failed", principal=principal, unit=unit.name, env=env, version=to_version,
                           payload={"code": exc.code, "message": exc.message, "reason": reason, "run_id": context.run.run_id})

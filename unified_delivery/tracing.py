@@ -82,7 +82,7 @@ def _build(chosen: str, path: str) -> Any:
 
 
 def provider() -> Any | None:
-    """The tracer provider for the current settings (one per mode and file), or None when tracing is off."""
+    """The tracer provider for the current settings (one per mode and file or endpoint), or None when tracing is off."""
     chosen = mode()
     if chosen == "none":
         return None
@@ -91,7 +91,9 @@ def provider() -> Any | None:
             _WARNED.add(chosen)
             print(f"ud: UD_TRACES={chosen!r} is not one of {', '.join(MODES)}; tracing is off", file=sys.stderr)
         return None
-    key = (chosen, str(trace_file()) if chosen == "file" else "")
+    where = {"file": lambda: str(trace_file()), "console": lambda: "",
+             "otlp": lambda: os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")}
+    key = (chosen, where[chosen]())
     with _LOCK:
         if key not in _PROVIDERS:
             _PROVIDERS[key] = _build(chosen, key[1])

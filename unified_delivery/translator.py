@@ -9,6 +9,7 @@ import pydantic
 
 from . import promotion
 from .gates import Gate
+from .reports.scorecard import scorecard_asset, stage_metadata
 from .targets.kubernetes import dagster_k8s_tags
 from .units import CANDIDATE, Unit
 
@@ -103,7 +104,9 @@ def rollback_job(platform: Any) -> dg.JobDefinition:
         yield dg.AssetMaterialization(asset_key=key(unit.name, config.env), description=f"rollback: {config.reason}",
                                       metadata={"version": dep.version, "previous_version": dep.previous_version or "",
                                                 "deployed_at": dep.deployed_at, "action": "rollback",
-                                                "reason": config.reason})
+                                                "reason": config.reason,
+                                                **stage_metadata(context.resources.ledger.ledger().entries(unit=unit.name),
+                                                                 unit.name, config.env)})
         yield dg.Output(dep.version)
 
     @dg.job(name="ud_rollback", description="Roll a unit back in one environment through its target.")
@@ -137,4 +140,5 @@ def platform_defs(platform: Any) -> dg.Definitions:
         checks += unit_checks
         jobs += unit_jobs(platform, unit, unit_assets, unit_checks)
     jobs.append(rollback_job(platform))
+    assets.append(scorecard_asset(platform))
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=platform.resources())

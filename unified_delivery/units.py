@@ -161,6 +161,12 @@ class KubernetesSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)  # over service.env
     secrets: list[str] = Field(default_factory=list)  # Secrets whose keys become environment variables
 
+    @model_validator(mode="after")
+    def _hpa_needs_a_cpu_request(self) -> "KubernetesSpec":
+        if self.hpa and not self.resources.requests.cpu:
+            raise ValueError("hpa scales on CPU use relative to the request: set resources.requests.cpu")
+        return self
+
 
 class AppUnit(Unit):
     kind: ClassVar[str] = "app"

@@ -192,7 +192,7 @@ def run_suite(conn: tuple[str, dict[str, Any]], schema: str, table: str, expecta
     from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
                                                             ProgressBarsConfig)
     from great_expectations.datasource.fluent.interfaces import TestConnectionError
-    from sqlalchemy import event
+    from sqlalchemy import event, make_url
 
     url, engine_kwargs = conn
     # Everything in memory, no docs site, no progress bars on the run's log, no telemetry.
@@ -211,14 +211,17 @@ def run_suite(conn: tuple[str, dict[str, Any]], schema: str, table: str, expecta
     try:
         source = context.data_sources.add_sql("warehouse", connection_string=url, kwargs=engine_kwargs)
     except TestConnectionError as err:
-        raise UDError("UD-GATE-DQ-ERROR", f"{name}: cannot connect to the warehouse: {err}",
+        password = make_url(url).password
+        cause = str(err).replace(password, "***") if password else str(err)
+        raise UDError("UD-GATE-DQ-ERROR", f"{name}: cannot connect to the warehouse: {cause[:300]}",
                       "check the warehouse the candidate was written to") from None
     engines = [source.get_engine(), source.get_execution_engine().engine]
     event.listen(engines[1], "after_cursor_execute", _buffer_rows)
     if engines[1].dialect.name == "duckdb":
         # duckdb-engine cannot reflect columns under SQLAlchemy 2.1; GX then reads one row of
         # the bare table name, which the search path resolves to the audit schema.
-        event.listen(engines[1], "connect", lambda dbapi, _: dbapi.execute("SET search_path = '" + schema.replace("'", "''") + "'"))
+        path = schema.replace("'", "''")
+        event.listen(engines[1], "connect", lambda dbapi, _: dbapi.execute(f"SET search_path = '{path}'"))
         engines[1].dispose()  # connections made before the listener lack the search path
     try:
         try:

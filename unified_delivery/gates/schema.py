@@ -52,13 +52,15 @@ class SchemaGate(Gate):
         from mlflow.models import get_model_info
 
         ctx.target.activate()
-        uri = ctx.artifact.location if ctx.artifact and ctx.artifact.location else f"models:/{ctx.unit.model_name}/{ctx.version}"
+        uri = f"models:/{ctx.unit.model_name}/{ctx.version}"
         signature = get_model_info(uri).signature
         meta: dict = {"model_uri": uri, "version": ctx.version, "strict_types": self.settings.strict_types}
         if signature is None or signature.inputs is None or signature.inputs.is_tensor_spec():
             return GateResult(False, "UD-GATE-SCHEMA-NONE", f"version {ctx.version} has no column-based input signature",
-                              "log the model with a signature (mlflow.models.infer_signature on the training columns)", meta)
-        inputs = {spec.name: (getattr(spec.type, "name", str(spec.type)), spec.required) for spec in signature.inputs.inputs}
+                              "log the model with a signature (mlflow.models.infer_signature on the training columns)",
+                              meta)
+        inputs = {spec.name: (getattr(spec.type, "name", str(spec.type)), spec.required)
+                  for spec in signature.inputs.inputs}
         meta["signature"] = {name: t for name, (t, _) in inputs.items()}
         problems: list[dict] = []
         conversions: list[dict] = []
@@ -78,9 +80,11 @@ class SchemaGate(Gate):
                 f"{p['app']} does not send {p['column']} ({p['expected']})" if p["sent"] is None
                 else f"{p['app']} sends {p['column']} as {p['sent']}, the model expects {p['expected']}"
                 for p in problems[:5])
-            return GateResult(False, "UD-GATE-SCHEMA-MISMATCH", f"version {ctx.version}'s inputs do not match its consumers: "
-                              f"{described}",
-                              "keep the inputs the apps send (or change the apps first and update settings.consumers)", meta)
-        return GateResult(True, "UD-GATE-SCHEMA-OK", f"version {ctx.version} accepts what {', '.join(sorted(self.settings.consumers))} "
-                          f"send ({len(inputs)} inputs)", "", meta)
+            return GateResult(False, "UD-GATE-SCHEMA-MISMATCH",
+                              f"version {ctx.version}'s inputs do not match its consumers: {described}",
+                              "keep the inputs the apps send (or change the apps first and update settings.consumers)",
+                              meta)
+        converted = f", {len(conversions)} numeric conversion(s)" if conversions else ""
+        return GateResult(True, "UD-GATE-SCHEMA-OK", f"version {ctx.version} accepts the inputs of "
+                          f"{', '.join(sorted(self.settings.consumers))} ({len(inputs)} inputs{converted})", "", meta)
 

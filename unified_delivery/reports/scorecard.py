@@ -2,8 +2,6 @@
 `platform/scorecard` asset whose materialization renders tables and charts for every unit
 and team (Dagster markdown, charts as SVG data URIs)."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import dagster as dg

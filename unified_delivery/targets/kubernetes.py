@@ -65,6 +65,11 @@ def dagster_k8s_tags(unit: Unit) -> dict[str, Any]:
     return {K8S_CONFIG_TAG: {"container_config": {"resources": container_resources(unit.resources)}}}
 
 
+def _label_safe(labels: dict[str, str]) -> dict[str, str]:
+    """The labels whose values Kubernetes accepts; the rest (a long version, a team with spaces) are left out."""
+    return {k: v for k, v in labels.items() if len(v) <= 63 and _LABEL_VALUE.match(v)}
+
+
 def _spec(unit: Unit):
     spec = getattr(unit, "kubernetes", None)
     if not isinstance(unit, AppUnit) or spec is None:
@@ -92,9 +97,9 @@ def render_manifests(unit: Unit, env: str, version: str, *, mlflow_tracking_uri:
               "{mlflow_tracking_uri}": mlflow_tracking_uri}
     namespace = dns_name(_expand(unit, "namespace", spec.namespace, values))
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": f"{name}-{dns_name(env)}"}
-    labels = {**selector, "app.kubernetes.io/managed-by": FIELD_MANAGER, "ud/unit": unit.name, "ud/env": env,
-              "ud/team": unit.team}
-    pod_labels = {**labels, **({"app.kubernetes.io/version": version} if _LABEL_VALUE.match(version) and len(version) <= 63 else {})}
+    labels = {**selector, **_label_safe({"app.kubernetes.io/managed-by": FIELD_MANAGER, "ud/unit": unit.name,
+                                         "ud/env": env, "ud/team": unit.team})}
+    pod_labels = {**labels, **_label_safe({"app.kubernetes.io/version": version})}
     env_vars = {"HOST": "0.0.0.0", "PORT": str(port), **unit.service.env, **spec.env}
     health = spec.health_path or unit.service.health_path
     probe = {"httpGet": {"path": health, "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
@@ -310,9 +315,12 @@ class KubernetesTarget(DeployTarget):
                               "on the cluster") from None
         return _Api(client.ApiClient(cfg), self.request_timeout_s)
 
+    def _deployment(self, unit: Unit, env: str, version: str) -> dict[str, Any]:
+        return next(m for m in self.render(unit, env, version) if m["kind"] == "Deployment")
+
     def _where(self, unit: Unit, env: str) -> tuple[str, str]:
-        dep = self.render(unit, env, "")[1]
-        return dep["metadata"]["namespace"], dep["metadata"]["name"]
+        meta = self._deployment(unit, env, "")["metadata"]
+        return meta["namespace"], meta["name"]
 
     def _wait(self, api: _Api, ns: str, name: str, log: Log) -> tuple[bool, str]:
         deadline = time.monotonic() + self.rollout_timeout_s
@@ -352,7 +360,7 @@ class KubernetesTarget(DeployTarget):
         template["metadata"].get("labels", {}).pop("pod-template-hash", None)
         template["metadata"].pop("creationTimestamp", None)
         version = _template_version(template)
-        body = self.render(unit, env, version)[1]
+        body = self._deployment(unit, env, version)
         body["spec"]["template"] = template
         at = _now()
         body["metadata"]["annotations"] = {DEPLOYED_AT: at, PREVIOUS: current, ACTION: "rollback"}
@@ -379,7 +387,7 @@ class KubernetesTarget(DeployTarget):
                               f"{self.kubernetes_version}: {'; '.join(errors[:3])}",
                               f"fix the kubernetes: block; see `ud render k8s {unit.name} --env {env}`")
         api = self._api()
-        service, deployment = manifests[0], manifests[1]
+        deployment = next(m for m in manifests if m["kind"] == "Deployment")
         ns, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
         before = api.deployment(ns, name)
         running = _template_version(before["spec"]["template"]) if before else None

@@ -20,7 +20,8 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 
 FIND = """query { workspaceOrError { __typename ... on Workspace { locationEntries { name
   locationOrLoadError { __typename ... on RepositoryLocation { repositories { name sensors { name } } } } } } } }"""
-DRY_RUN = """mutation($selector: SensorSelector!) { sensorDryRun(selectorData: $selector) { __typename
+DRY_RUN = """mutation($selector: SensorSelector!, $cursor: String) { sensorDryRun(selectorData: $selector, cursor: $cursor) {
+  __typename
   ... on DryRunInstigationTick { evaluationResult { skipReason error { message }
     runRequests { runKey jobName runConfigYaml tags { key value } } } }
   ... on PythonError { message } ... on SensorNotFoundError { message } } }"""
@@ -42,6 +43,11 @@ def graphql(url: str, query: str, variables: dict | None = None, timeout: float 
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # Dagster answered, with an error
+        try:
+            doc = json.loads(exc.read())
+        except ValueError:
+            raise RuntimeError(f"Dagster at {url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
         raise Unavailable(f"no Dagster answers at {url}: {getattr(exc, 'reason', exc)}") from None
     if doc.get("errors"):
@@ -63,7 +69,8 @@ def evaluate_now(url: str, sensor: str, timeout: float = 10) -> dict:
     """Evaluate `sensor` and launch what it requests; raises Unavailable without a running Dagster."""
     location, repository = find_sensor(url, sensor, timeout)
     selector = {"repositoryLocationName": location, "repositoryName": repository, "sensorName": sensor}
-    tick = graphql(url, DRY_RUN, {"selector": selector}, timeout=max(timeout, 60))["sensorDryRun"]
+    # The sensors keep their own state (triggers.base), so Dagster's cursor is not passed.
+    tick = graphql(url, DRY_RUN, {"selector": selector, "cursor": None}, timeout=max(timeout, 30))["sensorDryRun"]
     if tick["__typename"] != "DryRunInstigationTick":
         raise RuntimeError(f"{sensor} could not be evaluated: {tick.get('message', tick['__typename'])}")
     result = tick["evaluationResult"] or {}
