@@ -174,6 +174,13 @@ def test_promotion_waits_for_its_soak_time_and_for_failed_gates(tmp_path, ud_hom
         data = sensor.evaluate_tick(ctx)
     assert [(r.job_name, r.run_key) for r in data.run_requests] == [("soaking__to_production", "promote:soaking:production:v1")]
 
+    # An approval recorded after the failure is new evidence: the gated unit gets another attempt.
+    approval = platform.ledger.ledger().append("approval", principal="human:olivia", unit="gated", env="production",
+                                               version="v1", payload={})
+    with dg.build_sensor_context(instance=open_instance(Home(ud_home)), definitions=defs) as ctx:
+        data = sensor.evaluate_tick(ctx)
+    assert f"promote:gated:production:v1@{approval.seq}" in [r.run_key for r in data.run_requests]
+
 
 def test_a_new_production_data_version_retrains_the_models_that_train_on_it(tmp_path, ud_home):
     from unified_delivery import DataUnit

@@ -28,6 +28,11 @@ class RollbackConfig(dg.Config):
     reason: str
 
 
+# A promotion's steps run one after another (build, gates, deploy); a process per step (the
+# default for runs the UI or the daemon launch) only adds start-up and imports: ~30 s a run.
+STEPS_IN_ONE_PROCESS = dg.in_process_executor
+
+
 def key(unit: str, stage: str) -> dg.AssetKey:
     return dg.AssetKey([unit, stage])
 
@@ -109,7 +114,7 @@ def rollback_job(platform: Any) -> dg.JobDefinition:
                                                                  unit.name, config.env)})
         yield dg.Output(dep.version)
 
-    @dg.job(name="ud_rollback", description="Roll a unit back in one environment through its target.")
+    @dg.job(name="ud_rollback", executor_def=STEPS_IN_ONE_PROCESS, description="Roll a unit back in one environment through its target.")
     def job():
         rollback_unit()
 
@@ -126,7 +131,7 @@ def unit_jobs(platform: Any, unit: Unit, assets: list, checks: list) -> list[dg.
     upstream = sorted({d for a in assets for d in a.dependency_keys} - own, key=lambda k: k.path)
     jobs = promotion_jobs(unit)
     scope = dg.Definitions(assets=[*assets, *(dg.AssetSpec(k) for k in upstream)], asset_checks=checks, jobs=jobs,
-                           resources=platform.resources())
+                           resources=platform.resources(), executor=STEPS_IN_ONE_PROCESS)
     return [scope.resolve_job_def(j.name) for j in jobs]
 
 
@@ -141,4 +146,5 @@ def platform_defs(platform: Any) -> dg.Definitions:
         jobs += unit_jobs(platform, unit, unit_assets, unit_checks)
     jobs.append(rollback_job(platform))
     assets.append(scorecard_asset(platform))
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=platform.resources())
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=platform.resources(),
+                          executor=STEPS_IN_ONE_PROCESS)

@@ -129,7 +129,7 @@ class ServiceSpec(Strict):
     command: list[str] = Field(default_factory=lambda: ["{python}", "app.py", "--port", "{port}"])
     env: dict[str, str] = Field(default_factory=dict)
     health_path: str = "/health"
-    startup_timeout_s: float = 30.0
+    startup_timeout_s: float = 90.0  # importing MLflow and loading a model on a loaded 2-core machine
     ports: dict[str, int] = Field(default_factory=dict)  # preferred port per environment; free port otherwise
 
 

@@ -44,7 +44,7 @@ def cmd_k8s(args, out) -> int:
                       + "; ".join(errors[:5]), "fix the unit's kubernetes: block (a field the schema refuses)")
     findings = policy_findings(manifests)
     data = {"unit": unit.name, "env": args.env, "version": version, "version_source": source,
-            "kubernetes_version": k8s_version, "schema_errors": [], "policy": findings, "manifests": manifests}
+            "kubernetes_version": k8s_version, "policy": findings, "manifests": manifests}
 
     def text() -> str:
         head = [f"# {unit.name} in {args.env} at {version}; version from {source}",

@@ -28,7 +28,7 @@ def build(what: str, platform, ledger, win, env: str = "production") -> dict:
     """The report as data: the ledger's verification first, then the figures."""
     from ..reports import audit, cost, dora
     from ..reports.render import ledger_warning
-    from ..reports.window import parse_ts
+    from ..reports.period import parse_ts
 
     check = ledger.verify().to_dict()
     entries = ledger.entries()  # all of it: a deploy's candidate may predate the window, its rollback follow it

@@ -5,6 +5,6 @@ Every report function is pure over a list of ledger entries and a window, so it 
 on synthetic ledgers and runs the same in `ud report`, in a stage asset and in the scorecard.
 """
 
-from .window import Window, window
+from .period import Window, window
 
 __all__ = ["Window", "window"]

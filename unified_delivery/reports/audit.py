@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from .window import Window
+from .period import Window
 
 NOTABLE = ("refusal", "override", "forgery", "deploy-failed", "rollback-failed", "build-failed")
 

@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 from typing import Any, Mapping
 
-from .window import Window
+from .period import Window
 
 DEFAULT_CURRENCY = "USD"
 UNKNOWN = "unknown"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from .window import Window, parse_ts
+from .period import Window, parse_ts
 
 METRICS = ("deployment_frequency", "lead_time_seconds", "change_failure_rate", "time_to_restore_seconds")
 MEASURES = {"deployment_frequency": "deploys per day", "lead_time_seconds": "median seconds, change created to deployed",
@@ -142,9 +142,13 @@ def report(entries: list[Any], win: Window, env: str = "production",
     def kind(name: str) -> str:
         return units[name].get("kind") or UNKNOWN
 
+    by_unit: dict[str, list[Deploy]] = defaultdict(list)
+    for d in ds:
+        by_unit[d.unit].append(d)
+
     def pooled(by, value: str) -> dict:
-        return figures([d for d in ds if by(d.unit) == value], win.days,
-                       sum(n for u, n in attempts.items() if by(u) == value))
+        members = [u for u in units if by(u) == value]
+        return figures([d for u in members for d in by_unit[u]], win.days, sum(attempts[u] for u in members))
 
     rows = [{"unit": u, "team": team(u), "kind": kind(u), **pooled(lambda x: x, u)}
             for u in sorted(units, key=lambda u: (team(u), u))]

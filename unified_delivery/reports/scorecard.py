@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 
 from . import charts, cost, dora, render
-from .window import DEFAULT_DAYS, window
+from .period import DEFAULT_DAYS, window
 
 SCORECARD_KEY = dg.AssetKey(["platform", "scorecard"])
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from .. import dbt
 from ..home import Home
-from .dbt_wap import RELEASES, DbtWapTarget, q
+from .dbt_wap import RELEASES, DbtWapTarget
 
-__all__ = ["RELEASES", "DbtDuckDBTarget", "q"]
+__all__ = ["RELEASES", "DbtDuckDBTarget"]  # RELEASES: readers and tests name the release schema
 
 
 class DbtDuckDBTarget(DbtWapTarget):

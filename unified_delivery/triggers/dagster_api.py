@@ -49,7 +49,10 @@ def graphql(url: str, query: str, variables: dict | None = None, timeout: float 
         except ValueError:
             raise RuntimeError(f"Dagster at {url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-        raise Unavailable(f"no Dagster answers at {url}: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise Unavailable(f"Dagster at {url} did not answer within {timeout:.0f} s") from None
+        raise Unavailable(f"no Dagster answers at {url}: {reason}") from None
     if doc.get("errors"):
         raise RuntimeError(f"Dagster GraphQL error: {doc['errors'][0].get('message')}")
     return doc["data"]

@@ -2,8 +2,9 @@
 by itself when its policy for that environment is `automatic`, its soak time in the previous
 environment has elapsed, and no gate on the previous environment has failed for the version
 it runs; otherwise it waits. The promotion run re-runs those gates as blocking checks, so a
-gate that fails then still stops it. Run key: unit, environment and version: one attempt per
-version.
+gate that fails then still stops it. Run key: unit, environment and version, plus the newest
+approval or override of the unit: one attempt per version, and one more after each approval
+or override (a failure recorded before it no longer holds the version back).
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
                 continue
             if src is None or (dst is not None and dst.version == src.version):
                 continue
-            key = f"promote:{name}:{env}:{src.version}"
+            # An approval or override given since is new evidence: it earns the version another attempt.
+            evidence = ledger.latest(unit=name, predicate=lambda e: e.action in ("approval", "override"))
+            since = evidence.seq if evidence else 0
+            key = f"promote:{name}:{env}:{src.version}" + (f"@{since}" if since else "")
             if runs_with_key(context.instance, key):
                 continue
             soaked = seconds_since(src.deployed_at, now)
@@ -58,7 +62,9 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
                 continue
             results = gate_results(ledger, unit, platform.gates[name], prev, src.version)
             failed = sorted(g for g, r in results.items() if r is not None and not r["passed"])
-            if failed:
+            last_failure = ledger.latest(unit=name, action="gate", predicate=lambda e: e.version == src.version
+                                         and e.payload.get("stage") == prev and not e.payload.get("passed")) if failed else None
+            if last_failure is not None and last_failure.seq > since:
                 note(context, "info", f"{sensor}: {name} {src.version[:12]} waits in {prev}: gates failed: {', '.join(failed)}",
                      unit=name, env=env, event="gates-failed")
                 continue
