@@ -208,11 +208,13 @@ def platform_resources() -> dict:
     }
 '''
 
+# Absolute: Dagster resolves a relative working_directory against the current folder, and
+# `dagster definitions validate -w DIR/workspace.yaml` should work from anywhere.
 WORKSPACE = """load_from:
   - python_module:
       module_name: assets.definitions
       attribute: defs
-      working_directory: .
+      working_directory: {root}
       location_name: synthetic_platform
 """
 
@@ -298,7 +300,7 @@ def generate(units: int, out: Path) -> dict[str, int]:
     write(out / "assets" / "__init__.py", "")
     write(out / "assets" / "definitions.py", DEFINITIONS)
     write(out / "resources" / "__init__.py", RESOURCES)
-    write(out / "workspace.yaml", WORKSPACE)
+    write(out / "workspace.yaml", WORKSPACE.format(root=out.resolve()))
     write(out / "templates" / "app" / "app.py", APP_PY)
     write(out / "templates" / "app" / "tests" / "test_app.py", APP_TEST)
     write(out / "templates" / "app" / "pytest.ini", "[pytest]\ntestpaths = tests\npythonpath = .\n")
