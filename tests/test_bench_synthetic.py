@@ -12,9 +12,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
-sys.path.insert(0, str(ROOT / "bench"))
 
-import synthetic  # noqa: E402
+def _load_synthetic():
+    """bench/ is not a package and holds a `sensors.py`: import the one module by path, so
+    bench/ never shadows the platform's own `sensors` package in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_synthetic", ROOT / "bench" / "synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+synthetic = _load_synthetic()
 
 GRAPH = """
 import json, sys

@@ -19,6 +19,7 @@ from typing import Any
 from .errors import EXIT_GATE, ConfigError, GateRefused, NotPermitted, UDError
 from .home import Home
 
+PLATFORM_PACKAGES = ("assets", "resources", "sensors")
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 DAGSTER_YAML = """# Written by ud: the embedded Dagster instance (SQLite storage under this folder).
@@ -40,8 +41,16 @@ def load_platform(root: Path | None = None) -> tuple[Any, Any]:
     if not (root / "assets" / "definitions.py").exists():
         raise ConfigError("UD-NO-PLATFORM", f"{root} is not a platform repository (no assets/definitions.py)",
                           "run ud from the repository root, or set UD_PROJECT")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    if str(root) in sys.path:
+        sys.path.remove(str(root))
+    sys.path.insert(0, str(root))
+    for package in PLATFORM_PACKAGES:
+        loaded = sys.modules.get(package)
+        if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(str(root) + os.sep):
+            # Another platform repository (or a module of the same name) was loaded in this
+            # process: forget it, so this repository's own package is imported.
+            for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+                del sys.modules[name]
     try:
         module = importlib.import_module("assets.definitions")
     except UDError:
