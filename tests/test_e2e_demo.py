@@ -137,6 +137,7 @@ def test_user_errors_are_one_line_with_a_code_and_exit_code(demo_home):
     assert "UD-TARGET" in out.stderr
 
 
+@pytest.mark.slow  # a second full demo: minutes; `make test-all` runs it
 def test_demo_runs_twice(demo_home):
     home, _ = demo_home
     before = {u["name"]: u for u in json.loads(ud(home, "status", "--json").stdout)["units"]}

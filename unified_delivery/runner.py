@@ -9,6 +9,7 @@ here it becomes the UDError the command reports.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import os
 import sys
@@ -79,7 +80,14 @@ def instance(home: Home):
     prepare_home(home)
     os.environ["DAGSTER_HOME"] = str(home.dagster_home)
     os.environ["UD_HOME"] = str(home.root)
-    return dg.DagsterInstance.get()
+    home.locks.mkdir(parents=True, exist_ok=True)
+    with open(home.locks / "dagster-storage.lock", "w") as lock:
+        # Two `ud` processes on a new home would both create the SQLite schema and one fails.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        inst = dg.DagsterInstance.get()
+        inst.get_runs(limit=1)  # creates the run and event storage while the lock is held
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return inst
 
 
 @dataclass
