@@ -16,8 +16,8 @@ The bare work, per kind (what a person would do by hand for the same result):
         there, the table copied once into a release schema and the environment's view pointed at it
         in one transaction; production: that view swap.
   model staging: read the training table, split, fit, log and register the model in MLflow (with
-        signature and input example), load it back and score the held-out rows against the gate's
-        bound, move the alias; production: move the alias.
+        signature, input example and pinned requirements, as the platform logs it), load it back and
+        score the held-out rows against the gate's bound, move the alias; production: move the alias.
   app   staging: fetch the commit into a mirror, `git archive` it, run its tests, copy the release,
         start it, wait for /health, switch the `current` symlink, stop the old process;
         production: the same from copy on.
@@ -25,6 +25,7 @@ The bare work, per kind (what a person would do by hand for the same result):
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -140,6 +141,8 @@ def bare_data(env: str) -> dict:
 
 
 def bare_model(env: str) -> dict:
+    from importlib.metadata import version
+
     import duckdb
     import mlflow
     import mlflow.sklearn
@@ -166,7 +169,9 @@ def bare_model(env: str) -> dict:
         sample = train[FEATURES].head(5)
         with mlflow.start_run(experiment_id=exp_id):
             info = mlflow.sklearn.log_model(fitted, name="model", signature=infer_signature(sample, fitted.predict(sample)),
-                                            input_example=sample, registered_model_name=name)
+                                            input_example=sample, registered_model_name=name,
+                                            pip_requirements=[f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn",
+                                                                                             "pandas", "numpy")])
         version = str(info.registered_model_version)
         loaded = mlflow.sklearn.load_model(f"models:/{name}/{version}")
         auc = roc_auc_score(holdout["label"], loaded.predict_proba(holdout[FEATURES])[:, 1])
@@ -223,7 +228,7 @@ def bare_app(env: str) -> dict:
         if not build.exists():
             tar = subprocess.run(["git", "archive", "--format=tar", sha], cwd=mirror, check=True, capture_output=True)
             build.mkdir(parents=True)
-            with tarfile.open(fileobj=__import__("io").BytesIO(tar.stdout)) as t:
+            with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as t:
                 t.extractall(build, filter="data")
         tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=build,
                                capture_output=True, text=True)

@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
+
 def _load_synthetic():
     """bench/ is not a package and holds a `sensors.py`: import the one module by path, so
     bench/ never shadows the platform's own `sensors` package in this process."""

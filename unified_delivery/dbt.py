@@ -113,7 +113,7 @@ def _index(manifest: dict) -> tuple[dict[str, dict], dict[str, set[str]]]:
         for uid, n in nodes.items():
             by_name.setdefault(n["name"], set()).add(uid)
         if len(_INDEX) >= 16:
-            _INDEX.pop(next(iter(_INDEX)))
+            _INDEX.pop(next(iter(_INDEX)), None)
         hit = _INDEX[id(manifest)] = (manifest, nodes, by_name)
     return hit[1], hit[2]
 
