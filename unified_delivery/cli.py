@@ -16,7 +16,7 @@ import time
 import warnings
 from typing import Any, Callable
 
-from .errors import EXIT_USAGE, UDError
+from .errors import UDError
 from .home import Home
 
 

@@ -16,10 +16,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -35,18 +35,19 @@ def check_currency(value: str) -> str:
     return value
 
 
+Currency = Annotated[str, AfterValidator(check_currency)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Prices(Strict):
-    currency: str = "USD"
+    currency: Currency = "USD"
     cpu_hour: float = Field(ge=0)
     gb_hour: float = Field(ge=0)
     gpu_hour: float = Field(ge=0)
     replica_hour: dict[str, float] = Field(default_factory=dict)  # serving size -> price per replica-hour
-
-    _currency = field_validator("currency")(classmethod(lambda cls, v: check_currency(v)))
 
     @field_validator("replica_hour")
     @classmethod
@@ -59,9 +60,7 @@ class Prices(Strict):
 
 class TeamBudget(Strict):
     per_month: float = Field(ge=0)
-    currency: str = "USD"
-
-    _currency = field_validator("currency")(classmethod(lambda cls, v: check_currency(v)))
+    currency: Currency = "USD"
 
 
 class CostFile(Strict):

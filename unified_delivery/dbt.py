@@ -181,9 +181,3 @@ def selection_digest(manifest: dict, ids: list[str]) -> str:
         h.update(node["checksum"]["checksum"].encode())
         h.update(json.dumps(node.get("config", {}), sort_keys=True, default=str).encode())
     return h.hexdigest()[:12]
-
-
-def test_count(manifest: dict, ids: list[str]) -> int:
-    wanted = set(ids)
-    return sum(1 for n in manifest["nodes"].values()
-               if n["resource_type"] == "test" and wanted & set(n.get("depends_on", {}).get("nodes", [])))

@@ -62,7 +62,3 @@ class Home:
     def expand(self, value: str) -> str:
         """Resolve the `{home}` placeholder that unit declarations may use."""
         return value.replace("{home}", str(self.root))
-
-
-def current_home() -> Home:
-    return Home.current()

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .cost import Currency
+
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 CANDIDATE = "candidate"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -44,19 +46,12 @@ class Budget(Strict):
 
     per_run: float | None = Field(default=None, ge=0)
     per_month: float | None = Field(default=None, ge=0)
-    currency: str = "USD"
+    currency: Currency = "USD"
     runs_per_month: int = Field(default=30, ge=0)  # builds a month, to project run costs
     serving: Serving | None = None  # what stays up between builds
     volume_per_month: float | None = Field(default=None, gt=0)  # predictions, requests or GB a month
     volume_unit: Literal["predictions", "requests", "gb"] = "predictions"
     max_unit_cost: float | None = Field(default=None, ge=0)  # per 1,000 predictions/requests, or per GB
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, v: str) -> str:
-        from .cost import check_currency
-
-        return check_currency(v)
 
 
 class Policy(Strict):

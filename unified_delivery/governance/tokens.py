@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import time
-from pathlib import Path
 
 from ..errors import NotPermitted, UDError
 from ..home import Home
@@ -104,7 +103,3 @@ def grant_principal(grant: str, *, run_id: str, run_key: str | None, key: bytes 
         return claims["sub"]
     raise NotPermitted("UD-AUTH-GRANT-FORGED", "the run's grant was issued for another run",
                        "start promotions with `ud` (or through a sensor), not by copying tags")
-
-
-def key_path(home: Home) -> Path:
-    return home.root / "signing.key"

@@ -17,7 +17,7 @@ import yaml
 from .. import dbt
 from ..errors import UDError
 from ..targets.base import Artifact
-from ..units import DataUnit, GateSpec, Unit
+from ..units import DataUnit, Unit
 from .base import BuildContext, KindTranslator
 
 META_FIELDS = ("team", "gates", "budget", "policy", "depends_on", "description", "environments")
@@ -100,7 +100,3 @@ def parse_vars(unit: Unit, ref: str) -> dict[str, Any]:
         raise UDError("UD-DATA-BAD-VARS", f"unit {unit.name}: --ref {ref!r} is not a mapping of dbt vars",
                       "give vars as YAML, e.g. --ref \"{as_of_date: '2026-11-01'}\"")
     return parsed
-
-
-def gate_specs(raw: list[Any]) -> list[GateSpec]:
-    return [g if isinstance(g, GateSpec) else GateSpec(**g) for g in raw]

@@ -15,7 +15,7 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
@@ -43,6 +43,18 @@ def grant_tags(principal: str, run_key: str, key: bytes | None = None) -> dict[s
     from ..governance import tokens
 
     return {PRINCIPAL_TAG: principal, GRANT_TAG: tokens.run_grant(principal, run_key=run_key, key=key)}
+
+
+def request_sensor(name: str, requests: Callable[[Requester, Any], list], jobs: Sequence[Any], *, skip: str,
+                   description: str, minimum_interval_seconds: int,
+                   default_status: dg.DefaultSensorStatus, principal: str | None) -> dg.SensorDefinition:
+    """A sensor whose tick is `requests(requester, context)`; nothing requested is a skip."""
+    def evaluate(context: dg.SensorEvaluationContext):
+        found = requests(Requester.for_tick(name, principal or default_principal(name)), context)
+        return dg.SensorResult(run_requests=found) if found else dg.SkipReason(skip)
+
+    return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
+                               default_status=default_status, description=description)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import dagster as dg
 
-from .base import Requester, default_principal, note, runs_with_key
+from ..translator import job_name
+from .base import Requester, note, request_sensor, runs_with_key
 
 
 def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -> list[dg.RunRequest]:
@@ -37,7 +38,7 @@ def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -
             continue
         why = f"{data.name} {dep.version[:12]} is in {data.environments[-1]}; {name} was trained on {(trained_on or 'nothing')[:12]}"
         note(context, "info", f"{sensor}: retraining {name}: {why}", unit=name, event="request")
-        requests.append(who.request(job=f"{name}__to_{model.environments[0]}", run_key=key, unit=name,
+        requests.append(who.request(job=job_name(name, model.environments[0]), run_key=key, unit=name,
                                     env=model.environments[0], reason=f"cascade: {why}"))
     return requests
 
@@ -45,10 +46,7 @@ def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -
 def cascade_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_cascade", minimum_interval_seconds: int = 60,
                    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
                    principal: str | None = None) -> dg.SensorDefinition:
-    def evaluate(context: dg.SensorEvaluationContext):
-        requests = cascade_requests(name, Requester.for_tick(name, principal or default_principal(name)), platform, context)
-        return dg.SensorResult(run_requests=requests) if requests else dg.SkipReason("every model is current")
-
-    return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
-                               default_status=default_status,
-                               description="Retrains models when the data unit they train on has a new production version.")
+    return request_sensor(name, lambda who, context: cascade_requests(name, who, platform, context), jobs,
+                          skip="every model is current", minimum_interval_seconds=minimum_interval_seconds,
+                          default_status=default_status, principal=principal,
+                          description="Retrains models when the data unit they train on has a new production version.")

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import dagster as dg
 
+from ..translator import job_name
 from .base import Requester, candidate_config, default_principal, durable, note
 
 HEADS = "refs/heads/"
@@ -286,5 +287,5 @@ def app_watches(platform: Any, home: Any = None, branches: dict[str, tuple[str, 
     for unit in platform.units.values():
         if unit.kind == "app" and getattr(unit.policy, unit.environments[0], "automatic") == "automatic":
             grouped.setdefault(home.expand(unit.repository), []).append(
-                Build(unit.name, f"{unit.name}__to_{unit.environments[0]}", (branches or {}).get(unit.name, (unit.branch,))))
+                Build(unit.name, job_name(unit.name, unit.environments[0]), (branches or {}).get(unit.name, (unit.branch,))))
     return [GitWatch(repo, tuple(builds)) for repo, builds in grouped.items()]

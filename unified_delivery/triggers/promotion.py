@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import dagster as dg
 
 from ..promotion import gate_results
-from .base import Requester, default_principal, note, runs_with_key
+from ..translator import job_name
+from .base import Requester, note, request_sensor, runs_with_key
 
 
 def seconds_since(iso: str | None, now: float) -> float | None:
@@ -70,7 +71,7 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
                 continue
             why = f"policy {env}: automatic; {src.version[:12]} soaked {soaked or 0:.0f} s in {prev}"
             note(context, "info", f"{sensor}: {name}: {why}", unit=name, env=env, event="request")
-            requests.append(who.request(job=f"{name}__to_{env}", run_key=key, unit=name, env=env,
+            requests.append(who.request(job=job_name(name, env), run_key=key, unit=name, env=env,
                                         reason=f"promotion: {why}"))
     return requests
 
@@ -78,11 +79,8 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
 def promotion_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_promotion", minimum_interval_seconds: int = 60,
                      default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
                      principal: str | None = None) -> dg.SensorDefinition:
-    def evaluate(context: dg.SensorEvaluationContext):
-        requests = promotion_requests(name, Requester.for_tick(name, principal or default_principal(name)), platform, context)
-        return dg.SensorResult(run_requests=requests) if requests else dg.SkipReason("nothing to promote")
-
-    return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
-                               default_status=default_status,
-                               description="Promotes to the next environment when the unit's policy is automatic, "
+    return request_sensor(name, lambda who, context: promotion_requests(name, who, platform, context), jobs,
+                          skip="nothing to promote", minimum_interval_seconds=minimum_interval_seconds,
+                          default_status=default_status, principal=principal,
+                          description="Promotes to the next environment when the unit's policy is automatic, "
                                            "the soak time has elapsed and no gate failed.")

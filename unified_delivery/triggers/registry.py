@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
+from ..translator import job_name
 from .base import Requester, candidate_config, default_principal, durable, note
 
 CHUNK = 100
@@ -200,7 +201,7 @@ def registry_sensor(name: str, watches: Callable[[], Sequence[ModelWatch]], clie
 
 
 def model_watches(platform: Any) -> list[ModelWatch]:
-    return [ModelWatch(u.model_name, u.name, f"{u.name}__to_{u.environments[0]}", tuple(u.environments))
+    return [ModelWatch(u.model_name, u.name, job_name(u.name, u.environments[0]), tuple(u.environments))
             for u in platform.units.values()
             if u.kind == "model" and getattr(u.policy, u.environments[0], "automatic") == "automatic"]
 
