@@ -355,7 +355,7 @@ def build_parser() -> Parser:
 
 
 # One line per command module in unified_delivery/commands/.
-COMMAND_MODULES: list[str] = ["governance", "audit", "render", "sensors", "hook", "report"]
+COMMAND_MODULES: list[str] = ["scaffold", "governance", "audit", "render", "sensors", "hook", "report"]
 
 
 def main(argv: list[str] | None = None) -> int:

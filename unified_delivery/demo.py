@@ -1,10 +1,12 @@
-"""`ud demo`: the reference platform end to end on the embedded home.
+"""`ud demo`: a platform end to end on the embedded home.
 
-Creates what the units need (the app's Git remote and working clone; MLflow, the
-warehouse and the Dagster instance appear on first use), takes the three units to
-production through Dagster runs, then shows a refusal (an app commit whose tests fail)
-and a rollback. Every step is a real run on the instance, so `ud ui` shows them after.
-Running it again builds on what the previous run left.
+Takes every unit to production through Dagster runs, in dependency order, approving where
+the policy asks (MLflow, the warehouse and the Dagster instance appear on first use). On the
+reference platform (this repository, with templates/recommendation_api) it first makes the
+app's Git remote and working clone, and afterwards shows refusals (an app commit whose tests
+fail, one over budget, a data rebuild that fails its suite) and a rollback. Every step is a
+real run on the instance, so `ud ui` shows them after. Running it again builds on what the
+previous run left.
 """
 
 from __future__ import annotations
@@ -54,11 +56,13 @@ def run_demo(out: Output) -> dict[str, Any]:
     home = Home.current()
     prepare_home(home)
     platform, defs = load_platform()
-    app = platform.unit(APP)
-    remote = Path(home.expand(app.repository))
-    workdir = home.repos / APP
     out.progress(f"home {home.root}")
-    ensure_app_repo(home, project_root() / "templates" / APP, remote, workdir)
+    reference = APP in platform.units and (project_root() / "templates" / APP).is_dir()
+    if reference:
+        app = platform.unit(APP)
+        remote = Path(home.expand(app.repository))
+        workdir = home.repos / APP
+        ensure_app_repo(home, project_root() / "templates" / APP, remote, workdir)
     steps: list[dict[str, Any]] = []
 
     def step(label: str, fn, *, expect_refusal: bool = False, **kw) -> dict[str, Any]:
@@ -99,6 +103,8 @@ def run_demo(out: Output) -> dict[str, Any]:
             if all(s["ok"] for s in steps):
                 approve_if_needed(name, env)
             step(f"promote {name} to {env}", promote, unit_name=name, env=env, reason="demo: first release")
+    if not reference:
+        return summary(platform, steps, started, home)
 
     # A second, good app change goes all the way, so production has a version to roll back to.
     readme = workdir / "README.md"
@@ -166,6 +172,26 @@ def run_demo(out: Output) -> dict[str, Any]:
     return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": status,
             "refusal": refusal, "refusals": [refusal, cost_refusal, dq_refusal], "rollback": rb, "production_health": {"healthy": health.healthy, "message": health.message},
             "summary_text": "\n".join(lines)}
+
+
+def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -> dict[str, Any]:
+    """Any platform's demo: every unit through every environment, then what runs where."""
+    status = _status(platform)
+    health = {}
+    for unit in platform.units.values():
+        if unit.kind == "app" and (dep := platform.target(unit).status(unit, unit.environments[-1])):
+            h = platform.target(unit).health(unit, unit.environments[-1])
+            health[unit.name] = {"healthy": h.healthy, "message": h.message, "url": dep.details.get("url")}
+    ok = all(s["ok"] for s in steps) and all(h["healthy"] for h in health.values())
+    wall = round(time.monotonic() - started, 1)
+    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", _status_table(status), ""]
+    if not platform.units:
+        lines.append("no units yet: add one with `ud new app|model|data NAME`")
+    lines += [f"health  : {n} {h['url'] or ''}: {h['message']}" for n, h in health.items()]
+    lines.append("next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services")
+    lines += [f"failed step: {s['step']}: {s['code']} {s['message']}" for s in steps if not s["ok"] and not s.get("skipped")]
+    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": status,
+            "production_health": health, "summary_text": "\n".join(lines)}
 
 
 __all__ = ["run_demo", "UDError"]

@@ -33,7 +33,12 @@ run_coordinator:
 
 
 def project_root() -> Path:
-    return Path(os.environ.get("UD_PROJECT") or os.getcwd()).resolve()
+    """$UD_PROJECT, else the nearest folder at or above the working directory with
+    assets/definitions.py (so `ud` and a notebook work from a subfolder), else the working directory."""
+    if os.environ.get("UD_PROJECT"):
+        return Path(os.environ["UD_PROJECT"]).resolve()
+    cwd = Path.cwd().resolve()
+    return next((d for d in (cwd, *cwd.parents) if (d / "assets" / "definitions.py").exists()), cwd)
 
 
 def load_platform(root: Path | None = None) -> tuple[Any, Any]:

@@ -49,6 +49,33 @@ def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]
     return attrs
 
 
+def units_from_dbt_meta(project: Path, declared: set[str]) -> list[DataUnit]:
+    """A data unit for every dbt model whose `meta` has a `ud` block and no declaration of its
+    own: the analytics engineer's front door, where a dbt-only change needs no Python or YAML.
+    The unit is named after the model and selects it with its parents (`+name`) unless
+    `meta.ud.select` says otherwise."""
+    from pydantic import ValidationError
+
+    from ..loader import field_error
+
+    project = Path(project).resolve()
+    manifest = dbt.ensure_manifest(project)
+    units = []
+    for node in sorted(manifest["nodes"].values(), key=lambda n: n["unique_id"]):
+        meta = dbt.node_meta(node)
+        if node["resource_type"] != "model" or not meta or node["name"] in declared:
+            continue
+        attrs = {"name": node["name"], "project": str(project), "select": meta.get("select", f"+{node['name']}"),
+                 **{k: meta[k] for k in (*META_FIELDS, "publish") if k in meta}}
+        attrs.setdefault("gates", [{"type": "dbt-tests"}])
+        source = f"meta.ud of {node.get('original_file_path') or node['unique_id']}"
+        try:
+            units.append(DataUnit(**attrs))
+        except ValidationError as exc:
+            raise field_error(exc, node["name"], source, DataUnit) from None
+    return units
+
+
 class DataTranslator(KindTranslator):
     kind = "data"
     unit_class = DataUnit

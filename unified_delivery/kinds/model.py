@@ -37,6 +37,8 @@ def model(**declaration: Any) -> Callable[[Callable], ModelDefinition]:
     def wrap(fn: Callable) -> ModelDefinition:
         name = declaration.get("name", fn.__name__)
         decl = {**declaration, "name": name}
+        if decl.get("dataset"):  # relative to the file that declares it (the working directory in a notebook)
+            decl["dataset"] = str(_beside(fn, decl["dataset"]))
         try:
             unit = ModelUnit(**decl)
         except ValidationError as exc:
@@ -46,6 +48,26 @@ def model(**declaration: Any) -> Callable[[Callable], ModelDefinition]:
         return ModelDefinition(unit=unit, train=fn)
 
     return wrap
+
+
+def _beside(fn: Callable, path: str) -> Path:
+    import inspect
+
+    source = inspect.getsourcefile(fn) or ""
+    base = Path(source).parent if source and Path(source).exists() else Path.cwd()
+    return (base / path).resolve()
+
+
+def read_dataset(unit: ModelUnit):
+    """The model's own training file and its content digest (its data version)."""
+    import hashlib
+
+    import pandas as pd
+
+    path = Path(unit.dataset or "")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return frame, f"file-{digest}"
 
 
 def load_holdout(artifact: Artifact | None, unit: ModelUnit):
@@ -70,7 +92,13 @@ class ModelTranslator(KindTranslator):
 
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, ModelUnit)
-        if unit.trains_on not in units or units[unit.trains_on].kind != "data":
+        if unit.dataset:
+            if Path(unit.dataset).suffix not in (".csv", ".parquet"):
+                self.refuse(unit, "dataset", f"{unit.dataset} is not a .csv or .parquet file")
+            if not Path(unit.dataset).is_file():
+                self.refuse(unit, "dataset", f"{unit.dataset} does not exist", "give the path of the training file, "
+                            "relative to the file that declares the model")
+        elif unit.trains_on not in units or units[unit.trains_on].kind != "data":
             self.refuse(unit, "trains_on", f"{unit.trains_on!r} is not a data unit of this platform")
         if not 0 < unit.holdout_fraction < 1:
             self.refuse(unit, "holdout_fraction", "must be between 0 and 1")
@@ -81,28 +109,24 @@ class ModelTranslator(KindTranslator):
         assert isinstance(unit, ModelUnit)
         from sklearn.model_selection import train_test_split
 
-        data_target = ctx.targets["data"]
-        source = ctx.units[unit.trains_on]
-        env = source.environments[-1]
-        deployed = data_target.status(source, env)
-        if deployed is None:
-            raise UDError("UD-MODEL-NO-DATA", f"unit {unit.name}: {unit.trains_on} has no {env} version to train on",
-                          f"promote {unit.trains_on} to {env} first")
-        frame = data_target.read(source, env, unit.table or source.name)
+        if unit.dataset:
+            frame, data_version = read_dataset(unit)
+        else:
+            frame, data_version = self._data_unit_rows(unit, ctx)
         kept = list(dict.fromkeys([*unit.features, unit.label, *unit.extra_columns]))
         missing = [c for c in kept if c not in frame.columns]
         if missing:
-            raise UDError("UD-MODEL-COLUMNS", f"unit {unit.name}: columns {missing} are not in {unit.trains_on}",
+            raise UDError("UD-MODEL-COLUMNS", f"unit {unit.name}: columns {missing} are not in {unit.trains_on or unit.dataset}",
                           f"available: {', '.join(frame.columns)}")
         train, holdout = train_test_split(frame, test_size=unit.holdout_fraction, random_state=unit.seed,
                                           stratify=frame[unit.label] if frame[unit.label].nunique() < 20 else None)
-        work = ctx.home.builds / unit.name / f"data-{deployed.version}"
+        work = ctx.home.builds / unit.name / f"data-{data_version}"
         work.mkdir(parents=True, exist_ok=True)
         holdout_path = work / "holdout.parquet"
         holdout[kept].to_parquet(holdout_path)
         requested = ctx.config.get("ref") or ""
         if requested:
-            return self._existing(unit, ctx, requested, deployed.version, holdout_path)
+            return self._existing(unit, ctx, requested, data_version, holdout_path)
         if ctx.trainer is None:
             raise UDError("UD-MODEL-NO-TRAINER", f"unit {unit.name} has no training function", "declare it with @model")
         started = time.time()
@@ -116,7 +140,17 @@ class ModelTranslator(KindTranslator):
             raise UDError("UD-MODEL-NOT-FITTED", f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
                           "return the fitted estimator", exit_code=5)
         return ctx.target.register(unit, fitted, train=train, holdout_path=holdout_path,
-                                   data_version=deployed.version, train_seconds=time.time() - started, log=ctx.log)
+                                   data_version=data_version, train_seconds=time.time() - started, log=ctx.log)
+
+    def _data_unit_rows(self, unit: ModelUnit, ctx: BuildContext):
+        data_target = ctx.targets["data"]
+        source = ctx.units[unit.trains_on]
+        env = source.environments[-1]
+        deployed = data_target.status(source, env)
+        if deployed is None:
+            raise UDError("UD-MODEL-NO-DATA", f"unit {unit.name}: {unit.trains_on} has no {env} version to train on",
+                          f"promote {unit.trains_on} to {env} first")
+        return data_target.read(source, env, unit.table or source.name), deployed.version
 
     def _existing(self, unit: ModelUnit, ctx: BuildContext, version: str, data_version: str, holdout_path: Path) -> Artifact:
         mv = ctx.target.model_version(unit, version)

@@ -86,7 +86,7 @@ class MlflowAliasTarget(DeployTarget):
         sample = train[unit.features].head(5)
         signature = infer_signature(sample, fitted.predict(sample))
         with mlflow.start_run(experiment_id=self._experiment(unit), run_name=f"{unit.name}-train") as run:
-            mlflow.log_params({"data_unit": unit.trains_on, "data_version": data_version, "rows_train": len(train),
+            mlflow.log_params({"data_unit": unit.trains_on or f"file:{unit.dataset}", "data_version": data_version, "rows_train": len(train),
                                "rows_holdout": len(holdout), "features": ",".join(unit.features), "label": unit.label})
             mlflow.log_metrics({**metrics, "train_seconds": train_seconds})
             mlflow.log_artifact(str(holdout_path), artifact_path="holdout")

@@ -21,7 +21,8 @@ def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -
     requests = []
     for name in platform.order():
         model = platform.units[name]
-        if model.kind != "model" or getattr(model.policy, model.environments[0], "automatic") != "automatic":
+        if model.kind != "model" or not model.trains_on or \
+                getattr(model.policy, model.environments[0], "automatic") != "automatic":
             continue
         data = platform.units[model.trains_on]
         try:

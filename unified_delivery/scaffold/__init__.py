@@ -1,0 +1,219 @@
+"""`ud init` and `ud new`: a platform repository, and units in it, that work at once.
+
+The files are templates under `files/` (`@@key@@` placeholders, so dbt's and Make's own
+braces and dollars stay as they are). A unit is written only when every file it needs
+is new, so a refused `ud new` leaves the repository as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..errors import ConfigError, UDError
+from ..units import NAME_RE
+
+KINDS = ("app", "model", "data")
+PLACEHOLDER = re.compile(r"@@(\w+)@@")
+STARTERS = [("data", "features", "analytics"), ("model", "scorer", "ml"), ("app", "api", "web")]
+SAMPLE_COLUMNS = ["x1", "x2", "x3", "x4"]
+
+
+@dataclass
+class Written:
+    root: Path
+    files: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+
+def _files(kind: str):
+    return resources.files(__package__).joinpath("files", kind)
+
+
+def render(text: str, values: dict[str, str], source: str) -> str:
+    def one(m: re.Match) -> str:
+        if m.group(1) not in values:
+            raise RuntimeError(f"template {source}: no value for @@{m.group(1)}@@")  # a bug in ud, not user input
+        return values[m.group(1)]
+
+    return PLACEHOLDER.sub(one, text)
+
+
+def _plan(kind: str, values: dict[str, str]) -> dict[str, str]:
+    """Relative path -> content of every file a template makes."""
+    out: dict[str, str] = {}
+
+    def walk(node, rel: str) -> None:
+        for child in node.iterdir():
+            path = f"{rel}/{child.name}" if rel else child.name
+            if child.is_dir():
+                walk(child, path)
+            elif child.name != "__pycache__" and not child.name.endswith(".pyc"):
+                target = render(path, values, path)
+                target = ".gitignore" if target == "gitignore" else target
+                out[target] = render(child.read_text(), values, path)
+
+    walk(_files(kind), "")
+    return out
+
+
+def _write(root: Path, planned: dict[str, str]) -> list[str]:
+    for rel, text in planned.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return sorted(planned)
+
+
+def framework_requirement() -> str:
+    """How another machine installs this very framework: the folder or URL it came from, else PyPI."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("unified-delivery")
+    except PackageNotFoundError:
+        return "unified-delivery[test]"
+    direct = dist.read_text("direct_url.json")
+    url = json.loads(direct).get("url") if direct else None
+    return f"unified-delivery[test] @ {url}" if url else f"unified-delivery[test]=={dist.version}"
+
+
+def _git(root: Path, *args: str) -> None:
+    # Commits by `ud init` need an identity even on a machine without one configured.
+    ident = ["-c", "user.name=ud init", "-c", "user.email=ud-init@localhost"]
+    have = subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True, text=True).stdout.strip()
+    proc = subprocess.run(["git", *([] if have else ident), *args], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UDError("UD-GIT", f"git {' '.join(args)} failed in {root}: {proc.stderr.strip()}", "check that git works here",
+                      exit_code=5)
+
+
+def init_platform(directory: Path, *, starters: bool = True) -> Written:
+    """A new platform repository: the standard layout, a Git repository with one commit, and
+    (unless `starters` is false) a data -> model -> app chain to take to production at once."""
+    root = Path(directory).resolve()
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError("UD-INIT-EXISTS", f"{root} exists and is not empty", "give a new or empty folder")
+    name = root.name.replace("-", "_").lower()
+    if not NAME_RE.match(name):
+        raise ConfigError("UD-INIT-NAME", f"{root.name!r} cannot name a platform (it names its dbt project and code location)",
+                          "use lower case letters, digits, - and _, starting with a letter")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        files = _write(root, _plan("platform", {"name": name, "python": sys.executable,
+                                                "requirement": framework_requirement()}))
+        written = Written(root=root, files=files)
+        if starters:
+            for kind, unit, team in STARTERS:
+                extra = {"model": {"trains_on": "features", "label": "label"}, "app": {"serves": "scorer"}}.get(kind, {})
+                written.files += new_unit(root, kind, unit, team=team, **extra).files
+        _git(root, "init", "--quiet", "--initial-branch=main")
+        _git(root, "add", "-A")
+        _git(root, "commit", "--quiet", "-m", "A new platform, made by ud init")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)  # nothing half-made is left behind
+        raise
+    written.next_steps = [f"cd {directory}", "make test", "make demo"]
+    return written
+
+
+def _platform_root(start: Path) -> Path:
+    root = next((d for d in (start, *start.parents) if (d / "assets" / "definitions.py").exists()), None)
+    if root is None:
+        raise ConfigError("UD-NO-PLATFORM", f"{start} is not inside a platform repository (no assets/definitions.py)",
+                          "run `ud new` in a repository made by `ud init`")
+    return root
+
+
+def existing_units(root: Path) -> set[str]:
+    """Unit names taken in this repository, by the files units are declared in."""
+    names = {p.parent.name for p in (root / "assets" / "units").glob("*/defs.yaml")}
+    names |= {p.stem for p in (root / "assets" / "units").glob("*.y*ml")}
+    names |= {p.stem for p in (root / "assets").glob("*.py") if p.stem not in ("__init__", "definitions")}
+    names |= {p.stem for p in (root / "dbt_project" / "models").glob("*.sql")}
+    return names
+
+
+def new_unit(root: Path, kind: str, name: str, *, team: str | None = None, trains_on: str | None = None,
+             label: str | None = None, serves: str | None = None) -> Written:
+    root = _platform_root(Path(root).resolve())
+    if kind not in KINDS:
+        raise ConfigError("UD-NEW-KIND", f"{kind!r} is not a kind of unit", f"use one of: {', '.join(KINDS)}")
+    if not NAME_RE.match(name) or not name.isidentifier():
+        raise ConfigError("UD-NEW-NAME", f"{name!r} is not a valid unit name",
+                          "use lower case letters, digits and _, starting with a letter (it becomes a Python and dbt name)")
+    if name in existing_units(root) or name in ("definitions",):
+        raise ConfigError("UD-NEW-EXISTS", f"a unit named {name!r} exists in {root}", "choose another name")
+    team = team or {"app": "web", "model": "ml", "data": "analytics"}[kind]
+    if not NAME_RE.match(team):
+        raise ConfigError("UD-NEW-NAME", f"{team!r} is not a valid team name", "use lower case letters, digits and _")
+    values = {"name": name, "team": team, "label": label or "label", "serves": "", "service_env": "",
+              "model_doc": "", "features": repr(SAMPLE_COLUMNS), "source": "", "columns": "", "column_docs": ""}
+    extra: dict[str, bytes | str] = {}
+    steps = []
+    if kind == "app":
+        if serves:
+            values["serves"] = f"  serves: {serves}   # the model whose version in each environment it serves\n"
+            values["service_env"] = ("    env:\n      MODEL_URI: \"models:/" + serves + "@{env}\"\n"
+                                      "      MLFLOW_TRACKING_URI: \"{mlflow_tracking_uri}\"")
+            values["model_doc"] = f"POST /predict {{\"records\": [...]}} scores them with {serves}."
+        steps = [f"git add -A && git commit -m 'Add {name}'   # an app builds from a commit",
+                 f"ud promote {name} --to staging"]
+    elif kind == "model":
+        if trains_on:
+            if not label:
+                raise ConfigError("UD-NEW-LABEL", f"a model trained on {trains_on} needs --label",
+                                  f"name the column of {trains_on} to predict")
+            values["source"] = f'trains_on="{trains_on}",  # the data unit whose production version it trains on'
+            values["features"] = repr(_columns_of(root, trains_on, label))
+        else:
+            values["source"] = f'dataset="../data/{name}.csv",  # a sample: replace with your training rows'
+            extra[f"data/{name}.csv"] = sample_rows(name, with_id=False)
+        steps = [f"ud promote {name} --to staging"]
+    else:
+        values["columns"] = ",\n    ".join(SAMPLE_COLUMNS)
+        values["column_docs"] = "\n".join(f"      - name: {c}\n        data_tests: [not_null]" for c in SAMPLE_COLUMNS)
+        extra[f"dbt_project/seeds/{name}_source.csv"] = sample_rows(name, with_id=True)
+        steps = [f"ud promote {name} --to staging"]
+    planned = {**_plan(kind, values), **extra}
+    clash = [p for p in planned if (root / p).exists()]
+    if clash:
+        raise ConfigError("UD-NEW-EXISTS", f"{', '.join(clash)} already exist in {root}", "choose another name")
+    return Written(root=root, files=_write(root, planned), next_steps=steps)
+
+
+def _columns_of(root: Path, data_unit: str, label: str) -> list[str]:
+    """The features a model trained on a data unit starts with: its documented columns but ids and the label."""
+    from .. import dbt
+
+    manifest = dbt.ensure_manifest(root / "dbt_project")
+    node = next((n for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["name"] == data_unit), None)
+    if node is None:
+        raise ConfigError("UD-NEW-TRAINS-ON", f"{data_unit!r} is not a model of {root / 'dbt_project'}",
+                          "name a data unit of this platform (ud new data NAME makes one)")
+    columns = [c for c in node.get("columns", {}) if c != label and c != "id" and not c.endswith("_id")]
+    if label not in node.get("columns", {}) or not columns:
+        raise ConfigError("UD-NEW-TRAINS-ON", f"{data_unit} documents no column {label!r} and features besides it",
+                          f"document its columns in dbt (columns: in its .yml) or pick --label from them")
+    return columns
+
+
+def sample_rows(name: str, *, with_id: bool, n: int = 600) -> str:
+    """Reproducible rows with a learnable label, to start from (seeded by the unit name)."""
+    import hashlib
+    import random
+
+    rng = random.Random(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
+    head = (["id"] if with_id else []) + SAMPLE_COLUMNS + ["label"]
+    lines = [",".join(head)]
+    for i in range(n):
+        xs = [round(rng.gauss(0, 1), 4) for _ in SAMPLE_COLUMNS]
+        score = 1.5 * xs[0] - 1.0 * xs[1] + 0.5 * xs[2] + rng.gauss(0, 1)
+        lines.append(",".join(([str(i + 1)] if with_id else []) + [str(x) for x in xs] + [str(int(score > 0))]))
+    return "\n".join(lines) + "\n"

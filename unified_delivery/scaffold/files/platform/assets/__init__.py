@@ -1,0 +1,1 @@
+"""This platform's delivery units and its Definitions entry point."""

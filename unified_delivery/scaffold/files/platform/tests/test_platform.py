@@ -1,0 +1,21 @@
+"""The platform as a whole: its definitions load, every unit has gates, a budget and a
+policy, and every promotion job exists. Runs in seconds; promotions are `make demo`'s job."""
+
+import dagster as dg
+import pytest
+
+from assets.definitions import defs, platform
+
+
+def test_definitions_load():
+    assert isinstance(defs, dg.Definitions)
+    defs.resolve_all_job_defs()
+
+
+@pytest.mark.parametrize("name", sorted(platform.units))
+def test_every_unit_is_governed(name):
+    unit = platform.units[name]
+    assert platform.gates[name], f"{name} has no gates"
+    assert unit.budget.per_month is not None, f"{name} has no monthly budget"
+    for env in unit.environments:
+        defs.resolve_job_def(f"{name}__to_{env}")

@@ -1,0 +1,48 @@
+"""The standard set of sensors a platform runs: Git pushes to the app repositories, new
+versions in the MLflow registry, retraining on new data, automatic promotion and health
+rollback, each only where the platform has units it applies to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from ..translator import job_name
+from .cascade import cascade_sensor
+from .git import app_watches, git_sensor
+from .health import health_sensor
+from .promotion import promotion_sensor
+from .registry import ledger_knows, model_watches, registry_sensor
+
+# `ud sensors tick` evaluates them in this order: new changes first, then what follows from them.
+ORDER = ["ud_git_push", "ud_mlflow_registry", "ud_cascade", "ud_promotion", "ud_health"]
+
+
+def standard_sensors(platform: Any, base: dg.Definitions, principal: str) -> list[dg.SensorDefinition]:
+    """`principal` is who the sensors' runs act as: the policy must grant it deploy where they promote.
+    The sensors target the very job objects of `base` (Dagster refuses two jobs of one name)."""
+    jobs = {j.name: j for j in base.jobs or []}
+
+    def first_env_jobs(kind: str) -> list:
+        return [jobs[job_name(u.name, u.environments[0])] for u in platform.units.values() if u.kind == kind]
+
+    later_env_jobs = [jobs[job_name(u.name, env)] for u in platform.units.values() for env in u.environments[1:]]
+    sensors = [health_sensor(platform, [jobs["ud_rollback"]], principal=principal)]
+    if later_env_jobs:
+        sensors.append(promotion_sensor(platform, later_env_jobs, principal=principal))
+    if first_env_jobs("app"):
+        sensors.append(git_sensor("ud_git_push", lambda: app_watches(platform), first_env_jobs("app"), principal=principal))
+    if first_env_jobs("model"):
+        sensors += [
+            registry_sensor("ud_mlflow_registry", lambda: model_watches(platform), lambda: platform.targets["model"].client(),
+                            first_env_jobs("model"), known=ledger_knows(platform), principal=principal),
+            cascade_sensor(platform, first_env_jobs("model"), principal=principal),
+        ]
+    return sorted(sensors, key=lambda s: ORDER.index(s.name))
+
+
+def with_standard_sensors(platform: Any, principal: str) -> dg.Definitions:
+    """The platform's Definitions with the standard sensors: what a platform's entry point exports."""
+    base = platform.definitions()
+    return dg.Definitions.merge(base, dg.Definitions(sensors=standard_sensors(platform, base, principal)))
