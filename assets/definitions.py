@@ -10,5 +10,7 @@ from unified_delivery import Platform
 from .churn_model import churn_model
 
 platform = Platform.from_directory(Path(__file__).parent / "units", [churn_model], **platform_resources())
-_base = platform.definitions()
-defs = dg.Definitions.merge(_base, dg.Definitions(sensors=platform_sensors(platform, _base)))
+# One Definitions object at module scope: tools that load the module by name alone (`dg`,
+# `[tool.dagster]`) refuse a module with two.
+defs = platform.definitions()
+defs = dg.Definitions.merge(defs, dg.Definitions(sensors=platform_sensors(platform, defs)))

@@ -11,13 +11,15 @@ from unified_delivery.cost import CostModel
 from unified_delivery.governance import Governance
 from unified_delivery.ledger import LedgerResource
 from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
+from unified_delivery.targets.local_artifact import LocalArtifactTarget
 from unified_delivery.targets.local_release import LocalReleaseTarget
 from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
 
 
 def platform_resources() -> dict:
     return {
-        "targets": {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget()},
+        "targets": {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget(),
+                    "asset": LocalArtifactTarget()},
         "ledger": LedgerResource(),
         "governance": Governance.from_file(Path(__file__).parent / "policy.yaml"),
         "costs": CostModel.from_file(Path(__file__).parent / "prices.yaml"),

@@ -170,7 +170,7 @@ def test_load_refuses_a_table_outside_the_selection_and_an_empty_suite():
 
 
 def test_reference_unit_has_dbt_tests_and_data_quality():
-    unit = load_yaml_unit(REPO / "assets" / "units" / "customer_features.yaml")
+    unit = load_yaml_unit(REPO / "assets" / "units" / "customer_features" / "defs.yaml")
     types = [g.type for g in unit.gates]
     assert "dbt-tests" in types and "data-quality" in types
     spec = next(g for g in unit.gates if g.type == "data-quality")

@@ -41,7 +41,7 @@ from unified_delivery.targets.kubernetes import (DEFAULT_KUBERNETES_VERSION, Kub
 from unified_delivery.units import AppUnit, GateSpec, Resources
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "assets" / "units" / "recommendation_api.yaml"
+REFERENCE = ROOT / "assets" / "units" / "recommendation_api" / "defs.yaml"
 SHA1, SHA2, SHA3 = "1" * 40, "2" * 40, "3" * 40
 
 

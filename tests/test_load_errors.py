@@ -361,7 +361,7 @@ def assert_no_traceback(proc) -> None:
 
 
 def test_ud_reports_a_broken_platform_as_one_json_error(platform_copy, run_ud, tmp_path):
-    declaration = platform_copy / "assets" / "units" / "recommendation_api.yaml"
+    declaration = platform_copy / "assets" / "units" / "recommendation_api" / "defs.yaml"
     text = declaration.read_text()
     assert "  description:" in text
     declaration.write_text(text.replace("  description:", "  descripton:"))
@@ -377,7 +377,7 @@ def test_ud_reports_a_broken_platform_as_one_json_error(platform_copy, run_ud, t
     assert set(error) == {"code", "message", "remediation"}
     assert error["code"] == "UD-CONFIG-UNIT"
     assert "unit recommendation_api" in error["message"] and "field descripton" in error["message"], error
-    assert "recommendation_api.yaml" in error["remediation"], error
+    assert "recommendation_api/defs.yaml" in error["remediation"], error
     assert not home.exists(), "nothing may be written or deployed for a platform that does not load"
 
 

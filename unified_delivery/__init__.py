@@ -2,10 +2,13 @@
 
 The public API for platform repositories; kept light (no MLflow, dbt or GX import)."""
 
-from .errors import UDError
+from .api import Promotion, promote, rollback, status
+from .components import App, Data  # the Dagster component types `unified_delivery.App` and `.Data`
+from .errors import ConfigError, GateRefused, NotPermitted, TargetError, UDError
+from .kinds.asset import WrappedAsset, wrap_asset
 from .kinds.model import ModelDefinition, model
 from .platform import Platform
-from .units import AppUnit, Budget, DataUnit, GateSpec, ModelUnit, Policy
+from .units import AppUnit, AssetUnit, Budget, DataUnit, GateSpec, ModelUnit, Policy
 
 
 def gate(type: str, *, name: str | None = None, stage: str = "candidate", **settings) -> GateSpec:
@@ -13,5 +16,7 @@ def gate(type: str, *, name: str | None = None, stage: str = "candidate", **sett
     return GateSpec(type=type, name=name, stage=stage, settings=settings)
 
 
-__all__ = ["AppUnit", "Budget", "DataUnit", "GateSpec", "ModelDefinition", "ModelUnit", "Platform", "Policy",
-           "UDError", "gate", "model"]
+__all__ = ["AppUnit", "AssetUnit", "Budget", "DataUnit", "GateSpec", "ModelDefinition", "ModelUnit", "Platform", "Policy",
+           "UDError", "gate", "model",
+           "ConfigError", "GateRefused", "NotPermitted", "Promotion", "TargetError", "promote", "rollback", "status",
+           "App", "Data", "WrappedAsset", "wrap_asset"]

@@ -12,7 +12,12 @@ from pydantic import ValidationError
 from .errors import ConfigError, UDError
 from .units import UNIT_KINDS, Unit
 
-TYPES = {"unified_delivery.app": "app", "unified_delivery.data": "data", "app": "app", "data": "data"}
+# The Dagster component types (components.py) first, then the older spellings, still accepted.
+TYPES = {"unified_delivery.App": "app", "unified_delivery.Data": "data",
+         "unified_delivery.app": "app", "unified_delivery.data": "data", "app": "app", "data": "data"}
+# A flat file per unit, or a dg component folder per unit (`<name>/defs.yaml`, at any depth as dg
+# reads them; see docs/components.md).
+UNIT_FILES = ("*.yaml", "*.yml", "*/**/defs.yaml", "*/**/defs.yml")
 
 
 def field_error(exc: ValidationError, name: str, source: str, model: type | None = None) -> ConfigError:
@@ -29,8 +34,14 @@ def field_error(exc: ValidationError, name: str, source: str, model: type | None
                        f"fix `{where}` in {source}")
 
 
+def default_name(source: str) -> str:
+    """`recommendation_api.yaml` and `recommendation_api/defs.yaml` both declare recommendation_api."""
+    path = Path(source)
+    return path.parent.name if path.stem == "defs" and path.parent.name else path.stem
+
+
 def unit_from_attributes(kind: str, attributes: dict[str, Any], source: str, base_dir: Path) -> Unit:
-    name = attributes.get("name", Path(source).stem)
+    name = attributes.get("name", default_name(source))
     attributes = {"name": name, **attributes}
     if kind == "data":
         from .kinds.data import merge_dbt_meta
@@ -39,6 +50,12 @@ def unit_from_attributes(kind: str, attributes: dict[str, Any], source: str, bas
             attributes = merge_dbt_meta(attributes, base_dir)
         except UDError as exc:
             raise ConfigError(exc.code, exc.message if name in exc.message else f"unit {name}: {exc.message}", exc.remediation) from None
+    if kind == "app":
+        from .kinds.app import is_local
+
+        repo = attributes.get("repository")
+        if isinstance(repo, str) and is_local(repo) and "{home}" not in repo and not Path(repo).is_absolute():
+            attributes["repository"] = str((base_dir / repo).resolve())  # relative to the unit's file, like dbt `project`
     try:
         return UNIT_KINDS[kind](**attributes)
     except ValidationError as exc:
@@ -63,8 +80,9 @@ def load_yaml_unit(path: Path) -> Unit:
     attributes = doc.get("attributes")
     if not isinstance(attributes, dict):
         raise ConfigError("UD-CONFIG-YAML", f"{path}: field attributes: expected a mapping", "put the unit's fields under `attributes:`")
-    return unit_from_attributes(kind, attributes, path.name, path.parent)
+    source = f"{path.parent.name}/{path.name}" if path.stem == "defs" else path.name
+    return unit_from_attributes(kind, attributes, source, path.parent)
 
 
 def load_yaml_units(directory: Path) -> list[Unit]:
-    return [load_yaml_unit(p) for p in sorted(Path(directory).glob("*.yaml")) + sorted(Path(directory).glob("*.yml"))]
+    return [load_yaml_unit(p) for pattern in UNIT_FILES for p in sorted(Path(directory).glob(pattern))]

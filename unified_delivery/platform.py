@@ -13,6 +13,7 @@ from .gates import Gate, build_gate
 from .cost import CostModel
 from .governance import Governance
 from .kinds.app import AppTranslator
+from .kinds.asset import AssetTranslator, WrappedAsset
 from .kinds.base import KindTranslator
 from .kinds.data import DataTranslator
 from .kinds.model import ModelDefinition, ModelTranslator
@@ -21,27 +22,34 @@ from .loader import load_yaml_units
 from .targets.base import DeployTarget
 from .units import GateSpec, Unit
 
-TRANSLATORS: dict[str, KindTranslator] = {t.kind: t for t in (AppTranslator(), ModelTranslator(), DataTranslator())}
+TRANSLATORS: dict[str, KindTranslator] = {t.kind: t for t in (AppTranslator(), ModelTranslator(), DataTranslator(),
+                                                                AssetTranslator())}
 
 
 def default_targets() -> dict[str, DeployTarget]:
     from .targets.dbt_duckdb import DbtDuckDBTarget
+    from .targets.local_artifact import LocalArtifactTarget
     from .targets.local_release import LocalReleaseTarget
     from .targets.mlflow_alias import MlflowAliasTarget
 
-    return {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget()}
+    return {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget(),
+            "asset": LocalArtifactTarget()}
 
 
 class Platform:
-    def __init__(self, units: Iterable[Unit | ModelDefinition], *, targets: dict[str, DeployTarget] | None = None,
+    def __init__(self, units: Iterable[Unit | ModelDefinition | WrappedAsset], *,
+                 targets: dict[str, DeployTarget] | None = None,
                  ledger: LedgerResource | None = None, governance: Governance | None = None,
                  costs: CostModel | None = None):
-        self.trainers: dict[str, Callable] = {}
+        self.trainers: dict[str, Callable | WrappedAsset] = {}  # the Python a unit's build runs
         self.units: dict[str, Unit] = {}
-        for item in units:
-            unit = item.unit if isinstance(item, ModelDefinition) else item
+        self.declarations = list(units)  # as given, so a variant of this platform can be built (api.promote)
+        for item in self.declarations:
+            unit = item.unit if isinstance(item, (ModelDefinition, WrappedAsset)) else item
             if isinstance(item, ModelDefinition):
                 self.trainers[unit.name] = item.train
+            elif isinstance(item, WrappedAsset):  # its build and its check gates run the asset as written
+                self.trainers[unit.name] = item
             if unit.name in self.units:
                 raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: declared twice", "give each unit a unique name")
             self.units[unit.name] = unit
@@ -77,9 +85,20 @@ class Platform:
         return specs
 
     @classmethod
-    def from_directory(cls, directory: Path, python_units: Iterable[Unit | ModelDefinition] = (), **kwargs: Any) -> "Platform":
+    def from_directory(cls, directory: Path, python_units: Iterable[Unit | ModelDefinition | WrappedAsset] = (),
+                       dbt_projects: Iterable[Path] = (), **kwargs: Any) -> "Platform":
+        """YAML units of `directory`, the Python units given, and a data unit for every model of
+        `dbt_projects` that declares itself in its dbt `meta` (see kinds/data.py)."""
+        from .kinds.data import units_from_dbt_meta
+
         with dbt.one_check_per_load():
-            return cls([*load_yaml_units(directory), *python_units], **kwargs)
+            units = [*load_yaml_units(directory), *python_units]
+            declared = {getattr(u, "unit", u).name for u in units}
+            for project in dbt_projects:
+                found = units_from_dbt_meta(project, declared)
+                declared |= {u.name for u in found}
+                units += found
+            return cls(units, **kwargs)
 
     def translator(self, unit: Unit) -> KindTranslator:
         return TRANSLATORS[unit.kind]

@@ -176,7 +176,8 @@ class AppUnit(Unit):
 
 class ModelUnit(Unit):
     kind: ClassVar[str] = "model"
-    trains_on: str  # the data unit whose production version is the training data
+    trains_on: str | None = None  # the data unit whose production version is the training data
+    dataset: str | None = None  # or a CSV/Parquet file (a sample a data scientist has); versioned by its content
     table: str | None = None  # relation in the data unit's published schema (default: the data unit's name)
     features: list[str]
     label: str
@@ -184,6 +185,12 @@ class ModelUnit(Unit):
     seed: int = 0
     registered_model: str | None = None  # MLflow name (default: the unit name)
     extra_columns: list[str] = Field(default_factory=list)  # kept in the held-out set too (e.g. for fairness)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelUnit":
+        if (self.trains_on is None) == (self.dataset is None):
+            raise ValueError("give exactly one of trains_on (a data unit) and dataset (a CSV or Parquet file)")
+        return self
 
     @property
     def model_name(self) -> str:
@@ -197,4 +204,12 @@ class DataUnit(Unit):
     publish: list[str] = Field(default_factory=list)  # models published; default: models in the selection
 
 
-UNIT_KINDS: dict[str, type[Unit]] = {"app": AppUnit, "model": ModelUnit, "data": DataUnit}
+class AssetUnit(Unit):
+    """A plain Dagster asset joined as a unit (`ud.wrap_asset`): the value it returns is the artifact."""
+
+    kind: ClassVar[str] = "asset"
+    asset_key: str  # the wrapped asset's key, as Dagster writes it ("a/b")
+    checks: list[str] = Field(default_factory=list)  # names of the asset's own checks that were wrapped with it
+
+
+UNIT_KINDS: dict[str, type[Unit]] = {"app": AppUnit, "model": ModelUnit, "data": DataUnit, "asset": AssetUnit}

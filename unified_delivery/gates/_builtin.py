@@ -5,3 +5,9 @@ from . import dbt_tests, health, manifest_policy, model_metric, tests  # noqa: F
 from . import access, approval, freeze  # noqa: F401,E402  (governance gates)
 from . import data_quality, fairness, schema, security  # noqa: F401,E402  (quality, fairness, schema, security gates)
 from . import cost  # noqa: F401,E402
+from . import asset_check  # noqa: F401,E402  (the checks of wrapped Dagster assets)
+
+# These judge what the platform records (who acts, freezes, approvals, spend, a target's
+# health), not what a unit is made of, so they apply to wrapped Dagster assets as well.
+for _gate in (access.PolicyGate, approval.ApprovalGate, freeze.FreezeGate, cost.CostGate, health.HealthGate):
+    _gate.kinds = (*_gate.kinds, "asset")

@@ -16,5 +16,6 @@ HERE = Path(__file__).parent
 
 platform = Platform.from_directory(HERE / "units", python_units(HERE, "assets"),
                                    dbt_projects=[HERE.parent / "dbt_project"], **platform_resources())
-_base = platform.definitions()
-defs = dg.Definitions.merge(_base, dg.Definitions(sensors=platform_sensors(platform, _base)))
+# One Definitions object at module scope: `dg` and `dagster` refuse a module with two.
+defs = platform.definitions()
+defs = dg.Definitions.merge(defs, dg.Definitions(sensors=platform_sensors(platform, defs)))

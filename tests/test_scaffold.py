@@ -1,0 +1,131 @@
+"""`ud init` and `ud new`: a platform repository whose own `make test` passes at once, units
+that are promotable at once, and refusals that leave the repository as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def env(home: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER_", "MLFLOW_"))}
+    return {**clean, "UD_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{clean.get('PATH', '')}"}
+
+
+def ud(cwd: Path, home: Path, *args: str) -> tuple[int, dict]:
+    proc = subprocess.run([str(BIN / "ud"), *args, "--json"], cwd=cwd, env=env(home), capture_output=True, text=True,
+                          timeout=600)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {"raw": proc.stderr}
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if ".git" not in p.parts and "target" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("init")
+    code, out = ud(base, base / "home", "init", "p")
+    assert code == 0, out
+    return base / "p"
+
+
+def test_init_makes_a_platform_whose_make_test_passes(platform: Path, tmp_path: Path):
+    assert {"Makefile", "workspace.yaml", "assets/definitions.py", "resources/policy.yaml", "sensors/__init__.py",
+            "dbt_project/dbt_project.yml", "assets/units/api/defs.yaml", "assets/scorer.py"} <= files(platform)
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=platform, capture_output=True, text=True).stdout
+    assert log.strip() == "A new platform, made by ud init"
+    proc = subprocess.run(["make", "test"], cwd=platform, env=env(tmp_path / "home"), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def test_new_model_reaches_staging_at_once(platform: Path, tmp_path: Path):
+    home = tmp_path / "home"
+    code, out = ud(platform, home, "new", "model", "m")
+    assert code == 0, out
+    assert set(out["files"]) == {"assets/m.py", "data/m.csv", "tests/test_m.py"}
+    code, out = ud(platform, home, "promote", "m", "--to", "staging")
+    assert code == 0, out
+    assert out["version"] == "1"
+    code, status = ud(platform, home, "status")
+    m = next(u for u in status["units"] if u["name"] == "m")
+    assert m["environments"]["staging"]["version"] == "1" and m["environments"]["production"] is None
+
+
+def test_a_data_unit_declared_in_dbt_meta_alone(platform: Path):
+    code, out = ud(platform, platform / ".ud-unused", "gates", "features")
+    assert code == 0, out
+    assert {g["family"] for g in out["gates"]} >= {"dbt-tests", "cost", "policy"}
+    assert not (platform / "assets" / "units" / "features").exists()  # no YAML: the dbt model's meta declares it
+
+
+@pytest.mark.parametrize("args, code_expected", [
+    (["new", "app", "api"], "UD-NEW-EXISTS"),          # a YAML unit
+    (["new", "data", "scorer"], "UD-NEW-EXISTS"),      # a Python unit, whatever the kind asked for
+    (["new", "model", "features"], "UD-NEW-EXISTS"),   # a dbt model
+    (["new", "model", "2fast"], "UD-NEW-NAME"),
+    (["new", "app", "Web-App"], "UD-NEW-NAME"),
+    (["new", "app", "ok_name", "--team", "Web Team"], "UD-NEW-NAME"),
+    (["new", "model", "churn", "--trains-on", "features"], "UD-NEW-LABEL"),
+    (["new", "model", "churn", "--trains-on", "nothing", "--label", "label"], "UD-NEW-TRAINS-ON"),
+])
+def test_new_refuses_and_writes_nothing(platform: Path, tmp_path: Path, args: list[str], code_expected: str):
+    before = files(platform)
+    code, out = ud(platform, tmp_path / "home", *args)
+    assert code == 2 and out["error"]["code"] == code_expected, out
+    assert files(platform) == before
+
+
+def test_new_model_on_a_data_unit_takes_its_documented_columns(platform: Path, tmp_path: Path):
+    code, out = ud(platform, tmp_path / "home", "new", "model", "risk", "--trains-on", "features", "--label", "label")
+    assert code == 0, out
+    source = (platform / "assets" / "risk.py").read_text()
+    assert "FEATURES = ['x1', 'x2', 'x3', 'x4']" in source and 'trains_on="features"' in source
+    assert not (platform / "data" / "risk.csv").exists()
+
+
+def test_init_refuses_a_folder_that_is_not_empty(tmp_path: Path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "notes.txt").write_text("mine")
+    code, out = ud(tmp_path, tmp_path / "home", "init", "p")
+    assert code == 2 and out["error"]["code"] == "UD-INIT-EXISTS"
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["notes.txt"]
+
+
+def test_new_outside_a_platform_is_refused(tmp_path: Path):
+    code, out = ud(tmp_path, tmp_path / "home", "new", "app", "web")
+    assert code == 2 and out["error"]["code"] == "UD-NO-PLATFORM"
+
+
+def test_a_model_whose_dataset_is_missing_is_refused_at_load(platform: Path, tmp_path: Path):
+    (platform / "assets" / "ghost.py").write_text(
+        "import unified_delivery as ud\n\n\n@ud.model(team='ml', dataset='../data/ghost.csv', features=['x1'], label='label')\n"
+        "def ghost(train):\n    return None\n")
+    try:
+        code, out = ud(platform, tmp_path / "home", "status")
+    finally:
+        (platform / "assets" / "ghost.py").unlink()
+    assert code == 2 and out["error"]["code"] == "UD-CONFIG-UNIT"
+    assert "ghost" in out["error"]["message"] and "dataset" in out["error"]["message"]
+
+
+def test_python_api_raises_the_command_lines_codes(platform: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import unified_delivery as ud_api
+
+    monkeypatch.chdir(platform / "apps")  # a notebook in a subfolder finds its platform
+    monkeypatch.setenv("UD_HOME", str(tmp_path / "home"))
+    with pytest.raises(ud_api.UDError) as err:
+        ud_api.promote("no_such_unit", to="staging")
+    assert err.value.code == "UD-UNKNOWN-UNIT"
+    with pytest.raises(ud_api.UDError) as err:
+        ud_api.promote("scorer", to="qa")
+    assert err.value.code == "UD-UNKNOWN-ENV"
