@@ -20,11 +20,15 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/ud demo
 
+# Workers: one per core, at most 4; a test file stays on one worker, so its module fixtures
+# (a Postgres cluster, a platform made by `ud init`) are made once; the demo is shared (tests/conftest.py).
+XDIST := -n auto --maxprocesses=4 --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 test-all: install
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest $(XDIST) -m ""
 
 ui: install
 	$(BIN)/ud ui

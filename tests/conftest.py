@@ -3,9 +3,12 @@ the platform repository for tests that run `ud` against a modified platform."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,23 +82,44 @@ def run_ud(tmp_path: Path):
     return run
 
 
+SHARED = "UDTEST_SHARED_DIR"  # one folder for the whole run, seen by every xdist worker
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): workers inherit it
+        os.environ[SHARED] = tempfile.mkdtemp(prefix="ud-tests-shared-")
+
+
+def pytest_sessionfinish(session):
+    """The demo's services stop when the whole run ends, not when one worker is done with them."""
+    if hasattr(session.config, "workerinput"):
+        return
+    shared = Path(os.environ.get(SHARED, "/nonexistent"))
+    if (shared / "demo-home").exists():
+        env = {**os.environ, "UD_HOME": str(shared / "demo-home")}
+        env.pop("DAGSTER_HOME", None)
+        subprocess.run([str(VENV_BIN / "ud"), "down"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=300)
+    shutil.rmtree(shared, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def demo_home(tmp_path_factory):
+def demo_home():
     """`(home, completed_process)` after `ud demo --json` on a fresh home. The demo takes minutes,
-    so every test that reads what it leaves shares this one run; its services stop at the end."""
-    home = tmp_path_factory.mktemp("ud-home")
+    so every test that reads what it leaves shares this one run, across xdist workers too: the
+    first worker to get here runs it, the others wait for it and read its outcome."""
+    shared = Path(os.environ[SHARED])
+    home, outcome = shared / "demo-home", shared / "demo-outcome.json"
     env = {**os.environ, "UD_HOME": str(home)}
     env.pop("DAGSTER_HOME", None)
-
-    def ud(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(VENV_BIN / "ud"), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=900)
-
-    first = ud("demo", "--json")
-    try:
-        yield home, first
-    finally:
-        ud("down")
+    with open(shared / "demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not outcome.exists():
+            run = subprocess.run([str(VENV_BIN / "ud"), "demo", "--json"], cwd=REPO_ROOT, env=env, capture_output=True,
+                                 text=True, timeout=900)
+            outcome.write_text(json.dumps({"args": run.args, "returncode": run.returncode, "stdout": run.stdout,
+                                           "stderr": run.stderr}))
+    done = json.loads(outcome.read_text())
+    yield home, subprocess.CompletedProcess(done["args"], done["returncode"], done["stdout"], done["stderr"])
 
 
 @pytest.fixture

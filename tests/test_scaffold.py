@@ -129,3 +129,12 @@ def test_python_api_raises_the_command_lines_codes(platform: Path, tmp_path: Pat
     with pytest.raises(ud_api.UDError) as err:
         ud_api.promote("scorer", to="qa")
     assert err.value.code == "UD-UNKNOWN-ENV"
+
+
+def test_a_new_app_promoted_before_its_commit_says_to_commit(platform: Path, tmp_path: Path):
+    home = tmp_path / "home"
+    code, out = ud(platform, home, "new", "app", "web")
+    assert code == 0, out
+    code, out = ud(platform, home, "promote", "web", "--to", "staging")
+    assert code == 5 and out["error"]["code"] == "UD-APP-PATH-NOT-FOUND", out
+    assert "commit" in out["error"]["remediation"]

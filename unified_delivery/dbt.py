@@ -9,6 +9,7 @@ anything else is handed to `dbt ls`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import subprocess
@@ -81,18 +82,28 @@ def ensure_manifest(project_dir: str | Path) -> dict[str, Any]:
     if checked is not None and project_dir in checked and manifest.exists():
         return _load_manifest(str(manifest), manifest.stat().st_mtime)
     if not manifest.exists() or manifest.stat().st_mtime < _newest_source(project_dir):
-        profile = project_file(project_dir).get("profile", "default")
-        with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
-            (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
-            proc = subprocess.run([dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", tmp,
-                                   "--target-path", str(project_dir / "target"), "--quiet"],
-                                  capture_output=True, text=True, cwd=project_dir, timeout=600)
-        if proc.returncode != 0 or not manifest.exists():
-            raise ConfigError("UD-CONFIG-DBT", f"dbt parse failed for {project_dir}: {(proc.stdout + proc.stderr).strip()[-800:]}",
-                              "fix the dbt project so `dbt parse` succeeds")
+        (project_dir / "target").mkdir(exist_ok=True)
+        with open(project_dir / "target" / ".ud-parse.lock", "w") as lock:
+            # Two processes (`ud`, the webserver, a test worker) parsing at once would each read
+            # the other's half-written manifest: one parses, the next finds it fresh.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not manifest.exists() or manifest.stat().st_mtime < _newest_source(project_dir):
+                _parse(project_dir, manifest)
     if checked is not None:
         checked.add(project_dir)
     return _load_manifest(str(manifest), manifest.stat().st_mtime)
+
+
+def _parse(project_dir: Path, manifest: Path) -> None:
+    profile = project_file(project_dir).get("profile", "default")
+    with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
+        (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
+        proc = subprocess.run([dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", tmp,
+                               "--target-path", str(project_dir / "target"), "--quiet"],
+                              capture_output=True, text=True, cwd=project_dir, timeout=600)
+    if proc.returncode != 0 or not manifest.exists():
+        raise ConfigError("UD-CONFIG-DBT", f"dbt parse failed for {project_dir}: {(proc.stdout + proc.stderr).strip()[-800:]}",
+                          "fix the dbt project so `dbt parse` succeeds")
 
 
 @lru_cache(maxsize=16)

@@ -74,8 +74,9 @@ class AppTranslator(KindTranslator):
             tree = subprocess.run(["git", "archive", "--format=tar", sha, "--", unit.path],
                                   cwd=mirror, capture_output=True, timeout=120)
             if tree.returncode != 0:
-                raise UDError("UD-APP-PATH-NOT-FOUND", f"unit {unit.name}: path {unit.path!r} is not in commit {sha[:12]}",
-                              "fix `path` in the unit's YAML")
+                raise UDError("UD-APP-PATH-NOT-FOUND", f"unit {unit.name}: path {unit.path!r} is not in commit {sha[:12]} "
+                              f"of {ref}", f"an app builds from a commit: commit {unit.path} to {ref} (git add, git commit), "
+                              "or fix `path` in the unit's YAML")
             with tarfile.open(fileobj=io.BytesIO(tree.stdout)) as tar:
                 tar.extractall(tmp, filter="data")
             try:
