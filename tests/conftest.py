@@ -126,3 +126,15 @@ def demo_home():
 def clean_env():
     """`clean_env(**extra)`: this environment without UD_/DAGSTER_ variables or PYTHONPATH, plus `extra`."""
     return _clean_env
+
+
+# The longest files first, so that under pytest-xdist (a file per worker) no worker is left with
+# a long file at the end while the others idle.
+LONGEST_FIRST = ["test_tutorial_platform_engineer.py", "test_reports.py", "test_tutorial_analytics_engineer.py",
+                 "test_governance.py", "test_tutorial_app_developer.py", "test_tutorial_data_scientist.py",
+                 "test_tutorial_agent.py", "test_postgres.py", "test_e2e_demo.py", "test_browser.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise

@@ -136,5 +136,24 @@ def test_a_new_app_promoted_before_its_commit_says_to_commit(platform: Path, tmp
     code, out = ud(platform, home, "new", "app", "web")
     assert code == 0, out
     code, out = ud(platform, home, "promote", "web", "--to", "staging")
-    assert code == 5 and out["error"]["code"] == "UD-APP-PATH-NOT-FOUND", out
+    assert code == 2 and out["error"]["code"] == "UD-APP-PATH-NOT-FOUND", out  # the user's to fix: exit 2
     assert "commit" in out["error"]["remediation"]
+
+
+def test_a_dataset_path_is_found_beside_the_file_or_else_in_the_working_directory(tmp_path: Path, monkeypatch):
+    """A notebook's cells live in the kernel's temporary files: its relative paths mean the working directory."""
+    from unified_delivery.kinds.model import _beside
+
+    kernel_cells, notebook_dir = tmp_path / "ipykernel_123", tmp_path / "work"
+    kernel_cells.mkdir()
+    (notebook_dir / "data").mkdir(parents=True)
+    (notebook_dir / "data" / "rows.csv").write_text("x1,label\n1,0\n")
+    cell = kernel_cells / "cell.py"
+    cell.write_text("def train(rows):\n    return rows\n")
+    namespace: dict = {}
+    exec(compile(cell.read_text(), str(cell), "exec"), namespace)
+    monkeypatch.chdir(notebook_dir)
+    assert _beside(namespace["train"], "data/rows.csv") == notebook_dir / "data" / "rows.csv"
+    (kernel_cells / "data").mkdir()
+    (kernel_cells / "data" / "rows.csv").write_text("x1,label\n")
+    assert _beside(namespace["train"], "data/rows.csv") == kernel_cells / "data" / "rows.csv"  # beside the file wins

@@ -51,11 +51,14 @@ def model(**declaration: Any) -> Callable[[Callable], ModelDefinition]:
 
 
 def _beside(fn: Callable, path: str) -> Path:
+    """`path` next to the file that declares `fn`; in a notebook (whose cells live in the
+    kernel's temporary files, or nowhere) the working directory is where it is."""
     import inspect
 
     source = inspect.getsourcefile(fn) or ""
-    base = Path(source).parent if source and Path(source).exists() else Path.cwd()
-    return (base / path).resolve()
+    bases = ([Path(source).parent] if source and Path(source).exists() else []) + [Path.cwd()]
+    found = next((b / path for b in bases if (b / path).exists()), bases[0] / path)
+    return found.resolve()
 
 
 def read_dataset(unit: ModelUnit):
