@@ -61,12 +61,7 @@ def promote(unit: str | ModelDefinition, *, to: str, reason: str = "", ref: str 
     principal = cli.identity(platform, token, home)
     outcome = cli.promote(platform, defs, unit, to, reason=reason or "promoted from Python", ref=ref,
                           principal=principal, home=home)
-    if outcome.error:
-        raise outcome.error
-    declared = platform.unit(unit)
-    dep = platform.target(declared).status(declared, to)
-    return Promotion(unit=unit, env=to, version=dep.version if dep else None,
-                     previous_version=dep.previous_version if dep else None, run_id=outcome.run_id, principal=principal)
+    return _outcome(platform, unit, to, outcome, principal)
 
 
 def rollback(unit: str, *, env: str, reason: str, to: str = "", token: str | None = None,
@@ -81,6 +76,11 @@ def rollback(unit: str, *, env: str, reason: str, to: str = "", token: str | Non
     home = Home.current()
     principal = cli.identity(platform, token, home)
     outcome = cli.rollback(platform, defs, unit, env, to=to, reason=reason, principal=principal, home=home)
+    return _outcome(platform, unit, env, outcome, principal)
+
+
+def _outcome(platform: Any, unit: str, env: str, outcome: Any, principal: str) -> Promotion:
+    """What `env` runs after the run, or the run's error raised."""
     if outcome.error:
         raise outcome.error
     declared = platform.unit(unit)

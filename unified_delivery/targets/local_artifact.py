@@ -13,29 +13,25 @@ one, never a half-written one, because the file is copied in full before `curren
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import os
 import re
 import secrets
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import Field
 
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+from unified_delivery.targets.state_files import TMP_MARK, locked, read_json, write_json
 
 KEEP_VERSIONS = 5
 HISTORY_LIMIT = 100
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_TMP_MARK = ".tmp-"
 
 
 class LocalArtifactTarget(DeployTarget):
@@ -60,7 +56,7 @@ class LocalArtifactTarget(DeployTarget):
                               "it was built (its digest differs)", "build the candidate again; nothing was published")
         root = self._root(unit.name, env)
         (root / "versions").mkdir(parents=True, exist_ok=True)
-        with _locked(root):
+        with locked(root):
             _copy_in(root, artifact.version, source, log)
             dep = self._switch(unit.name, env, root, artifact.version, artifact.digest, "deploy")
         log(f"{unit.name}/{env} now publishes version {artifact.version} at {dep.details['path']}")
@@ -71,8 +67,8 @@ class LocalArtifactTarget(DeployTarget):
         root = self._root(unit.name, env)
         if not root.is_dir():
             raise _no_version(unit.name, env, to_version, [])
-        with _locked(root):
-            state = _read_state(root) or {}
+        with locked(root):
+            state = read_json(root / "state.json") or {}
             wanted = to_version or state.get("previous_version")
             if not wanted:
                 raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name}/{env} has no previous version to roll back to",
@@ -89,7 +85,7 @@ class LocalArtifactTarget(DeployTarget):
 
     def status(self, unit: Any, env: str) -> Deployment | None:
         root = self._root(_name(unit), env)
-        state = _read_state(root)
+        state = read_json(root / "state.json")
         if state is None:
             return None
         return Deployment(unit=state["unit"], env=env, version=state["version"], deployed_at=state["deployed_at"],
@@ -117,7 +113,7 @@ class LocalArtifactTarget(DeployTarget):
         folder = self._root(_name(unit), env) / "versions"
         if not folder.is_dir():
             return []
-        dirs = [p for p in folder.iterdir() if p.is_dir() and _TMP_MARK not in p.name]
+        dirs = [p for p in folder.iterdir() if p.is_dir() and TMP_MARK not in p.name]
         dirs.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
         return [p.name for p in dirs]
 
@@ -144,7 +140,7 @@ class LocalArtifactTarget(DeployTarget):
 
     def _switch(self, unit_name: str, env: str, root: Path, version: str, digest: str, action: str) -> Deployment:
         """Point `current` at `version` and record it; on a failed record, point it back."""
-        state = _read_state(root)
+        state = read_json(root / "state.json")
         previous = (state or {}).get("version")
         if previous == version:  # a redeploy of the same version keeps the rollback point
             previous = state.get("previous_version")
@@ -156,7 +152,7 @@ class LocalArtifactTarget(DeployTarget):
                      "file": file, "deployed_at": now, "history": history[-HISTORY_LIMIT:]}
         _point_current(root, version)
         try:
-            _write_json(root / "state.json", new_state)
+            write_json(root / "state.json", new_state)
         except BaseException:
             if state:
                 _point_current(root, state["version"])
@@ -173,7 +169,7 @@ def _copy_in(root: Path, version: str, source: Path, log: Log) -> None:
     dest = root / "versions" / version
     if dest.is_dir():
         return
-    tmp = root / "versions" / f"{version}{_TMP_MARK}{secrets.token_hex(4)}"
+    tmp = root / "versions" / f"{version}{TMP_MARK}{secrets.token_hex(4)}"
     log(f"copying {source} to {dest}")
     try:
         tmp.mkdir()
@@ -186,52 +182,19 @@ def _copy_in(root: Path, version: str, source: Path, log: Log) -> None:
 
 
 def _point_current(root: Path, version: str) -> None:
-    tmp = root / f"current{_TMP_MARK}{secrets.token_hex(4)}"
+    tmp = root / f"current{TMP_MARK}{secrets.token_hex(4)}"
     os.symlink(Path("versions") / version, tmp)
     os.replace(tmp, root / "current")
 
 
 def _prune(root: Path, keep: set[str | None]) -> None:
     folder = root / "versions"
-    for stale in [p for p in folder.iterdir() if _TMP_MARK in p.name]:  # left by a crash; we hold the lock
+    for stale in [p for p in folder.iterdir() if TMP_MARK in p.name]:  # left by a crash; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
     dirs = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
     for old in dirs[KEEP_VERSIONS:]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """One deploy or rollback at a time per unit and environment, across processes."""
-    with open(root / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_state(root: Path) -> dict | None:
-    try:
-        return json.loads((root / "state.json").read_text())
-    except FileNotFoundError:
-        return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}{_TMP_MARK}")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _digest(path: Path) -> str:
@@ -240,7 +203,7 @@ def _digest(path: Path) -> str:
 
 
 def _check_name(what: str, value: str) -> None:
-    if not _SAFE_NAME.match(value or "") or _TMP_MARK in value:
+    if not _SAFE_NAME.match(value or "") or TMP_MARK in value:
         raise TargetError("UD-TARGET-ARTIFACT", f"{what} {value!r} cannot name a directory",
                           f"use letters, digits, '.', '_', '+' and '-' for the {what}")
 

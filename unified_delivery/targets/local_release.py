@@ -17,7 +17,6 @@ POSIX only: services run in their own session so the whole process group can be 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import json
 import os
@@ -28,20 +27,20 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import Field
 
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+from unified_delivery.targets.state_files import TMP_MARK, locked, read_json, write_json
 
 KEEP_RELEASES = 5
 HISTORY_LIMIT = 100
@@ -49,7 +48,6 @@ STOP_GRACE_S = 5.0
 HEALTH_TIMEOUT_S = 2.0
 LOG_TAIL_LINES = 20
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_TMP_MARK = ".tmp-"
 
 # Popen objects of the services this process started, so that a service that dies is
 # reaped (not left a zombie that still looks alive) and no ResourceWarning is raised.
@@ -117,7 +115,7 @@ class LocalReleaseTarget(DeployTarget):
             )
         paths = self._paths(unit.name, env)
         paths.releases.mkdir(parents=True, exist_ok=True)
-        with _locked(paths):
+        with locked(paths.root):
             _reap_pending(paths, log)
             _materialise(paths, artifact, log)
             return self._start_release(unit, env, paths, artifact.version, "deploy", log)
@@ -127,9 +125,9 @@ class LocalReleaseTarget(DeployTarget):
         paths = self._paths(unit.name, env)
         if not paths.root.is_dir():
             raise _no_release(unit.name, env, to_version, [])
-        with _locked(paths):
+        with locked(paths.root):
             _reap_pending(paths, log)
-            state = _read_state(paths)
+            state = read_json(paths.state)
             target = to_version or (state or {}).get("previous_version")
             available = self.versions(unit, env)
             if not target or target not in available:
@@ -138,7 +136,7 @@ class LocalReleaseTarget(DeployTarget):
 
     def status(self, unit: Any, env: str) -> Deployment | None:
         paths = self._paths(_name(unit), env)
-        state = _read_state(paths)
+        state = read_json(paths.state)
         if state is None:
             return None
         return Deployment(
@@ -176,7 +174,7 @@ class LocalReleaseTarget(DeployTarget):
         releases = self._paths(_name(unit), env).releases
         if not releases.is_dir():
             return []
-        dirs = [p for p in releases.iterdir() if p.is_dir() and _TMP_MARK not in p.name]
+        dirs = [p for p in releases.iterdir() if p.is_dir() and TMP_MARK not in p.name]
         dirs.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
         return [p.name for p in dirs]
 
@@ -187,15 +185,15 @@ class LocalReleaseTarget(DeployTarget):
         paths = self._paths(_name(unit), env)
         if not paths.state.exists() and not paths.pending.exists():
             return False
-        with _locked(paths):
+        with locked(paths.root):
             _reap_pending(paths, _quiet)
-            state = _read_state(paths)
+            state = read_json(paths.state)
             if state is None:
                 return False
             was_running = _stop_process(state.get("pid"), state.get("pid_token"))
             if state.get("pid") is not None:
                 state.update(pid=None, pid_token=None)
-                _write_json(paths.state, state)
+                write_json(paths.state, state)
             return was_running
 
     def stop_all(self) -> list[str]:
@@ -219,7 +217,7 @@ class LocalReleaseTarget(DeployTarget):
 
     def _start_release(self, unit: Any, env: str, paths: _Paths, version: str, action: str, log: Log) -> Deployment:
         """Stop what runs, start `version`, and switch to it only once it is healthy."""
-        state = _read_state(paths)
+        state = read_json(paths.state)
         was_running = bool(state) and _running(state.get("pid"), state.get("pid_token"))
         if was_running:
             log(f"stopping {unit.name}/{env} version {state['version']} (pid {state['pid']})")
@@ -230,7 +228,7 @@ class LocalReleaseTarget(DeployTarget):
         try:
             log(f"starting {unit.name}/{env} version {version} on port {port}")
             proc, offset = _spawn(unit, env, paths, version, port)
-            _write_json(paths.pending, {"pid": proc.pid, "pid_token": _start_token(proc.pid), "version": version})
+            write_json(paths.pending, {"pid": proc.pid, "pid_token": _start_token(proc.pid), "version": version})
             _await_healthy(unit, proc, port)
             previous = (state or {}).get("version")
             if previous == version:  # a redeploy of the same version keeps the rollback point
@@ -250,7 +248,7 @@ class LocalReleaseTarget(DeployTarget):
             }
             _switch_current(paths, version)
             try:
-                _write_json(paths.state, new_state)
+                write_json(paths.state, new_state)
             except BaseException:
                 if state:
                     _switch_current(paths, state["version"])
@@ -304,10 +302,10 @@ class LocalReleaseTarget(DeployTarget):
         except (_Failure, OSError) as failure:
             _stop_process(proc.pid if proc else None, None)
             state.update(pid=None, pid_token=None)
-            _write_json(paths.state, state)
+            write_json(paths.state, state)
             return f"{env} stays on version {old}, but it did not come back either ({failure}); it is stopped."
         state.update(pid=proc.pid, pid_token=_start_token(proc.pid), port=port)
-        _write_json(paths.state, state)
+        write_json(paths.state, state)
         return f"{env} stays on version {old}, running again on {_url(port)}."
 
 
@@ -338,7 +336,7 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
                 f"{artifact.unit} version {artifact.version}: artifact location {artifact.location!r} is not a directory.",
                 "Build the candidate again; its location must be a directory with the app source.",
             )
-        tmp = paths.releases / f"{artifact.version}{_TMP_MARK}{secrets.token_hex(4)}"
+        tmp = paths.releases / f"{artifact.version}{TMP_MARK}{secrets.token_hex(4)}"
         log(f"copying {src} to {dest}")
         try:
             shutil.copytree(src, tmp, symlinks=True, ignore=shutil.ignore_patterns(".git"))
@@ -357,52 +355,19 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
 
 
 def _switch_current(paths: _Paths, version: str) -> None:
-    tmp = paths.root / f"current{_TMP_MARK}{secrets.token_hex(4)}"
+    tmp = paths.root / f"current{TMP_MARK}{secrets.token_hex(4)}"
     os.symlink(Path("releases") / version, tmp)
     os.replace(tmp, paths.current)
 
 
 def _prune(paths: _Paths, keep: set[str | None]) -> None:
     entries = [p for p in paths.releases.iterdir() if p.is_dir()]
-    for stale in [p for p in entries if _TMP_MARK in p.name]:  # left by a crash; we hold the lock
+    for stale in [p for p in entries if TMP_MARK in p.name]:  # left by a crash; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
-    releases = sorted((p for p in entries if _TMP_MARK not in p.name), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    releases = sorted((p for p in entries if TMP_MARK not in p.name), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
     for old in releases[KEEP_RELEASES:]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _locked(paths: _Paths) -> Iterator[None]:
-    """One deploy, rollback or stop at a time per unit and environment, across processes."""
-    with open(paths.root / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_state(paths: _Paths) -> dict | None:
-    try:
-        return json.loads(paths.state.read_text())
-    except FileNotFoundError:
-        return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}{_TMP_MARK}")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # ---- processes ------------------------------------------------------------------------
@@ -594,7 +559,7 @@ def _log_tail(log: Path, offset: int) -> str:
 
 
 def _check_name(what: str, value: str) -> None:
-    if not _SAFE_NAME.match(value or "") or _TMP_MARK in value:
+    if not _SAFE_NAME.match(value or "") or TMP_MARK in value:
         raise TargetError(
             "UD-TARGET-ARTIFACT",
             f"{what} {value!r} cannot name a release directory.",
