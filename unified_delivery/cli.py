@@ -327,7 +327,7 @@ def build_parser() -> Parser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("demo", cmd_demo, "take the reference units to production on the embedded home, then show a refusal and a rollback")
+    add("demo", cmd_demo, "take every unit to production on the embedded home (the reference platform: then refusals and a rollback)")
     add("status", cmd_status, "the deployed version of each unit in each environment")
     add("info", cmd_info, "where the embedded home keeps things")
     sp = add("promote", cmd_promote, "promote a unit to an environment (a Dagster run; gates run as in the pipeline)")

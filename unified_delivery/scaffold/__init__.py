@@ -106,7 +106,8 @@ def init_platform(directory: Path, *, starters: bool = True) -> Written:
                           "use lower case letters, digits, - and _, starting with a letter")
     root.mkdir(parents=True, exist_ok=True)
     try:
-        files = _write(root, _plan("platform", {"name": name, "python": sys.executable,
+        ud = str(Path(sys.executable).with_name("ud"))
+        files = _write(root, _plan("platform", {"name": name, "python": sys.executable, "ud": ud,
                                                 "requirement": framework_requirement()}))
         written = Written(root=root, files=files)
         if starters:
