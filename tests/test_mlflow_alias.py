@@ -255,3 +255,17 @@ def test_metric_gate_fails_a_challenger_worse_than_the_champion(reg):
     assert meta["delta"] == pytest.approx(reg.roc_auc("shuffled") - reg.roc_auc("good"), abs=1e-5)
     assert meta["delta"] < -0.02
     assert "production version 1" in result.message
+
+
+def test_a_tree_model_registers_and_loads_back(reg):
+    """MLflow saves with skops, which refuses tree types unless trusted: a random forest once failed here."""
+    import mlflow.pyfunc
+    from sklearn.ensemble import RandomForestClassifier
+
+    train = synthetic(300, seed=5)
+    forest = RandomForestClassifier(n_estimators=10, max_depth=3, random_state=0).fit(train[FEATURES], train[LABEL])
+    artifact = reg.target.register(reg.unit, forest, train=train, holdout_path=reg.holdout_path, data_version="d9",
+                                   train_seconds=0.1)
+    reg.target.activate()
+    loaded = mlflow.pyfunc.load_model(artifact.location)  # as the serving app loads it
+    assert list(loaded.predict(reg.holdout[FEATURES].head(5))) == list(forest.predict(reg.holdout[FEATURES].head(5)))

@@ -157,3 +157,13 @@ def test_a_dataset_path_is_found_beside_the_file_or_else_in_the_working_director
     (kernel_cells / "data").mkdir()
     (kernel_cells / "data" / "rows.csv").write_text("x1,label\n")
     assert _beside(namespace["train"], "data/rows.csv") == kernel_cells / "data" / "rows.csv"  # beside the file wins
+
+
+def test_the_home_is_the_platforms_from_any_of_its_folders(platform: Path, monkeypatch: pytest.MonkeyPatch):
+    """A notebook in notebooks/ and `ud` at the root must see the same deployments."""
+    from unified_delivery.home import Home
+
+    monkeypatch.delenv("UD_HOME", raising=False)
+    monkeypatch.delenv("UD_PROJECT", raising=False)
+    monkeypatch.chdir(platform / "apps")
+    assert Home.current().root == platform / ".ud"

@@ -43,7 +43,7 @@ def environment(**extra: str) -> dict[str, str]:
            if not k.startswith(("UD_", "DAGSTER_", "MLFLOW_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", GIT_AUTHOR_NAME="Tutorial Reader",
                GIT_AUTHOR_EMAIL="reader@example.com", GIT_COMMITTER_NAME="Tutorial Reader",
-               GIT_COMMITTER_EMAIL="reader@example.com", PYTHONUNBUFFERED="1", **extra)
+               GIT_COMMITTER_EMAIL="reader@example.com", PYTHONUNBUFFERED="1", UD_TUTORIALS=str(TUTORIALS), **extra)
     return env
 
 

@@ -1,7 +1,8 @@
 """The embedded home: where every piece of local state lives by default.
 
-`$UD_HOME`, or `.ud/` in the current directory. Read when asked, never at import time,
-so tests and the CLI can point one process at several homes.
+`$UD_HOME`, or `.ud/` in the platform repository (found from the working directory, so a
+notebook in a subfolder uses the same home as `ud` at the root). Read when asked, never at
+import time, so tests and the CLI can point one process at several homes.
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def project_root() -> Path:
+    """$UD_PROJECT, else the nearest folder at or above the working directory with
+    assets/definitions.py (so `ud` and a notebook work from a subfolder), else the working directory."""
+    if os.environ.get("UD_PROJECT"):
+        return Path(os.environ["UD_PROJECT"]).resolve()
+    cwd = Path.cwd().resolve()
+    return next((d for d in (cwd, *cwd.parents) if (d / "assets" / "definitions.py").exists()), cwd)
+
+
 @dataclass(frozen=True)
 class Home:
     root: Path
 
     @classmethod
     def current(cls) -> "Home":
-        return cls(Path(os.environ.get("UD_HOME") or ".ud").resolve())
+        return cls(Path(os.environ.get("UD_HOME") or project_root() / ".ud").resolve())
 
     @property
     def dagster_home(self) -> Path:

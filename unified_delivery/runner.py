@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_GATE, ConfigError, GateRefused, NotPermitted, UDError
-from .home import Home
+from .home import Home, project_root
 
 PLATFORM_PACKAGES = ("assets", "resources", "sensors")
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -30,15 +30,6 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
 """
-
-
-def project_root() -> Path:
-    """$UD_PROJECT, else the nearest folder at or above the working directory with
-    assets/definitions.py (so `ud` and a notebook work from a subfolder), else the working directory."""
-    if os.environ.get("UD_PROJECT"):
-        return Path(os.environ["UD_PROJECT"]).resolve()
-    cwd = Path.cwd().resolve()
-    return next((d for d in (cwd, *cwd.parents) if (d / "assets" / "definitions.py").exists()), cwd)
 
 
 def load_platform(root: Path | None = None) -> tuple[Any, Any]:

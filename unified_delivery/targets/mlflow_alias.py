@@ -22,6 +22,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def _own_types(fitted: Any) -> list[str]:
+    """MLflow saves scikit-learn models with skops, which refuses types it does not know as safe
+    (every tree model: random forests, gradient boosting) unless they are named trusted. The
+    platform trained this model itself, in its own step, so its types are trusted; MLflow
+    records them in the model, so the serving app loads it without another list."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(fitted))
+
+
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -92,7 +102,8 @@ class MlflowAliasTarget(DeployTarget):
             mlflow.log_artifact(str(holdout_path), artifact_path="holdout")
             # Naming the requirements spares MLflow a child process that infers them (15-20 s a model).
             info = mlflow.sklearn.log_model(fitted, name="model", signature=signature, input_example=sample,
-                                            registered_model_name=unit.model_name, pip_requirements=_requirements())
+                                            registered_model_name=unit.model_name, pip_requirements=_requirements(),
+                                            skops_trusted_types=_own_types(fitted))
         version = str(info.registered_model_version)
         client = self.client()
         client.set_model_version_tag(unit.model_name, version, "ud.data_version", data_version)
