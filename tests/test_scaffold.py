@@ -167,3 +167,11 @@ def test_the_home_is_the_platforms_from_any_of_its_folders(platform: Path, monke
     monkeypatch.delenv("UD_PROJECT", raising=False)
     monkeypatch.chdir(platform / "apps")
     assert Home.current().root == platform / ".ud"
+
+
+def test_an_app_whose_model_is_not_in_the_environment_is_refused_before_deploying(platform: Path, tmp_path: Path):
+    code, out = ud(platform, tmp_path / "home", "promote", "api", "--to", "staging")
+    assert code == 2 and out["error"]["code"] == "UD-PROMOTE-DEPENDENCY", out
+    assert "scorer" in out["error"]["message"] and "ud promote scorer --to staging" in out["error"]["remediation"]
+    code, status = ud(platform, tmp_path / "home", "status")
+    assert next(u for u in status["units"] if u["name"] == "api")["environments"]["staging"] is None

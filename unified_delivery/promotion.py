@@ -236,6 +236,11 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
     if version is None or artifact is None:
         raise refuse(UDError("UD-PROMOTE-NOTHING", f"{unit.name} has no {upstream} version to promote to {env}",
                              f"promote {unit.name} to {upstream} first"))
+    for dep, dep_env in platform.translator(unit).env_deps(unit, env, platform.units):
+        # An app serving a model's `env` version would start without one and fail its health check.
+        if platform.target(platform.units[dep]).status(platform.units[dep], dep_env) is None:
+            raise refuse(UDError("UD-PROMOTE-DEPENDENCY", f"{unit.name} needs {dep} in {dep_env}, which has no version yet",
+                                 f"promote {dep} to {dep_env} first (ud promote {dep} --to {dep_env})"))
     gates = platform.gates[unit.name]
     # Who acts, quotas, freezes and approvals are decided now, for this run's principal,
     # whatever an earlier run recorded: those gates are re-evaluated here.
