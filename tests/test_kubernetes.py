@@ -538,3 +538,8 @@ def test_deploy_files_agree_with_the_repository_and_the_schemas():
     assert schema_errors(objects, DEFAULT_KUBERNETES_VERSION) == []
     resources = {r for d in objects if d["kind"] == "Role" for rule in d["rules"] for r in rule["resources"]}
     assert resources == {"deployments", "replicasets", "services", "horizontalpodautoscalers"}
+
+
+def test_an_app_without_a_kubernetes_block_has_no_status_there():
+    """`ud status` lists every app; one the cluster never runs shows "-" instead of failing the command."""
+    assert KubernetesTarget().status(AppUnit(name="svc", team="web", repository="{home}/r.git"), "staging") is None

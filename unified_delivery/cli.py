@@ -89,7 +89,7 @@ def cmd_info(args, out: Output) -> int:
             repos[unit.name] = {"remote": home.expand(unit.repository), "workdir": str(home.repos / unit.name)}
     data = {"home": str(home.root), "dagster_home": str(home.dagster_home),
             "mlflow_tracking_uri": platform.targets["model"].resolved_uri(),
-            "warehouse": str(platform.targets["data"].path()), "ledger_url": platform.ledger.ledger().url, "repos": repos}
+            "warehouse": platform.targets["data"].location(), "ledger_url": platform.ledger.ledger().url, "repos": repos}
     out.result(data, lambda: "\n".join(f"{k:20} {v}" for k, v in data.items() if k != "repos") +
                "".join(f"\nrepo {n:15} {r['remote']} (workdir {r['workdir']})" for n, r in repos.items()))
     return 0

@@ -421,6 +421,8 @@ class KubernetesTarget(DeployTarget):
         return self._undo(self._api(), unit, env, to_version, log)
 
     def status(self, unit: Any, env: str) -> Deployment | None:
+        if getattr(unit, "kubernetes", None) is None:  # never deployed here (deploy refuses it): `ud status` shows "-"
+            return None
         ns, name = self._where(unit, env)
         dep = self._api().deployment(ns, name)
         if dep is None:
