@@ -20,12 +20,10 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/ud demo
 
-# Workers: one more than the cores (at most 4): a test spends about a third of its time waiting
-# on services and child processes (2 workers kept 1.46 of 2 cores busy). A test file stays on
-# one worker, so its module fixtures (a Postgres cluster, a trained model) are made once; the
-# demo is shared by all workers (tests/conftest.py).
-WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 3 ] && n=3; echo $$((n + 1)))
-XDIST := -n $(WORKERS) --dist loadfile
+# Workers: one per core, at most 4 (one more than the cores was measured: no faster, each test
+# slower). A test file stays on one worker, so its module fixtures (a Postgres cluster, a
+# trained model) are made once; the demo is shared by all workers (tests/conftest.py).
+XDIST := -n auto --maxprocesses=4 --dist loadfile
 
 test: install
 	$(BIN)/python -m pytest $(XDIST)
