@@ -32,7 +32,8 @@ class Promotion:
 
 
 def _load(project: str | Path | None):
-    from .runner import load_platform, project_root
+    from .home import project_root
+    from .runner import load_platform
 
     return load_platform(Path(project).resolve() if project else project_root())
 
@@ -40,9 +41,9 @@ def _load(project: str | Path | None):
 def _with(platform: Any, definition: ModelDefinition) -> tuple[Any, Any]:
     """The platform with this definition in place of (or beside) the unit of the same name: a
     notebook's model goes through the repository's targets, ledger, policy and budgets."""
-    from .platform import Platform
+    from .platform import Platform, declared_unit
 
-    others = [d for d in platform.declarations if getattr(d, "unit", d).name != definition.unit.name]
+    others = [d for d in platform.declarations if declared_unit(d).name != definition.unit.name]
     variant = Platform([*others, definition], targets=platform.targets, ledger=platform.ledger,
                        governance=platform.governance, costs=platform.costs)
     return variant, variant.definitions()

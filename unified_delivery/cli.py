@@ -295,7 +295,8 @@ def cmd_down(args, out: Output) -> int:
 
 
 def cmd_ui(args, out: Output) -> int:
-    from .runner import prepare_home, project_root
+    from .home import project_root
+    from .runner import prepare_home
 
     home = Home.current()
     prepare_home(home)

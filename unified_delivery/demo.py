@@ -19,10 +19,9 @@ from typing import Any
 
 from .cli import Output, _status, _status_table, promote, rollback
 from .commands.governance import approve
-from .errors import UDError
-from .home import Home
+from .home import Home, project_root
 from .kinds.app import git
-from .runner import load_platform, prepare_home, project_root
+from .runner import load_platform, prepare_home
 
 APP = "recommendation_api"
 DEMO_AUTHOR = ["-c", "user.name=Dana Developer", "-c", "user.email=dana@example.com"]
@@ -194,4 +193,4 @@ def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -
             "production_health": health, "summary_text": "\n".join(lines)}
 
 
-__all__ = ["run_demo", "UDError"]
+__all__ = ["run_demo"]

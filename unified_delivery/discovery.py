@@ -8,11 +8,13 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from .kinds.asset import WrappedAsset
+from .kinds.model import ModelDefinition
 from .units import Unit
 
 
 def is_declaration(value: Any) -> bool:
-    return isinstance(value, Unit) or isinstance(getattr(value, "unit", None), Unit)
+    return isinstance(value, (Unit, ModelDefinition, WrappedAsset))
 
 
 def python_units(folder: Path, package: str) -> list[Any]:

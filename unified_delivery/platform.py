@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import dagster as dg
 
@@ -36,19 +36,24 @@ def default_targets() -> dict[str, DeployTarget]:
             "asset": LocalArtifactTarget()}
 
 
+def declared_unit(item: Unit | ModelDefinition | WrappedAsset) -> Unit:
+    """The Unit of a declaration: a Unit itself, or the one a @model or wrap_asset carries."""
+    return item.unit if isinstance(item, (ModelDefinition, WrappedAsset)) else item
+
+
 class Platform:
     def __init__(self, units: Iterable[Unit | ModelDefinition | WrappedAsset], *,
                  targets: dict[str, DeployTarget] | None = None,
                  ledger: LedgerResource | None = None, governance: Governance | None = None,
                  costs: CostModel | None = None):
-        self.trainers: dict[str, Callable | WrappedAsset] = {}  # the Python a unit's build runs
+        # The Python a unit's build runs: a @model (callable: it trains) or a wrapped asset (its
+        # build and its check gates run the asset as written). A bare Unit has none.
+        self.trainers: dict[str, ModelDefinition | WrappedAsset] = {}
         self.units: dict[str, Unit] = {}
         self.declarations = list(units)  # as given, so a variant of this platform can be built (api.promote)
         for item in self.declarations:
-            unit = item.unit if isinstance(item, (ModelDefinition, WrappedAsset)) else item
-            if isinstance(item, ModelDefinition):
-                self.trainers[unit.name] = item.train
-            elif isinstance(item, WrappedAsset):  # its build and its check gates run the asset as written
+            unit = declared_unit(item)
+            if unit is not item:
                 self.trainers[unit.name] = item
             if unit.name in self.units:
                 raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: declared twice", "give each unit a unique name")
@@ -93,7 +98,7 @@ class Platform:
 
         with dbt.one_check_per_load():
             units = [*load_yaml_units(directory), *python_units]
-            declared = {getattr(u, "unit", u).name for u in units}
+            declared = {declared_unit(u).name for u in units}
             for project in dbt_projects:
                 found = units_from_dbt_meta(project, declared)
                 declared |= {u.name for u in found}

@@ -17,7 +17,7 @@ def cmd_init(args, out) -> int:
 
 
 def cmd_new(args, out) -> int:
-    from ..runner import project_root
+    from ..home import project_root
     from ..scaffold import new_unit
 
     written = new_unit(project_root(), args.kind, args.name, team=args.team, trains_on=args.trains_on, label=args.label,

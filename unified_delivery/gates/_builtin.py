@@ -7,7 +7,3 @@ from . import data_quality, fairness, schema, security  # noqa: F401,E402  (qual
 from . import cost  # noqa: F401,E402
 from . import asset_check  # noqa: F401,E402  (the checks of wrapped Dagster assets)
 
-# These judge what the platform records (who acts, freezes, approvals, spend, a target's
-# health), not what a unit is made of, so they apply to wrapped Dagster assets as well.
-for _gate in (access.PolicyGate, approval.ApprovalGate, freeze.FreezeGate, cost.CostGate, health.HealthGate):
-    _gate.kinds = (*_gate.kinds, "asset")

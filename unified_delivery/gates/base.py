@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..errors import ConfigError
 from ..home import Home
 from ..targets.base import Artifact, DeployTarget
-from ..units import GateSpec, Unit
+from ..units import UNIT_KINDS, GateSpec, Unit
 
 FAMILIES = (
     "tests", "security", "model-metric", "fairness", "schema", "data-quality", "dbt-tests",
@@ -60,7 +60,9 @@ class GateSettings(BaseModel):
 class Gate(ABC):
     type: ClassVar[str]
     family: ClassVar[str]
-    kinds: ClassVar[tuple[str, ...]] = ("app", "model", "data")
+    # Every kind by default: a gate on what the platform records (who acts, freezes, approvals,
+    # spend, a target's health) applies to any unit; one that reads a unit's content names its kinds.
+    kinds: ClassVar[tuple[str, ...]] = tuple(UNIT_KINDS)
     Settings: ClassVar[type[GateSettings]] = GateSettings
 
     def __init__(self, spec: GateSpec, unit: Unit):

@@ -54,9 +54,7 @@ def units_from_dbt_meta(project: Path, declared: set[str]) -> list[DataUnit]:
     own: the analytics engineer's front door, where a dbt-only change needs no Python or YAML.
     The unit is named after the model and selects it with its parents (`+name`) unless
     `meta.ud.select` says otherwise."""
-    from pydantic import ValidationError
-
-    from ..loader import field_error
+    from ..loader import unit_from_attributes
 
     project = Path(project).resolve()
     manifest = dbt.ensure_manifest(project)
@@ -65,14 +63,11 @@ def units_from_dbt_meta(project: Path, declared: set[str]) -> list[DataUnit]:
         meta = dbt.node_meta(node)
         if node["resource_type"] != "model" or not meta or node["name"] in declared:
             continue
+        # The same path as a YAML declaration that names only the selection: the rest comes from meta.
         attrs = {"name": node["name"], "project": str(project), "select": meta.get("select", f"+{node['name']}"),
-                 **{k: meta[k] for k in (*META_FIELDS, "publish") if k in meta}}
-        attrs.setdefault("gates", [{"type": "dbt-tests"}])
+                 **({"publish": meta["publish"]} if "publish" in meta else {})}
         source = f"meta.ud of {node.get('original_file_path') or node['unique_id']}"
-        try:
-            units.append(DataUnit(**attrs))
-        except ValidationError as exc:
-            raise field_error(exc, node["name"], source, DataUnit) from None
+        units.append(unit_from_attributes("data", attrs, source, project))
     return units
 
 
