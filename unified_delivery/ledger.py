@@ -26,10 +26,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from unified_delivery.errors import UDError
 from unified_delivery.home import Home
+from unified_delivery.redaction import REDACTED, redact  # noqa: F401  (REDACTED: the ledger's marker)
 
 GENESIS = "0" * 64
-REDACTED = "[redacted]"
-_SECRET_MARKERS = ("password", "secret", "token", "api_key", "private_key")
 _RETRIES = 50
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -78,18 +77,6 @@ def entry_hash(prev_hash, seq, ts, action, principal, unit, env, version, payloa
         f'"unit":{_enc(unit)},"version":{_enc(version)}}}'
     )
     return hashlib.sha256(f"{prev_hash}{body}".encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def redact(value: Any) -> Any:
-    """Secrets must never reach the ledger (it is exported for audit), whoever forgot."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if any(m in str(k).lower() for m in _SECRET_MARKERS) else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
 
 
 def utc_iso(value: datetime | str | None = None) -> str:
@@ -193,6 +180,7 @@ class Ledger:
             raise ValueError("a ledger entry needs an action and a principal")
         if payload is not None and not isinstance(payload, dict):
             raise TypeError(f"ledger payload must be a dict, not {type(payload).__name__}")
+        # Secrets must never reach the ledger (it is exported for audit), whoever forgot.
         payload_json = canonical_json(redact(payload or {}))
         t = ledger_table
         last: DBAPIError | None = None
