@@ -16,7 +16,7 @@ import pytest
 
 from tests import tiny_platform as tiny
 from unified_delivery.errors import ConfigError, NotPermitted
-from unified_delivery.governance import Governance, tokens
+from unified_delivery.governance import Governance, grants, tokens
 from unified_delivery.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,16 +51,37 @@ def test_a_token_signed_with_another_key_is_refused():
     assert info.value.code == "UD-AUTH-TOKEN-INVALID"
 
 
-def test_a_grant_only_identifies_the_run_it_was_issued_for():
-    grant = tokens.run_grant("human:dana", run_id="run-1", key=KEY)
-    assert tokens.grant_principal(grant, run_id="run-1", run_key=None, key=KEY) == "human:dana"
+def test_a_grant_only_identifies_the_run_it_was_issued_for(tmp_path):
+    engine = Ledger(f"sqlite:///{tmp_path / 'l.db'}").engine
+    config = {"ops": {"svc__candidate": {"config": {"ref": "abc"}}}}
+    grants.for_run(engine, KEY, "human:dana", run_id="run-1", job="svc__to_staging", unit="svc", env="staging",
+                   run_config=config)
+    ask = dict(run_key=None, job="svc__to_staging", run_config=config, unit="svc", env="staging")
+    assert grants.principal_for(engine, KEY, run_id="run-1", **ask) == "human:dana"
+    assert grants.principal_for(engine, KEY, run_id="run-2", **ask) is None  # another run: no grant at all
+    for change, code in (({"job": "ud_rollback"}, "UD-AUTH-GRANT-FORGED"),
+                         ({"run_config": {"ops": {"svc__candidate": {"config": {"ref": "evil"}}}}}, "UD-AUTH-GRANT-FORGED"),
+                         ({"env": "production"}, "UD-AUTH-GRANT-FORGED")):
+        with pytest.raises(NotPermitted) as info:
+            grants.principal_for(engine, KEY, run_id="run-1", **{**ask, **change})
+        assert info.value.code == code, change
+    # A run-key grant (a sensor's request) serves the first run that claims it, and no other.
+    grants.for_request(engine, KEY, "service:sensors", run_key="git:repo:main:abc:svc", job="svc__to_staging", unit="svc",
+                       env="staging", run_config=config)
+    keyed = {**ask, "run_key": "git:repo:main:abc:svc"}
+    assert grants.principal_for(engine, KEY, run_id="daemon-run", **keyed) == "service:sensors"
+    assert grants.principal_for(engine, KEY, run_id="daemon-run", **keyed) == "service:sensors"  # its later steps
     with pytest.raises(NotPermitted) as info:
-        tokens.grant_principal(grant, run_id="run-2", run_key=None, key=KEY)
+        grants.principal_for(engine, KEY, run_id="copied-run", **keyed)
     assert info.value.code == "UD-AUTH-GRANT-FORGED"
-    keyed = tokens.run_grant("service:sensors", run_key="repo:main:abc", key=KEY)
-    assert tokens.grant_principal(keyed, run_id="any", run_key="repo:main:abc", key=KEY) == "service:sensors"
+    # A grant row edited in the table (another principal) no longer verifies.
+    with engine.begin() as conn:
+        conn.execute(grants.grants_table.update().values(principal="human:local-operator"))
     with pytest.raises(NotPermitted):
-        tokens.grant_principal(keyed, run_id="any", run_key="repo:main:other", key=KEY)
+        grants.principal_for(engine, KEY, run_id="run-1", **ask)
+    # Signed with a key of its own: the same HMAC is never a token's signature.
+    with pytest.raises(NotPermitted):
+        tokens.verify(tokens._sign({"sub": "human:local-operator", "exp": 9999999999, "run_id": "run-1"}, KEY), key=KEY)
 
 
 # -- the policy matrix ------------------------------------------------------------------------
@@ -244,8 +265,10 @@ def test_a_ui_run_with_a_forged_principal_tag_is_refused_and_recorded(platform, 
     home = Home.current()
     forged = execute(defs, "svc__to_staging", home=home, tags={"ud/principal": "human:local-operator"})
     assert forged.error and forged.error.code == "UD-AUTH-FORGED-TAG" and forged.error.exit_code == 4
-    other_run_grant = tokens.run_grant("human:local-operator", run_id="another-run", key=tokens.signing_key(home))
-    copied = execute(defs, "svc__to_staging", home=home, tags={"ud/grant": other_run_grant})
+    other = str(__import__("uuid").uuid4())
+    grants.for_run(plat.ledger.ledger().engine, tokens.signing_key(home), "human:local-operator", run_id=other,
+                   job="svc__to_production", unit="svc", env="production", run_config={})
+    copied = execute(defs, "svc__to_staging", home=home, run_id=other)  # a grant for another job
     assert copied.error and copied.error.code == "UD-AUTH-GRANT-FORGED"
     # Without any tag, a UI run acts as the least-privileged principal: staging yes, production no.
     ui = execute(defs, "svc__to_staging", home=home)

@@ -114,15 +114,19 @@ def identity(platform, token: str | None = None, home: Home | None = None) -> st
         raise
 
 
-def run_tags(principal: str, reason: str, unit: str, env: str, home: Home) -> tuple[str, dict[str, str]]:
+def run_tags(platform, principal: str, reason: str, unit: str, env: str, home: Home, *, job: str,
+             run_config: dict) -> tuple[str, dict[str, str]]:
+    """A new run id with its grant recorded (never in the tags: governance/grants.py), and the
+    tags people read in the run list."""
     import uuid
 
-    from .governance import tokens
-    from .promotion import GRANT_TAG, PRINCIPAL_TAG, REASON_TAG
+    from .governance import grants, tokens
+    from .promotion import PRINCIPAL_TAG, REASON_TAG
 
     run_id = str(uuid.uuid4())
-    grant = tokens.run_grant(principal, run_id=run_id, key=tokens.signing_key(home))
-    return run_id, {PRINCIPAL_TAG: principal, GRANT_TAG: grant, REASON_TAG: reason or "", "ud/unit": unit, "ud/env": env}
+    grants.for_run(platform.ledger.ledger().engine, tokens.signing_key(home), principal, run_id=run_id, job=job,
+                   unit=unit, env=env, run_config=run_config)
+    return run_id, {PRINCIPAL_TAG: principal, REASON_TAG: reason or "", "ud/unit": unit, "ud/env": env}
 
 
 def promote(platform, defs, unit_name: str, env: str, *, reason: str = "", ref: str = "", principal: str | None = None,
@@ -139,8 +143,10 @@ def promote(platform, defs, unit_name: str, env: str, *, reason: str = "", ref: 
     if unit.previous_stage(env) == CANDIDATE and ref:
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
-    run_id, tags = run_tags(principal or identity(platform, home=home), reason, unit_name, env, home)
-    return execute(defs, job_name(unit_name, env), home=home, run_config=run_config, tags=tags, run_id=run_id)
+    job = job_name(unit_name, env)
+    run_id, tags = run_tags(platform, principal or identity(platform, home=home), reason, unit_name, env, home, job=job,
+                            run_config=run_config)
+    return execute(defs, job, home=home, run_config=run_config, tags=tags, run_id=run_id)
 
 
 def promote_plan(platform, unit_name: str, env: str, principal: str, ref: str = "") -> dict:
@@ -206,8 +212,9 @@ def rollback(platform, defs, unit_name: str, env: str, *, to: str = "", reason: 
     if env not in unit.environments:
         raise UDError("UD-UNKNOWN-ENV", f"{unit_name} has no environment {env!r}", f"use one of: {', '.join(unit.environments)}")
     home = home or Home.current()
-    run_id, tags = run_tags(principal or identity(platform, home=home), reason, unit_name, env, home)
     config = {"ops": {"rollback_unit": {"config": {"unit": unit_name, "env": env, "to_version": to or "", "reason": reason}}}}
+    run_id, tags = run_tags(platform, principal or identity(platform, home=home), reason, unit_name, env, home,
+                            job="ud_rollback", run_config=config)
     return execute(defs, "ud_rollback", home=home, run_config=config, tags=tags, run_id=run_id)
 
 
@@ -222,6 +229,14 @@ def cmd_rollback(args, out: Output) -> int:
         to = args.to or (current.previous_version if current else None)
         blocked = [] if platform.governance.allowed(principal, "deploy", args.env) else \
             [{"code": "UD-AUTH-FORBIDDEN", "message": f"{principal} may not deploy in {args.env}"}]
+        from .promotion import rollback_candidates
+
+        if to is None:
+            blocked.append({"code": "UD-ROLLBACK-NOTHING", "message": f"{args.env} has no previous version"})
+        elif to not in rollback_candidates(platform.ledger.ledger(), platform, unit, args.env):
+            blocked.append({"code": "UD-ROLLBACK-NOT-DEPLOYED", "message": f"{to[:12]} never ran in {args.env}"})
+        if (freeze := platform.governance.active_freeze(args.env)) is not None:
+            blocked.append({"code": "UD-GATE-FREEZE-ACTIVE", "message": f"{args.env} is frozen until {freeze[1][1].isoformat()}"})
         plan = {"ok": True, "dry_run": True, "action": "rollback", "unit": args.unit, "env": args.env, "principal": principal,
                 "from_version": current.version if current else None, "to_version": to, "permitted": not blocked,
                 "blocked_by": blocked, "consumers": platform.consumers(args.unit),
@@ -268,7 +283,7 @@ def cmd_gates(args, out: Output) -> int:
                "at": entry.ts if entry else None}
         if override:
             row["override"] = {"by": override["by"], "justification": override["justification"],
-                               "expires_at": override["expires_at"]}
+                               "expires_at": override["expires_at"], "for": override.get("for") or [override["by"]]}
         if gate.family == "approval" and version and not p.get("passed"):  # pending approvals are live, not cached
             live = evaluate_gate(platform, unit, gate, version, None, "", ledger)
             row.update(passed=live.passed, code=live.code, message=live.message, remediation=live.remediation)
@@ -361,6 +376,9 @@ COMMAND_MODULES: list[str] = ["scaffold", "governance", "audit", "render", "sens
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
+    from .home import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)  # what ud writes under the home (and the UI it starts) is its owner's alone
     argv = sys.argv[1:] if argv is None else argv
     as_json = "--json" in argv
     out = Output(as_json)
@@ -368,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.fn(args, out)
     except UDError as exc:
+        from .redaction import redact_text
+
+        exc.message, exc.remediation = redact_text(exc.message), redact_text(exc.remediation)
         if as_json:
             print(json.dumps({"ok": False, "error": exc.to_dict()}, indent=2))
         else:

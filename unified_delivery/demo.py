@@ -19,6 +19,7 @@ from typing import Any
 
 from .cli import Output, _status, _status_table, promote, rollback
 from .commands.governance import approve
+from .governance.authors import of_version
 from .home import Home, project_root
 from .kinds.app import git
 from .runner import load_platform, prepare_home
@@ -91,10 +92,18 @@ def run_demo(out: Output) -> dict[str, Any]:
         return dep.version if dep else None
 
     def approve_if_needed(name: str, env: str) -> None:
-        """Four-eyes: the operator (not the commit's author) approves what staging runs."""
+        """Four-eyes: someone who may approve there and is not an author (the operator built the
+        change, the commit names its developer) approves what the stage before runs."""
         unit = platform.unit(name)
         if unit.policy.approvals.get(env, 0) and (version := env_of(name, unit.previous_stage(env))):
-            data = approve(platform, platform.governance.local_principal, name, env, version)
+            authors = of_version(platform.governance, platform.ledger.ledger(), name, version)
+            approver = next((p for p in platform.governance.policy.principals if not p.startswith("service:")
+                             and platform.governance.allowed(p, "approve", env) and not authors.includes(p)), None)
+            if approver is None:
+                out.progress(f"{name} {version[:12]} waits for an approval for {env}: the policy names no approver "
+                             "who is not one of its authors")
+                return
+            data = approve(platform, approver, name, env, version)
             out.progress(f"{data['principal']} approved {name} {version[:12]} for {env}")
 
     for name in platform.order():  # customer_features -> churn_model -> recommendation_api

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_UMASK = 0o077  # files the platform writes are its owner's alone (0600, folders 0700)
+
+
 def project_root() -> Path:
     """$UD_PROJECT, else the nearest folder at or above the working directory with
     assets/definitions.py (so `ud` and a notebook work from a subfolder), else the working directory."""
@@ -28,6 +32,15 @@ class Home:
     @classmethod
     def current(cls) -> "Home":
         return cls(Path(os.environ.get("UD_HOME") or project_root() / ".ud").resolve())
+
+    def ensure(self) -> Path:
+        """The home folder, made if missing and private to its owner (0700): it holds the signing
+        key, the ledger, the run storage (tags, configs) and every build."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        st = self.root.stat()
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            self.root.chmod(PRIVATE_DIR)
+        return self.root
 
     @property
     def dagster_home(self) -> Path:

@@ -293,7 +293,12 @@ class LedgerResource(dg.ConfigurableResource):
 
     def ledger(self) -> Ledger:
         # Resolved here, at run time, so one process can serve several homes.
-        return ledger_for(self.url or Home.current().ledger_url)
+        if self.url:
+            return ledger_for(self.url)
+        home = Home.current()
+        if not home.root.exists():
+            home.ensure()
+        return ledger_for(home.ledger_url)
 
     def append(self, action: str, *, principal: str, unit: str | None = None, env: str | None = None,
                version: str | None = None, payload: dict | None = None) -> LedgerEntry:

@@ -118,7 +118,41 @@ class Platform:
             raise UDError("UD-UNKNOWN-UNIT", f"no unit named {name!r}", f"known units: {', '.join(self.units)}")
         return self.units[name]
 
+    def environments(self) -> list[str]:
+        """Every environment some unit deploys to, in first-seen order."""
+        return list(dict.fromkeys(env for u in self.units.values() for env in u.environments))
+
+    def _validate_environment_names(self) -> None:
+        """An environment named in a policy that no unit has is a typo that would switch a control
+        off without a word (`approvals: {prod: 1}`, a freeze on `prodution`): refused."""
+        envs = set(self.environments())
+
+        def refuse(where: str, name: str, source: str) -> None:
+            raise ConfigError("UD-CONFIG-UNKNOWN-ENV", f"{source}: {where} names environment {name!r}, which no unit has",
+                              f"use one of: {', '.join(self.environments())}" + ("" if "quotas" in where else
+                                                                                  ", or * for every environment"))
+
+        for unit in self.units.values():
+            for env in unit.policy.approvals:
+                if env not in unit.environments:
+                    raise ConfigError("UD-CONFIG-UNKNOWN-ENV", f"unit {unit.name}: field policy.approvals names environment "
+                                      f"{env!r}, which the unit does not have", f"use one of: {', '.join(unit.environments)}")
+        if not self.units or self.governance.source == Governance.default().source:
+            return  # the built-in policy is written for any platform
+        policy, source = self.governance.policy, self.governance.source
+        for name, p in policy.principals.items():
+            for env in p.roles:
+                if env != "*" and env not in envs:
+                    refuse(f"principals.{name}.roles", env, source)
+            for env in p.quotas.promotions_per_day:
+                if env not in envs:
+                    refuse(f"principals.{name}.quotas.promotions_per_day", env, source)
+        for i, freeze in enumerate(policy.freezes):
+            if freeze.env != "*" and freeze.env not in envs:
+                refuse(f"freezes.{i}.env", freeze.env, source)
+
     def _validate(self) -> None:
+        self._validate_environment_names()
         for unit in self.units.values():
             for dep in self.translator(unit).upstream_units(unit):
                 if dep not in self.units:

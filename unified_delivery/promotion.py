@@ -21,57 +21,88 @@ from . import tracing
 from .cost import Usage, measure
 from .errors import EXIT_GATE, EXIT_TARGET, GateRefused, NotPermitted, TargetError, UDError
 from .gates import Gate, GateContext, GateResult
-from .governance import tokens
+from .governance import grants, tokens
 from .home import Home
 from .kinds.base import BuildContext
 from .ledger import Ledger
+from .redaction import redact, redact_text
 from .reports.scorecard import gate_summary, stage_metadata
 from .targets.base import Artifact
 from .units import CANDIDATE, Unit
 
 PRINCIPAL_TAG = "ud/principal"  # for people reading the run list; never trusted on its own
-GRANT_TAG = "ud/grant"  # a signed grant bound to the run: who the run acts for
 REASON_TAG = "ud/reason"
 GOVERNANCE_FAMILIES = ("policy", "freeze", "approval")
 
 
-def principal_of(context: Any, platform: Any) -> str:
-    """Who a run acts for: the principal of its grant, or the UI's least-privileged principal.
-    A principal tag without a valid grant is a forgery: refused, and recorded."""
-    tags = context.run.tags
-    grant, claimed = tags.get(GRANT_TAG), tags.get(PRINCIPAL_TAG)
+def principal_of(context: Any, platform: Any, unit: str | None = None, env: str | None = None) -> str:
+    """Who a run acts for: the principal of the grant recorded for this very run (its id, or
+    the run key a sensor requested it under, with the same job, config, unit and environment),
+    or the UI's least-privileged principal when none was. A grant that does not fit the run,
+    or a principal tag without a grant, is a forgery: refused, and recorded."""
+    run = context.run
+    tags = run.tags
+    claimed = tags.get(PRINCIPAL_TAG)
+    ledger = context.resources.ledger.ledger()
     try:
-        if grant:
-            principal = tokens.grant_principal(grant, run_id=context.run.run_id, run_key=tags.get("dagster/run_key"))
-            if claimed and claimed != principal:
-                raise NotPermitted("UD-AUTH-FORGED-TAG", f"the run claims {claimed} but its grant names {principal}",
-                                   "start promotions with `ud` and your own token")
-            return principal
-        if claimed:
+        principal = grants.principal_for(ledger.engine, tokens.signing_key(), run_id=run.run_id,
+                                         run_key=tags.get("dagster/run_key"), job=run.job_name,
+                                         run_config=run.run_config, unit=unit, env=env)
+        if principal is None and claimed:
             raise NotPermitted("UD-AUTH-FORGED-TAG", f"the run claims to act for {claimed} without a grant",
                                "a tag grants nothing: start promotions with `ud` and a token")
+        if principal is not None and claimed and claimed != principal:
+            raise NotPermitted("UD-AUTH-FORGED-TAG", f"the run claims {claimed} but its grant names {principal}",
+                               "start promotions with `ud` and your own token")
     except NotPermitted as exc:
-        context.resources.ledger.ledger().append(
-            "forgery", principal=platform.governance.ui_principal, unit=tags.get("ud/unit"), env=tags.get("ud/env"),
-            payload={"code": exc.code, "message": exc.message, "claimed": claimed or "", "run_id": context.run.run_id})
+        ledger.append("forgery", principal=platform.governance.ui_principal, unit=tags.get("ud/unit"),
+                      env=tags.get("ud/env"), payload={"code": exc.code, "message": exc.message,
+                                                       "claimed": claimed or "", "run_id": run.run_id,
+                                                       "job": run.job_name})
         raise failure(exc) from None
-    return platform.governance.ui_principal
+    return principal or platform.governance.ui_principal
 
 
-def active_override(ledger: Ledger, unit: Unit, version: str, gate: str, stage: str) -> dict | None:
-    """An unexpired break-glass override of one gate for one version, if any."""
+def active_override(ledger: Ledger, unit: Unit, version: str, gate: str, stage: str, *, principal: str | None = None,
+                    governance: Any = None) -> dict | None:
+    """An unexpired break-glass override of one gate for one version, if any; with `principal`,
+    only one made for that principal (by name, or by a role it holds where the gate guards).
+    The policy gate is never overridden: it is who may deploy at all."""
     now = datetime.now(timezone.utc).isoformat()
+    guards = unit.stages[unit.stages.index(stage) + 1] if stage in unit.stages[:-1] else ""
+
+    def applies(e) -> bool:
+        if e.payload.get("family") == "policy":
+            return False
+        if principal is None:
+            return True
+        beneficiaries = e.payload.get("for") or [e.principal]  # older overrides: their author only
+        return any(b == principal or (b.startswith("role:") and governance is not None
+                                      and governance.allowed(principal, b[5:], guards)) for b in beneficiaries)
+
     entry = ledger.latest(unit=unit.name, action="override",
                           predicate=lambda e: e.version == version and e.payload.get("gate") == gate
-                          and e.payload.get("stage") == stage and e.payload.get("expires_at", "") > now)
+                          and e.payload.get("stage") == stage and e.payload.get("expires_at", "") > now and applies(e))
     return {**entry.payload, "by": entry.principal, "at": entry.ts} if entry else None
 
 
 def failure(exc: UDError) -> dg.Failure:
     """A step failure that carries the UD code, so `ud` can report it without parsing text."""
-    return dg.Failure(description=f"{exc.code}: {exc.message}", allow_retries=False,
-                      metadata={"ud_code": exc.code, "ud_message": exc.message, "remediation": exc.remediation,
+    message, remediation = redact_text(exc.message), redact_text(exc.remediation)  # the event log is shown in the UI
+    return dg.Failure(description=f"{exc.code}: {message}", allow_retries=False,
+                      metadata={"ud_code": exc.code, "ud_message": message, "remediation": remediation,
                                 "exit_code": exc.exit_code})
+
+
+def as_target_error(exc: Exception, doing: str) -> TargetError:
+    """A target's failure as the TargetError the caller records; an exception that is not one
+    (a bug, a full disk) keeps its type and message as the cause."""
+    if isinstance(exc, TargetError):
+        return exc
+    if isinstance(exc, UDError):
+        return TargetError(exc.code, exc.message, exc.remediation)
+    return TargetError("UD-TARGET-FAILED", f"{doing} failed: {type(exc).__name__}: {redact_text(str(exc))}",
+                       "the environment kept its previous version; fix the cause and promote again")
 
 
 def metadata_value(value: Any) -> Any:
@@ -89,6 +120,12 @@ def version_at(context: Any, platform: Any, unit: Unit, stage: str) -> tuple[str
     """The version a stage holds now: the newest candidate built, or what an environment runs."""
     ledger = context.resources.ledger.ledger()
     if stage == CANDIDATE:
+        # The candidate this run built, when it built one: another run of the same unit may have
+        # built a newer one meanwhile, and its gates ran there, not here.
+        own = ledger.latest(unit=unit.name, action="candidate",
+                            predicate=lambda e: e.payload.get("run_id") == context.run.run_id)
+        if own is not None:
+            return own.version, Artifact(**own.payload["artifact"])
         event = context.instance.get_latest_materialization_event(dg.AssetKey([unit.name, CANDIDATE]))
         if event is None or event.asset_materialization is None:
             return None, None
@@ -111,9 +148,10 @@ def priced(platform: Any, usage: Usage) -> dict:
 
 def build_candidate(context: Any, platform: Any, unit: Unit, ref: str) -> dg.MaterializeResult:
     ledger = context.resources.ledger.ledger()
-    principal = principal_of(context, platform)
+    principal = principal_of(context, platform, unit=unit.name)
     ctx = BuildContext(home=Home.current(), target=platform.target(unit), targets=platform.targets, units=platform.units,
-                       config={"ref": ref}, trainer=platform.trainers.get(unit.name), log=context.log.info)
+                       config={"ref": ref}, trainer=platform.trainers.get(unit.name), log=context.log.info,
+                       principal=principal)
     try:
         with measure() as measured:
             artifact = platform.translator(unit).build_candidate(unit, ctx)
@@ -136,6 +174,9 @@ def evaluate_gate(platform: Any, unit: Unit, gate: Gate, version: str, artifact:
     with tracing.span(f"gate {gate.name}", run_id=run_id, unit=unit.name, stage=gate.spec.stage, gate=gate.name,
                       family=gate.family, version=version, team=unit.team, kind=unit.kind) as span:
         result = _evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, log)
+        # One place for every gate: what a gate saw (test output, a warehouse's error) may hold secrets.
+        result = GateResult(result.passed, result.code, redact_text(result.message), redact_text(result.remediation),
+                            redact(result.metadata))
         tracing.record_gate(span, result)
         return result
 
@@ -160,13 +201,14 @@ def run_gate(context: Any, platform: Any, unit: Unit, gate: Gate) -> dg.AssetChe
     stage = gate.spec.stage
     guards = unit.stages[unit.stages.index(stage) + 1]
     ledger = context.resources.ledger.ledger()
-    principal = principal_of(context, platform)
+    principal = principal_of(context, platform, unit=unit.name, env=guards)
     version, artifact = version_at(context, platform, unit, stage)
     if version is None:
         result = GateResult(False, "UD-GATE-NOTHING", f"{stage} holds no version to check", f"materialize {unit.name}/{stage} first")
     else:
         result = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info, context.run.run_id)
-    override = active_override(ledger, unit, version, gate.name, stage) if version and not result.passed else None
+    override = active_override(ledger, unit, version, gate.name, stage, principal=principal,
+                               governance=platform.governance) if version and not result.passed else None
     ledger.append("gate", principal=principal, unit=unit.name, env=guards, version=version,
                   payload={"gate": gate.name, "family": gate.family, "stage": stage, **result.to_dict(),
                            "overridden": bool(override), "run_id": context.run.run_id, "team": unit.team, "kind": unit.kind})
@@ -179,8 +221,10 @@ def run_gate(context: Any, platform: Any, unit: Unit, gate: Gate) -> dg.AssetChe
                   **{k: metadata_value(v) for k, v in result.metadata.items()}})
 
 
-def gate_results(ledger: Ledger, unit: Unit, gates: list[Gate], stage: str, version: str) -> dict[str, dict | None]:
-    """The newest recorded result of each gate on `stage` for `version` (None: never run)."""
+def gate_results(ledger: Ledger, unit: Unit, gates: list[Gate], stage: str, version: str, *, principal: str,
+                 governance: Any) -> dict[str, dict | None]:
+    """The newest recorded result of each gate on `stage` for `version` (None: never run). An
+    override counts only if it was made for `principal`, whatever the recorded result says."""
     out: dict[str, dict | None] = {}
     for gate in gates:
         if gate.spec.stage != stage:
@@ -189,7 +233,10 @@ def gate_results(ledger: Ledger, unit: Unit, gates: list[Gate], stage: str, vers
                               predicate=lambda e, g=gate.name: e.version == version and e.payload.get("gate") == g
                               and e.payload.get("stage") == stage)
         payload = dict(entry.payload) if entry else None
-        if not (payload and payload["passed"]) and (override := active_override(ledger, unit, version, gate.name, stage)):
+        if payload is not None:
+            payload["overridden"] = False
+        if not (payload and payload["passed"]) and (override := active_override(
+                ledger, unit, version, gate.name, stage, principal=principal, governance=governance)):
             payload = {**(payload or {"gate": gate.name, "code": "UD-GATE-NOT-RUN"}), "overridden": True,
                        "override": override}
         out[gate.name] = payload
@@ -201,10 +248,9 @@ def passed_or_overridden(result: dict | None) -> bool:
 
 
 @contextmanager
-def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600) -> Iterator[None]:
-    """Two promotions of one unit and environment never interleave: the second waits, then is refused."""
-    home.locks.mkdir(parents=True, exist_ok=True)
-    with open(home.locks / f"{unit.name}.{env}.lock", "w") as fh:
+def _file_lock(path, what: str, timeout_s: float) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -212,7 +258,7 @@ def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600) -> Iterat
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise UDError("UD-LOCKED", f"another promotion of {unit.name} to {env} is still running",
+                    raise UDError("UD-LOCKED", f"another {what} is still running",
                                   "wait for it to finish and try again", exit_code=EXIT_TARGET) from None
                 time.sleep(0.2)
         try:
@@ -221,9 +267,20 @@ def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600) -> Iterat
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600):
+    """Two deploys of one unit and environment never interleave: the second waits, then is refused."""
+    return _file_lock(home.locks / f"{unit.name}.{env}.lock", f"promotion of {unit.name} to {env}", timeout_s)
+
+
+def run_lock(home: Home, unit: str, env: str, timeout_s: float = 1800):
+    """A whole run of one unit and environment (build, gates, deploy) at a time, for runs `ud`
+    executes; a separate file from env_lock, which the deploy step takes inside it."""
+    return _file_lock(home.locks / f"{unit}.{env}.run.lock", f"run of {unit} to {env}", timeout_s)
+
+
 def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.MaterializeResult:
     ledger = context.resources.ledger.ledger()
-    principal = principal_of(context, platform)
+    principal = principal_of(context, platform, unit=unit.name, env=env)
     reason = context.run.tags.get(REASON_TAG, "")
     upstream = unit.previous_stage(env)
     version, artifact = version_at(context, platform, unit, upstream)
@@ -247,11 +304,12 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
     for gate in gates:
         if gate.spec.stage == upstream and gate.family in GOVERNANCE_FAMILIES:
             live = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info, context.run.run_id)
-            if not live.passed and not active_override(ledger, unit, version, gate.name, upstream):
+            if not live.passed and not active_override(ledger, unit, version, gate.name, upstream, principal=principal,
+                                                       governance=platform.governance):
                 exc_type = NotPermitted if gate.family == "policy" else GateRefused
                 raise refuse(exc_type(live.code, live.message, live.remediation,
                                       exit_code=4 if gate.family == "policy" else EXIT_GATE))
-    results = gate_results(ledger, unit, gates, upstream, version)
+    results = gate_results(ledger, unit, gates, upstream, version, principal=principal, governance=platform.governance)
     failed = [f"{name} ({r['code']})" if r else f"{name} (not run)" for name, r in results.items()
               if not passed_or_overridden(r) and not any(g.name == name and g.family in GOVERNANCE_FAMILIES for g in gates)]
     if failed:
@@ -274,7 +332,8 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
                     from_version=current.version if current else None, target=type(target).__name__, team=unit.team,
                     kind=unit.kind):
                 dep = target.deploy(unit, env, artifact, log=context.log.info)
-        except TargetError as exc:
+        except Exception as exc:  # a target's own bug too: recorded with its cause, never a bare run failure
+            exc = as_target_error(exc, f"deploying {unit.name} {version[:12]} to {env}")
             ledger.append("deploy-failed", principal=principal, unit=unit.name, env=env, version=version,
                           payload={"code": exc.code, "message": exc.message, "stayed_on": current.version if current else None,
                                    "run_id": context.run.run_id})
@@ -295,25 +354,58 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
         data_version=dg.DataVersion(version))
 
 
+def rollback_candidates(ledger: Ledger, platform: Any, unit: Unit, env: str) -> set[str]:
+    """The versions a rollback of `env` may go to: what the ledger says `env` ran before, and
+    what the environment before it runs now. Anything else has not been through `env`'s gates
+    and is a promotion."""
+    been = {e.version for action in ("promotion", "rollback") for e in ledger.entries(unit=unit.name, env=env, action=action)
+            if e.version}
+    upstream = unit.previous_stage(env)
+    if upstream != CANDIDATE and (dep := platform.target(unit).status(unit, upstream)) is not None:
+        been.add(dep.version)
+    return been
+
+
 def rollback(context: Any, platform: Any, unit: Unit, env: str, to_version: str | None, reason: str) -> Any:
     ledger = context.resources.ledger.ledger()
-    principal = principal_of(context, platform)
+    principal = principal_of(context, platform, unit=unit.name, env=env)
     target = platform.target(unit)
-    try:
-        platform.governance.authorize(principal, "deploy", env)
-    except NotPermitted as exc:
-        ledger.append("refusal", principal=principal, unit=unit.name, env=env, version=to_version,
+
+    def refuse(exc: UDError, version: str | None) -> dg.Failure:
+        ledger.append("refusal", principal=principal, unit=unit.name, env=env, version=version,
                       payload={"code": exc.code, "message": exc.message, "action": "rollback", "run_id": context.run.run_id})
-        raise failure(exc) from None
+        return failure(exc)
+
     with env_lock(Home.current(), unit, env):
         current = target.status(unit, env)
+        wanted = to_version or (current.previous_version if current else None)
+        if not wanted:
+            raise refuse(TargetError("UD-ROLLBACK-NOTHING", f"{unit.name} in {env} has no previous version to go back to",
+                                     f"promote a version to {env} instead"), None)
+        allowed = rollback_candidates(ledger, platform, unit, env)
+        if wanted not in allowed:
+            raise refuse(NotPermitted(
+                "UD-ROLLBACK-NOT-DEPLOYED", f"{unit.name} {wanted[:12]} never ran in {env}: a rollback only goes back to a "
+                f"version {env} ran before, or one {unit.previous_stage(env)} runs now",
+                f"a version {env} never ran goes through its gates: ud promote {unit.name} --to {env}"), wanted)
+        # Who acts, quotas and freezes bind a rollback as they bind a promotion.
+        for gate in platform.gates[unit.name]:
+            if gate.spec.stage != unit.previous_stage(env) or gate.family not in ("policy", "freeze"):
+                continue
+            live = evaluate_gate(platform, unit, gate, wanted, None, principal, ledger, context.log.info, context.run.run_id)
+            if not live.passed and not active_override(ledger, unit, wanted, gate.name, gate.spec.stage,
+                                                       principal=principal, governance=platform.governance):
+                exc_type = NotPermitted if gate.family == "policy" else GateRefused
+                raise refuse(exc_type(live.code if gate.family != "policy" else "UD-AUTH-FORBIDDEN", live.message,
+                                      live.remediation), wanted)
         try:
             with tracing.span(f"rollback {unit.name} in {env}", run_id=context.run.run_id, unit=unit.name, env=env,
-                              from_version=current.version if current else None, to_version=to_version,
+                              from_version=current.version if current else None, to_version=wanted,
                               target=type(target).__name__, reason=reason, team=unit.team, kind=unit.kind):
-                dep = target.rollback(unit, env, to_version or None, log=context.log.info)
-        except TargetError as exc:
-            ledger.append("rollback-failed", principal=principal, unit=unit.name, env=env, version=to_version,
+                dep = target.rollback(unit, env, wanted, log=context.log.info)
+        except Exception as exc:
+            exc = as_target_error(exc, f"rolling {unit.name} back to {wanted[:12]} in {env}")
+            ledger.append("rollback-failed", principal=principal, unit=unit.name, env=env, version=wanted,
                           payload={"code": exc.code, "message": exc.message, "reason": reason, "run_id": context.run.run_id})
             raise failure(exc) from None
         ledger.append("rollback", principal=principal, unit=unit.name, env=env, version=dep.version,

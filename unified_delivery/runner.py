@@ -63,6 +63,7 @@ def load_platform(root: Path | None = None) -> tuple[Any, Any]:
 
 
 def prepare_home(home: Home) -> None:
+    home.ensure()
     for d in (home.root, home.dagster_home, home.repos, home.releases, home.builds, home.mlflow_dir):
         d.mkdir(parents=True, exist_ok=True)
     cfg = home.dagster_home / "dagster.yaml"
@@ -99,10 +100,16 @@ def execute(defs: Any, job: str, *, home: Home, run_config: dict | None = None, 
             run_id: str | None = None) -> RunOutcome:
     import dagster as dg
 
+    from .promotion import run_lock
+
     inst = instance(home)
     config = {**QUIET_LOGS, **(run_config or {})}
-    with contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the command's own output (JSON for agents)
-        result = defs.resolve_job_def(job).execute_in_process(instance=inst, run_config=config, tags=tags or {},
+    tags = tags or {}
+    # One promotion of a unit to an environment at a time, from build to deploy: the second waits.
+    lock = run_lock(home, tags["ud/unit"], tags["ud/env"]) if tags.get("ud/unit") and tags.get("ud/env") \
+        else contextlib.nullcontext()
+    with lock, contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the command's own output (JSON for agents)
+        result = defs.resolve_job_def(job).execute_in_process(instance=inst, run_config=config, tags=tags,
                                                               raise_on_error=False, run_id=run_id)
     materialized = [ev.asset_key.to_user_string() for ev in result.get_asset_materialization_events()]
     failed_checks = []

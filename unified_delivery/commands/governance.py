@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from ..errors import NotPermitted, UDError
+from ..governance.authors import check_may_approve
+from ..governance.policy import ROLES
 from ..home import Home
 
 
@@ -72,14 +74,13 @@ def approve(platform, caller: str, unit_name: str, env: str, version: str, *, dr
         raise _refuse(platform, caller, NotPermitted("UD-AUTH-FORBIDDEN", f"{caller} may not approve in {env}",
                                                       "ask someone with the approve role there"), **where)
     try:
-        artifact = _candidate(platform, unit, version)
+        _candidate(platform, unit, version)
     except UDError as exc:
         raise _refuse(platform, caller, exc, **where) from None
-    details = artifact.get("details", {})
-    author = details.get("author") or details.get("registered_by") or ""
-    if platform.governance.is_author(caller, author):
-        raise _refuse(platform, caller, NotPermitted("UD-APPROVAL-SELF", f"{caller} wrote this change ({author}) and may not approve it",
-                                                      "four eyes: ask another approver"), **where)
+    try:
+        authors = check_may_approve(platform.governance, platform.ledger.ledger(), unit.name, version, caller)
+    except NotPermitted as exc:
+        raise _refuse(platform, caller, exc, **where) from None
     from ..gates.approval import approvers
 
     ledger = platform.ledger.ledger()
@@ -89,7 +90,7 @@ def approve(platform, caller: str, unit_name: str, env: str, version: str, *, dr
         return {"ok": True, "dry_run": True, **where, "principal": caller, "already_approved": already, "required": needed}
     if not already:
         ledger.append("approval", principal=caller, unit=unit.name, env=env, version=version,
-                      payload={"author": author, "team": unit.team})
+                      payload={"authors": authors.to_dict(), "team": unit.team})
     have = approvers(ledger, unit.name, env, version)
     return {"ok": True, "unit": unit.name, "env": env, "version": version, "principal": caller,
             "approvals": len(have), "required": needed, "approved_by": have}
@@ -109,6 +110,17 @@ def cmd_override(args, out) -> int:
     gate = gates[0]
     guards = unit.stages[unit.stages.index(gate.spec.stage) + 1]
     where = {"unit": unit.name, "env": guards, "version": args.version, "action": "override"}
+    if gate.family == "policy":
+        raise _refuse(platform, caller, NotPermitted(
+            "UD-OVERRIDE-POLICY", f"the policy gate says who may deploy to {guards}; no override stands in for it",
+            f"give the principal the deploy role in {guards} in {platform.governance.source}"), **where)
+    beneficiaries = list(dict.fromkeys(args.for_ or [caller]))
+    for b in beneficiaries:
+        if b.startswith("role:"):
+            if b[5:] not in ROLES:
+                raise UDError("UD-USAGE", f"--for {b}: {b[5:]!r} is not a role", f"use role:{' or role:'.join(ROLES)}")
+        else:
+            platform.governance.principal(b)  # refuses an unknown principal
     if not (args.justification or "").strip():
         raise _refuse(platform, caller, UDError("UD-OVERRIDE-NO-JUSTIFICATION", "a break-glass override needs a written justification",
                                                 "give --justification 'why this version must go through'"), **where)
@@ -121,14 +133,15 @@ def cmd_override(args, out) -> int:
         raise _refuse(platform, caller, exc, **where) from None
     expires = datetime.now(timezone.utc) + timedelta(seconds=tokens.parse_duration(args.expires))
     payload = {"gate": gate.name, "family": gate.family, "stage": gate.spec.stage, "justification": args.justification.strip(),
-               "expires_at": expires.isoformat()}
+               "expires_at": expires.isoformat(), "for": beneficiaries}
     if args.dry_run:
         out.result({"ok": True, "dry_run": True, **where, "principal": caller, **payload},
                    f"dry run: {caller} would override {gate.name} for {unit.name} {args.version} until {expires.isoformat()}")
         return 0
     platform.ledger.ledger().append("override", principal=caller, unit=unit.name, env=guards, version=args.version, payload=payload)
     out.result({"ok": True, **where, "principal": caller, **payload},
-               f"{caller} overrode {gate.name} for {unit.name} {args.version} until {expires.isoformat()}: {payload['justification']}")
+               f"{caller} overrode {gate.name} for {unit.name} {args.version} until {expires.isoformat()}, for "
+               f"{', '.join(beneficiaries)}: {payload['justification']}")
     return 0
 
 
@@ -150,4 +163,7 @@ def register(add) -> None:
     sp.add_argument("--justification", default="")
     sp.add_argument("--stage", default="")
     sp.add_argument("--expires", default="24h")
+    sp.add_argument("--for", dest="for_", action="append", metavar="PRINCIPAL",
+                    help="who may use the override: a principal, or role:ROLE for anyone with that role where the "
+                         "gate guards (repeatable; default: you)")
     sp.add_argument("--dry-run", action="store_true")

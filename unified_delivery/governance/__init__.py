@@ -2,6 +2,6 @@
 checks a promotion makes with them."""
 
 from .policy import Governance, PolicyFile
-from .tokens import issue, parse_duration, run_grant, verify
+from .tokens import issue, parse_duration, verify
 
-__all__ = ["Governance", "PolicyFile", "issue", "parse_duration", "run_grant", "verify"]
+__all__ = ["Governance", "PolicyFile", "issue", "parse_duration", "verify"]

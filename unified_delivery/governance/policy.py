@@ -20,6 +20,8 @@ from ..errors import ConfigError, NotPermitted
 from .tokens import parse_duration
 
 Role = Literal["deploy", "approve", "override", "admin"]
+ROLES: tuple[str, ...] = Role.__args__
+CHANGES = ("promotion", "rollback")  # ledger actions that change what an environment runs
 PRINCIPAL_RE = re.compile(r"^(human|service|agent):[A-Za-z0-9_.@/-]+$")
 
 
@@ -160,14 +162,17 @@ class Governance:
                                f"ask someone with the {role} role in {env}, or change {self.source}")
 
     def check_quota(self, name: str, env: str, ledger, now: datetime | None = None) -> None:
-        """Agents' daily promotion quota, counted from the ledger (so restarts cannot reset it)."""
+        """Agents' daily quota of changes to `env`, counted from the ledger (so restarts cannot reset
+        it): promotions and rollbacks alike, since a rollback changes what runs as much."""
         limit = self.principal(name).quotas.promotions_per_day.get(env)
         if limit is None:
             return
         since = (now or datetime.now(timezone.utc)) - timedelta(days=1)
-        used = sum(1 for e in ledger.entries(env=env, action="promotion", since=since) if e.principal == name)
+        used = sum(1 for action in CHANGES for e in ledger.entries(env=env, action=action, since=since)
+                   if e.principal == name)
         if used >= limit:
-            raise NotPermitted("UD-AUTH-QUOTA", f"{name} has used its quota of {limit} promotions to {env} per day",
+            raise NotPermitted("UD-AUTH-QUOTA", f"{name} has used its quota of {limit} changes (promotions and "
+                               f"rollbacks) to {env} per day",
                                "wait for the quota to free up, or ask a human to promote")
 
     def active_freeze(self, env: str, now: datetime | None = None) -> tuple[Freeze, tuple[datetime, datetime]] | None:

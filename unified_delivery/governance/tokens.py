@@ -4,9 +4,10 @@ A token names a principal: `ud1.<payload>.<signature>`, the payload base64url JS
 `{"sub", "iat", "exp", "jti"}`, the signature HMAC-SHA256 with the platform's signing key
 (`UD_SIGNING_KEY`, else `<home>/signing.key`, made on first use, mode 0600).
 
-A run never carries the user's token. `ud` puts a *grant* in the run's tags instead: the
-same kind of signed object, bound to that run's id and expiring within minutes. A grant
-copied onto another run, or a principal tag without a grant, identifies no one.
+A token identifies a person, a service or an agent to `ud`; it never travels with a run.
+What a run acts for is a run grant (governance/grants.py), which is not a token: a
+signed object of its own kind, never accepted here. Objects that older versions put in
+run tags (`run_id`/`run_key` claims) are refused too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..errors import NotPermitted, UDError
 from ..home import Home
 
 PREFIX = "ud1"
+TOKEN_TYPE = "user"  # the only kind of signed object `verify` accepts
 DURATION_RE = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -39,12 +41,22 @@ def signing_key(home: Home | None = None) -> bytes:
     env = os.environ.get("UD_SIGNING_KEY")
     if env:
         return env.encode()
-    path = (home or Home.current()).root / "signing.key"
+    home = home or Home.current()
+    path = home.root / "signing.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        home.ensure()
+        # Written whole, then linked into place: a process that races this one reads either no
+        # key or the whole key, and only one key ever wins.
+        tmp = path.with_name(f".signing.key.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip().encode()
 
 
@@ -64,7 +76,7 @@ def _sign(claims: dict, key: bytes) -> str:
 
 def issue(principal: str, ttl_s: int, *, key: bytes | None = None, **extra: str) -> str:
     now = int(time.time())
-    claims = {"sub": principal, "iat": now, "exp": now + ttl_s, "jti": secrets.token_hex(8), **extra}
+    claims = {"sub": principal, "iat": now, "exp": now + ttl_s, "jti": secrets.token_hex(8), "typ": TOKEN_TYPE, **extra}
     return _sign(claims, key or signing_key())
 
 
@@ -81,25 +93,10 @@ def verify(token: str, *, key: bytes | None = None, now: float | None = None) ->
         claims = json.loads(_unb64(parts[1]))
     except ValueError:
         raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's payload is unreadable", "get a new token") from None
+    if not isinstance(claims, dict) or claims.get("typ", TOKEN_TYPE) != TOKEN_TYPE or {"run_id", "run_key"} & set(claims):
+        raise NotPermitted("UD-AUTH-TOKEN-INVALID", "this is a run grant, not a token: it identifies no one",
+                           "get a token with `ud token issue`")
     if claims.get("exp", 0) < (now or time.time()):
         raise NotPermitted("UD-AUTH-TOKEN-EXPIRED", f"the token of {claims.get('sub')} has expired",
                            "get a new token with `ud token issue`")
     return claims
-
-
-def run_grant(principal: str, *, run_id: str | None = None, run_key: str | None = None, ttl_s: int = 86400,
-              key: bytes | None = None) -> str:
-    """A grant for one run: bound to its id (runs `ud` starts) or to its run key (sensor runs,
-    whose id is not known when they are requested; the daemon starts one run per key)."""
-    bound = {"run_id": run_id} if run_id else {"run_key": run_key or ""}
-    return issue(principal, ttl_s, key=key, **bound)
-
-
-def grant_principal(grant: str, *, run_id: str, run_key: str | None, key: bytes | None = None) -> str:
-    claims = verify(grant, key=key)
-    if "run_id" in claims and claims["run_id"] == run_id:
-        return claims["sub"]
-    if "run_key" in claims and claims["run_key"] and claims["run_key"] == run_key:
-        return claims["sub"]
-    raise NotPermitted("UD-AUTH-GRANT-FORGED", "the run's grant was issued for another run",
-                       "start promotions with `ud` (or through a sensor), not by copying tags")

@@ -66,8 +66,9 @@ class AppTranslator(KindTranslator):
         except UDError:
             raise UDError("UD-APP-REF-NOT-FOUND", f"unit {unit.name}: {ref!r} is not a commit or branch of {repo}",
                           "push the branch or give an existing commit") from None
-        fmt = "%an <%ae>%x00%aI%x00%cI%x00%s"
-        author, authored_at, committed_at, subject = git("log", "-1", f"--format={fmt}", sha, cwd=mirror).split("\x00")
+        fmt = "%an <%ae>%x00%cn <%ce>%x00%aI%x00%cI%x00%s"
+        author, committer, authored_at, committed_at, subject = git("log", "-1", f"--format={fmt}", sha,
+                                                                    cwd=mirror).split("\x00")
         out = ctx.home.builds / unit.name / sha
         if not out.exists():
             tmp = Path(tempfile.mkdtemp(prefix=f"{sha}.tmp-", dir=out.parent))
@@ -87,6 +88,7 @@ class AppTranslator(KindTranslator):
         tree_hash = git("rev-parse", f"{sha}:{unit.path}" if unit.path != "." else f"{sha}^{{tree}}", cwd=mirror)
         ctx.log(f"built {unit.name} at {sha[:12]} ({subject})")
         return Artifact(unit=unit.name, kind="app", version=sha, digest=f"git-tree:{tree_hash}", location=str(src),
-                        details={"repository": repo, "ref": ref, "author": author, "authored_at": authored_at,
+                        details={"repository": repo, "ref": ref, "author": author, "committer": committer,
+                                 "authored_at": authored_at,
                                  "committed_at": committed_at, "subject": subject,
                                  "change_created_at": committed_at})

@@ -25,6 +25,7 @@ class BuildContext:
     config: dict[str, Any] = field(default_factory=dict)
     trainer: Callable[[Any], Any] | None = None  # model units: the decorated training function
     log: Callable[[str], None] = print
+    principal: str = ""  # who the build runs for (recorded as a model version's registrant)
 
 
 class KindTranslator:

@@ -21,6 +21,24 @@ from ..units import DataUnit, Unit
 from .base import BuildContext, KindTranslator
 
 META_FIELDS = ("team", "gates", "budget", "policy", "depends_on", "description", "environments")
+META_ONLY = ("select", "publish")  # what only a unit declared in meta alone may say there
+
+
+def checked_meta(node: dict) -> dict[str, Any]:
+    """A node's `meta.ud` block; a key that is not a unit field is refused, never ignored: a
+    misspelt `gatess:` would otherwise drop the data-quality and cost gates without a word."""
+    meta = dbt.node_meta(node)
+    if not isinstance(meta, dict):
+        raise UDError("UD-CONFIG-DBT-META", f"meta.ud of {_where(node)} is not a mapping", "write meta: {ud: {team: ...}}")
+    unknown = sorted(set(meta) - set(META_FIELDS) - set(META_ONLY))
+    if unknown:
+        raise UDError("UD-CONFIG-DBT-META", f"meta.ud of {_where(node)}: unknown key(s) {', '.join(map(repr, unknown))}",
+                      f"use only: {', '.join((*META_FIELDS, *META_ONLY))}")
+    return meta
+
+
+def _where(node: dict) -> str:
+    return node.get("original_file_path") or node.get("unique_id", "?")
 
 
 def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -40,7 +58,7 @@ def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]
                       "name models that exist in the dbt project (dbt ls --select ...)", exit_code=2)
     nodes = [manifest["nodes"][u] for u in ids]
     own = [n for n in nodes if n["name"] == name] + [n for n in nodes if dbt.node_meta(n)]
-    meta = dbt.node_meta(own[0]) if own else {}
+    meta = checked_meta(own[0]) if own else {}
     for key in META_FIELDS:
         if key not in attrs and key in meta:
             attrs[key] = meta[key]
@@ -60,9 +78,9 @@ def units_from_dbt_meta(project: Path, declared: set[str]) -> list[DataUnit]:
     manifest = dbt.ensure_manifest(project)
     units = []
     for node in sorted(manifest["nodes"].values(), key=lambda n: n["unique_id"]):
-        meta = dbt.node_meta(node)
-        if node["resource_type"] != "model" or not meta or node["name"] in declared:
+        if node["resource_type"] != "model" or not dbt.node_meta(node) or node["name"] in declared:
             continue
+        meta = checked_meta(node)
         # The same path as a YAML declaration that names only the selection: the rest comes from meta.
         attrs = {"name": node["name"], "project": str(project), "select": meta.get("select", f"+{node['name']}"),
                  **({"publish": meta["publish"]} if "publish" in meta else {})}

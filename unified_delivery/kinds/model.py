@@ -143,7 +143,8 @@ class ModelTranslator(KindTranslator):
             raise UDError("UD-MODEL-NOT-FITTED", f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
                           "return the fitted estimator", exit_code=5)
         return ctx.target.register(unit, fitted, train=train, holdout_path=holdout_path,
-                                   data_version=data_version, train_seconds=time.time() - started, log=ctx.log)
+                                   data_version=data_version, train_seconds=time.time() - started, log=ctx.log,
+                                   principal=ctx.principal)
 
     def _data_unit_rows(self, unit: ModelUnit, ctx: BuildContext):
         data_target = ctx.targets["data"]
@@ -160,7 +161,8 @@ class ModelTranslator(KindTranslator):
         return Artifact(unit=unit.name, kind="model", version=version, digest=f"mlflow-run:{mv.run_id}",
                         location=f"models:/{unit.model_name}/{version}",
                         details={"holdout_path": str(holdout_path), "data_version": data_version, "run_id": mv.run_id,
-                                 "registered_by": mv.user_id or "", "change_created_at": _iso(mv.creation_timestamp)})
+                                 "registered_by": (mv.tags or {}).get("ud.registered_by", ""),
+                                 "mlflow_user": mv.user_id or "", "change_created_at": _iso(mv.creation_timestamp)})
 
 
 def _iso(ms: int | None) -> str:

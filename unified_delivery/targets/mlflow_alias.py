@@ -75,7 +75,7 @@ class MlflowAliasTarget(DeployTarget):
         return mlflow.create_experiment(name, artifact_location=root.resolve().as_uri() + f"/{unit.name}")
 
     def register(self, unit, fitted, *, train, holdout_path: Path, data_version: str, train_seconds: float,
-                 log: Log = _quiet) -> Artifact:
+                 log: Log = _quiet, principal: str = "") -> Artifact:
         """Log a fitted model, register a new version, and tag it with its provenance."""
         import mlflow
         import mlflow.sklearn
@@ -108,6 +108,8 @@ class MlflowAliasTarget(DeployTarget):
         client = self.client()
         client.set_model_version_tag(unit.model_name, version, "ud.data_version", data_version)
         client.set_model_version_tag(unit.model_name, version, "ud.unit", unit.name)
+        if principal:  # MLflow's own user_id is whatever the client said; this one the platform verified
+            client.set_model_version_tag(unit.model_name, version, "ud.registered_by", principal)
         log(f"registered {unit.model_name} version {version} (data {data_version}, " +
             ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + ")")
         mv = client.get_model_version(unit.model_name, version)
@@ -116,7 +118,8 @@ class MlflowAliasTarget(DeployTarget):
         return Artifact(unit=unit.name, kind="model", version=version, digest=f"mlflow-run:{run.info.run_id}",
                         location=f"models:/{unit.model_name}/{version}",
                         details={"holdout_path": str(holdout_path), "data_version": data_version,
-                                 "run_id": run.info.run_id, "metrics": metrics, "registered_by": mv.user_id or "",
+                                 "run_id": run.info.run_id, "metrics": metrics, "registered_by": principal,
+                                 "mlflow_user": mv.user_id or "",
                                  "change_created_at": _iso(mv.creation_timestamp)})
 
     def model_version(self, unit, version: str):

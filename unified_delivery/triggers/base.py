@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
-from ..promotion import GRANT_TAG, PRINCIPAL_TAG, REASON_TAG
+from ..promotion import PRINCIPAL_TAG, REASON_TAG
 
 # Dagster's own tag names (public strings; the constants live in a private module).
 RUN_KEY_TAG = "dagster/run_key"
@@ -37,12 +37,30 @@ def default_principal(sensor: str) -> str:
     return f"service:sensor/{sensor}"
 
 
-def grant_tags(principal: str, run_key: str, key: bytes | None = None) -> dict[str, str]:
-    """The principal, and a grant bound to the run key: the daemon, a hook or `ud sensors tick`
-    starts one run per key, and a grant copied onto any other run identifies no one."""
-    from ..governance import tokens
+def grant_requests(context: Any, requests: Sequence[dg.RunRequest]) -> None:
+    """Record a grant for each request this tick made (governance/grants.py): bound to its run
+    key, job, config, unit and environment, so the run the daemon, a hook or `ud sensors tick`
+    starts for it acts for the sensor's principal, and a copy of its tags acts for no one.
+    The principal comes from the request this process just built, never from a caller."""
+    if not requests:
+        return
+    from ..governance import grants, tokens
 
-    return {PRINCIPAL_TAG: principal, GRANT_TAG: tokens.run_grant(principal, run_key=run_key, key=key)}
+    engine = _ledger(context).engine
+    key = tokens.signing_key()
+    for r in requests:
+        grants.for_request(engine, key, r.tags[PRINCIPAL_TAG], run_key=r.run_key or "", job=r.job_name or "",
+                           unit=r.tags.get("ud/unit", ""), env=r.tags.get("ud/env", ""), run_config=dict(r.run_config))
+
+
+def _ledger(context: Any):
+    resources = getattr(context, "resources", None)
+    resource = getattr(resources, "ledger", None) if resources is not None else None
+    if resource is None:  # a sensor evaluated without the platform's resources: the home's ledger
+        from ..ledger import LedgerResource
+
+        resource = LedgerResource()
+    return resource.ledger()
 
 
 def request_sensor(name: str, requests: Callable[[Requester, Any], list], jobs: Sequence[Any], *, skip: str,
@@ -51,30 +69,29 @@ def request_sensor(name: str, requests: Callable[[Requester, Any], list], jobs: 
     """A sensor whose tick is `requests(requester, context)`; nothing requested is a skip."""
     def evaluate(context: dg.SensorEvaluationContext):
         found = requests(Requester.for_tick(name, principal or default_principal(name)), context)
+        grant_requests(context, found)
         return dg.SensorResult(run_requests=found) if found else dg.SkipReason(skip)
 
     return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
-                               default_status=default_status, description=description)
+                               default_status=default_status, description=description,
+                               required_resource_keys={"ledger"})
 
 
 @dataclass(frozen=True)
 class Requester:
-    """Makes one tick's run requests: its sensor, the principal its runs act for, and the
-    signing key, read once per tick rather than once per request."""
+    """Makes one tick's run requests: its sensor and the principal its runs act for (granted
+    by `grant_requests` when the tick returns)."""
 
     sensor: str
     principal: str
-    key: bytes
 
     @classmethod
     def for_tick(cls, sensor: str, principal: str) -> "Requester":
-        from ..governance import tokens
-
-        return cls(sensor, principal, tokens.signing_key())
+        return cls(sensor, principal)
 
     def request(self, *, job: str, run_key: str, unit: str, env: str, reason: str,
                 run_config: dict | None = None) -> dg.RunRequest:
-        tags = {**grant_tags(self.principal, run_key, self.key), REASON_TAG: f"{self.sensor}: {reason}", "ud/unit": unit,
+        tags = {PRINCIPAL_TAG: self.principal, REASON_TAG: f"{self.sensor}: {reason}", "ud/unit": unit,
                 "ud/env": env, TRIGGER_TAG: self.sensor}
         return dg.RunRequest(run_key=run_key, job_name=job, run_config=run_config or {}, tags=tags)
 
@@ -142,7 +159,7 @@ class SensorState:
         for item in due:
             if item["run_key"] in have_runs:
                 continue
-            tags = {**item["tags"], **grant_tags(item["tags"][PRINCIPAL_TAG], item["run_key"])}  # the old grant may have expired
+            tags = {k: v for k, v in item["tags"].items() if k != "ud/grant"}  # state saved by older versions held one
             lost.append(dg.RunRequest(run_key=item["run_key"], job_name=item["job"], run_config=item["run_config"], tags=tags))
         return lost
 
@@ -161,6 +178,10 @@ class SensorState:
 Tick = Callable[[dg.SensorEvaluationContext, dict], list[dg.RunRequest]]
 
 
+# What a sensor built on `durable` or `request_sensor` needs: the ledger, where its grants go.
+SENSOR_RESOURCES = frozenset({"ledger"})
+
+
 def durable(name: str, tick: Tick) -> Callable[[dg.SensorEvaluationContext], dg.SensorResult]:
     """Wrap a tick `(context, state) -> requests` that reads and updates `state` in place."""
 
@@ -176,6 +197,7 @@ def durable(name: str, tick: Tick) -> Callable[[dg.SensorEvaluationContext], dg.
         requests += [r for r in retried if r.run_key not in fresh]
         state.remember(requests, now)
         state.save(instance)
+        grant_requests(context, requests)  # the retried ones too: an old grant may have expired
         if requests:
             return dg.SensorResult(run_requests=requests)
         return dg.SensorResult(skip_reason=dg.SkipReason("nothing new"))

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import dagster as dg
 
 from ..translator import job_name
-from .base import Requester, candidate_config, default_principal, durable, note
+from .base import SENSOR_RESOURCES, Requester, candidate_config, default_principal, durable, note
 
 HEADS = "refs/heads/"
 _BAD_IN_PATTERN = re.compile(r"[\s~^:\\]|\.\.|@\{|//")
@@ -269,7 +269,7 @@ def git_sensor(name: str, watches: Callable[[], Sequence[GitWatch]], jobs: Seque
                timeout: float = 20, workers: int = 8, principal: str | None = None) -> dg.SensorDefinition:
     """A Git sensor over `watches()` (read at every tick, so paths may depend on the home)."""
     tick = git_tick(name, principal or default_principal(name), watches, timeout=timeout, workers=workers)
-    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick),
+    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick), required_resource_keys=set(SENSOR_RESOURCES),
                                jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
                                default_status=default_status,
                                description="New commits on watched branches request candidate runs (run key: "

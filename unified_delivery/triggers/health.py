@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import dagster as dg
 
-from .base import Requester, default_principal, durable, note
+from .base import SENSOR_RESOURCES, Requester, default_principal, durable, note
 from .promotion import seconds_since
 
 
@@ -92,7 +92,7 @@ def health_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_health"
                   default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
                   principal: str | None = None) -> dg.SensorDefinition:
     tick = health_tick(name, principal or default_principal(name), platform, failures, watch_seconds)
-    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick),
+    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick), required_resource_keys=set(SENSOR_RESOURCES),
                                jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
                                default_status=default_status,
                                description=f"Rolls a deploy back after {failures} consecutive failed health checks "

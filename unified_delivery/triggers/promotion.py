@@ -61,7 +61,8 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
                 note(context, "info", f"{sensor}: {name} {src.version[:12]} waits in {prev}: soak {soak} s ({left})",
                      unit=name, env=env, event="soaking")
                 continue
-            results = gate_results(ledger, unit, platform.gates[name], prev, src.version)
+            results = gate_results(ledger, unit, platform.gates[name], prev, src.version, principal=who.principal,
+                                   governance=platform.governance)
             failed = sorted(g for g, r in results.items() if r is not None and not r["passed"])
             last_failure = ledger.latest(unit=name, action="gate", predicate=lambda e: e.version == src.version
                                          and e.payload.get("stage") == prev and not e.payload.get("passed")) if failed else None

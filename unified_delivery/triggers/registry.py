@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import dagster as dg
 
 from ..translator import job_name
-from .base import Requester, candidate_config, default_principal, durable, note
+from .base import SENSOR_RESOURCES, Requester, candidate_config, default_principal, durable, note
 
 CHUNK = 100
 IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
@@ -193,7 +193,7 @@ def registry_sensor(name: str, watches: Callable[[], Sequence[ModelWatch]], clie
     """A registry sensor; `client()` returns an MlflowClient, `known(unit, version)` says the
     platform already built that version as a candidate."""
     tick = registry_tick(name, principal or default_principal(name), watches, client, known)
-    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick),
+    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick), required_resource_keys=set(SENSOR_RESOURCES),
                                jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
                                default_status=default_status,
                                description="New registered model versions and aliases set outside the platform request "
