@@ -59,8 +59,12 @@ def register(add) -> None:
     tick.add_argument("--json", action="store_true", help="one JSON object on stdout, no progress")
     tick.set_defaults(fn=cmd_tick)
     hook = sub.add_parser("webhook", help="receive MLflow registry webhooks (HMAC-verified) and evaluate the registry sensor",
-                          description="An HTTP receiver for MLflow model registry webhooks: each delivery with a valid "
-                                      "signature evaluates the registry sensor at once.")
+                          description="An HTTP receiver for MLflow model registry webhooks: "
+                                      "each delivery with a valid signature evaluates the "
+                                      "registry sensor at once. A body needs a Content-Length "
+                                      "of at most 1 MiB, a connection has 10 s for headers and "
+                                      "body, and 64 are served at once; the rest are refused "
+                                      "and logged.")
     hook.add_argument("--host", default="127.0.0.1")
     hook.add_argument("--port", type=int, default=8790)
     hook.add_argument("--secret-env", default="UD_MLFLOW_WEBHOOK_SECRET", help="variable holding the webhook secret")
