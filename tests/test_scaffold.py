@@ -48,17 +48,29 @@ def test_init_makes_a_platform_whose_make_test_passes(platform: Path, tmp_path: 
     assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
-def test_new_model_reaches_staging_at_once(platform: Path, tmp_path: Path):
+def test_new_model_reaches_staging_at_once_even_promoted_twice_at_once(platform: Path, tmp_path: Path):
     home = tmp_path / "home"
     code, out = ud(platform, home, "new", "model", "m")
     assert code == 0, out
     assert set(out["files"]) == {"assets/m.py", "data/m.csv", "tests/test_m.py"}
-    code, out = ud(platform, home, "promote", "m", "--to", "staging")
-    assert code == 0, out
-    assert out["version"] == "1"
+    # Two promotions at once (a second operator, a retry): the second waits for the first, and each
+    # deploys the version its own run built and gated, never the other's.
+    procs = [subprocess.Popen([str(BIN / "ud"), "promote", "m", "--to", "staging", "--json"], cwd=platform, env=env(home),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
+    for code, stdout, stderr in results:
+        assert code == 0, stderr[-3000:]
+    assert sorted(json.loads(stdout)["version"] for _, stdout, _ in results) == ["1", "2"]
+    from unified_delivery.ledger import Ledger
+
+    ledger = Ledger(f"sqlite:///{home / 'ledger.db'}")
+    built = {e.payload["run_id"]: e.version for e in ledger.entries(unit="m", action="candidate")}
+    promoted = ledger.entries(unit="m", env="staging", action="promotion")
+    assert [(e.version, built[e.payload["run_id"]]) for e in promoted] == [("1", "1"), ("2", "2")]
+    assert not ledger.entries(unit="m", action="refusal")
     code, status = ud(platform, home, "status")
     m = next(u for u in status["units"] if u["name"] == "m")
-    assert m["environments"]["staging"]["version"] == "1" and m["environments"]["production"] is None
+    assert m["environments"]["staging"]["version"] == "2" and m["environments"]["production"] is None
 
 
 def test_a_data_unit_declared_in_dbt_meta_alone(platform: Path):

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from unified_delivery.home import Home
+from unified_delivery.ledger import Ledger
 from unified_delivery.triggers import base
 from unified_delivery.triggers.base import RUN_KEY_TAG, SENSOR_NAME_TAG, collect_notes
 from unified_delivery.triggers.git import Build, GitWatch, git_sensor, local_heads, pattern_problem, remote_heads
@@ -91,7 +92,12 @@ def test_new_commits_build_the_newest_and_a_restart_requests_nothing_twice(tmp_p
     assert ran["outcome"] == "success" and ran["run_key"] == f"git:{repo.remote}:main:{first}:app"
     run = instance.get_run_by_id(ran["run_id"])
     assert run.tags[RUN_KEY_TAG] == ran["run_key"] and run.tags[SENSOR_NAME_TAG] == "git"
-    assert run.tags["ud/principal"] == "service:sensor/git" and run.tags["ud/grant"].startswith("ud1.")
+    assert run.tags["ud/principal"] == "service:sensor/git" and "ud/grant" not in run.tags  # the grant is not a tag
+    from unified_delivery.governance import grants, tokens
+
+    engine = Ledger(f"sqlite:///{ud_home / 'ledger.db'}").engine  # the grant went where the run will look
+    assert grants.principal_for(engine, tokens.signing_key(Home(ud_home)), run_id=run.run_id, run_key=ran["run_key"],
+                                job=run.job_name, run_config=run.run_config) == "service:sensor/git"
     assert run.run_config["ops"]["app__candidate"]["config"]["ref"] == first
 
     older = [repo.commit(f"change {i}") for i in range(3)]

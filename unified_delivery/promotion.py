@@ -354,12 +354,17 @@ def promote(context: Any, platform: Any, unit: Unit, env: str) -> dg.Materialize
         data_version=dg.DataVersion(version))
 
 
-def rollback_candidates(ledger: Ledger, platform: Any, unit: Unit, env: str) -> set[str]:
-    """The versions a rollback of `env` may go to: what the ledger says `env` ran before, and
-    what the environment before it runs now. Anything else has not been through `env`'s gates
-    and is a promotion."""
-    been = {e.version for action in ("promotion", "rollback") for e in ledger.entries(unit=unit.name, env=env, action=action)
+def ran_in(ledger: Ledger, unit: Unit, env: str) -> set[str]:
+    """The versions the ledger says `env` ran: promoted or rolled back to."""
+    return {e.version for action in ("promotion", "rollback") for e in ledger.entries(unit=unit.name, env=env, action=action)
             if e.version}
+
+
+def rollback_candidates(ledger: Ledger, platform: Any, unit: Unit, env: str) -> set[str]:
+    """The versions a rollback of `env` may go to: what `env` ran before, and what the
+    environment before it runs now (which must then pass every gate guarding `env`, as a
+    promotion would). Anything else has not been through `env`'s gates and is a promotion."""
+    been = ran_in(ledger, unit, env)
     upstream = unit.previous_stage(env)
     if upstream != CANDIDATE and (dep := platform.target(unit).status(unit, upstream)) is not None:
         been.add(dep.version)
@@ -370,34 +375,50 @@ def rollback(context: Any, platform: Any, unit: Unit, env: str, to_version: str 
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name, env=env)
     target = platform.target(unit)
+    upstream = unit.previous_stage(env)
 
     def refuse(exc: UDError, version: str | None) -> dg.Failure:
         ledger.append("refusal", principal=principal, unit=unit.name, env=env, version=version,
                       payload={"code": exc.code, "message": exc.message, "action": "rollback", "run_id": context.run.run_id})
         return failure(exc)
 
+    try:  # first, so that nobody without the right learns what the environment could go back to
+        platform.governance.authorize(principal, "deploy", env)
+    except NotPermitted as exc:
+        raise refuse(exc, to_version) from None
     with env_lock(Home.current(), unit, env):
         current = target.status(unit, env)
         wanted = to_version or (current.previous_version if current else None)
         if not wanted:
             raise refuse(TargetError("UD-ROLLBACK-NOTHING", f"{unit.name} in {env} has no previous version to go back to",
                                      f"promote a version to {env} instead"), None)
-        allowed = rollback_candidates(ledger, platform, unit, env)
-        if wanted not in allowed:
+        if wanted not in rollback_candidates(ledger, platform, unit, env):
             raise refuse(NotPermitted(
                 "UD-ROLLBACK-NOT-DEPLOYED", f"{unit.name} {wanted[:12]} never ran in {env}: a rollback only goes back to a "
-                f"version {env} ran before, or one {unit.previous_stage(env)} runs now",
+                f"version {env} ran before, or one {upstream} runs now",
                 f"a version {env} never ran goes through its gates: ud promote {unit.name} --to {env}"), wanted)
-        # Who acts, quotas and freezes bind a rollback as they bind a promotion.
+        # Who acts, quotas and freezes bind a rollback as they bind a promotion; a version new to
+        # `env` (what `upstream` runs) needs its approvals and every other gate guarding `env` too.
+        new_here = wanted not in ran_in(ledger, unit, env)
+        live_families = ("policy", "freeze", "approval") if new_here else ("policy", "freeze")
         for gate in platform.gates[unit.name]:
-            if gate.spec.stage != unit.previous_stage(env) or gate.family not in ("policy", "freeze"):
+            if gate.spec.stage != upstream or gate.family not in live_families:
                 continue
             live = evaluate_gate(platform, unit, gate, wanted, None, principal, ledger, context.log.info, context.run.run_id)
             if not live.passed and not active_override(ledger, unit, wanted, gate.name, gate.spec.stage,
                                                        principal=principal, governance=platform.governance):
-                exc_type = NotPermitted if gate.family == "policy" else GateRefused
-                raise refuse(exc_type(live.code if gate.family != "policy" else "UD-AUTH-FORBIDDEN", live.message,
-                                      live.remediation), wanted)
+                if gate.family == "policy":
+                    raise refuse(NotPermitted("UD-AUTH-FORBIDDEN", live.message, live.remediation), wanted)
+                raise refuse(GateRefused(live.code, live.message, live.remediation, exit_code=EXIT_GATE), wanted)
+        if new_here:
+            results = gate_results(ledger, unit, platform.gates[unit.name], upstream, wanted, principal=principal,
+                                   governance=platform.governance)
+            failed = [n for n, r in results.items() if not passed_or_overridden(r)
+                      and not any(g.name == n and g.family in GOVERNANCE_FAMILIES for g in platform.gates[unit.name])]
+            if failed:
+                raise refuse(GateRefused("UD-GATE-REFUSED", f"{unit.name} {wanted[:12]} may not go to {env}: gates not "
+                                         f"passed: {', '.join(failed)}", f"see `ud gates {unit.name} --env {upstream}`",
+                                         exit_code=EXIT_GATE), wanted)
         try:
             with tracing.span(f"rollback {unit.name} in {env}", run_id=context.run.run_id, unit=unit.name, env=env,
                               from_version=current.version if current else None, to_version=wanted,

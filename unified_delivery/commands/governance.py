@@ -97,52 +97,62 @@ def approve(platform, caller: str, unit_name: str, env: str, version: str, *, dr
 
 
 def cmd_override(args, out) -> int:
+    platform, caller = _platform_and_principal(args)
+    data = override(platform, caller, args.unit, args.gate, args.version, justification=args.justification,
+                    expires=args.expires, stage=args.stage, for_=args.for_, dry_run=args.dry_run)
+    if args.dry_run:
+        out.result(data, f"dry run: {caller} would override {data['gate']} for {args.unit} {args.version} until "
+                         f"{data['expires_at']}, for {', '.join(data['for'])}")
+    else:
+        out.result(data, f"{caller} overrode {data['gate']} for {args.unit} {args.version} until {data['expires_at']}, "
+                         f"for {', '.join(data['for'])}: {data['justification']}")
+    return 0
+
+
+def override(platform, caller: str, unit_name: str, gate_name: str, version: str, *, justification: str,
+             expires: str = "24h", stage: str = "", for_: list[str] | None = None, dry_run: bool = False) -> dict:
+    """Record a break-glass override of one failed gate for one version, usable only by the
+    principals (or holders of a role) it names; the policy gate is never overridden."""
     from ..governance import tokens
 
-    platform, caller = _platform_and_principal(args)
-    unit = platform.unit(args.unit)
-    gates = [g for g in platform.gates[unit.name] if g.name == args.gate and (not args.stage or g.spec.stage == args.stage)]
+    unit = platform.unit(unit_name)
+    gates = [g for g in platform.gates[unit.name] if g.name == gate_name and (not stage or g.spec.stage == stage)]
     if not gates:
-        raise UDError("UD-UNKNOWN-GATE", f"{unit.name} has no gate {args.gate!r}" + (f" on {args.stage}" if args.stage else ""),
+        raise UDError("UD-UNKNOWN-GATE", f"{unit.name} has no gate {gate_name!r}" + (f" on {stage}" if stage else ""),
                       f"gates: {', '.join(sorted({g.name for g in platform.gates[unit.name]}))}")
-    if len(gates) > 1:
-        raise UDError("UD-USAGE", f"gate {args.gate!r} of {unit.name} is on several stages", "give --stage")
-    gate = gates[0]
+    if len(gates) > 1 and not all(g.family == "policy" for g in gates):
+        raise UDError("UD-USAGE", f"gate {gate_name!r} of {unit.name} is on several stages", "give --stage")
+    gate = gates[-1]
     guards = unit.stages[unit.stages.index(gate.spec.stage) + 1]
-    where = {"unit": unit.name, "env": guards, "version": args.version, "action": "override"}
+    where = {"unit": unit.name, "env": guards, "version": version, "action": "override"}
     if gate.family == "policy":
         raise _refuse(platform, caller, NotPermitted(
             "UD-OVERRIDE-POLICY", f"the policy gate says who may deploy to {guards}; no override stands in for it",
             f"give the principal the deploy role in {guards} in {platform.governance.source}"), **where)
-    beneficiaries = list(dict.fromkeys(args.for_ or [caller]))
+    beneficiaries = list(dict.fromkeys(for_ or [caller]))
     for b in beneficiaries:
         if b.startswith("role:"):
             if b[5:] not in ROLES:
                 raise UDError("UD-USAGE", f"--for {b}: {b[5:]!r} is not a role", f"use role:{' or role:'.join(ROLES)}")
         else:
             platform.governance.principal(b)  # refuses an unknown principal
-    if not (args.justification or "").strip():
+    if not (justification or "").strip():
         raise _refuse(platform, caller, UDError("UD-OVERRIDE-NO-JUSTIFICATION", "a break-glass override needs a written justification",
                                                 "give --justification 'why this version must go through'"), **where)
     if not platform.governance.allowed(caller, "override", guards):
         raise _refuse(platform, caller, NotPermitted("UD-AUTH-FORBIDDEN", f"{caller} may not override gates guarding {guards}",
                                                       "ask someone with the override role there"), **where)
     try:
-        _candidate(platform, unit, args.version)
+        _candidate(platform, unit, version)
     except UDError as exc:
         raise _refuse(platform, caller, exc, **where) from None
-    expires = datetime.now(timezone.utc) + timedelta(seconds=tokens.parse_duration(args.expires))
-    payload = {"gate": gate.name, "family": gate.family, "stage": gate.spec.stage, "justification": args.justification.strip(),
-               "expires_at": expires.isoformat(), "for": beneficiaries}
-    if args.dry_run:
-        out.result({"ok": True, "dry_run": True, **where, "principal": caller, **payload},
-                   f"dry run: {caller} would override {gate.name} for {unit.name} {args.version} until {expires.isoformat()}")
-        return 0
-    platform.ledger.ledger().append("override", principal=caller, unit=unit.name, env=guards, version=args.version, payload=payload)
-    out.result({"ok": True, **where, "principal": caller, **payload},
-               f"{caller} overrode {gate.name} for {unit.name} {args.version} until {expires.isoformat()}, for "
-               f"{', '.join(beneficiaries)}: {payload['justification']}")
-    return 0
+    until = datetime.now(timezone.utc) + timedelta(seconds=tokens.parse_duration(expires))
+    payload = {"gate": gate.name, "family": gate.family, "stage": gate.spec.stage, "justification": justification.strip(),
+               "expires_at": until.isoformat(), "for": beneficiaries}
+    if dry_run:
+        return {"ok": True, "dry_run": True, **where, "principal": caller, **payload}
+    platform.ledger.ledger().append("override", principal=caller, unit=unit.name, env=guards, version=version, payload=payload)
+    return {"ok": True, **where, "principal": caller, **payload}
 
 
 def register(add) -> None:
