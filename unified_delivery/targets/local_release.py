@@ -1,15 +1,33 @@
-"""The embedded app target: release directories on this machine, switched atomically.
+"""The embedded app target: release directories on this machine, deployed blue-green.
 
 Per unit and environment, under `<home>/releases/<unit>/<env>/`:
 
     releases/<version>/   a copy of the built source, one per version
     current               symlink to releases/<version>, replaced atomically
-    state.json            current and previous version, port, pid, history
-    service.log           the service's stdout and stderr, appended
+    state.json            what runs: version, previous version, port, pid, history
+    pending.json          the deploy in progress; left behind only by a deploy that was killed
+    service.log           the services' stdout and stderr, appended
 
-The new release is started and health-checked *before* `current` moves, so a release
-that does not come up never becomes current: its process is killed, the previous one is
-started again on its old port, and the deploy raises TargetError.
+A deploy (and a rollback) never stops what serves before its successor serves. The new
+release is started on another free port while the old one keeps serving, and is
+health-checked there. Only then are state.json (the commit: status, and so the URL, move to
+the new port) and `current` switched. The old release keeps answering for `drain_s` more,
+for clients that read its URL just before the switch; then the new release is checked
+again and the old one is stopped. A failure before that (the new release exits or is not
+healthy in time, the port is invalid, the copy fails, anything unexpected) stops the new
+process, puts state.json and `current` back if they had moved, and raises TargetError with
+the cause and the new release's last log lines. The old release is never stopped or
+restarted by a deploy that fails: it serves throughout, on its own port.
+
+pending.json names the deploy in progress: an id (also in the new process's environment,
+as UD_DEPLOY_ID, so a process whose pid was never recorded is still found), the new pid
+and port, the old pid, and the state to go back to. When the deploying process is killed,
+whatever runs next and finds the lock free (a deploy, rollback, stop, status or health)
+reaps it: a deploy whose new release was not yet verified is undone (new process stopped,
+state.json and `current` back), one that was is finished (old process stopped).
+
+A preferred port (`service.ports`) is used when it is free. While the old release holds it,
+the new one gets a free port, and the preferred port comes back at the next deploy.
 
 POSIX only: services run in their own session so the whole process group can be stopped.
 """
@@ -17,6 +35,7 @@ POSIX only: services run in their own session so the whole process group can be 
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -30,8 +49,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +60,21 @@ from pydantic import Field
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
-from unified_delivery.targets.state_files import TMP_MARK, locked, read_json, write_json
+from unified_delivery.targets.state_files import (
+    TMP_MARK,
+    locked,
+    locked_if_free,
+    read_json,
+    write_json,
+)
 
 KEEP_RELEASES = 5
 HISTORY_LIMIT = 100
 STOP_GRACE_S = 5.0
 HEALTH_TIMEOUT_S = 2.0
+VERIFY_TIMEOUT_S = 5.0  # after the switch: how long the new release has to answer 200 again
 LOG_TAIL_LINES = 20
+DEPLOY_ID_VAR = "UD_DEPLOY_ID"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 # Popen objects of the services this process started, so that a service that dies is
@@ -77,7 +105,7 @@ class _Paths:
 
     @property
     def pending(self) -> Path:
-        """The process of a deploy still proving itself; left behind only if that deploy was killed."""
+        """The deploy in progress; left behind only if that deploy was killed."""
         return self.root / "pending.json"
 
     def release(self, version: str) -> Path:
@@ -85,7 +113,7 @@ class _Paths:
 
 
 class _Failure(Exception):
-    """A release that did not come up; becomes a TargetError once the old one is back."""
+    """A new release that did not come up or did not stay up; becomes a TargetError."""
 
     def __init__(self, code: str, reason: str):
         super().__init__(reason)
@@ -100,6 +128,12 @@ class LocalReleaseTarget(DeployTarget):
         default="",
         description="Home directory holding `releases/`; empty means the current home ($UD_HOME or .ud), read at call time.",
     )
+    drain_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="Seconds the old release keeps serving after the switch, for clients that read "
+        "its URL just before; then the new release is checked again and the old one stopped.",
+    )
 
     # ---- the DeployTarget interface -------------------------------------------------
 
@@ -113,29 +147,32 @@ class LocalReleaseTarget(DeployTarget):
                 f"{getattr(unit, 'name', '?')!r} with an artifact of unit {artifact.unit!r}.",
                 "Route only app units to this target and deploy the artifact built for that unit.",
             )
-        paths = self._paths(unit.name, env)
-        paths.releases.mkdir(parents=True, exist_ok=True)
-        with locked(paths.root):
-            _reap_pending(paths, log)
-            _materialise(paths, artifact, log)
-            return self._start_release(unit, env, paths, artifact.version, "deploy", log)
+        with _as_target_error(f"{unit.name}/{env}: deploying version {artifact.version}"):
+            paths = self._paths(unit.name, env)
+            paths.releases.mkdir(parents=True, exist_ok=True)
+            with locked(paths.root):
+                _reap_pending(paths, log)
+                _materialise(paths, artifact, log)
+                return self._start_release(unit, env, paths, artifact.version, "deploy", log)
 
     def rollback(self, unit: Any, env: str, to_version: str | None = None, log: Log = _quiet) -> Deployment:
         _check_name("environment", env)
-        paths = self._paths(unit.name, env)
-        if not paths.root.is_dir():
-            raise _no_release(unit.name, env, to_version, [])
-        with locked(paths.root):
-            _reap_pending(paths, log)
-            state = read_json(paths.state)
-            target = to_version or (state or {}).get("previous_version")
-            available = self.versions(unit, env)
-            if not target or target not in available:
-                raise _no_release(unit.name, env, target, available)
-            return self._start_release(unit, env, paths, target, "rollback", log)
+        with _as_target_error(f"{unit.name}/{env}: rolling back to {to_version or 'the previous version'}"):
+            paths = self._paths(unit.name, env)
+            if not paths.root.is_dir():
+                raise _no_release(unit.name, env, to_version, [])
+            with locked(paths.root):
+                _reap_pending(paths, log)
+                state = read_json(paths.state)
+                target = to_version or (state or {}).get("previous_version")
+                available = self.versions(unit, env)
+                if not target or target not in available:
+                    raise _no_release(unit.name, env, target, available)
+                return self._start_release(unit, env, paths, target, "rollback", log)
 
     def status(self, unit: Any, env: str) -> Deployment | None:
         paths = self._paths(_name(unit), env)
+        _reap_if_idle(paths)
         state = read_json(paths.state)
         if state is None:
             return None
@@ -216,25 +253,39 @@ class LocalReleaseTarget(DeployTarget):
         return _Paths(root=home / "releases" / unit_name / env, home=home)
 
     def _start_release(self, unit: Any, env: str, paths: _Paths, version: str, action: str, log: Log) -> Deployment:
-        """Stop what runs, start `version`, and switch to it only once it is healthy."""
+        """Start `version` next to what runs, switch to it once healthy, then stop the old one."""
         state = read_json(paths.state)
-        was_running = bool(state) and _running(state.get("pid"), state.get("pid_token"))
-        if was_running:
-            log(f"stopping {unit.name}/{env} version {state['version']} (pid {state['pid']})")
-            _stop_process(state["pid"], state.get("pid_token"))
-        port = _pick_port(unit.service.ports.get(env))
+        old = state or {}
+        old_running = _running(old.get("pid"), old.get("pid_token"))
+        port = _pick_port(unit, env, version, log)
+        deploy_id = secrets.token_hex(8)
+        pending: dict[str, Any] = {
+            "deploy_id": deploy_id,
+            "action": action,
+            "version": version,
+            "port": port,
+            "pid": None,
+            "pid_token": None,
+            "verified": False,
+            "old_pid": old.get("pid") if old_running else None,
+            "old_pid_token": old.get("pid_token") if old_running else None,
+            "old_state": state,
+        }
+        write_json(paths.pending, pending)  # before the process exists, so a kill at any moment is reaped
         proc: subprocess.Popen | None = None
         offset = paths.log.stat().st_size if paths.log.exists() else 0
         try:
-            log(f"starting {unit.name}/{env} version {version} on port {port}")
-            proc, offset = _spawn(unit, env, paths, version, port)
-            write_json(paths.pending, {"pid": proc.pid, "pid_token": _start_token(proc.pid), "version": version})
-            _await_healthy(unit, proc, port)
-            previous = (state or {}).get("version")
+            beside = f"; version {old['version']} keeps serving on {_url(old.get('port'))}" if old_running else ""
+            log(f"starting {unit.name}/{env} version {version} on port {port}{beside}")
+            proc, offset = _spawn(unit, env, paths, version, port, deploy_id)
+            pending.update(pid=proc.pid, pid_token=_start_token(proc.pid))
+            write_json(paths.pending, pending)
+            _await_healthy(unit, proc, port, unit.service.startup_timeout_s)
+            previous = old.get("version")
             if previous == version:  # a redeploy of the same version keeps the rollback point
-                previous = state.get("previous_version")
+                previous = old.get("previous_version")
             now = _now()
-            history = [*(state or {}).get("history", []), {"version": version, "deployed_at": now, "action": action}]
+            history = [*old.get("history", []), {"version": version, "deployed_at": now, "action": action}]
             new_state = {
                 "unit": unit.name,
                 "env": env,
@@ -243,36 +294,44 @@ class LocalReleaseTarget(DeployTarget):
                 "deployed_at": now,
                 "port": port,
                 "pid": proc.pid,
-                "pid_token": _start_token(proc.pid),
+                "pid_token": pending["pid_token"],
+                "deploy_id": deploy_id,
                 "history": history[-HISTORY_LIMIT:],
             }
-            _switch_current(paths, version)
+            write_json(paths.state, new_state)  # the switch: status and its URL name the new release
+            _point_current(paths, version)
+            log(f"switched {unit.name}/{env} to version {version} on {_url(port)}")
+            if old_running:
+                time.sleep(self.drain_s)  # the old release still answers whoever read its URL just before
             try:
-                write_json(paths.state, new_state)
-            except BaseException:
-                if state:
-                    _switch_current(paths, state["version"])
-                else:
-                    paths.current.unlink(missing_ok=True)
-                raise
-        except _Failure as failure:
-            _stop_process(proc.pid if proc else None, None)
-            paths.pending.unlink(missing_ok=True)
-            tail = _log_tail(paths.log, offset)  # before the restarted old version writes to the log
-            note = self._restore(unit, env, paths, state, was_running, log)
+                _await_healthy(unit, proc, port, VERIFY_TIMEOUT_S)
+            except _Failure as failure:
+                why = f"it answered 200 before the switch but not after it, so it was switched back ({failure.reason})"
+                raise _Failure(failure.code, why) from None
+            pending["verified"] = True
+            write_json(paths.pending, pending)  # from here a killed deploy is finished, not undone
+        except BaseException as exc:
+            tail = _log_tail(paths.log, offset)
+            try:
+                _undo(paths, pending, log)
+            except Exception as undo_exc:
+                raise TargetError(
+                    "UD-TARGET-FAILED",
+                    f"{unit.name}/{env}: version {version} failed ({type(exc).__name__}: {exc}) and undoing it "
+                    f"failed too ({type(undo_exc).__name__}: {undo_exc}). {paths.pending} stays, so the next "
+                    "deploy, status or stop undoes it again.",
+                    "Fix the cause of the second error, then run `ud status` for this unit and environment.",
+                ) from undo_exc
+            if not isinstance(exc, _Failure):
+                raise  # an unexpected exception: deploy() and rollback() turn it into a TargetError
             raise TargetError(
-                failure.code,
-                f"{unit.name}/{env}: version {version} did not come up: {failure.reason}. {note}\n"
+                exc.code,
+                f"{unit.name}/{env}: version {version} did not come up: {exc.reason}. {_kept(env, state, old_running)}\n"
                 f"Last lines of {paths.log}:\n{tail}",
                 f"Read {paths.log}, fix the service so that it answers 200 on {unit.service.health_path} within "
-                f"{unit.service.startup_timeout_s:g}s, then deploy a new version. Nothing was switched.",
+                f"{unit.service.startup_timeout_s:g}s, then deploy a new version. The previous version kept serving.",
             ) from None
-        except BaseException:
-            _stop_process(proc.pid if proc else None, None)
-            paths.pending.unlink(missing_ok=True)
-            self._restore(unit, env, paths, state, was_running, log)
-            raise
-        paths.pending.unlink(missing_ok=True)
+        self._finish(paths, pending, log)
         _prune(paths, keep={version, previous})
         log(f"{unit.name}/{env} now runs version {version} on {_url(port)}")
         return Deployment(
@@ -284,46 +343,103 @@ class LocalReleaseTarget(DeployTarget):
             details={"port": port, "pid": proc.pid, "url": _url(port), "release_dir": str(paths.release(version)), "log": str(paths.log)},
         )
 
-    def _restore(self, unit: Any, env: str, paths: _Paths, state: dict | None, was_running: bool, log: Log) -> str:
-        """Start the version that ran before a failed switch again; only pid and port in state.json change."""
-        if not state:
-            return f"{env} had no previous version, so nothing runs there."
-        old = state["version"]
-        if not was_running:
-            return f"{env} stays on version {old} (it was not running before and was not started)."
-        port = state.get("port")
-        if not _wait_port_free(port, 2.0):
-            port = _pick_port(None)
-        log(f"restarting {unit.name}/{env} version {old} on port {port}")
-        proc = None
+    @staticmethod
+    def _finish(paths: _Paths, pending: dict, log: Log) -> None:
+        """The new release serves and was verified: stop the old one. A failure here does not fail
+        the deploy (the new version runs); pending.json stays, and whatever runs next finishes it."""
         try:
-            proc, _ = _spawn(unit, env, paths, old, port)
-            _await_healthy(unit, proc, port)
-        except (_Failure, OSError) as failure:
-            _stop_process(proc.pid if proc else None, None)
-            state.update(pid=None, pid_token=None)
-            write_json(paths.state, state)
-            return f"{env} stays on version {old}, but it did not come back either ({failure}); it is stopped."
-        state.update(pid=proc.pid, pid_token=_start_token(proc.pid), port=port)
-        write_json(paths.state, state)
-        return f"{env} stays on version {old}, running again on {_url(port)}."
+            _complete(paths, pending, log)
+        except Exception as exc:  # noqa: BLE001 - logged; the deploy itself succeeded
+            log(f"stopping the previous release failed ({type(exc).__name__}: {exc}); the next deploy or status retries")
 
 
-# ---- release directories --------------------------------------------------------------
+# ---- interrupted deploys ----------------------------------------------------------------
+
+
+def _reap_if_idle(paths: _Paths) -> None:
+    """Reap a killed deploy, unless a deploy holds the lock (then pending.json is its own)."""
+    if not paths.pending.exists():
+        return
+    with locked_if_free(paths.root) as free:
+        if free:
+            _reap_pending(paths, _quiet)
 
 
 def _reap_pending(paths: _Paths, log: Log) -> None:
-    """A deploy killed before it finished left its new process running, unrecorded: stop it.
-    `current` and state.json still name the version from before that deploy."""
+    """A deploy was killed before it finished (the caller holds the lock): undo it if its new
+    release was not verified yet, finish it (stop the old release) if it was."""
     if not paths.pending.exists():
         return
     try:
         pending = json.loads(paths.pending.read_text())
     except ValueError:
         pending = {}
-    if _stop_process(pending.get("pid"), pending.get("pid_token")):
-        log(f"stopped the process of an interrupted deploy of version {pending.get('version')}")
+    if pending.get("verified"):
+        _complete(paths, pending, log)
+    else:
+        _undo(paths, pending, log)
+        log(f"undid an interrupted {pending.get('action', 'deploy')} of version {pending.get('version')}")
+
+
+def _undo(paths: _Paths, pending: dict, log: Log) -> None:
+    """Put state.json and `current` back as they were before the deploy in `pending` and stop its process."""
+    deploy_id = pending.get("deploy_id")
+    state = read_json(paths.state)
+    if deploy_id and state and state.get("deploy_id") == deploy_id:  # it had switched: switch back
+        old = pending.get("old_state")
+        if old:
+            write_json(paths.state, old)
+        else:
+            paths.state.unlink(missing_ok=True)
+        state = old
+    _point_current(paths, state["version"] if state else None)
+    pid, token = pending.get("pid"), pending.get("pid_token")
+    serving = state and (state.get("pid"), state.get("pid_token")) == (pid, token)
+    if pid is not None and not serving and _stop_process(pid, token):
+        log(f"stopped the process of version {pending.get('version')} (pid {pid})")
+    if deploy_id and _stop_marked(deploy_id):  # its pid was never recorded, or it left children behind
+        log(f"stopped the processes started for version {pending.get('version')}")
     paths.pending.unlink(missing_ok=True)
+
+
+def _complete(paths: _Paths, pending: dict, log: Log) -> None:
+    """Finish a switched and verified deploy: stop the release it replaced."""
+    state = read_json(paths.state)
+    if state:
+        _point_current(paths, state["version"])
+    old_pid, old_token = pending.get("old_pid"), pending.get("old_pid_token")
+    if old_pid is not None:
+        log(f"stopping the previous release (pid {old_pid})")
+        _stop_process(old_pid, old_token)
+    paths.pending.unlink(missing_ok=True)
+
+
+def _kept(env: str, state: dict | None, was_running: bool) -> str:
+    if not state:
+        return f"{env} had no previous version, so nothing runs there."
+    if not was_running:
+        return f"{env} stays on version {state['version']} (it was not running before and was not started)."
+    return f"{env} still runs version {state['version']} on {_url(state.get('port'))}, untouched."
+
+
+@contextlib.contextmanager
+def _as_target_error(what: str) -> Iterator[None]:
+    """Any unexpected exception becomes a TargetError that names it, so the caller records it."""
+    try:
+        yield
+    except TargetError:
+        raise
+    except Exception as exc:
+        raise TargetError(
+            "UD-TARGET-FAILED",
+            f"{what} failed: {type(exc).__name__}: {exc}. Anything it had started was stopped; "
+            "the environment runs what it ran before.",
+            "This is not the service's fault: fix the cause named here (disk, permissions, processes), "
+            "then deploy again.",
+        ) from exc
+
+
+# ---- release directories --------------------------------------------------------------
 
 
 def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
@@ -354,9 +470,17 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
     return dest
 
 
-def _switch_current(paths: _Paths, version: str) -> None:
+def _point_current(paths: _Paths, version: str | None) -> None:
+    """Make `current` name `version` (None: remove it), atomically; nothing is done if it already does."""
+    if version is None:
+        paths.current.unlink(missing_ok=True)
+        return
+    link = Path("releases") / version
+    with contextlib.suppress(OSError):
+        if Path(os.readlink(paths.current)) == link:
+            return
     tmp = paths.root / f"current{TMP_MARK}{secrets.token_hex(4)}"
-    os.symlink(Path("releases") / version, tmp)
+    os.symlink(link, tmp)
     os.replace(tmp, paths.current)
 
 
@@ -373,7 +497,7 @@ def _prune(paths: _Paths, keep: set[str | None]) -> None:
 # ---- processes ------------------------------------------------------------------------
 
 
-def _spawn(unit: Any, env: str, paths: _Paths, version: str, port: int) -> tuple[subprocess.Popen, int]:
+def _spawn(unit: Any, env: str, paths: _Paths, version: str, port: int, deploy_id: str) -> tuple[subprocess.Popen, int]:
     """Start `version` from its release dir; returns the process and where its log output begins."""
     values = {
         "{python}": sys.executable,
@@ -387,7 +511,8 @@ def _spawn(unit: Any, env: str, paths: _Paths, version: str, port: int) -> tuple
     proc_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc_env.update(PORT=str(port), UD_ENV=env, UD_VERSION=version, UD_UNIT=unit.name, UD_HOME=str(paths.home))
     proc_env.update({key: _fill(value, values) for key, value in unit.service.env.items()})
-    for pid in [pid for pid, child in _CHILDREN.items() if child.poll() is not None]:
+    proc_env[DEPLOY_ID_VAR] = deploy_id
+    for pid in [pid for pid, child in list(_CHILDREN.items()) if child.poll() is not None]:
         del _CHILDREN[pid]
     with open(paths.log, "ab") as out:
         out.write(f"==== {_now()} {unit.name}/{env} version {version} port {port}: {' '.join(command)}\n".encode())
@@ -409,9 +534,8 @@ def _spawn(unit: Any, env: str, paths: _Paths, version: str, port: int) -> tuple
     return proc, offset
 
 
-def _await_healthy(unit: Any, proc: subprocess.Popen, port: int) -> None:
+def _await_healthy(unit: Any, proc: subprocess.Popen, port: int, timeout: float) -> None:
     url = _url(port) + unit.service.health_path
-    timeout = unit.service.startup_timeout_s
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
@@ -429,7 +553,9 @@ def _await_healthy(unit: Any, proc: subprocess.Popen, port: int) -> None:
 
 def _stop_process(pid: int | None, token: str | None) -> bool:
     """SIGTERM the process group, SIGKILL after STOP_GRACE_S; False when it was not running."""
-    if pid is None or not _running(pid, token):
+    if pid is None:
+        return False
+    if not _running(pid, token):
         _CHILDREN.pop(pid, None)
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -444,6 +570,32 @@ def _stop_process(pid: int | None, token: str | None) -> bool:
     if child is not None:
         child.wait()
     return True
+
+
+def _stop_marked(deploy_id: str) -> bool:
+    """Stop every process started by the deploy `deploy_id` (found by UD_DEPLOY_ID in /proc)."""
+    marked = _marked(deploy_id)
+    for pid in marked:
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:  # a group leader: the service as the target started it
+                _stop_process(pid, _start_token(pid))
+    for pid in _marked(deploy_id):  # left outside a stopped group (its own session, a dead leader)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return bool(marked)
+
+
+def _marked(deploy_id: str) -> list[int]:
+    needle = f"\0{DEPLOY_ID_VAR}={deploy_id}\0".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in b"\0" + environ and _running(int(proc.name), None):
+            found.append(int(proc.name))
+    return found
 
 
 def _running(pid: int | None, token: str | None) -> bool:
@@ -484,33 +636,49 @@ def _proc_stat(pid: int) -> list[str] | None:
 # ---- ports and HTTP -------------------------------------------------------------------
 
 
-def _pick_port(preferred: int | None) -> int:
-    if preferred and _port_free(preferred):
+def _pick_port(unit: Any, env: str, version: str, log: Log) -> int:
+    """The preferred port when it is free; any free port when it is in use (by the release
+    that serves now, or anything else); TargetError when it cannot be a port at all."""
+    preferred = unit.service.ports.get(env)
+    if not preferred:
+        return _free_port()
+    if isinstance(preferred, bool) or not isinstance(preferred, int) or not 0 < preferred < 65536:
+        raise TargetError(
+            "UD-TARGET-PORT",
+            f"{unit.name}/{env}: service.ports.{env} is {preferred!r}, not a TCP port (1 to 65535). "
+            "Nothing was started or stopped.",
+            f"Set service.ports.{env} to a port from 1 to 65535, or remove it to get any free port.",
+        )
+    problem = _bind_problem(preferred)
+    if problem is None:
         return preferred
+    if problem.errno == errno.EADDRINUSE:
+        port = _free_port()
+        log(f"port {preferred} is in use; version {version} starts on port {port}")
+        return port
+    raise TargetError(
+        "UD-TARGET-PORT",
+        f"{unit.name}/{env}: cannot listen on service.ports.{env} = {preferred}: {problem}. "
+        "Nothing was started or stopped.",
+        f"Choose a port this user may listen on (1024 or above for a non-root user) for service.ports.{env}.",
+    )
+
+
+def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _port_free(port: int) -> bool:
+def _bind_problem(port: int) -> OSError | None:
+    """None when `port` can be listened on now; otherwise why not (EADDRINUSE: it is taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from the old service is fine
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from an old service is fine
         try:
             sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _wait_port_free(port: int | None, seconds: float) -> bool:
-    if not port:
-        return False
-    deadline = time.monotonic() + seconds
-    while not _port_free(port):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+        except OSError as exc:
+            return exc
+    return None
 
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 through a proxy
@@ -585,4 +753,4 @@ def _health_path(unit: Any) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
