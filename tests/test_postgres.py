@@ -239,9 +239,11 @@ def test_the_data_product_was_written_audited_and_published_in_postgres(shared):
     assert list(frame.columns) == shared.columns(audit) and frame["customer_id"].is_unique
     assert (frame["tenure_days"] >= frame["days_since_last_order"]).all()
     assert shared.target.location() == f"postgresql://{USER}@127.0.0.1:{shared.pg.port}/warehouse"
-    # The password reached dbt through the environment only.
-    profiles = list((shared.home.builds / MODEL).rglob("profiles.yml"))
-    assert profiles and all(shared.pg.password not in p.read_text() for p in profiles)
+    # The password reached dbt through the environment only: the profile names the variable. A
+    # successful dbt call's work folder (profile included) is gone; any folder kept has no password.
+    profile = shared.target.profile("ud_reference", audit)
+    assert PASSWORD_ENV in profile and shared.pg.password not in profile
+    assert all(shared.pg.password not in p.read_text() for p in (shared.home.builds / MODEL).rglob("*") if p.is_file())
 
 
 def test_a_second_version_publishes_and_rolls_back_on_postgres(shared):

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import yaml
 
 from .errors import ConfigError
+from .redaction import redact_text
 
 SOURCE_DIRS = ("models", "seeds", "macros", "snapshots", "tests", "analyses")
 BUILDABLE = ("model", "seed", "snapshot")
@@ -98,11 +99,13 @@ def _parse(project_dir: Path, manifest: Path) -> None:
     profile = project_file(project_dir).get("profile", "default")
     with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
         (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
+        # The manifest goes where ensure_manifest looks for it; dbt's log goes nowhere near the project.
         proc = subprocess.run([dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", tmp,
-                               "--target-path", str(project_dir / "target"), "--quiet"],
-                              capture_output=True, text=True, cwd=project_dir, timeout=600)
+                               "--target-path", str(project_dir / "target"), "--log-path", tmp + "/logs", "--quiet"],
+                              capture_output=True, text=True, cwd=project_dir, timeout=600, check=False)
     if proc.returncode != 0 or not manifest.exists():
-        raise ConfigError("UD-CONFIG-DBT", f"dbt parse failed for {project_dir}: {(proc.stdout + proc.stderr).strip()[-800:]}",
+        output = redact_text(proc.stdout + proc.stderr).strip()
+        raise ConfigError("UD-CONFIG-DBT", f"dbt parse failed for {project_dir}: {output[-800:]}",
                           "fix the dbt project so `dbt parse` succeeds")
 
 
@@ -173,7 +176,8 @@ def _dbt_ls(project_dir: Path, selection: str, nodes: dict[str, dict]) -> list[s
         (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
         proc = subprocess.run([dbt_executable(), "ls", "--select", selection, "--output", "json", "--output-keys",
                                "unique_id", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", tmp,
-                               "--target-path", tmp + "/target"], capture_output=True, text=True, timeout=600)
+                               "--target-path", tmp + "/target", "--log-path", tmp + "/logs"],
+                              capture_output=True, text=True, cwd=tmp, timeout=600, check=False)
     ids = {json.loads(line)["unique_id"] for line in proc.stdout.splitlines() if line.startswith("{")}
     return sorted(u for u in ids if u in nodes)
 

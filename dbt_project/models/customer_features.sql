@@ -1,9 +1,10 @@
 -- One row per customer: behavioural features for the churn model, computed as of a
--- fixed date (var as_of_date) so that a rebuild gives the same result any day.
+-- fixed date (var as_of_date) so that a rebuild gives the same result any day. The var
+-- reaches the SQL only as a checked date literal (macros/date_var.sql), never pasted.
 with
 
 params as (
-    select cast('{{ var("as_of_date") }}' as date) as as_of_date
+    select {{ date_var('as_of_date') }} as as_of_date
 ),
 
 customers as (

@@ -41,6 +41,13 @@ class DbtDuckDBTarget(DbtWapTarget):
     def location(self) -> str:
         return str(self.path())
 
+    def _dbt_lock(self, unit, schema: str) -> Path:
+        # One dbt process may write the file at a time, whatever the unit or schema: another
+        # would fail on DuckDB's own file lock instead of waiting.
+        path = self.path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(path.name + ".dbt.lock")
+
     def _exists(self) -> bool:
         return self.path().exists()
 

@@ -14,10 +14,16 @@ a child process (see `_dbt`).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ from typing import Any
 from .. import dbt
 from ..errors import TargetError, UDError
 from ..home import Home
+from ..redaction import redact_text
 from .base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
 
 RELEASES = "ud_releases"
@@ -39,6 +46,22 @@ DBT_TIMEOUT_S = 3600  # a hung warehouse must not hold the promotion's lock fore
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def shown(text: str, limit: int, tail: bool = False) -> str:
+    """dbt or warehouse output fit for an error message: secrets redacted, then cut to `limit`
+    characters (a warehouse error may echo a value it read; the whole log stays in the work folder)."""
+    text = redact_text(text).strip()
+    if len(text) <= limit:
+        return text
+    return "..." + text[-limit:] if tail else text[:limit] + "..."
+
+
+@dataclass(frozen=True)
+class DbtRun:
+    ok: bool  # dbt exited 0
+    results: dict  # its run_results.json
+    work: Path  # its work folder: removed when ok, kept with the log otherwise
 
 
 class DbtWapTarget(DeployTarget):
@@ -81,47 +104,86 @@ class DbtWapTarget(DeployTarget):
     def audit_schema(self, unit, version: str) -> str:
         return f"ud_audit_{unit.name}_{version}"
 
-    def _dbt(self, unit, schema: str, args: list[str], log: Log) -> tuple[bool, dict]:
+    def _dbt_lock(self, unit, schema: str) -> Path:
+        """The file a dbt call holds a lock on while it runs: two builds into one schema (two
+        promotions of one version at once) take turns instead of dropping each other's tables."""
+        return Home.current().locks / f"dbt.{unit.name}.{schema}.lock"
+
+    @contextmanager
+    def _turn(self, unit, schema: str, log: Log) -> Iterator[None]:
+        path = self._dbt_lock(unit, schema)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"waiting for another dbt run ({path.name})")
+                fcntl.flock(fh, fcntl.LOCK_EX)  # dbt's own timeout bounds the wait
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _dbt(self, unit, schema: str, args: list[str], log: Log) -> DbtRun:
         """dbt in a child process, its results read from its own target path. dbt itself, not
         dagster-dbt's DbtCliResource: the wrapper doubled the wall time of each call (11 s -> 30 s
-        for a one-model build on this machine) and a promotion makes two calls."""
+        for a one-model build on this machine) and a promotion makes two calls.
+
+        Every call has a work folder of its own under builds/<unit>/ (profiles, target path, dbt's
+        logs), so concurrent calls share nothing, and dbt writes nothing into the project. The
+        folder is private to the home's owner (mkdtemp: 0700), since dbt's log may echo what the
+        warehouse returned; it is removed when dbt succeeds and kept, for its log, when it fails."""
         project = Path(unit.project)
         profile = dbt.project_file(project).get("profile", "default")
-        work = Home.current().builds / unit.name / schema
-        (work / "profiles").mkdir(parents=True, exist_ok=True)
+        builds = Home.current().builds / unit.name
+        builds.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{schema}.{args[0]}.", dir=builds))
+        (work / "profiles").mkdir()
         (work / "profiles" / "profiles.yml").write_text(self.profile(profile, schema))
-        log(f"dbt {' '.join(args)} into {schema}")
-        target_path = work / f"target-{args[0]}"  # each command its own results: never read a previous call's
-        shutil.rmtree(target_path, ignore_errors=True)
+        target_path, log_path = work / "target", work / "logs"
+        log(f"dbt {args[0]} into {schema} in {work}")
         cmd = [dbt.dbt_executable(), *args, "--select", unit.select, "--project-dir", str(project),
-               "--profiles-dir", str(work / "profiles"), "--target", "ud", "--target-path", str(target_path)]
-        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=DBT_TIMEOUT_S)
-        (work / "dbt.log").write_text(proc.stdout + proc.stderr)
+               "--profiles-dir", str(work / "profiles"), "--target", "ud", "--target-path", str(target_path),
+               "--log-path", str(log_path)]
+        env = {**os.environ, "DBT_LOG_PATH": str(log_path), "DBT_TARGET_PATH": str(target_path)}
+        with self._turn(unit, schema, log):
+            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=DBT_TIMEOUT_S, env=env,
+                                  check=False)
+        output = proc.stdout + proc.stderr
+        (work / "dbt.log").write_text(output)
         results = target_path / "run_results.json"
         if not results.exists():
             raise UDError("UD-DATA-DBT-DID-NOT-RUN", f"unit {unit.name}: dbt {args[0]} did not run: "
-                          f"{(proc.stdout + proc.stderr).strip()[-600:]}", f"see {work / 'dbt.log'}", exit_code=5)
-        return proc.returncode == 0, json.loads(results.read_text())
+                          f"{shown(output, 600, tail=True)}", f"see {work / 'dbt.log'}", exit_code=5)
+        run = DbtRun(ok=proc.returncode == 0, results=json.loads(results.read_text()), work=work)
+        if run.ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"dbt {args[0]} failed; its log is kept in {work}")
+        return run
 
     def write(self, unit, version: str, *, models: list[str], log: Log = _quiet, dbt_vars: dict | None = None) -> Artifact:
+        """Build the selection into the version's audit schema. `dbt_vars` must already be checked
+        against the unit's declared vars (kinds/data.py `parse_vars`); they reach dbt as JSON."""
         schema = self.audit_schema(unit, version)
         extra = ["--vars", json.dumps(dbt_vars)] if dbt_vars else []
-        ok, results = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test", *extra], log)
-        failed = [r for r in results.get("results", []) if r["status"] in ("error", "fail")]
-        if not ok or failed:
-            detail = "; ".join(f"{r['unique_id']}: {(r.get('message') or '')[:200]}" for r in failed[:3])
+        run = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test", *extra], log)
+        failed = [r for r in run.results.get("results", []) if r["status"] in ("error", "fail")]
+        if not run.ok or failed:
+            detail = "; ".join(f"{r['unique_id']}: {shown(r.get('message') or '', 200)}" for r in failed[:3])
             raise UDError("UD-DATA-BUILD-FAILED", f"unit {unit.name}: dbt build into {schema} failed: {detail or 'see dbt log'}",
-                          "fix the dbt models; nothing was published", exit_code=5)
+                          f"fix the dbt models; nothing was published; dbt's log: {run.work / 'dbt.log'}", exit_code=5)
         return Artifact(unit=unit.name, kind="data", version=version, digest=f"dbt-selection:{version}", location=schema,
                         details={"schema": schema, "models": models, "warehouse": self.location(), "vars": dbt_vars or {},
                                  "change_created_at": _now(),
                                  "rows": {m: self._count(schema, m) for m in models}})
 
     def run_tests(self, unit, artifact: Artifact, log: Log = _quiet) -> list[dict[str, Any]]:
-        _, results = self._dbt(unit, artifact.location, ["test"], log)
+        run = self._dbt(unit, artifact.location, ["test"], log)
         return [{"name": r["unique_id"].split(".")[-2] if r["unique_id"].count(".") >= 3 else r["unique_id"],
                  "unique_id": r["unique_id"], "status": r["status"], "failures": r.get("failures"),
-                 "message": r.get("message")} for r in results.get("results", [])]
+                 "message": shown(r["message"], 600) if r.get("message") else r.get("message")}
+                for r in run.results.get("results", [])]
 
     def _count(self, schema: str, table: str) -> int:
         con = self.connect(read_only=True)
