@@ -132,9 +132,10 @@ def test_user_errors_are_one_line_with_a_code_and_exit_code(demo_home):
     out = ud(home, "promote", "recommendation_api", "--to", "nowhere", "--json")
     assert out.returncode == 2
     assert json.loads(out.stdout)["error"]["code"] == "UD-UNKNOWN-ENV"
+    # A version production never ran is no rollback (it would skip the gates): not permitted, one line.
     out = ud(home, "rollback", "churn_model", "--env", "production", "--to", "999", "--reason", "test")
-    assert out.returncode == 5 and "Traceback" not in out.stderr
-    assert "UD-TARGET" in out.stderr
+    assert out.returncode == 4 and "Traceback" not in out.stderr
+    assert "UD-ROLLBACK-NOT-DEPLOYED" in out.stderr
 
 
 @pytest.mark.slow  # a second full demo: minutes; `make test-all` runs it
