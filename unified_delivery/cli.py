@@ -129,6 +129,15 @@ def run_tags(platform, principal: str, reason: str, unit: str, env: str, home: H
     return run_id, {PRINCIPAL_TAG: principal, REASON_TAG: reason or "", "ud/unit": unit, "ud/env": env}
 
 
+def _check_ref(unit, ref: str) -> None:
+    """A data unit's --ref is dbt vars: refused here, before any run exists, when the unit does
+    not declare them (the build checks again: a run may come from elsewhere)."""
+    if unit.kind == "data":
+        from .kinds.data import parse_vars
+
+        parse_vars(unit, ref)
+
+
 def promote(platform, defs, unit_name: str, env: str, *, reason: str = "", ref: str = "", principal: str | None = None,
             home: Home | None = None):
     """Promote a unit to an environment as a Dagster run; returns the RunOutcome."""
@@ -141,6 +150,7 @@ def promote(platform, defs, unit_name: str, env: str, *, reason: str = "", ref: 
         raise UDError("UD-UNKNOWN-ENV", f"{unit_name} has no environment {env!r}", f"use one of: {', '.join(unit.environments)}")
     run_config = {}
     if unit.previous_stage(env) == CANDIDATE and ref:
+        _check_ref(unit, ref)
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
     job = job_name(unit_name, env)
@@ -159,6 +169,8 @@ def promote_plan(platform, unit_name: str, env: str, principal: str, ref: str = 
     target = platform.target(unit)
     upstream = unit.previous_stage(env)
     current = target.status(unit, env)
+    if upstream == CANDIDATE and ref:
+        _check_ref(unit, ref)
     if upstream == CANDIDATE:
         version = f"a new candidate built from {ref or getattr(unit, 'branch', None) or 'the unit source'}"
     else:
@@ -350,7 +362,8 @@ def build_parser() -> Parser:
     sp.add_argument("unit")
     sp.add_argument("--to", required=True, metavar="ENV")
     sp.add_argument("--reason", default="")
-    sp.add_argument("--ref", default="", help="app: commit or branch to build; model: an existing registered version")
+    sp.add_argument("--ref", default="", help="app: commit or branch to build; model: an existing registered version; "
+                    "data: dbt vars the unit declares, as YAML ({as_of_date: '2026-11-01'})")
     sp.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     sp = add("rollback", cmd_rollback, "roll a unit back in an environment through its target")
     sp.add_argument("unit")
