@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from .home import Home
 
 REDACTED = "[redacted]"
 MIN_SECRET_LEN = 8
@@ -53,20 +56,23 @@ def _file_secret(path: str, mtime_ns: int) -> str:
         return ""
 
 
-def known_secret_values(environ: dict[str, str] | None = None) -> list[str]:
+def known_secret_values(environ: dict[str, str] | None = None, home: Home | None = None) -> list[str]:
     """The secret values this process holds: secret-named environment variables and the
-    home's signing key (read if it exists, never created here). Longest first, so a value
-    that contains another is replaced whole."""
+    signing key of the current home and of `home` (read if it exists, never created here).
+    Longest first, so a value that contains another is replaced whole."""
     env = os.environ if environ is None else environ
     values = {v for k, v in env.items() if secret_name(k) and len(v) >= MIN_SECRET_LEN}
     try:
-        from .home import Home
-
-        key = Home.current().root / "signing.key"
-        if key.exists():
-            values.add(_file_secret(str(key), key.stat().st_mtime_ns))
-    except OSError:
-        pass
+        homes = {Home.current(), *([home] if home else [])}
+    except OSError:  # no working directory to find the current home from
+        homes = {home} if home else set()
+    for h in homes:
+        key = h.root / "signing.key"
+        try:
+            if key.exists():
+                values.add(_file_secret(str(key), key.stat().st_mtime_ns))
+        except OSError:
+            pass
     return sorted((v for v in values if len(v) >= MIN_SECRET_LEN), key=len, reverse=True)
 
 
@@ -87,7 +93,7 @@ def redact(value: Any, values: list[str] | None = None) -> Any:
     if values is None:
         values = known_secret_values()
     if isinstance(value, dict):
-        return {k: REDACTED if _secret_key(k) and value[k] not in (None, "", False)
+        return {k: REDACTED if _secret_key(k) and v not in (None, "", False)
                 else redact(v, values) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v, values) for v in value]

@@ -16,6 +16,8 @@ from .cost import Currency
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 CANDIDATE = "candidate"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TEST_ENV_MAX = 32
 QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
@@ -134,7 +136,7 @@ class Autoscaling(Strict):
     cpu_target: int = Field(default=70, ge=1, le=100)  # average CPU use, in % of the cpu request
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Autoscaling":
+    def _ordered(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
         return self
@@ -157,7 +159,7 @@ class KubernetesSpec(Strict):
     secrets: list[str] = Field(default_factory=list)  # Secrets whose keys become environment variables
 
     @model_validator(mode="after")
-    def _hpa_needs_a_cpu_request(self) -> "KubernetesSpec":
+    def _hpa_needs_a_cpu_request(self) -> KubernetesSpec:
         if self.hpa and not self.resources.requests.cpu:
             raise ValueError("hpa scales on CPU use relative to the request: set resources.requests.cpu")
         return self
@@ -172,6 +174,22 @@ class AppUnit(Unit):
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     kubernetes: KubernetesSpec | None = None
     test_command: list[str] = Field(default_factory=lambda: ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+    test_env: dict[str, str] = Field(
+        default_factory=dict, max_length=TEST_ENV_MAX,
+        description="Variables the tests gate sets for this app's suite, as literal values: nothing of the "
+                    "operator's environment reaches the suite. Not PATH, HOME, TMPDIR, LD_*, UD_* or PYTHON*.")
+
+    @field_validator("test_env")
+    @classmethod
+    def _test_env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not ENV_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name (letters, digits and _)")
+            if name in ("PATH", "HOME", "TMPDIR") or name.startswith(("LD_", "UD_", "PYTHON")):
+                raise ValueError(f"{name!r} is set by the tests gate itself or changes how programs load")
+            if len(value) > 4096 or "\0" in value:
+                raise ValueError(f"the value of {name} is longer than 4096 characters or holds a NUL")
+        return v
 
 
 class ModelUnit(Unit):
@@ -187,7 +205,7 @@ class ModelUnit(Unit):
     extra_columns: list[str] = Field(default_factory=list)  # kept in the held-out set too (e.g. for fairness)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelUnit":
+    def _one_source(self) -> ModelUnit:
         if (self.trains_on is None) == (self.dataset is None):
             raise ValueError("give exactly one of trains_on (a data unit) and dataset (a CSV or Parquet file)")
         return self

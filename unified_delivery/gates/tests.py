@@ -1,27 +1,71 @@
-"""The app repository's own test suite, run at the candidate commit in isolation.
+"""The app repository's own test suite, run at the candidate commit.
 
-Isolation here means: a fresh copy of the source tree at exactly that commit in a
-temporary folder, a separate interpreter with a scrubbed environment (no PYTHONPATH, no
-user site, HOME pointing into the temporary folder), and a time limit. The suite runs on
-the platform's interpreter; a per-commit virtualenv is not built (see docs).
+A commit's tests are code anyone with push access to the app repository wrote, so they run
+as untrusted code:
+
+- in a fresh copy of the source tree at exactly that commit, in a private temporary folder
+  with its own HOME and TMPDIR;
+- with an environment built from an allow-list: PATH, LANG, LC_*, TZ, HOME, TMPDIR,
+  PYTHONNOUSERSITE, PYTHONDONTWRITEBYTECODE and the unit's own `test_env`; nothing else of
+  the operator's environment (no secrets, no UD_*, no PYTHONPATH);
+- with stdin from /dev/null, no inherited descriptors, in a session of its own whose whole
+  process group (with namespaces: the whole pid namespace) is killed at the time limit;
+- isolated as far as the machine allows (`sandbox.py`): as an unprivileged user when the
+  platform runs as root, in user, mount and pid namespaces when it does not; with
+  namespaces the platform's home is covered by an empty tmpfs, every mount but the
+  suite's own folder, /tmp and /dev/shm is read-only, and the parent processes are out of
+  sight. Where neither is possible,
+  environment-only, said in the result's `isolation` metadata and in the log (and refused
+  with `settings.require_isolation`);
+- and the output tail that goes into the result (the ledger, Dagster's event log) passes
+  through `redaction.redact_text` first.
+
+What this is not: the suite still runs on the platform's interpreter and its
+site-packages (a virtualenv per commit is not built), shares the network (it can reach
+localhost services, the Dagster webserver among them), and can read the files its user may
+read on this machine. There is no CPU or memory limit beyond the time limit. And it ends
+at this gate: the local release target starts the same commit's service unsandboxed
+(docs/governance.md, "The app's tests are untrusted code").
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+import stat
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..redaction import known_secret_values, redact_text
+from ..units import AppUnit
 from .base import Gate, GateContext, GateResult, GateSettings, register
+from .sandbox import SETUP_FAILED, SETUP_MARK, Sandbox
+
+PASSED_THROUGH = ("PATH", "LANG", "LANGUAGE", "TZ")  # and LC_*; nothing else of the operator's
+TAIL_LINES = 30
+TAIL_CHARS = 8000
+OUTPUT_READ = 1 << 20  # the last MiB of output is redacted and tailed
+JUNIT_MAX = 16 << 20
 
 
 class TestsSettings(GateSettings):
     timeout_s: float = 600.0
     min_tests: int = 1  # a suite that collects nothing does not pass
+    require_isolation: bool = False  # refuse to run where only environment-only isolation is possible
+
+
+def suite_environment(home: Path, tmp: Path, declared: dict[str, str],
+                     environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's whole environment: the allow-list, the unit's `test_env`, then
+    the variables the gate fixes (a declared one cannot replace those)."""
+    environ = dict(os.environ) if environ is None else environ
+    env = {k: v for k, v in environ.items() if k in PASSED_THROUGH or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    env.update(declared)
+    env.update(HOME=str(home), TMPDIR=str(tmp), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+    return env
 
 
 @register
@@ -34,41 +78,84 @@ class TestsGate(Gate):
     def evaluate(self, ctx: GateContext) -> GateResult:
         if ctx.artifact is None or not ctx.artifact.location:
             return GateResult(False, "UD-GATE-ERROR", "no built source to test", "materialize the candidate first")
-        with tempfile.TemporaryDirectory(prefix="ud-tests-") as tmp:
-            work = Path(tmp) / "src"
+        unit = ctx.unit
+        assert isinstance(unit, AppUnit)
+        sandbox = Sandbox.plan(hide=[ctx.home.root])
+        if sandbox.level == "environment-only":
+            ctx.log(f"WARNING: tests gate isolation is {sandbox.describe()}")
+            if self.settings.require_isolation:
+                return GateResult(False, "UD-GATE-TESTS-ISOLATION", "this machine allows only environment-only isolation",
+                                  "run the platform as root or allow unprivileged user namespaces, "
+                                  "or set settings.require_isolation: false", {"isolation": sandbox.level})
+        # Never inside the home: the sandbox covers the home.
+        where = None if not Path(tempfile.gettempdir()).resolve().is_relative_to(ctx.home.root) else "/tmp"
+        with tempfile.TemporaryDirectory(prefix="ud-tests-", dir=where) as tmp:
+            box = sandbox.workspace(Path(tmp))
+            work = box / "src"
             shutil.copytree(ctx.artifact.location, work, symlinks=True)
-            junit = Path(tmp) / "junit.xml"
-            cmd = [a.replace("{python}", sys.executable) for a in ctx.unit.test_command]
+            sandbox.give(work)
+            junit = box / "junit.xml"
+            cmd = [a.replace("{python}", sys.executable) for a in unit.test_command]
             if "pytest" in " ".join(cmd):
                 cmd += [f"--junitxml={junit}"]
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "UD_", "DAGSTER", "MLFLOW"))}
-            env.update(HOME=tmp, PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
-            ctx.log(f"running {' '.join(cmd)} at {ctx.version}")
-            try:
-                proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
-                                      timeout=self.settings.timeout_s)
-            except subprocess.TimeoutExpired:
-                return GateResult(False, "UD-GATE-TESTS-TIMEOUT",
-                                  f"the test suite ran longer than {self.settings.timeout_s:.0f} s",
-                                  "make the suite faster or raise settings.timeout_s")
+            env = suite_environment(box / "home", box / "tmp", dict(unit.test_env))
+            ctx.log(f"running {' '.join(cmd)} at {ctx.version} (isolation: {sandbox.describe()})")
+            output = Path(tmp) / "output"
+            code = sandbox.run(cmd, cwd=work, box=box, env=env, timeout=self.settings.timeout_s, output=output)
+            text = _last_bytes(output, OUTPUT_READ)
             counts = _junit_counts(junit)
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
-        meta = {"commit": ctx.version, "exit_code": proc.returncode, **counts, "output_tail": tail}
-        if proc.returncode == 0 and counts.get("tests", 0) >= self.settings.min_tests:
-            return GateResult(True, "UD-GATE-TESTS-PASSED", f"{counts.get('tests', 0)} tests passed at {ctx.version[:12]}", "", meta)
-        if proc.returncode == 0:
-            return GateResult(False, "UD-GATE-TESTS-NONE", f"only {counts.get('tests', 0)} tests ran at {ctx.version[:12]}",
+        tail = _tail(redact_text(text, known_secret_values(home=ctx.home)))
+        isolation = {"isolation": sandbox.level, "isolation_detail": sandbox.describe()}
+        if code is None:
+            return GateResult(False, "UD-GATE-TESTS-TIMEOUT",
+                              f"the test suite ran longer than {self.settings.timeout_s:.0f} s",
+                              "make the suite faster or raise settings.timeout_s",
+                              {"commit": ctx.version, **isolation, "output_tail": tail})
+        if code == SETUP_FAILED and SETUP_MARK in text:
+            return GateResult(False, "UD-GATE-TESTS-ISOLATION", "the sandbox for the test suite could not be set up",
+                              "see output_tail for the cause (a mount or namespace the kernel refused)",
+                              {"commit": ctx.version, **isolation, "output_tail": tail})
+        meta = {"commit": ctx.version, "exit_code": code, **counts, **isolation, "output_tail": tail}
+        short = ctx.version[:12]
+        if code == 0 and counts.get("tests", 0) >= self.settings.min_tests:
+            return GateResult(True, "UD-GATE-TESTS-PASSED", f"{counts.get('tests', 0)} tests passed at {short}", "", meta)
+        if code == 0:
+            return GateResult(False, "UD-GATE-TESTS-NONE", f"only {counts.get('tests', 0)} tests ran at {short}",
                               f"the suite must run at least {self.settings.min_tests} test(s)", meta)
         return GateResult(
             False, "UD-GATE-TESTS-FAILED",
-            f"{counts.get('failures', 0) + counts.get('errors', 0)} of {counts.get('tests', 0)} tests failed at {ctx.version[:12]}",
+            f"{counts.get('failures', 0) + counts.get('errors', 0)} of {counts.get('tests', 0)} tests failed at {short}",
             "fix the failing tests and push a new commit; see output_tail", meta)
 
 
+def _last_bytes(path: Path, limit: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - limit))
+        return fh.read().decode(errors="replace")
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.strip().splitlines()[-TAIL_LINES:])[-TAIL_CHARS:]
+
+
 def _junit_counts(path: Path) -> dict[str, int]:
-    if not path.exists():
+    """Counts from the suite's JUnit file, which the suite itself wrote: opened without
+    following links, a regular file of bounded size, or no counts."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return {}
-    root = ET.parse(path).getroot()
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > JUNIT_MAX:
+            return {}
+        try:
+            root = ET.parse(fh).getroot()
+        except ET.ParseError:
+            return {}
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     keys = ("tests", "failures", "errors", "skipped")
-    return {k: sum(int(s.get(k, 0)) for s in suites) for k in keys}
+    try:
+        return {k: sum(int(s.get(k, 0)) for s in suites) for k in keys}
+    except ValueError:
+        return {}
