@@ -309,7 +309,11 @@ def test_concurrent_writes_of_one_version_each_have_their_own_work_folder(lab, p
 # -- the whole path: `ud promote` -------------------------------------------------------------
 
 def test_ud_promote_refuses_the_attack_and_records_no_secret(platform_copy, run_ud, tmp_path):
+    from unified_delivery.governance import tokens
+    from unified_delivery.home import Home
+
     home = tmp_path / "attacker-home"
+    key = tokens.signing_key(Home(home)).decode()  # the key the attacker is after
     path = str(home / "signing.key")
     ref = yaml_ref(TABLE_READ.format(key=path))
     proc = run_ud("promote", MODEL, "--to", "staging", "--ref", ref, "--json", project=platform_copy, home=home,
@@ -317,9 +321,8 @@ def test_ud_promote_refuses_the_attack_and_records_no_secret(platform_copy, run_
     assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
     error = json.loads(proc.stdout)["error"]
     assert error["code"] == "UD-DATA-BAD-VAR-VALUE", error
-    key = (home / "signing.key").read_text().strip()  # made by `ud` to sign the run's grant
     assert key not in proc.stdout + proc.stderr and "read_text" not in proc.stdout
-    # Nothing built, nothing published; the refusal is in the ledger, without the payload.
+    # Refused before any run existed: nothing built, nothing published, nothing stored.
     assert not (home / "builds" / MODEL).exists()
     warehouse = home / "warehouse.duckdb"
     if warehouse.exists():
@@ -334,6 +337,6 @@ def test_ud_promote_refuses_the_attack_and_records_no_secret(platform_copy, run_
     finally:
         ledger.dispose()
     actions = [e.action for e in entries]
-    assert "build-failed" in actions and "candidate" not in actions and "promotion" not in actions, actions
+    assert "candidate" not in actions and "promotion" not in actions, actions
     stored = json.dumps([e.payload for e in entries])
     assert key not in stored and "read_text" not in stored and not re.search(r"union\s+select", stored), stored

@@ -52,6 +52,8 @@ class Handler(BaseHTTPRequestHandler):
         code = 500 if MODE == "sick" else 200 if self.path == "/health" else 404
         body = json.dumps({{"status": MODE, "UD_VERSION": os.environ["UD_VERSION"],
                            "greeting": os.environ["GREETING"]}}).encode()
+        if self.path == "/env":  # the names of the variables the deployed code sees
+            code, body = 200, json.dumps(sorted(os.environ)).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -228,7 +230,9 @@ def test_rollback_to_unknown_version_names_the_available_ones(target, unit, tmp_
     assert target.health(unit, ENV).healthy
 
 
-def test_status_and_health_report_what_runs(target, unit, tmp_path):
+def test_status_and_health_report_what_runs(target, unit, tmp_path, monkeypatch):
+    monkeypatch.setenv("UD_SIGNING_KEY", "operator-signing-key-0123456789")  # the operator's secrets ...
+    monkeypatch.setenv("DB_PASSWORD", "hunter2-hunter2")
     assert target.status(unit, ENV) is None
     assert not target.health(unit, ENV).healthy
     assert target.versions(unit, ENV) == []
@@ -245,6 +249,8 @@ def test_status_and_health_report_what_runs(target, unit, tmp_path):
     assert health.healthy, health.message
     assert health.details["status_code"] == 200
     assert health.details["body"]["UD_VERSION"] == "v1"
+    seen = set(get_url(status.details["url"] + "/env")[1])  # ... never reach the deployed code: what its unit declares
+    assert {"GREETING", "PORT", "UD_VERSION"} <= seen and not seen & {"UD_SIGNING_KEY", "DB_PASSWORD", "UD_HOME"}
 
     assert target.stop(unit, ENV) is True
     assert target.stop("svc", ENV) is False

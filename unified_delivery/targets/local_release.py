@@ -69,6 +69,7 @@ from unified_delivery.targets.state_files import (
 )
 
 KEEP_RELEASES = 5
+SERVICE_PASSED_THROUGH = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR"})
 HISTORY_LIMIT = 100
 STOP_GRACE_S = 5.0
 HEALTH_TIMEOUT_S = 2.0
@@ -508,8 +509,11 @@ def _spawn(unit: Any, env: str, paths: _Paths, version: str, port: int, deploy_i
         "{mlflow_tracking_uri}": Home(paths.home).mlflow_tracking_uri,
     }
     command = [_fill(arg, values) for arg in unit.service.command]
-    proc_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc_env.update(PORT=str(port), UD_ENV=env, UD_VERSION=version, UD_UNIT=unit.name, UD_HOME=str(paths.home))
+    # An allow-list, not the operator's environment: a deployed commit is the app team's code
+    # and gets what its unit declares (`service.env`), never the platform's secrets.
+    proc_env = {k: v for k, v in os.environ.items() if k in SERVICE_PASSED_THROUGH or k.startswith("LC_")}
+    proc_env.setdefault("PATH", os.defpath)
+    proc_env.update(PYTHONUNBUFFERED="1", PORT=str(port), UD_ENV=env, UD_VERSION=version, UD_UNIT=unit.name)
     proc_env.update({key: _fill(value, values) for key, value in unit.service.env.items()})
     proc_env[DEPLOY_ID_VAR] = deploy_id
     for pid in [pid for pid, child in list(_CHILDREN.items()) if child.poll() is not None]:
