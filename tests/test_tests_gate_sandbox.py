@@ -219,15 +219,26 @@ def test_a_hostile_commit_learns_no_secret(tmp_path: Path, platform_home, runner
     if "in new mount and pid namespaces" in result["metadata"]["isolation_detail"]:
         assert report["signing.key"] == "FileNotFoundError" and report["home"] == []  # covered, not just denied
         assert len(report["parents"]) == 1  # pid 1 of its own namespace: the platform is out of sight
-        assert len(report["tmp"]) == 1 and report["tmp"][0].startswith("ud-tests-") and report["shm"] == []
+        # A private /tmp: its own folder, and the way to the interpreter where that lies under /tmp
+        # (a virtualenv in a clone under /tmp), bound back read-only; nothing else of the machine's.
+        from unified_delivery.gates.sandbox import interpreter_paths
+
+        on_the_way = {Path(p).relative_to("/tmp").parts[0] for p in interpreter_paths() if p.startswith("/tmp/")}
+        own = [t for t in report["tmp"] if t.startswith("ud-tests-")]
+        assert len(own) == 1 and set(report["tmp"]) - set(own) <= on_the_way and report["shm"] == []
         assert report["writes"] == {"site-packages": "EROFS", "var-tmp": "EROFS"}  # only its box is writable
 
 
-def test_a_passing_suite_passes_and_a_failing_one_fails(tmp_path: Path, platform_home):
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask-022", "umask-077-as-ud-runs"])
+def test_a_passing_suite_passes_and_a_failing_one_fails(tmp_path: Path, platform_home, umask):
     home, _ = platform_home
     repo = app_repo(tmp_path, home)
     unit, good = build(repo, home)
-    passed, _ = run_gate(unit, good, home)
+    old = os.umask(umask)  # `ud` writes with umask 077: the sandbox must still reach the suite's folder
+    try:
+        passed, _ = run_gate(unit, good, home)
+    finally:
+        os.umask(old)
     assert passed["passed"] and passed["code"] == "UD-GATE-TESTS-PASSED", passed
     assert passed["metadata"]["tests"] == 1 and passed["metadata"]["exit_code"] == 0
 

@@ -369,6 +369,9 @@ def _init(libc, spec: dict) -> int:
 
 
 def _enter(spec: dict) -> int:
+    # The folders made for bind mounts live in fresh tmpfs and must be enterable by the
+    # command's user; the caller's umask (ud's is 077, private home) would make them root's alone.
+    os.umask(0o022)
     libc = _libc()
     _call(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
     if not (spec.get("probe") or spec["namespaces"]):
