@@ -74,8 +74,8 @@ def preload() -> None:
 
 def platform_promote(kind: str, env: str) -> dict:
     sys.path.insert(0, os.getcwd())
-    from unified_delivery.cli import promote
-    from unified_delivery.runner import load_platform
+    from unified_delivery.service import promote
+    from unified_delivery.service import load_platform
 
     platform, defs = load_platform(Path.cwd())
     preload()
@@ -92,8 +92,8 @@ def platform_promote(kind: str, env: str) -> dict:
 def platform_rollback(kind: str, env: str) -> dict:
     """So that the next promotion to `env` has something to change (set-up, not timed)."""
     sys.path.insert(0, os.getcwd())
-    from unified_delivery.cli import rollback
-    from unified_delivery.runner import load_platform
+    from unified_delivery.service import rollback
+    from unified_delivery.service import load_platform
 
     platform, defs = load_platform(Path.cwd())
     outcome = rollback(platform, defs, UNITS[kind], env, reason="benchmark set-up")

@@ -145,7 +145,10 @@ def test_a_gate_check_shows_its_result_and_the_refusal_in_its_history(demo_home,
 
 
 def test_a_stage_asset_shows_its_dora_figures(ui, page):
-    _open(page, f"{ui}/assets/recommendation_api/production", "Metadata")
+    # Recorded on the stage asset as an observation when the scorecard is materialized (the
+    # ui fixture does), not computed on every deploy: the asset's events show it.
+    _open(page, f"{ui}/assets/recommendation_api/production?view=events", "Observation")
+    page.get_by_text("Observation", exact=True).first.click()
     page.get_by_text("dora_change_failure_rate").first.wait_for()
     text = page.inner_text("body")
     assert "dora_deployments" in text and "spend_30d" in text and "DORA: recommendation_api in production" in text

@@ -27,7 +27,8 @@ from unified_delivery.errors import ConfigError, UDError
 from unified_delivery.governance import tokens
 from unified_delivery.home import Home
 from unified_delivery.kinds.base import BuildContext
-from unified_delivery.kinds.data import DataTranslator, parse_vars, units_from_dbt_meta
+from unified_delivery.kinds.data import DataTranslator, parse_vars
+from unified_delivery.loader import units_from_dbt_meta
 from unified_delivery.ledger import Ledger
 from unified_delivery.loader import load_yaml_unit
 from unified_delivery.targets.dbt_duckdb import RELEASES, DbtDuckDBTarget

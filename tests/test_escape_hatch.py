@@ -13,8 +13,8 @@ import dagster as dg
 import pytest
 
 import unified_delivery as ud
-from unified_delivery.cli import promote, rollback
-from unified_delivery.commands.governance import approve
+from unified_delivery.service import promote, rollback
+from unified_delivery.service import approve
 from unified_delivery.cost import CostModel
 from unified_delivery.errors import ConfigError, TargetError
 from unified_delivery.governance import Governance, PolicyFile
@@ -276,7 +276,7 @@ def explodes(nums: list) -> dg.AssetCheckResult:
 
 
 def test_each_check_of_a_multi_check_is_its_own_gate_on_the_stored_value(tmp_path, ud_home):
-    from unified_delivery.promotion import evaluate_gate
+    from unified_delivery.engine import evaluate_gate
 
     platform = ud.Platform([ud.wrap_asset(nums, team="t", checks=[nums_checks, explodes],
                                           gates=[ud.gate("asset-check", name="short_strict", check="short", fail_on_warn=True,

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from tests.pg import USER, PostgresServer, start_or_skip
 from unified_delivery import Platform
-from unified_delivery.cli import promote
+from unified_delivery.service import promote
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
 from unified_delivery.ledger import Ledger, LedgerResource

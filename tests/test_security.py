@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests import tiny_platform as tiny
-from unified_delivery.cli import identity, promote, rollback
-from unified_delivery.commands.governance import approve, override
+from unified_delivery.service import identity, promote, rollback
+from unified_delivery.service import approve, override
 from unified_delivery.errors import ConfigError, NotPermitted, UDError
 from unified_delivery.governance import Governance, tokens
 from unified_delivery.ledger import Ledger

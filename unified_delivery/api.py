@@ -33,7 +33,7 @@ class Promotion:
 
 def _load(project: str | Path | None):
     from .home import project_root
-    from .runner import load_platform
+    from .service import load_platform
 
     return load_platform(Path(project).resolve() if project else project_root())
 
@@ -52,31 +52,31 @@ def _with(platform: Any, definition: ModelDefinition) -> tuple[Any, Any]:
 def promote(unit: str | ModelDefinition, *, to: str, reason: str = "", ref: str = "", token: str | None = None,
             project: str | Path | None = None) -> Promotion:
     """Build (or take from the previous environment), gate and deploy `unit` in `to`, as one Dagster run."""
-    from . import cli
+    from . import service
 
     platform, defs = _load(project)
     if isinstance(unit, ModelDefinition):
         platform, defs = _with(platform, unit)
         unit = unit.unit.name
     home = Home.current()
-    principal = cli.identity(platform, token, home)
-    outcome = cli.promote(platform, defs, unit, to, reason=reason or "promoted from Python", ref=ref,
-                          principal=principal, home=home)
+    principal = service.identity(platform, token, home)
+    outcome = service.promote(platform, defs, unit, to, reason=reason or "promoted from Python", ref=ref,
+                              principal=principal, home=home)
     return _outcome(platform, unit, to, outcome, principal)
 
 
 def rollback(unit: str, *, env: str, reason: str, to: str = "", token: str | None = None,
              project: str | Path | None = None) -> Promotion:
     """Return `unit` in `env` to the previous (or the given) version, as one Dagster run."""
-    from . import cli
+    from . import service
     from .errors import UDError
 
     if not reason.strip():
         raise UDError("UD-USAGE", "a rollback needs a reason", "say why, e.g. reason='errors after deploy'")
     platform, defs = _load(project)
     home = Home.current()
-    principal = cli.identity(platform, token, home)
-    outcome = cli.rollback(platform, defs, unit, env, to=to, reason=reason, principal=principal, home=home)
+    principal = service.identity(platform, token, home)
+    outcome = service.rollback(platform, defs, unit, env, to=to, reason=reason, principal=principal, home=home)
     return _outcome(platform, unit, env, outcome, principal)
 
 
@@ -92,7 +92,7 @@ def _outcome(platform: Any, unit: str, env: str, outcome: Any, principal: str) -
 
 def status(project: str | Path | None = None) -> dict[str, Any]:
     """Each unit's deployed version per environment: what `ud status --json` prints."""
-    from . import cli
+    from . import service
 
     platform, _ = _load(project)
-    return cli._status(platform)
+    return service.status(platform)

@@ -96,7 +96,7 @@ class UnitComponent(dg.Component):
         and a component hands back its part of that, after checking that the platform was built
         from this very declaration. The component thus defines nothing the code location does not
         already define, and `dg list defs --path assets/units/<name>` shows one unit."""
-        from .runner import load_platform
+        from .service import load_platform
 
         platform, defs = load_platform(Path(context.project_root))
         if platform.units.get(self.unit.name) != self.unit:

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import Output, _status, _status_table, promote, rollback
-from .commands.governance import approve
 from .governance.authors import of_version
 from .home import Home, project_root
 from .kinds.app import git
-from .runner import load_platform, prepare_home
+from .output import Output, status_table
+from .runner import prepare_home
+from .service import approve, load_platform, promote, rollback, status
 
 APP = "recommendation_api"
 DEMO_AUTHOR = ["-c", "user.name=Dana Developer", "-c", "user.email=dana@example.com"]
@@ -162,10 +162,10 @@ def run_demo(out: Output) -> dict[str, Any]:
     rb["now_serving"] = env_of(APP, "production")
 
     health = platform.target(app).health(app, "production")
-    status = _status(platform)
+    now = status(platform)
     ok = all(s["ok"] for s in steps) and health.healthy
     wall = round(time.monotonic() - started, 1)
-    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", _status_table(status), ""]
+    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", status_table(now), ""]
     lines.append(f"refusal : {APP} {bad[:12]} refused ({refusal['code']}: its tests fail); production stayed on "
                  f"{(refusal['production_still_serves'] or '-')[:12]}")
     for r in (cost_refusal, dq_refusal):
@@ -177,14 +177,14 @@ def run_demo(out: Output) -> dict[str, Any]:
     lines.append("next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services")
     if not ok:
         lines += [f"failed step: {s['step']}: {s['code']} {s['message']}" for s in steps if not s["ok"] and not s.get("skipped")]
-    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": status,
+    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": now,
             "refusal": refusal, "refusals": [refusal, cost_refusal, dq_refusal], "rollback": rb, "production_health": {"healthy": health.healthy, "message": health.message},
             "summary_text": "\n".join(lines)}
 
 
 def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -> dict[str, Any]:
     """Any platform's demo: every unit through every environment, then what runs where."""
-    status = _status(platform)
+    now = status(platform)
     health = {}
     for unit in platform.units.values():
         if unit.kind == "app" and (dep := platform.target(unit).status(unit, unit.environments[-1])):
@@ -192,13 +192,13 @@ def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -
             health[unit.name] = {"healthy": h.healthy, "message": h.message, "url": dep.details.get("url")}
     ok = all(s["ok"] for s in steps) and all(h["healthy"] for h in health.values())
     wall = round(time.monotonic() - started, 1)
-    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", _status_table(status), ""]
+    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", status_table(now), ""]
     if not platform.units:
         lines.append("no units yet: add one with `ud new app|model|data NAME`")
     lines += [f"health  : {n} {h['url'] or ''}: {h['message']}" for n, h in health.items()]
     lines.append("next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services")
     lines += [f"failed step: {s['step']}: {s['code']} {s['message']}" for s in steps if not s["ok"] and not s.get("skipped")]
-    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": status,
+    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": now,
             "production_health": health, "summary_text": "\n".join(lines)}
 
 

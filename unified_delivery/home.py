@@ -16,13 +16,22 @@ PRIVATE_DIR = 0o700
 PRIVATE_UMASK = 0o077  # files the platform writes are its owner's alone (0600, folders 0700)
 
 
+def is_platform_root(folder: Path) -> bool:
+    """A folder Dagster would load a code location from (a workspace.yaml, or a pyproject.toml
+    with a [tool.dagster] section), or an older platform repository (assets/definitions.py)."""
+    if (folder / "workspace.yaml").exists() or (folder / "assets" / "definitions.py").exists():
+        return True
+    pyproject = folder / "pyproject.toml"
+    return pyproject.exists() and "[tool.dagster]" in pyproject.read_text(errors="replace")
+
+
 def project_root() -> Path:
-    """$UD_PROJECT, else the nearest folder at or above the working directory with
-    assets/definitions.py (so `ud` and a notebook work from a subfolder), else the working directory."""
+    """$UD_PROJECT, else the nearest platform repository at or above the working directory (so
+    `ud` and a notebook work from a subfolder), else the working directory."""
     if os.environ.get("UD_PROJECT"):
         return Path(os.environ["UD_PROJECT"]).resolve()
     cwd = Path.cwd().resolve()
-    return next((d for d in (cwd, *cwd.parents) if (d / "assets" / "definitions.py").exists()), cwd)
+    return next((d for d in (cwd, *cwd.parents) if is_platform_root(d)), cwd)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
-"""YAML unit declarations, Dagster Components style: `type:` and `attributes:` per file."""
+"""Unit declarations that are not Python: YAML files, Dagster Components style (`type:` and
+`attributes:` per file), and dbt models that declare themselves in their `meta.ud` block."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from . import dbt
 from .errors import ConfigError, UDError
-from .units import UNIT_KINDS, Unit
+from .kinds.app import is_local
+from .kinds.data import checked_meta, merge_dbt_meta
+from .units import UNIT_KINDS, DataUnit, Unit, field_error
 
 # The Dagster component types (components.py) first, then the older spellings, still accepted.
 TYPES = {"unified_delivery.App": "app", "unified_delivery.Data": "data",
@@ -18,20 +21,6 @@ TYPES = {"unified_delivery.App": "app", "unified_delivery.Data": "data",
 # A flat file per unit, or a dg component folder per unit (`<name>/defs.yaml`, at any depth as dg
 # reads them; see docs/components.md).
 UNIT_FILES = ("*.yaml", "*.yml", "*/**/defs.yaml", "*/**/defs.yml")
-
-
-def field_error(exc: ValidationError, name: str, source: str, model: type | None = None) -> ConfigError:
-    """One clear line for the first problem; a misspelt field is named as written, with a guess."""
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    err = errors[0]
-    where = ".".join(str(p) for p in err["loc"]) or "?"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        known = list(getattr(model, "model_fields", {})) if len(err["loc"]) == 1 else []
-        guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-        msg = "is not a known field" + (f" (did you mean {guess[0]!r}?)" if guess else "")
-    return ConfigError("UD-CONFIG-UNIT", f"unit {name} ({source}): field {where}: {msg}",
-                       f"fix `{where}` in {source}")
 
 
 def default_name(source: str) -> str:
@@ -44,15 +33,11 @@ def unit_from_attributes(kind: str, attributes: dict[str, Any], source: str, bas
     name = attributes.get("name", default_name(source))
     attributes = {"name": name, **attributes}
     if kind == "data":
-        from .kinds.data import merge_dbt_meta
-
         try:
             attributes = merge_dbt_meta(attributes, base_dir)
         except UDError as exc:
             raise ConfigError(exc.code, exc.message if name in exc.message else f"unit {name}: {exc.message}", exc.remediation) from None
     if kind == "app":
-        from .kinds.app import is_local
-
         repo = attributes.get("repository")
         if isinstance(repo, str) and is_local(repo) and "{home}" not in repo and not Path(repo).is_absolute():
             attributes["repository"] = str((base_dir / repo).resolve())  # relative to the unit's file, like dbt `project`
@@ -86,3 +71,23 @@ def load_yaml_unit(path: Path) -> Unit:
 
 def load_yaml_units(directory: Path) -> list[Unit]:
     return [load_yaml_unit(p) for pattern in UNIT_FILES for p in sorted(Path(directory).glob(pattern))]
+
+
+def units_from_dbt_meta(project: Path, declared: set[str]) -> list[DataUnit]:
+    """A data unit for every dbt model whose `meta` has a `ud` block and no declaration of its
+    own: the analytics engineer's front door, where a dbt-only change needs no Python or YAML.
+    The unit is named after the model and selects it with its parents (`+name`) unless
+    `meta.ud.select` says otherwise."""
+    project = Path(project).resolve()
+    manifest = dbt.ensure_manifest(project)
+    units = []
+    for node in sorted(manifest["nodes"].values(), key=lambda n: n["unique_id"]):
+        if node["resource_type"] != "model" or not dbt.node_meta(node) or node["name"] in declared:
+            continue
+        meta = checked_meta(node)
+        # The same path as a YAML declaration that names only the selection: the rest comes from meta.
+        attrs = {"name": node["name"], "project": str(project), "select": meta.get("select", f"+{node['name']}"),
+                 **({"publish": meta["publish"]} if "publish" in meta else {})}
+        source = f"meta.ud of {node.get('original_file_path') or node['unique_id']}"
+        units.append(unit_from_attributes("data", attrs, source, project))
+    return units

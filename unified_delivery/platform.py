@@ -18,7 +18,7 @@ from .kinds.base import KindTranslator
 from .kinds.data import DataTranslator
 from .kinds.model import ModelDefinition, ModelTranslator
 from .ledger import LedgerResource
-from .loader import load_yaml_units
+from .loader import load_yaml_units, units_from_dbt_meta
 from .targets.base import DeployTarget
 from .units import GateSpec, Unit
 
@@ -94,8 +94,6 @@ class Platform:
                        dbt_projects: Iterable[Path] = (), **kwargs: Any) -> "Platform":
         """YAML units of `directory`, the Python units given, and a data unit for every model of
         `dbt_projects` that declares itself in its dbt `meta` (see kinds/data.py)."""
-        from .kinds.data import units_from_dbt_meta
-
         with dbt.one_check_per_load():
             units = [*load_yaml_units(directory), *python_units]
             declared = {declared_unit(u).name for u in units}

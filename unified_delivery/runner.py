@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_GATE, ConfigError, GateRefused, NotPermitted, UDError
-from .home import Home, project_root
+from .errors import EXIT_GATE, GateRefused, NotPermitted, UDError
+from .home import Home
+from .run_tags import ENV_TAG, QUIET_LOGS, UNIT_TAG
 
-PLATFORM_PACKAGES = ("assets", "resources", "sensors")
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 DAGSTER_YAML = """# Written by ud: the embedded Dagster instance (SQLite storage under this folder).
 telemetry:
@@ -30,36 +28,6 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
 """
-
-
-def load_platform(root: Path | None = None) -> tuple[Any, Any]:
-    """Import the platform repository's `assets.definitions` (its `platform` and `defs`)."""
-    root = root or project_root()
-    if not (root / "assets" / "definitions.py").exists():
-        raise ConfigError("UD-NO-PLATFORM", f"{root} is not a platform repository (no assets/definitions.py)",
-                          "run ud from the repository root, or set UD_PROJECT")
-    if str(root) in sys.path:
-        sys.path.remove(str(root))
-    sys.path.insert(0, str(root))
-    for package in PLATFORM_PACKAGES:
-        loaded = sys.modules.get(package)
-        if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(str(root) + os.sep):
-            # Another platform repository (or a module of the same name) was loaded in this
-            # process: forget it, so this repository's own package is imported.
-            for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-                del sys.modules[name]
-    try:
-        module = importlib.import_module("assets.definitions")
-    except UDError:
-        raise
-    except Exception as exc:  # the platform's own code: name the file and line, no traceback
-        tb = exc.__traceback__
-        while tb and tb.tb_next:
-            tb = tb.tb_next
-        where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb else ""
-        raise ConfigError("UD-PLATFORM-IMPORT", f"the platform's definitions do not load: {type(exc).__name__}: {exc}{where}",
-                          "fix the platform code named; `python -c 'import assets.definitions'` shows the full traceback") from None
-    return module.platform, module.defs
 
 
 def prepare_home(home: Home) -> None:
@@ -100,13 +68,13 @@ def execute(defs: Any, job: str, *, home: Home, run_config: dict | None = None, 
             run_id: str | None = None) -> RunOutcome:
     import dagster as dg
 
-    from .promotion import run_lock
+    from .engine import run_lock
 
     inst = instance(home)
     config = {**QUIET_LOGS, **(run_config or {})}
     tags = tags or {}
     # One promotion of a unit to an environment at a time, from build to deploy: the second waits.
-    lock = run_lock(home, tags["ud/unit"], tags["ud/env"]) if tags.get("ud/unit") and tags.get("ud/env") \
+    lock = run_lock(home, tags[UNIT_TAG], tags[ENV_TAG]) if tags.get(UNIT_TAG) and tags.get(ENV_TAG) \
         else contextlib.nullcontext()
     with lock, contextlib.redirect_stdout(sys.stderr):  # stdout belongs to the command's own output (JSON for agents)
         result = defs.resolve_job_def(job).execute_in_process(instance=inst, run_config=config, tags=tags,
@@ -117,7 +85,8 @@ def execute(defs: Any, job: str, *, home: Home, run_config: dict | None = None, 
         if not ev.passed:
             meta = {k: v.value for k, v in ev.metadata.items()}
             failed_checks.append({"check": ev.check_name, "asset": ev.asset_key.to_user_string(), "code": meta.get("code"),
-                                  "message": meta.get("message") or ev.description, "remediation": meta.get("remediation", "")})
+                                  "message": meta.get("message") or ev.description, "remediation": meta.get("remediation", ""),
+                                  "refusal_code": meta.get("refusal_code"), "exit_code": meta.get("exit_code", EXIT_GATE)})
     outcome = RunOutcome(run_id=result.run_id, success=result.success, failed_checks=failed_checks, materialized=materialized)
     if result.success:
         return outcome
@@ -130,9 +99,10 @@ def execute(defs: Any, job: str, *, home: Home, run_config: dict | None = None, 
             outcome.error = UDError(meta["ud_code"], meta.get("ud_message", ""), meta.get("remediation", ""),
                                     exit_code=int(meta.get("exit_code", 5)))
             return outcome
-    denied = [c for c in failed_checks if c["code"] == "UD-GATE-POLICY-DENIED"]
+    denied = [c for c in failed_checks if c["exit_code"] == NotPermitted.exit_code]
     if denied:  # not a quality verdict: the principal lacks the right
-        outcome.error = NotPermitted("UD-AUTH-FORBIDDEN", denied[0]["message"], denied[0]["remediation"])
+        outcome.error = NotPermitted(denied[0]["refusal_code"] or denied[0]["code"], denied[0]["message"],
+                                     denied[0]["remediation"])
         return outcome
     if failed_checks:
         first = failed_checks[0]

@@ -7,9 +7,11 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from . import promotion
+from . import engine
+from .errors import UDError
 from .gates import Gate
-from .reports.scorecard import scorecard_asset, stage_metadata
+from .reports.scorecard import scorecard_asset
+from .run_tags import ENV_TAG, UNIT_TAG
 from .targets.kubernetes import dagster_k8s_tags
 from .units import CANDIDATE, Unit
 
@@ -53,7 +55,7 @@ def stage_assets(platform: Any, unit: Unit) -> list[dg.AssetsDefinition]:
     @dg.asset(key=key(unit.name, CANDIDATE), deps=[key(u, s) for u, s in translator.candidate_deps(unit, platform.units)],
               description=f"{unit.name} ({unit.kind}) built, not yet deployed.", op_tags=dagster_k8s_tags(unit), **common)
     def candidate(context: dg.AssetExecutionContext, config: CandidateConfig) -> dg.MaterializeResult:
-        return promotion.build_candidate(context, platform, unit, config.ref)
+        return engine.build_candidate(context, platform, unit, config.ref)
 
     assets = [candidate]
     for env in unit.environments:
@@ -66,7 +68,7 @@ def stage_assets(platform: Any, unit: Unit) -> list[dg.AssetsDefinition]:
 def _env_asset(platform: Any, unit: Unit, env: str, deps: list, common: dict) -> dg.AssetsDefinition:
     @dg.asset(key=key(unit.name, env), deps=deps, description=f"{unit.name} as deployed to {env}.", **common)
     def deployed(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return promotion.promote(context, platform, unit, env)
+        return engine.promote(context, platform, unit, env)
 
     return deployed
 
@@ -77,7 +79,7 @@ def gate_check(platform: Any, unit: Unit, gate: Gate) -> dg.AssetChecksDefinitio
                     description=f"{gate.family} gate: guards {unit.name}'s promotion from {gate.spec.stage}.",
                     metadata={"ud/family": gate.family, "ud/type": gate.type})
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return promotion.run_gate(context, platform, unit, gate)
+        return engine.run_gate(context, platform, unit, gate)
 
     return check
 
@@ -94,7 +96,7 @@ def promotion_jobs(unit: Unit) -> list:
             selection = dg.AssetSelection.checks_for_assets(key(unit.name, upstream)) | \
                 dg.AssetSelection.assets(key(unit.name, env)).without_checks()
         jobs.append(dg.define_asset_job(job_name(unit.name, env), selection=selection,
-                                        description=f"Promote {unit.name} to {env}.", tags={"ud/unit": unit.name, "ud/env": env, **build_tags}))
+                                        description=f"Promote {unit.name} to {env}.", tags={UNIT_TAG: unit.name, ENV_TAG: env, **build_tags}))
     return jobs
 
 
@@ -103,15 +105,13 @@ def rollback_job(platform: Any) -> dg.JobDefinition:
     def rollback_unit(context: dg.OpExecutionContext, config: RollbackConfig):
         unit = platform.units.get(config.unit)
         if unit is None:
-            raise promotion.failure(promotion.UDError("UD-UNKNOWN-UNIT", f"no unit named {config.unit!r}",
-                                                      f"known: {', '.join(platform.units)}"))
-        dep = promotion.rollback(context, platform, unit, config.env, config.to_version or None, config.reason)
+            raise engine.failure(UDError("UD-UNKNOWN-UNIT", f"no unit named {config.unit!r}",
+                                         f"known: {', '.join(platform.units)}"))
+        dep = engine.rollback(context, platform, unit, config.env, config.to_version or None, config.reason)
         yield dg.AssetMaterialization(asset_key=key(unit.name, config.env), description=f"rollback: {config.reason}",
                                       metadata={"version": dep.version, "previous_version": dep.previous_version or "",
                                                 "deployed_at": dep.deployed_at, "action": "rollback",
-                                                "reason": config.reason,
-                                                **stage_metadata(context.resources.ledger.ledger().entries(unit=unit.name),
-                                                                 unit.name, config.env)})
+                                                "reason": config.reason})
         yield dg.Output(dep.version)
 
     @dg.job(name="ud_rollback", executor_def=STEPS_IN_ONE_PROCESS, description="Roll a unit back in one environment through its target.")

@@ -6,12 +6,14 @@ argument is refused at load time with the unit and field named.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .cost import Currency
+from .errors import ConfigError
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 CANDIDATE = "candidate"
@@ -281,3 +283,17 @@ class AssetUnit(Unit):
 
 
 UNIT_KINDS: dict[str, type[Unit]] = {"app": AppUnit, "model": ModelUnit, "data": DataUnit, "asset": AssetUnit}
+
+
+def field_error(exc: ValidationError, name: str, source: str, model: type | None = None) -> ConfigError:
+    """One clear line for the first problem; a misspelt field is named as written, with a guess."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
+    where = ".".join(str(p) for p in err["loc"]) or "?"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        known = list(getattr(model, "model_fields", {})) if len(err["loc"]) == 1 else []
+        guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        msg = "is not a known field" + (f" (did you mean {guess[0]!r}?)" if guess else "")
+    return ConfigError("UD-CONFIG-UNIT", f"unit {name} ({source}): field {where}: {msg}",
+                       f"fix `{where}` in {source}")

@@ -10,14 +10,14 @@ import json
 from datetime import datetime, timezone
 
 from ..errors import EXIT_GATE, UDError
+from ..events import CHANGES, Approval, GateEvaluated, Override, Promotion, Rollback, read
 
-CHANGES = ("promotion", "rollback")
 
 
 def _ledger():
-    from ..cli import _platform
+    from ..service import load_platform
 
-    platform, _ = _platform()
+    platform, _ = load_platform()
     return platform, platform.ledger.ledger()
 
 
@@ -45,22 +45,25 @@ def evidence(ledger, since: datetime | None, env: str = "production") -> list[di
         if e.action not in CHANGES or e.env != env:
             continue
         gates = {}
-        for g in ledger.entries(unit=e.unit, action="gate"):
+        for g in ledger.entries(unit=e.unit, action=GateEvaluated.ACTION):
             if g.version == e.version and g.seq < e.seq:
-                gates[(g.payload.get("stage"), g.payload.get("gate"))] = {
-                    "gate": g.payload.get("gate"), "family": g.payload.get("family"), "stage": g.payload.get("stage"),
-                    "passed": g.payload.get("passed"), "code": g.payload.get("code"),
-                    "overridden": g.payload.get("overridden", False), "at": g.ts}
-        approvals = [{"principal": a.principal, "at": a.ts} for a in ledger.entries(unit=e.unit, env=env, action="approval")
+                gate = GateEvaluated.read(g)
+                gates[(gate.stage, gate.gate)] = {"gate": gate.gate, "family": gate.family, "stage": gate.stage,
+                                                  "passed": gate.passed, "code": gate.code,
+                                                  "overridden": gate.overridden, "at": g.ts}
+        approvals = [{"principal": a.principal, "at": a.ts}
+                     for a in ledger.entries(unit=e.unit, env=env, action=Approval.ACTION)
                      if a.version == e.version and a.seq < e.seq]
-        overrides = [{"principal": o.principal, "gate": o.payload.get("gate"), "justification": o.payload.get("justification"),
-                      "expires_at": o.payload.get("expires_at"), "at": o.ts}
-                     for o in ledger.entries(unit=e.unit, action="override") if o.version == e.version and o.seq < e.seq]
+        overrides = [{"principal": o.principal, "gate": ov.gate, "justification": ov.justification,
+                      "expires_at": ov.expires_at, "at": o.ts}
+                     for o in ledger.entries(unit=e.unit, action=Override.ACTION) if o.version == e.version and o.seq < e.seq
+                     for ov in [Override.read(o)]]
+        change = read(e)
+        assert isinstance(change, (Promotion, Rollback))
         changes.append({"seq": e.seq, "at": e.ts, "action": e.action, "unit": e.unit, "env": e.env, "version": e.version,
-                        "from_version": e.payload.get("from_version"), "principal": e.principal,
-                        "reason": e.payload.get("reason", ""), "kind": e.payload.get("kind"), "team": e.payload.get("team"),
-                        "run_id": e.payload.get("run_id"), "gates": list(gates.values()), "approvals": approvals,
-                        "overrides": overrides})
+                        "from_version": change.from_version, "principal": e.principal, "reason": change.reason,
+                        "kind": change.kind or None, "team": change.team or None, "run_id": change.run_id or None,
+                        "gates": list(gates.values()), "approvals": approvals, "overrides": overrides})
     return changes
 
 

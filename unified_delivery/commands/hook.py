@@ -31,7 +31,7 @@ def resolve_repository(value: str) -> Path:
     """A path, or the name of an app unit (its repository)."""
     if not Path(value).exists():
         from ..home import Home
-        from ..runner import load_platform
+        from ..service import load_platform
 
         platform, _ = load_platform()
         unit = platform.units.get(value)

@@ -24,11 +24,11 @@ def _version(platform, unit, given: str) -> tuple[str, str]:
 
 
 def cmd_k8s(args, out) -> int:
-    from ..cli import _platform
+    from ..service import load_platform
     from ..gates.manifest_policy import policy_findings
     from ..targets.kubernetes import KubernetesTarget, schema_errors
 
-    platform, _ = _platform()
+    platform, _ = load_platform()
     unit = platform.unit(args.unit)
     if args.env not in unit.environments:
         raise UDError("UD-UNKNOWN-ENV", f"{unit.name} has no environment {args.env!r}",

@@ -61,7 +61,7 @@ def subtitle(data: dict) -> str:
 
 
 def cmd_report(args, out) -> int:
-    from ..cli import _platform
+    from ..service import load_platform
     from ..reports import html, render, window
 
     until = _date("--until", args.until)
@@ -69,7 +69,7 @@ def cmd_report(args, out) -> int:
     if win.since >= win.until:
         raise UDError("UD-USAGE", f"--since {win.since.isoformat()} is not before --until {win.until.isoformat()}",
                       "give a --since earlier than --until")
-    platform, _ = _platform()
+    platform, _ = load_platform()
     envs = {e for u in platform.units.values() for e in u.environments}
     if args.what == "dora" and args.env not in envs:
         raise UDError("UD-UNKNOWN-ENV", f"no unit has an environment {args.env!r}", f"use one of: {', '.join(sorted(envs))}")

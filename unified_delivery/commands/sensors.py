@@ -8,7 +8,7 @@ from ..errors import EXIT_TARGET
 
 def cmd_tick(args, out) -> int:
     from ..home import Home
-    from ..runner import load_platform
+    from ..service import load_platform
     from ..triggers.tick import tick
 
     _, defs = load_platform()
@@ -35,7 +35,7 @@ def cmd_webhook(args, out) -> int:
 
     from ..errors import ConfigError
     from ..home import Home
-    from ..runner import load_platform
+    from ..service import load_platform
     from ..triggers.webhook import serve
 
     secret = os.environ.get(args.secret_env, "")

@@ -1,5 +1,6 @@
-"""Gates: one interface (base.Gate), one file per gate type."""
+"""Gates: one interface (base.Gate), one file per gate type, one registry (registry.py)."""
 
-from .base import FAMILIES, Gate, GateContext, GateResult, GateSettings, build_gate, gate_types, register
+from .base import Gate, GateContext, GateResult, GateSettings
+from .registry import build_gate, gate_types, register
 
-__all__ = ["FAMILIES", "Gate", "GateContext", "GateResult", "GateSettings", "build_gate", "gate_types", "register"]
+__all__ = ["Gate", "GateContext", "GateResult", "GateSettings", "build_gate", "gate_types", "register"]

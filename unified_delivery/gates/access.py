@@ -4,13 +4,17 @@ environment, and agents stay within their daily quota. Added to every unit."""
 from __future__ import annotations
 
 from ..errors import NotPermitted
-from .base import Gate, GateContext, GateResult, register
+from .base import Gate, GateContext, GateResult
 
 
-@register
 class PolicyGate(Gate):
     type = "policy"
     family = "policy"
+    live = True  # who acts is decided for each run's own principal
+    binds_rollbacks = True
+    overridable = False  # an override lets a version past a check, never a principal past its rights
+    refusal = NotPermitted
+    refusal_code = "UD-AUTH-FORBIDDEN"
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         meta = {"principal": ctx.principal, "env": ctx.guards}

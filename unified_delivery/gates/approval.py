@@ -3,21 +3,23 @@ go to an environment; the author of the change does not count."""
 
 from __future__ import annotations
 
-from .base import Gate, GateContext, GateResult, register
+from ..events import Approval
+from .base import Gate, GateContext, GateResult
 
 
 def approvers(ledger, unit: str, env: str, version: str) -> list[str]:
     seen: list[str] = []
-    for e in ledger.entries(unit=unit, env=env, action="approval"):
+    for e in ledger.entries(unit=unit, env=env, action=Approval.ACTION):
         if e.version == version and e.principal not in seen:
             seen.append(e.principal)
     return seen
 
 
-@register
 class ApprovalGate(Gate):
     type = "approval"
     family = "approval"
+    live = True  # approvals arrive between runs
+    reported_live = True
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         needed = ctx.unit.policy.approvals.get(ctx.guards, 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UDError
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 
 class AssetCheckSettings(GateSettings):
@@ -20,7 +20,6 @@ class AssetCheckSettings(GateSettings):
     fail_on_warn: bool = False
 
 
-@register
 class AssetCheckGate(Gate):
     type = "asset-check"
     family = "tests"

@@ -1,8 +1,8 @@
 """The gate interface: one shape for every kind of unit.
 
 A gate gets the unit, the version under review (with its artifact when the stage is the
-candidate) and the environment it guards, and returns a GateResult. Gates are registered
-by type name; each registered class validates its own settings when the definitions load.
+candidate) and the environment it guards, and returns a GateResult. Each gate type is one
+class (registered in registry.py); it validates its own settings when the definitions load.
 """
 
 from __future__ import annotations
@@ -13,16 +13,10 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, GateRefused, UDError
 from ..home import Home
 from ..targets.base import Artifact, DeployTarget
-from ..units import UNIT_KINDS, GateSpec, Unit
-
-FAMILIES = (
-    "tests", "security", "model-metric", "fairness", "schema", "data-quality", "dbt-tests",
-    "cost", "policy", "approval", "freeze", "health",
-)
-
+from ..units import GateSpec, Unit
 
 @dataclass(frozen=True)
 class GateResult:
@@ -58,12 +52,30 @@ class GateSettings(BaseModel):
 
 
 class Gate(ABC):
+    """One gate type. `family` is a label for people and reports (tests, security, cost, ...);
+    what the engine does with a gate is said by the attributes below, never by its family."""
+
     type: ClassVar[str]
     family: ClassVar[str]
-    # Every kind by default: a gate on what the platform records (who acts, freezes, approvals,
-    # spend, a target's health) applies to any unit; one that reads a unit's content names its kinds.
-    kinds: ClassVar[tuple[str, ...]] = tuple(UNIT_KINDS)
+    # The kinds it applies to; None is every kind: a gate on what the platform records (who
+    # acts, freezes, approvals, spend, a target's health) applies to any unit, one that reads a
+    # unit's content names its kinds.
+    kinds: ClassVar[tuple[str, ...] | None] = None
     Settings: ClassVar[type[GateSettings]] = GateSettings
+    # Decided at deploy time for the run's own principal, never from a result another run
+    # recorded (who acts, a freeze window, approvals).
+    live: ClassVar[bool] = False
+    # Also binds a rollback to a version the environment ran before (policy, freezes).
+    binds_rollbacks: ClassVar[bool] = False
+    # `ud gates` evaluates it anew rather than showing the last recorded result.
+    reported_live: ClassVar[bool] = False
+    # A break-glass override may let a version past it.
+    overridable: ClassVar[bool] = True
+    # Needs the platform's price table (refused at load without one).
+    needs_prices: ClassVar[bool] = False
+    # What a refusal raises, and the code it is reported under (None: the gate's own code).
+    refusal: ClassVar[type[UDError]] = GateRefused
+    refusal_code: ClassVar[str | None] = None
 
     def __init__(self, spec: GateSpec, unit: Unit):
         self.spec = spec
@@ -89,45 +101,3 @@ class Gate(ABC):
 
     @abstractmethod
     def evaluate(self, ctx: GateContext) -> GateResult: ...
-
-
-_REGISTRY: dict[str, type[Gate]] = {}
-
-
-def register(cls: type[Gate]) -> type[Gate]:
-    assert cls.family in FAMILIES, cls.family
-    _REGISTRY[cls.type] = cls
-    return cls
-
-
-def gate_types() -> dict[str, type[Gate]]:
-    from . import _builtin  # noqa: F401  (registers the built-in gates)
-
-    return dict(_REGISTRY)
-
-
-def build_gate(spec: GateSpec, unit: Unit, costs_missing: bool = False) -> Gate:
-    types = gate_types()
-    cls = types.get(spec.type)
-    if cls is None:
-        raise ConfigError(
-            "UD-CONFIG-GATE",
-            f"unit {unit.name}: gates[].type {spec.type!r} is not a known gate",
-            f"use one of: {', '.join(sorted(types))}",
-        )
-    if unit.kind not in cls.kinds:
-        raise ConfigError(
-            "UD-CONFIG-GATE",
-            f"unit {unit.name}: gate {spec.type!r} does not apply to {unit.kind} units",
-            f"it applies to: {', '.join(cls.kinds)}",
-        )
-    if cls.family == "cost" and costs_missing:
-        raise ConfigError("UD-CONFIG-COST", f"unit {unit.name}: gate {spec.check_name!r} needs a price table",
-                          "give the platform a CostModel (resources/prices.yaml)")
-    if spec.stage not in unit.stages[:-1]:
-        raise ConfigError(
-            "UD-CONFIG-GATE",
-            f"unit {unit.name}: gate {spec.check_name!r} field stage {spec.stage!r} is not a stage that precedes another",
-            f"use one of: {', '.join(unit.stages[:-1])}",
-        )
-    return cls(spec, unit)

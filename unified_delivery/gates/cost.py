@@ -15,8 +15,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..events import Candidate
 from ..units import Serving
-from .base import Gate, GateContext, GateResult, register
+from .base import Gate, GateContext, GateResult
 
 DEPLOY_FILE = "ud-deploy.yaml"
 
@@ -41,16 +42,16 @@ def projected_by_unit(ledger, team: str, exclude: str) -> dict[str, float]:
     return seen
 
 
-@register
 class CostGate(Gate):
     type = "cost"
     family = "cost"
+    needs_prices = True
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         costs = ctx.platform.costs
         b = ctx.unit.budget
-        entry = ctx.ledger.latest(unit=ctx.unit.name, action="candidate", predicate=lambda e: e.version == ctx.version)
-        measured = (entry.payload.get("cost") or {}) if entry else {}
+        entry = ctx.ledger.latest(unit=ctx.unit.name, action=Candidate.ACTION, predicate=lambda e: e.version == ctx.version)
+        measured = (Candidate.read(entry).cost or {}) if entry else {}
         run_cost = float(measured.get("amount", 0.0))
         serving = serving_of(ctx)
         if serving and serving.size not in costs.prices.replica_hour:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import dbt
 from ..errors import ConfigError, UDError
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 _BOUNDS = ("min_value", "max_value", "strict_min", "strict_max")
 
@@ -91,7 +91,6 @@ class DataQualitySettings(GateSettings):
     failing_values: int = Field(default=5, ge=0, le=50)  # failing values shown per expectation
 
 
-@register
 class DataQualityGate(Gate):
     type = "data-quality"
     family = "data-quality"

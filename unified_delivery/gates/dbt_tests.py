@@ -3,14 +3,13 @@ was written to, before anything is published."""
 
 from __future__ import annotations
 
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 
 class DbtTestsSettings(GateSettings):
     fail_on_warn: bool = False
 
 
-@register
 class DbtTestsGate(Gate):
     type = "dbt-tests"
     family = "dbt-tests"

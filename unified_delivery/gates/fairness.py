@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import ConfigError, UDError
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 
 class FairnessSettings(GateSettings):
@@ -28,7 +28,6 @@ class FairnessSettings(GateSettings):
     min_group_size: int = Field(default=30, ge=1)
 
 
-@register
 class FairnessGate(Gate):
     type = "fairness"
     family = "fairness"

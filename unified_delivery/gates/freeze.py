@@ -3,13 +3,15 @@ the promotion; only a break-glass override lets one version through."""
 
 from __future__ import annotations
 
-from .base import Gate, GateContext, GateResult, register
+from .base import Gate, GateContext, GateResult
 
 
-@register
 class FreezeGate(Gate):
     type = "freeze"
     family = "freeze"
+    live = True  # a window opens and closes between runs
+    binds_rollbacks = True
+    reported_live = True
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         active = ctx.governance.active_freeze(ctx.guards)

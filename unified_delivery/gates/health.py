@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 
 class HealthSettings(GateSettings):
@@ -12,7 +12,6 @@ class HealthSettings(GateSettings):
     interval_s: float = 1.0
 
 
-@register
 class HealthGate(Gate):
     type = "health"
     family = "health"

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..units import AppUnit, Unit
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 REQUIRED_LIMITS = ("cpu", "memory")
 
@@ -61,10 +61,9 @@ class ManifestPolicySettings(GateSettings):
     kubernetes_version: str = ""  # empty: the Kubernetes target's (or its default)
 
 
-@register
 class ManifestPolicyGate(Gate):
     type = "manifest-policy"
-    family = "policy"
+    family = "manifest-policy"
     kinds = ("app",)
     Settings = ManifestPolicySettings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "precision": True, "recall": True, "log_loss": False}
 
@@ -29,7 +29,6 @@ def score(metric: str, model, X, y) -> float:
     return float(fn(y, pred))
 
 
-@register
 class ModelMetricGate(Gate):
     type = "model-metric"
     family = "model-metric"

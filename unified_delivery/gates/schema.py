@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 MlflowType = Literal["boolean", "integer", "long", "float", "double", "string", "binary", "datetime"]
 NUMERIC = {"integer", "long", "float", "double"}
@@ -41,7 +41,6 @@ def verdict(sent: str, expected: str, strict: bool) -> str:
     return "incompatible"
 
 
-@register
 class SchemaGate(Gate):
     type = "schema"
     family = "schema"

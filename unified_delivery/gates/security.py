@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import UDError
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 
 LEVELS = {"low": 1, "medium": 2, "high": 3}
 MAX_FILE_BYTES = 1_000_000  # larger files are data or build output, not source
@@ -37,7 +37,6 @@ class SecuritySettings(GateSettings):
     timeout_s: float = Field(default=300.0, gt=0)
 
 
-@register
 class SecurityGate(Gate):
     type = "security"
     family = "security"

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from ..redaction import known_secret_values, redact_text
 from ..units import AppUnit
-from .base import Gate, GateContext, GateResult, GateSettings, register
+from .base import Gate, GateContext, GateResult, GateSettings
 from .sandbox import SETUP_FAILED, SETUP_MARK, Sandbox
 
 PASSED_THROUGH = ("PATH", "LANG", "LANGUAGE", "TZ")  # and LC_*; nothing else of the operator's
@@ -68,7 +68,6 @@ def suite_environment(home: Path, tmp: Path, declared: dict[str, str],
     return env
 
 
-@register
 class TestsGate(Gate):
     type = "tests"
     family = "tests"

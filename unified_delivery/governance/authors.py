@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NotPermitted
+from ..events import Candidate
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ def is_service(principal: str) -> bool:
 def of_version(governance: Any, ledger: Any, unit: str, version: str) -> Authors:
     """The authors of `version` of `unit`, from the ledger's candidate entries (every build of
     that version counts: each builder answers for it)."""
-    builds = [e for e in ledger.entries(unit=unit, action="candidate") if e.version == version]
+    builds = [e for e in ledger.entries(unit=unit, action=Candidate.ACTION) if e.version == version]
     established = {e.principal for e in builds if not is_service(e.principal)}
     claimed: set[str] = set()
     texts: list[str] = []
     for e in builds:
-        details = (e.payload.get("artifact") or {}).get("details", {})
+        details = Candidate.read(e).artifact.get("details", {})
         texts += [details.get(k) or "" for k in ("author", "committer")]
     for name in governance.policy.principals:
         if any(governance.is_author(name, text) for text in texts if text):

@@ -17,11 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError, NotPermitted
+from ..events import CHANGES
 from .tokens import parse_duration
 
 Role = Literal["deploy", "approve", "override", "admin"]
 ROLES: tuple[str, ...] = Role.__args__
-CHANGES = ("promotion", "rollback")  # ledger actions that change what an environment runs
 PRINCIPAL_RE = re.compile(r"^(human|service|agent):[A-Za-z0-9_.@/-]+$")
 
 

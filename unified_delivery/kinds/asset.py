@@ -58,7 +58,7 @@ class WrappedAsset:
 
     def execute(self, selection: dg.AssetSelection, store: dg.IOManager) -> dg.ExecuteInProcessResult:
         """One run of the asset or of its checks on a throwaway instance; values go through `store`."""
-        from ..runner import QUIET_LOGS
+        from ..run_tags import QUIET_LOGS
 
         io = dg.IOManagerDefinition.hardcoded_io_manager(store)
         defs = dg.Definitions(assets=[self.asset], asset_checks=list(self.checks),
@@ -94,7 +94,7 @@ def wrap_asset(asset_def: dg.AssetsDefinition, *, team: str, gates: Iterable[Gat
     try:
         unit = AssetUnit(**decl)
     except ValidationError as exc:
-        from ..loader import field_error
+        from ..units import field_error
 
         raise field_error(exc, unit_name, source, AssetUnit) from None
     wrapped = WrappedAsset(unit=unit, asset=asset_def, checks=checks, resources=resources)

@@ -42,7 +42,7 @@ def model(**declaration: Any) -> Callable[[Callable], ModelDefinition]:
         try:
             unit = ModelUnit(**decl)
         except ValidationError as exc:
-            from ..loader import field_error
+            from ..units import field_error
 
             raise field_error(exc, name, f"the @model(...) arguments of {fn.__module__}.{fn.__name__}", ModelUnit) from None
         return ModelDefinition(unit=unit, train=fn)

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from .period import Window, parse_ts
+from ..events import CHANGES, Candidate, DeployFailed, GateEvaluated, Promotion, Rollback
 
 METRICS = ("deployment_frequency", "lead_time_seconds", "change_failure_rate", "time_to_restore_seconds")
 MEASURES = {"deployment_frequency": "deploys per day", "lead_time_seconds": "median seconds, change created to deployed",
@@ -55,13 +56,13 @@ def _ts(value: Any) -> datetime | None:
 
 
 def _candidate_created(entry: Any) -> datetime | None:
-    details = (entry.payload.get("artifact") or {}).get("details") or {}
+    details = Candidate.read(entry).artifact.get("details") or {}
     return _ts(details.get("change_created_at")) or _ts(entry.ts)
 
 
 def _health_failed(entry: Any, env: str) -> bool:
-    p = entry.payload
-    return p.get("family") == "health" and p.get("passed") is False and p.get("stage", entry.env) == env
+    gate = GateEvaluated.read(entry)
+    return gate.family == "health" and gate.passed is False and (gate.stage or entry.env) == env
 
 
 def deploys(entries: Iterable[Any], win: Window, env: str = "production",
@@ -73,30 +74,31 @@ def deploys(entries: Iterable[Any], win: Window, env: str = "production",
     changes: dict[str, list[Any]] = defaultdict(list)
     health: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for e in sorted(entries, key=lambda e: e.seq):
-        if e.action == "candidate" and e.unit and e.version:
+        if e.action == Candidate.ACTION and e.unit and e.version:
             created.setdefault((e.unit, e.version), _candidate_created(e))
-        elif e.action in ("promotion", "rollback") and e.env == env and e.unit:
+        elif e.action in CHANGES and e.env == env and e.unit:
             changes[e.unit].append(e)
-        elif e.action == "gate" and e.unit and e.version and _health_failed(e, env):
+        elif e.action == GateEvaluated.ACTION and e.unit and e.version and _health_failed(e, env):
             health[(e.unit, e.version)].append(e)
     out = []
     for unit, history in changes.items():
         for i, p in enumerate(history):
-            if p.action != "promotion" or not win.holds(p.ts):
+            if p.action != Promotion.ACTION or not win.holds(p.ts):
                 continue
             at = parse_ts(p.ts)
             nxt = history[i + 1] if i + 1 < len(history) else None
             signals = [h for h in health.get((unit, p.version or ""), []) if p.seq < h.seq and (nxt is None or h.seq < nxt.seq)]
-            failed = bool(signals) or (nxt is not None and nxt.action == "rollback")
+            failed = bool(signals) or (nxt is not None and nxt.action == Rollback.ACTION)
             restore = None
             if failed and nxt is not None:
                 restore = max(0.0, (parse_ts(nxt.ts) - parse_ts(signals[0].ts if signals else p.ts)).total_seconds())
-            start = _ts(p.payload.get("change_created_at")) or created.get((unit, p.version or ""))
+            change = Promotion.read(p)
+            start = _ts(change.change_created_at) or created.get((unit, p.version or ""))
             # A change "created" after its deploy is a skewed clock (a commit date is the author's to set).
             lead = max(0.0, (at - start).total_seconds()) if start else None
             declared = units.get(unit, {})
-            out.append(Deploy(unit, declared.get("team") or p.payload.get("team") or UNKNOWN,
-                              declared.get("kind") or p.payload.get("kind") or UNKNOWN, p.version, at, lead, failed, restore))
+            out.append(Deploy(unit, declared.get("team") or change.team or UNKNOWN,
+                              declared.get("kind") or change.kind or UNKNOWN, p.version, at, lead, failed, restore))
     return sorted(out, key=lambda d: d.at)
 
 
@@ -129,7 +131,7 @@ def report(entries: list[Any], win: Window, env: str = "production",
     ds = deploys(entries, win, env, units)
     attempts: dict[str, int] = defaultdict(int)
     for e in entries:
-        if e.action == "deploy-failed" and e.env == env and e.unit and win.holds(e.ts):
+        if e.action == DeployFailed.ACTION and e.env == env and e.unit and win.holds(e.ts):
             attempts[e.unit] += 1
     for d in ds:
         units.setdefault(d.unit, {"team": d.team, "kind": d.kind})

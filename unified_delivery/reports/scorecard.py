@@ -1,12 +1,14 @@
-"""The reports in the Dagster UI: DORA and cost figures as metadata on each stage asset, and a
-`platform/scorecard` asset whose materialization renders tables and charts for every unit
-and team (Dagster markdown, charts as SVG data URIs)."""
+"""The reports in the Dagster UI: a `platform/scorecard` asset whose materialization renders
+tables and charts for every unit and team (Dagster markdown, charts as SVG data URIs) and
+records each stage asset's own DORA and cost figures on it as an observation. They are
+computed when the scorecard is materialized (where they are read), not on every deploy."""
 
 from typing import Any
 
 import dagster as dg
 
 from . import charts, cost, dora, render
+from ..events import Promotion
 from .period import DEFAULT_DAYS, window
 
 SCORECARD_KEY = dg.AssetKey(["platform", "scorecard"])
@@ -39,9 +41,9 @@ def stage_metadata(entries: list[Any], unit: str, env: str, days: float = DEFAUL
     spend = [u for u in cost.report(entries, win)["units"] if u["unit"] == unit]
     for u in spend[:1]:  # one currency per unit in practice; the scorecard lists every one
         meta.update({f"spend_{days:g}d": u["spend"], "spend_currency": u["currency"]})
-    last = next((e for e in reversed(entries) if e.unit == unit and e.env == env and e.action == "promotion"), None)
-    if last is not None and isinstance(last.payload.get("cost"), dict):
-        meta["deploy_cost"] = last.payload["cost"].get("amount")
+    last = next((e for e in reversed(entries) if e.unit == unit and e.env == env and e.action == Promotion.ACTION), None)
+    if last is not None and isinstance(cost_of := Promotion.read(last).cost, dict):
+        meta["deploy_cost"] = cost_of.get("amount")
     return meta
 
 
@@ -77,7 +79,15 @@ def scorecard_asset(platform: Any) -> dg.AssetsDefinition:
                           f"(last {DEFAULT_DAYS} days). `ud report dora|cost` gives the same figures.")
     def scorecard(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         ledger = context.resources.ledger.ledger()
+        entries = ledger.entries()
         units = {n: {"team": u.team, "kind": u.kind} for n, u in platform.units.items()}
-        return dg.MaterializeResult(metadata=scorecard_metadata(ledger.entries(), ledger.verify().to_dict(), units))
+        by_unit: dict[str, list[Any]] = {}
+        for e in entries:
+            by_unit.setdefault(e.unit or "", []).append(e)
+        for name, unit in platform.units.items():
+            for env in unit.environments:
+                context.log_event(dg.AssetObservation(asset_key=dg.AssetKey([name, env]),
+                                                      metadata=stage_metadata(by_unit.get(name, []), name, env)))
+        return dg.MaterializeResult(metadata=scorecard_metadata(entries, ledger.verify().to_dict(), units))
 
     return scorecard

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, UDError
+from ..home import is_platform_root
 from ..units import NAME_RE
 
 KINDS = ("app", "model", "data")
@@ -125,9 +126,9 @@ def init_platform(directory: Path, *, starters: bool = True) -> Written:
 
 
 def _platform_root(start: Path) -> Path:
-    root = next((d for d in (start, *start.parents) if (d / "assets" / "definitions.py").exists()), None)
+    root = next((d for d in (start, *start.parents) if is_platform_root(d)), None)
     if root is None:
-        raise ConfigError("UD-NO-PLATFORM", f"{start} is not inside a platform repository (no assets/definitions.py)",
+        raise ConfigError("UD-NO-PLATFORM", f"{start} is not inside a platform repository (no workspace.yaml, [tool.dagster] or assets/definitions.py)",
                           "run `ud new` in a repository made by `ud init`")
     return root
 

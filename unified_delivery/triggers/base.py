@@ -19,12 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
-from ..promotion import PRINCIPAL_TAG, REASON_TAG
+from ..run_tags import ENV_TAG, PRINCIPAL_TAG, REASON_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG, TRIGGER_TAG, UNIT_TAG
 
-# Dagster's own tag names (public strings; the constants live in a private module).
-RUN_KEY_TAG = "dagster/run_key"
-SENSOR_NAME_TAG = "dagster/sensor_name"
-TRIGGER_TAG = "ud/trigger"
 STATE_KEY = "ud/sensor-state/{name}"
 # Long enough for the daemon or a hook to launch what a tick requested; short enough that a
 # lost request is retried within a few ticks.
@@ -50,7 +46,7 @@ def grant_requests(context: Any, requests: Sequence[dg.RunRequest]) -> None:
     key = tokens.signing_key()
     for r in requests:
         grants.for_request(engine, key, r.tags[PRINCIPAL_TAG], run_key=r.run_key or "", job=r.job_name or "",
-                           unit=r.tags.get("ud/unit", ""), env=r.tags.get("ud/env", ""), run_config=dict(r.run_config))
+                           unit=r.tags.get(UNIT_TAG, ""), env=r.tags.get(ENV_TAG, ""), run_config=dict(r.run_config))
 
 
 def _ledger(context: Any):
@@ -91,8 +87,8 @@ class Requester:
 
     def request(self, *, job: str, run_key: str, unit: str, env: str, reason: str,
                 run_config: dict | None = None) -> dg.RunRequest:
-        tags = {PRINCIPAL_TAG: self.principal, REASON_TAG: f"{self.sensor}: {reason}", "ud/unit": unit,
-                "ud/env": env, TRIGGER_TAG: self.sensor}
+        tags = {PRINCIPAL_TAG: self.principal, REASON_TAG: f"{self.sensor}: {reason}", UNIT_TAG: unit,
+                ENV_TAG: env, TRIGGER_TAG: self.sensor}
         return dg.RunRequest(run_key=run_key, job_name=job, run_config=run_config or {}, tags=tags)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import dagster as dg
 
+from ..events import Candidate
 from ..translator import job_name
 from .base import Requester, note, request_sensor, runs_with_key
 
@@ -32,8 +33,8 @@ def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -
             continue
         if dep is None:
             continue
-        latest = ledger.latest(unit=name, action="candidate")
-        trained_on = ((latest.payload.get("artifact") or {}).get("details") or {}).get("data_version") if latest else None
+        latest = ledger.latest(unit=name, action=Candidate.ACTION)
+        trained_on = (Candidate.read(latest).artifact.get("details") or {}).get("data_version") if latest else None
         key = f"cascade:{name}:{data.name}@{dep.version}"
         if trained_on == dep.version or runs_with_key(context.instance, key):
             continue

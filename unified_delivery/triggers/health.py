@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import dagster as dg
 
+from ..events import CHANGES, Rollback
 from .base import SENSOR_RESOURCES, Requester, default_principal, durable, note
 from .promotion import seconds_since
 
@@ -24,8 +25,8 @@ def rollback_config(unit: str, env: str, reason: str) -> dict:
 
 
 def reached_by_rollback(platform: Any, unit: str, env: str) -> bool:
-    last = platform.ledger.ledger().latest(unit=unit, env=env, predicate=lambda e: e.action in ("promotion", "rollback"))
-    return last is not None and last.action == "rollback"
+    last = platform.ledger.ledger().latest(unit=unit, env=env, predicate=lambda e: e.action in CHANGES)
+    return last is not None and last.action == Rollback.ACTION
 
 
 def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch_seconds: float):

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import dagster as dg
 
-from ..promotion import gate_results
+from ..engine import gate_results
+from ..events import GateEvaluated
 from ..translator import job_name
 from .base import Requester, note, request_sensor, runs_with_key
 
@@ -64,7 +65,7 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
             results = gate_results(ledger, unit, platform.gates[name], prev, src.version, principal=who.principal,
                                    governance=platform.governance)
             failed = sorted(g for g, r in results.items() if r is not None and not r["passed"])
-            last_failure = ledger.latest(unit=name, action="gate", predicate=lambda e: e.version == src.version
+            last_failure = ledger.latest(unit=name, action=GateEvaluated.ACTION, predicate=lambda e: e.version == src.version
                                          and e.payload.get("stage") == prev and not e.payload.get("passed")) if failed else None
             if last_failure is not None and last_failure.seq > since:
                 note(context, "info", f"{sensor}: {name} {src.version[:12]} waits in {prev}: gates failed: {', '.join(failed)}",

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
+from ..events import Candidate
+from ..run_tags import UNIT_TAG
 from ..translator import job_name
 from .base import SENSOR_RESOURCES, Requester, candidate_config, default_principal, durable, note
 
@@ -141,7 +143,7 @@ def plan(sensor: str, who: Requester, watch: ModelWatch, registered: Any, versio
 def units_in_progress(instance: dg.DagsterInstance) -> set[str]:
     since = datetime.now(timezone.utc) - IN_PROGRESS_WINDOW
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS, created_after=since))
-    return {r.tags["ud/unit"] for r in runs if "ud/unit" in r.tags}
+    return {r.tags[UNIT_TAG] for r in runs if UNIT_TAG in r.tags}
 
 
 def registry_tick(sensor: str, principal: str, watches: Callable[[], Sequence[ModelWatch]], client: Callable[[], Any],
@@ -209,6 +211,6 @@ def model_watches(platform: Any) -> list[ModelWatch]:
 def ledger_knows(platform: Any) -> Callable[[str, str], bool]:
     def known(unit: str, version: str) -> bool:
         ledger = platform.ledger.ledger()
-        return ledger.latest(unit=unit, action="candidate", predicate=lambda e: e.version == version) is not None
+        return ledger.latest(unit=unit, action=Candidate.ACTION, predicate=lambda e: e.version == version) is not None
 
     return known

@@ -16,7 +16,8 @@ import dagster as dg
 
 from ..errors import UDError
 from ..home import Home
-from .base import RUN_KEY_TAG, SENSOR_NAME_TAG, collect_notes, runs_with_key
+from ..run_tags import ENV_TAG, REASON_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG, UNIT_TAG
+from .base import collect_notes, runs_with_key
 
 
 def sensor_defs(defs: dg.Definitions, names: Sequence[str] = ()) -> list[dg.SensorDefinition]:
@@ -56,8 +57,8 @@ def tick(defs: dg.Definitions, home: Home, names: Sequence[str] = (), progress=l
                 entry["notes"] = notes
         entry["skip_reason"] = data.skip_message
         for req in data.run_requests or []:
-            item = {"run_key": req.run_key, "job": req.job_name, "unit": req.tags.get("ud/unit"),
-                    "env": req.tags.get("ud/env"), "reason": req.tags.get("ud/reason")}
+            item = {"run_key": req.run_key, "job": req.job_name, "unit": req.tags.get(UNIT_TAG),
+                    "env": req.tags.get(ENV_TAG), "reason": req.tags.get(REASON_TAG)}
             entry["requested"].append(item)
             existing = already_run(inst, sensor.name, req.run_key) if req.run_key else None
             if existing is not None:

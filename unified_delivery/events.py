@@ -1,0 +1,217 @@
+"""The ledger's events: one dataclass per action, used by the code that writes an entry and
+by the code that reads it back, instead of a dict spelled again in each place.
+
+An entry's columns say who (principal), what (unit, version) and where (env); the event is
+its payload. `record` writes one, `Event.read` (or `read`) turns an entry back into its
+event: fields an older entry lacks take their defaults, and keys a newer writer added are
+kept in `extra`, so old ledgers stay readable and nothing stored is dropped on the way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from .ledger import Ledger, LedgerEntry
+
+E = TypeVar("E", bound="Event")
+
+
+@dataclass(frozen=True)
+class Event:
+    ACTION: ClassVar[str]
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+    @classmethod
+    def _fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    def payload(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in self._fields():
+            out[f.metadata.get("key", f.name)] = getattr(self, f.name)
+        return out
+
+    @classmethod
+    def from_payload(cls: type[E], payload: dict[str, Any]) -> E:
+        known, values = set(), {}
+        for f in cls._fields():
+            key = f.metadata.get("key", f.name)
+            known.add(key)
+            if key in payload:
+                values[f.name] = payload[key]
+        return cls(**values, extra={k: v for k, v in payload.items() if k not in known})
+
+    @classmethod
+    def read(cls: type[E], entry: LedgerEntry) -> E:
+        if entry.action != cls.ACTION:
+            raise ValueError(f"ledger entry {entry.seq} is a {entry.action}, not a {cls.ACTION}")
+        return cls.from_payload(entry.payload)
+
+
+@dataclass(frozen=True)
+class Candidate(Event):
+    """A version built (or picked up from the registry) and not yet deployed anywhere."""
+
+    ACTION: ClassVar[str] = "candidate"
+    artifact: dict[str, Any] = field(default_factory=dict)  # targets.base.Artifact as a dict
+    run_id: str = ""
+    team: str = ""
+    kind: str = ""
+    usage: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BuildFailed(Event):
+    ACTION: ClassVar[str] = "build-failed"
+    code: str = ""
+    message: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class GateEvaluated(Event):
+    """One gate's result for one version, on the stage it checks (the entry's env is the
+    environment the gate guards)."""
+
+    ACTION: ClassVar[str] = "gate"
+    gate: str = ""
+    family: str = ""
+    stage: str = ""
+    passed: bool = False
+    code: str = ""
+    message: str = ""
+    remediation: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    overridden: bool = False
+    run_id: str = ""
+    team: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Refusal(Event):
+    """Something a principal asked for and was refused (a promotion when `refused` is empty)."""
+
+    ACTION: ClassVar[str] = "refusal"
+    code: str = ""
+    message: str = ""
+    refused: str = field(default="", metadata={"key": "action"})
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Forgery(Event):
+    """A run that claimed a principal it had no grant for, or did not fit its grant."""
+
+    ACTION: ClassVar[str] = "forgery"
+    code: str = ""
+    message: str = ""
+    claimed: str = ""
+    run_id: str = ""
+    job: str = ""
+
+
+@dataclass(frozen=True)
+class AlreadyDeployed(Event):
+    ACTION: ClassVar[str] = "already-deployed"
+    reason: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Promotion(Event):
+    """A version deployed to an environment: what DORA, showback and the audit export count."""
+
+    ACTION: ClassVar[str] = "promotion"
+    from_version: str | None = None
+    reason: str = ""
+    digest: str = ""
+    run_id: str = ""
+    team: str = ""
+    kind: str = ""
+    deploy_seconds: float = 0.0
+    change_created_at: str | None = None
+    gates: dict[str, str | None] = field(default_factory=dict)  # gate name -> its code
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeployFailed(Event):
+    ACTION: ClassVar[str] = "deploy-failed"
+    code: str = ""
+    message: str = ""
+    stayed_on: str | None = None
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Rollback(Event):
+    ACTION: ClassVar[str] = "rollback"
+    from_version: str | None = None
+    reason: str = ""
+    run_id: str = ""
+    team: str = ""
+    kind: str = ""
+    consumers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RollbackFailed(Event):
+    ACTION: ClassVar[str] = "rollback-failed"
+    code: str = ""
+    message: str = ""
+    reason: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Approval(Event):
+    ACTION: ClassVar[str] = "approval"
+    authors: dict[str, Any] = field(default_factory=dict)  # governance.authors.Authors.to_dict()
+    team: str = ""
+
+
+@dataclass(frozen=True)
+class Override(Event):
+    """Break-glass past one gate for one version, until `expires_at`, for whom `for_` names."""
+
+    ACTION: ClassVar[str] = "override"
+    gate: str = ""
+    family: str = ""
+    stage: str = ""
+    justification: str = ""
+    expires_at: str = ""
+    for_: list[str] = field(default_factory=list, metadata={"key": "for"})
+
+
+@dataclass(frozen=True)
+class TokenIssued(Event):
+    ACTION: ClassVar[str] = "token-issued"
+    subject: str = ""
+    expires_at: str = ""
+
+
+EVENTS: dict[str, type[Event]] = {cls.ACTION: cls for cls in (
+    Candidate, BuildFailed, GateEvaluated, Refusal, Forgery, AlreadyDeployed, Promotion, DeployFailed, Rollback,
+    RollbackFailed, Approval, Override, TokenIssued)}
+CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs
+
+
+def record(ledger: Ledger, event: Event, *, principal: str, unit: str | None = None, env: str | None = None,
+           version: str | None = None) -> LedgerEntry:
+    """Append `event` to the ledger as one entry."""
+    return ledger.append(event.ACTION, principal=principal, unit=unit, env=env, version=version, payload=event.payload())
+
+
+def read(entry: LedgerEntry) -> Event:
+    """The event an entry holds (an action this version does not know is refused, not guessed)."""
+    cls = EVENTS.get(entry.action)
+    if cls is None:
+        raise ValueError(f"ledger entry {entry.seq} has an unknown action {entry.action!r}")
+    return cls.from_payload(entry.payload)

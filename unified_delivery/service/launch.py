@@ -1,0 +1,83 @@
+"""Starting promotions and rollbacks: a Dagster run with its grant recorded.
+
+A run acts for the principal of the grant recorded here for its id (governance/grants.py);
+its tags only say, for people reading the run list, who and why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UDError
+from ..governance import grants, tokens
+from ..home import Home
+from ..run_tags import ENV_TAG, PRINCIPAL_TAG, REASON_TAG, UNIT_TAG
+from ..units import CANDIDATE
+from .identity import identity
+
+if TYPE_CHECKING:
+    from ..platform import Platform
+    from ..runner import RunOutcome
+    from ..units import Unit
+
+def unit_in(platform: Platform, unit_name: str, env: str) -> Unit:
+    """The unit, refused with its code when it has no environment `env`."""
+    unit = platform.unit(unit_name)
+    if env not in unit.environments:
+        raise UDError("UD-UNKNOWN-ENV", f"{unit_name} has no environment {env!r}",
+                      f"use one of: {', '.join(unit.environments)}")
+    return unit
+
+
+def check_ref(unit: Unit, ref: str) -> None:
+    """A data unit's --ref is dbt vars: refused here, before any run exists, when the unit does
+    not declare them (the build checks again: a run may come from elsewhere)."""
+    if unit.kind == "data" and ref:
+        from ..kinds.data import parse_vars
+
+        parse_vars(unit, ref)
+
+
+def granted_run(platform: Platform, principal: str, reason: str, unit: str, env: str, home: Home, *, job: str,
+                run_config: dict) -> tuple[str, dict[str, str]]:
+    """A new run id with its grant recorded (never in the tags), and the tags people read."""
+    run_id = str(uuid.uuid4())
+    grants.for_run(platform.ledger.ledger().engine, tokens.signing_key(home), principal, run_id=run_id, job=job,
+                   unit=unit, env=env, run_config=run_config)
+    return run_id, {PRINCIPAL_TAG: principal, REASON_TAG: reason or "", UNIT_TAG: unit, ENV_TAG: env}
+
+
+def promote(platform: Platform, defs: Any, unit_name: str, env: str, *, reason: str = "", ref: str = "",
+            principal: str | None = None, home: Home | None = None) -> RunOutcome:
+    """Promote a unit to an environment as a Dagster run: build and gate a candidate (for the
+    first environment) or re-run the gates on the one before, then deploy."""
+    from ..runner import execute
+    from ..translator import job_name
+
+    unit = unit_in(platform, unit_name, env)
+    run_config: dict = {}
+    if unit.previous_stage(env) == CANDIDATE and ref:
+        check_ref(unit, ref)
+        run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
+    home = home or Home.current()
+    job = job_name(unit_name, env)
+    run_id, tags = granted_run(platform, principal or identity(platform, home=home), reason, unit_name, env, home,
+                               job=job, run_config=run_config)
+    return execute(defs, job, home=home, run_config=run_config, tags=tags, run_id=run_id)
+
+
+def rollback(platform: Platform, defs: Any, unit_name: str, env: str, *, to: str = "", reason: str,
+             principal: str | None = None, home: Home | None = None) -> RunOutcome:
+    """Return a unit in an environment to the previous (or the given) version as a Dagster run."""
+    from ..runner import execute
+
+    if not reason.strip():
+        raise UDError("UD-USAGE", "a rollback needs a reason", "say why, e.g. --reason 'errors after deploy'")
+    unit_in(platform, unit_name, env)
+    home = home or Home.current()
+    config = {"ops": {"rollback_unit": {"config": {"unit": unit_name, "env": env, "to_version": to or "",
+                                                   "reason": reason}}}}
+    run_id, tags = granted_run(platform, principal or identity(platform, home=home), reason, unit_name, env, home,
+                               job="ud_rollback", run_config=config)
+    return execute(defs, "ud_rollback", home=home, run_config=config, tags=tags, run_id=run_id)
