@@ -1,7 +1,7 @@
 """The Dagster UI as a person sees it after `ud demo`: the webserver on the demo's instance,
 driven by headless Chromium. The asset graph shows each unit's three stage assets inside
 the unit's group, a gate check shows its result and code, a stage asset shows its DORA
-figures, and the platform scorecard renders its charts. Screenshots are kept under
+figures (observed by the scorecard), and the platform scorecard renders its charts. Screenshots are kept under
 test-artifacts/browser/."""
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def test_a_gate_check_shows_its_result_and_the_refusal_in_its_history(demo_home,
 def test_a_stage_asset_shows_its_dora_figures(ui, page):
     # Recorded on the stage asset as an observation when the scorecard is materialized (the
     # ui fixture does), not computed on every deploy: the asset's events show it.
-    _open(page, f"{ui}/assets/recommendation_api/production?view=events", "Observation")
-    page.get_by_text("Observation", exact=True).first.click()
+    _open(page, f"{ui}/assets/recommendation_api/production?view=events", "Metadata")
+    page.get_by_text("Observed in run").first.wait_for()  # the newest event, shown first: the observation
     page.get_by_text("dora_change_failure_rate").first.wait_for()
     text = page.inner_text("body")
     assert "dora_deployments" in text and "spend_30d" in text and "DORA: recommendation_api in production" in text
