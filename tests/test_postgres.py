@@ -82,6 +82,43 @@ def test_ledger_on_postgres_chains_redacts_and_detects_tampering(pg):
         ledger.dispose()
 
 
+def test_the_platforms_ledger_role_may_only_insert_and_read(pg):
+    """docs/governance.md: the role the platform writes the ledger with has INSERT and SELECT on
+    it and nothing else, so even the platform's own credentials cannot rewrite history."""
+    db = pg.create_database("ledger_roles")
+    owner = Ledger(pg.url(db))
+    owner.append("candidate", principal="service:ci", unit="api", version="v1")
+    from unified_delivery.governance import grants
+
+    grants.for_run(owner.engine, b"k" * 32, "human:ana", run_id="r", job="j", unit="api", env="staging",
+                   run_config={})  # the owner makes the tables; the writer only uses them
+    owner.dispose()
+    for statement in LEDGER_WRITER_SQL:
+        _psql(pg, db, statement)
+    writer_url = pg.url(db).replace(f"{USER}:{pg.password}@", "ud_ledger_writer:writer-secret@")
+    writer = Ledger(writer_url)
+    try:
+        writer.append("promotion", principal="human:ana", unit="api", env="staging", version="v1")
+        assert [e.seq for e in writer.entries()] == [1, 2] and writer.verify().ok
+        for attack in ("UPDATE ud_ledger SET principal = 'human:olivia' WHERE seq = 2", "DELETE FROM ud_ledger WHERE seq = 2",
+                       "TRUNCATE ud_ledger"):
+            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                with writer.engine.begin() as conn:
+                    conn.execute(sa.text(attack))
+        assert [e.principal for e in writer.entries()] == ["service:ci", "human:ana"]
+    finally:
+        writer.dispose()
+
+
+LEDGER_WRITER_SQL = (  # as in docs/governance.md
+    "CREATE ROLE ud_ledger_writer LOGIN PASSWORD 'writer-secret'",
+    "GRANT CONNECT ON DATABASE ledger_roles TO ud_ledger_writer",
+    "GRANT USAGE ON SCHEMA public TO ud_ledger_writer",
+    "GRANT SELECT, INSERT ON ud_ledger TO ud_ledger_writer",
+    "GRANT SELECT, INSERT, UPDATE ON ud_run_grants TO ud_ledger_writer",
+)
+
+
 def test_concurrent_writers_on_postgres_never_fork_the_chain(pg):
     url = pg.url(pg.create_database("ledger_race"))
     Ledger(url).count()  # create the table before the race

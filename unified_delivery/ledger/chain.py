@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import dagster as dg
 import sqlalchemy as sa
@@ -26,7 +26,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from unified_delivery.errors import UDError
 from unified_delivery.home import Home
+from unified_delivery.ledger.keys import LedgerKey, fingerprint, verify_with
 from unified_delivery.redaction import REDACTED, redact  # noqa: F401  (REDACTED: the ledger's marker)
+
+if TYPE_CHECKING:
+    from unified_delivery.ledger.checkpoints import Checkpoint
 
 GENESIS = "0" * 64
 _RETRIES = 50
@@ -50,6 +54,8 @@ ledger_table = sa.Table(
     # an IntegrityError and retries on the new head, so the chain never forks.
     sa.Column("prev_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("hash", sa.String(64), nullable=False),
+    # Ed25519 over `hash` with the ledger key (keys.py); empty on entries written before signing.
+    sa.Column("signature", sa.String(128)),
     sa.Index("ix_ud_ledger_unit_env", "unit", "env"),
     sa.Index("ix_ud_ledger_action", "action"),
 )
@@ -102,9 +108,17 @@ class LedgerEntry:
     payload: dict
     prev_hash: str
     hash: str
+    signature: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# What verify can name: an entry missing (gap), entries out of order or unlinked (swap), an
+# entry changed in place (rewritten), entries written without the ledger key (forged: also a
+# history re-hashed from an edit on), an unsigned entry among signed ones, the history cut
+# short of a checkpoint (truncated), or signed with another key than the checkpoint's.
+FINDINGS = ("gap", "swap", "rewritten", "forged", "unsigned", "truncated", "key-changed")
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,11 @@ class VerifyReport:
     count: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    finding: str | None = None  # one of FINDINGS when not ok
+    signed_from: int | None = None  # the first signed entry (older ones predate signing)
+    key: str | None = None  # fingerprint of the public key the signatures were checked with
+    checkpoint_seq: int | None = None  # the checkpoint the chain was held against
+    signatures_checked: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,7 +146,7 @@ def _entry(row) -> LedgerEntry:
         raise UDError("UD-LEDGER-CORRUPT", f"ledger entry {row.seq} has an unreadable payload: {exc}",
                       "run `verify()` on the ledger and restore it from a backup") from exc
     return LedgerEntry(row.seq, row.ts, row.action, row.principal, row.unit, row.env,
-                       row.version, payload, row.prev_hash, row.hash)
+                       row.version, payload, row.prev_hash, row.hash, row.signature or None)
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -139,8 +158,12 @@ def _transient(exc: DBAPIError) -> bool:
 
 
 class Ledger:
-    def __init__(self, url: str):
+    """The ledger at `url`; with `key`, every entry it appends is signed (LedgerResource always
+    gives the platform's key; a Ledger made by hand for reading or tests may have none)."""
+
+    def __init__(self, url: str, key: LedgerKey | None = None):
         self.url = url
+        self.key = key
         self._engine: sa.Engine | None = None
         self._lock = threading.Lock()
 
@@ -166,6 +189,7 @@ class Ledger:
             # Another process created it between the check and the CREATE.
             if not sa.inspect(engine).has_table(ledger_table.name):
                 raise
+        _add_signature_column(engine)
         return engine
 
     def dispose(self) -> None:
@@ -191,11 +215,12 @@ class Ledger:
                     seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
                     ts = utc_iso()
                     digest = entry_hash(prev, seq, ts, action, principal, unit, env, version, payload_json)
+                    signature = self.key.sign(digest.encode()) if self.key else None
                     conn.execute(t.insert().values(seq=seq, ts=ts, action=action, principal=principal, unit=unit,
                                                    env=env, version=version, payload=payload_json,
-                                                   prev_hash=prev, hash=digest))
+                                                   prev_hash=prev, hash=digest, signature=signature))
                 return LedgerEntry(seq, ts, action, principal, unit, env, version,
-                                   json.loads(payload_json), prev, digest)
+                                   json.loads(payload_json), prev, digest, signature)
             except (IntegrityError, OperationalError) as exc:
                 if not _transient(exc):
                     raise
@@ -242,48 +267,143 @@ class Ledger:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(ledger_table)).scalar_one()
 
-    def verify(self, *, expected_head: str | None = None) -> VerifyReport:
-        """Walk the chain and name the first entry that does not fit.
+    def verify(self, *, expected_head: str | None = None, checkpoint: Checkpoint | None = None,
+               public_key: str | None = None, full: bool = False) -> VerifyReport:
+        """Walk the chain and name the first thing that does not fit (FINDINGS).
 
-        The chain alone cannot tell a truncated tail from a shorter history, nor a
-        history rewritten and re-hashed from the first edit on. Pass `expected_head`, a
-        hash recorded elsewhere earlier (an audit export, a release note): it must still
-        be in the chain, or the entries after the last intact one count as removed.
+        The chain alone cannot tell a truncated tail from a shorter history, nor a history
+        rewritten and re-hashed from the first edit on: signatures tell the second (only the
+        ledger key signs), a checkpoint kept elsewhere the first (`checkpoint`, or a head hash
+        recorded elsewhere earlier as `expected_head`). Signatures are checked with
+        `public_key`, else the checkpoint's, else this ledger's key: the head's and the
+        checkpointed entry's always (each covers every entry before it through the chain),
+        every one with `full` or when the head's does not verify (to name the first bad one).
         """
         expected, prev, anchored = 1, GENESIS, expected_head is None
+        key = public_key or (checkpoint.key if checkpoint else None) or (self.key.public if self.key else None)
+        report = _Walk(key, full, checkpoint, lambda: self._first_forged(key) if key else None)
         query = sa.select(*_COLUMNS).order_by(ledger_table.c.seq)
         with self.engine.connect() as conn:
-            for seq, ts, action, principal, unit, env, version, payload, prev_hash, digest in (
+            for seq, ts, action, principal, unit, env, version, payload, prev_hash, digest, signature in (
                 conn.execution_options(yield_per=5000).execute(query)
             ):
                 if seq != expected:
-                    bad, why = (expected, f"entry {expected} is missing (next is {seq})") if seq > expected \
-                        else (seq, f"entry {seq} is out of sequence (expected {expected})")
-                    return VerifyReport(False, expected - 1, bad, why)
+                    if seq > expected:
+                        return report.bad(expected - 1, expected, "gap", f"entry {expected} is missing (next is {seq})")
+                    return report.bad(expected - 1, seq, "swap", f"entry {seq} is out of sequence (expected {expected})")
                 if prev_hash != prev:
-                    return VerifyReport(False, expected - 1, seq, f"entry {seq} does not link to entry {seq - 1}: "
-                                        "an entry was removed, inserted or moved here")
+                    return report.bad(expected - 1, seq, "swap", f"entry {seq} does not link to entry {seq - 1}: "
+                                      "an entry was removed, inserted or moved here")
                 if entry_hash(prev_hash, seq, ts, action, principal, unit, env, version, payload) != digest:
-                    return VerifyReport(False, expected - 1, seq,
-                                        f"entry {seq} does not match its hash: its content or hash was changed")
+                    return report.bad(expected - 1, seq, "rewritten",
+                                      f"entry {seq} does not match its hash: its content or hash was changed")
+                problem = report.entry(seq, digest, signature)
+                if problem:
+                    return problem
                 anchored = anchored or digest == expected_head
                 prev, expected = digest, expected + 1
+        count = expected - 1
         if not anchored:
-            return VerifyReport(False, expected - 1, expected, f"expected head {expected_head} is not in the chain: "
-                                f"entries after {expected - 1} were removed, or the history was rewritten")
-        return VerifyReport(True, expected - 1)
+            return report.bad(count, expected, "truncated", f"expected head {expected_head} is not in the chain: "
+                              f"entries after {count} were removed, or the history was rewritten")
+        return report.finish(count)
+
+    def _first_forged(self, key: str) -> tuple[int, int] | None:
+        """(count of good entries before it, seq) of the first entry whose signature does not verify."""
+        query = sa.select(ledger_table.c.seq, ledger_table.c.hash, ledger_table.c.signature).order_by(ledger_table.c.seq)
+        with self.engine.connect() as conn:
+            for seq, digest, signature in conn.execution_options(yield_per=5000).execute(query):
+                if signature and not verify_with(key, signature, digest.encode()):
+                    return seq - 1, seq
+        return None
+
+
+class _Walk:
+    """What verify learns on its way through the chain: signatures, the checkpoint."""
+
+    def __init__(self, key: str | None, full: bool, checkpoint: Checkpoint | None,
+                 first_forged: Callable[[], tuple[int, int] | None]):
+        self.key, self.full, self.checkpoint, self.first_forged = key, full, checkpoint, first_forged
+        self.signed_from: int | None = None
+        self.head: tuple[int, str, str | None] | None = None
+        self.checked = 0
+
+    def _report(self, ok: bool, count: int, seq: int | None = None, finding: str | None = None,
+                reason: str | None = None) -> VerifyReport:
+        return VerifyReport(ok, count, seq, reason, finding, self.signed_from, fingerprint(self.key) if self.key else None,
+                            self.checkpoint.seq if self.checkpoint else None, self.checked)
+
+    def bad(self, count: int, seq: int, finding: str, reason: str) -> VerifyReport:
+        return self._report(False, count, seq, finding, reason)
+
+    def _signed(self, digest: str, signature: str) -> bool:
+        self.checked += 1
+        return verify_with(self.key or "", signature, digest.encode())
+
+    def entry(self, seq: int, digest: str, signature: str | None) -> VerifyReport | None:
+        if signature:
+            self.signed_from = self.signed_from or seq
+        elif self.signed_from is not None:
+            return self.bad(seq - 1, seq, "unsigned", f"entry {seq} has no signature, and entries since "
+                            f"{self.signed_from} all do: it was written without the ledger's code or key")
+        cp = self.checkpoint
+        if cp is not None and seq == cp.seq:
+            if digest != cp.hash:
+                found = self.first_forged()  # re-hashed from an earlier edit: name where it starts
+                if found and found[1] <= seq:
+                    return self.bad(found[0], found[1], "forged", f"entries from {found[1]} on are not signed by the "
+                                    f"ledger key: rewritten and re-hashed without it (checkpoint {cp.seq} disagrees too)")
+                return self.bad(seq - 1, seq, "rewritten", f"entry {seq} is not the one checkpoint {cp.seq} of "
+                                f"{cp.ts[:19]} recorded: the history was rewritten from there on")
+            if signature and self.key and not self._signed(digest, signature):
+                return self.bad(seq - 1, seq, "forged", f"entry {seq}, the checkpointed head, is not signed by the key "
+                                f"the checkpoint names ({fingerprint(self.key)})")
+        elif signature and self.key and self.full and not self._signed(digest, signature):
+            return self.bad(seq - 1, seq, "forged", f"entry {seq} is not signed by the ledger key ({fingerprint(self.key)}): "
+                            "written, or re-hashed, without it")
+        self.head = (seq, digest, signature)
+        return None
+
+    def finish(self, count: int) -> VerifyReport:
+        cp = self.checkpoint
+        if cp is not None and count < cp.seq:
+            return self.bad(count, count + 1, "truncated", f"the chain ends at entry {count}, but checkpoint {cp.seq} of "
+                            f"{cp.ts[:19]} saw entries up to {cp.seq}: entries {count + 1}..{cp.seq} were removed")
+        if cp is not None and cp.first_signed and self.signed_from != cp.first_signed:
+            return self.bad(count, self.signed_from or 1, "unsigned", f"checkpoint {cp.seq} saw entries signed from "
+                            f"{cp.first_signed} on; now {'none are' if self.signed_from is None else f'from {self.signed_from}'}")
+        if self.head and self.head[2] and self.key and not self.full and not self._signed(self.head[1], self.head[2]):
+            found = self.first_forged()
+            seq = found[1] if found else self.head[0]
+            return self.bad(found[0] if found else count, seq, "forged", f"entry {seq} is not signed by the ledger key "
+                            f"({fingerprint(self.key)}): written, or re-hashed, without it")
+        return self._report(True, count)
 
 
 _LEDGERS: dict[str, Ledger] = {}
 _LEDGERS_LOCK = threading.Lock()
 
 
-def ledger_for(url: str) -> Ledger:
+def ledger_for(url: str, key: LedgerKey | None = None) -> Ledger:
     """One Ledger (and engine) per URL per process, shared by every resource instance."""
     with _LEDGERS_LOCK:
         if url not in _LEDGERS:
-            _LEDGERS[url] = Ledger(url)
+            _LEDGERS[url] = Ledger(url, key)
+        elif key is not None and _LEDGERS[url].key is None:
+            _LEDGERS[url].key = key
         return _LEDGERS[url]
+
+
+def _add_signature_column(engine: sa.Engine) -> None:
+    """Ledgers made before entries were signed get the column (their old entries stay unsigned)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(ledger_table.name)}
+    if "signature" not in columns:
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {ledger_table.name} ADD COLUMN signature VARCHAR(128)"))
+        except DBAPIError:  # another process added it first
+            if "signature" not in {c["name"] for c in sa.inspect(engine).get_columns(ledger_table.name)}:
+                raise
 
 
 class LedgerResource(dg.ConfigurableResource):
@@ -293,12 +413,10 @@ class LedgerResource(dg.ConfigurableResource):
 
     def ledger(self) -> Ledger:
         # Resolved here, at run time, so one process can serve several homes.
-        if self.url:
-            return ledger_for(self.url)
         home = Home.current()
-        if not home.root.exists():
+        if not self.url and not home.root.exists():
             home.ensure()
-        return ledger_for(home.ledger_url)
+        return ledger_for(self.url or home.ledger_url, LedgerKey.for_home(home))
 
     def append(self, action: str, *, principal: str, unit: str | None = None, env: str | None = None,
                version: str | None = None, payload: dict | None = None) -> LedgerEntry:
