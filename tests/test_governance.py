@@ -343,5 +343,11 @@ def test_a_killed_promotion_leaves_the_previous_or_the_new_version(platform):
         assert status["version"] in (first, new) and current.name == status["version"]
         assert (current / "app.py").exists()  # a complete release, never a half-copied one
         first = status["version"]
-        assert _ledger(platform).verify().ok
+        ledger = _ledger(platform)
+        assert ledger.verify().ok
+        # Whatever staging runs, the ledger recorded putting it there: a kill after the switch
+        # left an intent, which `ud status` completed from the target (recovered).
+        assert status["version"] in {e.version for e in ledger.entries(env="staging", action="promotion")}
+        ended = {e.payload["run_id"] for a in ("promotion", "deploy-failed") for e in ledger.entries(action=a)}
+        assert all(e.payload["run_id"] in ended for e in ledger.entries(action="deploy-started"))
     assert tiny.ud(platform, "promote", "svc", "--to", "staging").returncode == 0  # and the next one still works

@@ -123,6 +123,26 @@ class AlreadyDeployed(Event):
 
 
 @dataclass(frozen=True)
+class DeployStarted(Event):
+    """The intent, recorded before the target changes anything: a crash after it leaves an
+    intent without an outcome, which the next command completes from the target (recovery.py)."""
+
+    ACTION: ClassVar[str] = "deploy-started"
+    from_version: str | None = None
+    to_version: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class RollbackStarted(Event):
+    ACTION: ClassVar[str] = "rollback-started"
+    from_version: str | None = None
+    to_version: str = ""
+    reason: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
 class Promotion(Event):
     """A version deployed to an environment: what DORA, showback and the audit export count."""
 
@@ -139,6 +159,7 @@ class Promotion(Event):
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None
+    recovered: bool = False  # completed from the target's state after the deploying run died
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,7 @@ class DeployFailed(Event):
     message: str = ""
     stayed_on: str | None = None
     run_id: str = ""
+    recovered: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +181,7 @@ class Rollback(Event):
     team: str = ""
     kind: str = ""
     consumers: list[str] = field(default_factory=list)
+    recovered: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,7 @@ class RollbackFailed(Event):
     message: str = ""
     reason: str = ""
     run_id: str = ""
+    recovered: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,9 +222,12 @@ class TokenIssued(Event):
 
 
 EVENTS: dict[str, type[Event]] = {cls.ACTION: cls for cls in (
-    Candidate, BuildFailed, GateEvaluated, Refusal, Forgery, AlreadyDeployed, Promotion, DeployFailed, Rollback,
-    RollbackFailed, Approval, Override, TokenIssued)}
+    Candidate, BuildFailed, GateEvaluated, Refusal, Forgery, AlreadyDeployed, DeployStarted, Promotion, DeployFailed,
+    RollbackStarted, Rollback, RollbackFailed, Approval, Override, TokenIssued)}
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs
+INTENTS = (DeployStarted.ACTION, RollbackStarted.ACTION)
+# What ends an intent: one of these with the intent's run id.
+OUTCOMES = (Promotion.ACTION, DeployFailed.ACTION, Rollback.ACTION, RollbackFailed.ACTION)
 
 
 def record(ledger: Ledger, event: Event, *, principal: str, unit: str | None = None, env: str | None = None,

@@ -35,6 +35,23 @@ def _file_lock(path: Path, what: str, timeout_s: float) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextmanager
+def unless_busy(home: Home, unit: Unit, env: str) -> Iterator[bool]:
+    """The deploy lock of `unit` in `env` if it is free now (True), without waiting (False)."""
+    path = home.locks / f"{unit.name}.{env}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600):
     """Two deploys of one unit and environment never interleave: the second waits, then is refused."""
     return _file_lock(home.locks / f"{unit.name}.{env}.lock", f"promotion of {unit.name} to {env}", timeout_s)

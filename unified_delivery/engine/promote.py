@@ -20,13 +20,14 @@ import dagster as dg
 from .. import tracing
 from ..cost import measure
 from ..errors import EXIT_GATE, GateRefused, UDError
-from ..events import AlreadyDeployed, DeployFailed, Promotion, record
+from ..events import AlreadyDeployed, DeployFailed, DeployStarted, Promotion, record
 from ..home import Home
 from ..reports.scorecard import gate_summary
 from ..run_tags import REASON_TAG
 from .build import priced
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
 from .locks import env_lock
+from .recovery import recover
 from .steps import as_target_error, failure, metadata_value, principal_of, refusal, version_at
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class Step:
         unit, env, target = self.unit, self.env, self.platform.target(self.unit)
         reason = self.context.run.tags.get(REASON_TAG, "")
         with env_lock(Home.current(), unit, env):
+            recover(self.ledger, self.platform, unit, env)  # a run that died mid-deploy: its record first
             current = target.status(unit, env)
             if current is not None and current.version == version and target.health(unit, env).healthy:
                 record(self.ledger, AlreadyDeployed(reason=reason, run_id=self.run_id), principal=self.principal,
@@ -103,6 +105,9 @@ class Step:
                 return dg.MaterializeResult(metadata={"version": version, "deployed_at": current.deployed_at,
                                                       "unchanged": True, "principal": self.principal},
                                             data_version=dg.DataVersion(version))
+            record(self.ledger, DeployStarted(from_version=current.version if current else None, to_version=version,
+                                              run_id=self.run_id),
+                   principal=self.principal, unit=unit.name, env=env, version=version)
             started = time.monotonic()
             try:
                 with measure() as measured, tracing.span(

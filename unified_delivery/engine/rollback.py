@@ -10,11 +10,12 @@ import dagster as dg
 
 from .. import tracing
 from ..errors import EXIT_GATE, GateRefused, NotPermitted, TargetError, UDError
-from ..events import CHANGES, Rollback, RollbackFailed, record
+from ..events import CHANGES, Rollback, RollbackFailed, RollbackStarted, record
 from ..home import Home
 from ..units import CANDIDATE
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
 from .locks import env_lock
+from .recovery import recover
 from .steps import as_target_error, failure, principal_of, refusal
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def rollback(context: Any, platform: Platform, unit: Unit, env: str, to_version:
     except NotPermitted as exc:
         raise refuse(exc, to_version) from None
     with env_lock(Home.current(), unit, env):
+        recover(ledger, platform, unit, env)  # a run that died mid-deploy: its record first
         current = target.status(unit, env)
         wanted = to_version or (current.previous_version if current else None)
         if not wanted:
@@ -83,6 +85,8 @@ def rollback(context: Any, platform: Platform, unit: Unit, env: str, to_version:
                 raise refuse(GateRefused("UD-GATE-REFUSED", f"{unit.name} {wanted[:12]} may not go to {env}: gates not "
                                          f"passed: {', '.join(failed)}", f"see `ud gates {unit.name} --env {upstream}`",
                                          exit_code=EXIT_GATE), wanted)
+        record(ledger, RollbackStarted(from_version=current.version if current else None, to_version=wanted, reason=reason,
+                                       run_id=run_id), principal=principal, unit=unit.name, env=env, version=wanted)
         try:
             with tracing.span(f"rollback {unit.name} in {env}", run_id=run_id, unit=unit.name, env=env,
                               from_version=current.version if current else None, to_version=wanted,

@@ -10,7 +10,11 @@ if TYPE_CHECKING:
 
 def status(platform: Platform) -> dict[str, Any]:
     """Each unit's deployed version, time (and URL, for a service) per environment, in
-    dependency order: what `ud status --json` prints."""
+    dependency order: what `ud status --json` prints. A deploy whose run died before it
+    recorded its outcome is completed first (engine/recovery.py)."""
+    from ..engine.recovery import recover_all
+
+    recover_all(platform.ledger.ledger(), platform)
     units = []
     for name in platform.order():
         unit = platform.units[name]

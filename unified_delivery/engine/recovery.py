@@ -1,0 +1,94 @@
+"""Completing the record of a deploy whose run died between changing the target and writing
+the outcome: the intent (`deploy-started`, `rollback-started`) is in the ledger, the
+outcome is not. The target's actual state says what happened: it runs the version the
+intent named (a `promotion` or `rollback`, marked recovered) or it does not (a
+`deploy-failed` or `rollback-failed`, marked recovered). Only an intent whose lock is free
+is completed: a held lock is a deploy still under way."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..events import (
+    OUTCOMES,
+    DeployFailed,
+    DeployStarted,
+    Promotion,
+    Rollback,
+    RollbackFailed,
+    RollbackStarted,
+    record,
+)
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger, LedgerEntry
+    from ..platform import Platform
+    from ..units import Unit
+
+INTERRUPTED = "UD-DEPLOY-INTERRUPTED"
+
+
+def open_intent(ledger: Ledger, unit: Unit, env: str) -> LedgerEntry | None:
+    """The newest intent for `unit` in `env`, if no outcome of its run follows it. Older ones
+    were completed by the run that recorded the newer (it recovered first)."""
+    intent = ledger.latest(unit=unit.name, env=env, predicate=lambda e: e.action in (DeployStarted.ACTION,
+                                                                                        RollbackStarted.ACTION))
+    if intent is None:
+        return None
+    run_id = intent.payload.get("run_id")
+    done = ledger.latest(unit=unit.name, env=env, predicate=lambda e: e.seq > intent.seq and e.action in OUTCOMES
+                         and e.payload.get("run_id") == run_id)
+    return None if done is not None else intent
+
+
+def recover(ledger: Ledger, platform: Platform, unit: Unit, env: str) -> LedgerEntry | None:
+    """Complete the open intent of `unit` in `env` from the target; the caller holds its lock."""
+    intent = open_intent(ledger, unit, env)
+    if intent is None:
+        return None
+    dep = platform.target(unit).status(unit, env)
+    actual = dep.version if dep else None
+    where = {"principal": intent.principal, "unit": unit.name, "env": env}
+    if intent.action == DeployStarted.ACTION:
+        started = DeployStarted.read(intent)
+        if actual == started.to_version:
+            return record(ledger, Promotion(from_version=started.from_version, reason="recovered: the deploying run "
+                                            "died after the target switched", run_id=started.run_id, team=unit.team,
+                                            kind=unit.kind, recovered=True), version=actual, **where)
+        return record(ledger, DeployFailed(code=INTERRUPTED, message=f"the deploying run died before {env} ran "
+                                           f"{started.to_version[:12]}; it runs {actual or 'nothing'}",
+                                           stayed_on=actual, run_id=started.run_id, recovered=True),
+                      version=started.to_version, **where)
+    back = RollbackStarted.read(intent)
+    if actual == back.to_version:
+        return record(ledger, Rollback(from_version=back.from_version, reason=back.reason, run_id=back.run_id,
+                                       team=unit.team, kind=unit.kind, consumers=platform.consumers(unit.name),
+                                       recovered=True), version=actual, **where)
+    return record(ledger, RollbackFailed(code=INTERRUPTED, message=f"the rollback's run died before {env} ran "
+                                         f"{back.to_version[:12]}; it runs {actual or 'nothing'}", reason=back.reason,
+                                         run_id=back.run_id, recovered=True), version=back.to_version, **where)
+
+
+def recover_all(ledger: Ledger, platform: Platform) -> list[LedgerEntry]:
+    """Complete every open intent whose deploy is not under way (its lock is free)."""
+    from ..home import Home
+    from .locks import unless_busy
+
+    finished = {e.payload.get("run_id") for action in OUTCOMES for e in ledger.entries(action=action)}
+    newest: dict[tuple[str, str], LedgerEntry] = {}
+    for action in (DeployStarted.ACTION, RollbackStarted.ACTION):
+        for e in ledger.entries(action=action):
+            if not (e.unit and e.env):
+                continue
+            if (e.unit, e.env) not in newest or newest[(e.unit, e.env)].seq < e.seq:
+                newest[(e.unit, e.env)] = e
+    done = []
+    home = Home.current()
+    for (name, env), intent in newest.items():
+        unit = platform.units.get(name)
+        if unit is None or intent.payload.get("run_id") in finished:
+            continue
+        with unless_busy(home, unit, env) as free:
+            if free and (entry := recover(ledger, platform, unit, env)) is not None:
+                done.append(entry)
+    return done
