@@ -162,7 +162,8 @@ def test_an_unknown_role_or_principal_name_is_refused(tmp_path):
 
 def test_an_agent_quota_counts_promotions_in_the_ledger(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
-    gov = _policy(tmp_path, "principals: {'agent:bot': {roles: {staging: [deploy]}, quotas: {promotions_per_day: {staging: 2}}}}")
+    gov = _policy(tmp_path, "defaults: {ui_principal: 'agent:bot', local_principal: 'agent:bot'}\n"
+                            "principals: {'agent:bot': {roles: {staging: [deploy]}, quotas: {promotions_per_day: {staging: 2}}}}")
     for _ in range(2):
         gov.check_quota("agent:bot", "staging", ledger)
         ledger.append("promotion", principal="agent:bot", unit="u", env="staging", version="v")
@@ -213,7 +214,7 @@ def test_quota_tokens_and_tampering_are_refused_and_recorded(platform):
         assert tiny.ud(platform, "promote", "svc", "--to", "staging", token=bot).returncode == 0
     tiny.commit(platform["work"], "one too many")
     over = tiny.ud(platform, "promote", "svc", "--to", "staging", "--json", token=bot)
-    assert over.returncode == 4 and _json(over)["error"]["code"] == "UD-AUTH-FORBIDDEN"
+    assert over.returncode == 4 and _json(over)["error"]["code"] == "UD-AUTH-QUOTA"  # docs/errors.md
     assert "quota" in _json(over)["error"]["message"]
     key = tokens.signing_key(__import__("unified_delivery.home", fromlist=["Home"]).Home(platform["home"]))
     tampered = tiny.ud(platform, "promote", "svc", "--to", "staging", "--dry-run", "--json", token=bot[:-3] + "AAA")

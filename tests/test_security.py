@@ -114,7 +114,7 @@ def test_a_rollback_only_goes_back_to_what_ran_there_through_policy_freeze_and_q
     for _ in range(2):  # the bot's quota: 2 changes to staging a day
         assert svc.rollback("staging", principal="agent:release-bot").success
     out = svc.rollback("staging", principal="agent:release-bot")
-    assert out.error.code == "UD-AUTH-FORBIDDEN" and "quota" in out.error.message
+    assert out.error.code == "UD-AUTH-QUOTA" and "quota" in out.error.message
 
     # During a freeze, a rollback is refused like a promotion (a break-glass override lets it through).
     policy = svc.paths["project"] / "resources" / "policy.yaml"

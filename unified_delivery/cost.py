@@ -87,7 +87,15 @@ class CostModel:
     @classmethod
     def from_file(cls, path: Path) -> "CostModel":
         try:
-            return cls(CostFile(**(yaml.safe_load(Path(path).read_text()) or {})), str(path))
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError("UD-CONFIG-COST", f"{path}: not valid YAML: {str(exc).splitlines()[0]}",
+                              "fix the price table") from None
+        if not isinstance(raw, dict):
+            raise ConfigError("UD-CONFIG-COST", f"{path}: expected a mapping (prices, teams), not {type(raw).__name__}",
+                              "fix the price table")
+        try:
+            return cls(CostFile(**raw), str(path))
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])

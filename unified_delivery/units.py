@@ -289,11 +289,14 @@ def field_error(exc: ValidationError, name: str, source: str, model: type | None
     """One clear line for the first problem; a misspelt field is named as written, with a guess."""
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
-    where = ".".join(str(p) for p in err["loc"]) or "?"
+    where = ".".join(str(p) if str(p).isprintable() and str(p).strip() else repr(p) for p in err["loc"]) or "?"
+    where = where[:80]
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         known = list(getattr(model, "model_fields", {})) if len(err["loc"]) == 1 else []
         guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         msg = "is not a known field" + (f" (did you mean {guess[0]!r}?)" if guess else "")
-    return ConfigError("UD-CONFIG-UNIT", f"unit {name} ({source}): field {where}: {msg}",
+    shown = name if isinstance(name, str) and NAME_RE.match(name) else repr(name)[:60]
+    msg = " ".join(str(msg).split())  # one line, whatever the value held
+    return ConfigError("UD-CONFIG-UNIT", f"unit {shown} ({source}): field {where}: {msg}",
                        f"fix `{where}` in {source}")

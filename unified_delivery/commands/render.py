@@ -3,6 +3,8 @@ against the cluster version's schema and the manifest policy, without a cluster.
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from ..errors import UDError
@@ -13,8 +15,14 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a commit, a tag, a model version
+
+
 def _version(platform, unit, given: str) -> tuple[str, str]:
     if given:
+        if not VERSION_RE.match(given) or ".." in given:
+            raise UDError("UD-USAGE", f"--version {given[:40]!r} is not a version (letters, digits, . _ -)",
+                          "give a commit SHA, a tag or a model version")
         return given, "--version"
     entry = platform.ledger.ledger().latest(unit=unit.name, action="candidate")
     if entry is not None:

@@ -101,7 +101,8 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
     extra = {"overridden_by": override["by"], "justification": override["justification"],
              "override_expires_at": override["expires_at"]} if override else {}
     if gate.refusal is not GateRefused:  # how `ud` reports this check's refusal, when not as a gate's
-        extra.update(refusal_code=gate.refusal_code or result.code, exit_code=gate.refusal.exit_code)
+        refusal = gate.refused(result)
+        extra.update(refusal_code=refusal.code, exit_code=refusal.exit_code)
     return dg.AssetCheckResult(
         passed=result.passed or bool(override), severity=dg.AssetCheckSeverity.ERROR, description=result.message,
         metadata={"code": result.code, "family": gate.family, "version": version or "", "message": result.message,

@@ -79,7 +79,7 @@ class Step:
                                  self.context.log.info, self.run_id)
             if not live.passed and not active_override(self.ledger, self.unit, version, gate, principal=self.principal,
                                                        governance=self.platform.governance):
-                raise self.refuse(gate.refusal(gate.refusal_code or live.code, live.message, live.remediation))
+                raise self.refuse(gate.refused(live))
 
     def recorded(self, version: str) -> dict[str, dict | None]:
         results = gate_results(self.ledger, self.unit, self.gates, self.upstream, version, principal=self.principal,

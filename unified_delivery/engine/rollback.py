@@ -76,7 +76,7 @@ def rollback(context: Any, platform: Platform, unit: Unit, env: str, to_version:
             live = evaluate_gate(platform, unit, gate, wanted, None, principal, ledger, context.log.info, run_id)
             if not live.passed and not active_override(ledger, unit, wanted, gate, principal=principal,
                                                        governance=platform.governance):
-                raise refuse(gate.refusal(gate.refusal_code or live.code, live.message, live.remediation), wanted)
+                raise refuse(gate.refused(live), wanted)
         if new_here:
             results = gate_results(ledger, unit, gates, upstream, wanted, principal=principal, governance=platform.governance)
             failed = [n for n, r in results.items()

@@ -16,6 +16,10 @@ class PolicyGate(Gate):
     refusal = NotPermitted
     refusal_code = "UD-AUTH-FORBIDDEN"
 
+    def refused(self, result: GateResult) -> NotPermitted:
+        # The cause: a missing role (UD-AUTH-FORBIDDEN) or a quota used up (UD-AUTH-QUOTA).
+        return NotPermitted(result.metadata.get("cause") or self.refusal_code, result.message, result.remediation)
+
     def evaluate(self, ctx: GateContext) -> GateResult:
         meta = {"principal": ctx.principal, "env": ctx.guards}
         try:

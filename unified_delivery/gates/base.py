@@ -96,6 +96,10 @@ class Gate(ABC):
     def name(self) -> str:
         return self.spec.check_name
 
+    def refused(self, result: GateResult) -> UDError:
+        """The error a refusal by this gate raises at deploy time."""
+        return self.refusal(self.refusal_code or result.code, result.message, result.remediation)
+
     def validate_for(self, unit: Unit) -> None:
         """Refuse at load time what can be known wrong then (override to add checks)."""
 

@@ -30,8 +30,18 @@ class Strict(BaseModel):
 
 
 class Quotas(Strict):
-    promotions_per_day: dict[str, int] = Field(default_factory=dict)  # per environment
-    spend_per_month: float | None = None
+    promotions_per_day: dict[str, int] = Field(
+        default_factory=dict, description="per environment: changes (promotions and rollbacks) a day, 0 or more")
+    spend_per_month: float | None = Field(default=None, ge=0, le=1e9, description="spend a month, in the price "
+                                          "table's currency")
+
+    @field_validator("promotions_per_day")
+    @classmethod
+    def _counts(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {env: n for env, n in v.items() if not 0 <= n <= 100_000}
+        if bad:
+            raise ValueError(f"a quota is a count from 0 to 100000: {bad}")
+        return v
 
 
 class Principal(Strict):
@@ -100,9 +110,19 @@ class PolicyFile(Strict):
     @classmethod
     def _names(cls, v: dict) -> dict:
         for name in v:
-            if not PRINCIPAL_RE.match(name):
-                raise ValueError(f"{name!r} is not a principal name (human:NAME, service:NAME or agent:NAME)")
+            if not PRINCIPAL_RE.match(name) or len(name) > 200:
+                raise ValueError(f"{name[:60]!r} is not a principal name (human:NAME, service:NAME or agent:NAME)")
         return v
+
+    @model_validator(mode="after")
+    def _defaults_are_principals(self) -> "PolicyFile":
+        # A run without a grant acts for ui_principal: one the file does not name would have no
+        # roles, and every UI run would fail for a reason nobody could read. Refuse it here.
+        for field in ("ui_principal", "local_principal"):
+            name = getattr(self.defaults, field)
+            if self.principals and name not in self.principals:
+                raise ValueError(f"defaults.{field} {name!r} is not one of the principals below")
+        return self
 
 
 class Governance:
@@ -122,6 +142,9 @@ class Governance:
     def from_file(cls, path: Path) -> "Governance":
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(raw, dict):
+                raise ConfigError("UD-CONFIG-POLICY", f"{path}: expected a mapping (defaults, principals, freezes), "
+                                  f"not {type(raw).__name__}", "fix the policy file")
             return cls(PolicyFile(**raw), str(path))
         except yaml.YAMLError as exc:
             raise ConfigError("UD-CONFIG-POLICY", f"{path}: not valid YAML: {exc}", "fix the policy file") from None

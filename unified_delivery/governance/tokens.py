@@ -26,15 +26,19 @@ from ..home import Home
 
 PREFIX = "ud1"
 TOKEN_TYPE = "user"  # the only kind of signed object `verify` accepts
-DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+DURATION_RE = re.compile(r"^(\d{1,9})([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 366 * 86400  # a token, an override or a freeze longer than a year is a mistake
 
 
 def parse_duration(text: str) -> int:
-    m = DURATION_RE.match(text.strip())
+    m = DURATION_RE.match(str(text).strip())
     if not m or int(m.group(1)) <= 0:
-        raise UDError("UD-USAGE", f"{text!r} is not a duration", "use a number and a unit: 90s, 15m, 8h, 7d")
-    return int(m.group(1)) * UNITS[m.group(2)]
+        raise UDError("UD-USAGE", f"{str(text)[:40]!r} is not a duration", "use a number and a unit: 90s, 15m, 8h, 7d")
+    seconds = int(m.group(1)) * UNITS[m.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise UDError("UD-USAGE", f"{text!r} is longer than a year", "give a duration of at most 366d")
+    return seconds
 
 
 def signing_key(home: Home | None = None) -> bytes:
@@ -93,10 +97,16 @@ def verify(token: str, *, key: bytes | None = None, now: float | None = None) ->
         claims = json.loads(_unb64(parts[1]))
     except ValueError:
         raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's payload is unreadable", "get a new token") from None
-    if not isinstance(claims, dict) or claims.get("typ", TOKEN_TYPE) != TOKEN_TYPE or {"run_id", "run_key"} & set(claims):
+    if not isinstance(claims, dict):
+        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's claims are not an object", "get a new token")
+    if claims.get("typ", TOKEN_TYPE) != TOKEN_TYPE or {"run_id", "run_key"} & set(claims):
         raise NotPermitted("UD-AUTH-TOKEN-INVALID", "this is a run grant, not a token: it identifies no one",
                            "get a token with `ud token issue`")
-    if claims.get("exp", 0) < (now or time.time()):
+    if not isinstance(claims.get("sub"), str) or not claims["sub"] or \
+            not isinstance(claims.get("exp"), (int, float)) or isinstance(claims.get("exp"), bool):
+        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's claims lack a principal (sub) or an expiry (exp)",
+                           "get a new token with `ud token issue`")
+    if claims["exp"] < (now or time.time()):
         raise NotPermitted("UD-AUTH-TOKEN-EXPIRED", f"the token of {claims.get('sub')} has expired",
                            "get a new token with `ud token issue`")
     return claims

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UDError
 from ..events import Candidate, GateEvaluated
 from ..units import CANDIDATE
 
@@ -17,6 +18,9 @@ def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, 
     from ..engine import active_override, evaluate_gate
 
     unit = platform.unit(unit_name)
+    if env and env not in unit.environments:
+        raise UDError("UD-UNKNOWN-ENV", f"{unit.name} has no environment {env!r}",
+                      f"use one of: {', '.join(unit.environments)}")
     ledger = platform.ledger.ledger()
     if env:
         dep = platform.target(unit).status(unit, env)
