@@ -21,7 +21,7 @@ from typing import Annotated, Iterator
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 HOURS_PER_MONTH = 730
 # ISO 4217 codes this platform accepts; there are no exchange rates, so a budget must be in
@@ -89,7 +89,7 @@ class CostModel:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError("UD-CONFIG-COST", f"{path}: not valid YAML: {str(exc).splitlines()[0]}",
+            raise ConfigError("UD-CONFIG-COST", f"{path}: not valid YAML: {one_line(exc)}",
                               "fix the price table") from None
         if not isinstance(raw, dict):
             raise ConfigError("UD-CONFIG-COST", f"{path}: expected a mapping (prices, teams), not {type(raw).__name__}",
@@ -99,7 +99,7 @@ class CostModel:
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError("UD-CONFIG-COST", f"{path}: field {where}: {err['msg']}", "fix the price table or budget") from None
+            raise ConfigError("UD-CONFIG-COST", f"{path}: field {one_line(where)}: {one_line(err['msg'])}", "fix the price table or budget") from None
 
     @property
     def prices(self) -> Prices:

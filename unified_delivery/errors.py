@@ -13,6 +13,13 @@ EXIT_FORBIDDEN = 4  # not permitted
 EXIT_TARGET = 5  # a deploy target failed
 
 
+def one_line(text: object, limit: int = 300) -> str:
+    """Any text as one line of at most `limit` characters: what a user error message quotes
+    (a YAML parser's report, a value from a file) must not break the one-line contract."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
 class UDError(Exception):
     """A failure the user can act on: a code, what is wrong, and what to do."""
 

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from . import dbt
-from .errors import ConfigError, UDError
+from .errors import ConfigError, UDError, one_line
 from .kinds.app import is_local
 from .kinds.data import checked_meta, merge_dbt_meta
 from .units import UNIT_KINDS, DataUnit, Unit, field_error
@@ -51,7 +51,7 @@ def load_yaml_unit(path: Path) -> Unit:
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError("UD-CONFIG-YAML", f"{path}: not valid YAML: {exc}", "fix the YAML syntax") from None
+        raise ConfigError("UD-CONFIG-YAML", f"{path}: not valid YAML: {one_line(exc)}", "fix the YAML syntax") from None
     if not isinstance(doc, dict):
         raise ConfigError("UD-CONFIG-YAML", f"{path}: expected a mapping with `type` and `attributes`", "see docs/units.md")
     extra = set(doc) - {"type", "attributes"}

@@ -296,7 +296,7 @@ def field_error(exc: ValidationError, name: str, source: str, model: type | None
         known = list(getattr(model, "model_fields", {})) if len(err["loc"]) == 1 else []
         guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         msg = "is not a known field" + (f" (did you mean {guess[0]!r}?)" if guess else "")
-    shown = name if isinstance(name, str) and NAME_RE.match(name) else repr(name)[:60]
+    shown = name[:80] if isinstance(name, str) and name.isprintable() and name.split() == [name] else repr(name)[:60]
     msg = " ".join(str(msg).split())  # one line, whatever the value held
     return ConfigError("UD-CONFIG-UNIT", f"unit {shown} ({source}): field {where}: {msg}",
                        f"fix `{where}` in {source}")

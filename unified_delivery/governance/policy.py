@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError, NotPermitted
+from ..errors import ConfigError, NotPermitted, one_line
 from ..events import CHANGES
 from .tokens import parse_duration
 
@@ -147,12 +147,12 @@ class Governance:
                                   f"not {type(raw).__name__}", "fix the policy file")
             return cls(PolicyFile(**raw), str(path))
         except yaml.YAMLError as exc:
-            raise ConfigError("UD-CONFIG-POLICY", f"{path}: not valid YAML: {exc}", "fix the policy file") from None
+            raise ConfigError("UD-CONFIG-POLICY", f"{path}: not valid YAML: {one_line(exc)}", "fix the policy file") from None
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             code = "UD-CONFIG-FREEZE" if err["loc"] and err["loc"][0] == "freezes" else "UD-CONFIG-POLICY"
-            raise ConfigError(code, f"{path}: field {where}: {err['msg']}", "fix the policy file") from None
+            raise ConfigError(code, f"{path}: field {one_line(where)}: {one_line(err['msg'])}", "fix the policy file") from None
 
     @property
     def ui_principal(self) -> str:
