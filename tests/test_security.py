@@ -369,3 +369,20 @@ def test_copied_run_tags_and_dry_runs_authorize_nothing(tmp_path, monkeypatch):
                                                               (v3, "service:sensors")]
     finally:
         t.stop()
+
+
+def test_sensors_tick_exits_with_the_class_of_a_run_that_failed_and_shows_its_notes(tmp_path):
+    paths = tiny.make(tmp_path, approvals=0)
+    (paths["project"] / "assets" / "definitions.py").write_text(SENSOR_DEFINITIONS)
+    policy = paths["project"] / "resources" / "policy.yaml"
+    policy.write_text(policy.read_text().replace(
+        "principals:\n", "principals:\n  service:sensors: {roles: {staging: [deploy], production: [deploy]}}\n"))
+    tiny.commit(paths["work"], "breaks its test", passing=False)
+    try:
+        tick = tiny.ud(paths, "sensors", "tick", "ud_git_push")
+        assert tick.returncode == 3, tick.stdout + tick.stderr[-2000:]  # a gate refused the run it asked for
+        assert "first look" in tick.stdout and "failed" in tick.stdout  # its notes, in plain output too
+        again = tiny.ud(paths, "sensors", "tick", "ud_git_push")
+        assert again.returncode == 0  # nothing new: nothing failed
+    finally:
+        tiny.ud(paths, "down")

@@ -107,6 +107,9 @@ def test_new_commits_build_the_newest_and_a_restart_requests_nothing_twice(tmp_p
     assert refs(requests) == [(newest, "app")]
     skipped = next(n for n in notes if n["event"] == "skipped")
     assert set(skipped["skipped"]) == set(older)
+    (recorded,) = Ledger(f"sqlite:///{ud_home / 'ledger.db'}").entries(action="commits-skipped")  # not only a note
+    assert set(recorded.payload["skipped"]) == set(older) and recorded.payload["superseded_by"] == newest
+    assert recorded.payload["branch"] == "main" and recorded.payload["units"] == ["app"]
 
     # Restart: a new instance object on the same storage. The dry evaluation above requested
     # `newest` but launched nothing; within the grace period it is not requested again ...
@@ -118,9 +121,18 @@ def test_new_commits_build_the_newest_and_a_restart_requests_nothing_twice(tmp_p
         again = tick(defs, Home(ud_home))["sensors"][0]["requested"]
     finally:
         base.PENDING_GRACE_S = grace
-    assert [(r["run_key"], r["outcome"]) for r in again] == [(f"git:{repo.remote}:main:{newest}:app", "success")]
+    pushed = f"git:{repo.remote}:main:{first[:12]}..{newest}:app"  # the key names the push, not only the commit
+    assert [(r["run_key"], r["outcome"]) for r in again] == [(pushed, "success")]
     assert tick(defs, Home(ud_home))["sensors"][0]["requested"] == []
     assert len(restarted.get_runs(filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: "git"}))) == 2
+
+    # A force-push back to a commit built before is a new push: built (and deployed) again.
+    git("reset", "--quiet", "--hard", first, cwd=repo.work)
+    repo.push(force=True)
+    back = tick(defs, Home(ud_home))["sensors"][0]["requested"]
+    assert [(r["run_key"], r["outcome"]) for r in back] == [(f"git:{repo.remote}:main:{newest[:12]}..{first}:app",
+                                                             "success")]
+    assert instance.get_run_by_id(back[0]["run_id"]).run_config["ops"]["app__candidate"]["config"]["ref"] == first
 
 
 def test_force_push_new_and_deleted_branches(tmp_path, instance):

@@ -34,7 +34,7 @@ class UDError(Exception):
             self.exit_code = exit_code
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message, "remediation": self.remediation}
+        return {"code": self.code, "message": self.message, "remediation": self.remediation, "exit_code": self.exit_code}
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}" + (f" ({self.remediation})" if self.remediation else "")

@@ -215,6 +215,19 @@ class Override(Event):
 
 
 @dataclass(frozen=True)
+class CommitsSkipped(Event):
+    """A push of several commits: only the newest is built; the older ones, and what superseded
+    them, are recorded here rather than lost in a sensor's log."""
+
+    ACTION: ClassVar[str] = "commits-skipped"
+    repository: str = ""
+    branch: str = ""
+    superseded_by: str = ""
+    skipped: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class TokenIssued(Event):
     ACTION: ClassVar[str] = "token-issued"
     subject: str = ""
@@ -223,7 +236,7 @@ class TokenIssued(Event):
 
 EVENTS: dict[str, type[Event]] = {cls.ACTION: cls for cls in (
     Candidate, BuildFailed, GateEvaluated, Refusal, Forgery, AlreadyDeployed, DeployStarted, Promotion, DeployFailed,
-    RollbackStarted, Rollback, RollbackFailed, Approval, Override, TokenIssued)}
+    RollbackStarted, Rollback, RollbackFailed, Approval, Override, CommitsSkipped, TokenIssued)}
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs
 INTENTS = (DeployStarted.ACTION, RollbackStarted.ACTION)
 # What ends an intent: one of these with the intent's run id.

@@ -20,14 +20,19 @@ def cmd_tick(args, out) -> int:
             head = f"{s['name']}: " + (f"FAILED {s['error']}" if s["error"] else
                                         f"{len(s['requested'])} run(s) requested" if s["requested"] else (s["skip_reason"] or "nothing"))
             lines.append(head)
-            lines += [f"  {n['level']:7} {n['message']}" for n in s["notes"] if n["level"] != "info"]
+            lines += [f"  {n['level']:7} {n['message']}" for n in s["notes"]]
             for r in s["requested"]:
                 err = f" {r['error']['code']}: {r['error']['message']}" if r.get("error") else ""
                 lines.append(f"  {r['outcome']:7} {r['job']} {r['run_key']} (run {(r.get('run_id') or '-')[:8]}){err}")
         return "\n".join(lines)
 
     out.result(data, text)
-    return 0 if data["ok"] else EXIT_TARGET
+    if not data["ok"]:
+        return EXIT_TARGET
+    # A run it asked for that failed is this command's failure too: its own exit class (3 a
+    # gate refused, 4 not permitted, 5 a target failed), so a script sees it.
+    failed = [r for s in data["sensors"] for r in s["requested"] if r.get("outcome") == "failed"]
+    return max((int((r.get("error") or {}).get("exit_code") or EXIT_TARGET) for r in failed), default=0)
 
 
 def cmd_webhook(args, out) -> int:

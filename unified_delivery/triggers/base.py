@@ -42,14 +42,14 @@ def grant_requests(context: Any, requests: Sequence[dg.RunRequest]) -> None:
         return
     from ..governance import grants, tokens
 
-    engine = _ledger(context).engine
+    engine = sensor_ledger(context).engine
     key = tokens.signing_key()
     for r in requests:
         grants.for_request(engine, key, r.tags[PRINCIPAL_TAG], run_key=r.run_key or "", job=r.job_name or "",
                            unit=r.tags.get(UNIT_TAG, ""), env=r.tags.get(ENV_TAG, ""), run_config=dict(r.run_config))
 
 
-def _ledger(context: Any):
+def sensor_ledger(context: Any):
     resources = getattr(context, "resources", None)
     resource = getattr(resources, "ledger", None) if resources is not None else None
     if resource is None:  # a sensor evaluated without the platform's resources: the home's ledger

@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 import dagster as dg
 
 from ..translator import job_name
-from .base import SENSOR_RESOURCES, Requester, candidate_config, default_principal, durable, note
+from ..events import CommitsSkipped, record
+from .base import SENSOR_RESOURCES, Requester, sensor_ledger, candidate_config, default_principal, durable, note
 
 HEADS = "refs/heads/"
 _BAD_IN_PATTERN = re.compile(r"[\s~^:\\]|\.\.|@\{|//")
@@ -222,13 +223,19 @@ def plan(sensor: str, who: Requester, watch: GitWatch, heads: dict[str, str], se
             if ff is False:
                 why += " (force-push: the old head is not in the new history)"
             if skipped:
+                record(sensor_ledger(context), CommitsSkipped(repository=repo, branch=branch, superseded_by=sha,
+                                                        skipped=list(skipped), units=[b.unit for b in builds]),
+                       principal=who.principal)
                 more = "+" if len(skipped) > MAX_SKIPPED_LISTED else ""
                 note(context, "info", f"{sensor}: {repo}: building the newest commit of {branch}; skipped "
                      f"{len(skipped[:MAX_SKIPPED_LISTED])}{more} older one(s): {', '.join(s[:12] for s in skipped[:MAX_SKIPPED_LISTED])}",
                      repository=repo, branch=branch, event="skipped", skipped=skipped[:MAX_SKIPPED_LISTED])
         note(context, "info", f"{sensor}: {repo}: {why}", repository=repo, branch=branch, sha=sha, event="new-head")
+        # The key names the push (the ref's move), not only the commit: a force-push back to a
+        # commit built before is a new push, and builds and deploys it again.
+        moved = f"{old[:12]}..{sha}" if old else sha
         for b in builds:
-            requests.append(who.request(job=b.job, run_key=f"git:{repo}:{branch}:{sha}:{b.unit}", unit=b.unit,
+            requests.append(who.request(job=b.job, run_key=f"git:{repo}:{branch}:{moved}:{b.unit}", unit=b.unit,
                                         env=b.job.rsplit("__to_", 1)[-1], reason=f"git: {why}",
                                         run_config=candidate_config(b.unit, sha)))
     return requests, state
