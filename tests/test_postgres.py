@@ -26,6 +26,7 @@ from tests.pg import USER, PostgresServer, start_or_skip
 from unified_delivery import Platform
 from unified_delivery.service import promote
 from unified_delivery.errors import TargetError
+from unified_delivery.governance.tokens import issue, signing_key
 from unified_delivery.home import Home
 from unified_delivery.ledger import Ledger, LedgerResource
 from unified_delivery.runner import RunOutcome
@@ -222,8 +223,16 @@ def shared(pg, tmp_path_factory) -> Iterator[Shared]:
                                    password_env=PASSWORD_ENV)
         platform = Platform([unit], targets={"data": target}, ledger=LedgerResource(url=pg.url("ud")))
         defs = platform.definitions()
-        staging = promote(platform, defs, MODEL, "staging", reason="postgres", home=home)
-        production = promote(platform, defs, MODEL, "production", reason="postgres", home=home)
+        # A shared ledger: nobody is the local operator without a token (UD-AUTH-TOKEN-REQUIRED).
+        from unified_delivery.errors import NotPermitted
+        from unified_delivery.service import identity
+
+        with pytest.raises(NotPermitted, match="the ledger is shared"):
+            identity(platform, home=home)
+        token = issue("human:local-operator", 3600, key=signing_key(home))
+        operator = identity(platform, token, home)
+        staging = promote(platform, defs, MODEL, "staging", reason="postgres", home=home, principal=operator)
+        production = promote(platform, defs, MODEL, "production", reason="postgres", home=home, principal=operator)
         yield Shared(pg, home, unit, target, platform, staging, production)
         platform.ledger.ledger().dispose()
 

@@ -386,3 +386,14 @@ def test_sensors_tick_exits_with_the_class_of_a_run_that_failed_and_shows_its_no
         assert again.returncode == 0  # nothing new: nothing failed
     finally:
         tiny.ud(paths, "down")
+
+
+def test_without_a_token_nobody_is_the_local_operator_once_the_key_comes_from_outside(svc, monkeypatch):
+    assert identity(svc.platform) == "human:local-operator"  # the embedded home's owner
+    monkeypatch.setenv("UD_SIGNING_KEY", "a-key-from-the-secret-store-0123456789")
+    with pytest.raises(NotPermitted) as info:
+        identity(svc.platform)
+    assert info.value.code == "UD-AUTH-TOKEN-REQUIRED" and "UD_SIGNING_KEY" in info.value.message
+    token = tokens.issue("human:dana", 60, key=b"a-key-from-the-secret-store-0123456789")
+    assert identity(svc.platform, token) == "human:dana"
+    assert svc.ledger.entries(action="refusal")[-1].payload["code"] == "UD-AUTH-TOKEN-REQUIRED"
