@@ -166,7 +166,7 @@ class Governance:
         found = self.policy.principals.get(name)
         if found is None:
             raise NotPermitted("UD-AUTH-UNKNOWN-PRINCIPAL", f"{name} is not a principal of this platform",
-                               f"add it to {self.source}")
+                               "an admin adds principals to the platform's policy (a reviewed change)")
         return found
 
     def roles(self, name: str, env: str) -> set[str]:
@@ -182,7 +182,8 @@ class Governance:
     def authorize(self, name: str, role: str, env: str) -> None:
         if role not in self.roles(name, env):
             raise NotPermitted("UD-AUTH-FORBIDDEN", f"{name} may not {role} in {env}",
-                               f"ask someone with the {role} role in {env}, or change {self.source}")
+                               f"ask someone with the {role} role in {env} to act; roles change only through a "
+                               "reviewed change of the platform's policy, never to get past a refusal")
 
     def check_quota(self, name: str, env: str, ledger, now: datetime | None = None) -> None:
         """Agents' daily quota of changes to `env`, counted from the ledger (so restarts cannot reset
