@@ -2,7 +2,8 @@
 
     python bench/ledger_child.py fill DB N       # N chained entries in one transaction (set-up)
     python bench/ledger_child.py append DB K     # K appends through Ledger.append, one transaction each
-    python bench/ledger_child.py verify DB       # Ledger.verify over the whole chain
+    python bench/ledger_child.py verify DB       # Ledger.verify over the whole chain (the head's signature)
+    python bench/ledger_child.py verify-full DB  # ... and every entry's signature
 
 The fill computes each entry's hash with the ledger's own `entry_hash`, so the chain is
 the one `append` would have written (verify accepting it is the proof); it only skips
@@ -14,7 +15,19 @@ import sys
 import time
 from pathlib import Path
 
-from unified_delivery.ledger import GENESIS, Ledger, canonical_json, entry_hash, ledger_table, utc_iso
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from unified_delivery.ledger import GENESIS, Ledger, LedgerKey, canonical_json, entry_hash, ledger_table, utc_iso
+
+
+def bench_key(db: Path) -> LedgerKey:
+    """One Ed25519 ledger key per bench ledger, beside it: every entry is signed, as in a platform."""
+    path = db.with_suffix(".key")
+    if not path.exists():
+        path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return LedgerKey.from_pem(path.read_text(), str(path))
 
 
 def payload(i: int) -> dict:
@@ -32,7 +45,8 @@ def fill(ledger: Ledger, n: int) -> dict:
         unit, env, version = f"data_{seq % 1000:04d}", ("staging", "production")[seq % 2], f"{seq:012x}"
         digest = entry_hash(prev, seq, ts, "gate", "service:sensors", unit, env, version, body)
         rows.append({"seq": seq, "ts": ts, "action": "gate", "principal": "service:sensors", "unit": unit, "env": env,
-                     "version": version, "payload": body, "prev_hash": prev, "hash": digest})
+                     "version": version, "payload": body, "prev_hash": prev, "hash": digest,
+                     "signature": ledger.key.sign(digest.encode()) if ledger.key else None})
         prev = digest
     with ledger.engine.begin() as conn:
         conn.execute(ledger_table.insert(), rows)
@@ -41,7 +55,7 @@ def fill(ledger: Ledger, n: int) -> dict:
 
 def main() -> int:
     mode, db = sys.argv[1], Path(sys.argv[2])
-    ledger = Ledger(f"sqlite:///{db}")
+    ledger = Ledger(f"sqlite:///{db}", bench_key(db))
     started = time.perf_counter()
     if mode == "fill":
         out = fill(ledger, int(sys.argv[3]))
@@ -52,7 +66,7 @@ def main() -> int:
                           payload=payload(i))
         out = {"appends": k}
     else:
-        report = ledger.verify()
+        report = ledger.verify(full=mode == "verify-full")
         if not report.ok:
             raise SystemExit(f"verify failed: {report.reason}")
         out = {"verified": report.count}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -30,8 +31,14 @@ def project_root() -> Path:
     `ud` and a notebook work from a subfolder), else the working directory."""
     if os.environ.get("UD_PROJECT"):
         return Path(os.environ["UD_PROJECT"]).resolve()
-    cwd = Path.cwd().resolve()
-    return next((d for d in (cwd, *cwd.parents) if is_platform_root(d)), cwd)
+    return _root_above(os.getcwd())
+
+
+@lru_cache(maxsize=64)
+def _root_above(cwd: str) -> Path:
+    # A platform repository does not appear or vanish above a running process: once per folder.
+    here = Path(cwd).resolve()
+    return next((d for d in (here, *here.parents) if is_platform_root(d)), here)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ _SHAPES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+@lru_cache(maxsize=4096)
 def secret_name(name: str) -> bool:
     return bool(SECRET_NAME.search(name))
 
@@ -58,22 +59,29 @@ def _file_secret(path: str, mtime_ns: int) -> str:
 
 def known_secret_values(environ: dict[str, str] | None = None, home: Home | None = None) -> list[str]:
     """The secret values this process holds: secret-named environment variables and the
-    signing key of the current home and of `home` (read if it exists, never created here).
+    signing keys of the current home and of `home` (read if they exist, never created here).
     Longest first, so a value that contains another is replaced whole."""
     env = os.environ if environ is None else environ
-    values = {v for k, v in env.items() if secret_name(k) and len(v) >= MIN_SECRET_LEN}
+    named = tuple(sorted((k, v) for k, v in env.items() if secret_name(k) and len(v) >= MIN_SECRET_LEN))
     try:
         homes = {Home.current(), *([home] if home else [])}
     except OSError:  # no working directory to find the current home from
         homes = {home} if home else set()
+    keys = []
     for h in homes:
         key = h.root / "signing.key"
         try:
-            if key.exists():
-                values.add(_file_secret(str(key), key.stat().st_mtime_ns))
+            keys.append((str(key), key.stat().st_mtime_ns))
         except OSError:
             pass
-    return sorted((v for v in values if len(v) >= MIN_SECRET_LEN), key=len, reverse=True)
+    return list(_known(named, tuple(sorted(keys))))
+
+
+@lru_cache(maxsize=64)
+def _known(named: tuple[tuple[str, str], ...], keys: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
+    # Every ledger append redacts: the same environment and keys give the same answer.
+    values = {v for _, v in named} | {_file_secret(path, mtime) for path, mtime in keys}
+    return tuple(sorted((v for v in values if len(v) >= MIN_SECRET_LEN), key=len, reverse=True))
 
 
 def redact_text(text: str, values: Iterable[str] | None = None) -> str:

@@ -33,6 +33,7 @@ def public_text(public: Ed25519PublicKey) -> str:
     return base64.b64encode(raw).decode()
 
 
+@lru_cache(maxsize=32)
 def public_from_text(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(base64.b64decode(text))
 
