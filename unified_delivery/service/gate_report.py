@@ -19,7 +19,7 @@ def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, 
     unit = platform.unit(unit_name)
     ledger = platform.ledger.ledger()
     if env:
-        dep = platform.target(unit).status(unit, env)
+        dep = platform.target(unit, env).status(unit, env)
         version = dep.version if dep else None
     else:
         entry = ledger.latest(unit=unit.name, action=Candidate.ACTION)
