@@ -85,7 +85,7 @@ def platform_promote(kind: str, env: str) -> dict:
     seconds = time.perf_counter() - started
     if outcome.error:
         raise outcome.error
-    dep = platform.target(platform.unit(unit)).status(platform.unit(unit), env)
+    dep = platform.target(platform.unit(unit), env).status(platform.unit(unit), env)
     return {"seconds": seconds, "version": dep.version if dep else None}
 
 

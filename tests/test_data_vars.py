@@ -32,6 +32,7 @@ from unified_delivery.loader import units_from_dbt_meta
 from unified_delivery.ledger import Ledger
 from unified_delivery.loader import load_yaml_unit
 from unified_delivery.targets.dbt_duckdb import RELEASES, DbtDuckDBTarget
+from unified_delivery.targets.routing import Targets
 from unified_delivery.units import DataUnit
 
 # The finding, as the agent sent it: close the quote and the cast, union a file read, comment out the rest.
@@ -178,7 +179,8 @@ def key(lab) -> str:
 
 
 def build(lab: Lab, ref: str, logs: list[str] | None = None):
-    ctx = BuildContext(home=Home.current(), target=lab.target, targets={"data": lab.target},
+    ctx = BuildContext(home=Home.current(), target=lab.target,
+                       targets=Targets({"data": lab.target}),
                        units={lab.unit.name: lab.unit}, config={"ref": ref},
                        log=logs.append if logs is not None else (lambda _: None))
     return DataTranslator().build_candidate(lab.unit, ctx)

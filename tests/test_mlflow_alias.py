@@ -1,5 +1,7 @@
 """MlflowAliasTarget and the model-metric gate against a real MLflow registry (SQLite in a
-temporary folder) and real scikit-learn models trained on synthetic data.
+temporary folder) and real scikit-learn models trained on synthetic data. What every target
+promises (status, previous version, rollback, a failing deploy) is checked for this one too in
+tests/test_target_contract.py; here, what is MLflow's own.
 
 Two versions are registered once per module (registering costs seconds: MLflow infers
 the pip requirements in a child process): a good model and one trained on shuffled
@@ -141,64 +143,33 @@ def test_register_records_version_provenance_and_metrics(reg):
     assert reg.target.versions(reg.unit, "staging") == ["2", "1"]
 
 
-def test_deploy_sets_the_alias_and_reports_status_and_health(reg):
+def test_deploy_sets_the_alias_and_reports_the_registered_version(reg):
     env = "staging"
-    assert reg.target.status(reg.unit, env) is None
-    assert not reg.target.health(reg.unit, env).healthy
-
     dep = reg.target.deploy(reg.unit, env, reg.good)
-    assert (dep.version, dep.previous_version, dep.details["model_uri"]) == ("1", None, "models:/m@staging")
+    assert dep.details["model_uri"] == "models:/m@staging"
     assert reg.alias(env) == "1"
-
     status = reg.target.status(reg.unit, env)
-    assert (status.version, status.previous_version, status.deployed_at) == ("1", None, dep.deployed_at)
     assert (status.details["run_id"], status.details["data_version"]) == (reg.good.details["run_id"], "d1")
-    health = reg.target.health(reg.unit, env)
-    assert health.healthy, health.message
-    assert health.details == {"version": "1", "status": "READY"}
+    assert reg.target.health(reg.unit, env).details == {"version": "1", "status": "READY"}
 
 
-def test_second_version_then_rollback_moves_the_alias_back(reg):
+def test_deploys_and_rollbacks_are_kept_in_the_alias_history(reg):
     env = "qa"
     reg.target.deploy(reg.unit, env, reg.good)
-    second = reg.target.deploy(reg.unit, env, reg.shuffled)
-    assert (second.version, second.previous_version) == ("2", "1")
-    assert reg.alias(env) == "2"
-
-    back = reg.target.rollback(reg.unit, env)
-    assert (back.version, back.previous_version) == ("1", "2")
-    assert reg.alias(env) == "1"
-    status = reg.target.status(reg.unit, env)
-    assert (status.version, status.previous_version) == ("1", "2")
+    reg.target.deploy(reg.unit, env, reg.shuffled)
+    reg.target.rollback(reg.unit, env)
     history = json.loads(reg.client.get_registered_model("m").tags[f"ud.{env}.history"])
     assert [(h["version"], h["action"]) for h in history] == [("1", "deploy"), ("2", "deploy"), ("1", "rollback")]
 
     with pytest.raises(TargetError) as same:
         reg.target.rollback(reg.unit, env, to_version="1")
     assert same.value.code == "UD-TARGET-SAME-VERSION"
-    with pytest.raises(TargetError) as unknown:
-        reg.target.rollback(reg.unit, env, to_version="99")
-    assert unknown.value.code == "UD-TARGET-NO-RELEASE"
-    assert "2, 1" in unknown.value.remediation
     assert reg.alias(env) == "1"
 
 
-def test_rollback_without_a_previous_version_is_refused(reg):
-    env = "canary"
-    with pytest.raises(TargetError) as never:
-        reg.target.rollback(reg.unit, env)
-    assert never.value.code == "UD-TARGET-NO-PREVIOUS"
-
-    reg.target.deploy(reg.unit, env, reg.good)
-    with pytest.raises(TargetError) as first:
-        reg.target.rollback(reg.unit, env)
-    assert first.value.code == "UD-TARGET-NO-PREVIOUS"
-    assert reg.alias(env) == "1"
-
-
-def test_deploy_of_a_missing_version_leaves_the_alias(reg):
+def test_deploy_of_a_missing_version_says_what_still_serves(reg):
     env = "blue"
-    before = reg.target.deploy(reg.unit, env, reg.good)
+    reg.target.deploy(reg.unit, env, reg.good)
     missing = Artifact(unit="m", kind="model", version="99", location="models:/m/99")
     with pytest.raises(TargetError) as failed:
         reg.target.deploy(reg.unit, env, missing)
@@ -206,17 +177,6 @@ def test_deploy_of_a_missing_version_leaves_the_alias(reg):
     assert "99" in failed.value.message
     assert failed.value.remediation == f"{env} still serves 1"
     assert reg.alias(env) == "1"
-    status = reg.target.status(reg.unit, env)
-    assert (status.version, status.previous_version, status.deployed_at) == ("1", None, before.deployed_at)
-    assert reg.target.health(reg.unit, env).healthy
-
-
-def test_redeploying_the_current_version_keeps_the_rollback_target(reg):
-    env = "green"
-    reg.target.deploy(reg.unit, env, reg.good)
-    reg.target.deploy(reg.unit, env, reg.shuffled)
-    reg.target.deploy(reg.unit, env, reg.shuffled)
-    assert reg.target.rollback(reg.unit, env).version == "1"
 
 
 def test_metric_gate_passes_a_good_challenger(reg):

@@ -26,6 +26,7 @@ from unified_delivery.service import approve, override
 from unified_delivery.errors import ConfigError, NotPermitted, UDError
 from unified_delivery.governance import Governance, tokens
 from unified_delivery.ledger import Ledger
+from unified_delivery.targets.roles import ReleaseStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -66,11 +67,12 @@ class Tiny:
 
     def running(self, env: str) -> str | None:
         unit = self.platform.unit("svc")
-        dep = self.platform.target(unit).status(unit, env)
+        dep = self.platform.target(unit, env).status(unit, env)
         return dep.version if dep else None
 
     def stop(self) -> None:
-        self.platform.targets["app"].stop_all()
+        for store in self.platform.targets.playing(ReleaseStore):
+            store.stop_all()
 
 
 @pytest.fixture

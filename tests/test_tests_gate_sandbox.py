@@ -32,6 +32,7 @@ from unified_delivery.kinds.app import AppTranslator
 from unified_delivery.kinds.base import BuildContext
 from unified_delivery.redaction import redact_text
 from unified_delivery.targets.local_release import LocalReleaseTarget
+from unified_delivery.targets.routing import Targets
 from unified_delivery.units import AppUnit, GateSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,8 @@ def build(repo: Path, home: Home, **settings) -> tuple[AppUnit, object]:
     unit = AppUnit(name="svc", team="web", repository=str(repo), test_env={"APP_MODE": "test"},
                    gates=[GateSpec(type="tests", settings=settings)])
     target = LocalReleaseTarget(home=str(home.root))
-    ctx = BuildContext(home=home, target=target, targets={"app": target}, units={"svc": unit}, log=lambda _: None)
+    ctx = BuildContext(home=home, target=target, targets=Targets({"app": target}),
+                       units={"svc": unit}, log=lambda _: None)
     return unit, AppTranslator().build_candidate(unit, ctx)
 
 

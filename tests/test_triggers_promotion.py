@@ -1,8 +1,9 @@
 """Promotion, health and cascade sensors on a real platform, Git repository and Dagster
 instance: a push reaches staging and, with an automatic policy, production; a deploy whose
 health fails is rolled back with the reason recorded; a new data version retrains its model.
-The deploy target is a small file-backed implementation of the DeployTarget interface, so
-the runs deploy for real but in milliseconds."""
+Apps deploy through a small file-backed target (a BaseTarget with its two steps), so the runs
+deploy for real but in milliseconds; data and models have the embedded targets, the roles their
+kinds need (a warehouse, a model registry), though nothing here builds them."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from unified_delivery.errors import TargetError
 from unified_delivery.governance.policy import Governance, PolicyFile, Principal
 from unified_delivery.home import Home
 from unified_delivery.ledger import LedgerResource
-from unified_delivery.targets.base import Deployment, DeployTarget, Health
+from unified_delivery.targets.base import BaseTarget, Deployment, Health
+from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
+from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
 from unified_delivery.triggers.base import collect_notes
 from unified_delivery.triggers.cascade import cascade_sensor
 from unified_delivery.triggers.git import app_watches, git_sensor
@@ -32,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SENSORS = "service:sensors"
 
 
-class FileTarget(DeployTarget):
+class FileTarget(BaseTarget):
     """Deployments as JSON files; health fails for the versions listed in `<unit>.<env>.unhealthy`."""
 
     root: str
@@ -46,12 +49,10 @@ class FileTarget(DeployTarget):
         self._file(unit, env).write_text(json.dumps(dep))
         return Deployment(unit=unit.name, env=env, **dep)
 
-    def deploy(self, unit, env, artifact, log=None) -> Deployment:
-        current = self.status(unit, env)
+    def _deploy(self, unit, env, artifact, current, log) -> Deployment:
         return self._write(unit, env, artifact.version, current.version if current else None)
 
-    def rollback(self, unit, env, to_version=None, log=None) -> Deployment:
-        current = self.status(unit, env)
+    def _rollback(self, unit, env, to_version, current, log) -> Deployment:
         target = to_version or (current.previous_version if current else None)
         if not target:
             raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} has no previous version in {env}", "give --to")
@@ -93,7 +94,9 @@ def repo(tmp_path: Path):
 
 
 def make_platform(units, tmp_path: Path, ud_home: Path) -> Platform:
-    targets = {kind: FileTarget(root=str(tmp_path / "deployments")) for kind in ("app", "model", "data")}
+    targets = {"app": FileTarget(root=str(tmp_path / "deployments")),
+               "model": MlflowAliasTarget(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+               "data": DbtDuckDBTarget(warehouse=str(tmp_path / "warehouse.duckdb"))}
     governance = Governance(PolicyFile(principals={SENSORS: Principal(roles={"*": ["deploy"]})}))
     return Platform(units, targets=targets, ledger=LedgerResource(url=f"sqlite:///{ud_home / 'ledger.db'}"),
                     governance=governance)
@@ -118,7 +121,7 @@ def test_a_push_goes_to_production_by_policy_and_a_failing_deploy_is_rolled_back
     remote, push = repo
     unit = AppUnit(name="shop", team="web", repository=str(remote), policy=Policy(production="automatic"))
     platform = make_platform([unit], tmp_path, ud_home)
-    defs, home, target = definitions(platform), Home(ud_home), platform.targets["app"]
+    defs, home, target = definitions(platform), Home(ud_home), platform.target(unit, "production")
 
     first = push("first release")
     report = tick(defs, home)
@@ -158,7 +161,8 @@ def test_promotion_waits_for_its_soak_time_and_for_failed_gates(tmp_path, ud_hom
     platform = make_platform([soaking, gated, manual], tmp_path, ud_home)
     defs = definitions(platform)
     for unit in (soaking, gated, manual):
-        platform.targets["app"].deploy(unit, "staging", Artifact(unit=unit.name, kind="app", version="v1"))
+        artifact = Artifact(unit=unit.name, kind="app", version="v1")
+        platform.target(unit, "staging").deploy(unit, "staging", artifact)
     platform.ledger.ledger().append("gate", principal="service:test", unit="gated", env="production", version="v1",
                                     payload={"gate": "policy", "stage": "staging", "passed": False, "code": "UD-AUTH-FORBIDDEN"})
     sensor = next(s for s in defs.sensors if s.name == "promotion")
@@ -199,9 +203,14 @@ def test_a_new_production_data_version_retrains_the_models_that_train_on_it(tmp_
         with dg.build_sensor_context(instance=instance, definitions=defs) as ctx:
             return [r.run_key for r in sensor.evaluate_tick(ctx).run_requests]
 
-    platform.targets["data"].deploy(data, "production", Artifact(unit="customer_features", kind="data", version="d1"))
+    published = platform.target(data, "production")  # versions without models: only recorded
+
+    def version(name: str) -> Artifact:
+        return Artifact(unit="customer_features", kind="data", version=name)
+
+    published.deploy(data, "production", version("d1"))
     platform.ledger.ledger().append("candidate", principal=SENSORS, unit="churn", env="candidate", version="1",
                                     payload={"artifact": {"details": {"data_version": "d1"}}})
     assert evaluate() == []  # trained on what production runs
-    platform.targets["data"].deploy(data, "production", Artifact(unit="customer_features", kind="data", version="d2"))
+    published.deploy(data, "production", version("d2"))
     assert evaluate() == ["cascade:churn:customer_features@d2"]

@@ -85,7 +85,7 @@ def _outcome(platform: Any, unit: str, env: str, outcome: Any, principal: str) -
     if outcome.error:
         raise outcome.error
     declared = platform.unit(unit)
-    dep = platform.target(declared).status(declared, env)
+    dep = platform.target(declared, env).status(declared, env)
     return Promotion(unit=unit, env=env, version=dep.version if dep else None,
                      previous_version=dep.previous_version if dep else None, run_id=outcome.run_id, principal=principal)
 

@@ -20,6 +20,7 @@ from . import service
 from .errors import UDError
 from .home import Home
 from .output import Output, gates_text, plan_text, status_table
+from .targets.roles import ModelRegistry, ReleaseStore, Warehouse
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,9 +42,12 @@ def cmd_info(args, out: Output) -> int:
     for unit in platform.units.values():
         if unit.kind == "app":
             repos[unit.name] = {"remote": home.expand(unit.repository), "workdir": str(home.repos / unit.name)}
+    registries = platform.targets.playing(ModelRegistry)
+    warehouses = platform.targets.playing(Warehouse)
     data = {"home": str(home.root), "dagster_home": str(home.dagster_home),
-            "mlflow_tracking_uri": platform.targets["model"].resolved_uri(),
-            "warehouse": platform.targets["data"].location(), "ledger_url": platform.ledger.ledger().url, "repos": repos}
+            "mlflow_tracking_uri": registries[0].resolved_uri() if registries else None,
+            "warehouse": warehouses[0].location() if warehouses else None,
+            "ledger_url": platform.ledger.ledger().url, "repos": repos}
     out.result(data, lambda: "\n".join(f"{k:20} {v}" for k, v in data.items() if k != "repos") +
                "".join(f"\nrepo {n:15} {r['remote']} (workdir {r['workdir']})" for n, r in repos.items()))
     return 0
@@ -60,7 +64,8 @@ def cmd_promote(args, out: Output) -> int:
     outcome = service.promote(platform, defs, args.unit, args.to, reason=args.reason, ref=args.ref, principal=principal)
     if outcome.error:
         raise outcome.error
-    dep = platform.target(platform.unit(args.unit)).status(platform.unit(args.unit), args.to)
+    unit = platform.unit(args.unit)
+    dep = platform.target(unit, args.to).status(unit, args.to)
     data = {"ok": True, "unit": args.unit, "env": args.to, "version": dep.version if dep else None, "run_id": outcome.run_id}
     out.result(data, f"{args.unit} {data['version']} is in {args.to} (run {outcome.run_id})")
     return 0
@@ -80,7 +85,7 @@ def cmd_rollback(args, out: Output) -> int:
     if outcome.error:
         raise outcome.error
     unit = platform.unit(args.unit)
-    dep = platform.target(unit).status(unit, args.env)
+    dep = platform.target(unit, args.env).status(unit, args.env)
     data = {"ok": True, "unit": args.unit, "env": args.env, "version": dep.version, "previous_version": dep.previous_version,
             "run_id": outcome.run_id, "consumers": platform.consumers(args.unit)}
     extra = f"; it is served by {', '.join(data['consumers'])}" if unit.kind == "model" and data["consumers"] else ""
@@ -97,7 +102,7 @@ def cmd_gates(args, out: Output) -> int:
 
 def cmd_down(args, out: Output) -> int:
     platform, _ = service.load_platform()
-    stopped = platform.targets["app"].stop_all()
+    stopped = [s for store in platform.targets.playing(ReleaseStore) for s in store.stop_all()]
     out.result({"ok": True, "stopped": stopped}, f"stopped {len(stopped)} service(s): {', '.join(stopped) or '-'}")
     return 0
 

@@ -88,7 +88,7 @@ def run_demo(out: Output) -> dict[str, Any]:
 
     def env_of(unit: str, env: str) -> str | None:
         u = platform.unit(unit)
-        dep = platform.target(u).status(u, env)
+        dep = platform.target(u, env).status(u, env)
         return dep.version if dep else None
 
     def approve_if_needed(name: str, env: str) -> None:
@@ -161,7 +161,7 @@ def run_demo(out: Output) -> dict[str, Any]:
               reason="demo: rolling back the second release")
     rb["now_serving"] = env_of(APP, "production")
 
-    health = platform.target(app).health(app, "production")
+    health = platform.target(app, "production").health(app, "production")
     now = status(platform)
     ok = all(s["ok"] for s in steps) and health.healthy
     wall = round(time.monotonic() - started, 1)
@@ -187,8 +187,9 @@ def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -
     now = status(platform)
     health = {}
     for unit in platform.units.values():
-        if unit.kind == "app" and (dep := platform.target(unit).status(unit, unit.environments[-1])):
-            h = platform.target(unit).health(unit, unit.environments[-1])
+        last = unit.environments[-1]
+        if unit.kind == "app" and (dep := platform.target(unit, last).status(unit, last)):
+            h = platform.target(unit, last).health(unit, last)
             health[unit.name] = {"healthy": h.healthy, "message": h.message, "url": dep.details.get("url")}
     ok = all(s["ok"] for s in steps) and all(h["healthy"] for h in health.values())
     wall = round(time.monotonic() - started, 1)

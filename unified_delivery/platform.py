@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -19,8 +20,11 @@ from .kinds.data import DataTranslator
 from .kinds.model import ModelDefinition, ModelTranslator
 from .ledger import LedgerResource
 from .loader import load_yaml_units, units_from_dbt_meta
-from .targets.base import DeployTarget
+from .targets.roles import DeployTarget
+from .targets.routing import KindTargets, Targets
 from .units import GateSpec, Unit
+
+R = TypeVar("R")
 
 TRANSLATORS: dict[str, KindTranslator] = {t.kind: t for t in (AppTranslator(), ModelTranslator(), DataTranslator(),
                                                                 AssetTranslator())}
@@ -43,7 +47,7 @@ def declared_unit(item: Unit | ModelDefinition | WrappedAsset) -> Unit:
 
 class Platform:
     def __init__(self, units: Iterable[Unit | ModelDefinition | WrappedAsset], *,
-                 targets: dict[str, DeployTarget] | None = None,
+                 targets: Targets | Mapping[str, KindTargets] | None = None,
                  ledger: LedgerResource | None = None, governance: Governance | None = None,
                  costs: CostModel | None = None):
         # The Python a unit's build runs: a @model (callable: it trains) or a wrapped asset (its
@@ -58,7 +62,8 @@ class Platform:
             if unit.name in self.units:
                 raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: declared twice", "give each unit a unique name")
             self.units[unit.name] = unit
-        self.targets = targets or default_targets()
+        # Per kind, one target for every environment or one per environment (targets/routing.py).
+        self.targets = Targets.of(targets or default_targets())
         self.ledger = ledger or LedgerResource()
         self.governance = governance or Governance.default()
         self.costs = costs
@@ -68,6 +73,10 @@ class Platform:
                 n: [build_gate(s, u, costs_missing=self.costs is None) for s in [*u.gates, *self._governance_gates(u)]]
                 for n, u in self.units.items()}
         for name, gates in self.gates.items():
+            unit = self.units[name]
+            needs = [(role, f"its kind ({unit.kind})") for role in self.translator(unit).needs]
+            needs += [(role, f"gate {g.name}") for g in gates for role in g.needs]
+            self.targets.require(unit, needs)
             names = [(g.spec.stage, g.name) for g in gates]
             dupes = {n for _, n in names if names.count((_, n)) > 1}
             if dupes:
@@ -106,8 +115,15 @@ class Platform:
     def translator(self, unit: Unit) -> KindTranslator:
         return TRANSLATORS[unit.kind]
 
-    def target(self, unit: Unit) -> DeployTarget:
-        return self.targets[unit.kind]
+    def target(self, unit: Unit, env: str) -> DeployTarget:
+        """The target `unit` deploys through in `env`: the unit's own choice for it (its `targets:`
+        field), else the platform's for the unit's kind in `env`."""
+        return self.targets.target(unit, env)
+
+    def role(self, unit: Unit, role: type[R]) -> R:
+        """The unit's target in `role` (targets/roles.py), wherever it deploys: its model registry,
+        its warehouse. Checked when the platform loads."""
+        return self.targets.role(unit, role)
 
     def unit(self, name: str) -> Unit:
         from .errors import UDError
@@ -158,9 +174,7 @@ class Platform:
                     raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field {where}: {dep!r} is not a unit of this platform",
                                       f"known units: {', '.join(self.units)}")
             self.translator(unit).validate(unit, self.units)
-            if unit.kind not in self.targets:
-                raise ConfigError("UD-CONFIG-TARGET", f"unit {unit.name}: no deploy target for kind {unit.kind}",
-                                  "add one to the platform's resources")
+            self.targets.require(unit)  # a target per environment; roles once the gates are built
         if self.costs is not None:
             self._validate_costs()
         cycle = self._cycle()
@@ -224,7 +238,7 @@ class Platform:
         return [u.name for u in self.units.values() if name in self.translator(u).upstream_units(u)]
 
     def resources(self) -> dict[str, Any]:
-        return {"ledger": self.ledger, **{f"{kind}_target": t for kind, t in self.targets.items()}}
+        return {"ledger": self.ledger, **self.targets.resources()}
 
     def definitions(self, extra: dg.Definitions | None = None) -> dg.Definitions:
         from .translator import platform_defs

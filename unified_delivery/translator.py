@@ -43,14 +43,16 @@ def job_name(unit: str, env: str) -> str:
     return f"{unit}__to_{env}"
 
 
-def _resource_keys(unit: Unit) -> set[str]:
-    return {"ledger", f"{unit.kind}_target"}
+def _resource_keys(platform: Any, unit: Unit) -> set[str]:
+    """The ledger and the targets of the unit's environments (each target is a resource)."""
+    return {"ledger", *platform.targets.keys_for(unit)}
 
 
 def stage_assets(platform: Any, unit: Unit) -> list[dg.AssetsDefinition]:
     translator = platform.translator(unit)
     common = dict(group_name=unit.name, kinds=KIND_TAGS.get(unit.kind), owners=[f"team:{unit.team}"],
-                  required_resource_keys=_resource_keys(unit), tags={"ud/kind": unit.kind})
+                  required_resource_keys=_resource_keys(platform, unit),
+                  tags={"ud/kind": unit.kind})
 
     @dg.asset(key=key(unit.name, CANDIDATE), deps=[key(u, s) for u, s in translator.candidate_deps(unit, platform.units)],
               description=f"{unit.name} ({unit.kind}) built, not yet deployed.", op_tags=dagster_k8s_tags(unit), **common)
@@ -75,7 +77,7 @@ def _env_asset(platform: Any, unit: Unit, env: str, deps: list, common: dict) ->
 
 def gate_check(platform: Any, unit: Unit, gate: Gate) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=key(unit.name, gate.spec.stage), name=gate.name, blocking=True,
-                    required_resource_keys=_resource_keys(unit),
+                    required_resource_keys=_resource_keys(platform, unit),
                     description=f"{gate.family} gate: guards {unit.name}'s promotion from {gate.spec.stage}.",
                     metadata={"ud/family": gate.family, "ud/type": gate.type})
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -101,7 +103,7 @@ def promotion_jobs(unit: Unit) -> list:
 
 
 def rollback_job(platform: Any) -> dg.JobDefinition:
-    @dg.op(required_resource_keys={"ledger", *{f"{k}_target" for k in platform.targets}})
+    @dg.op(required_resource_keys={"ledger", *platform.targets.resources()})
     def rollback_unit(context: dg.OpExecutionContext, config: RollbackConfig):
         unit = platform.units.get(config.unit)
         if unit is None:

@@ -101,6 +101,11 @@ class Unit(Strict):
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     description: str = ""
     resources: Resources | None = None  # for the unit's Dagster steps (build, training) when runs go to Kubernetes
+    targets: dict[str, str] = Field(
+        default_factory=dict,
+        description="The deploy target of an environment, over the platform's for this kind: "
+        "environment -> the resource key of one of the platform's targets (a named target, or "
+        "<kind>_target_<env>).")
 
     @field_validator("name")
     @classmethod

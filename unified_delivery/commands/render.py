@@ -41,7 +41,7 @@ def cmd_k8s(args, out) -> int:
     if args.env not in unit.environments:
         raise UDError("UD-UNKNOWN-ENV", f"{unit.name} has no environment {args.env!r}",
                       f"use one of: {', '.join(unit.environments)}")
-    configured = platform.targets.get(unit.kind)
+    configured = platform.target(unit, args.env)
     target = configured if isinstance(configured, KubernetesTarget) else KubernetesTarget()
     k8s_version = args.kubernetes_version or target.kubernetes_version
     version, source = _version(platform, unit, args.version)

@@ -32,7 +32,8 @@ def build_candidate(context: Any, platform: Platform, unit: Unit, ref: str) -> d
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name)
     run_id = context.run.run_id
-    ctx = BuildContext(home=Home.current(), target=platform.target(unit), targets=platform.targets, units=platform.units,
+    ctx = BuildContext(home=Home.current(), target=platform.target(unit, unit.environments[0]),
+                       targets=platform.targets, units=platform.units,
                        config={"ref": ref}, trainer=platform.trainers.get(unit.name), log=context.log.info,
                        principal=principal)
     try:

@@ -16,6 +16,7 @@ from ..events import GateEvaluated, Override, record
 from ..gates import Gate, GateContext, GateResult
 from ..home import Home
 from ..redaction import redact, redact_text
+from ..units import CANDIDATE
 from .steps import metadata_value, principal_of, version_at
 
 if TYPE_CHECKING:
@@ -66,8 +67,10 @@ def evaluate_gate(platform: Platform, unit: Unit, gate: Gate, version: str, arti
 def _evaluate(platform: Platform, unit: Unit, gate: Gate, version: str, artifact: Artifact | None, principal: str,
               ledger: Ledger, log: Callable[[str], None]) -> GateResult:
     stage = gate.spec.stage
-    ctx = GateContext(unit=unit, stage=stage, guards=unit.stages[unit.stages.index(stage) + 1], version=version,
-                      artifact=artifact, target=platform.target(unit), home=Home.current(), log=log,
+    guards = unit.stages[unit.stages.index(stage) + 1]
+    ctx = GateContext(unit=unit, stage=stage, guards=guards, version=version, artifact=artifact,
+                      target=platform.target(unit, guards if stage == CANDIDATE else stage),
+                      home=Home.current(), log=log,
                       principal=principal, governance=platform.governance, ledger=ledger, platform=platform)
     try:
         return gate.evaluate(ctx)

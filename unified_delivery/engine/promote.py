@@ -66,7 +66,7 @@ class Step:
         for dep, dep_env in self.platform.translator(self.unit).env_deps(self.unit, self.env, self.platform.units):
             # An app serving a model's `env` version would start without one and fail its health check.
             other = self.platform.units[dep]
-            if self.platform.target(other).status(other, dep_env) is None:
+            if self.platform.target(other, dep_env).status(other, dep_env) is None:
                 raise self.refuse(UDError("UD-PROMOTE-DEPENDENCY", f"{self.unit.name} needs {dep} in {dep_env}, which "
                                           "has no version yet",
                                           f"promote {dep} to {dep_env} first (ud promote {dep} --to {dep_env})"))
@@ -94,7 +94,7 @@ class Step:
         return results
 
     def deploy(self, version: str, artifact: Artifact, results: dict[str, dict | None]) -> dg.MaterializeResult:
-        unit, env, target = self.unit, self.env, self.platform.target(self.unit)
+        unit, env, target = self.unit, self.env, self.platform.target(self.unit, self.env)
         reason = self.context.run.tags.get(REASON_TAG, "")
         with env_lock(Home.current(), unit, env):
             recover(self.ledger, self.platform, unit, env)  # a run that died mid-deploy: its record first

@@ -36,7 +36,8 @@ def rollback_candidates(ledger: Ledger, platform: Platform, unit: Unit, env: str
     promotion would). Anything else has not been through `env`'s gates and is a promotion."""
     been = ran_in(ledger, unit, env)
     upstream = unit.previous_stage(env)
-    if upstream != CANDIDATE and (dep := platform.target(unit).status(unit, upstream)) is not None:
+    dep = platform.target(unit, upstream).status(unit, upstream) if upstream != CANDIDATE else None
+    if dep is not None:
         been.add(dep.version)
     return been
 
@@ -45,7 +46,7 @@ def rollback(context: Any, platform: Platform, unit: Unit, env: str, to_version:
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name, env=env)
     run_id = context.run.run_id
-    target = platform.target(unit)
+    target = platform.target(unit, env)
     upstream = unit.previous_stage(env)
 
     def refuse(exc: UDError, version: str | None) -> dg.Failure:

@@ -102,7 +102,7 @@ def version_at(context: Any, platform: Platform, unit: Unit, stage: str) -> tupl
             return None, None
         version = event.asset_materialization.metadata["version"].value
     else:
-        dep = platform.target(unit).status(unit, stage)
+        dep = platform.target(unit, stage).status(unit, stage)
         if dep is None:
             return None, None
         version = dep.version

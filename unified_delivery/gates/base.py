@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ConfigError, GateRefused, UDError
 from ..home import Home
-from ..targets.base import Artifact, DeployTarget
+from ..targets.base import Artifact
+from ..targets.roles import DeployTarget, role_name
 from ..units import GateSpec, Unit
+
+if TYPE_CHECKING:
+    from ..platform import Platform
+
+R = TypeVar("R")
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -38,13 +45,29 @@ class GateContext:
     guards: str  # the environment the gate guards (the stage after `stage`)
     version: str
     artifact: Artifact | None  # the built candidate, when stage is the candidate
-    target: DeployTarget  # the unit kind's deploy target
+    target: DeployTarget  # the unit's target in `stage` (the candidate: in the env it guards)
     home: Home
     log: Callable[[str], None] = print
     principal: str = ""  # who the run acts for (governance gates decide on it)
     governance: Any = None  # the platform's Governance
     ledger: Any = None  # the platform's Ledger (approvals, quotas)
-    platform: Any = None  # the whole platform, for gates that look across units (cost)
+    platform: Platform | None = None  # the whole platform: targets per env, other units (cost)
+
+    def target_in(self, env: str) -> DeployTarget:
+        """The unit's target in `env` (without a platform, as in a unit test: `target`)."""
+        return self.platform.target(self.unit, env) if self.platform is not None else self.target
+
+    def role(self, role: type[R]) -> R:
+        """The unit's target in `role` (targets/roles.py: its model registry, its warehouse),
+        wherever the version is deployed; the platform checked at load that there is one."""
+        if self.platform is not None:
+            return self.platform.role(self.unit, role)
+        if isinstance(self.target, role):
+            return self.target
+        raise ConfigError("UD-CONFIG-TARGET-ROLE",
+                          f"unit {self.unit.name}: {type(self.target).__name__} is not a "
+                          f"{role_name(role)}",
+                          f"give the gate a {role_name(role)}")
 
 
 class GateSettings(BaseModel):
@@ -61,6 +84,8 @@ class Gate(ABC):
     # acts, freezes, approvals, spend, a target's health) applies to any unit, one that reads a
     # unit's content names its kinds.
     kinds: ClassVar[tuple[str, ...] | None] = None
+    # Roles (targets/roles.py) one of the unit's targets must play for it to run, checked at load.
+    needs: ClassVar[tuple[type, ...]] = ()
     Settings: ClassVar[type[GateSettings]] = GateSettings
     # Decided at deploy time for the run's own principal, never from a result another run
     # recorded (who acts, a freeze window, approvals).

@@ -17,8 +17,9 @@ project documents, when the definitions load, without importing GX.
 
 GX runs here through SQLAlchemy (duckdb-engine for DuckDB), one ephemeral context per
 check, every expectation in one validation so GX bundles the metrics into few queries. A
-target that is not DuckDB gives the gate its SQLAlchemy URL through a `sqlalchemy_url()`
-method, so credentials stay in the target and never reach the artifact or the ledger.
+warehouse (the unit's, targets/roles.py) that is not DuckDB gives the gate its SQLAlchemy URL
+through a `sqlalchemy_url()` method, so credentials stay in the target and never reach the
+artifact or the ledger.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import dbt
 from ..errors import ConfigError, UDError
+from ..targets.roles import Warehouse
 from .base import Gate, GateContext, GateResult, GateSettings
 
 _BOUNDS = ("min_value", "max_value", "strict_min", "strict_max")
@@ -95,6 +97,7 @@ class DataQualityGate(Gate):
     type = "data-quality"
     family = "data-quality"
     kinds = ("data",)
+    needs = (Warehouse,)
     Settings = DataQualitySettings
 
     @property
@@ -163,7 +166,7 @@ class DataQualityGate(Gate):
 
 def connection(ctx: GateContext) -> tuple[str, dict[str, Any]]:
     """A SQLAlchemy URL and engine arguments for the warehouse the candidate was written to."""
-    url_of = getattr(ctx.target, "sqlalchemy_url", None)
+    url_of = getattr(ctx.role(Warehouse), "sqlalchemy_url", None)
     if callable(url_of):
         return url_of(), {}
     path = ctx.artifact.details.get("warehouse") if ctx.artifact else None

@@ -3,6 +3,7 @@ was written to, before anything is published."""
 
 from __future__ import annotations
 
+from ..targets.roles import Warehouse
 from .base import Gate, GateContext, GateResult, GateSettings
 
 
@@ -14,10 +15,11 @@ class DbtTestsGate(Gate):
     type = "dbt-tests"
     family = "dbt-tests"
     kinds = ("data",)
+    needs = (Warehouse,)
     Settings = DbtTestsSettings
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        results = ctx.target.run_tests(ctx.unit, ctx.artifact, log=ctx.log)
+        results = ctx.role(Warehouse).run_tests(ctx.unit, ctx.artifact, log=ctx.log)
         bad = [r for r in results if r["status"] in ("fail", "error") or (self.settings.fail_on_warn and r["status"] == "warn")]
         meta = {"tests": len(results), "failed": len(bad), "schema": ctx.artifact.location,
                 "failures": [{"test": r["name"], "status": r["status"], "failures": r.get("failures"),

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import ConfigError, UDError
+from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
 
 
@@ -32,6 +33,7 @@ class FairnessGate(Gate):
     type = "fairness"
     family = "fairness"
     kinds = ("model",)
+    needs = (ModelRegistry,)  # load_model: the version is read from the unit's registry
     Settings = FairnessSettings
 
     def validate_for(self, unit) -> None:

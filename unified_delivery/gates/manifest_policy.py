@@ -75,7 +75,8 @@ class ManifestPolicyGate(Gate):
     def evaluate(self, ctx: GateContext) -> GateResult:
         from ..targets.kubernetes import KubernetesTarget, schema_errors
 
-        target = ctx.target if isinstance(ctx.target, KubernetesTarget) else KubernetesTarget()
+        guarded = ctx.target_in(ctx.guards)  # what the guarded environment's target would apply
+        target = guarded if isinstance(guarded, KubernetesTarget) else KubernetesTarget()
         version = self.settings.kubernetes_version or target.kubernetes_version
         manifests = target.render(ctx.unit, ctx.guards, ctx.version)
         schema = schema_errors(manifests, version)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
 
 HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "precision": True, "recall": True, "log_loss": False}
@@ -33,6 +34,7 @@ class ModelMetricGate(Gate):
     type = "model-metric"
     family = "model-metric"
     kinds = ("model",)
+    needs = (ModelRegistry,)
     Settings = MetricSettings
 
     def evaluate(self, ctx: GateContext) -> GateResult:
@@ -49,7 +51,7 @@ class ModelMetricGate(Gate):
                 return GateResult(False, "UD-GATE-METRIC-THRESHOLD",
                                   f"{s.metric} {value:.4f} is {'below' if better else 'above'} the bound {s.min}",
                                   "improve the model or its training data; the bound is in the unit's gate settings", meta)
-        champion = ctx.target.status(ctx.unit, s.champion_env)
+        champion = ctx.target_in(s.champion_env).status(ctx.unit, s.champion_env)
         if s.max_regression is not None and champion is not None and champion.version != ctx.version:
             champ = score(s.metric, load_model(ctx, champion.version), X, y)
             delta = (value - champ) if better else (champ - value)

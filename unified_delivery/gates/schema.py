@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
 
 MlflowType = Literal["boolean", "integer", "long", "float", "double", "string", "binary", "datetime"]
@@ -45,12 +46,13 @@ class SchemaGate(Gate):
     type = "schema"
     family = "schema"
     kinds = ("model",)
+    needs = (ModelRegistry,)
     Settings = SchemaSettings
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         from mlflow.models import get_model_info
 
-        ctx.target.activate()
+        ctx.role(ModelRegistry).activate()
         uri = f"models:/{ctx.unit.model_name}/{ctx.version}"
         signature = get_model_info(uri).signature
         meta: dict = {"model_uri": uri, "version": ctx.version, "strict_types": self.settings.strict_types}

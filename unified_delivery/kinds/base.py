@@ -8,19 +8,21 @@ DagsterDbtTranslator does for dbt nodes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from ..errors import ConfigError
 from ..home import Home
-from ..targets.base import Artifact, DeployTarget
+from ..targets.base import Artifact
+from ..targets.roles import DeployTarget
+from ..targets.routing import Targets
 from ..units import Unit
 
 
 @dataclass
 class BuildContext:
     home: Home
-    target: DeployTarget  # the unit's own target
-    targets: dict[str, DeployTarget]  # by kind, to read what other units run
+    target: DeployTarget  # the unit's target in its first environment
+    targets: Targets  # the platform's: the unit's roles (registry, warehouse), other units' targets
     units: dict[str, Unit]
     config: dict[str, Any] = field(default_factory=dict)
     trainer: Callable[[Any], Any] | None = None  # model units: the decorated training function
@@ -31,6 +33,7 @@ class BuildContext:
 class KindTranslator:
     kind: str = ""
     unit_class: type[Unit] = Unit
+    needs: ClassVar[tuple[type, ...]] = ()  # roles (targets/roles.py) one of its targets must play
 
     def refuse(self, unit: Unit, fieldname: str, problem: str, remediation: str = "") -> None:
         raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field {fieldname}: {problem}",

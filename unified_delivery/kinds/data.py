@@ -24,6 +24,7 @@ from .. import dbt
 from ..errors import UDError
 from ..redaction import redact_text
 from ..targets.base import Artifact
+from ..targets.roles import Warehouse
 from ..units import DEFAULT_STRING_PATTERN, VAR_NAME_RE, DataUnit, Unit, VarSpec
 from .base import BuildContext, KindTranslator
 
@@ -77,6 +78,7 @@ def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]
 class DataTranslator(KindTranslator):
     kind = "data"
     unit_class = DataUnit
+    needs = (Warehouse,)
 
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, DataUnit)
@@ -110,7 +112,8 @@ class DataTranslator(KindTranslator):
         if dbt_vars:  # the same code with other vars is another product: another version
             version = hashlib.sha256((version + json.dumps(dbt_vars, sort_keys=True)).encode()).hexdigest()[:12]
         models = [n["name"] for n in self.published(unit)]
-        return ctx.target.write(unit, version, models=models, log=ctx.log, dbt_vars=dbt_vars)
+        warehouse = ctx.targets.role(unit, Warehouse)
+        return warehouse.write(unit, version, models=models, log=ctx.log, dbt_vars=dbt_vars)
 
 
 MAX_REF_CHARS = 2000  # vars are a few short values; anything longer is refused unread

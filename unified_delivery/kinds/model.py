@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ..errors import UDError
 from ..targets.base import Artifact
+from ..targets.roles import ModelRegistry, Warehouse
 from ..units import ModelUnit, Unit
 from .base import BuildContext, KindTranslator
 
@@ -85,13 +86,14 @@ def load_holdout(artifact: Artifact | None, unit: ModelUnit):
 def load_model(ctx, version: str):
     import mlflow.sklearn
 
-    ctx.target.activate()
+    ctx.role(ModelRegistry).activate()
     return mlflow.sklearn.load_model(f"models:/{ctx.unit.model_name}/{version}")
 
 
 class ModelTranslator(KindTranslator):
     kind = "model"
     unit_class = ModelUnit
+    needs = (ModelRegistry,)
 
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, ModelUnit)
@@ -142,22 +144,23 @@ class ModelTranslator(KindTranslator):
         if not hasattr(fitted, "predict"):
             raise UDError("UD-MODEL-NOT-FITTED", f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
                           "return the fitted estimator", exit_code=5)
-        return ctx.target.register(unit, fitted, train=train, holdout_path=holdout_path,
-                                   data_version=data_version, train_seconds=time.time() - started, log=ctx.log,
-                                   principal=ctx.principal)
+        registry = ctx.targets.role(unit, ModelRegistry)
+        return registry.register(unit, fitted, train=train, holdout_path=holdout_path,
+                                 data_version=data_version, train_seconds=time.time() - started,
+                                 log=ctx.log, principal=ctx.principal)
 
     def _data_unit_rows(self, unit: ModelUnit, ctx: BuildContext):
-        data_target = ctx.targets["data"]
         source = ctx.units[unit.trains_on]
         env = source.environments[-1]
-        deployed = data_target.status(source, env)
+        deployed = ctx.targets.target(source, env).status(source, env)
         if deployed is None:
             raise UDError("UD-MODEL-NO-DATA", f"unit {unit.name}: {unit.trains_on} has no {env} version to train on",
                           f"promote {unit.trains_on} to {env} first")
-        return data_target.read(source, env, unit.table or source.name), deployed.version
+        warehouse = ctx.targets.role(source, Warehouse)
+        return warehouse.read(source, env, unit.table or source.name), deployed.version
 
     def _existing(self, unit: ModelUnit, ctx: BuildContext, version: str, data_version: str, holdout_path: Path) -> Artifact:
-        mv = ctx.target.model_version(unit, version)
+        mv = ctx.targets.role(unit, ModelRegistry).model_version(unit, version)
         return Artifact(unit=unit.name, kind="model", version=version, digest=f"mlflow-run:{mv.run_id}",
                         location=f"models:/{unit.model_name}/{version}",
                         details={"holdout_path": str(holdout_path), "data_version": data_version, "run_id": mv.run_id,

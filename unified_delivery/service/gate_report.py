@@ -23,7 +23,7 @@ def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, 
                       f"use one of: {', '.join(unit.environments)}")
     ledger = platform.ledger.ledger()
     if env:
-        dep = platform.target(unit).status(unit, env)
+        dep = platform.target(unit, env).status(unit, env)
         version = dep.version if dep else None
     else:
         entry = ledger.latest(unit=unit.name, action=Candidate.ACTION)

@@ -30,14 +30,13 @@ def _governance(platform: Platform, principal: str, env: str) -> list[dict]:
 def promote_plan(platform: Platform, unit_name: str, env: str, principal: str, ref: str = "") -> dict[str, Any]:
     """The version a promotion would deploy, the gates it runs, and whether policy allows it."""
     unit = unit_in(platform, unit_name, env)
-    target = platform.target(unit)
     upstream = unit.previous_stage(env)
-    current = target.status(unit, env)
+    current = platform.target(unit, env).status(unit, env)
     if upstream == CANDIDATE:
         check_ref(unit, ref)
         version = f"a new candidate built from {ref or getattr(unit, 'branch', None) or 'the unit source'}"
     else:
-        dep = target.status(unit, upstream)
+        dep = platform.target(unit, upstream).status(unit, upstream)
         version = dep.version if dep else None
     gates = [{"name": g.name, "family": g.family, "stage": g.spec.stage} for g in platform.gates[unit.name]
              if g.spec.stage == upstream]
@@ -53,7 +52,7 @@ def rollback_plan(platform: Platform, unit_name: str, env: str, principal: str, 
     from ..engine import rollback_candidates
 
     unit = unit_in(platform, unit_name, env)
-    current = platform.target(unit).status(unit, env)
+    current = platform.target(unit, env).status(unit, env)
     version = to or (current.previous_version if current else None)
     blocked = _governance(platform, principal, env)
     if version is None:

@@ -18,10 +18,9 @@ def status(platform: Platform) -> dict[str, Any]:
     units = []
     for name in platform.order():
         unit = platform.units[name]
-        target = platform.target(unit)
         envs: dict[str, Any] = {}
         for env in unit.environments:
-            dep = target.status(unit, env)
+            dep = platform.target(unit, env).status(unit, env)
             envs[env] = None if dep is None else {"version": dep.version, "deployed_at": dep.deployed_at,
                                                    **({"url": dep.details["url"]} if "url" in dep.details else {})}
         units.append({"name": name, "kind": unit.kind, "team": unit.team, "environments": envs})

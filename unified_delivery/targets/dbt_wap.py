@@ -24,15 +24,20 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import dbt
 from ..errors import TargetError, UDError
 from ..home import Home
 from ..redaction import redact_text
-from .base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+from .base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..units import DataUnit
 
 RELEASES = "ud_releases"
 
@@ -45,7 +50,7 @@ DBT_TIMEOUT_S = 3600  # a hung warehouse must not hold the promotion's lock fore
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def shown(text: str, limit: int, tail: bool = False) -> str:
@@ -64,8 +69,11 @@ class DbtRun:
     work: Path  # its work folder: removed when ok, kept with the log otherwise
 
 
-class DbtWapTarget(DeployTarget):
-    """Write-audit-publish of dbt selections; one subclass per warehouse."""
+class DbtWapTarget(BaseTarget):
+    """Write-audit-publish of dbt selections; one subclass per warehouse. The warehouse
+    (roles.Warehouse) of the data units it publishes."""
+
+    kinds = ("data",)
 
     # -- what differs per warehouse ----------------------------------------------------------
     @abstractmethod
@@ -101,16 +109,16 @@ class DbtWapTarget(DeployTarget):
         """The rows of a query as a pandas DataFrame."""
 
     # -- write and audit -------------------------------------------------------------------
-    def audit_schema(self, unit, version: str) -> str:
+    def audit_schema(self, unit: DataUnit, version: str) -> str:
         return f"ud_audit_{unit.name}_{version}"
 
-    def _dbt_lock(self, unit, schema: str) -> Path:
+    def _dbt_lock(self, unit: DataUnit, schema: str) -> Path:
         """The file a dbt call holds a lock on while it runs: two builds into one schema (two
         promotions of one version at once) take turns instead of dropping each other's tables."""
         return Home.current().locks / f"dbt.{unit.name}.{schema}.lock"
 
     @contextmanager
-    def _turn(self, unit, schema: str, log: Log) -> Iterator[None]:
+    def _turn(self, unit: DataUnit, schema: str, log: Log) -> Iterator[None]:
         path = self._dbt_lock(unit, schema)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as fh:
@@ -124,7 +132,7 @@ class DbtWapTarget(DeployTarget):
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _dbt(self, unit, schema: str, args: list[str], log: Log) -> DbtRun:
+    def _dbt(self, unit: DataUnit, schema: str, args: list[str], log: Log) -> DbtRun:
         """dbt in a child process, its results read from its own target path. dbt itself, not
         dagster-dbt's DbtCliResource: the wrapper doubled the wall time of each call (11 s -> 30 s
         for a one-model build on this machine) and a promotion makes two calls.
@@ -162,7 +170,8 @@ class DbtWapTarget(DeployTarget):
             log(f"dbt {args[0]} failed; its log is kept in {work}")
         return run
 
-    def write(self, unit, version: str, *, models: list[str], log: Log = _quiet, dbt_vars: dict | None = None) -> Artifact:
+    def write(self, unit: DataUnit, version: str, *, models: list[str], log: Log = _quiet,
+              dbt_vars: dict | None = None) -> Artifact:
         """Build the selection into the version's audit schema. `dbt_vars` must already be checked
         against the unit's declared vars (kinds/data.py `parse_vars`); they reach dbt as JSON."""
         schema = self.audit_schema(unit, version)
@@ -178,7 +187,8 @@ class DbtWapTarget(DeployTarget):
                                  "change_created_at": _now(),
                                  "rows": {m: self._count(schema, m) for m in models}})
 
-    def run_tests(self, unit, artifact: Artifact, log: Log = _quiet) -> list[dict[str, Any]]:
+    def run_tests(self, unit: DataUnit, artifact: Artifact,
+                  log: Log = _quiet) -> list[dict[str, Any]]:
         run = self._dbt(unit, artifact.location, ["test"], log)
         return [{"name": r["unique_id"].split(".")[-2] if r["unique_id"].count(".") >= 3 else r["unique_id"],
                  "unique_id": r["unique_id"], "status": r["status"], "failures": r.get("failures"),
@@ -198,8 +208,9 @@ class DbtWapTarget(DeployTarget):
         for statement in self._deployments_ddl():
             self._exec(con, statement)
 
-    def _point(self, unit, env: str, version: str, models: list[str], previous: str | None, action: str) -> Deployment:
-        at = _now()
+    def _point(self, unit: DataUnit, env: str, version: str, models: list[str],
+               previous: str | None, action: str, at: str | None = None) -> Deployment:
+        at = at or _now()
         con = self.connect()
         try:
             self._ensure_tables(con)
@@ -219,9 +230,9 @@ class DbtWapTarget(DeployTarget):
         return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=previous,
                           details={"schema": env, "models": models, "warehouse": self.location()})
 
-    def deploy(self, unit, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
+    def _deploy(self, unit: DataUnit, env: str, artifact: Artifact, current: Deployment | None,
+                log: Log) -> Deployment:
         models = list(artifact.details.get("models") or [])
-        current = self.status(unit, env)
         try:
             con = self.connect()
             try:
@@ -244,7 +255,15 @@ class DbtWapTarget(DeployTarget):
         log(f"published {', '.join(models)} at {artifact.version} to schema {env}")
         return dep
 
-    def _history(self, unit, env: str) -> list[tuple]:
+    def _restore(self, unit: DataUnit, env: str, before: Deployment | None, log: Log) -> None:
+        if before is None:
+            super()._restore(unit, env, before, log)
+            return
+        models = before.details["models"]
+        self._point(unit, env, before.version, models, before.previous_version, "restore",
+                    at=before.deployed_at)
+
+    def _history(self, unit: DataUnit, env: str) -> list[tuple]:
         if not self._exists():
             return []
         con = self.connect(read_only=True)
@@ -258,7 +277,7 @@ class DbtWapTarget(DeployTarget):
         finally:
             con.close()
 
-    def status(self, unit, env: str) -> Deployment | None:
+    def status(self, unit: DataUnit, env: str) -> Deployment | None:
         rows = self._history(unit, env)
         if not rows:
             return None
@@ -267,8 +286,8 @@ class DbtWapTarget(DeployTarget):
                           details={"schema": env, "models": models.split(",") if models else [], "last_action": action,
                                    "warehouse": self.location()})
 
-    def rollback(self, unit, env: str, to_version: str | None = None, log: Log = _quiet) -> Deployment:
-        current = self.status(unit, env)
+    def _rollback(self, unit: DataUnit, env: str, to_version: str | None,
+                  current: Deployment | None, log: Log) -> Deployment:
         if current is None:
             raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} was never published to {env}", "nothing to roll back")
         target = to_version or current.previous_version
@@ -289,7 +308,7 @@ class DbtWapTarget(DeployTarget):
         log(f"{unit.name} in {env} rolled back to {target}")
         return dep
 
-    def health(self, unit, env: str) -> Health:
+    def health(self, unit: DataUnit, env: str) -> Health:
         dep = self.status(unit, env)
         if dep is None:
             return Health(False, f"nothing published to {env}")
@@ -298,7 +317,7 @@ class DbtWapTarget(DeployTarget):
         return Health(not empty, f"{env} rows: " + ", ".join(f"{m}={n}" for m, n in rows.items()),
                       {"version": dep.version, "rows": rows})
 
-    def versions(self, unit, env: str) -> list[str]:
+    def versions(self, unit: DataUnit, env: str) -> list[str]:
         """This unit's versions ever published in any of its environments (their release tables
         are kept), newest first."""
         seen: list[str] = []
@@ -308,7 +327,7 @@ class DbtWapTarget(DeployTarget):
                     seen.append(version)
         return seen
 
-    def read(self, unit, env: str, table: str):
+    def read(self, unit: DataUnit, env: str, table: str) -> pd.DataFrame:
         con = self.connect(read_only=True)
         try:
             return self._frame(con, f"SELECT * FROM {q(env)}.{q(table)}")

@@ -16,14 +16,15 @@ import copy
 import json
 import re
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import Field
 
 from ..errors import ConfigError, TargetError
 from ..units import AppUnit, Resources, Unit
-from .base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+from .base import Artifact, BaseTarget, Deployment, Health, Log
 
 DEFAULT_KUBERNETES_VERSION = "1.31"
 FIELD_MANAGER = "unified-delivery"
@@ -39,7 +40,7 @@ _APPLY = "application/apply-patch+yaml"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def dns_name(unit_name: str) -> str:
@@ -275,9 +276,10 @@ class _Api:
         return sorted(owned, key=_revision, reverse=True)
 
 
-class KubernetesTarget(DeployTarget):
+class KubernetesTarget(BaseTarget):
     """Deploys `app` units that declare a `kubernetes:` block to a Kubernetes cluster."""
 
+    kinds = ("app",)
     kubernetes_version: str = Field(default=DEFAULT_KUBERNETES_VERSION,
                                     description="The cluster's version: manifests are validated against its schema.")
     kubeconfig: str = Field(default="", description="Path of a kubeconfig file; empty: $KUBECONFIG or ~/.kube/config.")
@@ -374,9 +376,10 @@ class KubernetesTarget(DeployTarget):
         return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=current,
                           details={"namespace": ns, "name": name})
 
-    # ---- the DeployTarget interface ----------------------------------------------------
+    # ---- the steps of the DeployTarget contract (base.BaseTarget) ----------------------
 
-    def deploy(self, unit: Any, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
+    def _deploy(self, unit: Unit, env: str, artifact: Artifact, current: Deployment | None,
+                log: Log) -> Deployment:
         try:
             manifests = self.render(unit, env, artifact.version)
         except ConfigError as exc:  # a deploy fails as a target: recorded as deploy-failed, nothing applied
@@ -417,10 +420,11 @@ class KubernetesTarget(DeployTarget):
                               f"{env} may run a mix of versions: inspect namespace {ns} now") from None
         raise TargetError("UD-TARGET-ROLLOUT", why, f"{env} is back on {back.version}; see the pods' events in namespace {ns}")
 
-    def rollback(self, unit: Any, env: str, to_version: str | None = None, log: Log = _quiet) -> Deployment:
+    def _rollback(self, unit: Unit, env: str, to_version: str | None, current: Deployment | None,
+                  log: Log) -> Deployment:
         return self._undo(self._api(), unit, env, to_version, log)
 
-    def status(self, unit: Any, env: str) -> Deployment | None:
+    def status(self, unit: Unit, env: str) -> Deployment | None:
         if getattr(unit, "kubernetes", None) is None:  # never deployed here (deploy refuses it): `ud status` shows "-"
             return None
         ns, name = self._where(unit, env)
@@ -436,7 +440,7 @@ class KubernetesTarget(DeployTarget):
                                    "replicas": dep["spec"].get("replicas"), "ready": status.get("readyReplicas") or 0,
                                    "last_action": notes.get(ACTION, ""), "url": f"http://{name}.{ns}.svc"})
 
-    def health(self, unit: Any, env: str) -> Health:
+    def health(self, unit: Unit, env: str) -> Health:
         ns, name = self._where(unit, env)
         dep = self._api().deployment(ns, name)
         if dep is None:
@@ -452,7 +456,7 @@ class KubernetesTarget(DeployTarget):
         healthy = done and ready >= want
         return Health(healthy, f"{ns}/{name}: {ready} of {want} replicas ready" + ("" if done else f"; {state}"), details)
 
-    def versions(self, unit: Any, env: str) -> list[str]:
+    def versions(self, unit: Unit, env: str) -> list[str]:
         ns, name = self._where(unit, env)
         api = self._api()
         dep = api.deployment(ns, name)

@@ -15,38 +15,39 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import secrets
 import shutil
-from datetime import datetime, timezone
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
-from unified_delivery.targets.base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log
 from unified_delivery.targets.state_files import TMP_MARK, locked, read_json, write_json
+
+if TYPE_CHECKING:
+    from unified_delivery.units import Unit
 
 KEEP_VERSIONS = 5
 HISTORY_LIMIT = 100
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
-class LocalArtifactTarget(DeployTarget):
+class LocalArtifactTarget(BaseTarget):
     """Publishes `asset` units' files under the home, one `current` per environment."""
 
+    kinds = ("asset",)
     home: str = Field(default="", description="Home directory holding `artifacts/`; empty means the current home "
                                               "($UD_HOME or .ud), read at call time.")
 
-    def deploy(self, unit: Any, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
-        _check_name("environment", env)
-        _check_name("version", artifact.version)
-        if getattr(unit, "kind", None) != "asset" or artifact.unit != unit.name:
-            raise TargetError("UD-TARGET-ARTIFACT", f"LocalArtifactTarget publishes asset units; got a "
-                              f"{getattr(unit, 'kind', '?')!r} unit {getattr(unit, 'name', '?')!r} with an artifact of "
-                              f"{artifact.unit!r}", "route only asset units to this target")
+    def _lock(self, unit: Unit, env: str) -> AbstractContextManager[None]:
+        return locked(self._root(unit.name, env))
+
+    def _deploy(self, unit: Unit, env: str, artifact: Artifact, current: Deployment | None,
+                log: Log) -> Deployment:
         source = Path(artifact.location)
         if not source.is_file():
             raise TargetError("UD-TARGET-ARTIFACT", f"{unit.name} version {artifact.version}: {source} is not a file",
@@ -56,34 +57,44 @@ class LocalArtifactTarget(DeployTarget):
                               "it was built (its digest differs)", "build the candidate again; nothing was published")
         root = self._root(unit.name, env)
         (root / "versions").mkdir(parents=True, exist_ok=True)
-        with locked(root):
-            _copy_in(root, artifact.version, source, log)
-            dep = self._switch(unit.name, env, root, artifact.version, artifact.digest, "deploy")
+        _copy_in(root, artifact.version, source, log)
+        dep = self._switch(unit.name, env, root, artifact.version, artifact.digest, "deploy")
         log(f"{unit.name}/{env} now publishes version {artifact.version} at {dep.details['path']}")
         return dep
 
-    def rollback(self, unit: Any, env: str, to_version: str | None = None, log: Log = _quiet) -> Deployment:
-        _check_name("environment", env)
-        root = self._root(unit.name, env)
-        if not root.is_dir():
+    def _rollback(self, unit: Unit, env: str, to_version: str | None, current: Deployment | None,
+                  log: Log) -> Deployment:
+        if current is None:
             raise _no_version(unit.name, env, to_version, [])
-        with locked(root):
-            state = read_json(root / "state.json") or {}
-            wanted = to_version or state.get("previous_version")
-            if not wanted:
-                raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name}/{env} has no previous version to roll back to",
-                                  "give the version: ud rollback ... --to VERSION")
-            if wanted == state.get("version"):
-                raise TargetError("UD-TARGET-SAME-VERSION", f"{unit.name}/{env} already publishes version {wanted}",
-                                  "roll back to another version")
-            digest = next((h["digest"] for h in reversed(state.get("history", [])) if h["version"] == wanted), None)
-            if wanted not in self.versions(unit, env) or digest is None:
-                raise _no_version(unit.name, env, wanted, self.versions(unit, env))
-            dep = self._switch(unit.name, env, root, wanted, digest, "rollback")
+        root = self._root(unit.name, env)
+        state = read_json(root / "state.json") or {}
+        wanted = to_version or state.get("previous_version")
+        if not wanted:
+            raise TargetError("UD-TARGET-NO-PREVIOUS",
+                              f"{unit.name}/{env} has no previous version to roll back to",
+                              "give the version: ud rollback ... --to VERSION")
+        if wanted == state.get("version"):
+            raise TargetError("UD-TARGET-SAME-VERSION",
+                              f"{unit.name}/{env} already publishes version {wanted}",
+                              "roll back to another version")
+        history = reversed(state.get("history", []))
+        digest = next((h["digest"] for h in history if h["version"] == wanted), None)
+        if wanted not in self.versions(unit, env) or digest is None:
+            raise _no_version(unit.name, env, wanted, self.versions(unit, env))
+        dep = self._switch(unit.name, env, root, wanted, digest, "rollback")
         log(f"{unit.name}/{env} is back on version {wanted}")
         return dep
 
-    def status(self, unit: Any, env: str) -> Deployment | None:
+    def _restore(self, unit: Unit, env: str, before: Deployment | None, log: Log) -> None:
+        root = self._root(unit.name, env)
+        if before is None:  # it published nothing before
+            (root / "current").unlink(missing_ok=True)
+            (root / "state.json").unlink(missing_ok=True)
+            return
+        digest = before.details["digest"]
+        self._switch(unit.name, env, root, before.version, digest, "restore", keep=before)
+
+    def status(self, unit: Unit | str, env: str) -> Deployment | None:
         root = self._root(_name(unit), env)
         state = read_json(root / "state.json")
         if state is None:
@@ -92,7 +103,7 @@ class LocalArtifactTarget(DeployTarget):
                           previous_version=state.get("previous_version"),
                           details={"path": str(root / "current" / state["file"]), "digest": state["digest"]})
 
-    def health(self, unit: Any, env: str) -> Health:
+    def health(self, unit: Unit | str, env: str) -> Health:
         name = _name(unit)
         dep = self.status(name, env)
         if dep is None:
@@ -109,7 +120,7 @@ class LocalArtifactTarget(DeployTarget):
             return Health(False, f"{name}/{env} version {dep.version}: {path} changed after it was published", details)
         return Health(True, f"{name}/{env} version {dep.version}: {path} is present, readable and unchanged", details)
 
-    def versions(self, unit: Any, env: str) -> list[str]:
+    def versions(self, unit: Unit | str, env: str) -> list[str]:
         folder = self._root(_name(unit), env) / "versions"
         if not folder.is_dir():
             return []
@@ -117,12 +128,12 @@ class LocalArtifactTarget(DeployTarget):
         dirs.sort(key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
         return [p.name for p in dirs]
 
-    def path(self, unit: Any, env: str) -> Path | None:
+    def path(self, unit: Unit | str, env: str) -> Path | None:
         """The file `env` publishes now, for readers."""
         dep = self.status(unit, env)
         return Path(dep.details["path"]) if dep else None
 
-    def read(self, unit: Any, env: str) -> Any:
+    def read(self, unit: Unit | str, env: str) -> Any:
         """The value `env` publishes now, as the asset returned it."""
         from unified_delivery.kinds.asset import read_value
 
@@ -138,14 +149,18 @@ class LocalArtifactTarget(DeployTarget):
         home = Path(self.home).expanduser().resolve() if self.home else Home.current().root
         return home / "artifacts" / unit_name / env
 
-    def _switch(self, unit_name: str, env: str, root: Path, version: str, digest: str, action: str) -> Deployment:
-        """Point `current` at `version` and record it; on a failed record, point it back."""
+    def _switch(self, unit_name: str, env: str, root: Path, version: str, digest: str,
+                action: str, *, keep: Deployment | None = None) -> Deployment:
+        """Point `current` at `version` and record it; on a failed record, point it back. With
+        `keep` (a restore), its previous version and deploy time are recorded again as they were."""
         state = read_json(root / "state.json")
         previous = (state or {}).get("version")
         if previous == version:  # a redeploy of the same version keeps the rollback point
             previous = state.get("previous_version")
         file = next((root / "versions" / version).iterdir()).name
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if keep is not None:
+            previous, now = keep.previous_version, keep.deployed_at
         history = [*(state or {}).get("history", []),
                    {"version": version, "digest": digest, "deployed_at": now, "action": action}]
         new_state = {"unit": unit_name, "env": env, "version": version, "previous_version": previous, "digest": digest,
@@ -202,17 +217,11 @@ def _digest(path: Path) -> str:
         return f"sha256:{hashlib.file_digest(handle, 'sha256').hexdigest()}"
 
 
-def _check_name(what: str, value: str) -> None:
-    if not _SAFE_NAME.match(value or "") or TMP_MARK in value:
-        raise TargetError("UD-TARGET-ARTIFACT", f"{what} {value!r} cannot name a directory",
-                          f"use letters, digits, '.', '_', '+' and '-' for the {what}")
-
-
 def _no_version(unit: str, env: str, version: str | None, available: list[str]) -> TargetError:
     return TargetError("UD-TARGET-NO-RELEASE", f"{unit}/{env}: version {version} was never published there; "
                        f"available: {', '.join(available) or 'none'}",
                        "roll back to one of the available versions, or promote the version you want again")
 
 
-def _name(unit: Any) -> str:
+def _name(unit: Unit | str) -> str:
     return unit if isinstance(unit, str) else unit.name

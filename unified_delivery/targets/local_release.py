@@ -39,7 +39,6 @@ import errno
 import http.client
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -49,17 +48,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
-from unified_delivery.targets.base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
 from unified_delivery.targets.state_files import (
     TMP_MARK,
     locked,
@@ -67,6 +66,9 @@ from unified_delivery.targets.state_files import (
     read_json,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from unified_delivery.units import AppUnit
 
 KEEP_RELEASES = 5
 SERVICE_PASSED_THROUGH = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR"})
@@ -76,7 +78,6 @@ HEALTH_TIMEOUT_S = 2.0
 VERIFY_TIMEOUT_S = 5.0  # after the switch: how long the new release has to answer 200 again
 LOG_TAIL_LINES = 20
 DEPLOY_ID_VAR = "UD_DEPLOY_ID"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 # Popen objects of the services this process started, so that a service that dies is
 # reaped (not left a zombie that still looks alive) and no ResourceWarning is raised.
@@ -122,9 +123,11 @@ class _Failure(Exception):
         self.reason = reason
 
 
-class LocalReleaseTarget(DeployTarget):
-    """Deploys `app` units as local release directories with a service on a local port."""
+class LocalReleaseTarget(BaseTarget):
+    """Deploys `app` units as local release directories with a service on a local port; the
+    release store (roles.ReleaseStore) `ud down` stops."""
 
+    kinds = ("app",)
     home: str = Field(
         default="",
         description="Home directory holding `releases/`; empty means the current home ($UD_HOME or .ud), read at call time.",
@@ -136,42 +139,32 @@ class LocalReleaseTarget(DeployTarget):
         "its URL just before; then the new release is checked again and the old one stopped.",
     )
 
-    # ---- the DeployTarget interface -------------------------------------------------
+    # ---- the steps of the DeployTarget contract (base.BaseTarget) ----------------------
 
-    def deploy(self, unit: Any, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
-        _check_name("environment", env)
-        _check_name("version", artifact.version)
-        if getattr(unit, "kind", None) != "app" or artifact.unit != unit.name:
-            raise TargetError(
-                "UD-TARGET-ARTIFACT",
-                f"LocalReleaseTarget deploys app units; got a {getattr(unit, 'kind', type(unit).__name__)!r} unit "
-                f"{getattr(unit, 'name', '?')!r} with an artifact of unit {artifact.unit!r}.",
-                "Route only app units to this target and deploy the artifact built for that unit.",
-            )
-        with _as_target_error(f"{unit.name}/{env}: deploying version {artifact.version}"):
-            paths = self._paths(unit.name, env)
-            paths.releases.mkdir(parents=True, exist_ok=True)
-            with locked(paths.root):
-                _reap_pending(paths, log)
-                _materialise(paths, artifact, log)
-                return self._start_release(unit, env, paths, artifact.version, "deploy", log)
+    def _lock(self, unit: AppUnit, env: str) -> AbstractContextManager[None]:
+        return locked(self._paths(unit.name, env).root)  # the lock `stop` and the reaping take too
 
-    def rollback(self, unit: Any, env: str, to_version: str | None = None, log: Log = _quiet) -> Deployment:
-        _check_name("environment", env)
-        with _as_target_error(f"{unit.name}/{env}: rolling back to {to_version or 'the previous version'}"):
-            paths = self._paths(unit.name, env)
-            if not paths.root.is_dir():
-                raise _no_release(unit.name, env, to_version, [])
-            with locked(paths.root):
-                _reap_pending(paths, log)
-                state = read_json(paths.state)
-                target = to_version or (state or {}).get("previous_version")
-                available = self.versions(unit, env)
-                if not target or target not in available:
-                    raise _no_release(unit.name, env, target, available)
-                return self._start_release(unit, env, paths, target, "rollback", log)
+    def _recover(self, unit: AppUnit, env: str, log: Log) -> None:
+        _reap_pending(self._paths(unit.name, env), log)
 
-    def status(self, unit: Any, env: str) -> Deployment | None:
+    def _deploy(self, unit: AppUnit, env: str, artifact: Artifact, current: Deployment | None,
+                log: Log) -> Deployment:
+        paths = self._paths(unit.name, env)
+        paths.releases.mkdir(parents=True, exist_ok=True)
+        _materialise(paths, artifact, log)
+        return self._start_release(unit, env, paths, artifact.version, "deploy", log)
+
+    def _rollback(self, unit: AppUnit, env: str, to_version: str | None, current: Deployment | None,
+                  log: Log) -> Deployment:
+        paths = self._paths(unit.name, env)
+        state = read_json(paths.state)
+        target = to_version or (state or {}).get("previous_version")
+        available = self.versions(unit, env)
+        if not target or target not in available:
+            raise _no_release(unit.name, env, target, available)
+        return self._start_release(unit, env, paths, target, "rollback", log)
+
+    def status(self, unit: AppUnit | str, env: str) -> Deployment | None:
         paths = self._paths(_name(unit), env)
         _reap_if_idle(paths)
         state = read_json(paths.state)
@@ -193,7 +186,7 @@ class LocalReleaseTarget(DeployTarget):
             },
         )
 
-    def health(self, unit: Any, env: str) -> Health:
+    def health(self, unit: AppUnit | str, env: str) -> Health:
         name = _name(unit)
         deployment = self.status(name, env)
         if deployment is None:
@@ -208,7 +201,7 @@ class LocalReleaseTarget(DeployTarget):
             return Health(True, f"{name}/{env} version {deployment.version} answers 200 on {url}", details)
         return Health(False, f"{name}/{env} version {deployment.version}: {url} answered {status or body}", details)
 
-    def versions(self, unit: Any, env: str) -> list[str]:
+    def versions(self, unit: AppUnit | str, env: str) -> list[str]:
         releases = self._paths(_name(unit), env).releases
         if not releases.is_dir():
             return []
@@ -218,7 +211,7 @@ class LocalReleaseTarget(DeployTarget):
 
     # ---- stopping (ud down, tests) ----------------------------------------------------
 
-    def stop(self, unit: Any, env: str) -> bool:
+    def stop(self, unit: AppUnit | str, env: str) -> bool:
         """Stop the service of `unit` in `env`; True when one was running. `current` is kept."""
         paths = self._paths(_name(unit), env)
         if not paths.state.exists() and not paths.pending.exists():
@@ -253,7 +246,8 @@ class LocalReleaseTarget(DeployTarget):
         home = self._home()
         return _Paths(root=home / "releases" / unit_name / env, home=home)
 
-    def _start_release(self, unit: Any, env: str, paths: _Paths, version: str, action: str, log: Log) -> Deployment:
+    def _start_release(self, unit: AppUnit, env: str, paths: _Paths, version: str, action: str,
+                       log: Log) -> Deployment:
         """Start `version` next to what runs, switch to it once healthy, then stop the old one."""
         state = read_json(paths.state)
         old = state or {}
@@ -423,23 +417,6 @@ def _kept(env: str, state: dict | None, was_running: bool) -> str:
     return f"{env} still runs version {state['version']} on {_url(state.get('port'))}, untouched."
 
 
-@contextlib.contextmanager
-def _as_target_error(what: str) -> Iterator[None]:
-    """Any unexpected exception becomes a TargetError that names it, so the caller records it."""
-    try:
-        yield
-    except TargetError:
-        raise
-    except Exception as exc:
-        raise TargetError(
-            "UD-TARGET-FAILED",
-            f"{what} failed: {type(exc).__name__}: {exc}. Anything it had started was stopped; "
-            "the environment runs what it ran before.",
-            "This is not the service's fault: fix the cause named here (disk, permissions, processes), "
-            "then deploy again.",
-        ) from exc
-
-
 # ---- release directories --------------------------------------------------------------
 
 
@@ -498,7 +475,9 @@ def _prune(paths: _Paths, keep: set[str | None]) -> None:
 # ---- processes ------------------------------------------------------------------------
 
 
-def _spawn(unit: Any, env: str, paths: _Paths, version: str, port: int, deploy_id: str) -> tuple[subprocess.Popen, int]:
+def _spawn(
+    unit: AppUnit, env: str, paths: _Paths, version: str, port: int, deploy_id: str
+) -> tuple[subprocess.Popen, int]:
     """Start `version` from its release dir; returns the process and where its log output begins."""
     values = {
         "{python}": sys.executable,
@@ -538,7 +517,7 @@ def _spawn(unit: Any, env: str, paths: _Paths, version: str, port: int, deploy_i
     return proc, offset
 
 
-def _await_healthy(unit: Any, proc: subprocess.Popen, port: int, timeout: float) -> None:
+def _await_healthy(unit: AppUnit, proc: subprocess.Popen, port: int, timeout: float) -> None:
     url = _url(port) + unit.service.health_path
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -640,7 +619,7 @@ def _proc_stat(pid: int) -> list[str] | None:
 # ---- ports and HTTP -------------------------------------------------------------------
 
 
-def _pick_port(unit: Any, env: str, version: str, log: Log) -> int:
+def _pick_port(unit: AppUnit, env: str, version: str, log: Log) -> int:
     """The preferred port when it is free; any free port when it is in use (by the release
     that serves now, or anything else); TargetError when it cannot be a port at all."""
     preferred = unit.service.ports.get(env)
@@ -730,15 +709,6 @@ def _log_tail(log: Path, offset: int) -> str:
     return "\n".join(lines) if lines else "(the service wrote nothing)"
 
 
-def _check_name(what: str, value: str) -> None:
-    if not _SAFE_NAME.match(value or "") or TMP_MARK in value:
-        raise TargetError(
-            "UD-TARGET-ARTIFACT",
-            f"{what} {value!r} cannot name a release directory.",
-            f"Use letters, digits, '.', '_', '+' and '-' for the {what} (a commit SHA or a tag).",
-        )
-
-
 def _no_release(unit: str, env: str, version: str | None, available: list[str]) -> TargetError:
     wanted = f"version {version}" if version else "a previous version"
     return TargetError(
@@ -748,11 +718,11 @@ def _no_release(unit: str, env: str, version: str | None, available: list[str]) 
     )
 
 
-def _name(unit: Any) -> str:
+def _name(unit: AppUnit | str) -> str:
     return unit if isinstance(unit, str) else unit.name
 
 
-def _health_path(unit: Any) -> str:
+def _health_path(unit: AppUnit | str) -> str:
     return "/health" if isinstance(unit, str) else unit.service.health_path
 
 

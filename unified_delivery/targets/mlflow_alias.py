@@ -9,17 +9,24 @@ tracking store and a local artifact folder under the embedded home.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TargetError, UDError
 from ..home import Home
-from .base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
+from .base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from ..units import ModelUnit
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _own_types(fitted: Any) -> list[str]:
@@ -38,7 +45,11 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "pandas", "numpy")]
 
 
-class MlflowAliasTarget(DeployTarget):
+class MlflowAliasTarget(BaseTarget):
+    """Deploys model units by moving the MLflow alias named after the environment; the model
+    registry (roles.ModelRegistry) of the units it serves."""
+
+    kinds = ("model",)
     tracking_uri: str = ""  # empty: SQLite under the embedded home
     artifact_root: str = ""
 
@@ -57,13 +68,13 @@ class MlflowAliasTarget(DeployTarget):
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
 
-    def client(self):
+    def client(self) -> MlflowClient:
         from mlflow import MlflowClient
 
         self.activate()
         return MlflowClient()
 
-    def _experiment(self, unit) -> str:
+    def _experiment(self, unit: ModelUnit) -> str:
         import mlflow
 
         name = f"ud/{unit.name}"
@@ -74,8 +85,9 @@ class MlflowAliasTarget(DeployTarget):
         root.mkdir(parents=True, exist_ok=True)
         return mlflow.create_experiment(name, artifact_location=root.resolve().as_uri() + f"/{unit.name}")
 
-    def register(self, unit, fitted, *, train, holdout_path: Path, data_version: str, train_seconds: float,
-                 log: Log = _quiet, principal: str = "") -> Artifact:
+    def register(self, unit: ModelUnit, fitted: Any, *, train: pd.DataFrame, holdout_path: Path,
+                 data_version: str, train_seconds: float, log: Log = _quiet,
+                 principal: str = "") -> Artifact:
         """Log a fitted model, register a new version, and tag it with its provenance."""
         import mlflow
         import mlflow.sklearn
@@ -122,7 +134,7 @@ class MlflowAliasTarget(DeployTarget):
                                  "mlflow_user": mv.user_id or "",
                                  "change_created_at": _iso(mv.creation_timestamp)})
 
-    def model_version(self, unit, version: str):
+    def model_version(self, unit: ModelUnit, version: str) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -131,7 +143,7 @@ class MlflowAliasTarget(DeployTarget):
             raise UDError("UD-MODEL-VERSION-NOT-FOUND", f"{unit.model_name} has no version {version}",
                           "register the version first, or give an existing one") from None
 
-    def _tags(self, unit) -> dict[str, str]:
+    def _tags(self, unit: ModelUnit) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -139,10 +151,11 @@ class MlflowAliasTarget(DeployTarget):
         except MlflowException:
             return {}
 
-    def _set_alias(self, unit, env: str, version: str, previous: str | None, action: str) -> Deployment:
+    def _set_alias(self, unit: ModelUnit, env: str, version: str, previous: str | None, action: str,
+                   at: str | None = None) -> Deployment:
         client = self.client()
         self.model_version(unit, version)  # refuses a version that does not exist before anything moves
-        at = _now()
+        at = at or _now()
         history = json.loads(self._tags(unit).get(f"ud.{env}.history", "[]"))[-19:]
         client.set_registered_model_alias(unit.model_name, env, version)
         client.set_registered_model_tag(unit.model_name, f"ud.{env}.deployed_at", at)
@@ -152,8 +165,8 @@ class MlflowAliasTarget(DeployTarget):
         return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=previous,
                           details={"model_uri": f"models:/{unit.model_name}@{env}"})
 
-    def deploy(self, unit, env: str, artifact: Artifact, log: Log = _quiet) -> Deployment:
-        current = self.status(unit, env)
+    def _deploy(self, unit: ModelUnit, env: str, artifact: Artifact, current: Deployment | None,
+                log: Log) -> Deployment:
         # Redeploying what runs keeps the rollback point instead of pointing it at itself.
         previous = (current.previous_version if current.version == artifact.version else current.version) if current else None
         try:
@@ -164,8 +177,8 @@ class MlflowAliasTarget(DeployTarget):
         log(f"alias {unit.model_name}@{env} -> version {artifact.version}")
         return dep
 
-    def rollback(self, unit, env: str, to_version: str | None = None, log: Log = _quiet) -> Deployment:
-        current = self.status(unit, env)
+    def _rollback(self, unit: ModelUnit, env: str, to_version: str | None,
+                  current: Deployment | None, log: Log) -> Deployment:
         target = to_version or self._tags(unit).get(f"ud.{env}.previous") or None
         if not target:
             raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.model_name}@{env} has no previous version to roll back to",
@@ -180,7 +193,17 @@ class MlflowAliasTarget(DeployTarget):
         log(f"alias {unit.model_name}@{env} rolled back to version {target}")
         return dep
 
-    def status(self, unit, env: str) -> Deployment | None:
+    def _restore(self, unit: ModelUnit, env: str, before: Deployment | None, log: Log) -> None:
+        if before is None:  # no version had the alias: take it away again
+            client = self.client()
+            client.delete_registered_model_alias(unit.model_name, env)
+            for tag in ("deployed_at", "previous"):
+                client.delete_registered_model_tag(unit.model_name, f"ud.{env}.{tag}")
+            return
+        self._set_alias(unit, env, before.version, before.previous_version, "restore",
+                        at=before.deployed_at)
+
+    def status(self, unit: ModelUnit, env: str) -> Deployment | None:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -194,7 +217,7 @@ class MlflowAliasTarget(DeployTarget):
                           details={"model_uri": f"models:/{unit.model_name}@{env}", "run_id": mv.run_id,
                                    "data_version": mv.tags.get("ud.data_version", "")})
 
-    def health(self, unit, env: str) -> Health:
+    def health(self, unit: ModelUnit, env: str) -> Health:
         dep = self.status(unit, env)
         if dep is None:
             return Health(False, f"no version has alias {env}")
@@ -202,7 +225,7 @@ class MlflowAliasTarget(DeployTarget):
         ok = mv.status == "READY"
         return Health(ok, f"version {dep.version} is {mv.status}", {"version": dep.version, "status": mv.status})
 
-    def versions(self, unit, env: str) -> list[str]:
+    def versions(self, unit: ModelUnit, env: str) -> list[str]:
         found = self.client().search_model_versions(f"name='{unit.model_name}'")
         return [str(v.version) for v in sorted(found, key=lambda v: -int(v.version))]
 

@@ -1,5 +1,5 @@
-"""What the local file targets (local_release, local_artifact) share: a lock per unit and
-environment across processes, and a state file replaced atomically."""
+"""What targets keep on disk: a lock per unit and environment across processes (every target,
+through base.BaseTarget), and a state file replaced atomically (the local file targets)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,20 @@ TMP_MARK = ".tmp-"  # in the name of anything half-written; never a release or a
 
 
 @contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """One deploy, rollback or stop at a time per unit and environment, across processes."""
-    with open(root / ".lock", "a") as handle:
+def lock_file(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (made if missing), waiting for it, across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def locked(root: Path) -> contextlib.AbstractContextManager[None]:
+    """One deploy, rollback or stop at a time for the files under `root`."""
+    return lock_file(root / ".lock")
 
 
 @contextlib.contextmanager

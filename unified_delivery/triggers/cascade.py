@@ -27,7 +27,7 @@ def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -
             continue
         data = platform.units[model.trains_on]
         try:
-            dep = platform.target(data).status(data, data.environments[-1])
+            dep = platform.target(data, data.environments[-1]).status(data, data.environments[-1])
         except Exception as exc:
             note(context, "error", f"{sensor}: {data.name}: status unavailable: {type(exc).__name__}: {exc}", event="error")
             continue

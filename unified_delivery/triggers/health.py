@@ -36,9 +36,9 @@ def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch
         requests = []
         for name in platform.order():
             unit = platform.units[name]
-            target = platform.target(unit)
             for env in unit.environments:
                 key = f"{name}/{env}"
+                target = platform.target(unit, env)
                 try:
                     dep = target.status(unit, env)
                 except Exception as exc:

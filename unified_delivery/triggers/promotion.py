@@ -36,13 +36,13 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
     requests = []
     for name in platform.order():
         unit = platform.units[name]
-        target = platform.target(unit)
         for env in unit.environments[1:]:
             if getattr(unit.policy, env, "manual") != "automatic":
                 continue
             prev = unit.previous_stage(env)
             try:
-                src, dst = target.status(unit, prev), target.status(unit, env)
+                src = platform.target(unit, prev).status(unit, prev)
+                dst = platform.target(unit, env).status(unit, env)
             except Exception as exc:  # a target that cannot answer holds back this unit only
                 note(context, "error", f"{sensor}: {name}: cannot read {prev}/{env}: {type(exc).__name__}: {exc}",
                      unit=name, event="error")

@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from ..targets.roles import ModelRegistry
 from ..translator import job_name
 from .cascade import cascade_sensor
 from .git import app_watches, git_sensor
@@ -34,8 +35,12 @@ def standard_sensors(platform: Any, base: dg.Definitions, principal: str) -> lis
     if first_env_jobs("app"):
         sensors.append(git_sensor("ud_git_push", lambda: app_watches(platform), first_env_jobs("app"), principal=principal))
     if first_env_jobs("model"):
+        # One registry client for the sensor: the registry of the first model unit (each unit has
+        # one, wherever it deploys; a platform whose model units use several watches the first's).
+        first_model = next(u for u in platform.units.values() if u.kind == "model")
+        registry = platform.role(first_model, ModelRegistry)
         sensors += [
-            registry_sensor("ud_mlflow_registry", lambda: model_watches(platform), lambda: platform.targets["model"].client(),
+            registry_sensor("ud_mlflow_registry", lambda: model_watches(platform), registry.client,
                             first_env_jobs("model"), known=ledger_knows(platform), principal=principal),
             cascade_sensor(platform, first_env_jobs("model"), principal=principal),
         ]
