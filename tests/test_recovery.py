@@ -28,7 +28,7 @@ def test_an_intent_without_an_outcome_is_completed_from_the_target(tmp_path, mon
         # A run that recorded its intent, switched the target, and was killed before the outcome.
         record(t.ledger, DeployStarted(from_version=v1, to_version=v2, run_id="run-killed-after-switch"),
                principal="human:dana", unit="svc", env="staging", version=v2)
-        t.platform.target(unit).deploy(unit, "staging", Artifact(unit="svc", kind="app", version=v2, location=str(source)))
+        t.platform.target(unit, "staging").deploy(unit, "staging", Artifact(unit="svc", kind="app", version=v2, location=str(source)))
         with env_lock(Home.current(), unit, "staging"):  # still under way: nothing is concluded
             status(t.platform)
         assert not [e for e in t.ledger.entries(env="staging") if e.payload.get("recovered")]

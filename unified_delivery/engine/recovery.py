@@ -46,7 +46,7 @@ def recover(ledger: Ledger, platform: Platform, unit: Unit, env: str) -> LedgerE
     intent = open_intent(ledger, unit, env)
     if intent is None:
         return None
-    dep = platform.target(unit).status(unit, env)
+    dep = platform.target(unit, env).status(unit, env)
     actual = dep.version if dep else None
     where = {"principal": intent.principal, "unit": unit.name, "env": env}
     if intent.action == DeployStarted.ACTION:
