@@ -164,7 +164,7 @@ class DbtWapTarget(DeployTarget):
 
     def write(self, unit, version: str, *, models: list[str], log: Log = _quiet, dbt_vars: dict | None = None) -> Artifact:
         """Build the selection into the version's audit schema. `dbt_vars` must already be checked
-        against the unit's declared vars (kinds/data.py `parse_vars`); they reach dbt as JSON."""
+        against the unit's declared vars (kinds/data/vars.py); they reach dbt as JSON."""
         schema = self.audit_schema(unit, version)
         extra = ["--vars", json.dumps(dbt_vars)] if dbt_vars else []
         run = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test", *extra], log)

@@ -22,7 +22,8 @@ from typing import Any, Callable
 from pydantic import Field
 
 from ..errors import ConfigError, TargetError
-from ..units import AppUnit, Resources, Unit
+from ..kinds.app.unit import AppUnit
+from ..units import Resources, Unit
 from .base import Artifact, Deployment, DeployTarget, Health, Log, _quiet
 
 DEFAULT_KUBERNETES_VERSION = "1.31"

@@ -124,7 +124,7 @@ class LocalArtifactTarget(DeployTarget):
 
     def read(self, unit: Any, env: str) -> Any:
         """The value `env` publishes now, as the asset returned it."""
-        from unified_delivery.kinds.asset import read_value
+        from unified_delivery.kinds.asset.values import read_value
 
         path = self.path(unit, env)
         if path is None:
