@@ -22,7 +22,7 @@ from pathlib import Path
 
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.local_release import LocalReleaseTarget
-from unified_delivery.units import AppUnit, ServiceSpec
+from unified_delivery.kinds.app.unit import AppUnit, ServiceSpec
 
 ENV = "staging"
 POLL_S = 0.05

@@ -18,8 +18,14 @@ def _module(path: Path) -> str:
 
 
 def _sources() -> dict[str, Path]:
-    # scaffold/files holds templates of a platform repository (with placeholders), not the framework
-    return {_module(p): p for p in PACKAGE.rglob("*.py") if "scaffold/files" not in p.as_posix()}
+    # scaffold/files and kinds/<kind>/template hold templates of a platform repository and of its
+    # units (with placeholders), not the framework
+    def template(path: Path) -> bool:
+        parts = path.relative_to(PACKAGE).parts
+        in_kind = parts[:1] == ("kinds",) and parts[2:3] == ("template",)
+        return parts[:2] == ("scaffold", "files") or in_kind
+
+    return {_module(p): p for p in PACKAGE.rglob("*.py") if not template(p)}
 
 
 def imports() -> dict[str, set[str]]:

@@ -13,7 +13,8 @@ import pytest
 from unified_delivery import App, Data
 from unified_delivery.errors import ConfigError
 from unified_delivery.loader import load_yaml_unit, load_yaml_units
-from unified_delivery.units import AppUnit, DataUnit
+from unified_delivery.kinds.app.unit import AppUnit
+from unified_delivery.kinds.data.unit import DataUnit
 
 ROOT = Path(__file__).resolve().parents[1]
 DG = ROOT / ".venv" / "bin" / "dg"
@@ -156,7 +157,7 @@ def test_the_attribute_schema_is_the_unit_declaration():
     data = Data.get_model_cls().model_json_schema()
     assert set(app["required"]) == {"team", "repository"}  # the name defaults to the folder
     assert set(data["required"]) == {"project", "select"}  # the team may come from dbt meta
-    assert "git" in app["properties"]["repository"]["description"]  # units.py's field comment
+    assert "git" in app["properties"]["repository"]["description"]  # its Field(description=...)
 
 
 UNIT = """type: {type}

@@ -17,7 +17,8 @@ from unified_delivery.gates.cost import CostGate
 from unified_delivery.home import Home
 from unified_delivery.ledger import Ledger
 from unified_delivery.targets.base import Artifact
-from unified_delivery.units import AppUnit, GateSpec
+from unified_delivery.kinds.app.unit import AppUnit
+from unified_delivery.units import GateSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICES = """

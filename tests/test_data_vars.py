@@ -27,13 +27,14 @@ from unified_delivery.errors import ConfigError, UDError
 from unified_delivery.governance import tokens
 from unified_delivery.home import Home
 from unified_delivery.kinds.base import BuildContext
-from unified_delivery.kinds.data import DataTranslator, parse_vars
-from unified_delivery.loader import units_from_dbt_meta
+from unified_delivery.kinds.data.translator import DataTranslator
+from unified_delivery.kinds.data.vars import parse_vars
+from unified_delivery.kinds.data.meta_units import units_from_dbt_meta
 from unified_delivery.ledger import Ledger
 from unified_delivery.loader import load_yaml_unit
 from unified_delivery.targets.dbt_duckdb import RELEASES, DbtDuckDBTarget
+from unified_delivery.kinds.data.unit import DataUnit
 from unified_delivery.targets.routing import Targets
-from unified_delivery.units import DataUnit
 
 # The finding, as the agent sent it: close the quote and the cast, union a file read, comment out the rest.
 SCALAR_READ = "2026-01-01' as date) union select read_text('{key}') --"

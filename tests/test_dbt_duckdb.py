@@ -26,11 +26,12 @@ from unified_delivery.gates.base import GateContext, GateResult
 from unified_delivery.gates.dbt_tests import DbtTestsGate
 from unified_delivery.home import Home
 from unified_delivery.kinds.base import BuildContext
-from unified_delivery.kinds.data import DataTranslator
+from unified_delivery.kinds.data.translator import DataTranslator
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.dbt_duckdb import RELEASES, DbtDuckDBTarget
+from unified_delivery.kinds.data.unit import DataUnit
 from unified_delivery.targets.routing import Targets
-from unified_delivery.units import DataUnit, GateSpec
+from unified_delivery.units import GateSpec
 
 REFERENCE = Path(__file__).resolve().parents[1] / "dbt_project"
 MODEL = "customer_features"

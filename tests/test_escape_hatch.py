@@ -19,7 +19,7 @@ from unified_delivery.cost import CostModel
 from unified_delivery.errors import ConfigError, TargetError
 from unified_delivery.governance import Governance, PolicyFile
 from unified_delivery.home import Home
-from unified_delivery.kinds.asset import read_value, write_value
+from unified_delivery.kinds.asset.values import read_value, write_value
 from unified_delivery.ledger import LedgerResource
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.local_artifact import LocalArtifactTarget

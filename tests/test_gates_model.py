@@ -14,7 +14,8 @@ from unified_delivery.gates import GateContext, build_gate
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
-from unified_delivery.units import GateSpec, ModelUnit
+from unified_delivery.kinds.model.unit import ModelUnit
+from unified_delivery.units import GateSpec
 
 FEATURES = ["tenure_days", "spend"]
 SENDS = {"tenure_days": "double", "spend": "double"}

@@ -16,7 +16,8 @@ from unified_delivery.home import Home
 from unified_delivery.loader import load_yaml_unit
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
-from unified_delivery.units import DataUnit, GateSpec
+from unified_delivery.kinds.data.unit import DataUnit
+from unified_delivery.units import GateSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "ud_audit_customer_features_v1"

@@ -13,7 +13,8 @@ from unified_delivery.gates.security import mask
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.local_release import LocalReleaseTarget
-from unified_delivery.units import AppUnit, GateSpec
+from unified_delivery.kinds.app.unit import AppUnit
+from unified_delivery.units import GateSpec
 
 CLEAN = '''"""A small service."""
 import json

@@ -38,7 +38,8 @@ from unified_delivery.loader import load_yaml_unit, unit_from_attributes
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.kubernetes import (DEFAULT_KUBERNETES_VERSION, KubernetesTarget, dagster_k8s_tags,
                                                  render_manifests, schema_errors, supported_versions)
-from unified_delivery.units import AppUnit, GateSpec, Resources
+from unified_delivery.kinds.app.unit import AppUnit
+from unified_delivery.units import GateSpec, Resources
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "assets" / "units" / "recommendation_api" / "defs.yaml"

@@ -20,7 +20,8 @@ import unified_delivery as ud
 from unified_delivery import Platform
 from unified_delivery.errors import ConfigError
 from unified_delivery.loader import load_yaml_unit, load_yaml_units
-from unified_delivery.units import AppUnit, DataUnit
+from unified_delivery.kinds.app.unit import AppUnit
+from unified_delivery.kinds.data.unit import DataUnit
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT = ROOT / "dbt_project"

@@ -24,7 +24,7 @@ import pytest
 from unified_delivery.errors import TargetError
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.local_release import LocalReleaseTarget
-from unified_delivery.units import AppUnit, ServiceSpec
+from unified_delivery.kinds.app.unit import AppUnit, ServiceSpec
 
 ENV = "staging"
 
@@ -441,7 +441,7 @@ CHILD = """
 import json, sys
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.local_release import LocalReleaseTarget
-from unified_delivery.units import AppUnit
+from unified_delivery.kinds.app.unit import AppUnit
 
 args = json.loads(sys.argv[1])
 target = LocalReleaseTarget(home=args["home"], drain_s=args["drain_s"])

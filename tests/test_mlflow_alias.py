@@ -33,7 +33,8 @@ from unified_delivery.gates.model_metric import ModelMetricGate
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
-from unified_delivery.units import GateSpec, ModelUnit
+from unified_delivery.kinds.model.unit import ModelUnit
+from unified_delivery.units import GateSpec
 
 FEATURES = ["tenure", "spend", "noise"]
 LABEL = "y"

@@ -32,7 +32,8 @@ from unified_delivery.ledger import Ledger, LedgerResource
 from unified_delivery.runner import RunOutcome
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.dbt_postgres import DbtPostgresTarget
-from unified_delivery.units import DataUnit, GateSpec
+from unified_delivery.kinds.data.unit import DataUnit
+from unified_delivery.units import GateSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "customer_features"

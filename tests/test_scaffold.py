@@ -154,7 +154,7 @@ def test_a_new_app_promoted_before_its_commit_says_to_commit(platform: Path, tmp
 
 def test_a_dataset_path_is_found_beside_the_file_or_else_in_the_working_directory(tmp_path: Path, monkeypatch):
     """A notebook's cells live in the kernel's temporary files: its relative paths mean the working directory."""
-    from unified_delivery.kinds.model import _beside
+    from unified_delivery.kinds.model.decorator import _beside
 
     kernel_cells, notebook_dir = tmp_path / "ipykernel_123", tmp_path / "work"
     kernel_cells.mkdir()

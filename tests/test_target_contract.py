@@ -29,7 +29,11 @@ import pytest
 from tests.pg import USER, start_or_skip
 from unified_delivery.errors import TargetError
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment
-from unified_delivery.units import AppUnit, AssetUnit, DataUnit, ModelUnit, ServiceSpec, Unit
+from unified_delivery.units import Unit
+from unified_delivery.kinds.app.unit import AppUnit, ServiceSpec
+from unified_delivery.kinds.asset.unit import AssetUnit
+from unified_delivery.kinds.data.unit import DataUnit
+from unified_delivery.kinds.model.unit import ModelUnit
 
 # c_unknown first: a warehouse lists the versions of the unit's environments in their order.
 ENVS = (

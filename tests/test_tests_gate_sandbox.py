@@ -28,12 +28,13 @@ from unified_delivery.gates import GateContext, build_gate, sandbox
 from unified_delivery.gates.sandbox import Sandbox, choose_isolation
 from unified_delivery.gates.tests import _junit_counts, _tail, suite_environment
 from unified_delivery.home import Home
-from unified_delivery.kinds.app import AppTranslator
+from unified_delivery.kinds.app.translator import AppTranslator
 from unified_delivery.kinds.base import BuildContext
 from unified_delivery.redaction import redact_text
 from unified_delivery.targets.local_release import LocalReleaseTarget
+from unified_delivery.kinds.app.unit import AppUnit
 from unified_delivery.targets.routing import Targets
-from unified_delivery.units import AppUnit, GateSpec
+from unified_delivery.units import GateSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_PASSWORD = "hunter2-very-secret"
@@ -116,7 +117,7 @@ from unified_delivery.gates import GateContext, build_gate, sandbox
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.local_release import LocalReleaseTarget
-from unified_delivery.units import AppUnit
+from unified_delivery.kinds.app.unit import AppUnit
 
 unit = AppUnit.model_validate_json(sys.argv[1])
 artifact = Artifact(**json.loads(sys.argv[2]))

@@ -3,12 +3,19 @@
 The public API for platform repositories; kept light (no MLflow, dbt or GX import)."""
 
 from .api import Promotion, promote, rollback, status
-from .components import App, Data  # the Dagster component types `unified_delivery.App` and `.Data`
 from .errors import ConfigError, GateRefused, NotPermitted, TargetError, UDError
-from .kinds.asset import WrappedAsset, wrap_asset
-from .kinds.model import ModelDefinition, model
+
+# App and Data are the Dagster component types `unified_delivery.App` and `unified_delivery.Data`.
+from .kinds.app.component import App
+from .kinds.app.unit import AppUnit
+from .kinds.asset.unit import AssetUnit
+from .kinds.asset.wrap import WrappedAsset, wrap_asset
+from .kinds.data.component import Data
+from .kinds.data.unit import DataUnit
+from .kinds.model.decorator import ModelDefinition, model
+from .kinds.model.unit import ModelUnit
 from .platform import Platform
-from .units import AppUnit, AssetUnit, Budget, DataUnit, GateSpec, ModelUnit, Policy
+from .units import Budget, GateSpec, Policy
 
 
 def gate(type: str, *, name: str | None = None, stage: str = "candidate", **settings) -> GateSpec:

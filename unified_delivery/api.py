@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .home import Home
-from .kinds.model import ModelDefinition
+from .kinds.model.decorator import ModelDefinition
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,9 @@ def cmd_info(args, out: Output) -> int:
     platform, _ = service.load_platform()
     repos = {}
     for unit in platform.units.values():
-        if unit.kind == "app":
-            repos[unit.name] = {"remote": home.expand(unit.repository), "workdir": str(home.repos / unit.name)}
+        if source := unit.git_source():
+            repos[unit.name] = {"remote": home.expand(source.repository),
+                                "workdir": str(home.repos / unit.name)}
     registries = platform.targets.playing(ModelRegistry)
     warehouses = platform.targets.playing(Warehouse)
     data = {"home": str(home.root), "dagster_home": str(home.dagster_home),

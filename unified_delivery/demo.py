@@ -19,7 +19,7 @@ from typing import Any
 
 from .governance.authors import of_version
 from .home import Home, project_root
-from .kinds.app import git
+from .kinds.app.translator import git
 from .output import Output, status_table
 from .runner import prepare_home
 from .service import approve, load_platform, promote, rollback, status

@@ -8,8 +8,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .kinds.asset import WrappedAsset
-from .kinds.model import ModelDefinition
+from .kinds.asset.wrap import WrappedAsset
+from .kinds.model.decorator import ModelDefinition
 from .units import Unit
 
 

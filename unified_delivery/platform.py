@@ -13,31 +13,24 @@ from .errors import ConfigError
 from .gates import Gate, build_gate
 from .cost import CostModel
 from .governance import Governance
-from .kinds.app import AppTranslator
-from .kinds.asset import AssetTranslator, WrappedAsset
+from .kinds.asset.wrap import WrappedAsset
 from .kinds.base import KindTranslator
-from .kinds.data import DataTranslator
-from .kinds.model import ModelDefinition, ModelTranslator
+from .kinds.data.meta_units import units_from_dbt_meta
+from .kinds.kind import Kind
+from .kinds.model.decorator import ModelDefinition
+from .kinds.registry import kinds
 from .ledger import LedgerResource
-from .loader import load_yaml_units, units_from_dbt_meta
+from .loader import load_yaml_units
 from .targets.roles import DeployTarget
 from .targets.routing import KindTargets, Targets
 from .units import GateSpec, Unit
 
 R = TypeVar("R")
 
-TRANSLATORS: dict[str, KindTranslator] = {t.kind: t for t in (AppTranslator(), ModelTranslator(), DataTranslator(),
-                                                                AssetTranslator())}
-
 
 def default_targets() -> dict[str, DeployTarget]:
-    from .targets.dbt_duckdb import DbtDuckDBTarget
-    from .targets.local_artifact import LocalArtifactTarget
-    from .targets.local_release import LocalReleaseTarget
-    from .targets.mlflow_alias import MlflowAliasTarget
-
-    return {"app": LocalReleaseTarget(), "model": MlflowAliasTarget(), "data": DbtDuckDBTarget(),
-            "asset": LocalArtifactTarget()}
+    """Each known kind's default target (kinds/<kind>/__init__.py), by kind."""
+    return {name: kind.default_target() for name, kind in kinds().items()}
 
 
 def declared_unit(item: Unit | ModelDefinition | WrappedAsset) -> Unit:
@@ -55,12 +48,18 @@ class Platform:
         self.trainers: dict[str, ModelDefinition | WrappedAsset] = {}
         self.units: dict[str, Unit] = {}
         self.declarations = list(units)  # as given, so a variant of this platform can be built (api.promote)
+        self.kinds: dict[str, Kind] = kinds()  # as registered when the platform is made
         for item in self.declarations:
             unit = declared_unit(item)
             if unit is not item:
                 self.trainers[unit.name] = item
             if unit.name in self.units:
                 raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: declared twice", "give each unit a unique name")
+            if unit.kind not in self.kinds:
+                raise ConfigError(
+                    "UD-CONFIG-KIND", f"unit {unit.name}: kind {unit.kind!r} is not registered",
+                    f"known kinds: {', '.join(self.kinds)}; register the kind "
+                    "(unified_delivery.kinds.register) before the platform is made")
             self.units[unit.name] = unit
         # Per kind, one target for every environment or one per environment (targets/routing.py).
         self.targets = Targets.of(targets or default_targets())
@@ -102,7 +101,7 @@ class Platform:
     def from_directory(cls, directory: Path, python_units: Iterable[Unit | ModelDefinition | WrappedAsset] = (),
                        dbt_projects: Iterable[Path] = (), **kwargs: Any) -> "Platform":
         """YAML units of `directory`, the Python units given, and a data unit for every model of
-        `dbt_projects` that declares itself in its dbt `meta` (see kinds/data.py)."""
+        `dbt_projects` that declares itself in its dbt `meta` (see kinds/data/meta.py)."""
         with dbt.one_check_per_load():
             units = [*load_yaml_units(directory), *python_units]
             declared = {declared_unit(u).name for u in units}
@@ -112,8 +111,11 @@ class Platform:
                 units += found
             return cls(units, **kwargs)
 
+    def kind(self, unit: Unit) -> Kind:
+        return self.kinds[unit.kind]
+
     def translator(self, unit: Unit) -> KindTranslator:
-        return TRANSLATORS[unit.kind]
+        return self.kinds[unit.kind].translator
 
     def target(self, unit: Unit, env: str) -> DeployTarget:
         """The target `unit` deploys through in `env`: the unit's own choice for it (its `targets:`
@@ -168,9 +170,8 @@ class Platform:
     def _validate(self) -> None:
         self._validate_environment_names()
         for unit in self.units.values():
-            for dep in self.translator(unit).upstream_units(unit):
+            for dep, where in self.translator(unit).upstream_fields(unit).items():
                 if dep not in self.units:
-                    where = next((f for f in ("serves", "trains_on") if getattr(unit, f, None) == dep), "depends_on")
                     raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field {where}: {dep!r} is not a unit of this platform",
                                       f"known units: {', '.join(self.units)}")
             self.translator(unit).validate(unit, self.units)

@@ -1,8 +1,8 @@
 """Units into Dagster definitions: one asset per unit x stage, one blocking check per gate,
-one promotion job per unit x environment, and one rollback job."""
+one promotion job per unit x environment, and one rollback job. What runs inside them is
+the engine's (engine/); what is particular to a kind, its translator's (kinds/<kind>/)."""
 
-
-from typing import Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pydantic
@@ -15,7 +15,8 @@ from .run_tags import ENV_TAG, UNIT_TAG
 from .targets.kubernetes import dagster_k8s_tags
 from .units import CANDIDATE, Unit
 
-KIND_TAGS = {"app": {"git", "python"}, "model": {"mlflow", "scikitlearn"}, "data": {"dbt", "duckdb"}}
+if TYPE_CHECKING:
+    from .platform import Platform
 
 
 class CandidateConfig(dg.Config):
@@ -43,16 +44,16 @@ def job_name(unit: str, env: str) -> str:
     return f"{unit}__to_{env}"
 
 
-def _resource_keys(platform: Any, unit: Unit) -> set[str]:
+def _resource_keys(platform: "Platform", unit: Unit) -> set[str]:
     """The ledger and the targets of the unit's environments (each target is a resource)."""
     return {"ledger", *platform.targets.keys_for(unit)}
 
 
-def stage_assets(platform: Any, unit: Unit) -> list[dg.AssetsDefinition]:
+def stage_assets(platform: "Platform", unit: Unit) -> list[dg.AssetsDefinition]:
     translator = platform.translator(unit)
-    common = dict(group_name=unit.name, kinds=KIND_TAGS.get(unit.kind), owners=[f"team:{unit.team}"],
-                  required_resource_keys=_resource_keys(platform, unit),
-                  tags={"ud/kind": unit.kind})
+    dagster_kinds = set(platform.kind(unit).dagster_kinds) or None  # the tags the UI shows
+    common = dict(group_name=unit.name, kinds=dagster_kinds, owners=[f"team:{unit.team}"],
+                  required_resource_keys=_resource_keys(platform, unit), tags={"ud/kind": unit.kind})
 
     @dg.asset(key=key(unit.name, CANDIDATE), deps=[key(u, s) for u, s in translator.candidate_deps(unit, platform.units)],
               description=f"{unit.name} ({unit.kind}) built, not yet deployed.", op_tags=dagster_k8s_tags(unit), **common)
@@ -67,7 +68,8 @@ def stage_assets(platform: Any, unit: Unit) -> list[dg.AssetsDefinition]:
     return assets
 
 
-def _env_asset(platform: Any, unit: Unit, env: str, deps: list, common: dict) -> dg.AssetsDefinition:
+def _env_asset(platform: "Platform", unit: Unit, env: str, deps: list,
+               common: dict) -> dg.AssetsDefinition:
     @dg.asset(key=key(unit.name, env), deps=deps, description=f"{unit.name} as deployed to {env}.", **common)
     def deployed(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return engine.promote(context, platform, unit, env)
@@ -75,7 +77,7 @@ def _env_asset(platform: Any, unit: Unit, env: str, deps: list, common: dict) ->
     return deployed
 
 
-def gate_check(platform: Any, unit: Unit, gate: Gate) -> dg.AssetChecksDefinition:
+def gate_check(platform: "Platform", unit: Unit, gate: Gate) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=key(unit.name, gate.spec.stage), name=gate.name, blocking=True,
                     required_resource_keys=_resource_keys(platform, unit),
                     description=f"{gate.family} gate: guards {unit.name}'s promotion from {gate.spec.stage}.",
@@ -102,7 +104,7 @@ def promotion_jobs(unit: Unit) -> list:
     return jobs
 
 
-def rollback_job(platform: Any) -> dg.JobDefinition:
+def rollback_job(platform: "Platform") -> dg.JobDefinition:
     @dg.op(required_resource_keys={"ledger", *platform.targets.resources()})
     def rollback_unit(context: dg.OpExecutionContext, config: RollbackConfig):
         unit = platform.units.get(config.unit)
@@ -123,7 +125,8 @@ def rollback_job(platform: Any) -> dg.JobDefinition:
     return job
 
 
-def unit_jobs(platform: Any, unit: Unit, assets: list, checks: list) -> list[dg.JobDefinition]:
+def unit_jobs(platform: "Platform", unit: Unit, assets: list,
+              checks: list) -> list[dg.JobDefinition]:
     """The unit's promotion jobs, resolved against the unit's own stages and checks.
 
     Dagster resolves an asset job by walking every asset definition of the code location,
@@ -137,7 +140,7 @@ def unit_jobs(platform: Any, unit: Unit, assets: list, checks: list) -> list[dg.
     return [scope.resolve_job_def(j.name) for j in jobs]
 
 
-def platform_defs(platform: Any) -> dg.Definitions:
+def platform_defs(platform: "Platform") -> dg.Definitions:
     assets, checks, jobs = [], [], []
     for name in platform.order():
         unit = platform.units[name]

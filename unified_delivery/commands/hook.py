@@ -28,15 +28,16 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def resolve_repository(value: str) -> Path:
-    """A path, or the name of an app unit (its repository)."""
+    """A path, or the name of a unit built from Git (an app unit): its repository."""
     if not Path(value).exists():
         from ..home import Home
         from ..service import load_platform
 
         platform, _ = load_platform()
         unit = platform.units.get(value)
-        if unit is not None and unit.kind == "app":
-            return Path(Home.current().expand(unit.repository))
+        source = unit.git_source() if unit is not None else None
+        if source is not None:
+            return Path(Home.current().expand(source.repository))
         raise ConfigError("UD-HOOK-REPO", f"{value} is neither a repository path nor an app unit",
                           "give the path of a bare repository (`ud info --json` names the app's remote)")
     return Path(value)

@@ -27,7 +27,8 @@ def _version(platform, unit, given: str) -> tuple[str, str]:
     entry = platform.ledger.ledger().latest(unit=unit.name, action="candidate")
     if entry is not None:
         return entry.version, "the newest candidate in the ledger"
-    branch = getattr(unit, "branch", "")
+    source = unit.git_source()
+    branch = source.branch if source else ""
     return branch, f"the branch {branch!r}: no candidate was built yet, give --version to pin one"
 
 

@@ -1,8 +1,11 @@
-"""`ud init DIR` (a new platform repository) and `ud new app|model|data NAME` (a unit in it)."""
+"""`ud init DIR` (a new platform repository) and `ud new KIND NAME` (a unit in it: app, model,
+data, or any kind with a scaffold)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from ..scaffold import scaffolds
 
 
 def cmd_init(args, out) -> int:
@@ -34,7 +37,7 @@ def register(add) -> None:
     sp.add_argument("directory")
     sp.add_argument("--empty", action="store_true", help="no starter units (features -> scorer -> api)")
     sp = add("new", cmd_new, "a new unit in this platform repository, with gates, a budget, a policy and a test")
-    sp.add_argument("kind", choices=["app", "model", "data"])
+    sp.add_argument("kind", choices=list(scaffolds()))
     sp.add_argument("name")
     sp.add_argument("--team", default=None, help="owner team (default: web, ml or analytics by kind)")
     sp.add_argument("--trains-on", default=None, metavar="DATA_UNIT",

@@ -34,7 +34,9 @@ class AssetCheckGate(Gate):
                               f"{', '.join(unit.checks) or 'none'}")
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        from ..kinds.asset import ValueStore, WrappedAsset, run_error
+        from ..kinds.asset.translator import run_error
+        from ..kinds.asset.values import ValueStore
+        from ..kinds.asset.wrap import WrappedAsset
 
         wrapped = ctx.platform.trainers.get(ctx.unit.name)
         if not isinstance(wrapped, WrappedAsset):

@@ -24,7 +24,8 @@ DEPLOY_FILE = "ud-deploy.yaml"
 
 def serving_of(ctx: GateContext) -> Serving | None:
     declared = ctx.unit.budget.serving
-    if ctx.unit.kind == "app" and ctx.artifact is not None:
+    # A unit built from a commit may say in its tree how it is served (the candidate is that tree).
+    if ctx.unit.git_source() is not None and ctx.artifact is not None:
         path = Path(ctx.artifact.location) / DEPLOY_FILE
         if path.exists():
             raw = yaml.safe_load(path.read_text()) or {}

@@ -48,7 +48,7 @@ class FairnessGate(Gate):
     def evaluate(self, ctx: GateContext) -> GateResult:
         import pandas as pd
 
-        from ..kinds.model import load_model
+        from ..kinds.model.evaluation import load_model
 
         s, unit = self.settings, ctx.unit
         if ctx.artifact is None or "holdout_path" not in ctx.artifact.details:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..units import AppUnit, Unit
+from ..kinds.app.unit import AppUnit
+from ..units import Unit
 from .base import Gate, GateContext, GateResult, GateSettings
 
 REQUIRED_LIMITS = ("cpu", "memory")

@@ -38,7 +38,7 @@ class ModelMetricGate(Gate):
     Settings = MetricSettings
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        from ..kinds.model import load_holdout, load_model
+        from ..kinds.model.evaluation import load_holdout, load_model
 
         s = self.settings
         X, y = load_holdout(ctx.artifact, ctx.unit)

@@ -39,7 +39,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..redaction import known_secret_values, redact_text
-from ..units import AppUnit
+from ..kinds.app.unit import AppUnit
 from .base import Gate, GateContext, GateResult, GateSettings
 from .sandbox import SETUP_FAILED, SETUP_MARK, Sandbox
 

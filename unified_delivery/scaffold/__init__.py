@@ -1,8 +1,10 @@
 """`ud init` and `ud new`: a platform repository, and units in it, that work at once.
 
-The files are templates under `files/` (`@@key@@` placeholders, so dbt's and Make's own
-braces and dollars stay as they are). A unit is written only when every file it needs
-is new, so a refused `ud new` leaves the repository as it was.
+The files are templates (`@@key@@` placeholders, so dbt's and Make's own braces and dollars
+stay as they are): the platform repository's under `files/platform`, a unit's in its kind's
+folder (`kinds/<kind>/template`, with the values its kind fills in: kinds/scaffolding.py).
+A unit is written only when every file it needs is new, so a refused `ud new` leaves the
+repository as it was.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from ..errors import ConfigError, UDError
 from ..home import is_platform_root
+from ..kinds.registry import kinds
+from ..kinds.scaffolding import NewUnit, Scaffold
 from ..units import NAME_RE
 
-KINDS = ("app", "model", "data")
 PLACEHOLDER = re.compile(r"@@(\w+)@@")
+PLATFORM = resources.files(__package__) / "files" / "platform"  # a platform repository's template
+# What `ud init` starts a platform with: a data -> model -> app chain (kind, unit, team).
 STARTERS = [("data", "features", "analytics"), ("model", "scorer", "ml"), ("app", "api", "web")]
-SAMPLE_COLUMNS = ["x1", "x2", "x3", "x4"]
 
 
 @dataclass
@@ -33,8 +38,9 @@ class Written:
     next_steps: list[str] = field(default_factory=list)
 
 
-def _files(kind: str):
-    return resources.files(__package__).joinpath("files", kind)
+def scaffolds() -> dict[str, Scaffold]:
+    """The kinds `ud new` can write, by name, with their templates."""
+    return {name: kind.scaffold for name, kind in kinds().items() if kind.scaffold is not None}
 
 
 def render(text: str, values: dict[str, str], source: str) -> str:
@@ -46,7 +52,7 @@ def render(text: str, values: dict[str, str], source: str) -> str:
     return PLACEHOLDER.sub(one, text)
 
 
-def _plan(kind: str, values: dict[str, str]) -> dict[str, str]:
+def _plan(template: Traversable, values: dict[str, str]) -> dict[str, str]:
     """Relative path -> content of every file a template makes."""
     out: dict[str, str] = {}
 
@@ -60,7 +66,7 @@ def _plan(kind: str, values: dict[str, str]) -> dict[str, str]:
                 target = ".gitignore" if target == "gitignore" else target
                 out[target] = render(child.read_text(), values, path)
 
-    walk(_files(kind), "")
+    walk(template, "")
     return out
 
 
@@ -108,8 +114,8 @@ def init_platform(directory: Path, *, starters: bool = True) -> Written:
     root.mkdir(parents=True, exist_ok=True)
     try:
         ud = str(Path(sys.executable).with_name("ud"))
-        files = _write(root, _plan("platform", {"name": name, "python": sys.executable, "ud": ud,
-                                                "requirement": framework_requirement()}))
+        files = _write(root, _plan(PLATFORM, {"name": name, "python": sys.executable, "ud": ud,
+                                              "requirement": framework_requirement()}))
         written = Written(root=root, files=files)
         if starters:
             for kind, unit, team in STARTERS:
@@ -145,77 +151,24 @@ def existing_units(root: Path) -> set[str]:
 def new_unit(root: Path, kind: str, name: str, *, team: str | None = None, trains_on: str | None = None,
              label: str | None = None, serves: str | None = None) -> Written:
     root = _platform_root(Path(root).resolve())
-    if kind not in KINDS:
-        raise ConfigError("UD-NEW-KIND", f"{kind!r} is not a kind of unit", f"use one of: {', '.join(KINDS)}")
+    known = scaffolds()
+    if kind not in known:
+        raise ConfigError("UD-NEW-KIND", f"{kind!r} is not a kind of unit `ud new` writes",
+                          f"use one of: {', '.join(known)}")
+    scaffold = known[kind]
     if not NAME_RE.match(name) or not name.isidentifier():
         raise ConfigError("UD-NEW-NAME", f"{name!r} is not a valid unit name",
                           "use lower case letters, digits and _, starting with a letter (it becomes a Python and dbt name)")
     if name in existing_units(root) or name in ("definitions",):
         raise ConfigError("UD-NEW-EXISTS", f"a unit named {name!r} exists in {root}", "choose another name")
-    team = team or {"app": "web", "model": "ml", "data": "analytics"}[kind]
+    team = team or scaffold.team
     if not NAME_RE.match(team):
         raise ConfigError("UD-NEW-NAME", f"{team!r} is not a valid team name", "use lower case letters, digits and _")
-    values = {"name": name, "team": team, "label": label or "label", "serves": "", "service_env": "",
-              "model_doc": "", "features": repr(SAMPLE_COLUMNS), "source": "", "columns": "", "column_docs": ""}
-    extra: dict[str, bytes | str] = {}
-    steps = []
-    if kind == "app":
-        if serves:
-            values["serves"] = f"  serves: {serves}   # the model whose version in each environment it serves\n"
-            values["service_env"] = ("    env:\n      MODEL_URI: \"models:/" + serves + "@{env}\"\n"
-                                      "      MLFLOW_TRACKING_URI: \"{mlflow_tracking_uri}\"")
-            values["model_doc"] = f"POST /predict {{\"records\": [...]}} scores them with {serves}."
-        steps = [f"git add -A && git commit -m 'Add {name}'   # an app builds from a commit",
-                 f"ud promote {name} --to staging"]
-    elif kind == "model":
-        if trains_on:
-            if not label:
-                raise ConfigError("UD-NEW-LABEL", f"a model trained on {trains_on} needs --label",
-                                  f"name the column of {trains_on} to predict")
-            values["source"] = f'trains_on="{trains_on}",  # the data unit whose production version it trains on'
-            values["features"] = repr(_columns_of(root, trains_on, label))
-        else:
-            values["source"] = f'dataset="../data/{name}.csv",  # a sample: replace with your training rows'
-            extra[f"data/{name}.csv"] = sample_rows(name, with_id=False)
-        steps = [f"ud promote {name} --to staging"]
-    else:
-        values["columns"] = ",\n    ".join(SAMPLE_COLUMNS)
-        values["column_docs"] = "\n".join(f"      - name: {c}\n        data_tests: [not_null]" for c in SAMPLE_COLUMNS)
-        extra[f"dbt_project/seeds/{name}_source.csv"] = sample_rows(name, with_id=True)
-        steps = [f"ud promote {name} --to staging"]
-    planned = {**_plan(kind, values), **extra}
+    filled = scaffold.fill(NewUnit(root=root, name=name, team=team, trains_on=trains_on,
+                                   label=label, serves=serves))
+    values = {**filled.values, "name": name, "team": team}
+    planned = {**_plan(scaffold.template, values), **filled.files}
     clash = [p for p in planned if (root / p).exists()]
     if clash:
         raise ConfigError("UD-NEW-EXISTS", f"{', '.join(clash)} already exist in {root}", "choose another name")
-    return Written(root=root, files=_write(root, planned), next_steps=steps)
-
-
-def _columns_of(root: Path, data_unit: str, label: str) -> list[str]:
-    """The features a model trained on a data unit starts with: its documented columns but ids and the label."""
-    from .. import dbt
-
-    manifest = dbt.ensure_manifest(root / "dbt_project")
-    node = next((n for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["name"] == data_unit), None)
-    if node is None:
-        raise ConfigError("UD-NEW-TRAINS-ON", f"{data_unit!r} is not a model of {root / 'dbt_project'}",
-                          "name a data unit of this platform (ud new data NAME makes one)")
-    columns = [c for c in node.get("columns", {}) if c != label and c != "id" and not c.endswith("_id")]
-    if label not in node.get("columns", {}) or not columns:
-        raise ConfigError("UD-NEW-TRAINS-ON", f"{data_unit} documents no column {label!r} and features besides it",
-                          f"document its columns in dbt (columns: in its .yml) or pick --label from them")
-    return columns
-
-
-def sample_rows(name: str, *, with_id: bool, n: int = 600) -> str:
-    """Reproducible rows with a learnable label, to start from (seeded by the unit name)."""
-    import hashlib
-    import random
-
-    rng = random.Random(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
-    head = (["id"] if with_id else []) + SAMPLE_COLUMNS + ["label"]
-    lines = [",".join(head)]
-    for i in range(n):
-        xs = [round(rng.gauss(0, 1), 4) for _ in SAMPLE_COLUMNS]
-        score = 1.5 * xs[0] - 1.0 * xs[1] + 0.5 * xs[2] + rng.gauss(0, 1)
-        lines.append(",".join(([str(i + 1)] if with_id else []) + [str(x) for x in xs] + [str(int(score > 0))]))
-    return "\n".join(lines) + "\n"
+    return Written(root=root, files=_write(root, planned), next_steps=filled.next_steps)

@@ -30,13 +30,11 @@ def unit_in(platform: Platform, unit_name: str, env: str) -> Unit:
     return unit
 
 
-def check_ref(unit: Unit, ref: str) -> None:
-    """A data unit's --ref is dbt vars: refused here, before any run exists, when the unit does
-    not declare them (the build checks again: a run may come from elsewhere)."""
-    if unit.kind == "data" and ref:
-        from ..kinds.data import parse_vars
-
-        parse_vars(unit, ref)
+def check_ref(platform: Platform, unit: Unit, ref: str) -> None:
+    """A candidate's --ref, refused here, before any run exists, when its kind can tell it is
+    wrong (a data unit's undeclared dbt vars); the build checks again: a run may come from
+    elsewhere."""
+    platform.translator(unit).check_ref(unit, ref)
 
 
 def granted_run(platform: Platform, principal: str, reason: str, unit: str, env: str, home: Home, *, job: str,
@@ -58,7 +56,7 @@ def promote(platform: Platform, defs: Any, unit_name: str, env: str, *, reason: 
     unit = unit_in(platform, unit_name, env)
     run_config: dict = {}
     if unit.previous_stage(env) == CANDIDATE and ref:
-        check_ref(unit, ref)
+        check_ref(platform, unit, ref)
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
     job = job_name(unit_name, env)

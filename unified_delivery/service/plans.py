@@ -33,8 +33,10 @@ def promote_plan(platform: Platform, unit_name: str, env: str, principal: str, r
     upstream = unit.previous_stage(env)
     current = platform.target(unit, env).status(unit, env)
     if upstream == CANDIDATE:
-        check_ref(unit, ref)
-        version = f"a new candidate built from {ref or getattr(unit, 'branch', None) or 'the unit source'}"
+        check_ref(platform, unit, ref)
+        source = unit.git_source()
+        built_from = ref or (source and source.branch) or "the unit source"
+        version = f"a new candidate built from {built_from}"
     else:
         dep = platform.target(unit, upstream).status(unit, upstream)
         version = dep.version if dep else None

@@ -37,7 +37,7 @@ from .base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..units import DataUnit
+    from ..kinds.data.unit import DataUnit
 
 RELEASES = "ud_releases"
 
@@ -173,7 +173,7 @@ class DbtWapTarget(BaseTarget):
     def write(self, unit: DataUnit, version: str, *, models: list[str], log: Log = _quiet,
               dbt_vars: dict | None = None) -> Artifact:
         """Build the selection into the version's audit schema. `dbt_vars` must already be checked
-        against the unit's declared vars (kinds/data.py `parse_vars`); they reach dbt as JSON."""
+        against the unit's declared vars (kinds/data/vars.py); they reach dbt as JSON."""
         schema = self.audit_schema(unit, version)
         extra = ["--vars", json.dumps(dbt_vars)] if dbt_vars else []
         run = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test", *extra], log)

@@ -23,7 +23,8 @@ from typing import Any
 from pydantic import Field
 
 from ..errors import ConfigError, TargetError
-from ..units import AppUnit, Resources, Unit
+from ..kinds.app.unit import AppUnit
+from ..units import Resources, Unit
 from .base import Artifact, BaseTarget, Deployment, Health, Log
 
 DEFAULT_KUBERNETES_VERSION = "1.31"

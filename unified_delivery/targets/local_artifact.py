@@ -135,7 +135,7 @@ class LocalArtifactTarget(BaseTarget):
 
     def read(self, unit: Unit | str, env: str) -> Any:
         """The value `env` publishes now, as the asset returned it."""
-        from unified_delivery.kinds.asset import read_value
+        from unified_delivery.kinds.asset.values import read_value
 
         path = self.path(unit, env)
         if path is None:

@@ -68,7 +68,7 @@ from unified_delivery.targets.state_files import (
 )
 
 if TYPE_CHECKING:
-    from unified_delivery.units import AppUnit
+    from unified_delivery.kinds.app.unit import AppUnit
 
 KEEP_RELEASES = 5
 SERVICE_PASSED_THROUGH = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR"})

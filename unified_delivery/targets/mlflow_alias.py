@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from ..units import ModelUnit
+    from ..kinds.model.unit import ModelUnit
 
 
 def _now() -> str:
@@ -125,7 +125,7 @@ class MlflowAliasTarget(BaseTarget):
         log(f"registered {unit.model_name} version {version} (data {data_version}, " +
             ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + ")")
         mv = client.get_model_version(unit.model_name, version)
-        from ..kinds.model import _iso
+        from ..kinds.model.translator import _iso
 
         return Artifact(unit=unit.name, kind="model", version=version, digest=f"mlflow-run:{run.info.run_id}",
                         location=f"models:/{unit.model_name}/{version}",

@@ -22,10 +22,10 @@ def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -
     requests = []
     for name in platform.order():
         model = platform.units[name]
-        if model.kind != "model" or not model.trains_on or \
-                getattr(model.policy, model.environments[0], "automatic") != "automatic":
+        source = model.retrains_on()
+        if not source or getattr(model.policy, model.environments[0], "automatic") != "automatic":
             continue
-        data = platform.units[model.trains_on]
+        data = platform.units[source]
         try:
             dep = platform.target(data, data.environments[-1]).status(data, data.environments[-1])
         except Exception as exc:

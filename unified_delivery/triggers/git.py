@@ -284,15 +284,17 @@ def git_sensor(name: str, watches: Callable[[], Sequence[GitWatch]], jobs: Seque
 
 
 def app_watches(platform: Any, home: Any = None, branches: dict[str, tuple[str, ...]] | None = None) -> list[GitWatch]:
-    """One watch per repository of the platform's app units; each unit on its own branch
-    unless `branches` gives it patterns. Units whose first environment's policy is manual
-    are left to `ud promote`."""
+    """One watch per repository of the platform's units built from Git (app units); each unit
+    on its own branch unless `branches` gives it patterns. Units whose first environment's
+    policy is manual are left to `ud promote`."""
     from ..home import Home
 
     home = home or Home.current()
     grouped: dict[str, list[Build]] = {}
     for unit in platform.units.values():
-        if unit.kind == "app" and getattr(unit.policy, unit.environments[0], "automatic") == "automatic":
-            grouped.setdefault(home.expand(unit.repository), []).append(
-                Build(unit.name, job_name(unit.name, unit.environments[0]), (branches or {}).get(unit.name, (unit.branch,))))
+        source = unit.git_source()
+        if source and getattr(unit.policy, unit.environments[0], "automatic") == "automatic":
+            patterns = (branches or {}).get(unit.name, (source.branch,))
+            grouped.setdefault(home.expand(source.repository), []).append(
+                Build(unit.name, job_name(unit.name, unit.environments[0]), patterns))
     return [GitWatch(repo, tuple(builds)) for repo, builds in grouped.items()]

@@ -203,9 +203,10 @@ def registry_sensor(name: str, watches: Callable[[], Sequence[ModelWatch]], clie
 
 
 def model_watches(platform: Any) -> list[ModelWatch]:
-    return [ModelWatch(u.model_name, u.name, job_name(u.name, u.environments[0]), tuple(u.environments))
+    return [ModelWatch(model, u.name, job_name(u.name, u.environments[0]), tuple(u.environments))
             for u in platform.units.values()
-            if u.kind == "model" and getattr(u.policy, u.environments[0], "automatic") == "automatic"]
+            if (model := u.registered_model_name())
+            and getattr(u.policy, u.environments[0], "automatic") == "automatic"]
 
 
 def ledger_knows(platform: Any) -> Callable[[str, str], bool]:

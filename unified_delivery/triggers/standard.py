@@ -4,12 +4,14 @@ rollback, each only where the platform has units it applies to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
 from ..targets.roles import ModelRegistry
 from ..translator import job_name
+from ..units import Unit
 from .cascade import cascade_sensor
 from .git import app_watches, git_sensor
 from .health import health_sensor
@@ -25,24 +27,28 @@ def standard_sensors(platform: Any, base: dg.Definitions, principal: str) -> lis
     The sensors target the very job objects of `base` (Dagster refuses two jobs of one name)."""
     jobs = {j.name: j for j in base.jobs or []}
 
-    def first_env_jobs(kind: str) -> list:
-        return [jobs[job_name(u.name, u.environments[0])] for u in platform.units.values() if u.kind == kind]
+    def first_env_jobs(wanted: Callable[[Unit], object]) -> list:
+        return [jobs[job_name(u.name, u.environments[0])] for u in platform.units.values()
+                if wanted(u)]
 
     later_env_jobs = [jobs[job_name(u.name, env)] for u in platform.units.values() for env in u.environments[1:]]
     sensors = [health_sensor(platform, [jobs["ud_rollback"]], principal=principal)]
     if later_env_jobs:
         sensors.append(promotion_sensor(platform, later_env_jobs, principal=principal))
-    if first_env_jobs("app"):
-        sensors.append(git_sensor("ud_git_push", lambda: app_watches(platform), first_env_jobs("app"), principal=principal))
-    if first_env_jobs("model"):
-        # One registry client for the sensor: the registry of the first model unit (each unit has
+    from_git = first_env_jobs(lambda u: u.git_source())
+    if from_git:
+        sensors.append(git_sensor("ud_git_push", lambda: app_watches(platform), from_git,
+                                  principal=principal))
+    registered = first_env_jobs(lambda u: u.registered_model_name())
+    if registered:
+        # One registry client for the sensor: the registry of the first such unit (each unit has
         # one, wherever it deploys; a platform whose model units use several watches the first's).
-        first_model = next(u for u in platform.units.values() if u.kind == "model")
+        first_model = next(u for u in platform.units.values() if u.registered_model_name())
         registry = platform.role(first_model, ModelRegistry)
         sensors += [
             registry_sensor("ud_mlflow_registry", lambda: model_watches(platform), registry.client,
-                            first_env_jobs("model"), known=ledger_knows(platform), principal=principal),
-            cascade_sensor(platform, first_env_jobs("model"), principal=principal),
+                            registered, known=ledger_knows(platform), principal=principal),
+            cascade_sensor(platform, registered, principal=principal),
         ]
     return sorted(sensors, key=lambda s: ORDER.index(s.name))
 

@@ -1,11 +1,11 @@
-"""Asset units: a plain Dagster asset, used as written, joined to the graph as a unit.
+"""The asset kind's front door: a plain Dagster asset, used as written, joined as a unit.
 
 `wrap_asset(my_asset, team=..., checks=[...], resources={...})` declares the unit and
 keeps the asset's function as it is. The candidate is the value the asset returns: the
-build materializes the asset alone, in this process, on a throwaway Dagster instance,
-through an IO manager that writes the value under `<home>/builds/<unit>/<version>/`. The
-version is the value's content digest, so the same value is the same version. The
-asset's own `@dg.asset_check`s become gates (gates/asset_check.py) that run, the same
+build (translator.py) materializes the asset alone, in this process, on a throwaway Dagster
+instance, through an IO manager that writes the value under `<home>/builds/<unit>/<version>/`
+(values.py). The version is the value's content digest, so the same value is the same
+version. The asset's own `@dg.asset_check`s become gates (gates/asset_check.py) that run, the same
 way, against that stored value.
 
 Supported: one unpartitioned asset whose function takes no input from other assets
@@ -15,26 +15,18 @@ unit is declared (docs/escape-hatch.md).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import pickle
-import shutil
-import sys
-import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import dagster as dg
 from pydantic import ValidationError
 
-from ..errors import EXIT_TARGET, ConfigError, UDError
-from ..targets.base import Artifact
-from ..units import CANDIDATE, AssetUnit, Budget, GateSpec, Policy, Unit
-from .base import BuildContext, KindTranslator
+from ...errors import ConfigError
+from ...run_tags import QUIET_LOGS
+from ...units import CANDIDATE, Budget, GateSpec, Policy, field_error
+from .unit import AssetUnit
 
-VALUE = "value"  # the stored file is value.<format>
 JOB = "ud_wrapped_asset"
 
 
@@ -58,8 +50,6 @@ class WrappedAsset:
 
     def execute(self, selection: dg.AssetSelection, store: dg.IOManager) -> dg.ExecuteInProcessResult:
         """One run of the asset or of its checks on a throwaway instance; values go through `store`."""
-        from ..run_tags import QUIET_LOGS
-
         io = dg.IOManagerDefinition.hardcoded_io_manager(store)
         defs = dg.Definitions(assets=[self.asset], asset_checks=list(self.checks),
                               jobs=[dg.define_asset_job(JOB, selection=selection)],
@@ -94,8 +84,6 @@ def wrap_asset(asset_def: dg.AssetsDefinition, *, team: str, gates: Iterable[Gat
     try:
         unit = AssetUnit(**decl)
     except ValidationError as exc:
-        from ..units import field_error
-
         raise field_error(exc, unit_name, source, AssetUnit) from None
     wrapped = WrappedAsset(unit=unit, asset=asset_def, checks=checks, resources=resources)
     _refuse_what_cannot_run(wrapped)
@@ -144,139 +132,3 @@ def _refuse_what_cannot_run(wrapped: WrappedAsset) -> None:
     if missing:
         refuse("resources", f"the asset or its checks need resources {missing} that were not given",
                f"pass them: wrap_asset(..., resources={{{', '.join(repr(m) + ': ...' for m in missing)}}})")
-
-
-class ValueStore(dg.IOManager):
-    """The IO manager of a wrapped asset's runs: writes its value as the candidate file
-    (the build) or reads that file back (its checks)."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-
-    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        if obj is not None:  # nothing stored: the build reports that the asset returned no value
-            write_value(obj, self.directory)
-
-    def load_input(self, context: dg.InputContext) -> Any:
-        return read_value(value_file(self.directory))
-
-
-def write_value(value: Any, directory: Path) -> Path:
-    """The value as one file, in the most readable format that keeps it exactly."""
-    pandas = sys.modules.get("pandas")  # a DataFrame can only come from a loaded pandas
-    if pandas is not None and isinstance(value, pandas.DataFrame) and (parquet := _parquet(value, directory)):
-        return parquet
-    if isinstance(value, bytes):
-        path = directory / f"{VALUE}.bin"
-        path.write_bytes(value)
-    elif isinstance(value, str):
-        path = directory / f"{VALUE}.txt"
-        path.write_text(value, encoding="utf-8")
-    elif (text := _exact_json(value)) is not None:
-        path = directory / f"{VALUE}.json"
-        path.write_text(text, encoding="utf-8")
-    else:
-        path = directory / f"{VALUE}.pickle"
-        path.write_bytes(pickle.dumps(value, protocol=5))
-    return path
-
-
-def _parquet(frame: Any, directory: Path) -> Path | None:
-    """The frame as Parquet, or None when Arrow cannot type a column (mixed objects): then it is pickled."""
-    path = directory / f"{VALUE}.parquet"
-    try:
-        frame.to_parquet(path)
-    except (ValueError, TypeError, NotImplementedError):  # pyarrow's ArrowInvalid, ArrowTypeError, ArrowNotImplementedError
-        path.unlink(missing_ok=True)
-        return None
-    return path
-
-
-def _exact_json(value: Any) -> str | None:
-    """Canonical JSON when it reads back as the same value (no tuples, int keys or NaN lost)."""
-    try:
-        text = json.dumps(value, sort_keys=True, indent=1, allow_nan=False)
-    except (TypeError, ValueError):
-        return None
-    return text if json.loads(text) == value else None
-
-
-def read_value(path: Path) -> Any:
-    suffix = path.suffix
-    if suffix == ".parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path)
-    if suffix == ".bin":
-        return path.read_bytes()
-    if suffix == ".txt":
-        return path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        return json.loads(path.read_text(encoding="utf-8"))
-    return pickle.loads(path.read_bytes())  # only files ud wrote itself, under its home
-
-
-def value_file(directory: Path) -> Path:
-    found = sorted(directory.glob(f"{VALUE}.*"))
-    if not found:
-        raise FileNotFoundError(f"no stored value in {directory}")
-    return found[0]
-
-
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def run_error(result: dg.ExecuteInProcessResult) -> str:
-    """The first step failure of a run, as its innermost cause says it (the user's exception)."""
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            err = event.step_failure_data.error
-            while err.cause is not None:
-                err = err.cause
-            return err.message.strip()
-    return "the run failed without a step failure"
-
-
-class AssetTranslator(KindTranslator):
-    kind = "asset"
-    unit_class = AssetUnit
-
-    def build_candidate(self, unit: Unit, ctx: BuildContext) -> Artifact:
-        assert isinstance(unit, AssetUnit)
-        wrapped = ctx.trainer
-        if not isinstance(wrapped, WrappedAsset):
-            raise UDError("UD-ASSET-NOT-WRAPPED", f"unit {unit.name}: no Dagster asset was wrapped for it",
-                          "declare it with ud.wrap_asset(my_asset, ...) in the platform's units")
-        root = ctx.home.builds / unit.name
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        try:
-            result = wrapped.execute(dg.AssetSelection.assets(wrapped.asset.key).without_checks(), ValueStore(work))
-            if not result.success:
-                raise UDError("UD-ASSET-BUILD-FAILED", f"unit {unit.name}: materializing {unit.asset_key} failed: "
-                              f"{run_error(result)}", "fix the asset (run it with dg.materialize to see the traceback); "
-                              "nothing was deployed", exit_code=EXIT_TARGET)
-            try:
-                stored = value_file(work)
-            except FileNotFoundError:
-                raise UDError("UD-ASSET-NO-VALUE", f"unit {unit.name}: {unit.asset_key} returned no value to deploy",
-                              "wrap an asset that returns its value (not None or a MaterializeResult)",
-                              exit_code=EXIT_TARGET) from None
-            digest = file_digest(stored)
-            version = digest[:12]
-            out = root / version
-            try:
-                work.rename(out)
-            except OSError:  # this value was built before: same content, same version
-                pass
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        path = value_file(out)
-        details: dict[str, Any] = {"asset_key": unit.asset_key, "format": path.suffix.lstrip("."),
-                                   "bytes": path.stat().st_size,
-                                   "change_created_at": datetime.now(timezone.utc).isoformat()}
-        ctx.log(f"built {unit.name}: {unit.asset_key} -> {path} ({details['bytes']} bytes)")
-        return Artifact(unit=unit.name, kind="asset", version=version, digest=f"sha256:{digest}", location=str(path),
-                        details=details)

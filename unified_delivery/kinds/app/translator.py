@@ -1,4 +1,5 @@
-"""App units: service code in a Git repository, declared in YAML, built at a commit."""
+"""The app kind's translator: an app unit is declared in YAML (its repository relative to the
+file), validated against its repository and the model it serves, and built at a commit."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from ..errors import UDError
-from ..targets.base import Artifact
-from ..units import AppUnit, Unit
-from .base import BuildContext, KindTranslator
+from ...errors import UDError
+from ...targets.base import Artifact
+from ...units import Unit
+from ..base import BuildContext, KindTranslator
+from .unit import AppUnit
 
 
 def git(*args: str, cwd: Path | str | None = None, timeout: float = 120) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     if proc.returncode != 0:
         raise UDError("UD-GIT", f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}",
                       "check that the repository exists and is reachable")
@@ -29,8 +33,20 @@ def is_local(repository: str) -> bool:
 
 
 class AppTranslator(KindTranslator):
-    kind = "app"
     unit_class = AppUnit
+
+    def prepare_attributes(self, attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+        # A local repository is relative to the unit's file, like a data unit's dbt `project`.
+        repo = attributes.get("repository")
+        relative = isinstance(repo, str) and is_local(repo) and not Path(repo).is_absolute()
+        if not relative or "{home}" in repo:
+            return attributes
+        return {**attributes, "repository": str((base_dir / repo).resolve())}
+
+    def upstream_fields(self, unit: Unit) -> dict[str, str]:
+        assert isinstance(unit, AppUnit)
+        serves = {unit.serves: "serves"} if unit.serves else {}
+        return {**super().upstream_fields(unit), **serves}
 
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, AppUnit)
@@ -73,7 +89,7 @@ class AppTranslator(KindTranslator):
         if not out.exists():
             tmp = Path(tempfile.mkdtemp(prefix=f"{sha}.tmp-", dir=out.parent))
             tree = subprocess.run(["git", "archive", "--format=tar", sha, "--", unit.path],
-                                  cwd=mirror, capture_output=True, timeout=120)
+                                  cwd=mirror, capture_output=True, timeout=120, check=False)
             if tree.returncode != 0:
                 raise UDError("UD-APP-PATH-NOT-FOUND", f"unit {unit.name}: path {unit.path!r} is not in commit {sha[:12]} "
                               f"of {ref}", f"an app builds from a commit: commit {unit.path} to {ref} (git add, git commit), "

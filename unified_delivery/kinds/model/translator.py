@@ -1,65 +1,24 @@
-"""Model units: a training function written by a data scientist, decorated.
+"""The model kind's translator: a candidate is the unit's training function (decorator.py)
+fitted on the production version of the data unit it trains on, or on its own file.
 
-The function receives the training rows (a pandas DataFrame read from the production
-version of the data unit it trains on) and returns a fitted scikit-learn estimator. The
-framework holds out a share of the rows, logs the model to MLflow, registers a version and
-records the metrics and the training data version on it.
+The function receives the training rows (a pandas DataFrame) and returns a fitted
+scikit-learn estimator. The framework holds out a share of the rows, logs the model to
+MLflow, registers a version and records the metrics and the training data version on it.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable
 
-from pydantic import ValidationError
-
-from ..errors import UDError
-from ..targets.base import Artifact
-from ..targets.roles import ModelRegistry, Warehouse
-from ..units import ModelUnit, Unit
-from .base import BuildContext, KindTranslator
-
-
-@dataclass(frozen=True)
-class ModelDefinition:
-    unit: ModelUnit
-    train: Callable[[Any], Any]
-
-    def __call__(self, *args, **kwargs):  # still callable as the plain function
-        return self.train(*args, **kwargs)
-
-
-def model(**declaration: Any) -> Callable[[Callable], ModelDefinition]:
-    """Declare a model unit on a training function: `@ud.model(team=..., trains_on=..., features=..., label=...)`."""
-
-    def wrap(fn: Callable) -> ModelDefinition:
-        name = declaration.get("name", fn.__name__)
-        decl = {**declaration, "name": name}
-        if decl.get("dataset"):  # relative to the file that declares it (the working directory in a notebook)
-            decl["dataset"] = str(_beside(fn, decl["dataset"]))
-        try:
-            unit = ModelUnit(**decl)
-        except ValidationError as exc:
-            from ..units import field_error
-
-            raise field_error(exc, name, f"the @model(...) arguments of {fn.__module__}.{fn.__name__}", ModelUnit) from None
-        return ModelDefinition(unit=unit, train=fn)
-
-    return wrap
-
-
-def _beside(fn: Callable, path: str) -> Path:
-    """`path` next to the file that declares `fn`; in a notebook (whose cells live in the
-    kernel's temporary files, or nowhere) the working directory is where it is."""
-    import inspect
-
-    source = inspect.getsourcefile(fn) or ""
-    bases = ([Path(source).parent] if source and Path(source).exists() else []) + [Path.cwd()]
-    found = next((b / path for b in bases if (b / path).exists()), bases[0] / path)
-    return found.resolve()
+from ...errors import UDError
+from ...targets.base import Artifact
+from ...targets.roles import ModelRegistry, Warehouse
+from ...units import Unit
+from ..base import BuildContext, KindTranslator
+from .unit import ModelUnit
 
 
 def read_dataset(unit: ModelUnit):
@@ -74,26 +33,14 @@ def read_dataset(unit: ModelUnit):
     return frame, f"file-{digest}"
 
 
-def load_holdout(artifact: Artifact | None, unit: ModelUnit):
-    import pandas as pd
-
-    if artifact is None or "holdout_path" not in artifact.details:
-        raise UDError("UD-MODEL-NO-HOLDOUT", f"unit {unit.name}: the candidate has no held-out set", "rebuild the candidate")
-    frame = pd.read_parquet(artifact.details["holdout_path"])
-    return frame[unit.features], frame[unit.label]
-
-
-def load_model(ctx, version: str):
-    import mlflow.sklearn
-
-    ctx.role(ModelRegistry).activate()
-    return mlflow.sklearn.load_model(f"models:/{ctx.unit.model_name}/{version}")
-
-
 class ModelTranslator(KindTranslator):
-    kind = "model"
     unit_class = ModelUnit
     needs = (ModelRegistry,)
+
+    def upstream_fields(self, unit: Unit) -> dict[str, str]:
+        assert isinstance(unit, ModelUnit)
+        trains_on = {unit.trains_on: "trains_on"} if unit.trains_on else {}
+        return {**super().upstream_fields(unit), **trains_on}
 
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, ModelUnit)
@@ -169,6 +116,6 @@ class ModelTranslator(KindTranslator):
 
 
 def _iso(ms: int | None) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp((ms or 0) / 1000, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp((ms or 0) / 1000, tz=UTC).isoformat()
