@@ -55,7 +55,8 @@ def _policy(tmp_path: Path, doc: object) -> Governance:
 @pytest.mark.parametrize("doc, where", [
     ({"principals": {"agent:bot": {"quotas": {"promotions_per_day": {"staging": -1}}}},
       "defaults": {"ui_principal": "agent:bot", "local_principal": "agent:bot"}}, "promotions_per_day"),
-    ({"principals": {"human:ana": {"roles": {"*": ["deploy"]}}}}, "defaults"),  # the UI's principal is not one of them
+    ({"principals": {"human:ana": {"roles": {"*": ["deploy"]}}}, "defaults": {"ui_principal": "service:ui"}},
+     "defaults"),  # the UI's principal, named, is not one of them
     ({"principals": {"agent:bot": {"quotas": {"spend_per_month": -5}}},
       "defaults": {"ui_principal": "agent:bot", "local_principal": "agent:bot"}}, "spend_per_month"),
 ])

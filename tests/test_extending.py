@@ -44,7 +44,7 @@ from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
 from unified_delivery.kinds import Kind
 from unified_delivery.kinds.base import BuildContext, KindTranslator
-from unified_delivery.targets.base import Artifact, Deployment, DeployTarget, Health, Log
+from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log
 from unified_delivery.units import Unit
 
 
@@ -80,7 +80,7 @@ class SiteTranslator(KindTranslator):
                         details={"change_created_at": datetime.now(UTC).isoformat()})
 
 
-class SiteTarget(DeployTarget):
+class SiteTarget(BaseTarget):
     """Each environment is a folder whose index.html is replaced in one rename."""
 
     def _folder(self, unit: Any, env: str) -> Path:
@@ -102,14 +102,15 @@ class SiteTarget(DeployTarget):
                           previous_version=state["previous"],
                           details={"path": str(folder / "index.html")})
 
-    def deploy(self, unit: Any, env: str, artifact: Artifact, log: Log = print) -> Deployment:
+    def _deploy(self, unit: Any, env: str, artifact: Artifact, current: Deployment | None,
+                log: Log) -> Deployment:
         versions = self._folder(unit, env) / "versions"
         versions.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(artifact.location, versions / f"{artifact.version}.html")
         return self._publish(unit, env, artifact.version)
 
-    def rollback(self, unit: Any, env: str, to_version: str | None = None,
-                 log: Log = print) -> Deployment:
+    def _rollback(self, unit: Any, env: str, to_version: str | None, current: Deployment | None,
+                  log: Log) -> Deployment:
         wanted = to_version or self._state(unit, env).get("previous")
         if not wanted:
             raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name}/{env} has no previous version",
@@ -256,7 +257,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         platform, defs = load_platform(root / "repo")
         s = Story(platform, defs, home, repo=root / "repo")
         unit = platform.unit(UNIT_NAME)
-        target = platform.targets["static_site"]
+        target = platform.target(unit, "staging")
 
         def step(name: str, run) -> None:
             s.outcomes[name] = run()
@@ -287,7 +288,7 @@ def test_a_kind_from_a_platform_repository_goes_to_production(story: Story):
     assert story.published["with Contact to staging"] == {"staging": page, "production": None}
     assert story.published["to production"] == {"staging": page, "production": page}
     unit = story.platform.unit(UNIT_NAME)
-    version = story.platform.targets["static_site"].status(unit, "production").version
+    version = story.platform.target(unit, "production").status(unit, "production").version
     promotions = [(e.env, e.version) for e in story.ledger(action="promotion")]
     assert promotions == [("staging", version), ("production", version)]
     assert story.platform.ledger.ledger().verify().ok

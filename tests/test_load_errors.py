@@ -375,7 +375,7 @@ def test_ud_reports_a_broken_platform_as_one_json_error(platform_copy, run_ud, t
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False
     error = doc["error"]
-    assert set(error) == {"code", "message", "remediation"}
+    assert set(error) == {"code", "message", "remediation", "exit_code"}
     assert error["code"] == "UD-CONFIG-UNIT"
     assert "unit recommendation_api" in error["message"] and "field descripton" in error["message"], error
     assert "recommendation_api/defs.yaml" in error["remediation"], error

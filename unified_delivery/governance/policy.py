@@ -118,9 +118,11 @@ class PolicyFile(Strict):
     def _defaults_are_principals(self) -> "PolicyFile":
         # A run without a grant acts for ui_principal: one the file does not name would have no
         # roles, and every UI run would fail for a reason nobody could read. Refuse it here.
-        for field in ("ui_principal", "local_principal"):
+        # Only a name written in the file: left implicit, a missing UI principal means the UI
+        # may do nothing, which a policy may well want.
+        for field in sorted(self.defaults.model_fields_set & {"ui_principal", "local_principal"}):
             name = getattr(self.defaults, field)
-            if self.principals and name not in self.principals:
+            if name not in self.principals:
                 raise ValueError(f"defaults.{field} {name!r} is not one of the principals below")
         return self
 
