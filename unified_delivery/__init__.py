@@ -23,7 +23,29 @@ def gate(type: str, *, name: str | None = None, stage: str = "candidate", **sett
     return GateSpec(type=type, name=name, stage=stage, settings=settings)
 
 
-__all__ = ["AppUnit", "AssetUnit", "Budget", "DataUnit", "GateSpec", "ModelDefinition", "ModelUnit", "Platform", "Policy",
-           "UDError", "gate", "model",
-           "ConfigError", "GateRefused", "NotPermitted", "Promotion", "TargetError", "promote", "rollback", "status",
-           "App", "Data", "WrappedAsset", "wrap_asset"]
+__all__ = [
+    "AppUnit",
+    "AssetUnit",
+    "Budget",
+    "DataUnit",
+    "GateSpec",
+    "ModelDefinition",
+    "ModelUnit",
+    "Platform",
+    "Policy",
+    "UDError",
+    "gate",
+    "model",
+    "ConfigError",
+    "GateRefused",
+    "NotPermitted",
+    "Promotion",
+    "TargetError",
+    "promote",
+    "rollback",
+    "status",
+    "App",
+    "Data",
+    "WrappedAsset",
+    "wrap_asset",
+]

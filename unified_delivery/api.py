@@ -44,13 +44,25 @@ def _with(platform: Any, definition: ModelDefinition) -> tuple[Any, Any]:
     from .platform import Platform, declared_unit
 
     others = [d for d in platform.declarations if declared_unit(d).name != definition.unit.name]
-    variant = Platform([*others, definition], targets=platform.targets, ledger=platform.ledger,
-                       governance=platform.governance, costs=platform.costs)
+    variant = Platform(
+        [*others, definition],
+        targets=platform.targets,
+        ledger=platform.ledger,
+        governance=platform.governance,
+        costs=platform.costs,
+    )
     return variant, variant.definitions()
 
 
-def promote(unit: str | ModelDefinition, *, to: str, reason: str = "", ref: str = "", token: str | None = None,
-            project: str | Path | None = None) -> Promotion:
+def promote(
+    unit: str | ModelDefinition,
+    *,
+    to: str,
+    reason: str = "",
+    ref: str = "",
+    token: str | None = None,
+    project: str | Path | None = None,
+) -> Promotion:
     """Build (or take from the previous environment), gate and deploy `unit` in `to`, as one Dagster run."""
     from . import service
 
@@ -60,23 +72,42 @@ def promote(unit: str | ModelDefinition, *, to: str, reason: str = "", ref: str 
         unit = unit.unit.name
     home = Home.current()
     principal = service.identity(platform, token, home)
-    outcome = service.promote(platform, defs, unit, to, reason=reason or "promoted from Python", ref=ref,
-                              principal=principal, home=home)
+    outcome = service.promote(
+        platform,
+        defs,
+        unit,
+        to,
+        reason=reason or "promoted from Python",
+        ref=ref,
+        principal=principal,
+        home=home,
+    )
     return _outcome(platform, unit, to, outcome, principal)
 
 
-def rollback(unit: str, *, env: str, reason: str, to: str = "", token: str | None = None,
-             project: str | Path | None = None) -> Promotion:
+def rollback(
+    unit: str,
+    *,
+    env: str,
+    reason: str,
+    to: str = "",
+    token: str | None = None,
+    project: str | Path | None = None,
+) -> Promotion:
     """Return `unit` in `env` to the previous (or the given) version, as one Dagster run."""
     from . import service
     from .errors import UDError
 
     if not reason.strip():
-        raise UDError("UD-USAGE", "a rollback needs a reason", "say why, e.g. reason='errors after deploy'")
+        raise UDError(
+            "UD-USAGE", "a rollback needs a reason", "say why, e.g. reason='errors after deploy'"
+        )
     platform, defs = _load(project)
     home = Home.current()
     principal = service.identity(platform, token, home)
-    outcome = service.rollback(platform, defs, unit, env, to=to, reason=reason, principal=principal, home=home)
+    outcome = service.rollback(
+        platform, defs, unit, env, to=to, reason=reason, principal=principal, home=home
+    )
     return _outcome(platform, unit, env, outcome, principal)
 
 
@@ -86,8 +117,14 @@ def _outcome(platform: Any, unit: str, env: str, outcome: Any, principal: str) -
         raise outcome.error
     declared = platform.unit(unit)
     dep = platform.target(declared, env).status(declared, env)
-    return Promotion(unit=unit, env=env, version=dep.version if dep else None,
-                     previous_version=dep.previous_version if dep else None, run_id=outcome.run_id, principal=principal)
+    return Promotion(
+        unit=unit,
+        env=env,
+        version=dep.version if dep else None,
+        previous_version=dep.previous_version if dep else None,
+        run_id=outcome.run_id,
+        principal=principal,
+    )
 
 
 def status(project: str | Path | None = None) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from .targets.roles import ModelRegistry, ReleaseStore, Warehouse
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors are user errors: code + exit 2, no usage dump
+    def error(
+        self, message: str
+    ) -> None:  # usage errors are user errors: code + exit 2, no usage dump
         raise UDError("UD-USAGE", f"{self.prog}: {message}", f"see `{self.prog} --help`")
 
 
@@ -41,16 +43,29 @@ def cmd_info(args, out: Output) -> int:
     repos = {}
     for unit in platform.units.values():
         if source := unit.git_source():
-            repos[unit.name] = {"remote": home.expand(source.repository),
-                                "workdir": str(home.repos / unit.name)}
+            repos[unit.name] = {
+                "remote": home.expand(source.repository),
+                "workdir": str(home.repos / unit.name),
+            }
     registries = platform.targets.playing(ModelRegistry)
     warehouses = platform.targets.playing(Warehouse)
-    data = {"home": str(home.root), "dagster_home": str(home.dagster_home),
-            "mlflow_tracking_uri": registries[0].resolved_uri() if registries else None,
-            "warehouse": warehouses[0].location() if warehouses else None,
-            "ledger_url": platform.ledger.ledger().url, "repos": repos}
-    out.result(data, lambda: "\n".join(f"{k:20} {v}" for k, v in data.items() if k != "repos") +
-               "".join(f"\nrepo {n:15} {r['remote']} (workdir {r['workdir']})" for n, r in repos.items()))
+    data = {
+        "home": str(home.root),
+        "dagster_home": str(home.dagster_home),
+        "mlflow_tracking_uri": registries[0].resolved_uri() if registries else None,
+        "warehouse": warehouses[0].location() if warehouses else None,
+        "ledger_url": platform.ledger.ledger().url,
+        "repos": repos,
+    }
+    out.result(
+        data,
+        lambda: (
+            "\n".join(f"{k:20} {v}" for k, v in data.items() if k != "repos")
+            + "".join(
+                f"\nrepo {n:15} {r['remote']} (workdir {r['workdir']})" for n, r in repos.items()
+            )
+        ),
+    )
     return 0
 
 
@@ -62,19 +77,29 @@ def cmd_promote(args, out: Output) -> int:
         out.result(plan, lambda: plan_text(plan))
         return 0
     out.progress(f"promoting {args.unit} to {args.to} as {principal}")
-    outcome = service.promote(platform, defs, args.unit, args.to, reason=args.reason, ref=args.ref, principal=principal)
+    outcome = service.promote(
+        platform, defs, args.unit, args.to, reason=args.reason, ref=args.ref, principal=principal
+    )
     if outcome.error:
         raise outcome.error
     unit = platform.unit(args.unit)
     dep = platform.target(unit, args.to).status(unit, args.to)
-    data = {"ok": True, "unit": args.unit, "env": args.to, "version": dep.version if dep else None, "run_id": outcome.run_id}
+    data = {
+        "ok": True,
+        "unit": args.unit,
+        "env": args.to,
+        "version": dep.version if dep else None,
+        "run_id": outcome.run_id,
+    }
     out.result(data, f"{args.unit} {data['version']} is in {args.to} (run {outcome.run_id})")
     return 0
 
 
 def cmd_rollback(args, out: Output) -> int:
     if not args.reason.strip():
-        raise UDError("UD-USAGE", "a rollback needs --reason", "say why, e.g. --reason 'errors after deploy'")
+        raise UDError(
+            "UD-USAGE", "a rollback needs --reason", "say why, e.g. --reason 'errors after deploy'"
+        )
     platform, defs = service.load_platform()
     principal = service.identity(platform, args.token)
     if args.dry_run:
@@ -82,15 +107,31 @@ def cmd_rollback(args, out: Output) -> int:
         out.result(plan, lambda: plan_text(plan))
         return 0
     out.progress(f"rolling {args.unit} back in {args.env} as {principal}")
-    outcome = service.rollback(platform, defs, args.unit, args.env, to=args.to, reason=args.reason, principal=principal)
+    outcome = service.rollback(
+        platform, defs, args.unit, args.env, to=args.to, reason=args.reason, principal=principal
+    )
     if outcome.error:
         raise outcome.error
     unit = platform.unit(args.unit)
     dep = platform.target(unit, args.env).status(unit, args.env)
-    data = {"ok": True, "unit": args.unit, "env": args.env, "version": dep.version, "previous_version": dep.previous_version,
-            "run_id": outcome.run_id, "consumers": platform.consumers(args.unit)}
-    extra = f"; it is served by {', '.join(data['consumers'])}" if unit.kind == "model" and data["consumers"] else ""
-    out.result(data, f"{args.unit} in {args.env} is back on {dep.version} (was {dep.previous_version}){extra}")
+    data = {
+        "ok": True,
+        "unit": args.unit,
+        "env": args.env,
+        "version": dep.version,
+        "previous_version": dep.previous_version,
+        "run_id": outcome.run_id,
+        "consumers": platform.consumers(args.unit),
+    }
+    extra = (
+        f"; it is served by {', '.join(data['consumers'])}"
+        if unit.kind == "model" and data["consumers"]
+        else ""
+    )
+    out.result(
+        data,
+        f"{args.unit} in {args.env} is back on {dep.version} (was {dep.previous_version}){extra}",
+    )
     return 0
 
 
@@ -104,7 +145,10 @@ def cmd_gates(args, out: Output) -> int:
 def cmd_down(args, out: Output) -> int:
     platform, _ = service.load_platform()
     stopped = [s for store in platform.targets.playing(ReleaseStore) for s in store.stop_all()]
-    out.result({"ok": True, "stopped": stopped}, f"stopped {len(stopped)} service(s): {', '.join(stopped) or '-'}")
+    out.result(
+        {"ok": True, "stopped": stopped},
+        f"stopped {len(stopped)} service(s): {', '.join(stopped) or '-'}",
+    )
     return 0
 
 
@@ -115,9 +159,19 @@ def cmd_ui(args, out: Output) -> int:
     home = Home.current()
     prepare_home(home)
     env = {**os.environ, "DAGSTER_HOME": str(home.dagster_home), "UD_HOME": str(home.root)}
-    cmd = [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", "-w", str(project_root() / "workspace.yaml"),
-           "-p", str(args.port), "-h", args.host]
-    out.progress(f"starting the Dagster UI on http://{args.host}:{args.port} (instance {home.dagster_home})")
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "dagster"),
+        "dev",
+        "-w",
+        str(project_root() / "workspace.yaml"),
+        "-p",
+        str(args.port),
+        "-h",
+        args.host,
+    ]
+    out.progress(
+        f"starting the Dagster UI on http://{args.host}:{args.port} (instance {home.dagster_home})"
+    )
     os.chdir(project_root())
     os.execve(cmd[0], cmd, env)
     return 0
@@ -132,25 +186,44 @@ def cmd_demo(args, out: Output) -> int:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="ud", description="unified-delivery: one pipeline for app code, ML models and data products.")
+    p = Parser(
+        prog="ud",
+        description="unified-delivery: one pipeline for app code, ML models and data products.",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def add(name: str, fn, help_: str) -> Parser:
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--json", action="store_true", help="one JSON object on stdout, no progress")
-        sp.add_argument("--token", default=None, help="act as the principal of this token (default: $UD_TOKEN)")
+        sp.add_argument(
+            "--json", action="store_true", help="one JSON object on stdout, no progress"
+        )
+        sp.add_argument(
+            "--token", default=None, help="act as the principal of this token (default: $UD_TOKEN)"
+        )
         sp.set_defaults(fn=fn)
         return sp
 
-    add("demo", cmd_demo, "take every unit to production on the embedded home (the reference platform: then refusals and a rollback)")
+    add(
+        "demo",
+        cmd_demo,
+        "take every unit to production on the embedded home (the reference platform: then refusals and a rollback)",
+    )
     add("status", cmd_status, "the deployed version of each unit in each environment")
     add("info", cmd_info, "where the embedded home keeps things")
-    sp = add("promote", cmd_promote, "promote a unit to an environment (a Dagster run; gates run as in the pipeline)")
+    sp = add(
+        "promote",
+        cmd_promote,
+        "promote a unit to an environment (a Dagster run; gates run as in the pipeline)",
+    )
     sp.add_argument("unit")
     sp.add_argument("--to", required=True, metavar="ENV")
     sp.add_argument("--reason", default="")
-    sp.add_argument("--ref", default="", help="app: commit or branch to build; model: an existing registered version; "
-                    "data: dbt vars the unit declares, as YAML ({as_of_date: '2026-11-01'})")
+    sp.add_argument(
+        "--ref",
+        default="",
+        help="app: commit or branch to build; model: an existing registered version; "
+        "data: dbt vars the unit declares, as YAML ({as_of_date: '2026-11-01'})",
+    )
     sp.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     sp = add("rollback", cmd_rollback, "roll a unit back in an environment through its target")
     sp.add_argument("unit")
@@ -162,7 +235,9 @@ def build_parser() -> Parser:
     sp.add_argument("unit")
     sp.add_argument("--env", default="")
     add("down", cmd_down, "stop the local services the app target started")
-    sp = add("ui", cmd_ui, "the Dagster UI (dagster dev) on this workspace and the embedded instance")
+    sp = add(
+        "ui", cmd_ui, "the Dagster UI (dagster dev) on this workspace and the embedded instance"
+    )
     sp.add_argument("--port", type=int, default=3000)
     sp.add_argument("--host", default="127.0.0.1")
     for name in COMMAND_MODULES:  # commands that live in their own module: each has register(add)
@@ -171,14 +246,24 @@ def build_parser() -> Parser:
 
 
 # One line per command module in unified_delivery/commands/.
-COMMAND_MODULES: list[str] = ["scaffold", "governance", "audit", "render", "sensors", "hook", "report"]
+COMMAND_MODULES: list[str] = [
+    "scaffold",
+    "governance",
+    "audit",
+    "render",
+    "sensors",
+    "hook",
+    "report",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     from .home import PRIVATE_UMASK
 
-    os.umask(PRIVATE_UMASK)  # what ud writes under the home (and the UI it starts) is its owner's alone
+    os.umask(
+        PRIVATE_UMASK
+    )  # what ud writes under the home (and the UI it starts) is its owner's alone
     argv = sys.argv[1:] if argv is None else argv
     as_json = "--json" in argv
     out = Output(as_json)
@@ -192,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         if as_json:
             print(json.dumps({"ok": False, "error": exc.to_dict()}, indent=2))
         else:
-            print(f"error {exc.code}: {exc.message}" + (f"\n  what to do: {exc.remediation}" if exc.remediation else ""),
-                  file=sys.stderr)
+            print(
+                f"error {exc.code}: {exc.message}"
+                + (f"\n  what to do: {exc.remediation}" if exc.remediation else ""),
+                file=sys.stderr,
+            )
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -31,8 +31,12 @@ def attributes_model(unit_class: type[Unit], optional: set[str]) -> type[BaseMod
         leave_out = name in optional and info.is_required()
         changes: dict[str, Any] = {"default": None} if leave_out else {}
         fields[name] = (info.annotation, FieldInfo.merge_field_infos(info, **changes))
-    return create_model(f"{unit_class.__name__}Attributes", __config__=ConfigDict(extra="forbid"),
-                        __doc__=unit_class.__doc__, **fields)
+    return create_model(
+        f"{unit_class.__name__}Attributes",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=unit_class.__doc__,
+        **fields,
+    )
 
 
 def unit_slice(defs: dg.Definitions, unit: Unit) -> dg.Definitions:
@@ -44,17 +48,27 @@ def unit_slice(defs: dg.Definitions, unit: Unit) -> dg.Definitions:
 
     jobs = {job_name(unit.name, env) for env in unit.environments}
     return dg.Definitions(
-        assets=[a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and all(own(k) for k in a.keys)],
-        asset_checks=[c for c in defs.asset_checks or [] if all(own(k.asset_key) for k in c.check_keys)],
+        assets=[
+            a
+            for a in defs.assets or []
+            if isinstance(a, dg.AssetsDefinition) and all(own(k) for k in a.keys)
+        ],
+        asset_checks=[
+            c for c in defs.asset_checks or [] if all(own(k.asset_key) for k in c.check_keys)
+        ],
         jobs=[j for j in defs.jobs or [] if j.name in jobs],
-        resources=defs.resources, executor=defs.executor)
+        resources=defs.resources,
+        executor=defs.executor,
+    )
 
 
 class UnitComponent(dg.Component):
     """One delivery unit in a dg defs folder; a subclass per kind says which (its translator)."""
 
     translator: ClassVar[KindTranslator]
-    optional: ClassVar[frozenset[str]] = frozenset({"name"})  # the name defaults to the unit's folder
+    optional: ClassVar[frozenset[str]] = frozenset(
+        {"name"}
+    )  # the name defaults to the unit's folder
 
     def __init__(self, unit: Unit):
         self.unit = unit
@@ -85,9 +99,11 @@ class UnitComponent(dg.Component):
 
         platform, defs = load_platform(Path(context.project_root))
         if platform.units.get(self.unit.name) != self.unit:
-            raise ConfigError("UD-CONFIG-COMPONENT",
-                              f"unit {self.unit.name} ({context.path}): the platform of {context.project_root}/assets/"
-                              "definitions.py does not load this declaration",
-                              "keep unit folders under the folder that Platform.from_directory reads (assets/units) "
-                              "and make `[tool.dg.project] defs_module` name that folder")
+            raise ConfigError(
+                "UD-CONFIG-COMPONENT",
+                f"unit {self.unit.name} ({context.path}): the platform of {context.project_root}/assets/"
+                "definitions.py does not load this declaration",
+                "keep unit folders under the folder that Platform.from_directory reads (assets/units) "
+                "and make `[tool.dg.project] defs_module` name that folder",
+            )
         return unit_slice(defs, self.unit)

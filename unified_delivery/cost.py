@@ -26,12 +26,29 @@ from .errors import ConfigError, one_line
 HOURS_PER_MONTH = 730
 # ISO 4217 codes this platform accepts; there are no exchange rates, so a budget must be in
 # the price table's currency.
-CURRENCIES = {"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "INR", "CNY", "BRL"}
+CURRENCIES = {
+    "USD",
+    "EUR",
+    "GBP",
+    "CHF",
+    "JPY",
+    "CAD",
+    "AUD",
+    "SEK",
+    "NOK",
+    "DKK",
+    "PLN",
+    "INR",
+    "CNY",
+    "BRL",
+}
 
 
 def check_currency(value: str) -> str:
     if value not in CURRENCIES:
-        raise ValueError(f"{value!r} is not a known currency (one of {', '.join(sorted(CURRENCIES))})")
+        raise ValueError(
+            f"{value!r} is not a known currency (one of {', '.join(sorted(CURRENCIES))})"
+        )
     return value
 
 
@@ -47,7 +64,9 @@ class Prices(Strict):
     cpu_hour: float = Field(ge=0)
     gb_hour: float = Field(ge=0)
     gpu_hour: float = Field(ge=0)
-    replica_hour: dict[str, float] = Field(default_factory=dict)  # serving size -> price per replica-hour
+    replica_hour: dict[str, float] = Field(
+        default_factory=dict
+    )  # serving size -> price per replica-hour
 
     @field_validator("replica_hour")
     @classmethod
@@ -89,17 +108,25 @@ class CostModel:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError("UD-CONFIG-COST", f"{path}: not valid YAML: {one_line(exc)}",
-                              "fix the price table") from None
+            raise ConfigError(
+                "UD-CONFIG-COST", f"{path}: not valid YAML: {one_line(exc)}", "fix the price table"
+            ) from None
         if not isinstance(raw, dict):
-            raise ConfigError("UD-CONFIG-COST", f"{path}: expected a mapping (prices, teams), not {type(raw).__name__}",
-                              "fix the price table")
+            raise ConfigError(
+                "UD-CONFIG-COST",
+                f"{path}: expected a mapping (prices, teams), not {type(raw).__name__}",
+                "fix the price table",
+            )
         try:
             return cls(CostFile(**raw), str(path))
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError("UD-CONFIG-COST", f"{path}: field {one_line(where)}: {one_line(err['msg'])}", "fix the price table or budget") from None
+            raise ConfigError(
+                "UD-CONFIG-COST",
+                f"{path}: field {one_line(where)}: {one_line(err['msg'])}",
+                "fix the price table or budget",
+            ) from None
 
     @property
     def prices(self) -> Prices:
@@ -111,8 +138,11 @@ class CostModel:
 
     def run_cost(self, usage: Usage) -> float:
         p = self.prices
-        return (usage.cpu_seconds / 3600 * p.cpu_hour + usage.peak_memory_mb / 1024 * usage.wall_seconds / 3600 * p.gb_hour
-                + usage.gpu_seconds / 3600 * p.gpu_hour)
+        return (
+            usage.cpu_seconds / 3600 * p.cpu_hour
+            + usage.peak_memory_mb / 1024 * usage.wall_seconds / 3600 * p.gb_hour
+            + usage.gpu_seconds / 3600 * p.gpu_hour
+        )
 
     def serving_month(self, size: str, replicas: int) -> float:
         return self.prices.replica_hour[size] * replicas * HOURS_PER_MONTH
@@ -124,9 +154,15 @@ class CostModel:
 def _gpu_busy() -> bool:
     if not shutil.which("nvidia-smi"):
         return False
-    out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, timeout=5)
-    return out.returncode == 0 and any(line.strip() not in ("", "0") for line in out.stdout.splitlines())
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+    )
+    return out.returncode == 0 and any(
+        line.strip() not in ("", "0") for line in out.stdout.splitlines()
+    )
 
 
 @contextmanager
@@ -163,7 +199,16 @@ def measure(interval_s: float = 0.1) -> Iterator[dict]:
     finally:
         done.set()
         thread.join()
-        after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = sum((a.ru_utime + a.ru_stime) - (b.ru_utime + b.ru_stime) for a, b in zip(after, before))
-        box["usage"] = Usage(cpu_seconds=cpu, peak_memory_mb=peak[0] / 2**20, wall_seconds=time.monotonic() - started,
-                             gpu_seconds=gpu[0])
+        after = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        cpu = sum(
+            (a.ru_utime + a.ru_stime) - (b.ru_utime + b.ru_stime) for a, b in zip(after, before)
+        )
+        box["usage"] = Usage(
+            cpu_seconds=cpu,
+            peak_memory_mb=peak[0] / 2**20,
+            wall_seconds=time.monotonic() - started,
+            gpu_seconds=gpu[0],
+        )

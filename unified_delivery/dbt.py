@@ -38,13 +38,23 @@ def dbt_executable() -> str:
 def project_file(project_dir: Path) -> dict[str, Any]:
     path = Path(project_dir) / "dbt_project.yml"
     if not path.exists():
-        raise ConfigError("UD-CONFIG-DBT", f"{project_dir} is not a dbt project (no dbt_project.yml)", "fix `project`")
+        raise ConfigError(
+            "UD-CONFIG-DBT",
+            f"{project_dir} is not a dbt project (no dbt_project.yml)",
+            "fix `project`",
+        )
     return yaml.safe_load(path.read_text()) or {}
 
 
 def parse_profiles(profile: str, path: str = ":memory:", schema: str = "main") -> str:
-    return yaml.safe_dump({profile: {"target": "ud", "outputs": {"ud": {
-        "type": "duckdb", "path": path, "schema": schema, "threads": 1}}}})
+    return yaml.safe_dump(
+        {
+            profile: {
+                "target": "ud",
+                "outputs": {"ud": {"type": "duckdb", "path": path, "schema": schema, "threads": 1}},
+            }
+        }
+    )
 
 
 def _newest_source(project_dir: Path) -> float:
@@ -100,13 +110,33 @@ def _parse(project_dir: Path, manifest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
         (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
         # The manifest goes where ensure_manifest looks for it; dbt's log goes nowhere near the project.
-        proc = subprocess.run([dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", tmp,
-                               "--target-path", str(project_dir / "target"), "--log-path", tmp + "/logs", "--quiet"],
-                              capture_output=True, text=True, cwd=project_dir, timeout=600, check=False)
+        proc = subprocess.run(
+            [
+                dbt_executable(),
+                "parse",
+                "--project-dir",
+                str(project_dir),
+                "--profiles-dir",
+                tmp,
+                "--target-path",
+                str(project_dir / "target"),
+                "--log-path",
+                tmp + "/logs",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=project_dir,
+            timeout=600,
+            check=False,
+        )
     if proc.returncode != 0 or not manifest.exists():
         output = redact_text(proc.stdout + proc.stderr).strip()
-        raise ConfigError("UD-CONFIG-DBT", f"dbt parse failed for {project_dir}: {output[-800:]}",
-                          "fix the dbt project so `dbt parse` succeeds")
+        raise ConfigError(
+            "UD-CONFIG-DBT",
+            f"dbt parse failed for {project_dir}: {output[-800:]}",
+            "fix the dbt project so `dbt parse` succeeds",
+        )
 
 
 @lru_cache(maxsize=16)
@@ -157,7 +187,9 @@ def select(manifest: dict, selection: str, project_dir: Path | None = None) -> l
         if method == "tag":
             base = {u for u, n in nodes.items() if value in n.get("tags", [])}
         elif method == "path":
-            base = {u for u, n in nodes.items() if n["original_file_path"].startswith(value.rstrip("/"))}
+            base = {
+                u for u, n in nodes.items() if n["original_file_path"].startswith(value.rstrip("/"))
+            }
         elif method == "":
             base = set(_index(manifest)[1].get(core, ()))
         else:
@@ -174,11 +206,35 @@ def _dbt_ls(project_dir: Path, selection: str, nodes: dict[str, dict]) -> list[s
     profile = project_file(project_dir).get("profile", "default")
     with tempfile.TemporaryDirectory(prefix="ud-dbt-ls-") as tmp:
         (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
-        proc = subprocess.run([dbt_executable(), "ls", "--select", selection, "--output", "json", "--output-keys",
-                               "unique_id", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", tmp,
-                               "--target-path", tmp + "/target", "--log-path", tmp + "/logs"],
-                              capture_output=True, text=True, cwd=tmp, timeout=600, check=False)
-    ids = {json.loads(line)["unique_id"] for line in proc.stdout.splitlines() if line.startswith("{")}
+        proc = subprocess.run(
+            [
+                dbt_executable(),
+                "ls",
+                "--select",
+                selection,
+                "--output",
+                "json",
+                "--output-keys",
+                "unique_id",
+                "--quiet",
+                "--project-dir",
+                str(project_dir),
+                "--profiles-dir",
+                tmp,
+                "--target-path",
+                tmp + "/target",
+                "--log-path",
+                tmp + "/logs",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            timeout=600,
+            check=False,
+        )
+    ids = {
+        json.loads(line)["unique_id"] for line in proc.stdout.splitlines() if line.startswith("{")
+    }
     return sorted(u for u in ids if u in nodes)
 
 

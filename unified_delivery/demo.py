@@ -36,8 +36,12 @@ def ensure_app_repo(home: Home, template: Path, remote: Path, workdir: Path) -> 
     if not workdir.exists():
         git("clone", "--quiet", str(remote), str(workdir))
     if not git("ls-remote", "--heads", str(remote), "main"):
-        shutil.copytree(template, workdir, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc"))
+        shutil.copytree(
+            template,
+            workdir,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc"),
+        )
         commit(workdir, "Initial recommendation_api from the platform template")
     else:
         git("pull", "--quiet", "--ff-only", "origin", "main", cwd=workdir)
@@ -66,23 +70,39 @@ def run_demo(out: Output) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
 
     def step(label: str, fn, *, expect_refusal: bool = False, **kw) -> dict[str, Any]:
-        if steps and not all(s["ok"] for s in steps):  # after an unexpected failure, later steps would only cascade
-            row = {"step": label, "ok": False, "skipped": True, "code": "UD-DEMO-SKIPPED", "message": "an earlier step failed"}
+        if steps and not all(
+            s["ok"] for s in steps
+        ):  # after an unexpected failure, later steps would only cascade
+            row = {
+                "step": label,
+                "ok": False,
+                "skipped": True,
+                "code": "UD-DEMO-SKIPPED",
+                "message": "an earlier step failed",
+            }
             steps.append(row)
             return row
         t0 = time.monotonic()
         out.progress(f"{label} ...")
         outcome = fn(platform, defs, **kw, home=home)
-        row = {"step": label, "ok": (outcome.error is not None) if expect_refusal else outcome.error is None,
-               "expected_refusal": expect_refusal, "run_id": outcome.run_id,
-               "code": outcome.error.code if outcome.error else None,
-               "message": outcome.error.message if outcome.error else None,
-               "seconds": round(time.monotonic() - t0, 1)}
+        row = {
+            "step": label,
+            "ok": (outcome.error is not None) if expect_refusal else outcome.error is None,
+            "expected_refusal": expect_refusal,
+            "run_id": outcome.run_id,
+            "code": outcome.error.code if outcome.error else None,
+            "message": outcome.error.message if outcome.error else None,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
         if expect_refusal and outcome.failed_checks:
             row["gates"] = outcome.failed_checks
         steps.append(row)
-        verdict = ("refused as expected: " if expect_refusal else "FAILED: ") + f"{row['code']} {row['message']}" \
-            if outcome.error else ("ok" if not expect_refusal else "NOT REFUSED (unexpected)")
+        verdict = (
+            ("refused as expected: " if expect_refusal else "FAILED: ")
+            + f"{row['code']} {row['message']}"
+            if outcome.error
+            else ("ok" if not expect_refusal else "NOT REFUSED (unexpected)")
+        )
         out.progress(f"{label}: {verdict} ({row['seconds']} s)")
         return row
 
@@ -95,13 +115,25 @@ def run_demo(out: Output) -> dict[str, Any]:
         """Four-eyes: someone who may approve there and is not an author (the operator built the
         change, the commit names its developer) approves what the stage before runs."""
         unit = platform.unit(name)
-        if unit.policy.approvals.get(env, 0) and (version := env_of(name, unit.previous_stage(env))):
+        if unit.policy.approvals.get(env, 0) and (
+            version := env_of(name, unit.previous_stage(env))
+        ):
             authors = of_version(platform.governance, platform.ledger.ledger(), name, version)
-            approver = next((p for p in platform.governance.policy.principals if not p.startswith("service:")
-                             and platform.governance.allowed(p, "approve", env) and not authors.includes(p)), None)
+            approver = next(
+                (
+                    p
+                    for p in platform.governance.policy.principals
+                    if not p.startswith("service:")
+                    and platform.governance.allowed(p, "approve", env)
+                    and not authors.includes(p)
+                ),
+                None,
+            )
             if approver is None:
-                out.progress(f"{name} {version[:12]} waits for an approval for {env}: the policy names no approver "
-                             "who is not one of its authors")
+                out.progress(
+                    f"{name} {version[:12]} waits for an approval for {env}: the policy names no approver "
+                    "who is not one of its authors"
+                )
                 return
             data = approve(platform, approver, name, env, version)
             out.progress(f"{data['principal']} approved {name} {version[:12]} for {env}")
@@ -110,27 +142,50 @@ def run_demo(out: Output) -> dict[str, Any]:
         for env in platform.units[name].environments:
             if all(s["ok"] for s in steps):
                 approve_if_needed(name, env)
-            step(f"promote {name} to {env}", promote, unit_name=name, env=env, reason="demo: first release")
+            step(
+                f"promote {name} to {env}",
+                promote,
+                unit_name=name,
+                env=env,
+                reason="demo: first release",
+            )
     if not reference:
         return summary(platform, steps, started, home)
 
     # A second, good app change goes all the way, so production has a version to roll back to.
     readme = workdir / "README.md"
-    readme.write_text(readme.read_text() + f"\nRelease note {time.strftime('%Y-%m-%d %H:%M:%S')}: tuned response headers.\n")
+    readme.write_text(
+        readme.read_text()
+        + f"\nRelease note {time.strftime('%Y-%m-%d %H:%M:%S')}: tuned response headers.\n"
+    )
     good = commit(workdir, "Add a release note")
     for env in app.environments:
         if all(s["ok"] for s in steps):
             approve_if_needed(APP, env)
-        step(f"promote {APP} {good[:8]} to {env}", promote, unit_name=APP, env=env, reason="demo: second release")
+        step(
+            f"promote {APP} {good[:8]} to {env}",
+            promote,
+            unit_name=APP,
+            env=env,
+            reason="demo: second release",
+        )
     serving_before = env_of(APP, "production")
 
     # A change whose own tests fail: the candidate is refused, production keeps serving.
     service = workdir / "service.py"
     original = service.read_text()
-    service.write_text(re.sub(r"RETENTION_OFFER_AT = [0-9.]+", "RETENTION_OFFER_AT = 0.95", original, count=1))
+    service.write_text(
+        re.sub(r"RETENTION_OFFER_AT = [0-9.]+", "RETENTION_OFFER_AT = 0.95", original, count=1)
+    )
     bad = commit(workdir, "Only make retention offers above 95% churn risk")
-    refusal = step(f"promote {APP} {bad[:8]} to staging (its tests fail)", promote, unit_name=APP, env="staging",
-                   reason="demo: a change that breaks the app's tests", expect_refusal=True)
+    refusal = step(
+        f"promote {APP} {bad[:8]} to staging (its tests fail)",
+        promote,
+        unit_name=APP,
+        env="staging",
+        reason="demo: a change that breaks the app's tests",
+        expect_refusal=True,
+    )
     refusal["production_still_serves"] = env_of(APP, "production")
     refusal["ok"] = refusal["ok"] and refusal["production_still_serves"] == serving_before
     service.write_text(original)
@@ -138,12 +193,21 @@ def run_demo(out: Output) -> dict[str, Any]:
 
     # A change that would pass the team's budget: twelve large replicas, declared in the app's repo.
     deploy_file = workdir / "ud-deploy.yaml"
-    deploy_file.write_text("# serving size and replicas, read by the cost gate\nsize: large\nreplicas: 12\n")
+    deploy_file.write_text(
+        "# serving size and replicas, read by the cost gate\nsize: large\nreplicas: 12\n"
+    )
     costly = commit(workdir, "Scale to twelve large replicas for the sale")
-    cost_refusal = step(f"promote {APP} {costly[:8]} to staging (over budget)", promote, unit_name=APP, env="staging",
-                        reason="demo: a change that would pass the team's budget", expect_refusal=True)
-    cost_refusal["ok"] = cost_refusal["ok"] and any(g.get("code", "").startswith("UD-GATE-COST")
-                                                    for g in cost_refusal.get("gates", []))
+    cost_refusal = step(
+        f"promote {APP} {costly[:8]} to staging (over budget)",
+        promote,
+        unit_name=APP,
+        env="staging",
+        reason="demo: a change that would pass the team's budget",
+        expect_refusal=True,
+    )
+    cost_refusal["ok"] = cost_refusal["ok"] and any(
+        g.get("code", "").startswith("UD-GATE-COST") for g in cost_refusal.get("gates", [])
+    )
     deploy_file.unlink()
     commit(workdir, "Back to the budgeted serving size")
 
@@ -151,35 +215,74 @@ def run_demo(out: Output) -> dict[str, Any]:
     # the data-quality gate refuses it in the audit schema; readers keep the published version.
     data = "customer_features"
     published = env_of(data, "staging")
-    dq_refusal = step(f"promote {data} to staging (backdated rebuild)", promote, unit_name=data, env="staging",
-                      ref="{as_of_date: '2020-01-01'}", reason="demo: a rebuild whose data fails its suite",
-                      expect_refusal=True)
-    dq_refusal["ok"] = dq_refusal["ok"] and env_of(data, "staging") == published and any(
-        g.get("code") == "UD-GATE-DQ-FAILED" for g in dq_refusal.get("gates", []))
+    dq_refusal = step(
+        f"promote {data} to staging (backdated rebuild)",
+        promote,
+        unit_name=data,
+        env="staging",
+        ref="{as_of_date: '2020-01-01'}",
+        reason="demo: a rebuild whose data fails its suite",
+        expect_refusal=True,
+    )
+    dq_refusal["ok"] = (
+        dq_refusal["ok"]
+        and env_of(data, "staging") == published
+        and any(g.get("code") == "UD-GATE-DQ-FAILED" for g in dq_refusal.get("gates", []))
+    )
 
-    rb = step(f"roll back {APP} in production", rollback, unit_name=APP, env="production",
-              reason="demo: rolling back the second release")
+    rb = step(
+        f"roll back {APP} in production",
+        rollback,
+        unit_name=APP,
+        env="production",
+        reason="demo: rolling back the second release",
+    )
     rb["now_serving"] = env_of(APP, "production")
 
     health = platform.target(app, "production").health(app, "production")
     now = status(platform)
     ok = all(s["ok"] for s in steps) and health.healthy
     wall = round(time.monotonic() - started, 1)
-    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", status_table(now), ""]
-    lines.append(f"refusal : {APP} {bad[:12]} refused ({refusal['code']}: its tests fail); production stayed on "
-                 f"{(refusal['production_still_serves'] or '-')[:12]}")
+    lines = [
+        "",
+        "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s",
+        "",
+        status_table(now),
+        "",
+    ]
+    lines.append(
+        f"refusal : {APP} {bad[:12]} refused ({refusal['code']}: its tests fail); production stayed on "
+        f"{(refusal['production_still_serves'] or '-')[:12]}"
+    )
     for r in (cost_refusal, dq_refusal):
         codes = ", ".join(sorted({g["code"] for g in r.get("gates", [])})) or r.get("code")
         lines.append(f"refusal : {r['step']}: {codes}")
-    lines.append(f"rollback: {APP} production {serving_before[:12] if serving_before else '-'} -> "
-                 f"{(rb['now_serving'] or '-')[:12]}")
+    lines.append(
+        f"rollback: {APP} production {serving_before[:12] if serving_before else '-'} -> "
+        f"{(rb['now_serving'] or '-')[:12]}"
+    )
     lines.append(f"health  : {APP} production: {health.message}")
-    lines.append("next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services")
+    lines.append(
+        "next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services"
+    )
     if not ok:
-        lines += [f"failed step: {s['step']}: {s['code']} {s['message']}" for s in steps if not s["ok"] and not s.get("skipped")]
-    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": now,
-            "refusal": refusal, "refusals": [refusal, cost_refusal, dq_refusal], "rollback": rb, "production_health": {"healthy": health.healthy, "message": health.message},
-            "summary_text": "\n".join(lines)}
+        lines += [
+            f"failed step: {s['step']}: {s['code']} {s['message']}"
+            for s in steps
+            if not s["ok"] and not s.get("skipped")
+        ]
+    return {
+        "ok": ok,
+        "home": str(home.root),
+        "wall_seconds": wall,
+        "steps": steps,
+        "status": now,
+        "refusal": refusal,
+        "refusals": [refusal, cost_refusal, dq_refusal],
+        "rollback": rb,
+        "production_health": {"healthy": health.healthy, "message": health.message},
+        "summary_text": "\n".join(lines),
+    }
 
 
 def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -> dict[str, Any]:
@@ -190,17 +293,40 @@ def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -
         last = unit.environments[-1]
         if unit.kind == "app" and (dep := platform.target(unit, last).status(unit, last)):
             h = platform.target(unit, last).health(unit, last)
-            health[unit.name] = {"healthy": h.healthy, "message": h.message, "url": dep.details.get("url")}
+            health[unit.name] = {
+                "healthy": h.healthy,
+                "message": h.message,
+                "url": dep.details.get("url"),
+            }
     ok = all(s["ok"] for s in steps) and all(h["healthy"] for h in health.values())
     wall = round(time.monotonic() - started, 1)
-    lines = ["", "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s", "", status_table(now), ""]
+    lines = [
+        "",
+        "unified-delivery demo: " + ("OK" if ok else "FAILED") + f" in {wall} s",
+        "",
+        status_table(now),
+        "",
+    ]
     if not platform.units:
         lines.append("no units yet: add one with `ud new app|model|data NAME`")
     lines += [f"health  : {n} {h['url'] or ''}: {h['message']}" for n, h in health.items()]
-    lines.append("next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services")
-    lines += [f"failed step: {s['step']}: {s['code']} {s['message']}" for s in steps if not s["ok"] and not s.get("skipped")]
-    return {"ok": ok, "home": str(home.root), "wall_seconds": wall, "steps": steps, "status": now,
-            "production_health": health, "summary_text": "\n".join(lines)}
+    lines.append(
+        "next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services"
+    )
+    lines += [
+        f"failed step: {s['step']}: {s['code']} {s['message']}"
+        for s in steps
+        if not s["ok"] and not s.get("skipped")
+    ]
+    return {
+        "ok": ok,
+        "home": str(home.root),
+        "wall_seconds": wall,
+        "steps": steps,
+        "status": now,
+        "production_health": health,
+        "summary_text": "\n".join(lines),
+    }
 
 
 __all__ = ["run_demo"]

@@ -17,7 +17,7 @@ def one_line(text: object, limit: int = 300) -> str:
     """Any text as one line of at most `limit` characters: what a user error message quotes
     (a YAML parser's report, a value from a file) must not break the one-line contract."""
     flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class UDError(Exception):
@@ -25,7 +25,9 @@ class UDError(Exception):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, code: str, message: str, remediation: str = "", *, exit_code: int | None = None):
+    def __init__(
+        self, code: str, message: str, remediation: str = "", *, exit_code: int | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -34,10 +36,17 @@ class UDError(Exception):
             self.exit_code = exit_code
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message, "remediation": self.remediation, "exit_code": self.exit_code}
+        return {
+            "code": self.code,
+            "message": self.message,
+            "remediation": self.remediation,
+            "exit_code": self.exit_code,
+        }
 
     def __str__(self) -> str:
-        return f"{self.code}: {self.message}" + (f" ({self.remediation})" if self.remediation else "")
+        return f"{self.code}: {self.message}" + (
+            f" ({self.remediation})" if self.remediation else ""
+        )
 
 
 class ConfigError(UDError):

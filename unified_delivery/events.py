@@ -234,19 +234,51 @@ class TokenIssued(Event):
     expires_at: str = ""
 
 
-EVENTS: dict[str, type[Event]] = {cls.ACTION: cls for cls in (
-    Candidate, BuildFailed, GateEvaluated, Refusal, Forgery, AlreadyDeployed, DeployStarted, Promotion, DeployFailed,
-    RollbackStarted, Rollback, RollbackFailed, Approval, Override, CommitsSkipped, TokenIssued)}
+EVENTS: dict[str, type[Event]] = {
+    cls.ACTION: cls
+    for cls in (
+        Candidate,
+        BuildFailed,
+        GateEvaluated,
+        Refusal,
+        Forgery,
+        AlreadyDeployed,
+        DeployStarted,
+        Promotion,
+        DeployFailed,
+        RollbackStarted,
+        Rollback,
+        RollbackFailed,
+        Approval,
+        Override,
+        CommitsSkipped,
+        TokenIssued,
+    )
+}
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs
 INTENTS = (DeployStarted.ACTION, RollbackStarted.ACTION)
 # What ends an intent: one of these with the intent's run id.
 OUTCOMES = (Promotion.ACTION, DeployFailed.ACTION, Rollback.ACTION, RollbackFailed.ACTION)
 
 
-def record(ledger: Ledger, event: Event, *, principal: str, unit: str | None = None, env: str | None = None,
-           version: str | None = None) -> LedgerEntry:
+def record(
+    ledger: Ledger,
+    event: Event,
+    *,
+    principal: str,
+    unit: str | None = None,
+    env: str | None = None,
+    version: str | None = None,
+) -> LedgerEntry:
     """Append `event` to the ledger as one entry."""
-    return ledger.append(event.ACTION, principal=principal, unit=unit, env=env, version=version, payload=event.payload())
+    return ledger.append(
+        event.ACTION,
+        principal=principal,
+        unit=unit,
+        env=env,
+        version=version,
+        payload=event.payload(),
+    )
 
 
 def read(entry: LedgerEntry) -> Event:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-
 PRIVATE_DIR = 0o700
 PRIVATE_UMASK = 0o077  # files the platform writes are its owner's alone (0600, folders 0700)
 
@@ -68,7 +67,9 @@ class Home:
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return os.environ.get("UD_MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return (
+            os.environ.get("UD_MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        )
 
     @property
     def mlflow_artifacts(self) -> Path:

@@ -19,8 +19,9 @@ from .units import Unit
 UNIT_FILES = ("*.yaml", "*.yml", "*/**/defs.yaml", "*/**/defs.yml")
 
 
-def unit_from_attributes(kind: str, attributes: dict[str, Any], source: str,
-                         base_dir: Path) -> Unit:
+def unit_from_attributes(
+    kind: str, attributes: dict[str, Any], source: str, base_dir: Path
+) -> Unit:
     """The unit of kind `kind` that `attributes` (read from `source`, in `base_dir`) declare."""
     return kinds()[kind].translator.unit_from_attributes(attributes, source, base_dir)
 
@@ -29,24 +30,42 @@ def load_yaml_unit(path: Path) -> Unit:
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError("UD-CONFIG-YAML", f"{path}: not valid YAML: {one_line(exc)}", "fix the YAML syntax") from None
+        raise ConfigError(
+            "UD-CONFIG-YAML", f"{path}: not valid YAML: {one_line(exc)}", "fix the YAML syntax"
+        ) from None
     if not isinstance(doc, dict):
-        raise ConfigError("UD-CONFIG-YAML", f"{path}: expected a mapping with `type` and `attributes`", "see docs/units.md")
+        raise ConfigError(
+            "UD-CONFIG-YAML",
+            f"{path}: expected a mapping with `type` and `attributes`",
+            "see docs/units.md",
+        )
     extra = set(doc) - {"type", "attributes"}
     if extra:
-        raise ConfigError("UD-CONFIG-YAML", f"{path}: unknown top-level keys {sorted(extra)}",
-                          "a unit file has only `type` and `attributes`")
+        raise ConfigError(
+            "UD-CONFIG-YAML",
+            f"{path}: unknown top-level keys {sorted(extra)}",
+            "a unit file has only `type` and `attributes`",
+        )
     types = yaml_types()
     kind = types.get(str(doc.get("type")))
     if kind is None:
-        raise ConfigError("UD-CONFIG-YAML", f"{path}: field type: {doc.get('type')!r} is not a unit type",
-                          f"use one of: {', '.join(sorted(k for k in types if '.' in k))}")
+        raise ConfigError(
+            "UD-CONFIG-YAML",
+            f"{path}: field type: {doc.get('type')!r} is not a unit type",
+            f"use one of: {', '.join(sorted(k for k in types if '.' in k))}",
+        )
     attributes = doc.get("attributes")
     if not isinstance(attributes, dict):
-        raise ConfigError("UD-CONFIG-YAML", f"{path}: field attributes: expected a mapping", "put the unit's fields under `attributes:`")
+        raise ConfigError(
+            "UD-CONFIG-YAML",
+            f"{path}: field attributes: expected a mapping",
+            "put the unit's fields under `attributes:`",
+        )
     source = f"{path.parent.name}/{path.name}" if path.stem == "defs" else path.name
     return unit_from_attributes(kind, attributes, source, path.parent)
 
 
 def load_yaml_units(directory: Path) -> list[Unit]:
-    return [load_yaml_unit(p) for pattern in UNIT_FILES for p in sorted(Path(directory).glob(pattern))]
+    return [
+        load_yaml_unit(p) for pattern in UNIT_FILES for p in sorted(Path(directory).glob(pattern))
+    ]

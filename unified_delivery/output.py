@@ -37,14 +37,23 @@ def status_table(data: dict) -> str:
     rows = [("unit", "kind", "environment", "version", "deployed at")]
     for u in data["units"]:
         for env, dep in u["environments"].items():
-            rows.append((u["name"], u["kind"], env, (dep or {}).get("version", "-")[:12] or "-",
-                         (dep or {}).get("deployed_at", "")[:19].replace("T", " ")))
+            rows.append(
+                (
+                    u["name"],
+                    u["kind"],
+                    env,
+                    (dep or {}).get("version", "-")[:12] or "-",
+                    (dep or {}).get("deployed_at", "")[:19].replace("T", " "),
+                )
+            )
     return table(rows)
 
 
 def plan_text(plan: dict) -> str:
-    lines = [f"dry run: {plan['action']} {plan['unit']} in {plan['env']} as {plan['principal']} (nothing changed)",
-             f"  would change: {plan['changes']}"]
+    lines = [
+        f"dry run: {plan['action']} {plan['unit']} in {plan['env']} as {plan['principal']} (nothing changed)",
+        f"  would change: {plan['changes']}",
+    ]
     lines += [f"  gate: {g['name']} ({g['family']})" for g in plan.get("gates", [])]
     lines += [f"  blocked: {b['code']} {b['message']}" for b in plan["blocked_by"]]
     return "\n".join(lines)
@@ -55,5 +64,7 @@ def gates_text(data: dict) -> str:
     for g in data["gates"]:
         mark = {True: "PASS", False: "FAIL", None: "----"}[g["passed"]]
         mark = "OVRD" if g["overridden"] and not g["passed"] else mark
-        lines.append(f"  {mark}  {g['stage']:10} {g['name']:16} {g['family']:13} {g['code'] or '':28} {g['message']}")
+        lines.append(
+            f"  {mark}  {g['stage']:10} {g['name']:16} {g['family']:13} {g['code'] or '':28} {g['message']}"
+        )
     return "\n".join(lines)

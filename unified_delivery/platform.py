@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 import dagster as dg
 
 from . import dbt
+from .cost import CostModel
 from .errors import ConfigError
 from .gates import Gate, build_gate
-from .cost import CostModel
 from .governance import Governance
 from .kinds.asset.wrap import WrappedAsset
 from .kinds.base import KindTranslator
@@ -39,27 +39,40 @@ def declared_unit(item: Unit | ModelDefinition | WrappedAsset) -> Unit:
 
 
 class Platform:
-    def __init__(self, units: Iterable[Unit | ModelDefinition | WrappedAsset], *,
-                 targets: Targets | Mapping[str, KindTargets] | None = None,
-                 ledger: LedgerResource | None = None, governance: Governance | None = None,
-                 costs: CostModel | None = None):
+    def __init__(
+        self,
+        units: Iterable[Unit | ModelDefinition | WrappedAsset],
+        *,
+        targets: Targets | Mapping[str, KindTargets] | None = None,
+        ledger: LedgerResource | None = None,
+        governance: Governance | None = None,
+        costs: CostModel | None = None,
+    ):
         # The Python a unit's build runs: a @model (callable: it trains) or a wrapped asset (its
         # build and its check gates run the asset as written). A bare Unit has none.
         self.trainers: dict[str, ModelDefinition | WrappedAsset] = {}
         self.units: dict[str, Unit] = {}
-        self.declarations = list(units)  # as given, so a variant of this platform can be built (api.promote)
+        self.declarations = list(
+            units
+        )  # as given, so a variant of this platform can be built (api.promote)
         self.kinds: dict[str, Kind] = kinds()  # as registered when the platform is made
         for item in self.declarations:
             unit = declared_unit(item)
             if unit is not item:
                 self.trainers[unit.name] = item
             if unit.name in self.units:
-                raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: declared twice", "give each unit a unique name")
+                raise ConfigError(
+                    "UD-CONFIG-UNIT",
+                    f"unit {unit.name}: declared twice",
+                    "give each unit a unique name",
+                )
             if unit.kind not in self.kinds:
                 raise ConfigError(
-                    "UD-CONFIG-KIND", f"unit {unit.name}: kind {unit.kind!r} is not registered",
+                    "UD-CONFIG-KIND",
+                    f"unit {unit.name}: kind {unit.kind!r} is not registered",
                     f"known kinds: {', '.join(self.kinds)}; register the kind "
-                    "(unified_delivery.kinds.register) before the platform is made")
+                    "(unified_delivery.kinds.register) before the platform is made",
+                )
             self.units[unit.name] = unit
         # Per kind, one target for every environment or one per environment (targets/routing.py).
         self.targets = Targets.of(targets or default_targets())
@@ -69,8 +82,12 @@ class Platform:
         with dbt.one_check_per_load():
             self._validate()
             self.gates: dict[str, list[Gate]] = {
-                n: [build_gate(s, u, costs_missing=self.costs is None) for s in [*u.gates, *self._governance_gates(u)]]
-                for n, u in self.units.items()}
+                n: [
+                    build_gate(s, u, costs_missing=self.costs is None)
+                    for s in [*u.gates, *self._governance_gates(u)]
+                ]
+                for n, u in self.units.items()
+            }
         for name, gates in self.gates.items():
             unit = self.units[name]
             needs = [(role, f"its kind ({unit.kind})") for role in self.translator(unit).needs]
@@ -79,8 +96,11 @@ class Platform:
             names = [(g.spec.stage, g.name) for g in gates]
             dupes = {n for _, n in names if names.count((_, n)) > 1}
             if dupes:
-                raise ConfigError("UD-CONFIG-GATE", f"unit {name}: gate names {sorted(dupes)} are used twice",
-                                  "give each gate a distinct `name`")
+                raise ConfigError(
+                    "UD-CONFIG-GATE",
+                    f"unit {name}: gate names {sorted(dupes)} are used twice",
+                    "give each gate a distinct `name`",
+                )
 
     def _governance_gates(self, unit: Unit) -> list[GateSpec]:
         """Policy on every promotion; freeze and approval where the policy file or the unit asks."""
@@ -98,8 +118,13 @@ class Platform:
         return specs
 
     @classmethod
-    def from_directory(cls, directory: Path, python_units: Iterable[Unit | ModelDefinition | WrappedAsset] = (),
-                       dbt_projects: Iterable[Path] = (), **kwargs: Any) -> "Platform":
+    def from_directory(
+        cls,
+        directory: Path,
+        python_units: Iterable[Unit | ModelDefinition | WrappedAsset] = (),
+        dbt_projects: Iterable[Path] = (),
+        **kwargs: Any,
+    ) -> "Platform":
         """YAML units of `directory`, the Python units given, and a data unit for every model of
         `dbt_projects` that declares itself in its dbt `meta` (see kinds/data/meta.py)."""
         with dbt.one_check_per_load():
@@ -131,7 +156,11 @@ class Platform:
         from .errors import UDError
 
         if name not in self.units:
-            raise UDError("UD-UNKNOWN-UNIT", f"no unit named {name!r}", f"known units: {', '.join(self.units)}")
+            raise UDError(
+                "UD-UNKNOWN-UNIT",
+                f"no unit named {name!r}",
+                f"known units: {', '.join(self.units)}",
+            )
         return self.units[name]
 
     def environments(self) -> list[str]:
@@ -144,15 +173,22 @@ class Platform:
         envs = set(self.environments())
 
         def refuse(where: str, name: str, source: str) -> None:
-            raise ConfigError("UD-CONFIG-UNKNOWN-ENV", f"{source}: {where} names environment {name!r}, which no unit has",
-                              f"use one of: {', '.join(self.environments())}" + ("" if "quotas" in where else
-                                                                                  ", or * for every environment"))
+            raise ConfigError(
+                "UD-CONFIG-UNKNOWN-ENV",
+                f"{source}: {where} names environment {name!r}, which no unit has",
+                f"use one of: {', '.join(self.environments())}"
+                + ("" if "quotas" in where else ", or * for every environment"),
+            )
 
         for unit in self.units.values():
             for env in unit.policy.approvals:
                 if env not in unit.environments:
-                    raise ConfigError("UD-CONFIG-UNKNOWN-ENV", f"unit {unit.name}: field policy.approvals names environment "
-                                      f"{env!r}, which the unit does not have", f"use one of: {', '.join(unit.environments)}")
+                    raise ConfigError(
+                        "UD-CONFIG-UNKNOWN-ENV",
+                        f"unit {unit.name}: field policy.approvals names environment "
+                        f"{env!r}, which the unit does not have",
+                        f"use one of: {', '.join(unit.environments)}",
+                    )
         if not self.units or self.governance.source == Governance.default().source:
             return  # the built-in policy is written for any platform
         policy, source = self.governance.policy, self.governance.source
@@ -172,32 +208,49 @@ class Platform:
         for unit in self.units.values():
             for dep, where in self.translator(unit).upstream_fields(unit).items():
                 if dep not in self.units:
-                    raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field {where}: {dep!r} is not a unit of this platform",
-                                      f"known units: {', '.join(self.units)}")
+                    raise ConfigError(
+                        "UD-CONFIG-UNIT",
+                        f"unit {unit.name}: field {where}: {dep!r} is not a unit of this platform",
+                        f"known units: {', '.join(self.units)}",
+                    )
             self.translator(unit).validate(unit, self.units)
             self.targets.require(unit)  # a target per environment; roles once the gates are built
         if self.costs is not None:
             self._validate_costs()
         cycle = self._cycle()
         if cycle:
-            raise ConfigError("UD-CONFIG-CYCLE", f"units depend on each other in a cycle: {' -> '.join(cycle)}",
-                              "remove one of these dependencies")
+            raise ConfigError(
+                "UD-CONFIG-CYCLE",
+                f"units depend on each other in a cycle: {' -> '.join(cycle)}",
+                "remove one of these dependencies",
+            )
 
     def _validate_costs(self) -> None:
         prices = self.costs.prices
         for unit in self.units.values():
             b = unit.budget
             if b.currency != prices.currency:
-                raise ConfigError("UD-CONFIG-COST", f"unit {unit.name}: field budget.currency: {b.currency} is not the price "
-                                  f"table's currency {prices.currency}", f"state the budget in {prices.currency}")
+                raise ConfigError(
+                    "UD-CONFIG-COST",
+                    f"unit {unit.name}: field budget.currency: {b.currency} is not the price "
+                    f"table's currency {prices.currency}",
+                    f"state the budget in {prices.currency}",
+                )
             if b.serving and b.serving.size not in prices.replica_hour:
-                raise ConfigError("UD-CONFIG-COST", f"unit {unit.name}: field budget.serving.size: {b.serving.size!r} has no "
-                                  "price in the price table", f"use one of: {', '.join(prices.replica_hour) or 'none'}"
-                                  f", or add it to {self.costs.source}")
+                raise ConfigError(
+                    "UD-CONFIG-COST",
+                    f"unit {unit.name}: field budget.serving.size: {b.serving.size!r} has no "
+                    "price in the price table",
+                    f"use one of: {', '.join(prices.replica_hour) or 'none'}"
+                    f", or add it to {self.costs.source}",
+                )
         for team, budget in self.costs.file.teams.items():
             if budget.currency != prices.currency:
-                raise ConfigError("UD-CONFIG-COST", f"team {team}: budget currency {budget.currency} is not {prices.currency}",
-                                  f"state team budgets in {prices.currency}")
+                raise ConfigError(
+                    "UD-CONFIG-COST",
+                    f"team {team}: budget currency {budget.currency} is not {prices.currency}",
+                    f"state team budgets in {prices.currency}",
+                )
 
     def _cycle(self) -> list[str] | None:
         state: dict[str, int] = {}
@@ -208,7 +261,7 @@ class Platform:
             stack.append(n)
             for d in self.translator(self.units[n]).upstream_units(self.units[n]):
                 if state.get(d) == 1:
-                    return stack[stack.index(d):] + [d]
+                    return stack[stack.index(d) :] + [d]
                 if d not in state and (found := visit(d)):
                     return found
             stack.pop()
@@ -246,4 +299,3 @@ class Platform:
 
         defs = platform_defs(self)
         return dg.Definitions.merge(defs, extra) if extra else defs
-

@@ -23,14 +23,35 @@ REDACTED = "[redacted]"
 MIN_SECRET_LEN = 8
 
 # A field or variable whose name says it holds a secret.
-SECRET_NAME = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|signing[_-]?key|"
-                         r"auth|session[_-]?key|access[_-]?key", re.IGNORECASE)
-_NAME_MARKERS = ("password", "passwd", "secret", "token", "api_key", "apikey", "private_key", "credential",
-                 "signing_key")
+SECRET_NAME = re.compile(
+    r"pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|signing[_-]?key|"
+    r"auth|session[_-]?key|access[_-]?key",
+    re.IGNORECASE,
+)
+_NAME_MARKERS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credential",
+    "signing_key",
+)
 
 _SHAPES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL), REDACTED),
-    (re.compile(r"\bud1\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), REDACTED),  # this platform's tokens
+    (
+        re.compile(
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+            re.DOTALL,
+        ),
+        REDACTED,
+    ),
+    (
+        re.compile(r"\bud1\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+        REDACTED,
+    ),  # this platform's tokens
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), REDACTED),  # JWTs
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),  # AWS access key ids
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), REDACTED),  # GitHub tokens
@@ -39,8 +60,13 @@ _SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{12,}"), r"\1 " + REDACTED),
     (re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)"), r"\1" + REDACTED + r"\2"),  # user:password@ in URLs
     # NAME=value / NAME: value where NAME says secret (env dumps, config echoes, tracebacks).
-    (re.compile(r"(?i)\b([A-Za-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key|private[_-]?key|signing[_-]?key)"
-                r"[A-Za-z0-9_.-]*[\"']?\s*[=:]\s*[\"']?)([^\s\"',;]{4,})"), r"\1" + REDACTED),
+    (
+        re.compile(
+            r"(?i)\b([A-Za-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key|private[_-]?key|signing[_-]?key)"
+            r"[A-Za-z0-9_.-]*[\"']?\s*[=:]\s*[\"']?)([^\s\"',;]{4,})"
+        ),
+        r"\1" + REDACTED,
+    ),
 ]
 
 
@@ -57,12 +83,16 @@ def _file_secret(path: str, mtime_ns: int) -> str:
         return ""
 
 
-def known_secret_values(environ: dict[str, str] | None = None, home: Home | None = None) -> list[str]:
+def known_secret_values(
+    environ: dict[str, str] | None = None, home: Home | None = None
+) -> list[str]:
     """The secret values this process holds: secret-named environment variables and the
     signing keys of the current home and of `home` (read if they exist, never created here).
     Longest first, so a value that contains another is replaced whole."""
     env = os.environ if environ is None else environ
-    named = tuple(sorted((k, v) for k, v in env.items() if secret_name(k) and len(v) >= MIN_SECRET_LEN))
+    named = tuple(
+        sorted((k, v) for k, v in env.items() if secret_name(k) and len(v) >= MIN_SECRET_LEN)
+    )
     try:
         homes = {Home.current(), *([home] if home else [])}
     except OSError:  # no working directory to find the current home from
@@ -78,7 +108,9 @@ def known_secret_values(environ: dict[str, str] | None = None, home: Home | None
 
 
 @lru_cache(maxsize=64)
-def _known(named: tuple[tuple[str, str], ...], keys: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
+def _known(
+    named: tuple[tuple[str, str], ...], keys: tuple[tuple[str, int], ...]
+) -> tuple[str, ...]:
     # Every ledger append redacts: the same environment and keys give the same answer.
     values = {v for _, v in named} | {_file_secret(path, mtime) for path, mtime in keys}
     return tuple(sorted((v for v in values if len(v) >= MIN_SECRET_LEN), key=len, reverse=True))
@@ -101,8 +133,10 @@ def redact(value: Any, values: list[str] | None = None) -> Any:
     if values is None:
         values = known_secret_values()
     if isinstance(value, dict):
-        return {k: REDACTED if _secret_key(k) and v not in (None, "", False)
-                else redact(v, values) for k, v in value.items()}
+        return {
+            k: REDACTED if _secret_key(k) and v not in (None, "", False) else redact(v, values)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [redact(v, values) for v in value]
     if isinstance(value, str):

@@ -42,7 +42,9 @@ def mode() -> str:
     chosen = os.environ.get("UD_TRACES", "").strip().lower()
     if chosen:
         return chosen
-    otlp = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     return "otlp" if otlp else "file"
 
 
@@ -63,10 +65,18 @@ class _Stderr:
 def _build(chosen: str, path: str) -> Any:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
 
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create; ours is the fallback name.
-    provider = TracerProvider(resource=Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE}))
+    provider = TracerProvider(
+        resource=Resource.create(
+            {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE}
+        )
+    )
     if chosen == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -74,10 +84,16 @@ def _build(chosen: str, path: str) -> Any:
         return provider
     if chosen == "file":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        out: Any = open(path, "a", encoding="utf-8")  # held for the process; one line per span, flushed per span
+        out: Any = open(
+            path, "a", encoding="utf-8"
+        )  # held for the process; one line per span, flushed per span
     else:
         out = _Stderr()
-    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=lambda s: s.to_json(indent=None) + "\n")))
+    provider.add_span_processor(
+        SimpleSpanProcessor(
+            ConsoleSpanExporter(out=out, formatter=lambda s: s.to_json(indent=None) + "\n")
+        )
+    )
     return provider
 
 
@@ -89,10 +105,19 @@ def provider() -> Any | None:
     if chosen not in MODES:
         if chosen not in _WARNED:
             _WARNED.add(chosen)
-            print(f"ud: UD_TRACES={chosen!r} is not one of {', '.join(MODES)}; tracing is off", file=sys.stderr)
+            print(
+                f"ud: UD_TRACES={chosen!r} is not one of {', '.join(MODES)}; tracing is off",
+                file=sys.stderr,
+            )
         return None
-    where = {"file": lambda: str(trace_file()), "console": lambda: "",
-             "otlp": lambda: os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")}
+    where = {
+        "file": lambda: str(trace_file()),
+        "console": lambda: "",
+        "otlp": lambda: (
+            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        ),
+    }
     key = (chosen, where[chosen]())
     with _LOCK:
         if key not in _PROVIDERS:
@@ -112,7 +137,12 @@ def _run_parent(run_id: str) -> Any:
     from opentelemetry import trace
 
     span_id = int(hashlib.sha256(f"run:{run_id}".encode()).hexdigest()[:16], 16) or 1
-    ctx = trace.SpanContext(run_trace_id(run_id), span_id, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    ctx = trace.SpanContext(
+        run_trace_id(run_id),
+        span_id,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
     return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
 
 
@@ -128,14 +158,22 @@ def span(name: str, *, run_id: str | None = None, **attributes: Any) -> Iterator
         return
     current = trace.get_current_span().get_span_context()
     parent = _run_parent(run_id) if run_id and not current.is_valid else None
-    attrs = {f"ud.{k}": v if isinstance(v, (str, bool, int, float)) else str(v) for k, v in attributes.items() if v is not None}
+    attrs = {
+        f"ud.{k}": v if isinstance(v, (str, bool, int, float)) else str(v)
+        for k, v in attributes.items()
+        if v is not None
+    }
     if run_id:
         attrs["ud.run_id"] = run_id
     try:
-        with tracing.get_tracer("unified_delivery").start_as_current_span(name, context=parent, attributes=attrs) as s:
+        with tracing.get_tracer("unified_delivery").start_as_current_span(
+            name, context=parent, attributes=attrs
+        ) as s:
             yield s
     finally:
-        if not current.is_valid:  # the step's outermost span: do not wait for process exit to ship it
+        if (
+            not current.is_valid
+        ):  # the step's outermost span: do not wait for process exit to ship it
             tracing.force_flush(FLUSH_MILLIS)
 
 

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
 
 class CandidateConfig(dg.Config):
-    ref: str = pydantic.Field(default="", description="app: a commit or branch (default: the unit's branch); "
-                        "model: an existing registered version (default: train a new one); data: unused")
+    ref: str = pydantic.Field(
+        default="",
+        description="app: a commit or branch (default: the unit's branch); "
+        "model: an existing registered version (default: train a new one); data: unused",
+    )
 
 
 class RollbackConfig(dg.Config):
@@ -52,25 +55,46 @@ def _resource_keys(platform: "Platform", unit: Unit) -> set[str]:
 def stage_assets(platform: "Platform", unit: Unit) -> list[dg.AssetsDefinition]:
     translator = platform.translator(unit)
     dagster_kinds = set(platform.kind(unit).dagster_kinds) or None  # the tags the UI shows
-    common = dict(group_name=unit.name, kinds=dagster_kinds, owners=[f"team:{unit.team}"],
-                  required_resource_keys=_resource_keys(platform, unit), tags={"ud/kind": unit.kind})
+    common = dict(
+        group_name=unit.name,
+        kinds=dagster_kinds,
+        owners=[f"team:{unit.team}"],
+        required_resource_keys=_resource_keys(platform, unit),
+        tags={"ud/kind": unit.kind},
+    )
 
-    @dg.asset(key=key(unit.name, CANDIDATE), deps=[key(u, s) for u, s in translator.candidate_deps(unit, platform.units)],
-              description=f"{unit.name} ({unit.kind}) built, not yet deployed.", op_tags=dagster_k8s_tags(unit), **common)
-    def candidate(context: dg.AssetExecutionContext, config: CandidateConfig) -> dg.MaterializeResult:
+    @dg.asset(
+        key=key(unit.name, CANDIDATE),
+        deps=[key(u, s) for u, s in translator.candidate_deps(unit, platform.units)],
+        description=f"{unit.name} ({unit.kind}) built, not yet deployed.",
+        op_tags=dagster_k8s_tags(unit),
+        **common,
+    )
+    def candidate(
+        context: dg.AssetExecutionContext, config: CandidateConfig
+    ) -> dg.MaterializeResult:
         return engine.build_candidate(context, platform, unit, config.ref)
 
     assets = [candidate]
     for env in unit.environments:
-        deps = [key(unit.name, unit.previous_stage(env)), *[key(u, s) for u, s in translator.env_deps(unit, env, platform.units)]]
+        deps = [
+            key(unit.name, unit.previous_stage(env)),
+            *[key(u, s) for u, s in translator.env_deps(unit, env, platform.units)],
+        ]
 
         assets.append(_env_asset(platform, unit, env, deps, common))
     return assets
 
 
-def _env_asset(platform: "Platform", unit: Unit, env: str, deps: list,
-               common: dict) -> dg.AssetsDefinition:
-    @dg.asset(key=key(unit.name, env), deps=deps, description=f"{unit.name} as deployed to {env}.", **common)
+def _env_asset(
+    platform: "Platform", unit: Unit, env: str, deps: list, common: dict
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=key(unit.name, env),
+        deps=deps,
+        description=f"{unit.name} as deployed to {env}.",
+        **common,
+    )
     def deployed(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return engine.promote(context, platform, unit, env)
 
@@ -78,10 +102,14 @@ def _env_asset(platform: "Platform", unit: Unit, env: str, deps: list,
 
 
 def gate_check(platform: "Platform", unit: Unit, gate: Gate) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=key(unit.name, gate.spec.stage), name=gate.name, blocking=True,
-                    required_resource_keys=_resource_keys(platform, unit),
-                    description=f"{gate.family} gate: guards {unit.name}'s promotion from {gate.spec.stage}.",
-                    metadata={"ud/family": gate.family, "ud/type": gate.type})
+    @dg.asset_check(
+        asset=key(unit.name, gate.spec.stage),
+        name=gate.name,
+        blocking=True,
+        required_resource_keys=_resource_keys(platform, unit),
+        description=f"{gate.family} gate: guards {unit.name}'s promotion from {gate.spec.stage}.",
+        metadata={"ud/family": gate.family, "ud/type": gate.type},
+    )
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         return engine.run_gate(context, platform, unit, gate)
 
@@ -95,12 +123,23 @@ def promotion_jobs(unit: Unit) -> list:
         # On the job too: K8sRunLauncher sizes a run's pod from run tags, op_tags size only step pods.
         build_tags = dagster_k8s_tags(unit) if upstream == CANDIDATE else {}
         if upstream == CANDIDATE:  # build, gate, deploy
-            selection = dg.AssetSelection.assets(key(unit.name, CANDIDATE)) | dg.AssetSelection.assets(key(unit.name, env)).without_checks()
+            selection = (
+                dg.AssetSelection.assets(key(unit.name, CANDIDATE))
+                | dg.AssetSelection.assets(key(unit.name, env)).without_checks()
+            )
         else:  # re-run the gates on the upstream environment, then deploy what it runs
-            selection = dg.AssetSelection.checks_for_assets(key(unit.name, upstream)) | \
-                dg.AssetSelection.assets(key(unit.name, env)).without_checks()
-        jobs.append(dg.define_asset_job(job_name(unit.name, env), selection=selection,
-                                        description=f"Promote {unit.name} to {env}.", tags={UNIT_TAG: unit.name, ENV_TAG: env, **build_tags}))
+            selection = (
+                dg.AssetSelection.checks_for_assets(key(unit.name, upstream))
+                | dg.AssetSelection.assets(key(unit.name, env)).without_checks()
+            )
+        jobs.append(
+            dg.define_asset_job(
+                job_name(unit.name, env),
+                selection=selection,
+                description=f"Promote {unit.name} to {env}.",
+                tags={UNIT_TAG: unit.name, ENV_TAG: env, **build_tags},
+            )
+        )
     return jobs
 
 
@@ -109,24 +148,43 @@ def rollback_job(platform: "Platform") -> dg.JobDefinition:
     def rollback_unit(context: dg.OpExecutionContext, config: RollbackConfig):
         unit = platform.units.get(config.unit)
         if unit is None:
-            raise engine.failure(UDError("UD-UNKNOWN-UNIT", f"no unit named {config.unit!r}",
-                                         f"known: {', '.join(platform.units)}"))
-        dep = engine.rollback(context, platform, unit, config.env, config.to_version or None, config.reason)
-        yield dg.AssetMaterialization(asset_key=key(unit.name, config.env), description=f"rollback: {config.reason}",
-                                      metadata={"version": dep.version, "previous_version": dep.previous_version or "",
-                                                "deployed_at": dep.deployed_at, "action": "rollback",
-                                                "reason": config.reason})
+            raise engine.failure(
+                UDError(
+                    "UD-UNKNOWN-UNIT",
+                    f"no unit named {config.unit!r}",
+                    f"known: {', '.join(platform.units)}",
+                )
+            )
+        dep = engine.rollback(
+            context, platform, unit, config.env, config.to_version or None, config.reason
+        )
+        yield dg.AssetMaterialization(
+            asset_key=key(unit.name, config.env),
+            description=f"rollback: {config.reason}",
+            metadata={
+                "version": dep.version,
+                "previous_version": dep.previous_version or "",
+                "deployed_at": dep.deployed_at,
+                "action": "rollback",
+                "reason": config.reason,
+            },
+        )
         yield dg.Output(dep.version)
 
-    @dg.job(name="ud_rollback", executor_def=STEPS_IN_ONE_PROCESS, description="Roll a unit back in one environment through its target.")
+    @dg.job(
+        name="ud_rollback",
+        executor_def=STEPS_IN_ONE_PROCESS,
+        description="Roll a unit back in one environment through its target.",
+    )
     def job():
         rollback_unit()
 
     return job
 
 
-def unit_jobs(platform: "Platform", unit: Unit, assets: list,
-              checks: list) -> list[dg.JobDefinition]:
+def unit_jobs(
+    platform: "Platform", unit: Unit, assets: list, checks: list
+) -> list[dg.JobDefinition]:
     """The unit's promotion jobs, resolved against the unit's own stages and checks.
 
     Dagster resolves an asset job by walking every asset definition of the code location,
@@ -135,8 +193,13 @@ def unit_jobs(platform: "Platform", unit: Unit, assets: list,
     own = {k for a in assets for k in a.keys}
     upstream = sorted({d for a in assets for d in a.dependency_keys} - own, key=lambda k: k.path)
     jobs = promotion_jobs(unit)
-    scope = dg.Definitions(assets=[*assets, *(dg.AssetSpec(k) for k in upstream)], asset_checks=checks, jobs=jobs,
-                           resources=platform.resources(), executor=STEPS_IN_ONE_PROCESS)
+    scope = dg.Definitions(
+        assets=[*assets, *(dg.AssetSpec(k) for k in upstream)],
+        asset_checks=checks,
+        jobs=jobs,
+        resources=platform.resources(),
+        executor=STEPS_IN_ONE_PROCESS,
+    )
     return [scope.resolve_job_def(j.name) for j in jobs]
 
 
@@ -151,5 +214,10 @@ def platform_defs(platform: "Platform") -> dg.Definitions:
         jobs += unit_jobs(platform, unit, unit_assets, unit_checks)
     jobs.append(rollback_job(platform))
     assets.append(scorecard_asset(platform))
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=platform.resources(),
-                          executor=STEPS_IN_ONE_PROCESS)
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        resources=platform.resources(),
+        executor=STEPS_IN_ONE_PROCESS,
+    )

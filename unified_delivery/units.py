@@ -33,12 +33,15 @@ class GateSpec(Strict):
 
     type: str = Field(description="a registered gate type (tests, model-metric, cost, ...)")
     name: str | None = Field(
-        default=None, description="defaults to the type; must be unique within the unit")
+        default=None, description="defaults to the type; must be unique within the unit"
+    )
     stage: str = Field(
-        default=CANDIDATE, description="the stage whose asset the check guards (it gates the next "
-        "stage)")
+        default=CANDIDATE,
+        description="the stage whose asset the check guards (it gates the next stage)",
+    )
     settings: dict[str, Any] = Field(
-        default_factory=dict, description="the gate type's own settings")
+        default_factory=dict, description="the gate type's own settings"
+    )
 
     @property
     def check_name(self) -> str:
@@ -57,13 +60,16 @@ class Budget(Strict):
     per_month: float | None = Field(default=None, ge=0)
     currency: Currency = "USD"
     runs_per_month: int = Field(
-        default=30, ge=0, description="builds a month, to project run costs")
+        default=30, ge=0, description="builds a month, to project run costs"
+    )
     serving: Serving | None = Field(default=None, description="what stays up between builds")
     volume_per_month: float | None = Field(
-        default=None, gt=0, description="predictions, requests or GB a month")
+        default=None, gt=0, description="predictions, requests or GB a month"
+    )
     volume_unit: Literal["predictions", "requests", "gb"] = "predictions"
     max_unit_cost: float | None = Field(
-        default=None, ge=0, description="per 1,000 predictions/requests, or per GB")
+        default=None, ge=0, description="per 1,000 predictions/requests, or per GB"
+    )
 
 
 class Policy(Strict):
@@ -72,8 +78,9 @@ class Policy(Strict):
     staging: Literal["automatic", "manual"] = "automatic"
     production: Literal["automatic", "manual"] = "manual"
     soak_seconds: int = 0
-    approvals: dict[str, int] = Field(default_factory=dict,
-                                      description="environment -> approvals required (four-eyes)")
+    approvals: dict[str, int] = Field(
+        default_factory=dict, description="environment -> approvals required (four-eyes)"
+    )
 
 
 class Compute(Strict):
@@ -110,31 +117,38 @@ class GitSource:
 
 class Unit(Strict):
     kind: ClassVar[str] = ""
-    name: str = Field(description="lower case letters, digits and _ (a YAML unit: its folder's "
-                      "name by default)")
+    name: str = Field(
+        description="lower case letters, digits and _ (a YAML unit: its folder's name by default)"
+    )
     team: str = Field(description="the owner team")
     depends_on: list[str] = Field(default_factory=list, description="units this one is built from")
     gates: list[GateSpec] = Field(
-        default_factory=list, description="what must pass before each promotion")
+        default_factory=list, description="what must pass before each promotion"
+    )
     budget: Budget = Field(default_factory=Budget)
     policy: Policy = Field(default_factory=Policy)
     environments: tuple[str, ...] = Field(
-        default=DEFAULT_ENVIRONMENTS, description="in promotion order")
+        default=DEFAULT_ENVIRONMENTS, description="in promotion order"
+    )
     description: str = ""
     resources: Resources | None = Field(
-        default=None, description="for the unit's Dagster steps (build, training) when runs go to "
-        "Kubernetes")
+        default=None,
+        description="for the unit's Dagster steps (build, training) when runs go to Kubernetes",
+    )
     targets: dict[str, str] = Field(
         default_factory=dict,
         description="The deploy target of an environment, over the platform's for this kind: "
         "environment -> the resource key of one of the platform's targets (a named target, or "
-        "<kind>_target_<env>).")
+        "<kind>_target_<env>).",
+    )
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:
         if not NAME_RE.match(v):
-            raise ValueError(f"{v!r} is not a valid unit name (lower case letters, digits and _, starting with a letter)")
+            raise ValueError(
+                f"{v!r} is not a valid unit name (lower case letters, digits and _, starting with a letter)"
+            )
         return v
 
     @property
@@ -165,18 +179,30 @@ class Unit(Strict):
         return None
 
 
-def field_error(exc: ValidationError, name: str, source: str, model: type | None = None) -> ConfigError:
+def field_error(
+    exc: ValidationError, name: str, source: str, model: type | None = None
+) -> ConfigError:
     """One clear line for the first problem; a misspelt field is named as written, with a guess."""
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
-    where = ".".join(str(p) if str(p).isprintable() and str(p).strip() else repr(p) for p in err["loc"]) or "?"
+    where = (
+        ".".join(str(p) if str(p).isprintable() and str(p).strip() else repr(p) for p in err["loc"])
+        or "?"
+    )
     where = where[:80]
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         known = list(getattr(model, "model_fields", {})) if len(err["loc"]) == 1 else []
         guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         msg = "is not a known field" + (f" (did you mean {guess[0]!r}?)" if guess else "")
-    shown = name[:80] if isinstance(name, str) and name.isprintable() and name.split() == [name] else repr(name)[:60]
+    shown = (
+        name[:80]
+        if isinstance(name, str) and name.isprintable() and name.split() == [name]
+        else repr(name)[:60]
+    )
     msg = " ".join(str(msg).split())  # one line, whatever the value held
-    return ConfigError("UD-CONFIG-UNIT", f"unit {shown} ({source}): field {where}: {msg}",
-                       f"fix `{where}` in {source}")
+    return ConfigError(
+        "UD-CONFIG-UNIT",
+        f"unit {shown} ({source}): field {where}: {msg}",
+        f"fix `{where}` in {source}",
+    )

@@ -13,7 +13,6 @@ from ..errors import EXIT_GATE, UDError
 from ..events import CHANGES, Approval, GateEvaluated, Override, Promotion, Rollback, read
 
 
-
 def _ledger():
     from ..service import load_platform
 
@@ -34,19 +33,38 @@ def cmd_verify(args, out) -> int:
     _, ledger = _ledger()
     home = Home.current()
     checkpoint, problems = checkpoints.newest(home, _repo())
-    report = ledger.verify(checkpoint=checkpoint, public_key=checkpoint.key if checkpoint else LedgerKey.for_home(home).public,
-                           full=args.full)
+    report = ledger.verify(
+        checkpoint=checkpoint,
+        public_key=checkpoint.key if checkpoint else LedgerKey.for_home(home).public,
+        full=args.full,
+    )
     if report.ok and checkpoint is not None and checkpoint.key != LedgerKey.for_home(home).public:
-        report_key = "the ledger key changed since the checkpoint: new entries are signed with another key"
-        data = {"ok": False, **report.to_dict(), "finding": "key-changed", "reason": report_key, "problems": problems}
+        report_key = (
+            "the ledger key changed since the checkpoint: new entries are signed with another key"
+        )
+        data = {
+            "ok": False,
+            **report.to_dict(),
+            "finding": "key-changed",
+            "reason": report_key,
+            "problems": problems,
+        }
         out.result(data, f"ledger BROKEN: {report_key}")
         return EXIT_GATE
     data = {"ok": report.ok, **report.to_dict(), "problems": problems}
-    anchored = f"held against checkpoint {report.checkpoint_seq}" if report.checkpoint_seq else \
-        "no checkpoint (`ud audit checkpoint` makes one: a truncated tail is only found against one)"
-    signed = f"signed from entry {report.signed_from}" if report.signed_from else "no signed entries"
-    lines = [f"ledger ok: {report.count} entries, chain intact, {signed}, {anchored}" if report.ok else
-             f"ledger BROKEN ({report.finding}) at entry {report.first_bad_seq}: {report.reason}"]
+    anchored = (
+        f"held against checkpoint {report.checkpoint_seq}"
+        if report.checkpoint_seq
+        else "no checkpoint (`ud audit checkpoint` makes one: a truncated tail is only found against one)"
+    )
+    signed = (
+        f"signed from entry {report.signed_from}" if report.signed_from else "no signed entries"
+    )
+    lines = [
+        f"ledger ok: {report.count} entries, chain intact, {signed}, {anchored}"
+        if report.ok
+        else f"ledger BROKEN ({report.finding}) at entry {report.first_bad_seq}: {report.reason}"
+    ]
     lines += [f"warning: {p}" for p in problems]
     out.result(data, "\n".join(lines))
     return 0 if report.ok else EXIT_GATE
@@ -68,7 +86,9 @@ def _since(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise UDError("UD-USAGE", f"--since {text!r} is not a date", "use an ISO date like 2026-11-01") from None
+        raise UDError(
+            "UD-USAGE", f"--since {text!r} is not a date", "use an ISO date like 2026-11-01"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
@@ -82,22 +102,53 @@ def evidence(ledger, since: datetime | None, env: str = "production") -> list[di
         for g in ledger.entries(unit=e.unit, action=GateEvaluated.ACTION):
             if g.version == e.version and g.seq < e.seq:
                 gate = GateEvaluated.read(g)
-                gates[(gate.stage, gate.gate)] = {"gate": gate.gate, "family": gate.family, "stage": gate.stage,
-                                                  "passed": gate.passed, "code": gate.code,
-                                                  "overridden": gate.overridden, "at": g.ts}
-        approvals = [{"principal": a.principal, "at": a.ts}
-                     for a in ledger.entries(unit=e.unit, env=env, action=Approval.ACTION)
-                     if a.version == e.version and a.seq < e.seq]
-        overrides = [{"principal": o.principal, "gate": ov.gate, "justification": ov.justification,
-                      "expires_at": ov.expires_at, "at": o.ts}
-                     for o in ledger.entries(unit=e.unit, action=Override.ACTION) if o.version == e.version and o.seq < e.seq
-                     for ov in [Override.read(o)]]
+                gates[(gate.stage, gate.gate)] = {
+                    "gate": gate.gate,
+                    "family": gate.family,
+                    "stage": gate.stage,
+                    "passed": gate.passed,
+                    "code": gate.code,
+                    "overridden": gate.overridden,
+                    "at": g.ts,
+                }
+        approvals = [
+            {"principal": a.principal, "at": a.ts}
+            for a in ledger.entries(unit=e.unit, env=env, action=Approval.ACTION)
+            if a.version == e.version and a.seq < e.seq
+        ]
+        overrides = [
+            {
+                "principal": o.principal,
+                "gate": ov.gate,
+                "justification": ov.justification,
+                "expires_at": ov.expires_at,
+                "at": o.ts,
+            }
+            for o in ledger.entries(unit=e.unit, action=Override.ACTION)
+            if o.version == e.version and o.seq < e.seq
+            for ov in [Override.read(o)]
+        ]
         change = read(e)
         assert isinstance(change, (Promotion, Rollback))
-        changes.append({"seq": e.seq, "at": e.ts, "action": e.action, "unit": e.unit, "env": e.env, "version": e.version,
-                        "from_version": change.from_version, "principal": e.principal, "reason": change.reason,
-                        "kind": change.kind or None, "team": change.team or None, "run_id": change.run_id or None,
-                        "gates": list(gates.values()), "approvals": approvals, "overrides": overrides})
+        changes.append(
+            {
+                "seq": e.seq,
+                "at": e.ts,
+                "action": e.action,
+                "unit": e.unit,
+                "env": e.env,
+                "version": e.version,
+                "from_version": change.from_version,
+                "principal": e.principal,
+                "reason": change.reason,
+                "kind": change.kind or None,
+                "team": change.team or None,
+                "run_id": change.run_id or None,
+                "gates": list(gates.values()),
+                "approvals": approvals,
+                "overrides": overrides,
+            }
+        )
     return changes
 
 
@@ -109,13 +160,43 @@ def cmd_export(args, out) -> int:
     if args.format == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["seq", "at", "action", "unit", "env", "version", "from_version", "principal", "reason", "gates",
-                         "approvals", "overrides", "ledger_ok"])
+        writer.writerow(
+            [
+                "seq",
+                "at",
+                "action",
+                "unit",
+                "env",
+                "version",
+                "from_version",
+                "principal",
+                "reason",
+                "gates",
+                "approvals",
+                "overrides",
+                "ledger_ok",
+            ]
+        )
         for c in changes:
-            writer.writerow([c["seq"], c["at"], c["action"], c["unit"], c["env"], c["version"], c["from_version"], c["principal"],
-                             c["reason"], ";".join(f"{g['gate']}={g['code']}" for g in c["gates"]),
-                             ";".join(a["principal"] for a in c["approvals"]),
-                             ";".join(f"{o['gate']}:{o['principal']}:{o['justification']}" for o in c["overrides"]), report.ok])
+            writer.writerow(
+                [
+                    c["seq"],
+                    c["at"],
+                    c["action"],
+                    c["unit"],
+                    c["env"],
+                    c["version"],
+                    c["from_version"],
+                    c["principal"],
+                    c["reason"],
+                    ";".join(f"{g['gate']}={g['code']}" for g in c["gates"]),
+                    ";".join(a["principal"] for a in c["approvals"]),
+                    ";".join(
+                        f"{o['gate']}:{o['principal']}:{o['justification']}" for o in c["overrides"]
+                    ),
+                    report.ok,
+                ]
+            )
         print(buf.getvalue(), end="")
         return 0
     if not report.ok and not out.as_json:
@@ -125,16 +206,28 @@ def cmd_export(args, out) -> int:
 
 
 def register(add) -> None:
-    sp = add("audit", lambda args, out: args.audit_fn(args, out), "ledger integrity and compliance evidence")
+    sp = add(
+        "audit",
+        lambda args, out: args.audit_fn(args, out),
+        "ledger integrity and compliance evidence",
+    )
     verbs = sp.add_subparsers(dest="verb", required=True, parser_class=type(sp))
-    v = verbs.add_parser("verify", help="check the hash chain, the signatures and the newest checkpoint; exit 3 and "
-                                        "name what was found (gap, swap, rewritten, forged, unsigned, truncated)")
-    v.add_argument("--full", action="store_true", help="check every entry's signature, not only the head's")
+    v = verbs.add_parser(
+        "verify",
+        help="check the hash chain, the signatures and the newest checkpoint; exit 3 and "
+        "name what was found (gap, swap, rewritten, forged, unsigned, truncated)",
+    )
+    v.add_argument(
+        "--full", action="store_true", help="check every entry's signature, not only the head's"
+    )
     v.add_argument("--json", action="store_true")
     v.add_argument("--token", default=None)
     v.set_defaults(audit_fn=cmd_verify)
-    c = verbs.add_parser("checkpoint", help="sign the ledger's head and keep it outside the ledger (a file under "
-                                            "the home, and refs/ud/checkpoints in the platform's Git repository)")
+    c = verbs.add_parser(
+        "checkpoint",
+        help="sign the ledger's head and keep it outside the ledger (a file under "
+        "the home, and refs/ud/checkpoints in the platform's Git repository)",
+    )
     c.add_argument("--json", action="store_true")
     c.add_argument("--token", default=None)
     c.set_defaults(audit_fn=cmd_checkpoint)

@@ -24,46 +24,82 @@ def cmd_token_issue(args, out) -> int:
 
 def cmd_approve(args, out) -> int:
     platform, caller = _platform_and_principal(args)
-    data = service.approve(platform, caller, args.unit, args.env, args.version, dry_run=args.dry_run)
+    data = service.approve(
+        platform, caller, args.unit, args.env, args.version, dry_run=args.dry_run
+    )
     if args.dry_run:
-        out.result(data, f"dry run: {caller} would approve {args.unit} {args.version} for {args.env}")
+        out.result(
+            data, f"dry run: {caller} would approve {args.unit} {args.version} for {args.env}"
+        )
     else:
-        out.result(data, f"{caller} approved {args.unit} {args.version} for {args.env} ({data['approvals']} of {data['required']})")
+        out.result(
+            data,
+            f"{caller} approved {args.unit} {args.version} for {args.env} ({data['approvals']} of {data['required']})",
+        )
     return 0
 
 
 def cmd_override(args, out) -> int:
     platform, caller = _platform_and_principal(args)
-    data = service.override(platform, caller, args.unit, args.gate, args.version, justification=args.justification,
-                            expires=args.expires, stage=args.stage, for_=args.for_, dry_run=args.dry_run)
+    data = service.override(
+        platform,
+        caller,
+        args.unit,
+        args.gate,
+        args.version,
+        justification=args.justification,
+        expires=args.expires,
+        stage=args.stage,
+        for_=args.for_,
+        dry_run=args.dry_run,
+    )
     if args.dry_run:
-        out.result(data, f"dry run: {caller} would override {data['gate']} for {args.unit} {args.version} until "
-                         f"{data['expires_at']}, for {', '.join(data['for'])}")
+        out.result(
+            data,
+            f"dry run: {caller} would override {data['gate']} for {args.unit} {args.version} until "
+            f"{data['expires_at']}, for {', '.join(data['for'])}",
+        )
     else:
-        out.result(data, f"{caller} overrode {data['gate']} for {args.unit} {args.version} until {data['expires_at']}, "
-                         f"for {', '.join(data['for'])}: {data['justification']}")
+        out.result(
+            data,
+            f"{caller} overrode {data['gate']} for {args.unit} {args.version} until {data['expires_at']}, "
+            f"for {', '.join(data['for'])}: {data['justification']}",
+        )
     return 0
 
 
 def register(add) -> None:
-    sp = add("token", cmd_token_issue, "issue a signed, expiring token for a principal (admins only)")
+    sp = add(
+        "token", cmd_token_issue, "issue a signed, expiring token for a principal (admins only)"
+    )
     sp.add_argument("verb", choices=["issue"])
     sp.add_argument("principal")
     sp.add_argument("--ttl", default="8h", help="how long the token is valid: 90s, 15m, 8h, 7d")
     sp.add_argument("--dry-run", action="store_true")
-    sp = add("approve", cmd_approve, "approve a version of a unit for an environment (not its author)")
+    sp = add(
+        "approve", cmd_approve, "approve a version of a unit for an environment (not its author)"
+    )
     sp.add_argument("unit")
     sp.add_argument("--env", required=True)
     sp.add_argument("--version", required=True)
     sp.add_argument("--dry-run", action="store_true")
-    sp = add("override", cmd_override, "break-glass: let one version through one failed gate, with a justification")
+    sp = add(
+        "override",
+        cmd_override,
+        "break-glass: let one version through one failed gate, with a justification",
+    )
     sp.add_argument("unit")
     sp.add_argument("--gate", required=True)
     sp.add_argument("--version", required=True)
     sp.add_argument("--justification", default="")
     sp.add_argument("--stage", default="")
     sp.add_argument("--expires", default="24h")
-    sp.add_argument("--for", dest="for_", action="append", metavar="PRINCIPAL",
-                    help="who may use the override: a principal, or role:ROLE for anyone with that role where the "
-                         "gate guards (repeatable; default: you)")
+    sp.add_argument(
+        "--for",
+        dest="for_",
+        action="append",
+        metavar="PRINCIPAL",
+        help="who may use the override: a principal, or role:ROLE for anyone with that role where the "
+        "gate guards (repeatable; default: you)",
+    )
     sp.add_argument("--dry-run", action="store_true")

@@ -23,7 +23,9 @@ exit 0
 
 
 def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30
+    )
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
@@ -38,26 +40,37 @@ def resolve_repository(value: str) -> Path:
         source = unit.git_source() if unit is not None else None
         if source is not None:
             return Path(Home.current().expand(source.repository))
-        raise ConfigError("UD-HOOK-REPO", f"{value} is neither a repository path nor an app unit",
-                          "give the path of a bare repository (`ud info --json` names the app's remote)")
+        raise ConfigError(
+            "UD-HOOK-REPO",
+            f"{value} is neither a repository path nor an app unit",
+            "give the path of a bare repository (`ud info --json` names the app's remote)",
+        )
     return Path(value)
 
 
 def install(repo: Path, *, url: str, sensor: str, force: bool = False) -> Path:
     repo = repo.resolve()
     if _git(repo, "rev-parse", "--is-bare-repository") != "true":
-        raise ConfigError("UD-HOOK-NOT-BARE", f"{repo} is not a bare Git repository",
-                          "install the hook in the repository developers push to (a bare one, e.g. the app's remote)")
+        raise ConfigError(
+            "UD-HOOK-NOT-BARE",
+            f"{repo} is not a bare Git repository",
+            "install the hook in the repository developers push to (a bare one, e.g. the app's remote)",
+        )
     hooks = Path(_git(repo, "rev-parse", "--git-path", "hooks") or "hooks")
     hooks = hooks if hooks.is_absolute() else repo / hooks
     hook = hooks / "post-receive"
     if hook.exists() and MARK not in hook.read_text(errors="replace") and not force:
-        raise ConfigError("UD-HOOK-EXISTS", f"{hook} exists and was not written by ud",
-                          "merge it by hand, or pass --force to replace it")
+        raise ConfigError(
+            "UD-HOOK-EXISTS",
+            f"{hook} exists and was not written by ud",
+            "merge it by hand, or pass --force to replace it",
+        )
     client = Path(__file__).resolve().parents[1] / "triggers" / "dagster_api.py"
     hooks.mkdir(parents=True, exist_ok=True)
     tmp = hook.with_suffix(".ud-tmp")
-    tmp.write_text(HOOK.format(mark=MARK, url=url, sensor=sensor, python=sys.executable, client=client))
+    tmp.write_text(
+        HOOK.format(mark=MARK, url=url, sensor=sensor, python=sys.executable, client=client)
+    )
     tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     os.replace(tmp, hook)
     return hook
@@ -66,7 +79,13 @@ def install(repo: Path, *, url: str, sensor: str, force: bool = False) -> Path:
 def cmd_install(args, out) -> int:
     repo = resolve_repository(args.repo)
     hook = install(repo, url=args.url, sensor=args.sensor, force=args.force)
-    data = {"ok": True, "repository": str(repo.resolve()), "hook": str(hook), "dagster_url": args.url, "sensor": args.sensor}
+    data = {
+        "ok": True,
+        "repository": str(repo.resolve()),
+        "hook": str(hook),
+        "dagster_url": args.url,
+        "sensor": args.sensor,
+    }
     out.result(data, f"installed {hook}: a push asks {args.url} to evaluate {args.sensor}")
     return 0
 
@@ -74,12 +93,19 @@ def cmd_install(args, out) -> int:
 def register(add) -> None:
     sp = add("hook", None, "Git hooks that start the pipeline on push")
     sub = sp.add_subparsers(dest="action", required=True, parser_class=type(sp))
-    ins = sub.add_parser("install", help="install the post-receive hook in a bare repository",
-                         description="Install a post-receive hook in a bare repository (a path, or an app unit's name) "
-                                     "that asks the running Dagster to evaluate the Git sensor now.")
+    ins = sub.add_parser(
+        "install",
+        help="install the post-receive hook in a bare repository",
+        description="Install a post-receive hook in a bare repository (a path, or an app unit's name) "
+        "that asks the running Dagster to evaluate the Git sensor now.",
+    )
     ins.add_argument("repo", metavar="REPO")
-    ins.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver (`ud ui`)")
+    ins.add_argument(
+        "--url", default="http://127.0.0.1:3000", help="the Dagster webserver (`ud ui`)"
+    )
     ins.add_argument("--sensor", default="ud_git_push")
-    ins.add_argument("--force", action="store_true", help="replace a post-receive hook not written by ud")
+    ins.add_argument(
+        "--force", action="store_true", help="replace a post-receive hook not written by ud"
+    )
     ins.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ins.set_defaults(fn=cmd_install)

@@ -20,18 +20,22 @@ def _date(flag: str, text: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise UDError("UD-USAGE", f"{flag} {text!r} is not a date", "use an ISO date or time like 2026-11-01") from None
+        raise UDError(
+            "UD-USAGE", f"{flag} {text!r} is not a date", "use an ISO date or time like 2026-11-01"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def build(what: str, platform, ledger, win, env: str = "production") -> dict:
     """The report as data: the ledger's verification first, then the figures."""
     from ..reports import audit, cost, dora
-    from ..reports.render import ledger_warning
     from ..reports.period import parse_ts
+    from ..reports.render import ledger_warning
 
     check = ledger.verify().to_dict()
-    entries = ledger.entries()  # all of it: a deploy's candidate may predate the window, its rollback follow it
+    entries = (
+        ledger.entries()
+    )  # all of it: a deploy's candidate may predate the window, its rollback follow it
     units = {name: {"team": u.team, "kind": u.kind} for name, u in platform.units.items()}
     head = {"ok": True, "report": what, "ledger": check}
     if warning := ledger_warning(check):
@@ -50,8 +54,14 @@ def tables_and_charts(data: dict) -> tuple[list, list[str]]:
     from ..reports import charts, render
 
     what = data["report"]
-    tables = {"dora": render.dora_tables, "cost": render.cost_tables, "audit": render.audit_tables}[what](data)
-    return tables, {"dora": charts.dora_charts, "cost": charts.cost_charts, "audit": charts.audit_charts}[what](data)
+    tables = {"dora": render.dora_tables, "cost": render.cost_tables, "audit": render.audit_tables}[
+        what
+    ](data)
+    return tables, {
+        "dora": charts.dora_charts,
+        "cost": charts.cost_charts,
+        "audit": charts.audit_charts,
+    }[what](data)
 
 
 def subtitle(data: dict) -> str:
@@ -61,18 +71,25 @@ def subtitle(data: dict) -> str:
 
 
 def cmd_report(args, out) -> int:
-    from ..service import load_platform
     from ..reports import html, render, window
+    from ..service import load_platform
 
     until = _date("--until", args.until)
     win = window(_date("--since", args.since), until)
     if win.since >= win.until:
-        raise UDError("UD-USAGE", f"--since {win.since.isoformat()} is not before --until {win.until.isoformat()}",
-                      "give a --since earlier than --until")
+        raise UDError(
+            "UD-USAGE",
+            f"--since {win.since.isoformat()} is not before --until {win.until.isoformat()}",
+            "give a --since earlier than --until",
+        )
     platform, _ = load_platform()
     envs = {e for u in platform.units.values() for e in u.environments}
     if args.what == "dora" and args.env not in envs:
-        raise UDError("UD-UNKNOWN-ENV", f"no unit has an environment {args.env!r}", f"use one of: {', '.join(sorted(envs))}")
+        raise UDError(
+            "UD-UNKNOWN-ENV",
+            f"no unit has an environment {args.env!r}",
+            f"use one of: {', '.join(sorted(envs))}",
+        )
     ledger = platform.ledger.ledger()
     out.progress(f"verifying and reading the ledger ({ledger.count()} entries)")
     data = build(args.what, platform, ledger, win, args.env)
@@ -83,10 +100,15 @@ def cmd_report(args, out) -> int:
         path = Path(args.html).expanduser().resolve()
         out.progress(f"writing {path}")
         try:
-            path.write_text(html.page(TITLES[args.what], subtitle(data), data["ledger"], charts, tables))
+            path.write_text(
+                html.page(TITLES[args.what], subtitle(data), data["ledger"], charts, tables)
+            )
         except OSError as exc:
-            raise UDError("UD-REPORT-HTML", f"cannot write the {args.what} report to {path}: {exc.strerror}",
-                          "give --html a path in a folder that exists and is writable") from None
+            raise UDError(
+                "UD-REPORT-HTML",
+                f"cannot write the {args.what} report to {path}: {exc.strerror}",
+                "give --html a path in a folder that exists and is writable",
+            ) from None
         data["html"] = str(path)
 
     def text() -> str:
@@ -103,7 +125,14 @@ def cmd_report(args, out) -> int:
 def register(add) -> None:
     sp = add("report", cmd_report, "DORA metrics, cost showback or audit activity from the ledger")
     sp.add_argument("what", choices=KINDS)
-    sp.add_argument("--since", default="", help="ISO date or time (default: 30 days before --until)")
+    sp.add_argument(
+        "--since", default="", help="ISO date or time (default: 30 days before --until)"
+    )
     sp.add_argument("--until", default="", help="ISO date or time, exclusive (default: now)")
     sp.add_argument("--env", default="production", help="dora: the environment whose deploys count")
-    sp.add_argument("--html", default="", metavar="PATH", help="also write one self-contained HTML file with charts")
+    sp.add_argument(
+        "--html",
+        default="",
+        metavar="PATH",
+        help="also write one self-contained HTML file with charts",
+    )

@@ -13,5 +13,18 @@ from .promote import promote
 from .rollback import ran_in, rollback, rollback_candidates
 from .steps import failure
 
-__all__ = ["active_override", "build_candidate", "env_lock", "evaluate_gate", "failure", "gate_results",
-           "passed_or_overridden", "promote", "ran_in", "rollback", "rollback_candidates", "run_gate", "run_lock"]
+__all__ = [
+    "active_override",
+    "build_candidate",
+    "env_lock",
+    "evaluate_gate",
+    "failure",
+    "gate_results",
+    "passed_or_overridden",
+    "promote",
+    "ran_in",
+    "rollback",
+    "rollback_candidates",
+    "run_gate",
+    "run_lock",
+]

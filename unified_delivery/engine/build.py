@@ -24,7 +24,10 @@ def priced(platform: Platform, usage: Usage) -> dict[str, Any]:
     """Usage and, with a price table, its cost: the ledger fields showback sums."""
     out: dict[str, Any] = {"usage": usage.to_dict()}
     if platform.costs is not None:
-        out["cost"] = {"amount": round(platform.costs.run_cost(usage), 6), "currency": platform.costs.currency}
+        out["cost"] = {
+            "amount": round(platform.costs.run_cost(usage), 6),
+            "currency": platform.costs.currency,
+        }
     return out
 
 
@@ -32,21 +35,48 @@ def build_candidate(context: Any, platform: Platform, unit: Unit, ref: str) -> d
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name)
     run_id = context.run.run_id
-    ctx = BuildContext(home=Home.current(), target=platform.target(unit, unit.environments[0]),
-                       targets=platform.targets, units=platform.units,
-                       config={"ref": ref}, trainer=platform.trainers.get(unit.name), log=context.log.info,
-                       principal=principal)
+    ctx = BuildContext(
+        home=Home.current(),
+        target=platform.target(unit, unit.environments[0]),
+        targets=platform.targets,
+        units=platform.units,
+        config={"ref": ref},
+        trainer=platform.trainers.get(unit.name),
+        log=context.log.info,
+        principal=principal,
+    )
     try:
         with measure() as measured:
             artifact = platform.translator(unit).build_candidate(unit, ctx)
     except UDError as exc:
-        record(ledger, BuildFailed(code=exc.code, message=exc.message, run_id=run_id), principal=principal,
-               unit=unit.name, env=CANDIDATE)
+        record(
+            ledger,
+            BuildFailed(code=exc.code, message=exc.message, run_id=run_id),
+            principal=principal,
+            unit=unit.name,
+            env=CANDIDATE,
+        )
         raise failure(exc) from None
-    record(ledger, Candidate(artifact=asdict(artifact), run_id=run_id, team=unit.team, kind=unit.kind,
-                             **priced(platform, measured["usage"])),
-           principal=principal, unit=unit.name, env=CANDIDATE, version=artifact.version)
+    record(
+        ledger,
+        Candidate(
+            artifact=asdict(artifact),
+            run_id=run_id,
+            team=unit.team,
+            kind=unit.kind,
+            **priced(platform, measured["usage"]),
+        ),
+        principal=principal,
+        unit=unit.name,
+        env=CANDIDATE,
+        version=artifact.version,
+    )
     return dg.MaterializeResult(
-        metadata={"version": artifact.version, "digest": artifact.digest, "location": artifact.location,
-                  **{k: metadata_value(v) for k, v in artifact.details.items() if k != "holdout_path"}},
-        data_version=dg.DataVersion(artifact.version))
+        metadata={
+            "version": artifact.version,
+            "digest": artifact.digest,
+            "location": artifact.location,
+            **{k: metadata_value(v) for k, v in artifact.details.items() if k != "holdout_path"},
+        },
+        data_version=dg.DataVersion(artifact.version),
+    )

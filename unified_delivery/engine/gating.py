@@ -27,8 +27,15 @@ if TYPE_CHECKING:
     from ..units import Unit
 
 
-def active_override(ledger: Ledger, unit: Unit, version: str, gate: Gate, *, principal: str | None = None,
-                    governance: Governance | None = None) -> dict | None:
+def active_override(
+    ledger: Ledger,
+    unit: Unit,
+    version: str,
+    gate: Gate,
+    *,
+    principal: str | None = None,
+    governance: Governance | None = None,
+) -> dict | None:
     """An unexpired break-glass override of `gate` for one version, if any; with `principal`,
     only one made for that principal (by name, or by a role it holds where the gate guards).
     A gate that is not overridable (the policy gate: who may deploy at all) never has one."""
@@ -42,44 +49,109 @@ def active_override(ledger: Ledger, unit: Unit, version: str, gate: Gate, *, pri
         if principal is None:
             return True
         beneficiaries = Override.read(e).for_ or [e.principal]  # older overrides: their author only
-        return any(b == principal or (b.startswith("role:") and governance is not None
-                                      and governance.allowed(principal, b[5:], guards)) for b in beneficiaries)
+        return any(
+            b == principal
+            or (
+                b.startswith("role:")
+                and governance is not None
+                and governance.allowed(principal, b[5:], guards)
+            )
+            for b in beneficiaries
+        )
 
-    entry = ledger.latest(unit=unit.name, action=Override.ACTION,
-                          predicate=lambda e: e.version == version and e.payload.get("gate") == gate.name
-                          and e.payload.get("stage") == stage and e.payload.get("expires_at", "") > now
-                          and e.payload.get("family") != "policy" and applies(e))
+    entry = ledger.latest(
+        unit=unit.name,
+        action=Override.ACTION,
+        predicate=lambda e: (
+            e.version == version
+            and e.payload.get("gate") == gate.name
+            and e.payload.get("stage") == stage
+            and e.payload.get("expires_at", "") > now
+            and e.payload.get("family") != "policy"
+            and applies(e)
+        ),
+    )
     return {**entry.payload, "by": entry.principal, "at": entry.ts} if entry else None
 
 
-def evaluate_gate(platform: Platform, unit: Unit, gate: Gate, version: str, artifact: Artifact | None, principal: str,
-                  ledger: Ledger, log: Callable[[str], None] = print, run_id: str | None = None) -> GateResult:
-    with tracing.span(f"gate {gate.name}", run_id=run_id, unit=unit.name, stage=gate.spec.stage, gate=gate.name,
-                      family=gate.family, version=version, team=unit.team, kind=unit.kind) as span:
+def evaluate_gate(
+    platform: Platform,
+    unit: Unit,
+    gate: Gate,
+    version: str,
+    artifact: Artifact | None,
+    principal: str,
+    ledger: Ledger,
+    log: Callable[[str], None] = print,
+    run_id: str | None = None,
+) -> GateResult:
+    with tracing.span(
+        f"gate {gate.name}",
+        run_id=run_id,
+        unit=unit.name,
+        stage=gate.spec.stage,
+        gate=gate.name,
+        family=gate.family,
+        version=version,
+        team=unit.team,
+        kind=unit.kind,
+    ) as span:
         result = _evaluate(platform, unit, gate, version, artifact, principal, ledger, log)
         # One place for every gate: what a gate saw (test output, a warehouse's error) may hold secrets.
-        result = replace(result, message=redact_text(result.message), remediation=redact_text(result.remediation),
-                         metadata=redact(result.metadata))
+        result = replace(
+            result,
+            message=redact_text(result.message),
+            remediation=redact_text(result.remediation),
+            metadata=redact(result.metadata),
+        )
         tracing.record_gate(span, result)
         return result
 
 
-def _evaluate(platform: Platform, unit: Unit, gate: Gate, version: str, artifact: Artifact | None, principal: str,
-              ledger: Ledger, log: Callable[[str], None]) -> GateResult:
+def _evaluate(
+    platform: Platform,
+    unit: Unit,
+    gate: Gate,
+    version: str,
+    artifact: Artifact | None,
+    principal: str,
+    ledger: Ledger,
+    log: Callable[[str], None],
+) -> GateResult:
     stage = gate.spec.stage
     guards = unit.stages[unit.stages.index(stage) + 1]
-    ctx = GateContext(unit=unit, stage=stage, guards=guards, version=version, artifact=artifact,
-                      target=platform.target(unit, guards if stage == CANDIDATE else stage),
-                      home=Home.current(), log=log,
-                      principal=principal, governance=platform.governance, ledger=ledger, platform=platform)
+    ctx = GateContext(
+        unit=unit,
+        stage=stage,
+        guards=guards,
+        version=version,
+        artifact=artifact,
+        target=platform.target(unit, guards if stage == CANDIDATE else stage),
+        home=Home.current(),
+        log=log,
+        principal=principal,
+        governance=platform.governance,
+        ledger=ledger,
+        platform=platform,
+    )
     try:
         return gate.evaluate(ctx)
     except UDError as exc:
-        return GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} failed to run: {exc.code}: {exc.message}",
-                          exc.remediation or "fix the cause and re-run the check", {"cause": exc.code})
+        return GateResult(
+            False,
+            "UD-GATE-ERROR",
+            f"gate {gate.name} failed to run: {exc.code}: {exc.message}",
+            exc.remediation or "fix the cause and re-run the check",
+            {"cause": exc.code},
+        )
     except Exception as exc:  # a crashing gate is a failed gate, never a pass
-        return GateResult(False, "UD-GATE-ERROR", f"gate {gate.name} crashed: {type(exc).__name__}: {exc}",
-                          "fix the cause and re-run the check", {"traceback": traceback.format_exc(limit=-5)})
+        return GateResult(
+            False,
+            "UD-GATE-ERROR",
+            f"gate {gate.name} crashed: {type(exc).__name__}: {exc}",
+            "fix the cause and re-run the check",
+            {"traceback": traceback.format_exc(limit=-5)},
+        )
 
 
 def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.AssetCheckResult:
@@ -90,45 +162,119 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
     principal = principal_of(context, platform, unit=unit.name, env=guards)
     version, artifact = version_at(context, platform, unit, stage)
     if version is None:
-        result = GateResult(False, "UD-GATE-NOTHING", f"{stage} holds no version to check",
-                            f"materialize {unit.name}/{stage} first")
+        result = GateResult(
+            False,
+            "UD-GATE-NOTHING",
+            f"{stage} holds no version to check",
+            f"materialize {unit.name}/{stage} first",
+        )
     else:
-        result = evaluate_gate(platform, unit, gate, version, artifact, principal, ledger, context.log.info,
-                               context.run.run_id)
-    override = active_override(ledger, unit, version, gate, principal=principal,
-                               governance=platform.governance) if version and not result.passed else None
-    record(ledger, GateEvaluated(gate=gate.name, family=gate.family, stage=stage, passed=result.passed, code=result.code,
-                                 message=result.message, remediation=result.remediation, metadata=result.metadata,
-                                 overridden=bool(override), run_id=context.run.run_id, team=unit.team, kind=unit.kind),
-           principal=principal, unit=unit.name, env=guards, version=version)
-    extra = {"overridden_by": override["by"], "justification": override["justification"],
-             "override_expires_at": override["expires_at"]} if override else {}
-    if gate.refusal is not GateRefused:  # how `ud` reports this check's refusal, when not as a gate's
+        result = evaluate_gate(
+            platform,
+            unit,
+            gate,
+            version,
+            artifact,
+            principal,
+            ledger,
+            context.log.info,
+            context.run.run_id,
+        )
+    override = (
+        active_override(
+            ledger, unit, version, gate, principal=principal, governance=platform.governance
+        )
+        if version and not result.passed
+        else None
+    )
+    record(
+        ledger,
+        GateEvaluated(
+            gate=gate.name,
+            family=gate.family,
+            stage=stage,
+            passed=result.passed,
+            code=result.code,
+            message=result.message,
+            remediation=result.remediation,
+            metadata=result.metadata,
+            overridden=bool(override),
+            run_id=context.run.run_id,
+            team=unit.team,
+            kind=unit.kind,
+        ),
+        principal=principal,
+        unit=unit.name,
+        env=guards,
+        version=version,
+    )
+    extra = (
+        {
+            "overridden_by": override["by"],
+            "justification": override["justification"],
+            "override_expires_at": override["expires_at"],
+        }
+        if override
+        else {}
+    )
+    if (
+        gate.refusal is not GateRefused
+    ):  # how `ud` reports this check's refusal, when not as a gate's
         refusal = gate.refused(result)
         extra.update(refusal_code=refusal.code, exit_code=refusal.exit_code)
     return dg.AssetCheckResult(
-        passed=result.passed or bool(override), severity=dg.AssetCheckSeverity.ERROR, description=result.message,
-        metadata={"code": result.code, "family": gate.family, "version": version or "", "message": result.message,
-                  "remediation": result.remediation, "overridden": bool(override), **extra,
-                  **{k: metadata_value(v) for k, v in result.metadata.items()}})
+        passed=result.passed or bool(override),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=result.message,
+        metadata={
+            "code": result.code,
+            "family": gate.family,
+            "version": version or "",
+            "message": result.message,
+            "remediation": result.remediation,
+            "overridden": bool(override),
+            **extra,
+            **{k: metadata_value(v) for k, v in result.metadata.items()},
+        },
+    )
 
 
-def gate_results(ledger: Ledger, unit: Unit, gates: list[Gate], stage: str, version: str, *, principal: str,
-                 governance: Governance) -> dict[str, dict | None]:
+def gate_results(
+    ledger: Ledger,
+    unit: Unit,
+    gates: list[Gate],
+    stage: str,
+    version: str,
+    *,
+    principal: str,
+    governance: Governance,
+) -> dict[str, dict | None]:
     """The newest recorded result of each gate on `stage` for `version` (None: never run). An
     override counts only if it was made for `principal`, whatever the recorded result says."""
     out: dict[str, dict | None] = {}
     for gate in gates:
         if gate.spec.stage != stage:
             continue
-        entry = ledger.latest(unit=unit.name, action=GateEvaluated.ACTION,
-                              predicate=lambda e, g=gate.name: e.version == version and e.payload.get("gate") == g
-                              and e.payload.get("stage") == stage)
+        entry = ledger.latest(
+            unit=unit.name,
+            action=GateEvaluated.ACTION,
+            predicate=lambda e, g=gate.name: (
+                e.version == version
+                and e.payload.get("gate") == g
+                and e.payload.get("stage") == stage
+            ),
+        )
         payload = {**entry.payload, "overridden": False} if entry else None
-        if not (payload and payload["passed"]) and (override := active_override(
-                ledger, unit, version, gate, principal=principal, governance=governance)):
-            payload = {**(payload or {"gate": gate.name, "code": "UD-GATE-NOT-RUN"}), "overridden": True,
-                       "override": override}
+        if not (payload and payload["passed"]) and (
+            override := active_override(
+                ledger, unit, version, gate, principal=principal, governance=governance
+            )
+        ):
+            payload = {
+                **(payload or {"gate": gate.name, "code": "UD-GATE-NOT-RUN"}),
+                "overridden": True,
+                "override": override,
+            }
         out[gate.name] = payload
     return out
 

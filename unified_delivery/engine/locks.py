@@ -26,8 +26,12 @@ def _file_lock(path: Path, what: str, timeout_s: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise UDError("UD-LOCKED", f"another {what} is still running",
-                                  "wait for it to finish and try again", exit_code=EXIT_TARGET) from None
+                    raise UDError(
+                        "UD-LOCKED",
+                        f"another {what} is still running",
+                        "wait for it to finish and try again",
+                        exit_code=EXIT_TARGET,
+                    ) from None
                 time.sleep(0.2)
         try:
             yield
@@ -54,7 +58,9 @@ def unless_busy(home: Home, unit: Unit, env: str) -> Iterator[bool]:
 
 def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600):
     """Two deploys of one unit and environment never interleave: the second waits, then is refused."""
-    return _file_lock(home.locks / f"{unit.name}.{env}.lock", f"promotion of {unit.name} to {env}", timeout_s)
+    return _file_lock(
+        home.locks / f"{unit.name}.{env}.lock", f"promotion of {unit.name} to {env}", timeout_s
+    )
 
 
 def run_lock(home: Home, unit: str, env: str, timeout_s: float = 1800):

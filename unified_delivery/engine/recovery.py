@@ -31,13 +31,21 @@ INTERRUPTED = "UD-DEPLOY-INTERRUPTED"
 def open_intent(ledger: Ledger, unit: Unit, env: str) -> LedgerEntry | None:
     """The newest intent for `unit` in `env`, if no outcome of its run follows it. Older ones
     were completed by the run that recorded the newer (it recovered first)."""
-    intent = ledger.latest(unit=unit.name, env=env, predicate=lambda e: e.action in (DeployStarted.ACTION,
-                                                                                        RollbackStarted.ACTION))
+    intent = ledger.latest(
+        unit=unit.name,
+        env=env,
+        predicate=lambda e: e.action in (DeployStarted.ACTION, RollbackStarted.ACTION),
+    )
     if intent is None:
         return None
     run_id = intent.payload.get("run_id")
-    done = ledger.latest(unit=unit.name, env=env, predicate=lambda e: e.seq > intent.seq and e.action in OUTCOMES
-                         and e.payload.get("run_id") == run_id)
+    done = ledger.latest(
+        unit=unit.name,
+        env=env,
+        predicate=lambda e: (
+            e.seq > intent.seq and e.action in OUTCOMES and e.payload.get("run_id") == run_id
+        ),
+    )
     return None if done is not None else intent
 
 
@@ -52,21 +60,61 @@ def recover(ledger: Ledger, platform: Platform, unit: Unit, env: str) -> LedgerE
     if intent.action == DeployStarted.ACTION:
         started = DeployStarted.read(intent)
         if actual == started.to_version:
-            return record(ledger, Promotion(from_version=started.from_version, reason="recovered: the deploying run "
-                                            "died after the target switched", run_id=started.run_id, team=unit.team,
-                                            kind=unit.kind, recovered=True), version=actual, **where)
-        return record(ledger, DeployFailed(code=INTERRUPTED, message=f"the deploying run died before {env} ran "
-                                           f"{started.to_version[:12]}; it runs {actual or 'nothing'}",
-                                           stayed_on=actual, run_id=started.run_id, recovered=True),
-                      version=started.to_version, **where)
+            return record(
+                ledger,
+                Promotion(
+                    from_version=started.from_version,
+                    reason="recovered: the deploying run died after the target switched",
+                    run_id=started.run_id,
+                    team=unit.team,
+                    kind=unit.kind,
+                    recovered=True,
+                ),
+                version=actual,
+                **where,
+            )
+        return record(
+            ledger,
+            DeployFailed(
+                code=INTERRUPTED,
+                message=f"the deploying run died before {env} ran "
+                f"{started.to_version[:12]}; it runs {actual or 'nothing'}",
+                stayed_on=actual,
+                run_id=started.run_id,
+                recovered=True,
+            ),
+            version=started.to_version,
+            **where,
+        )
     back = RollbackStarted.read(intent)
     if actual == back.to_version:
-        return record(ledger, Rollback(from_version=back.from_version, reason=back.reason, run_id=back.run_id,
-                                       team=unit.team, kind=unit.kind, consumers=platform.consumers(unit.name),
-                                       recovered=True), version=actual, **where)
-    return record(ledger, RollbackFailed(code=INTERRUPTED, message=f"the rollback's run died before {env} ran "
-                                         f"{back.to_version[:12]}; it runs {actual or 'nothing'}", reason=back.reason,
-                                         run_id=back.run_id, recovered=True), version=back.to_version, **where)
+        return record(
+            ledger,
+            Rollback(
+                from_version=back.from_version,
+                reason=back.reason,
+                run_id=back.run_id,
+                team=unit.team,
+                kind=unit.kind,
+                consumers=platform.consumers(unit.name),
+                recovered=True,
+            ),
+            version=actual,
+            **where,
+        )
+    return record(
+        ledger,
+        RollbackFailed(
+            code=INTERRUPTED,
+            message=f"the rollback's run died before {env} ran "
+            f"{back.to_version[:12]}; it runs {actual or 'nothing'}",
+            reason=back.reason,
+            run_id=back.run_id,
+            recovered=True,
+        ),
+        version=back.to_version,
+        **where,
+    )
 
 
 def recover_all(ledger: Ledger, platform: Platform) -> list[LedgerEntry]:
@@ -74,7 +122,9 @@ def recover_all(ledger: Ledger, platform: Platform) -> list[LedgerEntry]:
     from ..home import Home
     from .locks import unless_busy
 
-    finished = {e.payload.get("run_id") for action in OUTCOMES for e in ledger.entries(action=action)}
+    finished = {
+        e.payload.get("run_id") for action in OUTCOMES for e in ledger.entries(action=action)
+    }
     newest: dict[tuple[str, str], LedgerEntry] = {}
     for action in (DeployStarted.ACTION, RollbackStarted.ACTION):
         for e in ledger.entries(action=action):

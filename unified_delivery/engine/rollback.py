@@ -27,7 +27,12 @@ if TYPE_CHECKING:
 
 def ran_in(ledger: Ledger, unit: Unit, env: str) -> set[str]:
     """The versions the ledger says `env` ran: promoted or rolled back to."""
-    return {e.version for action in CHANGES for e in ledger.entries(unit=unit.name, env=env, action=action) if e.version}
+    return {
+        e.version
+        for action in CHANGES
+        for e in ledger.entries(unit=unit.name, env=env, action=action)
+        if e.version
+    }
 
 
 def rollback_candidates(ledger: Ledger, platform: Platform, unit: Unit, env: str) -> set[str]:
@@ -42,7 +47,9 @@ def rollback_candidates(ledger: Ledger, platform: Platform, unit: Unit, env: str
     return been
 
 
-def rollback(context: Any, platform: Platform, unit: Unit, env: str, to_version: str | None, reason: str) -> Deployment:
+def rollback(
+    context: Any, platform: Platform, unit: Unit, env: str, to_version: str | None, reason: str
+) -> Deployment:
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name, env=env)
     run_id = context.run.run_id
@@ -50,8 +57,16 @@ def rollback(context: Any, platform: Platform, unit: Unit, env: str, to_version:
     upstream = unit.previous_stage(env)
 
     def refuse(exc: UDError, version: str | None) -> dg.Failure:
-        return refusal(ledger, exc, principal=principal, unit=unit.name, env=env, version=version, run_id=run_id,
-                       refused="rollback")
+        return refusal(
+            ledger,
+            exc,
+            principal=principal,
+            unit=unit.name,
+            env=env,
+            version=version,
+            run_id=run_id,
+            refused="rollback",
+        )
 
     try:  # first, so that nobody without the right learns what the environment could go back to
         platform.governance.authorize(principal, "deploy", env)
@@ -62,43 +77,113 @@ def rollback(context: Any, platform: Platform, unit: Unit, env: str, to_version:
         current = target.status(unit, env)
         wanted = to_version or (current.previous_version if current else None)
         if not wanted:
-            raise refuse(TargetError("UD-ROLLBACK-NOTHING", f"{unit.name} in {env} has no previous version to go back to",
-                                     f"promote a version to {env} instead"), None)
+            raise refuse(
+                TargetError(
+                    "UD-ROLLBACK-NOTHING",
+                    f"{unit.name} in {env} has no previous version to go back to",
+                    f"promote a version to {env} instead",
+                ),
+                None,
+            )
         if wanted not in rollback_candidates(ledger, platform, unit, env):
-            raise refuse(NotPermitted(
-                "UD-ROLLBACK-NOT-DEPLOYED", f"{unit.name} {wanted[:12]} never ran in {env}: a rollback only goes back to a "
-                f"version {env} ran before, or one {upstream} runs now",
-                f"a version {env} never ran goes through its gates: ud promote {unit.name} --to {env}"), wanted)
+            raise refuse(
+                NotPermitted(
+                    "UD-ROLLBACK-NOT-DEPLOYED",
+                    f"{unit.name} {wanted[:12]} never ran in {env}: a rollback only goes back to a "
+                    f"version {env} ran before, or one {upstream} runs now",
+                    f"a version {env} never ran goes through its gates: ud promote {unit.name} --to {env}",
+                ),
+                wanted,
+            )
         new_here = wanted not in ran_in(ledger, unit, env)
         gates = [g for g in platform.gates[unit.name] if g.spec.stage == upstream]
         for gate in gates:
             if not (gate.live and (gate.binds_rollbacks or new_here)):
                 continue
-            live = evaluate_gate(platform, unit, gate, wanted, None, principal, ledger, context.log.info, run_id)
-            if not live.passed and not active_override(ledger, unit, wanted, gate, principal=principal,
-                                                       governance=platform.governance):
+            live = evaluate_gate(
+                platform, unit, gate, wanted, None, principal, ledger, context.log.info, run_id
+            )
+            if not live.passed and not active_override(
+                ledger, unit, wanted, gate, principal=principal, governance=platform.governance
+            ):
                 raise refuse(gate.refused(live), wanted)
         if new_here:
-            results = gate_results(ledger, unit, gates, upstream, wanted, principal=principal, governance=platform.governance)
-            failed = [n for n, r in results.items()
-                      if not passed_or_overridden(r) and not any(g.name == n and g.live for g in gates)]
+            results = gate_results(
+                ledger,
+                unit,
+                gates,
+                upstream,
+                wanted,
+                principal=principal,
+                governance=platform.governance,
+            )
+            failed = [
+                n
+                for n, r in results.items()
+                if not passed_or_overridden(r) and not any(g.name == n and g.live for g in gates)
+            ]
             if failed:
-                raise refuse(GateRefused("UD-GATE-REFUSED", f"{unit.name} {wanted[:12]} may not go to {env}: gates not "
-                                         f"passed: {', '.join(failed)}", f"see `ud gates {unit.name} --env {upstream}`",
-                                         exit_code=EXIT_GATE), wanted)
-        record(ledger, RollbackStarted(from_version=current.version if current else None, to_version=wanted, reason=reason,
-                                       run_id=run_id), principal=principal, unit=unit.name, env=env, version=wanted)
+                raise refuse(
+                    GateRefused(
+                        "UD-GATE-REFUSED",
+                        f"{unit.name} {wanted[:12]} may not go to {env}: gates not "
+                        f"passed: {', '.join(failed)}",
+                        f"see `ud gates {unit.name} --env {upstream}`",
+                        exit_code=EXIT_GATE,
+                    ),
+                    wanted,
+                )
+        record(
+            ledger,
+            RollbackStarted(
+                from_version=current.version if current else None,
+                to_version=wanted,
+                reason=reason,
+                run_id=run_id,
+            ),
+            principal=principal,
+            unit=unit.name,
+            env=env,
+            version=wanted,
+        )
         try:
-            with tracing.span(f"rollback {unit.name} in {env}", run_id=run_id, unit=unit.name, env=env,
-                              from_version=current.version if current else None, to_version=wanted,
-                              target=type(target).__name__, reason=reason, team=unit.team, kind=unit.kind):
+            with tracing.span(
+                f"rollback {unit.name} in {env}",
+                run_id=run_id,
+                unit=unit.name,
+                env=env,
+                from_version=current.version if current else None,
+                to_version=wanted,
+                target=type(target).__name__,
+                reason=reason,
+                team=unit.team,
+                kind=unit.kind,
+            ):
                 dep = target.rollback(unit, env, wanted, log=context.log.info)
         except Exception as exc:
             exc = as_target_error(exc, f"rolling {unit.name} back to {wanted[:12]} in {env}")
-            record(ledger, RollbackFailed(code=exc.code, message=exc.message, reason=reason, run_id=run_id),
-                   principal=principal, unit=unit.name, env=env, version=wanted)
+            record(
+                ledger,
+                RollbackFailed(code=exc.code, message=exc.message, reason=reason, run_id=run_id),
+                principal=principal,
+                unit=unit.name,
+                env=env,
+                version=wanted,
+            )
             raise failure(exc) from None
-        record(ledger, Rollback(from_version=current.version if current else None, reason=reason, run_id=run_id,
-                                team=unit.team, kind=unit.kind, consumers=platform.consumers(unit.name)),
-               principal=principal, unit=unit.name, env=env, version=dep.version)
+        record(
+            ledger,
+            Rollback(
+                from_version=current.version if current else None,
+                reason=reason,
+                run_id=run_id,
+                team=unit.team,
+                kind=unit.kind,
+                consumers=platform.consumers(unit.name),
+            ),
+            principal=principal,
+            unit=unit.name,
+            env=env,
+            version=dep.version,
+        )
     return dep

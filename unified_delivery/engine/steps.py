@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from ..units import Unit
 
 
-def principal_of(context: Any, platform: Platform, unit: str | None = None, env: str | None = None) -> str:
+def principal_of(
+    context: Any, platform: Platform, unit: str | None = None, env: str | None = None
+) -> str:
     """Who a run acts for: the principal of the grant recorded for this very run (its id, or
     the run key a sensor requested it under, with the same job, config, unit and environment),
     or the UI's least-privileged principal when none was. A grant that does not fit the run,
@@ -31,36 +33,84 @@ def principal_of(context: Any, platform: Platform, unit: str | None = None, env:
     claimed = tags.get(PRINCIPAL_TAG)
     ledger = context.resources.ledger.ledger()
     try:
-        principal = grants.principal_for(ledger.engine, tokens.signing_key(), run_id=run.run_id,
-                                         run_key=tags.get(RUN_KEY_TAG), job=run.job_name,
-                                         run_config=run.run_config, unit=unit, env=env)
+        principal = grants.principal_for(
+            ledger.engine,
+            tokens.signing_key(),
+            run_id=run.run_id,
+            run_key=tags.get(RUN_KEY_TAG),
+            job=run.job_name,
+            run_config=run.run_config,
+            unit=unit,
+            env=env,
+        )
         if principal is None and claimed:
-            raise NotPermitted("UD-AUTH-FORGED-TAG", f"the run claims to act for {claimed} without a grant",
-                               "a tag grants nothing: start promotions with `ud` and a token")
+            raise NotPermitted(
+                "UD-AUTH-FORGED-TAG",
+                f"the run claims to act for {claimed} without a grant",
+                "a tag grants nothing: start promotions with `ud` and a token",
+            )
         if principal is not None and claimed and claimed != principal:
-            raise NotPermitted("UD-AUTH-FORGED-TAG", f"the run claims {claimed} but its grant names {principal}",
-                               "start promotions with `ud` and your own token")
+            raise NotPermitted(
+                "UD-AUTH-FORGED-TAG",
+                f"the run claims {claimed} but its grant names {principal}",
+                "start promotions with `ud` and your own token",
+            )
     except NotPermitted as exc:
-        record(ledger, Forgery(code=exc.code, message=exc.message, claimed=claimed or "", run_id=run.run_id,
-                               job=run.job_name),
-               principal=platform.governance.ui_principal, unit=tags.get(UNIT_TAG), env=tags.get(ENV_TAG))
+        record(
+            ledger,
+            Forgery(
+                code=exc.code,
+                message=exc.message,
+                claimed=claimed or "",
+                run_id=run.run_id,
+                job=run.job_name,
+            ),
+            principal=platform.governance.ui_principal,
+            unit=tags.get(UNIT_TAG),
+            env=tags.get(ENV_TAG),
+        )
         raise failure(exc) from None
     return principal or platform.governance.ui_principal
 
 
 def failure(exc: UDError) -> dg.Failure:
     """A step failure that carries the UD code, so `ud` can report it without parsing text."""
-    message, remediation = redact_text(exc.message), redact_text(exc.remediation)  # the event log is shown in the UI
-    return dg.Failure(description=f"{exc.code}: {message}", allow_retries=False,
-                      metadata={"ud_code": exc.code, "ud_message": message, "remediation": remediation,
-                                "exit_code": exc.exit_code})
+    message, remediation = (
+        redact_text(exc.message),
+        redact_text(exc.remediation),
+    )  # the event log is shown in the UI
+    return dg.Failure(
+        description=f"{exc.code}: {message}",
+        allow_retries=False,
+        metadata={
+            "ud_code": exc.code,
+            "ud_message": message,
+            "remediation": remediation,
+            "exit_code": exc.exit_code,
+        },
+    )
 
 
-def refusal(ledger: Ledger, exc: UDError, *, principal: str, unit: str, env: str, version: str | None,
-            run_id: str, refused: str = "") -> dg.Failure:
+def refusal(
+    ledger: Ledger,
+    exc: UDError,
+    *,
+    principal: str,
+    unit: str,
+    env: str,
+    version: str | None,
+    run_id: str,
+    refused: str = "",
+) -> dg.Failure:
     """Record a refusal and give back the step failure to raise."""
-    record(ledger, Refusal(code=exc.code, message=exc.message, refused=refused, run_id=run_id),
-           principal=principal, unit=unit, env=env, version=version)
+    record(
+        ledger,
+        Refusal(code=exc.code, message=exc.message, refused=refused, run_id=run_id),
+        principal=principal,
+        unit=unit,
+        env=env,
+        version=version,
+    )
     return failure(exc)
 
 
@@ -71,33 +121,49 @@ def as_target_error(exc: Exception, doing: str) -> TargetError:
         return exc
     if isinstance(exc, UDError):
         return TargetError(exc.code, exc.message, exc.remediation)
-    return TargetError("UD-TARGET-FAILED", f"{doing} failed: {type(exc).__name__}: {redact_text(str(exc))}",
-                       "the environment kept its previous version; fix the cause and promote again")
+    return TargetError(
+        "UD-TARGET-FAILED",
+        f"{doing} failed: {type(exc).__name__}: {redact_text(str(exc))}",
+        "the environment kept its previous version; fix the cause and promote again",
+    )
 
 
 def metadata_value(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
-        return value if not (isinstance(value, str) and "\n" in value) else dg.MetadataValue.md(f"```\n{value}\n```")
+        return (
+            value
+            if not (isinstance(value, str) and "\n" in value)
+            else dg.MetadataValue.md(f"```\n{value}\n```")
+        )
     return dg.MetadataValue.json(value)
 
 
 def artifact_for(ledger: Ledger, unit: Unit, version: str) -> Artifact | None:
-    entry = ledger.latest(unit=unit.name, action=Candidate.ACTION, predicate=lambda e: e.version == version)
+    entry = ledger.latest(
+        unit=unit.name, action=Candidate.ACTION, predicate=lambda e: e.version == version
+    )
     return Artifact(**Candidate.read(entry).artifact) if entry else None
 
 
-def version_at(context: Any, platform: Platform, unit: Unit, stage: str) -> tuple[str | None, Artifact | None]:
+def version_at(
+    context: Any, platform: Platform, unit: Unit, stage: str
+) -> tuple[str | None, Artifact | None]:
     """The version a stage holds now: the candidate this run built (or else the newest one
     built), or what an environment runs."""
     ledger = context.resources.ledger.ledger()
     if stage == CANDIDATE:
         # Another run of the same unit may have built a newer candidate meanwhile; its gates
         # ran there, not here.
-        own = ledger.latest(unit=unit.name, action=Candidate.ACTION,
-                            predicate=lambda e: e.payload.get("run_id") == context.run.run_id)
+        own = ledger.latest(
+            unit=unit.name,
+            action=Candidate.ACTION,
+            predicate=lambda e: e.payload.get("run_id") == context.run.run_id,
+        )
         if own is not None:
             return own.version, Artifact(**Candidate.read(own).artifact)
-        event = context.instance.get_latest_materialization_event(dg.AssetKey([unit.name, CANDIDATE]))
+        event = context.instance.get_latest_materialization_event(
+            dg.AssetKey([unit.name, CANDIDATE])
+        )
         if event is None or event.asset_materialization is None:
             return None, None
         version = event.asset_materialization.metadata["version"].value

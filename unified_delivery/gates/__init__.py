@@ -3,4 +3,12 @@
 from .base import Gate, GateContext, GateResult, GateSettings
 from .registry import build_gate, gate_types, register
 
-__all__ = ["Gate", "GateContext", "GateResult", "GateSettings", "build_gate", "gate_types", "register"]
+__all__ = [
+    "Gate",
+    "GateContext",
+    "GateResult",
+    "GateSettings",
+    "build_gate",
+    "gate_types",
+    "register",
+]

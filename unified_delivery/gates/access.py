@@ -12,13 +12,17 @@ class PolicyGate(Gate):
     family = "policy"
     live = True  # who acts is decided for each run's own principal
     binds_rollbacks = True
-    overridable = False  # an override lets a version past a check, never a principal past its rights
+    overridable = (
+        False  # an override lets a version past a check, never a principal past its rights
+    )
     refusal = NotPermitted
     refusal_code = "UD-AUTH-FORBIDDEN"
 
     def refused(self, result: GateResult) -> NotPermitted:
         # The cause: a missing role (UD-AUTH-FORBIDDEN) or a quota used up (UD-AUTH-QUOTA).
-        return NotPermitted(result.metadata.get("cause") or self.refusal_code, result.message, result.remediation)
+        return NotPermitted(
+            result.metadata.get("cause") or self.refusal_code, result.message, result.remediation
+        )
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         meta = {"principal": ctx.principal, "env": ctx.guards}
@@ -26,5 +30,13 @@ class PolicyGate(Gate):
             ctx.governance.authorize(ctx.principal, "deploy", ctx.guards)
             ctx.governance.check_quota(ctx.principal, ctx.guards, ctx.ledger)
         except NotPermitted as exc:
-            return GateResult(False, "UD-GATE-POLICY-DENIED", exc.message, exc.remediation, {**meta, "cause": exc.code})
-        return GateResult(True, "UD-GATE-POLICY-OK", f"{ctx.principal} may deploy to {ctx.guards}", "", meta)
+            return GateResult(
+                False,
+                "UD-GATE-POLICY-DENIED",
+                exc.message,
+                exc.remediation,
+                {**meta, "cause": exc.code},
+            )
+        return GateResult(
+            True, "UD-GATE-POLICY-OK", f"{ctx.principal} may deploy to {ctx.guards}", "", meta
+        )

@@ -24,9 +24,24 @@ class ApprovalGate(Gate):
     def evaluate(self, ctx: GateContext) -> GateResult:
         needed = ctx.unit.policy.approvals.get(ctx.guards, 0)
         have = approvers(ctx.ledger, ctx.unit.name, ctx.guards, ctx.version)
-        meta = {"required": needed, "approvals": len(have), "approved_by": have, "version": ctx.version}
+        meta = {
+            "required": needed,
+            "approvals": len(have),
+            "approved_by": have,
+            "version": ctx.version,
+        }
         if len(have) >= needed:
-            return GateResult(True, "UD-GATE-APPROVAL-OK", f"{len(have)} of {needed} approvals for {ctx.guards}", "", meta)
-        return GateResult(False, "UD-GATE-APPROVAL-PENDING",
-                          f"waiting for approvals: {len(have)} of {needed} for {ctx.version[:12]} to {ctx.guards}",
-                          f"ud approve {ctx.unit.name} --env {ctx.guards} --version {ctx.version} (not by its author)", meta)
+            return GateResult(
+                True,
+                "UD-GATE-APPROVAL-OK",
+                f"{len(have)} of {needed} approvals for {ctx.guards}",
+                "",
+                meta,
+            )
+        return GateResult(
+            False,
+            "UD-GATE-APPROVAL-PENDING",
+            f"waiting for approvals: {len(have)} of {needed} for {ctx.version[:12]} to {ctx.guards}",
+            f"ud approve {ctx.unit.name} --env {ctx.guards} --version {ctx.version} (not by its author)",
+            meta,
+        )

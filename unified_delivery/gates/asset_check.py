@@ -28,10 +28,13 @@ class AssetCheckGate(Gate):
 
     def validate_for(self, unit: Any) -> None:
         if self.settings.check not in unit.checks:
-            raise ConfigError("UD-CONFIG-GATE", f"unit {unit.name}: gate {self.name!r} field settings.check: "
-                              f"{self.settings.check!r} is not a check wrapped with {unit.asset_key}",
-                              "pass the @dg.asset_check in wrap_asset(checks=[...]); wrapped: "
-                              f"{', '.join(unit.checks) or 'none'}")
+            raise ConfigError(
+                "UD-CONFIG-GATE",
+                f"unit {unit.name}: gate {self.name!r} field settings.check: "
+                f"{self.settings.check!r} is not a check wrapped with {unit.asset_key}",
+                "pass the @dg.asset_check in wrap_asset(checks=[...]); wrapped: "
+                f"{', '.join(unit.checks) or 'none'}",
+            )
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         from ..kinds.asset.translator import run_error
@@ -40,28 +43,63 @@ class AssetCheckGate(Gate):
 
         wrapped = ctx.platform.trainers.get(ctx.unit.name)
         if not isinstance(wrapped, WrappedAsset):
-            raise UDError("UD-ASSET-NOT-WRAPPED", f"unit {ctx.unit.name}: no Dagster asset was wrapped for it",
-                          "declare it with ud.wrap_asset(my_asset, ...)")
+            raise UDError(
+                "UD-ASSET-NOT-WRAPPED",
+                f"unit {ctx.unit.name}: no Dagster asset was wrapped for it",
+                "declare it with ud.wrap_asset(my_asset, ...)",
+            )
         if ctx.artifact is None or not Path(ctx.artifact.location).is_file():
-            return GateResult(False, "UD-GATE-ERROR", f"no stored value of {ctx.version} to check",
-                              f"build the candidate again: ud promote {ctx.unit.name} --to {ctx.unit.environments[0]}")
+            return GateResult(
+                False,
+                "UD-GATE-ERROR",
+                f"no stored value of {ctx.version} to check",
+                f"build the candidate again: ud promote {ctx.unit.name} --to {ctx.unit.environments[0]}",
+            )
         name = self.settings.check
-        result = wrapped.execute(wrapped.check_selection(name), ValueStore(Path(ctx.artifact.location).parent))
-        evaluation = next((e for e in result.get_asset_check_evaluations() if e.check_name == name), None)
+        result = wrapped.execute(
+            wrapped.check_selection(name), ValueStore(Path(ctx.artifact.location).parent)
+        )
+        evaluation = next(
+            (e for e in result.get_asset_check_evaluations() if e.check_name == name), None
+        )
         if evaluation is None:
-            raise UDError("UD-GATE-ASSET-CHECK-ERROR", f"check {name} of {ctx.unit.asset_key} did not run: {run_error(result)}",
-                          "fix the check so that it returns an AssetCheckResult")
+            raise UDError(
+                "UD-GATE-ASSET-CHECK-ERROR",
+                f"check {name} of {ctx.unit.asset_key} did not run: {run_error(result)}",
+                "fix the check so that it returns an AssetCheckResult",
+            )
         severity = evaluation.severity.value
-        meta = {**{k: _plain(v.value) for k, v in evaluation.metadata.items()},
-                "check": name, "asset": ctx.unit.asset_key, "severity": severity, "value": ctx.artifact.location}
+        meta = {
+            **{k: _plain(v.value) for k, v in evaluation.metadata.items()},
+            "check": name,
+            "asset": ctx.unit.asset_key,
+            "severity": severity,
+            "value": ctx.artifact.location,
+        }
         said = f": {evaluation.description}" if evaluation.description else ""
         if evaluation.passed:
-            return GateResult(True, "UD-GATE-ASSET-CHECK-PASSED", f"check {name} passed on {ctx.version[:12]}{said}", "", meta)
+            return GateResult(
+                True,
+                "UD-GATE-ASSET-CHECK-PASSED",
+                f"check {name} passed on {ctx.version[:12]}{said}",
+                "",
+                meta,
+            )
         if severity == "WARN" and not self.settings.fail_on_warn:
-            return GateResult(True, "UD-GATE-ASSET-CHECK-WARNED", f"check {name} warned on {ctx.version[:12]}{said}",
-                              "look at the warning; set fail_on_warn to make it block", meta)
-        return GateResult(False, "UD-GATE-ASSET-CHECK-FAILED", f"check {name} failed on {ctx.version[:12]}{said}",
-                          f"fix the data or the asset so that {name} passes, then build a new candidate", meta)
+            return GateResult(
+                True,
+                "UD-GATE-ASSET-CHECK-WARNED",
+                f"check {name} warned on {ctx.version[:12]}{said}",
+                "look at the warning; set fail_on_warn to make it block",
+                meta,
+            )
+        return GateResult(
+            False,
+            "UD-GATE-ASSET-CHECK-FAILED",
+            f"check {name} failed on {ctx.version[:12]}{said}",
+            f"fix the data or the asset so that {name} passes, then build a new candidate",
+            meta,
+        )
 
 
 def _plain(value: Any) -> Any:

@@ -34,8 +34,13 @@ class GateResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "code": self.code, "message": self.message,
-                "remediation": self.remediation, "metadata": self.metadata}
+        return {
+            "passed": self.passed,
+            "code": self.code,
+            "message": self.message,
+            "remediation": self.remediation,
+            "metadata": self.metadata,
+        }
 
 
 @dataclass
@@ -64,10 +69,11 @@ class GateContext:
             return self.platform.role(self.unit, role)
         if isinstance(self.target, role):
             return self.target
-        raise ConfigError("UD-CONFIG-TARGET-ROLE",
-                          f"unit {self.unit.name}: {type(self.target).__name__} is not a "
-                          f"{role_name(role)}",
-                          f"give the gate a {role_name(role)}")
+        raise ConfigError(
+            "UD-CONFIG-TARGET-ROLE",
+            f"unit {self.unit.name}: {type(self.target).__name__} is not a {role_name(role)}",
+            f"give the gate a {role_name(role)}",
+        )
 
 
 class GateSettings(BaseModel):

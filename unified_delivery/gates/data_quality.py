@@ -55,7 +55,11 @@ EXPECTATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
     "expect_column_distinct_values_to_contain_set": (("column",), ("value_set",), ()),
     "expect_column_proportion_of_unique_values_to_be_between": (("column",), (), _BOUNDS),
     "expect_column_unique_value_count_to_be_between": (("column",), (), _BOUNDS),
-    "expect_column_pair_values_a_to_be_greater_than_b": (("column_A", "column_B"), (), ("or_equal", "mostly")),
+    "expect_column_pair_values_a_to_be_greater_than_b": (
+        ("column_A", "column_B"),
+        (),
+        ("or_equal", "mostly"),
+    ),
     "expect_column_pair_values_to_be_equal": (("column_A", "column_B"), (), ("mostly",)),
     "expect_compound_columns_to_be_unique": ((), ("column_list",), ("mostly",)),
     "expect_table_row_count_to_be_between": ((), (), _BOUNDS),
@@ -106,62 +110,113 @@ class DataQualityGate(Gate):
 
     def validate_for(self, unit) -> None:
         manifest = dbt.ensure_manifest(unit.project)
-        nodes = {manifest["nodes"][u]["name"]: manifest["nodes"][u]
-                 for u in dbt.select(manifest, unit.select, Path(unit.project))}
+        nodes = {
+            manifest["nodes"][u]["name"]: manifest["nodes"][u]
+            for u in dbt.select(manifest, unit.select, Path(unit.project))
+        }
         if self.table not in nodes:
-            self._refuse("settings.table", f"{self.table!r} is not a model or seed of the selection {unit.select!r}",
-                         f"name one of: {', '.join(sorted(nodes))}")
+            self._refuse(
+                "settings.table",
+                f"{self.table!r} is not a model or seed of the selection {unit.select!r}",
+                f"name one of: {', '.join(sorted(nodes))}",
+            )
         documented = list(nodes[self.table].get("columns") or {})
         for i, exp in enumerate(self.settings.expectations):
             where = f"settings.expectations[{i}]"
             if exp.type not in EXPECTATIONS:
-                self._refuse(f"{where}.type", f"{exp.type!r} is not a supported expectation type",
-                             f"use one of: {', '.join(sorted(EXPECTATIONS))}")
+                self._refuse(
+                    f"{where}.type",
+                    f"{exp.type!r} is not a supported expectation type",
+                    f"use one of: {', '.join(sorted(EXPECTATIONS))}",
+                )
             single, required, optional = EXPECTATIONS[exp.type]
             allowed = (*single, *required, *optional)
             for arg in exp.kwargs:
                 if arg not in allowed:
-                    self._refuse(f"{where}.{arg}", f"is not an argument of {exp.type}",
-                                 f"{exp.type} takes: {', '.join(allowed) or 'no arguments'}")
+                    self._refuse(
+                        f"{where}.{arg}",
+                        f"is not an argument of {exp.type}",
+                        f"{exp.type} takes: {', '.join(allowed) or 'no arguments'}",
+                    )
             for arg in (*single, *required):
                 if arg not in exp.kwargs:
-                    self._refuse(f"{where}.{arg}", f"{exp.type} needs `{arg}`", f"add `{arg}` to the expectation")
+                    self._refuse(
+                        f"{where}.{arg}",
+                        f"{exp.type} needs `{arg}`",
+                        f"add `{arg}` to the expectation",
+                    )
             for arg in [a for a in (*single, *COLUMN_LISTS) if a in exp.kwargs]:
                 value = exp.kwargs[arg]
                 names = value if arg in COLUMN_LISTS and isinstance(value, list) else [value]
                 missing = [n for n in names if documented and n not in documented]
                 if missing:
-                    self._refuse(f"{where}.{arg}", f"{missing[0]!r} is not a column of {self.table}",
-                                 f"documented columns of {self.table}: {', '.join(documented)}")
+                    self._refuse(
+                        f"{where}.{arg}",
+                        f"{missing[0]!r} is not a column of {self.table}",
+                        f"documented columns of {self.table}: {', '.join(documented)}",
+                    )
 
     def _refuse(self, field: str, problem: str, remediation: str) -> None:
-        raise ConfigError("UD-CONFIG-GATE", f"unit {self.unit.name}: gate {self.name!r} field {field}: {problem}",
-                          remediation)
+        raise ConfigError(
+            "UD-CONFIG-GATE",
+            f"unit {self.unit.name}: gate {self.name!r} field {field}: {problem}",
+            remediation,
+        )
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         if ctx.artifact is None or not ctx.artifact.location:
-            raise UDError("UD-GATE-DQ-ERROR", f"unit {ctx.unit.name}: the candidate has no audit schema",
-                          "rebuild the candidate")
+            raise UDError(
+                "UD-GATE-DQ-ERROR",
+                f"unit {ctx.unit.name}: the candidate has no audit schema",
+                "rebuild the candidate",
+            )
         schema, n_values = ctx.artifact.location, self.settings.failing_values
         ctx.log(f"running {len(self.settings.expectations)} expectations on {schema}.{self.table}")
-        results = run_suite(connection(ctx), schema, self.table, self.settings.expectations, n_values,
-                            f"{ctx.unit.name}.{self.name}")
-        errors = [(exp, r["error"]) for exp, r in zip(self.settings.expectations, results) if r.get("error")]
+        results = run_suite(
+            connection(ctx),
+            schema,
+            self.table,
+            self.settings.expectations,
+            n_values,
+            f"{ctx.unit.name}.{self.name}",
+        )
+        errors = [
+            (exp, r["error"])
+            for exp, r in zip(self.settings.expectations, results)
+            if r.get("error")
+        ]
         if errors:
             exp, msg = errors[0]
-            raise UDError("UD-GATE-DQ-ERROR", f"unit {ctx.unit.name}: {exp.label()} could not be evaluated on "
-                          f"{schema}.{self.table}: {msg[:300]}",
-                          "check that the table and columns exist in the candidate and the arguments are valid")
+            raise UDError(
+                "UD-GATE-DQ-ERROR",
+                f"unit {ctx.unit.name}: {exp.label()} could not be evaluated on "
+                f"{schema}.{self.table}: {msg[:300]}",
+                "check that the table and columns exist in the candidate and the arguments are valid",
+            )
         failed = [r for r in results if not r["passed"]]
-        meta = {"schema": schema, "table": self.table, "expectations": len(results), "failed": len(failed),
-                "results": results}
+        meta = {
+            "schema": schema,
+            "table": self.table,
+            "expectations": len(results),
+            "failed": len(failed),
+            "results": results,
+        }
         if failed:
             summary = "; ".join(_describe(r) for r in failed[:5])
-            return GateResult(False, "UD-GATE-DQ-FAILED",
-                              f"{len(failed)} of {len(results)} expectations failed on {self.table}: {summary}",
-                              "fix the data or the dbt model so the expectations hold; nothing was published", meta)
-        return GateResult(True, "UD-GATE-DQ-PASSED", f"{len(results)} expectations passed on {schema}.{self.table}",
-                          "", meta)
+            return GateResult(
+                False,
+                "UD-GATE-DQ-FAILED",
+                f"{len(failed)} of {len(results)} expectations failed on {self.table}: {summary}",
+                "fix the data or the dbt model so the expectations hold; nothing was published",
+                meta,
+            )
+        return GateResult(
+            True,
+            "UD-GATE-DQ-PASSED",
+            f"{len(results)} expectations passed on {schema}.{self.table}",
+            "",
+            meta,
+        )
 
 
 def connection(ctx: GateContext) -> tuple[str, dict[str, Any]]:
@@ -171,8 +226,11 @@ def connection(ctx: GateContext) -> tuple[str, dict[str, Any]]:
         return url_of(), {}
     path = ctx.artifact.details.get("warehouse") if ctx.artifact else None
     if not path:
-        raise UDError("UD-GATE-DQ-ERROR", f"unit {ctx.unit.name}: the candidate does not say which warehouse holds it",
-                      "rebuild the candidate")
+        raise UDError(
+            "UD-GATE-DQ-ERROR",
+            f"unit {ctx.unit.name}: the candidate does not say which warehouse holds it",
+            "rebuild the candidate",
+        )
     return f"duckdb:///{path}", {"connect_args": {"read_only": True}}
 
 
@@ -185,55 +243,86 @@ def _buffer_rows(conn, cursor, statement, parameters, context, executemany) -> N
         context.cursor_fetch_strategy = FullyBufferedCursorFetchStrategy(cursor)
 
 
-def run_suite(conn: tuple[str, dict[str, Any]], schema: str, table: str, expectations: list[Expectation],
-              failing_values: int, name: str) -> list[dict[str, Any]]:
+def run_suite(
+    conn: tuple[str, dict[str, Any]],
+    schema: str,
+    table: str,
+    expectations: list[Expectation],
+    failing_values: int,
+    name: str,
+) -> list[dict[str, Any]]:
     """Validate `schema.table` against the expectations in one GX validation; one result per
     expectation, in their order (`error` set when GX could not evaluate it)."""
     import great_expectations as gx
     from great_expectations.compatibility.pydantic import ValidationError as GXValidationError
-    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                            ProgressBarsConfig)
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
     from great_expectations.datasource.fluent.interfaces import TestConnectionError
     from sqlalchemy import event, make_url
 
     url, engine_kwargs = conn
     # Everything in memory, no docs site, no progress bars on the run's log, no telemetry.
-    context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(), progress_bars=ProgressBarsConfig(globally=False),
-        analytics_enabled=False))
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            progress_bars=ProgressBarsConfig(globally=False),
+            analytics_enabled=False,
+        ),
+    )
     suite = gx.ExpectationSuite(name=name)
     for i, exp in enumerate(expectations):
         cls = getattr(gx.expectations, "".join(p.capitalize() for p in exp.type.split("_")))
         try:
             suite.add_expectation(cls(**exp.kwargs, meta={"ud_index": i}))
         except GXValidationError as err:
-            raise UDError("UD-GATE-DQ-ERROR", f"{name}: expectations[{i}] {exp.label()}: {err.errors()[0]['msg']}",
-                          "fix the expectation's arguments in the gate settings") from None
+            raise UDError(
+                "UD-GATE-DQ-ERROR",
+                f"{name}: expectations[{i}] {exp.label()}: {err.errors()[0]['msg']}",
+                "fix the expectation's arguments in the gate settings",
+            ) from None
     suite = context.suites.add(suite)
     try:
-        source = context.data_sources.add_sql("warehouse", connection_string=url, kwargs=engine_kwargs)
+        source = context.data_sources.add_sql(
+            "warehouse", connection_string=url, kwargs=engine_kwargs
+        )
     except TestConnectionError as err:
         password = make_url(url).password
         cause = str(err).replace(password, "***") if password else str(err)
-        raise UDError("UD-GATE-DQ-ERROR", f"{name}: cannot connect to the warehouse: {cause[:300]}",
-                      "check the warehouse the candidate was written to") from None
+        raise UDError(
+            "UD-GATE-DQ-ERROR",
+            f"{name}: cannot connect to the warehouse: {cause[:300]}",
+            "check the warehouse the candidate was written to",
+        ) from None
     engines = [source.get_engine(), source.get_execution_engine().engine]
     event.listen(engines[1], "after_cursor_execute", _buffer_rows)
     if engines[1].dialect.name == "duckdb":
         # duckdb-engine cannot reflect columns under SQLAlchemy 2.1; GX then reads one row of
         # the bare table name, which the search path resolves to the audit schema.
         path = schema.replace("'", "''")
-        event.listen(engines[1], "connect", lambda dbapi, _: dbapi.execute(f"SET search_path = '{path}'"))
+        event.listen(
+            engines[1], "connect", lambda dbapi, _: dbapi.execute(f"SET search_path = '{path}'")
+        )
         engines[1].dispose()  # connections made before the listener lack the search path
     try:
         try:
             asset = source.add_table_asset(table, table_name=table, schema_name=schema)
         except TestConnectionError:
-            raise UDError("UD-GATE-DQ-ERROR", f"{name}: table {schema}.{table} cannot be read",
-                          "check that the candidate was built and the table is in the selection") from None
+            raise UDError(
+                "UD-GATE-DQ-ERROR",
+                f"{name}: table {schema}.{table} cannot be read",
+                "check that the candidate was built and the table is in the selection",
+            ) from None
         batch = asset.add_batch_definition_whole_table("whole table")
-        validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-        outcome = validation.run(result_format={"result_format": "SUMMARY", "partial_unexpected_count": failing_values})
+        validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+        outcome = validation.run(
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": failing_values}
+        )
     finally:
         # Pooled connections would keep the DuckDB file open read-only in this process,
         # and the target's read-write connection for the deploy would then be refused.
@@ -244,7 +333,11 @@ def run_suite(conn: tuple[str, dict[str, Any]], schema: str, table: str, expecta
 
 
 def _result(exp: Expectation, r: Any, failing_values: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"expectation": exp.type, "columns": exp.columns(), "passed": bool(r and r.success)}
+    out: dict[str, Any] = {
+        "expectation": exp.type,
+        "columns": exp.columns(),
+        "passed": bool(r and r.success),
+    }
     if r is None:
         return {**out, "error": "GX returned no result for it"}
     error = _exception(r.exception_info)
@@ -254,7 +347,9 @@ def _result(exp: Expectation, r: Any, failing_values: int) -> dict[str, Any]:
     if "unexpected_count" in res:
         out["unexpected_count"] = int(res["unexpected_count"] or 0)
         out["unexpected_percent"] = round(float(res.get("unexpected_percent") or 0.0), 4)
-        out["failing_values"] = [_plain(v) for v in (res.get("partial_unexpected_list") or [])[:failing_values]]
+        out["failing_values"] = [
+            _plain(v) for v in (res.get("partial_unexpected_list") or [])[:failing_values]
+        ]
     if "observed_value" in res:
         out["observed_value"] = _plain(res["observed_value"])
     return out
@@ -264,8 +359,12 @@ def _exception(info: dict | None) -> str | None:
     """GX reports a failure to evaluate inside the result, either flat or per metric."""
     if not info:
         return None
-    entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
-    messages = [str(e.get("exception_message") or "error") for e in entries if e.get("raised_exception")]
+    entries = (
+        [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    )
+    messages = [
+        str(e.get("exception_message") or "error") for e in entries if e.get("raised_exception")
+    ]
     return messages[0] if messages else None
 
 

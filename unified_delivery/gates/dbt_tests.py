@@ -20,15 +20,43 @@ class DbtTestsGate(Gate):
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         results = ctx.role(Warehouse).run_tests(ctx.unit, ctx.artifact, log=ctx.log)
-        bad = [r for r in results if r["status"] in ("fail", "error") or (self.settings.fail_on_warn and r["status"] == "warn")]
-        meta = {"tests": len(results), "failed": len(bad), "schema": ctx.artifact.location,
-                "failures": [{"test": r["name"], "status": r["status"], "failures": r.get("failures"),
-                              "message": (r.get("message") or "")[:300]} for r in bad[:20]]}
+        bad = [
+            r
+            for r in results
+            if r["status"] in ("fail", "error")
+            or (self.settings.fail_on_warn and r["status"] == "warn")
+        ]
+        meta = {
+            "tests": len(results),
+            "failed": len(bad),
+            "schema": ctx.artifact.location,
+            "failures": [
+                {
+                    "test": r["name"],
+                    "status": r["status"],
+                    "failures": r.get("failures"),
+                    "message": (r.get("message") or "")[:300],
+                }
+                for r in bad[:20]
+            ],
+        }
         if not results:
-            return GateResult(False, "UD-GATE-DBT-NO-TESTS", f"the selection {ctx.unit.select!r} has no dbt tests",
-                              "add tests to the models of the selection (schema.yml)", meta)
+            return GateResult(
+                False,
+                "UD-GATE-DBT-NO-TESTS",
+                f"the selection {ctx.unit.select!r} has no dbt tests",
+                "add tests to the models of the selection (schema.yml)",
+                meta,
+            )
         if bad:
             names = ", ".join(r["name"] for r in bad[:5])
-            return GateResult(False, "UD-GATE-DBT-TESTS-FAILED", f"{len(bad)} of {len(results)} dbt tests failed: {names}",
-                              "fix the data or the model so the tests pass; nothing was published", meta)
-        return GateResult(True, "UD-GATE-DBT-TESTS-PASSED", f"{len(results)} dbt tests passed", "", meta)
+            return GateResult(
+                False,
+                "UD-GATE-DBT-TESTS-FAILED",
+                f"{len(bad)} of {len(results)} dbt tests failed: {names}",
+                "fix the data or the model so the tests pass; nothing was published",
+                meta,
+            )
+        return GateResult(
+            True, "UD-GATE-DBT-TESTS-PASSED", f"{len(results)} dbt tests passed", "", meta
+        )

@@ -43,7 +43,8 @@ class FairnessGate(Gate):
                 "UD-CONFIG-GATE",
                 f"unit {unit.name}: gate {self.name!r} field settings.sensitive_column: {column!r} is not kept in the "
                 "held-out set",
-                f"add {column!r} to the unit's extra_columns")
+                f"add {column!r} to the unit's extra_columns",
+            )
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         import pandas as pd
@@ -52,36 +53,65 @@ class FairnessGate(Gate):
 
         s, unit = self.settings, ctx.unit
         if ctx.artifact is None or "holdout_path" not in ctx.artifact.details:
-            raise UDError("UD-MODEL-NO-HOLDOUT", f"unit {unit.name}: the candidate has no held-out set", "rebuild the candidate")
+            raise UDError(
+                "UD-MODEL-NO-HOLDOUT",
+                f"unit {unit.name}: the candidate has no held-out set",
+                "rebuild the candidate",
+            )
         frame = pd.read_parquet(ctx.artifact.details["holdout_path"])
         if s.sensitive_column not in frame.columns:
-            raise UDError("UD-MODEL-NO-HOLDOUT", f"unit {unit.name}: the held-out set of version {ctx.version} has no "
-                          f"column {s.sensitive_column!r}", "rebuild the candidate so extra_columns are kept")
+            raise UDError(
+                "UD-MODEL-NO-HOLDOUT",
+                f"unit {unit.name}: the held-out set of version {ctx.version} has no "
+                f"column {s.sensitive_column!r}",
+                "rebuild the candidate so extra_columns are kept",
+            )
         model = load_model(ctx, ctx.version)
         positive = list(getattr(model, "classes_", [1]))[-1]
         X = frame[unit.features]
-        score = model.predict_proba(X)[:, -1] if hasattr(model, "predict_proba") else model.predict(X)
+        score = (
+            model.predict_proba(X)[:, -1] if hasattr(model, "predict_proba") else model.predict(X)
+        )
         frame = frame.assign(_pred=score >= s.threshold, _actual=frame[unit.label] == positive)
         rates: dict[str, dict] = {}
         for group, rows in frame.groupby(s.sensitive_column, dropna=False):
             base = rows if s.rate == "positive_rate" else rows[rows["_actual"]]
-            rates[str(group)] = {"rows": int(len(rows)), "base": int(len(base)),
-                                 "rate": round(float(base["_pred"].mean()), 6) if len(base) else None,
-                                 "counted": len(base) >= s.min_group_size}
+            rates[str(group)] = {
+                "rows": int(len(rows)),
+                "base": int(len(base)),
+                "rate": round(float(base["_pred"].mean()), 6) if len(base) else None,
+                "counted": len(base) >= s.min_group_size,
+            }
         counted = {g: r["rate"] for g, r in rates.items() if r["counted"]}
-        meta: dict = {"sensitive_column": s.sensitive_column, "rate": s.rate, "threshold": s.threshold,
-                      "max_gap": s.max_gap, "min_group_size": s.min_group_size, "groups": rates,
-                      "holdout_rows": int(len(frame)), "version": ctx.version}
+        meta: dict = {
+            "sensitive_column": s.sensitive_column,
+            "rate": s.rate,
+            "threshold": s.threshold,
+            "max_gap": s.max_gap,
+            "min_group_size": s.min_group_size,
+            "groups": rates,
+            "holdout_rows": int(len(frame)),
+            "version": ctx.version,
+        }
         if len(counted) < 2:
-            return GateResult(False, "UD-GATE-FAIRNESS-GROUPS",
-                              f"{s.rate} can be compared for {len(counted)} group(s) of {s.sensitive_column} only "
-                              f"(each needs {s.min_group_size} rows)",
-                              "hold out more rows (holdout_fraction) or lower settings.min_group_size", meta)
+            return GateResult(
+                False,
+                "UD-GATE-FAIRNESS-GROUPS",
+                f"{s.rate} can be compared for {len(counted)} group(s) of {s.sensitive_column} only "
+                f"(each needs {s.min_group_size} rows)",
+                "hold out more rows (holdout_fraction) or lower settings.min_group_size",
+                meta,
+            )
         high, low = max(counted, key=counted.get), min(counted, key=counted.get)
         gap = counted[high] - counted[low]
         meta.update(gap=round(gap, 6), highest=high, lowest=low)
         detail = f"{s.rate} gap across {s.sensitive_column} is {gap:.3f} ({high} {counted[high]:.3f}, {low} {counted[low]:.3f})"
         if gap > s.max_gap:
-            return GateResult(False, "UD-GATE-FAIRNESS-GAP", f"{detail}, above the bound {s.max_gap}",
-                              "rebalance the training data or the model; the bound is settings.max_gap", meta)
+            return GateResult(
+                False,
+                "UD-GATE-FAIRNESS-GAP",
+                f"{detail}, above the bound {s.max_gap}",
+                "rebalance the training data or the model; the bound is settings.max_gap",
+                meta,
+            )
         return GateResult(True, "UD-GATE-FAIRNESS-OK", f"{detail}, within {s.max_gap}", "", meta)

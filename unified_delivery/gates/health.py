@@ -22,8 +22,19 @@ class HealthGate(Gate):
         for i in range(self.settings.attempts):
             health = ctx.target.health(ctx.unit, ctx.stage)
             if health.healthy:
-                return GateResult(True, "UD-GATE-HEALTH-OK", f"{ctx.stage} is healthy: {health.message}", "", health.details)
+                return GateResult(
+                    True,
+                    "UD-GATE-HEALTH-OK",
+                    f"{ctx.stage} is healthy: {health.message}",
+                    "",
+                    health.details,
+                )
             if i + 1 < self.settings.attempts:
                 time.sleep(self.settings.interval_s)
-        return GateResult(False, "UD-GATE-HEALTH-FAILED", f"{ctx.stage} is not healthy: {health.message}",
-                          f"inspect {ctx.stage}, fix it or roll it back before promoting to {ctx.guards}", health.details)
+        return GateResult(
+            False,
+            "UD-GATE-HEALTH-FAILED",
+            f"{ctx.stage} is not healthy: {health.message}",
+            f"inspect {ctx.stage}, fix it or roll it back before promoting to {ctx.guards}",
+            health.details,
+        )

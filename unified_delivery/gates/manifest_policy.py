@@ -36,25 +36,53 @@ def policy_findings(manifests: list[dict[str, Any]]) -> list[dict[str, str]]:
             pod_sc = pod.get("securityContext") or {}
             for ns in ("hostNetwork", "hostPID", "hostIPC"):
                 if pod.get(ns):
-                    found.append({"rule": "privileged", "object": where, "container": "",
-                                  "message": f"{where} shares the node's namespaces ({ns})"})
+                    found.append(
+                        {
+                            "rule": "privileged",
+                            "object": where,
+                            "container": "",
+                            "message": f"{where} shares the node's namespaces ({ns})",
+                        }
+                    )
             for c in [*pod.get("initContainers", []), *pod.get("containers", [])]:
                 sc = c.get("securityContext") or {}
                 user = sc.get("runAsUser", pod_sc.get("runAsUser"))
                 non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
                 if user == 0 or not (non_root is True or (user or 0) > 0):
-                    found.append({"rule": "root", "object": where, "container": c.get("name", ""),
-                                  "message": f"{where} container {c.get('name')} may run as root "
-                                             f"(runAsUser {user}, runAsNonRoot {non_root})"})
+                    found.append(
+                        {
+                            "rule": "root",
+                            "object": where,
+                            "container": c.get("name", ""),
+                            "message": f"{where} container {c.get('name')} may run as root "
+                            f"(runAsUser {user}, runAsNonRoot {non_root})",
+                        }
+                    )
                 limits = (c.get("resources") or {}).get("limits") or {}
                 missing = [r for r in REQUIRED_LIMITS if r not in limits]
                 if missing:
-                    found.append({"rule": "limits", "object": where, "container": c.get("name", ""),
-                                  "message": f"{where} container {c.get('name')} has no {' and '.join(missing)} limit"})
+                    found.append(
+                        {
+                            "rule": "limits",
+                            "object": where,
+                            "container": c.get("name", ""),
+                            "message": f"{where} container {c.get('name')} has no {' and '.join(missing)} limit",
+                        }
+                    )
                 added = {cap.upper() for cap in (sc.get("capabilities") or {}).get("add") or []}
-                if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is True or added & {"SYS_ADMIN", "ALL"}:
-                    found.append({"rule": "privileged", "object": where, "container": c.get("name", ""),
-                                  "message": f"{where} container {c.get('name')} is privileged or may escalate"})
+                if (
+                    sc.get("privileged")
+                    or sc.get("allowPrivilegeEscalation") is True
+                    or added & {"SYS_ADMIN", "ALL"}
+                ):
+                    found.append(
+                        {
+                            "rule": "privileged",
+                            "object": where,
+                            "container": c.get("name", ""),
+                            "message": f"{where} container {c.get('name')} is privileged or may escalate",
+                        }
+                    )
     return found
 
 
@@ -70,8 +98,11 @@ class ManifestPolicyGate(Gate):
 
     def validate_for(self, unit: Unit) -> None:
         if not isinstance(unit, AppUnit) or unit.kubernetes is None:
-            raise ConfigError("UD-CONFIG-GATE", f"unit {unit.name}: gate {self.name!r} needs a kubernetes: block to render",
-                              "add `kubernetes: {image: ...}` to the unit, or remove the gate")
+            raise ConfigError(
+                "UD-CONFIG-GATE",
+                f"unit {unit.name}: gate {self.name!r} needs a kubernetes: block to render",
+                "add `kubernetes: {image: ...}` to the unit, or remove the gate",
+            )
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         from ..targets.kubernetes import KubernetesTarget, schema_errors
@@ -82,14 +113,30 @@ class ManifestPolicyGate(Gate):
         manifests = target.render(ctx.unit, ctx.guards, ctx.version)
         schema = schema_errors(manifests, version)
         policy = policy_findings(manifests)
-        problems = [f"schema: {e}" for e in schema] + [f"{f['rule']}: {f['message']}" for f in policy]
-        meta = {"kubernetes_version": version, "env": ctx.guards,
-                "manifests": [f"{m['kind']}/{m['metadata']['name']}" for m in manifests],
-                "schema_errors": schema, "findings": policy}
+        problems = [f"schema: {e}" for e in schema] + [
+            f"{f['rule']}: {f['message']}" for f in policy
+        ]
+        meta = {
+            "kubernetes_version": version,
+            "env": ctx.guards,
+            "manifests": [f"{m['kind']}/{m['metadata']['name']}" for m in manifests],
+            "schema_errors": schema,
+            "findings": policy,
+        }
         if problems:
-            return GateResult(False, "UD-GATE-POLICY-MANIFEST",
-                              f"{len(problems)} problem(s) in the manifests for {ctx.guards}: {'; '.join(problems[:3])}",
-                              "fix the unit's kubernetes: block (run_as_user not 0, resources.limits cpu and memory, "
-                              f"privileged false); see `ud render k8s {ctx.unit.name} --env {ctx.guards}`", meta)
-        return GateResult(True, "UD-GATE-POLICY-OK", f"{len(manifests)} manifests for {ctx.guards} fit Kubernetes {version} "
-                          "and the policy (non-root, limits, unprivileged)", "", meta)
+            return GateResult(
+                False,
+                "UD-GATE-POLICY-MANIFEST",
+                f"{len(problems)} problem(s) in the manifests for {ctx.guards}: {'; '.join(problems[:3])}",
+                "fix the unit's kubernetes: block (run_as_user not 0, resources.limits cpu and memory, "
+                f"privileged false); see `ud render k8s {ctx.unit.name} --env {ctx.guards}`",
+                meta,
+            )
+        return GateResult(
+            True,
+            "UD-GATE-POLICY-OK",
+            f"{len(manifests)} manifests for {ctx.guards} fit Kubernetes {version} "
+            "and the policy (non-root, limits, unprivileged)",
+            "",
+            meta,
+        )

@@ -9,7 +9,14 @@ from typing import Literal
 from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
 
-HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "precision": True, "recall": True, "log_loss": False}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "log_loss": False,
+}
 
 
 class MetricSettings(GateSettings):
@@ -26,7 +33,12 @@ def score(metric: str, model, X, y) -> float:
         proba = model.predict_proba(X)[:, 1]
         return float(m.roc_auc_score(y, proba) if metric == "roc_auc" else m.log_loss(y, proba))
     pred = model.predict(X)
-    fn = {"accuracy": m.accuracy_score, "f1": m.f1_score, "precision": m.precision_score, "recall": m.recall_score}[metric]
+    fn = {
+        "accuracy": m.accuracy_score,
+        "f1": m.f1_score,
+        "precision": m.precision_score,
+        "recall": m.recall_score,
+    }[metric]
     return float(fn(y, pred))
 
 
@@ -44,22 +56,45 @@ class ModelMetricGate(Gate):
         X, y = load_holdout(ctx.artifact, ctx.unit)
         value = score(s.metric, load_model(ctx, ctx.version), X, y)
         better = HIGHER_IS_BETTER[s.metric]
-        meta: dict = {"metric": s.metric, "value": round(value, 6), "holdout_rows": int(len(y)), "version": ctx.version}
+        meta: dict = {
+            "metric": s.metric,
+            "value": round(value, 6),
+            "holdout_rows": int(len(y)),
+            "version": ctx.version,
+        }
         if s.min is not None:
             meta["threshold"] = s.min
             if (value < s.min) if better else (value > s.min):
-                return GateResult(False, "UD-GATE-METRIC-THRESHOLD",
-                                  f"{s.metric} {value:.4f} is {'below' if better else 'above'} the bound {s.min}",
-                                  "improve the model or its training data; the bound is in the unit's gate settings", meta)
+                return GateResult(
+                    False,
+                    "UD-GATE-METRIC-THRESHOLD",
+                    f"{s.metric} {value:.4f} is {'below' if better else 'above'} the bound {s.min}",
+                    "improve the model or its training data; the bound is in the unit's gate settings",
+                    meta,
+                )
         champion = ctx.target_in(s.champion_env).status(ctx.unit, s.champion_env)
-        if s.max_regression is not None and champion is not None and champion.version != ctx.version:
+        if (
+            s.max_regression is not None
+            and champion is not None
+            and champion.version != ctx.version
+        ):
             champ = score(s.metric, load_model(ctx, champion.version), X, y)
             delta = (value - champ) if better else (champ - value)
-            meta.update(champion_version=champion.version, champion_value=round(champ, 6),
-                        delta=round(delta, 6), max_regression=s.max_regression)
+            meta.update(
+                champion_version=champion.version,
+                champion_value=round(champ, 6),
+                delta=round(delta, 6),
+                max_regression=s.max_regression,
+            )
             if delta < -s.max_regression:
-                return GateResult(False, "UD-GATE-METRIC-REGRESSION",
-                                  f"{s.metric} {value:.4f} is worse than {s.champion_env} version {champion.version} "
-                                  f"({champ:.4f}) by {-delta:.4f}, more than the allowed {s.max_regression}",
-                                  "the challenger must not regress; retrain or raise max_regression with review", meta)
-        return GateResult(True, "UD-GATE-METRIC-OK", f"{s.metric} {value:.4f} meets its thresholds", "", meta)
+                return GateResult(
+                    False,
+                    "UD-GATE-METRIC-REGRESSION",
+                    f"{s.metric} {value:.4f} is worse than {s.champion_env} version {champion.version} "
+                    f"({champ:.4f}) by {-delta:.4f}, more than the allowed {s.max_regression}",
+                    "the challenger must not regress; retrain or raise max_regression with review",
+                    meta,
+                )
+        return GateResult(
+            True, "UD-GATE-METRIC-OK", f"{s.metric} {value:.4f} meets its thresholds", "", meta
+        )

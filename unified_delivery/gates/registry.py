@@ -28,18 +28,36 @@ from .tests import TestsGate
 
 ENTRY_POINTS = "unified_delivery.gates"
 BUILT_IN: tuple[type[Gate], ...] = (
-    TestsGate, SecurityGate, ManifestPolicyGate, ModelMetricGate, FairnessGate, SchemaGate, DataQualityGate,
-    DbtTestsGate, AssetCheckGate, CostGate, HealthGate, PolicyGate, FreezeGate, ApprovalGate,
+    TestsGate,
+    SecurityGate,
+    ManifestPolicyGate,
+    ModelMetricGate,
+    FairnessGate,
+    SchemaGate,
+    DataQualityGate,
+    DbtTestsGate,
+    AssetCheckGate,
+    CostGate,
+    HealthGate,
+    PolicyGate,
+    FreezeGate,
+    ApprovalGate,
 )
 _REGISTERED: dict[str, type[Gate]] = {}
 _INSTALLED: dict[str, type[Gate]] | None = None
 
 
 def _checked(cls: object, where: str) -> type[Gate]:
-    if not (isinstance(cls, type) and issubclass(cls, Gate)) or not getattr(cls, "type", "") or \
-            not getattr(cls, "family", ""):
-        raise ConfigError("UD-CONFIG-GATE", f"{where}: {cls!r} is not a Gate subclass with a `type` and a `family`",
-                          "subclass unified_delivery.gates.Gate and set both class attributes")
+    if (
+        not (isinstance(cls, type) and issubclass(cls, Gate))
+        or not getattr(cls, "type", "")
+        or not getattr(cls, "family", "")
+    ):
+        raise ConfigError(
+            "UD-CONFIG-GATE",
+            f"{where}: {cls!r} is not a Gate subclass with a `type` and a `family`",
+            "subclass unified_delivery.gates.Gate and set both class attributes",
+        )
     return cls
 
 
@@ -79,8 +97,11 @@ def build_gate(spec: GateSpec, unit: Unit, costs_missing: bool = False) -> Gate:
             f"it applies to: {', '.join(cls.kinds)}",
         )
     if cls.needs_prices and costs_missing:
-        raise ConfigError("UD-CONFIG-COST", f"unit {unit.name}: gate {spec.check_name!r} needs a price table",
-                          "give the platform a CostModel (resources/prices.yaml)")
+        raise ConfigError(
+            "UD-CONFIG-COST",
+            f"unit {unit.name}: gate {spec.check_name!r} needs a price table",
+            "give the platform a CostModel (resources/prices.yaml)",
+        )
     if spec.stage not in unit.stages[:-1]:
         raise ConfigError(
             "UD-CONFIG-GATE",

@@ -105,8 +105,14 @@ def interpreter_paths() -> list[str]:
     """The folders this interpreter needs: its prefixes (a virtualenv's and the Python it was
     made from) and its site-packages. Not the rest of sys.path: the platform's own folders
     are none of the tests' business."""
-    found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.realpath(sys.executable)), *site.getsitepackages()}
+    found = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        *site.getsitepackages(),
+    }
     return sorted({os.path.realpath(p) for p in found if p and os.path.isdir(p)})
 
 
@@ -114,9 +120,15 @@ def interpreter_paths() -> list[str]:
 def namespaces_available(python: str = sys.executable) -> bool:
     """Whether this process can make the mount and pid namespaces the helper needs (tried once)."""
     try:
-        proc = subprocess.run([python, "-I", "-S", __file__, json.dumps({"probe": True})],
-                              env={"PATH": os.defpath}, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=30, close_fds=True, check=False)
+        proc = subprocess.run(
+            [python, "-I", "-S", __file__, json.dumps({"probe": True})],
+            env={"PATH": os.defpath},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            close_fds=True,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
@@ -135,12 +147,19 @@ class Sandbox:
     uid: int | None = None  # the user the command runs as, when level is "user"
     gid: int | None = None
     hide: tuple[str, ...] = ()  # covered by an empty read-only tmpfs (namespaces only)
-    expose: tuple[str, ...] = ()  # the interpreter's folders, bound back where an ancestor is covered
+    expose: tuple[
+        str, ...
+    ] = ()  # the interpreter's folders, bound back where an ancestor is covered
     python: str = sys.executable  # runs the helper
 
     @classmethod
-    def plan(cls, *, hide: list[str | Path], expose: list[str] | None = None,
-             python: str = sys.executable) -> Sandbox:
+    def plan(
+        cls,
+        *,
+        hide: list[str | Path],
+        expose: list[str] | None = None,
+        python: str = sys.executable,
+    ) -> Sandbox:
         root = os.geteuid() == 0
         namespaces = namespaces_available(python)
         expose = interpreter_paths() if expose is None else expose
@@ -148,15 +167,22 @@ class Sandbox:
         reachable = all(blocked_ancestor(p, uid, gid) is None for p in expose)
         level = choose_isolation(root=root, namespaces=namespaces, reachable=reachable)
         hidden = tuple(os.path.realpath(p) for p in hide)
-        return cls(level=level, namespaces=namespaces and level != "environment-only",
-                   uid=uid if level == "user" else None, gid=gid if level == "user" else None,
-                   hide=hidden, expose=tuple(p for p in expose if not any(_inside(p, h) for h in hidden)),
-                   python=python)
+        return cls(
+            level=level,
+            namespaces=namespaces and level != "environment-only",
+            uid=uid if level == "user" else None,
+            gid=gid if level == "user" else None,
+            hide=hidden,
+            expose=tuple(p for p in expose if not any(_inside(p, h) for h in hidden)),
+            python=python,
+        )
 
     def describe(self) -> str:
         if self.level == "environment-only":
-            return ("environment-only: no separate user and no namespaces here; the suite can read "
-                    "whatever this process can read")
+            return (
+                "environment-only: no separate user and no namespaces here; the suite can read "
+                "whatever this process can read"
+            )
         who = f"uid {self.uid}" if self.level == "user" else "the same uid without capabilities"
         if not self.namespaces:
             return f"{who}, no namespaces (the home readable where its permissions allow)"
@@ -197,22 +223,51 @@ class Sandbox:
                         covered.add(blocked)
         masks = [*private, *covered]
         top = sorted({m for m in masks if not any(m != o and _inside(m, o) for o in masks)})
-        binds = sorted((p for p in (*self.expose, str(box)) if any(_inside(p, m) for m in top)),
-                       key=lambda p: p.count("/"))
-        return {"namespaces": self.namespaces, "uid": self.uid, "gid": self.gid,
-                "masks": [[m, m in private] for m in top], "binds": binds, "rw": [str(box)],
-                "hide": list(self.hide) if self.namespaces else [], "cwd": str(cwd), "cmd": cmd}
+        binds = sorted(
+            (p for p in (*self.expose, str(box)) if any(_inside(p, m) for m in top)),
+            key=lambda p: p.count("/"),
+        )
+        return {
+            "namespaces": self.namespaces,
+            "uid": self.uid,
+            "gid": self.gid,
+            "masks": [[m, m in private] for m in top],
+            "binds": binds,
+            "rw": [str(box)],
+            "hide": list(self.hide) if self.namespaces else [],
+            "cwd": str(cwd),
+            "cmd": cmd,
+        }
 
-    def run(self, cmd: list[str], *, cwd: Path, box: Path, env: dict[str, str], timeout: float,
-            output: Path) -> int | None:
+    def run(
+        self,
+        cmd: list[str],
+        *,
+        cwd: Path,
+        box: Path,
+        env: dict[str, str],
+        timeout: float,
+        output: Path,
+    ) -> int | None:
         """Run `cmd` with its stdout and stderr into `output` (outside `box`; with namespaces
         out of the command's sight); the exit code, or None when it ran out of time (the whole
         group, with namespaces the whole pid namespace, is then killed)."""
-        argv = cmd if self.level == "environment-only" else \
-            [self.python, "-I", "-S", __file__, json.dumps(self.spec(cmd, cwd, box))]
+        argv = (
+            cmd
+            if self.level == "environment-only"
+            else [self.python, "-I", "-S", __file__, json.dumps(self.spec(cmd, cwd, box))]
+        )
         with open(output, "wb") as out:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                start_new_session=True,
+            )
             try:
                 return proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -234,6 +289,7 @@ def _kill_group(pgid: int) -> None:
 
 # -- the helper: runs between the launcher and the untrusted command ---------------------------
 
+
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
@@ -244,9 +300,14 @@ def _call(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
-    _call(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+def _mount(
+    libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    enc = lambda s: s.encode() if s is not None else None
+    _call(
+        libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}",
+    )
 
 
 def _remount(libc, path: str, *, read_only: bool) -> None:
@@ -290,7 +351,9 @@ def _layout(libc, spec: dict) -> None:
     enter covered, the ones it needs bound back; the box writable; the home covered."""
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     # Handles on what gets bound back, taken before the folders above them are covered.
-    handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in spec["binds"]}
+    handles = {
+        path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in spec["binds"]
+    }
     _read_only_everywhere(libc, strict=spec.get("uid") is None)
     masks = [m for m, _ in spec["masks"]]
     for mask, private in spec["masks"]:
@@ -317,7 +380,9 @@ def _layout(libc, spec: dict) -> None:
             _remount(libc, rw, read_only=False)
     for home in spec["hide"]:
         if os.path.isdir(home):  # not there when it lies under a covered folder: hidden already
-            _mount(libc, "tmpfs", home, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=4k")
+            _mount(
+                libc, "tmpfs", home, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=4k"
+            )
 
 
 def _drop_and_exec(libc, spec: dict) -> NoReturn:

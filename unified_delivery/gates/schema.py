@@ -23,13 +23,21 @@ from pydantic import Field
 from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
 
-MlflowType = Literal["boolean", "integer", "long", "float", "double", "string", "binary", "datetime"]
+MlflowType = Literal[
+    "boolean", "integer", "long", "float", "double", "string", "binary", "datetime"
+]
 NUMERIC = {"integer", "long", "float", "double"}
-SAFE = {("integer", "long"), ("integer", "double"), ("float", "double")}  # sent -> expected, as MLflow converts
+SAFE = {
+    ("integer", "long"),
+    ("integer", "double"),
+    ("float", "double"),
+}  # sent -> expected, as MLflow converts
 
 
 class SchemaSettings(GateSettings):
-    consumers: dict[str, dict[str, MlflowType]] = Field(min_length=1)  # app -> column -> type it sends
+    consumers: dict[str, dict[str, MlflowType]] = Field(
+        min_length=1
+    )  # app -> column -> type it sends
     strict_types: bool = False
 
 
@@ -55,13 +63,23 @@ class SchemaGate(Gate):
         ctx.role(ModelRegistry).activate()
         uri = f"models:/{ctx.unit.model_name}/{ctx.version}"
         signature = get_model_info(uri).signature
-        meta: dict = {"model_uri": uri, "version": ctx.version, "strict_types": self.settings.strict_types}
+        meta: dict = {
+            "model_uri": uri,
+            "version": ctx.version,
+            "strict_types": self.settings.strict_types,
+        }
         if signature is None or signature.inputs is None or signature.inputs.is_tensor_spec():
-            return GateResult(False, "UD-GATE-SCHEMA-NONE", f"version {ctx.version} has no column-based input signature",
-                              "log the model with a signature (mlflow.models.infer_signature on the training columns)",
-                              meta)
-        inputs = {spec.name: (getattr(spec.type, "name", str(spec.type)), spec.required)
-                  for spec in signature.inputs.inputs}
+            return GateResult(
+                False,
+                "UD-GATE-SCHEMA-NONE",
+                f"version {ctx.version} has no column-based input signature",
+                "log the model with a signature (mlflow.models.infer_signature on the training columns)",
+                meta,
+            )
+        inputs = {
+            spec.name: (getattr(spec.type, "name", str(spec.type)), spec.required)
+            for spec in signature.inputs.inputs
+        }
         meta["signature"] = {name: t for name, (t, _) in inputs.items()}
         problems: list[dict] = []
         conversions: list[dict] = []
@@ -69,23 +87,42 @@ class SchemaGate(Gate):
             for column, (expected, required) in inputs.items():
                 if column not in sends:
                     if required:
-                        problems.append({"app": app, "column": column, "expected": expected, "sent": None})
+                        problems.append(
+                            {"app": app, "column": column, "expected": expected, "sent": None}
+                        )
                     continue
                 found = verdict(sends[column], expected, self.settings.strict_types)
                 if found != "ok":
-                    entry = {"app": app, "column": column, "expected": expected, "sent": sends[column]}
+                    entry = {
+                        "app": app,
+                        "column": column,
+                        "expected": expected,
+                        "sent": sends[column],
+                    }
                     (problems if found == "incompatible" else conversions).append(entry)
-        meta.update(problems=problems, conversions=conversions, consumers=sorted(self.settings.consumers))
+        meta.update(
+            problems=problems, conversions=conversions, consumers=sorted(self.settings.consumers)
+        )
         if problems:
             described = "; ".join(
-                f"{p['app']} does not send {p['column']} ({p['expected']})" if p["sent"] is None
+                f"{p['app']} does not send {p['column']} ({p['expected']})"
+                if p["sent"] is None
                 else f"{p['app']} sends {p['column']} as {p['sent']}, the model expects {p['expected']}"
-                for p in problems[:5])
-            return GateResult(False, "UD-GATE-SCHEMA-MISMATCH",
-                              f"version {ctx.version}'s inputs do not match its consumers: {described}",
-                              "keep the inputs the apps send (or change the apps first and update settings.consumers)",
-                              meta)
+                for p in problems[:5]
+            )
+            return GateResult(
+                False,
+                "UD-GATE-SCHEMA-MISMATCH",
+                f"version {ctx.version}'s inputs do not match its consumers: {described}",
+                "keep the inputs the apps send (or change the apps first and update settings.consumers)",
+                meta,
+            )
         converted = f", {len(conversions)} numeric conversion(s)" if conversions else ""
-        return GateResult(True, "UD-GATE-SCHEMA-OK", f"version {ctx.version} accepts the inputs of "
-                          f"{', '.join(sorted(self.settings.consumers))} ({len(inputs)} inputs{converted})", "", meta)
-
+        return GateResult(
+            True,
+            "UD-GATE-SCHEMA-OK",
+            f"version {ctx.version} accepts the inputs of "
+            f"{', '.join(sorted(self.settings.consumers))} ({len(inputs)} inputs{converted})",
+            "",
+            meta,
+        )

@@ -38,8 +38,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..redaction import known_secret_values, redact_text
 from ..kinds.app.unit import AppUnit
+from ..redaction import known_secret_values, redact_text
 from .base import Gate, GateContext, GateResult, GateSettings
 from .sandbox import SETUP_FAILED, SETUP_MARK, Sandbox
 
@@ -53,11 +53,14 @@ JUNIT_MAX = 16 << 20
 class TestsSettings(GateSettings):
     timeout_s: float = 600.0
     min_tests: int = 1  # a suite that collects nothing does not pass
-    require_isolation: bool = False  # refuse to run where only environment-only isolation is possible
+    require_isolation: bool = (
+        False  # refuse to run where only environment-only isolation is possible
+    )
 
 
-def suite_environment(home: Path, tmp: Path, declared: dict[str, str],
-                     environ: dict[str, str] | None = None) -> dict[str, str]:
+def suite_environment(
+    home: Path, tmp: Path, declared: dict[str, str], environ: dict[str, str] | None = None
+) -> dict[str, str]:
     """The test process's whole environment: the allow-list, the unit's `test_env`, then
     the variables the gate fixes (a declared one cannot replace those)."""
     environ = dict(os.environ) if environ is None else environ
@@ -76,18 +79,29 @@ class TestsGate(Gate):
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         if ctx.artifact is None or not ctx.artifact.location:
-            return GateResult(False, "UD-GATE-ERROR", "no built source to test", "materialize the candidate first")
+            return GateResult(
+                False, "UD-GATE-ERROR", "no built source to test", "materialize the candidate first"
+            )
         unit = ctx.unit
         assert isinstance(unit, AppUnit)
         sandbox = Sandbox.plan(hide=[ctx.home.root])
         if sandbox.level == "environment-only":
             ctx.log(f"WARNING: tests gate isolation is {sandbox.describe()}")
             if self.settings.require_isolation:
-                return GateResult(False, "UD-GATE-TESTS-ISOLATION", "this machine allows only environment-only isolation",
-                                  "run the platform as root or allow unprivileged user namespaces, "
-                                  "or set settings.require_isolation: false", {"isolation": sandbox.level})
+                return GateResult(
+                    False,
+                    "UD-GATE-TESTS-ISOLATION",
+                    "this machine allows only environment-only isolation",
+                    "run the platform as root or allow unprivileged user namespaces, "
+                    "or set settings.require_isolation: false",
+                    {"isolation": sandbox.level},
+                )
         # Never inside the home: the sandbox covers the home.
-        where = None if not Path(tempfile.gettempdir()).resolve().is_relative_to(ctx.home.root) else "/tmp"
+        where = (
+            None
+            if not Path(tempfile.gettempdir()).resolve().is_relative_to(ctx.home.root)
+            else "/tmp"
+        )
         with tempfile.TemporaryDirectory(prefix="ud-tests-", dir=where) as tmp:
             box = sandbox.workspace(Path(tmp))
             work = box / "src"
@@ -100,31 +114,60 @@ class TestsGate(Gate):
             env = suite_environment(box / "home", box / "tmp", dict(unit.test_env))
             ctx.log(f"running {' '.join(cmd)} at {ctx.version} (isolation: {sandbox.describe()})")
             output = Path(tmp) / "output"
-            code = sandbox.run(cmd, cwd=work, box=box, env=env, timeout=self.settings.timeout_s, output=output)
+            code = sandbox.run(
+                cmd, cwd=work, box=box, env=env, timeout=self.settings.timeout_s, output=output
+            )
             text = _last_bytes(output, OUTPUT_READ)
             counts = _junit_counts(junit)
         tail = _tail(redact_text(text, known_secret_values(home=ctx.home)))
         isolation = {"isolation": sandbox.level, "isolation_detail": sandbox.describe()}
         if code is None:
-            return GateResult(False, "UD-GATE-TESTS-TIMEOUT",
-                              f"the test suite ran longer than {self.settings.timeout_s:.0f} s",
-                              "make the suite faster or raise settings.timeout_s",
-                              {"commit": ctx.version, **isolation, "output_tail": tail})
+            return GateResult(
+                False,
+                "UD-GATE-TESTS-TIMEOUT",
+                f"the test suite ran longer than {self.settings.timeout_s:.0f} s",
+                "make the suite faster or raise settings.timeout_s",
+                {"commit": ctx.version, **isolation, "output_tail": tail},
+            )
         if code == SETUP_FAILED and SETUP_MARK in text:
-            return GateResult(False, "UD-GATE-TESTS-ISOLATION", "the sandbox for the test suite could not be set up",
-                              "see output_tail for the cause (a mount or namespace the kernel refused)",
-                              {"commit": ctx.version, **isolation, "output_tail": tail})
-        meta = {"commit": ctx.version, "exit_code": code, **counts, **isolation, "output_tail": tail}
+            return GateResult(
+                False,
+                "UD-GATE-TESTS-ISOLATION",
+                "the sandbox for the test suite could not be set up",
+                "see output_tail for the cause (a mount or namespace the kernel refused)",
+                {"commit": ctx.version, **isolation, "output_tail": tail},
+            )
+        meta = {
+            "commit": ctx.version,
+            "exit_code": code,
+            **counts,
+            **isolation,
+            "output_tail": tail,
+        }
         short = ctx.version[:12]
         if code == 0 and counts.get("tests", 0) >= self.settings.min_tests:
-            return GateResult(True, "UD-GATE-TESTS-PASSED", f"{counts.get('tests', 0)} tests passed at {short}", "", meta)
+            return GateResult(
+                True,
+                "UD-GATE-TESTS-PASSED",
+                f"{counts.get('tests', 0)} tests passed at {short}",
+                "",
+                meta,
+            )
         if code == 0:
-            return GateResult(False, "UD-GATE-TESTS-NONE", f"only {counts.get('tests', 0)} tests ran at {short}",
-                              f"the suite must run at least {self.settings.min_tests} test(s)", meta)
+            return GateResult(
+                False,
+                "UD-GATE-TESTS-NONE",
+                f"only {counts.get('tests', 0)} tests ran at {short}",
+                f"the suite must run at least {self.settings.min_tests} test(s)",
+                meta,
+            )
         return GateResult(
-            False, "UD-GATE-TESTS-FAILED",
+            False,
+            "UD-GATE-TESTS-FAILED",
             f"{counts.get('failures', 0) + counts.get('errors', 0)} of {counts.get('tests', 0)} tests failed at {short}",
-            "fix the failing tests and push a new commit; see output_tail", meta)
+            "fix the failing tests and push a new commit; see output_tail",
+            meta,
+        )
 
 
 def _last_bytes(path: Path, limit: int) -> str:

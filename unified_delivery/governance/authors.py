@@ -32,7 +32,11 @@ class Authors:
         return principal in self.established or principal in self.claimed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"established": sorted(self.established), "claimed": sorted(self.claimed), **self.evidence}
+        return {
+            "established": sorted(self.established),
+            "claimed": sorted(self.claimed),
+            **self.evidence,
+        }
 
 
 def is_service(principal: str) -> bool:
@@ -52,22 +56,33 @@ def of_version(governance: Any, ledger: Any, unit: str, version: str) -> Authors
     for name in governance.policy.principals:
         if any(governance.is_author(name, text) for text in texts if text):
             claimed.add(name)
-    evidence = {"built_by": sorted({e.principal for e in builds}), "commit_author": next((t for t in texts if t), "")}
+    evidence = {
+        "built_by": sorted({e.principal for e in builds}),
+        "commit_author": next((t for t in texts if t), ""),
+    }
     return Authors(frozenset(established), frozenset(claimed), evidence)
 
 
-def check_may_approve(governance: Any, ledger: Any, unit: str, version: str, caller: str) -> Authors:
+def check_may_approve(
+    governance: Any, ledger: Any, unit: str, version: str, caller: str
+) -> Authors:
     """Refuse the author's own approval, and any approval of a change nobody answers for."""
     authors = of_version(governance, ledger, unit, version)
     if authors.includes(caller):
-        raise NotPermitted("UD-APPROVAL-SELF", f"{caller} is an author of {unit} {version[:12]} "
-                           f"({_why(authors, caller)}) and may not approve it", "four eyes: ask another approver")
+        raise NotPermitted(
+            "UD-APPROVAL-SELF",
+            f"{caller} is an author of {unit} {version[:12]} "
+            f"({_why(authors, caller)}) and may not approve it",
+            "four eyes: ask another approver",
+        )
     if not authors.established:
-        raise NotPermitted("UD-APPROVAL-AUTHOR-UNKNOWN",
-                           f"nobody the platform knows answers for {unit} {version[:12]}: it was built by "
-                           f"{', '.join(authors.evidence['built_by']) or 'no one'} only",
-                           "whoever answers for it builds it again under their own identity (`ud promote` to the "
-                           "first environment with their token and --ref naming this version); then approve")
+        raise NotPermitted(
+            "UD-APPROVAL-AUTHOR-UNKNOWN",
+            f"nobody the platform knows answers for {unit} {version[:12]}: it was built by "
+            f"{', '.join(authors.evidence['built_by']) or 'no one'} only",
+            "whoever answers for it builds it again under their own identity (`ud promote` to the "
+            "first environment with their token and --ref naming this version); then approve",
+        )
     return authors
 
 

@@ -48,7 +48,9 @@ grants_table = sa.Table(
     sa.Column("config_digest", sa.String(64), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("signature", sa.String(64), nullable=False),
-    sa.Column("claimed_by", sa.String(255)),  # the run that used it (a run-key grant serves one run)
+    sa.Column(
+        "claimed_by", sa.String(255)
+    ),  # the run that used it (a run-key grant serves one run)
 )
 _READY: set[int] = set()
 _READY_LOCK = threading.Lock()
@@ -60,7 +62,9 @@ RUN_TTL_S = 86400
 def config_digest(run_config: dict | None) -> str:
     """What the run will do: its config without the loggers (log levels change nothing)."""
     doc = {k: v for k, v in (run_config or {}).items() if k != "loggers"}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()
 
 
 def _grant_key(signing_key: bytes) -> bytes:
@@ -96,8 +100,15 @@ class Grant:
     expires_at: float
 
     def fields(self) -> dict[str, Any]:
-        return {"bound_to": self.bound_to, "principal": self.principal, "job": self.job, "unit": self.unit,
-                "env": self.env, "config_digest": self.config_digest, "expires_at": round(self.expires_at, 3)}
+        return {
+            "bound_to": self.bound_to,
+            "principal": self.principal,
+            "job": self.job,
+            "unit": self.unit,
+            "env": self.env,
+            "config_digest": self.config_digest,
+            "expires_at": round(self.expires_at, 3),
+        }
 
 
 def record(engine: sa.Engine, key: bytes, grant: Grant) -> None:
@@ -107,48 +118,114 @@ def record(engine: sa.Engine, key: bytes, grant: Grant) -> None:
     fields = grant.fields()
     row = {**fields, "signature": _sign(key, fields), "claimed_by": None}
     with engine.begin() as conn:
-        existing = conn.execute(sa.select(t.c.claimed_by).where(t.c.bound_to == grant.bound_to)).first()
+        existing = conn.execute(
+            sa.select(t.c.claimed_by).where(t.c.bound_to == grant.bound_to)
+        ).first()
         if existing is None:
             conn.execute(t.insert().values(**row))
         elif existing.claimed_by is None:
             conn.execute(t.update().where(t.c.bound_to == grant.bound_to).values(**row))
 
 
-def for_run(engine: sa.Engine, key: bytes, principal: str, *, run_id: str, job: str, unit: str, env: str,
-            run_config: dict | None, ttl_s: float = RUN_TTL_S) -> None:
-    record(engine, key, Grant(f"run:{run_id}", principal, job, unit, env, config_digest(run_config), time.time() + ttl_s))
+def for_run(
+    engine: sa.Engine,
+    key: bytes,
+    principal: str,
+    *,
+    run_id: str,
+    job: str,
+    unit: str,
+    env: str,
+    run_config: dict | None,
+    ttl_s: float = RUN_TTL_S,
+) -> None:
+    record(
+        engine,
+        key,
+        Grant(
+            f"run:{run_id}",
+            principal,
+            job,
+            unit,
+            env,
+            config_digest(run_config),
+            time.time() + ttl_s,
+        ),
+    )
 
 
-def for_request(engine: sa.Engine, key: bytes, principal: str, *, run_key: str, job: str, unit: str, env: str,
-                run_config: dict | None, ttl_s: float = REQUEST_TTL_S) -> None:
-    record(engine, key, Grant(f"key:{run_key}", principal, job, unit, env, config_digest(run_config), time.time() + ttl_s))
+def for_request(
+    engine: sa.Engine,
+    key: bytes,
+    principal: str,
+    *,
+    run_key: str,
+    job: str,
+    unit: str,
+    env: str,
+    run_config: dict | None,
+    ttl_s: float = REQUEST_TTL_S,
+) -> None:
+    record(
+        engine,
+        key,
+        Grant(
+            f"key:{run_key}",
+            principal,
+            job,
+            unit,
+            env,
+            config_digest(run_config),
+            time.time() + ttl_s,
+        ),
+    )
 
 
 def _forged(message: str) -> NotPermitted:
-    return NotPermitted("UD-AUTH-GRANT-FORGED", message,
-                        "start promotions with `ud` (or let a sensor start them), not by copying a run")
+    return NotPermitted(
+        "UD-AUTH-GRANT-FORGED",
+        message,
+        "start promotions with `ud` (or let a sensor start them), not by copying a run",
+    )
 
 
-def principal_for(engine: sa.Engine, key: bytes, *, run_id: str, run_key: str | None, job: str,
-                  run_config: dict | None, unit: str | None = None, env: str | None = None,
-                  now: float | None = None) -> str | None:
+def principal_for(
+    engine: sa.Engine,
+    key: bytes,
+    *,
+    run_id: str,
+    run_key: str | None,
+    job: str,
+    run_config: dict | None,
+    unit: str | None = None,
+    env: str | None = None,
+    now: float | None = None,
+) -> str | None:
     """The principal the run `run_id` acts for, or None when no grant was recorded for it.
     NotPermitted when a grant exists but does not fit this run (copied, altered, claimed)."""
     t = _table(engine)
     now = time.time() if now is None else now
     candidates = [f"run:{run_id}"] + ([f"key:{run_key}"] if run_key else [])
     with engine.begin() as conn:
-        rows = {r.bound_to: r for r in conn.execute(sa.select(t).where(t.c.bound_to.in_(candidates)))}
+        rows = {
+            r.bound_to: r for r in conn.execute(sa.select(t).where(t.c.bound_to.in_(candidates)))
+        }
         row = rows.get(candidates[0]) or (rows.get(candidates[1]) if len(candidates) > 1 else None)
         if row is None:
             return None
-        fields = {c: getattr(row, c) for c in ("bound_to", "principal", "job", "unit", "env", "config_digest")}
+        fields = {
+            c: getattr(row, c)
+            for c in ("bound_to", "principal", "job", "unit", "env", "config_digest")
+        }
         fields["expires_at"] = round(row.expires_at, 3)
         if not hmac.compare_digest(row.signature, _sign(key, fields)):
             raise _forged(f"the grant recorded for run {run_id} is not signed by this platform")
         if row.expires_at < now and row.claimed_by != run_id:
-            raise NotPermitted("UD-AUTH-GRANT-EXPIRED", f"the grant for run {run_id} expired before the run started",
-                               "start the promotion again")
+            raise NotPermitted(
+                "UD-AUTH-GRANT-EXPIRED",
+                f"the grant for run {run_id} expired before the run started",
+                "start the promotion again",
+            )
         if row.job != job:
             raise _forged(f"the grant was issued for job {row.job}, and this run is {job}")
         if row.config_digest != config_digest(run_config):
@@ -157,10 +234,16 @@ def principal_for(engine: sa.Engine, key: bytes, *, run_id: str, run_key: str | 
             raise _forged(f"the grant was issued for {row.unit} in {row.env}")
         if row.claimed_by is None:
             # Atomic: of two runs that race for one run-key grant, exactly one claims it.
-            claimed = conn.execute(t.update().where(t.c.bound_to == row.bound_to).where(t.c.claimed_by.is_(None))
-                                   .values(claimed_by=run_id)).rowcount
+            claimed = conn.execute(
+                t.update()
+                .where(t.c.bound_to == row.bound_to)
+                .where(t.c.claimed_by.is_(None))
+                .values(claimed_by=run_id)
+            ).rowcount
             if claimed != 1:
                 raise _forged(f"the grant of run key {run_key} was used by another run")
         elif row.claimed_by != run_id:
-            raise _forged(f"the grant of run key {run_key} was used by run {row.claimed_by}, not {run_id}")
+            raise _forged(
+                f"the grant of run key {run_key} was used by run {row.claimed_by}, not {run_id}"
+            )
         return row.principal

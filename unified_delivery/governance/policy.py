@@ -31,9 +31,12 @@ class Strict(BaseModel):
 
 class Quotas(Strict):
     promotions_per_day: dict[str, int] = Field(
-        default_factory=dict, description="per environment: changes (promotions and rollbacks) a day, 0 or more")
-    spend_per_month: float | None = Field(default=None, ge=0, le=1e9, description="spend a month, in the price "
-                                          "table's currency")
+        default_factory=dict,
+        description="per environment: changes (promotions and rollbacks) a day, 0 or more",
+    )
+    spend_per_month: float | None = Field(
+        default=None, ge=0, le=1e9, description="spend a month, in the price table's currency"
+    )
 
     @field_validator("promotions_per_day")
     @classmethod
@@ -98,7 +101,9 @@ class Freeze(Strict):
 
 class Defaults(Strict):
     ui_principal: str = "service:dagster-ui"  # a run started without a grant (the Dagster UI)
-    local_principal: str = "human:local-operator"  # `ud` without a token, on the machine that holds the key
+    local_principal: str = (
+        "human:local-operator"  # `ud` without a token, on the machine that holds the key
+    )
 
 
 class PolicyFile(Strict):
@@ -111,7 +116,9 @@ class PolicyFile(Strict):
     def _names(cls, v: dict) -> dict:
         for name in v:
             if not PRINCIPAL_RE.match(name) or len(name) > 200:
-                raise ValueError(f"{name[:60]!r} is not a principal name (human:NAME, service:NAME or agent:NAME)")
+                raise ValueError(
+                    f"{name[:60]!r} is not a principal name (human:NAME, service:NAME or agent:NAME)"
+                )
         return v
 
     @model_validator(mode="after")
@@ -135,26 +142,48 @@ class Governance:
     @classmethod
     def default(cls) -> "Governance":
         """Without a policy file: the local operator may do everything, the UI may deploy to staging."""
-        return cls(PolicyFile(principals={
-            "human:local-operator": Principal(roles={"*": ["deploy", "approve", "override", "admin"]}),
-            "service:dagster-ui": Principal(roles={"staging": ["deploy"]}),
-        }))
+        return cls(
+            PolicyFile(
+                principals={
+                    "human:local-operator": Principal(
+                        roles={"*": ["deploy", "approve", "override", "admin"]}
+                    ),
+                    "service:dagster-ui": Principal(roles={"staging": ["deploy"]}),
+                }
+            )
+        )
 
     @classmethod
     def from_file(cls, path: Path) -> "Governance":
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
             if not isinstance(raw, dict):
-                raise ConfigError("UD-CONFIG-POLICY", f"{path}: expected a mapping (defaults, principals, freezes), "
-                                  f"not {type(raw).__name__}", "fix the policy file")
+                raise ConfigError(
+                    "UD-CONFIG-POLICY",
+                    f"{path}: expected a mapping (defaults, principals, freezes), "
+                    f"not {type(raw).__name__}",
+                    "fix the policy file",
+                )
             return cls(PolicyFile(**raw), str(path))
         except yaml.YAMLError as exc:
-            raise ConfigError("UD-CONFIG-POLICY", f"{path}: not valid YAML: {one_line(exc)}", "fix the policy file") from None
+            raise ConfigError(
+                "UD-CONFIG-POLICY",
+                f"{path}: not valid YAML: {one_line(exc)}",
+                "fix the policy file",
+            ) from None
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            code = "UD-CONFIG-FREEZE" if err["loc"] and err["loc"][0] == "freezes" else "UD-CONFIG-POLICY"
-            raise ConfigError(code, f"{path}: field {one_line(where)}: {one_line(err['msg'])}", "fix the policy file") from None
+            code = (
+                "UD-CONFIG-FREEZE"
+                if err["loc"] and err["loc"][0] == "freezes"
+                else "UD-CONFIG-POLICY"
+            )
+            raise ConfigError(
+                code,
+                f"{path}: field {one_line(where)}: {one_line(err['msg'])}",
+                "fix the policy file",
+            ) from None
 
     @property
     def ui_principal(self) -> str:
@@ -167,8 +196,11 @@ class Governance:
     def principal(self, name: str) -> Principal:
         found = self.policy.principals.get(name)
         if found is None:
-            raise NotPermitted("UD-AUTH-UNKNOWN-PRINCIPAL", f"{name} is not a principal of this platform",
-                               "an admin adds principals to the platform's policy (a reviewed change)")
+            raise NotPermitted(
+                "UD-AUTH-UNKNOWN-PRINCIPAL",
+                f"{name} is not a principal of this platform",
+                "an admin adds principals to the platform's policy (a reviewed change)",
+            )
         return found
 
     def roles(self, name: str, env: str) -> set[str]:
@@ -183,9 +215,12 @@ class Governance:
 
     def authorize(self, name: str, role: str, env: str) -> None:
         if role not in self.roles(name, env):
-            raise NotPermitted("UD-AUTH-FORBIDDEN", f"{name} may not {role} in {env}",
-                               f"ask someone with the {role} role in {env} to act; roles change only through a "
-                               "reviewed change of the platform's policy, never to get past a refusal")
+            raise NotPermitted(
+                "UD-AUTH-FORBIDDEN",
+                f"{name} may not {role} in {env}",
+                f"ask someone with the {role} role in {env} to act; roles change only through a "
+                "reviewed change of the platform's policy, never to get past a refusal",
+            )
 
     def check_quota(self, name: str, env: str, ledger, now: datetime | None = None) -> None:
         """Agents' daily quota of changes to `env`, counted from the ledger (so restarts cannot reset
@@ -194,14 +229,23 @@ class Governance:
         if limit is None:
             return
         since = (now or datetime.now(timezone.utc)) - timedelta(days=1)
-        used = sum(1 for action in CHANGES for e in ledger.entries(env=env, action=action, since=since)
-                   if e.principal == name)
+        used = sum(
+            1
+            for action in CHANGES
+            for e in ledger.entries(env=env, action=action, since=since)
+            if e.principal == name
+        )
         if used >= limit:
-            raise NotPermitted("UD-AUTH-QUOTA", f"{name} has used its quota of {limit} changes (promotions and "
-                               f"rollbacks) to {env} per day",
-                               "wait for the quota to free up, or ask a human to promote")
+            raise NotPermitted(
+                "UD-AUTH-QUOTA",
+                f"{name} has used its quota of {limit} changes (promotions and "
+                f"rollbacks) to {env} per day",
+                "wait for the quota to free up, or ask a human to promote",
+            )
 
-    def active_freeze(self, env: str, now: datetime | None = None) -> tuple[Freeze, tuple[datetime, datetime]] | None:
+    def active_freeze(
+        self, env: str, now: datetime | None = None
+    ) -> tuple[Freeze, tuple[datetime, datetime]] | None:
         now = now or datetime.now(timezone.utc)
         for freeze in self.policy.freezes:
             if freeze.env in (env, "*") and (window := freeze.window(now)):
@@ -214,4 +258,7 @@ class Governance:
             return False
         p = self.policy.principals.get(name)
         local = name.split(":", 1)[1]
-        return bool((p and p.email and p.email.lower() in author.lower()) or author.strip().lower() == local.lower())
+        return bool(
+            (p and p.email and p.email.lower() in author.lower())
+            or author.strip().lower() == local.lower()
+        )

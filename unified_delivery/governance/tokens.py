@@ -34,10 +34,16 @@ MAX_DURATION_S = 366 * 86400  # a token, an override or a freeze longer than a y
 def parse_duration(text: str) -> int:
     m = DURATION_RE.match(str(text).strip())
     if not m or int(m.group(1)) <= 0:
-        raise UDError("UD-USAGE", f"{str(text)[:40]!r} is not a duration", "use a number and a unit: 90s, 15m, 8h, 7d")
+        raise UDError(
+            "UD-USAGE",
+            f"{str(text)[:40]!r} is not a duration",
+            "use a number and a unit: 90s, 15m, 8h, 7d",
+        )
     seconds = int(m.group(1)) * UNITS[m.group(2)]
     if seconds > MAX_DURATION_S:
-        raise UDError("UD-USAGE", f"{text!r} is longer than a year", "give a duration of at most 366d")
+        raise UDError(
+            "UD-USAGE", f"{text!r} is longer than a year", "give a duration of at most 366d"
+        )
     return seconds
 
 
@@ -80,7 +86,14 @@ def _sign(claims: dict, key: bytes) -> str:
 
 def issue(principal: str, ttl_s: int, *, key: bytes | None = None, **extra: str) -> str:
     now = int(time.time())
-    claims = {"sub": principal, "iat": now, "exp": now + ttl_s, "jti": secrets.token_hex(8), "typ": TOKEN_TYPE, **extra}
+    claims = {
+        "sub": principal,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": secrets.token_hex(8),
+        "typ": TOKEN_TYPE,
+        **extra,
+    }
     return _sign(claims, key or signing_key())
 
 
@@ -88,25 +101,51 @@ def verify(token: str, *, key: bytes | None = None, now: float | None = None) ->
     """The claims of a valid token; NotPermitted with its own code otherwise."""
     parts = token.strip().split(".")
     if len(parts) != 3 or parts[0] != PREFIX:
-        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token is not a ud token", "get one with `ud token issue`")
-    expected = _b64(hmac.new(key or signing_key(), f"{PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest())
+        raise NotPermitted(
+            "UD-AUTH-TOKEN-MALFORMED",
+            "the token is not a ud token",
+            "get one with `ud token issue`",
+        )
+    expected = _b64(
+        hmac.new(key or signing_key(), f"{PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest()
+    )
     if not hmac.compare_digest(expected, parts[2]):
-        raise NotPermitted("UD-AUTH-TOKEN-INVALID", "the token's signature does not match (tampered, or signed with another key)",
-                           "get a new token with `ud token issue`")
+        raise NotPermitted(
+            "UD-AUTH-TOKEN-INVALID",
+            "the token's signature does not match (tampered, or signed with another key)",
+            "get a new token with `ud token issue`",
+        )
     try:
         claims = json.loads(_unb64(parts[1]))
     except ValueError:
-        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's payload is unreadable", "get a new token") from None
+        raise NotPermitted(
+            "UD-AUTH-TOKEN-MALFORMED", "the token's payload is unreadable", "get a new token"
+        ) from None
     if not isinstance(claims, dict):
-        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's claims are not an object", "get a new token")
+        raise NotPermitted(
+            "UD-AUTH-TOKEN-MALFORMED", "the token's claims are not an object", "get a new token"
+        )
     if claims.get("typ", TOKEN_TYPE) != TOKEN_TYPE or {"run_id", "run_key"} & set(claims):
-        raise NotPermitted("UD-AUTH-TOKEN-INVALID", "this is a run grant, not a token: it identifies no one",
-                           "get a token with `ud token issue`")
-    if not isinstance(claims.get("sub"), str) or not claims["sub"] or \
-            not isinstance(claims.get("exp"), (int, float)) or isinstance(claims.get("exp"), bool):
-        raise NotPermitted("UD-AUTH-TOKEN-MALFORMED", "the token's claims lack a principal (sub) or an expiry (exp)",
-                           "get a new token with `ud token issue`")
+        raise NotPermitted(
+            "UD-AUTH-TOKEN-INVALID",
+            "this is a run grant, not a token: it identifies no one",
+            "get a token with `ud token issue`",
+        )
+    if (
+        not isinstance(claims.get("sub"), str)
+        or not claims["sub"]
+        or not isinstance(claims.get("exp"), (int, float))
+        or isinstance(claims.get("exp"), bool)
+    ):
+        raise NotPermitted(
+            "UD-AUTH-TOKEN-MALFORMED",
+            "the token's claims lack a principal (sub) or an expiry (exp)",
+            "get a new token with `ud token issue`",
+        )
     if claims["exp"] < (now or time.time()):
-        raise NotPermitted("UD-AUTH-TOKEN-EXPIRED", f"the token of {claims.get('sub')} has expired",
-                           "get a new token with `ud token issue`")
+        raise NotPermitted(
+            "UD-AUTH-TOKEN-EXPIRED",
+            f"the token of {claims.get('sub')} has expired",
+            "get a new token with `ud token issue`",
+        )
     return claims

@@ -50,8 +50,11 @@ class KindTranslator:
         return self.unit_class.kind
 
     def refuse(self, unit: Unit, fieldname: str, problem: str, remediation: str = "") -> None:
-        raise ConfigError("UD-CONFIG-UNIT", f"unit {unit.name}: field {fieldname}: {problem}",
-                          remediation or f"fix `{fieldname}` in the declaration of {unit.name}")
+        raise ConfigError(
+            "UD-CONFIG-UNIT",
+            f"unit {unit.name}: field {fieldname}: {problem}",
+            remediation or f"fix `{fieldname}` in the declaration of {unit.name}",
+        )
 
     def prepare_attributes(self, attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         """A declaration's attributes (YAML, dbt meta) before validation: paths relative to
@@ -90,8 +93,9 @@ class KindTranslator:
         """(unit, stage) pairs the candidate is built from: by default the production
         version of every dependency that is not served per environment."""
         served = {u for (u, _) in self.env_deps(unit, unit.environments[0], units)}
-        return [(d, units[d].environments[-1]) for d in self.upstream_units(unit)
-                if d not in served]
+        return [
+            (d, units[d].environments[-1]) for d in self.upstream_units(unit) if d not in served
+        ]
 
     def env_deps(self, unit: Unit, env: str, units: dict[str, Unit]) -> list[tuple[str, str]]:
         """(unit, stage) pairs an environment's deploy depends on, besides the previous stage."""

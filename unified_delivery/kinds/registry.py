@@ -29,14 +29,18 @@ def _checked(kind: object, where: str) -> Kind:
     model = getattr(getattr(kind, "translator", None), "unit_class", None)
     if not (isinstance(kind, Kind) and isinstance(model, type) and issubclass(model, Unit)):
         raise ConfigError(
-            "UD-CONFIG-KIND", f"{where}: {kind!r} is not a Kind whose translator names its unit",
+            "UD-CONFIG-KIND",
+            f"{where}: {kind!r} is not a Kind whose translator names its unit",
             "register unified_delivery.kinds.Kind(translator=..., default_target=...), its "
-            "translator's `unit_class` a subclass of unified_delivery.units.Unit")
+            "translator's `unit_class` a subclass of unified_delivery.units.Unit",
+        )
     if not NAME_RE.match(kind.name):
         raise ConfigError(
-            "UD-CONFIG-KIND", f"{where}: {kind.unit_class.__name__}.kind {kind.name!r} cannot name "
-            "a kind", "set the unit model's `kind` to lower case letters, digits and _, starting "
-            "with a letter")
+            "UD-CONFIG-KIND",
+            f"{where}: {kind.unit_class.__name__}.kind {kind.name!r} cannot name a kind",
+            "set the unit model's `kind` to lower case letters, digits and _, starting "
+            "with a letter",
+        )
     return kind
 
 
@@ -44,13 +48,19 @@ def register(kind: Kind) -> Kind:
     """Make a kind known to every platform in this process; a later registration of the same
     name replaces the earlier one. A YAML type name another kind already has is refused."""
     _checked(kind, "register")
-    taken = {t: other.name for other in kinds().values() if other.name != kind.name
-             for t in other.yaml_types}
+    taken = {
+        t: other.name
+        for other in kinds().values()
+        if other.name != kind.name
+        for t in other.yaml_types
+    }
     clash = sorted(t for t in kind.yaml_types if t in taken)
     if clash:
         raise ConfigError(
-            "UD-CONFIG-KIND", f"register: kind {kind.name}: YAML type {clash[0]!r} is the "
-            f"{taken[clash[0]]} kind's", "give the kind YAML type names of its own")
+            "UD-CONFIG-KIND",
+            f"register: kind {kind.name}: YAML type {clash[0]!r} is the {taken[clash[0]]} kind's",
+            "give the kind YAML type names of its own",
+        )
     _REGISTERED[kind.name] = kind
     return kind
 

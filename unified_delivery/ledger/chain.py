@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from json.encoder import encode_basestring
 import random
 import threading
 import time
-from functools import lru_cache
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -63,7 +63,9 @@ ledger_table = sa.Table(
 )
 _COLUMNS = tuple(ledger_table.c)
 # Built once: constructing a statement costs more than running it on SQLite.
-_HEAD = sa.select(ledger_table.c.seq, ledger_table.c.hash).order_by(ledger_table.c.seq.desc()).limit(1)
+_HEAD = (
+    sa.select(ledger_table.c.seq, ledger_table.c.hash).order_by(ledger_table.c.seq.desc()).limit(1)
+)
 _INSERT = ledger_table.insert()
 
 
@@ -160,10 +162,24 @@ def _entry(row) -> LedgerEntry:
     try:
         payload = json.loads(row.payload)
     except ValueError as exc:
-        raise UDError("UD-LEDGER-CORRUPT", f"ledger entry {row.seq} has an unreadable payload: {exc}",
-                      "run `verify()` on the ledger and restore it from a backup") from exc
-    return LedgerEntry(row.seq, row.ts, row.action, row.principal, row.unit, row.env,
-                       row.version, payload, row.prev_hash, row.hash, row.signature or None)
+        raise UDError(
+            "UD-LEDGER-CORRUPT",
+            f"ledger entry {row.seq} has an unreadable payload: {exc}",
+            "run `verify()` on the ledger and restore it from a backup",
+        ) from exc
+    return LedgerEntry(
+        row.seq,
+        row.ts,
+        row.action,
+        row.principal,
+        row.unit,
+        row.env,
+        row.version,
+        payload,
+        row.prev_hash,
+        row.hash,
+        row.signature or None,
+    )
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -171,7 +187,11 @@ def _transient(exc: DBAPIError) -> bool:
     if isinstance(exc, IntegrityError):
         return True
     text = str(exc.orig).lower()
-    return "locked" in text or "busy" in text or getattr(exc.orig, "pgcode", None) in ("40001", "40P01")
+    return (
+        "locked" in text
+        or "busy" in text
+        or getattr(exc.orig, "pgcode", None) in ("40001", "40P01")
+    )
 
 
 class Ledger:
@@ -217,8 +237,16 @@ class Ledger:
                 self._engine.dispose()
                 self._engine = None
 
-    def append(self, action: str, *, principal: str, unit: str | None = None, env: str | None = None,
-               version: str | None = None, payload: dict | None = None) -> LedgerEntry:
+    def append(
+        self,
+        action: str,
+        *,
+        principal: str,
+        unit: str | None = None,
+        env: str | None = None,
+        version: str | None = None,
+        payload: dict | None = None,
+    ) -> LedgerEntry:
         if not action or not principal:
             raise ValueError("a ledger entry needs an action and a principal")
         if payload is not None and not isinstance(payload, dict):
@@ -233,20 +261,49 @@ class Ledger:
                     head = conn.execute(_HEAD).first()
                     seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
                     ts = utc_iso()
-                    digest = entry_hash(prev, seq, ts, action, principal, unit, env, version, payload_json)
+                    digest = entry_hash(
+                        prev, seq, ts, action, principal, unit, env, version, payload_json
+                    )
                     signature = self.key.sign(digest.encode()) if self.key else None
-                    conn.execute(_INSERT, {"seq": seq, "ts": ts, "action": action, "principal": principal, "unit": unit,
-                                           "env": env, "version": version, "payload": payload_json, "prev_hash": prev,
-                                           "hash": digest, "signature": signature})
-                return LedgerEntry(seq, ts, action, principal, unit, env, version,
-                                   json.loads(payload_json), prev, digest, signature)
+                    conn.execute(
+                        _INSERT,
+                        {
+                            "seq": seq,
+                            "ts": ts,
+                            "action": action,
+                            "principal": principal,
+                            "unit": unit,
+                            "env": env,
+                            "version": version,
+                            "payload": payload_json,
+                            "prev_hash": prev,
+                            "hash": digest,
+                            "signature": signature,
+                        },
+                    )
+                return LedgerEntry(
+                    seq,
+                    ts,
+                    action,
+                    principal,
+                    unit,
+                    env,
+                    version,
+                    json.loads(payload_json),
+                    prev,
+                    digest,
+                    signature,
+                )
             except (IntegrityError, OperationalError) as exc:
                 if not _transient(exc):
                     raise
                 last = exc
                 time.sleep(random.uniform(0.001, min(0.05, 0.002 * (attempt + 1))))
-        raise UDError("UD-LEDGER-CONTENDED", f"could not append to the ledger after {_RETRIES} attempts: {last}",
-                      "too many concurrent writers; retry, or move the ledger to Postgres") from last
+        raise UDError(
+            "UD-LEDGER-CONTENDED",
+            f"could not append to the ledger after {_RETRIES} attempts: {last}",
+            "too many concurrent writers; retry, or move the ledger to Postgres",
+        ) from last
 
     def _select(self, unit=None, env=None, action=None, since=None, until=None):
         t = ledger_table
@@ -260,15 +317,28 @@ class Ledger:
             query = query.where(t.c.ts < utc_iso(until))
         return query
 
-    def entries(self, *, unit: str | None = None, env: str | None = None, action: str | None = None,
-                since: datetime | str | None = None, until: datetime | str | None = None) -> list[LedgerEntry]:
+    def entries(
+        self,
+        *,
+        unit: str | None = None,
+        env: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> list[LedgerEntry]:
         """Entries in seq order; `since` is inclusive, `until` exclusive."""
         query = self._select(unit, env, action, since, until).order_by(ledger_table.c.seq)
         with self.engine.connect() as conn:
             return [_entry(row) for row in conn.execute(query)]
 
-    def latest(self, *, unit: str | None = None, env: str | None = None, action: str | None = None,
-               predicate: Callable[[LedgerEntry], bool] | None = None) -> LedgerEntry | None:
+    def latest(
+        self,
+        *,
+        unit: str | None = None,
+        env: str | None = None,
+        action: str | None = None,
+        predicate: Callable[[LedgerEntry], bool] | None = None,
+    ) -> LedgerEntry | None:
         query = self._select(unit, env, action).order_by(ledger_table.c.seq.desc())
         if predicate is None:
             query = query.limit(1)
@@ -286,8 +356,14 @@ class Ledger:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(ledger_table)).scalar_one()
 
-    def verify(self, *, expected_head: str | None = None, checkpoint: Checkpoint | None = None,
-               public_key: str | None = None, full: bool = False) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        expected_head: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        public_key: str | None = None,
+        full: bool = False,
+    ) -> VerifyReport:
         """Walk the chain and name the first thing that does not fit (FINDINGS).
 
         The chain alone cannot tell a truncated tail from a shorter history, nor a history
@@ -299,23 +375,59 @@ class Ledger:
         every one with `full` or when the head's does not verify (to name the first bad one).
         """
         expected, prev, anchored = 1, GENESIS, expected_head is None
-        key = public_key or (checkpoint.key if checkpoint else None) or (self.key.public if self.key else None)
+        key = (
+            public_key
+            or (checkpoint.key if checkpoint else None)
+            or (self.key.public if self.key else None)
+        )
         report = _Walk(key, full, checkpoint, lambda: self._first_forged(key) if key else None)
         query = sa.select(*_COLUMNS).order_by(ledger_table.c.seq)
         with self.engine.connect() as conn:
-            for seq, ts, action, principal, unit, env, version, payload, prev_hash, digest, signature in (
-                conn.execution_options(yield_per=5000).execute(query)
-            ):
+            for (
+                seq,
+                ts,
+                action,
+                principal,
+                unit,
+                env,
+                version,
+                payload,
+                prev_hash,
+                digest,
+                signature,
+            ) in conn.execution_options(yield_per=5000).execute(query):
                 if seq != expected:
                     if seq > expected:
-                        return report.bad(expected - 1, expected, "gap", f"entry {expected} is missing (next is {seq})")
-                    return report.bad(expected - 1, seq, "swap", f"entry {seq} is out of sequence (expected {expected})")
+                        return report.bad(
+                            expected - 1,
+                            expected,
+                            "gap",
+                            f"entry {expected} is missing (next is {seq})",
+                        )
+                    return report.bad(
+                        expected - 1,
+                        seq,
+                        "swap",
+                        f"entry {seq} is out of sequence (expected {expected})",
+                    )
                 if prev_hash != prev:
-                    return report.bad(expected - 1, seq, "swap", f"entry {seq} does not link to entry {seq - 1}: "
-                                      "an entry was removed, inserted or moved here")
-                if entry_hash(prev_hash, seq, ts, action, principal, unit, env, version, payload) != digest:
-                    return report.bad(expected - 1, seq, "rewritten",
-                                      f"entry {seq} does not match its hash: its content or hash was changed")
+                    return report.bad(
+                        expected - 1,
+                        seq,
+                        "swap",
+                        f"entry {seq} does not link to entry {seq - 1}: "
+                        "an entry was removed, inserted or moved here",
+                    )
+                if (
+                    entry_hash(prev_hash, seq, ts, action, principal, unit, env, version, payload)
+                    != digest
+                ):
+                    return report.bad(
+                        expected - 1,
+                        seq,
+                        "rewritten",
+                        f"entry {seq} does not match its hash: its content or hash was changed",
+                    )
                 problem = report.entry(seq, digest, signature)
                 if problem:
                     return problem
@@ -323,13 +435,20 @@ class Ledger:
                 prev, expected = digest, expected + 1
         count = expected - 1
         if not anchored:
-            return report.bad(count, expected, "truncated", f"expected head {expected_head} is not in the chain: "
-                              f"entries after {count} were removed, or the history was rewritten")
+            return report.bad(
+                count,
+                expected,
+                "truncated",
+                f"expected head {expected_head} is not in the chain: "
+                f"entries after {count} were removed, or the history was rewritten",
+            )
         return report.finish(count)
 
     def _first_forged(self, key: str) -> tuple[int, int] | None:
         """(count of good entries before it, seq) of the first entry whose signature does not verify."""
-        query = sa.select(ledger_table.c.seq, ledger_table.c.hash, ledger_table.c.signature).order_by(ledger_table.c.seq)
+        query = sa.select(
+            ledger_table.c.seq, ledger_table.c.hash, ledger_table.c.signature
+        ).order_by(ledger_table.c.seq)
         with self.engine.connect() as conn:
             for seq, digest, signature in conn.execution_options(yield_per=5000).execute(query):
                 if signature and not verify_with(key, signature, digest.encode()):
@@ -340,17 +459,42 @@ class Ledger:
 class _Walk:
     """What verify learns on its way through the chain: signatures, the checkpoint."""
 
-    def __init__(self, key: str | None, full: bool, checkpoint: Checkpoint | None,
-                 first_forged: Callable[[], tuple[int, int] | None]):
-        self.key, self.full, self.checkpoint, self.first_forged = key, full, checkpoint, first_forged
+    def __init__(
+        self,
+        key: str | None,
+        full: bool,
+        checkpoint: Checkpoint | None,
+        first_forged: Callable[[], tuple[int, int] | None],
+    ):
+        self.key, self.full, self.checkpoint, self.first_forged = (
+            key,
+            full,
+            checkpoint,
+            first_forged,
+        )
         self.signed_from: int | None = None
         self.head: tuple[int, str, str | None] | None = None
         self.checked = 0
 
-    def _report(self, ok: bool, count: int, seq: int | None = None, finding: str | None = None,
-                reason: str | None = None) -> VerifyReport:
-        return VerifyReport(ok, count, seq, reason, finding, self.signed_from, fingerprint(self.key) if self.key else None,
-                            self.checkpoint.seq if self.checkpoint else None, self.checked)
+    def _report(
+        self,
+        ok: bool,
+        count: int,
+        seq: int | None = None,
+        finding: str | None = None,
+        reason: str | None = None,
+    ) -> VerifyReport:
+        return VerifyReport(
+            ok,
+            count,
+            seq,
+            reason,
+            finding,
+            self.signed_from,
+            fingerprint(self.key) if self.key else None,
+            self.checkpoint.seq if self.checkpoint else None,
+            self.checked,
+        )
 
     def bad(self, count: int, seq: int, finding: str, reason: str) -> VerifyReport:
         return self._report(False, count, seq, finding, reason)
@@ -363,39 +507,85 @@ class _Walk:
         if signature:
             self.signed_from = self.signed_from or seq
         elif self.signed_from is not None:
-            return self.bad(seq - 1, seq, "unsigned", f"entry {seq} has no signature, and entries since "
-                            f"{self.signed_from} all do: it was written without the ledger's code or key")
+            return self.bad(
+                seq - 1,
+                seq,
+                "unsigned",
+                f"entry {seq} has no signature, and entries since "
+                f"{self.signed_from} all do: it was written without the ledger's code or key",
+            )
         cp = self.checkpoint
         if cp is not None and seq == cp.seq:
             if digest != cp.hash:
                 found = self.first_forged()  # re-hashed from an earlier edit: name where it starts
                 if found and found[1] <= seq:
-                    return self.bad(found[0], found[1], "forged", f"entries from {found[1]} on are not signed by the "
-                                    f"ledger key: rewritten and re-hashed without it (checkpoint {cp.seq} disagrees too)")
-                return self.bad(seq - 1, seq, "rewritten", f"entry {seq} is not the one checkpoint {cp.seq} of "
-                                f"{cp.ts[:19]} recorded: the history was rewritten from there on")
+                    return self.bad(
+                        found[0],
+                        found[1],
+                        "forged",
+                        f"entries from {found[1]} on are not signed by the "
+                        f"ledger key: rewritten and re-hashed without it (checkpoint {cp.seq} disagrees too)",
+                    )
+                return self.bad(
+                    seq - 1,
+                    seq,
+                    "rewritten",
+                    f"entry {seq} is not the one checkpoint {cp.seq} of "
+                    f"{cp.ts[:19]} recorded: the history was rewritten from there on",
+                )
             if signature and self.key and not self._signed(digest, signature):
-                return self.bad(seq - 1, seq, "forged", f"entry {seq}, the checkpointed head, is not signed by the key "
-                                f"the checkpoint names ({fingerprint(self.key)})")
+                return self.bad(
+                    seq - 1,
+                    seq,
+                    "forged",
+                    f"entry {seq}, the checkpointed head, is not signed by the key "
+                    f"the checkpoint names ({fingerprint(self.key)})",
+                )
         elif signature and self.key and self.full and not self._signed(digest, signature):
-            return self.bad(seq - 1, seq, "forged", f"entry {seq} is not signed by the ledger key ({fingerprint(self.key)}): "
-                            "written, or re-hashed, without it")
+            return self.bad(
+                seq - 1,
+                seq,
+                "forged",
+                f"entry {seq} is not signed by the ledger key ({fingerprint(self.key)}): "
+                "written, or re-hashed, without it",
+            )
         self.head = (seq, digest, signature)
         return None
 
     def finish(self, count: int) -> VerifyReport:
         cp = self.checkpoint
         if cp is not None and count < cp.seq:
-            return self.bad(count, count + 1, "truncated", f"the chain ends at entry {count}, but checkpoint {cp.seq} of "
-                            f"{cp.ts[:19]} saw entries up to {cp.seq}: entries {count + 1}..{cp.seq} were removed")
+            return self.bad(
+                count,
+                count + 1,
+                "truncated",
+                f"the chain ends at entry {count}, but checkpoint {cp.seq} of "
+                f"{cp.ts[:19]} saw entries up to {cp.seq}: entries {count + 1}..{cp.seq} were removed",
+            )
         if cp is not None and cp.first_signed and self.signed_from != cp.first_signed:
-            return self.bad(count, self.signed_from or 1, "unsigned", f"checkpoint {cp.seq} saw entries signed from "
-                            f"{cp.first_signed} on; now {'none are' if self.signed_from is None else f'from {self.signed_from}'}")
-        if self.head and self.head[2] and self.key and not self.full and not self._signed(self.head[1], self.head[2]):
+            return self.bad(
+                count,
+                self.signed_from or 1,
+                "unsigned",
+                f"checkpoint {cp.seq} saw entries signed from "
+                f"{cp.first_signed} on; now {'none are' if self.signed_from is None else f'from {self.signed_from}'}",
+            )
+        if (
+            self.head
+            and self.head[2]
+            and self.key
+            and not self.full
+            and not self._signed(self.head[1], self.head[2])
+        ):
             found = self.first_forged()
             seq = found[1] if found else self.head[0]
-            return self.bad(found[0] if found else count, seq, "forged", f"entry {seq} is not signed by the ledger key "
-                            f"({fingerprint(self.key)}): written, or re-hashed, without it")
+            return self.bad(
+                found[0] if found else count,
+                seq,
+                "forged",
+                f"entry {seq} is not signed by the ledger key "
+                f"({fingerprint(self.key)}): written, or re-hashed, without it",
+            )
         return self._report(True, count)
 
 
@@ -431,16 +621,22 @@ def _add_signature_column(engine: sa.Engine) -> None:
     if "signature" not in columns:
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text(f"ALTER TABLE {ledger_table.name} ADD COLUMN signature VARCHAR(128)"))
+                conn.execute(
+                    sa.text(f"ALTER TABLE {ledger_table.name} ADD COLUMN signature VARCHAR(128)")
+                )
         except DBAPIError:  # another process added it first
-            if "signature" not in {c["name"] for c in sa.inspect(engine).get_columns(ledger_table.name)}:
+            if "signature" not in {
+                c["name"] for c in sa.inspect(engine).get_columns(ledger_table.name)
+            }:
                 raise
 
 
 class LedgerResource(dg.ConfigurableResource):
     """The ledger as a Dagster resource; Postgres at scale, the embedded SQLite file by default."""
 
-    url: str = Field(default="", description="SQLAlchemy URL; empty means the embedded home's SQLite file.")
+    url: str = Field(
+        default="", description="SQLAlchemy URL; empty means the embedded home's SQLite file."
+    )
 
     def ledger(self) -> Ledger:
         # Resolved here, at run time, so one process can serve several homes.
@@ -449,6 +645,16 @@ class LedgerResource(dg.ConfigurableResource):
             home.ensure()
         return ledger_for(self.url or home.ledger_url, LedgerKey.for_home(home))
 
-    def append(self, action: str, *, principal: str, unit: str | None = None, env: str | None = None,
-               version: str | None = None, payload: dict | None = None) -> LedgerEntry:
-        return self.ledger().append(action, principal=principal, unit=unit, env=env, version=version, payload=payload)
+    def append(
+        self,
+        action: str,
+        *,
+        principal: str,
+        unit: str | None = None,
+        env: str | None = None,
+        version: str | None = None,
+        payload: dict | None = None,
+    ) -> LedgerEntry:
+        return self.ledger().append(
+            action, principal=principal, unit=unit, env=env, version=version, payload=payload
+        )

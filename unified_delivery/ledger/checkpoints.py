@@ -52,35 +52,70 @@ class Checkpoint:
     @classmethod
     def from_json(cls, text: str) -> Checkpoint:
         doc = json.loads(text)
-        return cls(seq=int(doc["seq"]), hash=str(doc["hash"]), ts=str(doc["ts"]), key=str(doc["key"]),
-                   first_signed=doc.get("first_signed"), signature=str(doc.get("signature", "")))
+        return cls(
+            seq=int(doc["seq"]),
+            hash=str(doc["hash"]),
+            ts=str(doc["ts"]),
+            key=str(doc["key"]),
+            first_signed=doc.get("first_signed"),
+            signature=str(doc.get("signature", "")),
+        )
 
 
 def _git(repo: Path, *args: str, input_text: str | None = None) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], input=input_text, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if proc.returncode != 0:
-        raise UDError("UD-CHECKPOINT-GIT", f"git {' '.join(args[:2])} failed: {proc.stderr.strip()}",
-                      "check that the platform repository is a writable Git repository")
+        raise UDError(
+            "UD-CHECKPOINT-GIT",
+            f"git {' '.join(args[:2])} failed: {proc.stderr.strip()}",
+            "check that the platform repository is a writable Git repository",
+        )
     return proc.stdout.strip()
 
 
 def is_git(repo: Path | None) -> bool:
-    return bool(repo) and subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True,
-                                         timeout=30).returncode == 0
+    return (
+        bool(repo)
+        and subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
 
 
-def write(ledger: Ledger, key: LedgerKey, home: Home, repo: Path | None = None) -> tuple[Checkpoint, list[str]]:
+def write(
+    ledger: Ledger, key: LedgerKey, home: Home, repo: Path | None = None
+) -> tuple[Checkpoint, list[str]]:
     """Checkpoint the head as it is now; returns it and where it was kept."""
     head = ledger.head()
     if head is None:
-        raise UDError("UD-CHECKPOINT-EMPTY", "the ledger is empty: there is no head to checkpoint",
-                      "checkpoint after the first promotion")
+        raise UDError(
+            "UD-CHECKPOINT-EMPTY",
+            "the ledger is empty: there is no head to checkpoint",
+            "checkpoint after the first promotion",
+        )
     report = ledger.verify(public_key=key.public)
     if not report.ok:
-        raise UDError("UD-LEDGER-BROKEN", f"the ledger does not verify ({report.finding}: {report.reason}); a "
-                      "checkpoint would vouch for it", "find out what happened first: `ud audit verify`", exit_code=3)
-    cp = Checkpoint(seq=head.seq, hash=head.hash, ts=datetime.now(timezone.utc).isoformat(), key=key.public,
-                    first_signed=report.signed_from)
+        raise UDError(
+            "UD-LEDGER-BROKEN",
+            f"the ledger does not verify ({report.finding}: {report.reason}); a "
+            "checkpoint would vouch for it",
+            "find out what happened first: `ud audit verify`",
+            exit_code=3,
+        )
+    cp = Checkpoint(
+        seq=head.seq,
+        hash=head.hash,
+        ts=datetime.now(timezone.utc).isoformat(),
+        key=key.public,
+        first_signed=report.signed_from,
+    )
     cp = Checkpoint(**{**asdict(cp), "signature": key.sign(cp.message())})
     folder = home.root / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,11 +127,22 @@ def write(ledger: Ledger, key: LedgerKey, home: Home, repo: Path | None = None) 
     if repo is not None and is_git(repo):
         blob = _git(repo, "hash-object", "-w", "--stdin", input_text=cp.to_json())
         tree = _git(repo, "mktree", input_text=f"100644 blob {blob}\t{FILE_NAME}\n")
-        parent = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", REF], capture_output=True,
-                                text=True, timeout=30).stdout.strip()
+        parent = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "-q", REF],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
         env_args = ["-c", "user.name=ud", "-c", "user.email=ud@localhost"]
-        commit = _git(repo, *env_args, "commit-tree", tree, *(["-p", parent] if parent else []), "-m",
-                      f"ud ledger checkpoint: entry {cp.seq}, {cp.hash[:12]}")
+        commit = _git(
+            repo,
+            *env_args,
+            "commit-tree",
+            tree,
+            *(["-p", parent] if parent else []),
+            "-m",
+            f"ud ledger checkpoint: entry {cp.seq}, {cp.hash[:12]}",
+        )
         _git(repo, "update-ref", REF, commit, *([parent] if parent else []))
         kept.append(f"{repo}:{REF}")
     return cp, kept
@@ -115,12 +161,18 @@ def newest(home: Home, repo: Path | None = None) -> tuple[Checkpoint | None, lis
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(f"{path}: unreadable ({exc})")
     if repo is not None and is_git(repo):
-        ref = subprocess.run(["git", "-C", str(repo), "show", f"{REF}:{FILE_NAME}"], capture_output=True, text=True,
-                             timeout=30)
+        ref = subprocess.run(
+            ["git", "-C", str(repo), "show", f"{REF}:{FILE_NAME}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if ref.returncode == 0:
             try:
                 found.append(Checkpoint.from_json(ref.stdout))
             except (ValueError, KeyError, TypeError) as exc:
                 problems.append(f"{repo}:{REF}: unreadable ({exc})")
-    problems += [f"checkpoint {cp.seq}: its signature does not hold" for cp in found if not cp.valid()]
+    problems += [
+        f"checkpoint {cp.seq}: its signature does not hold" for cp in found if not cp.valid()
+    ]
     return max((cp for cp in found if cp.valid()), key=lambda cp: cp.seq, default=None), problems

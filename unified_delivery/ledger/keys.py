@@ -70,10 +70,17 @@ class LedgerKey:
         try:
             key = serialization.load_pem_private_key(pem.encode(), password=None)
         except ValueError:
-            raise ConfigError("UD-LEDGER-KEY", f"{source} is not a PEM private key", "give an Ed25519 key in PEM "
-                              "(openssl genpkey -algorithm ed25519)") from None
+            raise ConfigError(
+                "UD-LEDGER-KEY",
+                f"{source} is not a PEM private key",
+                "give an Ed25519 key in PEM (openssl genpkey -algorithm ed25519)",
+            ) from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError("UD-LEDGER-KEY", f"{source} is not an Ed25519 key", "openssl genpkey -algorithm ed25519")
+            raise ConfigError(
+                "UD-LEDGER-KEY",
+                f"{source} is not an Ed25519 key",
+                "openssl genpkey -algorithm ed25519",
+            )
         return cls(key, source)
 
     @classmethod
@@ -85,8 +92,11 @@ class LedgerKey:
         path = home.root / FILE
         if not path.exists():
             home.ensure()
-            pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                             serialization.NoEncryption())
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
             tmp = path.with_name(f".{FILE}.{os.getpid()}.{secrets.token_hex(4)}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:

@@ -19,11 +19,24 @@ def report(entries: list[Any], win: Window) -> dict:
             continue
         counts[e.unit or "(platform)"][e.action] += 1
         if e.action in NOTABLE:
-            notable.append({"seq": e.seq, "at": e.ts, "action": e.action, "principal": e.principal, "unit": e.unit,
-                            "env": e.env, "version": e.version, "code": e.payload.get("code"),
-                            "message": e.payload.get("message") or e.payload.get("justification") or ""})
+            notable.append(
+                {
+                    "seq": e.seq,
+                    "at": e.ts,
+                    "action": e.action,
+                    "principal": e.principal,
+                    "unit": e.unit,
+                    "env": e.env,
+                    "version": e.version,
+                    "code": e.payload.get("code"),
+                    "message": e.payload.get("message") or e.payload.get("justification") or "",
+                }
+            )
     return {
         "window": win.to_dict(),
-        "activity": [{"unit": u, "actions": dict(sorted(c.items())), "total": sum(c.values())} for u, c in sorted(counts.items())],
+        "activity": [
+            {"unit": u, "actions": dict(sorted(c.items())), "total": sum(c.values())}
+            for u, c in sorted(counts.items())
+        ],
         "notable": notable,
     }

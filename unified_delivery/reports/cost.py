@@ -26,7 +26,11 @@ def _cost(entry: Any) -> tuple[float, str] | str | None:
     if not isinstance(cost, dict):
         return f"cost is a {type(cost).__name__}, not an object"
     amount, currency = cost.get("amount"), cost.get("currency", DEFAULT_CURRENCY)
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+    if (
+        isinstance(amount, bool)
+        or not isinstance(amount, (int, float))
+        or not math.isfinite(amount)
+    ):
         return f"amount {amount!r} is not a number"
     if amount < 0:
         return f"amount {amount} is negative"
@@ -35,7 +39,9 @@ def _cost(entry: Any) -> tuple[float, str] | str | None:
     return float(amount), currency
 
 
-def report(entries: list[Any], win: Window, units: Mapping[str, Mapping[str, str]] | None = None) -> dict:
+def report(
+    entries: list[Any], win: Window, units: Mapping[str, Mapping[str, str]] | None = None
+) -> dict:
     """Spend per team and per unit (one row per currency: there are no exchange rates)."""
     units = units or {}
     unit_spend: dict[tuple[str, str, str], dict] = {}
@@ -47,13 +53,21 @@ def report(entries: list[Any], win: Window, units: Mapping[str, Mapping[str, str
         if isinstance(cost, str):
             invalid.append({"seq": e.seq, "unit": e.unit, "action": e.action, "reason": cost})
             continue
-        team = (units.get(e.unit or "", {}).get("team") or e.payload.get("team") or UNKNOWN)
+        team = units.get(e.unit or "", {}).get("team") or e.payload.get("team") or UNKNOWN
         if cost is None and not e.unit:
             continue
         amount, currency = cost or (0.0, DEFAULT_CURRENCY)
-        row = unit_spend.setdefault((team, e.unit or UNKNOWN, currency), {
-            "unit": e.unit or UNKNOWN, "team": team, "currency": currency, "spend": 0.0, "costed_entries": 0,
-            "by_action": defaultdict(float)})
+        row = unit_spend.setdefault(
+            (team, e.unit or UNKNOWN, currency),
+            {
+                "unit": e.unit or UNKNOWN,
+                "team": team,
+                "currency": currency,
+                "spend": 0.0,
+                "costed_entries": 0,
+                "by_action": defaultdict(float),
+            },
+        )
         if cost is not None:
             row["spend"] += amount
             row["costed_entries"] += 1
@@ -61,14 +75,37 @@ def report(entries: list[Any], win: Window, units: Mapping[str, Mapping[str, str
     for name, declared in units.items():  # every declared unit shows, if only with 0
         team = declared.get("team") or UNKNOWN
         if not any(u == name for _, u, _ in unit_spend):
-            unit_spend[(team, name, DEFAULT_CURRENCY)] = {"unit": name, "team": team, "currency": DEFAULT_CURRENCY,
-                                                          "spend": 0.0, "costed_entries": 0, "by_action": {}}
-    unit_rows = sorted(({**r, "spend": round(r["spend"], 6), "by_action": {k: round(v, 6) for k, v in r["by_action"].items()}}
-                        for r in unit_spend.values()), key=lambda r: (r["team"], r["unit"], r["currency"]))
+            unit_spend[(team, name, DEFAULT_CURRENCY)] = {
+                "unit": name,
+                "team": team,
+                "currency": DEFAULT_CURRENCY,
+                "spend": 0.0,
+                "costed_entries": 0,
+                "by_action": {},
+            }
+    unit_rows = sorted(
+        (
+            {
+                **r,
+                "spend": round(r["spend"], 6),
+                "by_action": {k: round(v, 6) for k, v in r["by_action"].items()},
+            }
+            for r in unit_spend.values()
+        ),
+        key=lambda r: (r["team"], r["unit"], r["currency"]),
+    )
     teams: dict[tuple[str, str], dict] = {}
     for r in unit_rows:
-        t = teams.setdefault((r["team"], r["currency"]), {"team": r["team"], "spend": 0.0, "currency": r["currency"],
-                                                          "costed_entries": 0, "units": []})
+        t = teams.setdefault(
+            (r["team"], r["currency"]),
+            {
+                "team": r["team"],
+                "spend": 0.0,
+                "currency": r["currency"],
+                "costed_entries": 0,
+                "units": [],
+            },
+        )
         t["spend"] += r["spend"]
         t["costed_entries"] += r["costed_entries"]
         t["units"].append({"unit": r["unit"], "spend": r["spend"]})

@@ -24,12 +24,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from .period import Window, parse_ts
 from ..events import CHANGES, Candidate, DeployFailed, GateEvaluated, Promotion, Rollback
+from .period import Window, parse_ts
 
-METRICS = ("deployment_frequency", "lead_time_seconds", "change_failure_rate", "time_to_restore_seconds")
-MEASURES = {"deployment_frequency": "deploys per day", "lead_time_seconds": "median seconds, change created to deployed",
-            "change_failure_rate": "failed deploys / deploys", "time_to_restore_seconds": "median seconds, failure to restore"}
+METRICS = (
+    "deployment_frequency",
+    "lead_time_seconds",
+    "change_failure_rate",
+    "time_to_restore_seconds",
+)
+MEASURES = {
+    "deployment_frequency": "deploys per day",
+    "lead_time_seconds": "median seconds, change created to deployed",
+    "change_failure_rate": "failed deploys / deploys",
+    "time_to_restore_seconds": "median seconds, failure to restore",
+}
 UNKNOWN = "unknown"
 
 
@@ -65,8 +74,12 @@ def _health_failed(entry: Any, env: str) -> bool:
     return gate.family == "health" and gate.passed is False and (gate.stage or entry.env) == env
 
 
-def deploys(entries: Iterable[Any], win: Window, env: str = "production",
-            units: Mapping[str, Mapping[str, str]] | None = None) -> list[Deploy]:
+def deploys(
+    entries: Iterable[Any],
+    win: Window,
+    env: str = "production",
+    units: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Deploy]:
     """Every deploy into `env` inside the window, with its lead time and whether (and when) it failed and was restored.
     `entries` should be the whole ledger: a deploy's candidate comes before the window, its rollback may come after."""
     units = units or {}
@@ -87,18 +100,37 @@ def deploys(entries: Iterable[Any], win: Window, env: str = "production",
                 continue
             at = parse_ts(p.ts)
             nxt = history[i + 1] if i + 1 < len(history) else None
-            signals = [h for h in health.get((unit, p.version or ""), []) if p.seq < h.seq and (nxt is None or h.seq < nxt.seq)]
+            signals = [
+                h
+                for h in health.get((unit, p.version or ""), [])
+                if p.seq < h.seq and (nxt is None or h.seq < nxt.seq)
+            ]
             failed = bool(signals) or (nxt is not None and nxt.action == Rollback.ACTION)
             restore = None
             if failed and nxt is not None:
-                restore = max(0.0, (parse_ts(nxt.ts) - parse_ts(signals[0].ts if signals else p.ts)).total_seconds())
+                restore = max(
+                    0.0,
+                    (
+                        parse_ts(nxt.ts) - parse_ts(signals[0].ts if signals else p.ts)
+                    ).total_seconds(),
+                )
             change = Promotion.read(p)
             start = _ts(change.change_created_at) or created.get((unit, p.version or ""))
             # A change "created" after its deploy is a skewed clock (a commit date is the author's to set).
             lead = max(0.0, (at - start).total_seconds()) if start else None
             declared = units.get(unit, {})
-            out.append(Deploy(unit, declared.get("team") or change.team or UNKNOWN,
-                              declared.get("kind") or change.kind or UNKNOWN, p.version, at, lead, failed, restore))
+            out.append(
+                Deploy(
+                    unit,
+                    declared.get("team") or change.team or UNKNOWN,
+                    declared.get("kind") or change.kind or UNKNOWN,
+                    p.version,
+                    at,
+                    lead,
+                    failed,
+                    restore,
+                )
+            )
     return sorted(out, key=lambda d: d.at)
 
 
@@ -123,8 +155,12 @@ def figures(ds: list[Deploy], days: float, failed_attempts: int = 0) -> dict:
     }
 
 
-def report(entries: list[Any], win: Window, env: str = "production",
-           units: Mapping[str, Mapping[str, str]] | None = None) -> dict:
+def report(
+    entries: list[Any],
+    win: Window,
+    env: str = "production",
+    units: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict:
     """DORA figures per unit, team, kind and for the whole platform. `units` (name -> team, kind)
     lists units that should appear even without a deploy in the window."""
     units = dict(units or {})
@@ -150,10 +186,14 @@ def report(entries: list[Any], win: Window, env: str = "production",
 
     def pooled(by, value: str) -> dict:
         members = [u for u in units if by(u) == value]
-        return figures([d for u in members for d in by_unit[u]], win.days, sum(attempts[u] for u in members))
+        return figures(
+            [d for u in members for d in by_unit[u]], win.days, sum(attempts[u] for u in members)
+        )
 
-    rows = [{"unit": u, "team": team(u), "kind": kind(u), **pooled(lambda x: x, u)}
-            for u in sorted(units, key=lambda u: (team(u), u))]
+    rows = [
+        {"unit": u, "team": team(u), "kind": kind(u), **pooled(lambda x: x, u)}
+        for u in sorted(units, key=lambda u: (team(u), u))
+    ]
     return {
         "env": env,
         "window": win.to_dict(),

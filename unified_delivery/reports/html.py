@@ -20,16 +20,25 @@ th{background:#eef1f6}h2{font-size:1.1rem;margin-top:1.4rem}
 
 def _table(t: Table) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in t["headers"])
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in t["rows"]) or \
-        f'<tr><td colspan="{len(t["headers"])}">{NO_DATA}</td></tr>'
+    body = (
+        "".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in t["rows"]
+        )
+        or f'<tr><td colspan="{len(t["headers"])}">{NO_DATA}</td></tr>'
+    )
     return f"<h2>{escape(t['title'])}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def page(title: str, subtitle: str, ledger: dict, charts: list[str], tables: list[Table]) -> str:
     warning = ledger_warning(ledger)
-    status = f'<p class="warn">{escape(warning)}</p>' if warning else \
-        f'<p class="ok">Ledger verified: {ledger.get("count")} entries, hash chain intact.</p>'
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
-            f"{status}<h1>{escape(title)}</h1><p class=\"sub\">{escape(subtitle)}</p>"
-            f"<div class=\"charts\">{''.join(charts)}</div>{''.join(_table(t) for t in tables)}</body></html>\n")
+    status = (
+        f'<p class="warn">{escape(warning)}</p>'
+        if warning
+        else f'<p class="ok">Ledger verified: {ledger.get("count")} entries, hash chain intact.</p>'
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
+        f'{status}<h1>{escape(title)}</h1><p class="sub">{escape(subtitle)}</p>'
+        f'<div class="charts">{"".join(charts)}</div>{"".join(_table(t) for t in tables)}</body></html>\n'
+    )

@@ -21,7 +21,11 @@ class Window:
         return self.since <= parse_ts(ts) < self.until
 
     def to_dict(self) -> dict:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat(), "days": round(self.days, 3)}
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "days": round(self.days, 3),
+        }
 
 
 def parse_ts(value: str) -> datetime:
@@ -29,7 +33,9 @@ def parse_ts(value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def window(since: datetime | None = None, until: datetime | None = None, days: float = DEFAULT_DAYS) -> Window:
+def window(
+    since: datetime | None = None, until: datetime | None = None, days: float = DEFAULT_DAYS
+) -> Window:
     """`days` before `until` (default now) unless `since` is given."""
     until = until or datetime.now(timezone.utc)
     return Window(since or until - timedelta(days=days), until)

@@ -7,8 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from . import charts, cost, dora, render
 from ..events import Promotion
+from . import charts, cost, dora, render
 from .period import DEFAULT_DAYS, window
 
 SCORECARD_KEY = dg.AssetKey(["platform", "scorecard"])
@@ -17,12 +17,18 @@ SCORECARD_KEY = dg.AssetKey(["platform", "scorecard"])
 def gate_summary(results: dict[str, dict | None]) -> str:
     """`3/4 passed, 1 overridden (approval)` for the gate results a promotion relied on."""
     passed = [n for n, r in results.items() if r and r.get("passed")]
-    overridden = [n for n, r in results.items() if r and not r.get("passed") and r.get("overridden")]
+    overridden = [
+        n for n, r in results.items() if r and not r.get("passed") and r.get("overridden")
+    ]
     text = f"{len(passed)}/{len(results)} passed"
-    return text + (f", {len(overridden)} overridden ({', '.join(overridden)})" if overridden else "")
+    return text + (
+        f", {len(overridden)} overridden ({', '.join(overridden)})" if overridden else ""
+    )
 
 
-def stage_metadata(entries: list[Any], unit: str, env: str, days: float = DEFAULT_DAYS) -> dict[str, Any]:
+def stage_metadata(
+    entries: list[Any], unit: str, env: str, days: float = DEFAULT_DAYS
+) -> dict[str, Any]:
     """What a stage asset shows besides its version: the unit's DORA figures in `env` and its spend
     over the last `days`, and what the deploy now in `env` cost. `entries`: the unit's ledger entries."""
     win = window(days=days)
@@ -31,17 +37,35 @@ def stage_metadata(entries: list[Any], unit: str, env: str, days: float = DEFAUL
     if row is None:
         meta["dora"] = f"no deploy of {unit} to {env} in the last {days:g} days"
     else:
-        meta.update({f"dora_{m}": row[m] for m in ("deployments", *dora.METRICS) if row[m] is not None})
-        meta["dora"] = dg.MetadataValue.md(render.markdown(
-            {"title": f"DORA: {unit} in {env}, last {days:g} days", "headers": ["metric", "value"],
-             "rows": [["deploys", str(row["deployments"])], ["frequency", render.frequency(row["deployment_frequency"])],
-                      ["lead time", render.duration(row["lead_time_seconds"])],
-                      ["change failure rate", render.rate(row["change_failure_rate"])],
-                      ["time to restore", render.duration(row["time_to_restore_seconds"])]]}))
+        meta.update(
+            {f"dora_{m}": row[m] for m in ("deployments", *dora.METRICS) if row[m] is not None}
+        )
+        meta["dora"] = dg.MetadataValue.md(
+            render.markdown(
+                {
+                    "title": f"DORA: {unit} in {env}, last {days:g} days",
+                    "headers": ["metric", "value"],
+                    "rows": [
+                        ["deploys", str(row["deployments"])],
+                        ["frequency", render.frequency(row["deployment_frequency"])],
+                        ["lead time", render.duration(row["lead_time_seconds"])],
+                        ["change failure rate", render.rate(row["change_failure_rate"])],
+                        ["time to restore", render.duration(row["time_to_restore_seconds"])],
+                    ],
+                }
+            )
+        )
     spend = [u for u in cost.report(entries, win)["units"] if u["unit"] == unit]
     for u in spend[:1]:  # one currency per unit in practice; the scorecard lists every one
         meta.update({f"spend_{days:g}d": u["spend"], "spend_currency": u["currency"]})
-    last = next((e for e in reversed(entries) if e.unit == unit and e.env == env and e.action == Promotion.ACTION), None)
+    last = next(
+        (
+            e
+            for e in reversed(entries)
+            if e.unit == unit and e.env == env and e.action == Promotion.ACTION
+        ),
+        None,
+    )
     if last is not None and isinstance(cost_of := Promotion.read(last).cost, dict):
         meta["deploy_cost"] = cost_of.get("amount")
     return meta
@@ -51,7 +75,9 @@ def _images(svgs: list[str], alt: str) -> str:
     return "\n\n".join(f"![{alt}]({charts.data_uri(svg)})" for svg in svgs)
 
 
-def scorecard_metadata(entries: list[Any], verified: dict, units: dict[str, dict[str, str]], days: float = DEFAULT_DAYS) -> dict:
+def scorecard_metadata(
+    entries: list[Any], verified: dict, units: dict[str, dict[str, str]], days: float = DEFAULT_DAYS
+) -> dict:
     win = window(days=days)
     d, c = dora.report(entries, win, "production", units), cost.report(entries, win, units)
     warning = render.ledger_warning(verified)
@@ -59,24 +85,42 @@ def scorecard_metadata(entries: list[Any], verified: dict, units: dict[str, dict
     meta: dict[str, Any] = {
         "ledger": warning or f"verified: {verified['count']} entries, hash chain intact",
         "window": f"last {days:g} days: {win.since.isoformat()[:19]} to {win.until.isoformat()[:19]} UTC",
-        "dora": dg.MetadataValue.md(lead + _images(charts.dora_charts(d), "DORA chart") + "\n\n" +
-                                    "\n\n".join(render.markdown(t) for t in render.dora_tables(d))),
-        "cost": dg.MetadataValue.md(lead + _images(charts.cost_charts(c), "spend chart") + "\n\n" +
-                                    "\n\n".join(render.markdown(t) for t in render.cost_tables(c))),
+        "dora": dg.MetadataValue.md(
+            lead
+            + _images(charts.dora_charts(d), "DORA chart")
+            + "\n\n"
+            + "\n\n".join(render.markdown(t) for t in render.dora_tables(d))
+        ),
+        "cost": dg.MetadataValue.md(
+            lead
+            + _images(charts.cost_charts(c), "spend chart")
+            + "\n\n"
+            + "\n\n".join(render.markdown(t) for t in render.cost_tables(c))
+        ),
         "platform_deployments": d["platform"]["deployments"],
     }
-    meta.update({f"platform_{m}": d["platform"][m] for m in dora.METRICS if d["platform"][m] is not None})
+    meta.update(
+        {f"platform_{m}": d["platform"][m] for m in dora.METRICS if d["platform"][m] is not None}
+    )
     meta.update({f"spend_{t['currency']}": t["spend"] for t in c["total"]})
     return meta
 
 
 def scorecard_asset(platform: Any) -> dg.AssetsDefinition:
     """Reads the ledger only; it follows each unit's last environment so the graph shows what it sums up."""
-    last_envs = [dg.AssetKey([n, u.environments[-1]]) for n, u in platform.units.items() if u.environments]
+    last_envs = [
+        dg.AssetKey([n, u.environments[-1]]) for n, u in platform.units.items() if u.environments
+    ]
 
-    @dg.asset(key=SCORECARD_KEY, deps=last_envs, group_name="platform", required_resource_keys={"ledger"}, kinds={"ledger"},
-              description="DORA metrics and cost showback for every unit and team, from the ledger "
-                          f"(last {DEFAULT_DAYS} days). `ud report dora|cost` gives the same figures.")
+    @dg.asset(
+        key=SCORECARD_KEY,
+        deps=last_envs,
+        group_name="platform",
+        required_resource_keys={"ledger"},
+        kinds={"ledger"},
+        description="DORA metrics and cost showback for every unit and team, from the ledger "
+        f"(last {DEFAULT_DAYS} days). `ud report dora|cost` gives the same figures.",
+    )
     def scorecard(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         ledger = context.resources.ledger.ledger()
         entries = ledger.entries()
@@ -86,8 +130,14 @@ def scorecard_asset(platform: Any) -> dg.AssetsDefinition:
             by_unit.setdefault(e.unit or "", []).append(e)
         for name, unit in platform.units.items():
             for env in unit.environments:
-                context.log_event(dg.AssetObservation(asset_key=dg.AssetKey([name, env]),
-                                                      metadata=stage_metadata(by_unit.get(name, []), name, env)))
-        return dg.MaterializeResult(metadata=scorecard_metadata(entries, ledger.verify().to_dict(), units))
+                context.log_event(
+                    dg.AssetObservation(
+                        asset_key=dg.AssetKey([name, env]),
+                        metadata=stage_metadata(by_unit.get(name, []), name, env),
+                    )
+                )
+        return dg.MaterializeResult(
+            metadata=scorecard_metadata(entries, ledger.verify().to_dict(), units)
+        )
 
     return scorecard

@@ -46,7 +46,9 @@ def scaffolds() -> dict[str, Scaffold]:
 def render(text: str, values: dict[str, str], source: str) -> str:
     def one(m: re.Match) -> str:
         if m.group(1) not in values:
-            raise RuntimeError(f"template {source}: no value for @@{m.group(1)}@@")  # a bug in ud, not user input
+            raise RuntimeError(
+                f"template {source}: no value for @@{m.group(1)}@@"
+            )  # a bug in ud, not user input
         return values[m.group(1)]
 
     return PLACEHOLDER.sub(one, text)
@@ -94,11 +96,19 @@ def framework_requirement() -> str:
 def _git(root: Path, *args: str) -> None:
     # Commits by `ud init` need an identity even on a machine without one configured.
     ident = ["-c", "user.name=ud init", "-c", "user.email=ud-init@localhost"]
-    have = subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True, text=True).stdout.strip()
-    proc = subprocess.run(["git", *([] if have else ident), *args], cwd=root, capture_output=True, text=True)
+    have = subprocess.run(
+        ["git", "config", "user.email"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    proc = subprocess.run(
+        ["git", *([] if have else ident), *args], cwd=root, capture_output=True, text=True
+    )
     if proc.returncode != 0:
-        raise UDError("UD-GIT", f"git {' '.join(args)} failed in {root}: {proc.stderr.strip()}", "check that git works here",
-                      exit_code=5)
+        raise UDError(
+            "UD-GIT",
+            f"git {' '.join(args)} failed in {root}: {proc.stderr.strip()}",
+            "check that git works here",
+            exit_code=5,
+        )
 
 
 def init_platform(directory: Path, *, starters: bool = True) -> Written:
@@ -106,20 +116,38 @@ def init_platform(directory: Path, *, starters: bool = True) -> Written:
     (unless `starters` is false) a data -> model -> app chain to take to production at once."""
     root = Path(directory).resolve()
     if root.exists() and any(root.iterdir()):
-        raise ConfigError("UD-INIT-EXISTS", f"{root} exists and is not empty", "give a new or empty folder")
+        raise ConfigError(
+            "UD-INIT-EXISTS", f"{root} exists and is not empty", "give a new or empty folder"
+        )
     name = root.name.replace("-", "_").lower()
     if not NAME_RE.match(name):
-        raise ConfigError("UD-INIT-NAME", f"{root.name!r} cannot name a platform (it names its dbt project and code location)",
-                          "use lower case letters, digits, - and _, starting with a letter")
+        raise ConfigError(
+            "UD-INIT-NAME",
+            f"{root.name!r} cannot name a platform (it names its dbt project and code location)",
+            "use lower case letters, digits, - and _, starting with a letter",
+        )
     root.mkdir(parents=True, exist_ok=True)
     try:
         ud = str(Path(sys.executable).with_name("ud"))
-        files = _write(root, _plan(PLATFORM, {"name": name, "python": sys.executable, "ud": ud,
-                                              "requirement": framework_requirement()}))
+        files = _write(
+            root,
+            _plan(
+                PLATFORM,
+                {
+                    "name": name,
+                    "python": sys.executable,
+                    "ud": ud,
+                    "requirement": framework_requirement(),
+                },
+            ),
+        )
         written = Written(root=root, files=files)
         if starters:
             for kind, unit, team in STARTERS:
-                extra = {"model": {"trains_on": "features", "label": "label"}, "app": {"serves": "scorer"}}.get(kind, {})
+                extra = {
+                    "model": {"trains_on": "features", "label": "label"},
+                    "app": {"serves": "scorer"},
+                }.get(kind, {})
                 written.files += new_unit(root, kind, unit, team=team, **extra).files
         _git(root, "init", "--quiet", "--initial-branch=main")
         _git(root, "add", "-A")
@@ -134,8 +162,11 @@ def init_platform(directory: Path, *, starters: bool = True) -> Written:
 def _platform_root(start: Path) -> Path:
     root = next((d for d in (start, *start.parents) if is_platform_root(d)), None)
     if root is None:
-        raise ConfigError("UD-NO-PLATFORM", f"{start} is not inside a platform repository (no workspace.yaml, [tool.dagster] or assets/definitions.py)",
-                          "run `ud new` in a repository made by `ud init`")
+        raise ConfigError(
+            "UD-NO-PLATFORM",
+            f"{start} is not inside a platform repository (no workspace.yaml, [tool.dagster] or assets/definitions.py)",
+            "run `ud new` in a repository made by `ud init`",
+        )
     return root
 
 
@@ -143,32 +174,57 @@ def existing_units(root: Path) -> set[str]:
     """Unit names taken in this repository, by the files units are declared in."""
     names = {p.parent.name for p in (root / "assets" / "units").glob("*/defs.yaml")}
     names |= {p.stem for p in (root / "assets" / "units").glob("*.y*ml")}
-    names |= {p.stem for p in (root / "assets").glob("*.py") if p.stem not in ("__init__", "definitions")}
+    names |= {
+        p.stem for p in (root / "assets").glob("*.py") if p.stem not in ("__init__", "definitions")
+    }
     names |= {p.stem for p in (root / "dbt_project" / "models").glob("*.sql")}
     return names
 
 
-def new_unit(root: Path, kind: str, name: str, *, team: str | None = None, trains_on: str | None = None,
-             label: str | None = None, serves: str | None = None) -> Written:
+def new_unit(
+    root: Path,
+    kind: str,
+    name: str,
+    *,
+    team: str | None = None,
+    trains_on: str | None = None,
+    label: str | None = None,
+    serves: str | None = None,
+) -> Written:
     root = _platform_root(Path(root).resolve())
     known = scaffolds()
     if kind not in known:
-        raise ConfigError("UD-NEW-KIND", f"{kind!r} is not a kind of unit `ud new` writes",
-                          f"use one of: {', '.join(known)}")
+        raise ConfigError(
+            "UD-NEW-KIND",
+            f"{kind!r} is not a kind of unit `ud new` writes",
+            f"use one of: {', '.join(known)}",
+        )
     scaffold = known[kind]
     if not NAME_RE.match(name) or not name.isidentifier():
-        raise ConfigError("UD-NEW-NAME", f"{name!r} is not a valid unit name",
-                          "use lower case letters, digits and _, starting with a letter (it becomes a Python and dbt name)")
+        raise ConfigError(
+            "UD-NEW-NAME",
+            f"{name!r} is not a valid unit name",
+            "use lower case letters, digits and _, starting with a letter (it becomes a Python and dbt name)",
+        )
     if name in existing_units(root) or name in ("definitions",):
-        raise ConfigError("UD-NEW-EXISTS", f"a unit named {name!r} exists in {root}", "choose another name")
+        raise ConfigError(
+            "UD-NEW-EXISTS", f"a unit named {name!r} exists in {root}", "choose another name"
+        )
     team = team or scaffold.team
     if not NAME_RE.match(team):
-        raise ConfigError("UD-NEW-NAME", f"{team!r} is not a valid team name", "use lower case letters, digits and _")
-    filled = scaffold.fill(NewUnit(root=root, name=name, team=team, trains_on=trains_on,
-                                   label=label, serves=serves))
+        raise ConfigError(
+            "UD-NEW-NAME",
+            f"{team!r} is not a valid team name",
+            "use lower case letters, digits and _",
+        )
+    filled = scaffold.fill(
+        NewUnit(root=root, name=name, team=team, trains_on=trains_on, label=label, serves=serves)
+    )
     values = {**filled.values, "name": name, "team": team}
     planned = {**_plan(scaffold.template, values), **filled.files}
     clash = [p for p in planned if (root / p).exists()]
     if clash:
-        raise ConfigError("UD-NEW-EXISTS", f"{', '.join(clash)} already exist in {root}", "choose another name")
+        raise ConfigError(
+            "UD-NEW-EXISTS", f"{', '.join(clash)} already exist in {root}", "choose another name"
+        )
     return Written(root=root, files=_write(root, planned), next_steps=filled.next_steps)

@@ -15,5 +15,16 @@ from .plans import promote_plan, rollback_plan
 from .status import status
 from .tokens import issue_token
 
-__all__ = ["approve", "gate_report", "identity", "issue_token", "load_platform", "override", "promote",
-           "promote_plan", "rollback", "rollback_plan", "status"]
+__all__ = [
+    "approve",
+    "gate_report",
+    "identity",
+    "issue_token",
+    "load_platform",
+    "override",
+    "promote",
+    "promote_plan",
+    "rollback",
+    "rollback_plan",
+    "status",
+]

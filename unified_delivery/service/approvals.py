@@ -19,35 +19,68 @@ if TYPE_CHECKING:
 
 def refuse(platform: Platform, principal: str, exc: UDError, **where: Any) -> UDError:
     """Record a refusal of `principal` (what, where) and give the error back to raise."""
-    record(platform.ledger.ledger(), Refusal(code=exc.code, message=exc.message, refused=where.get("action", "")),
-           principal=principal, unit=where.get("unit"), env=where.get("env"), version=where.get("version"))
+    record(
+        platform.ledger.ledger(),
+        Refusal(code=exc.code, message=exc.message, refused=where.get("action", "")),
+        principal=principal,
+        unit=where.get("unit"),
+        env=where.get("env"),
+        version=where.get("version"),
+    )
     return exc
 
 
 def built(platform: Platform, unit: Unit, version: str) -> dict[str, Any]:
     """The artifact of a version the platform built, or UD-APPROVAL-UNKNOWN-VERSION."""
-    entry = platform.ledger.ledger().latest(unit=unit.name, action=Candidate.ACTION, predicate=lambda e: e.version == version)
+    entry = platform.ledger.ledger().latest(
+        unit=unit.name, action=Candidate.ACTION, predicate=lambda e: e.version == version
+    )
     if entry is None:
-        raise UDError("UD-APPROVAL-UNKNOWN-VERSION", f"{unit.name} has no built version {version!r}",
-                      f"see `ud gates {unit.name}` for the newest candidate")
+        raise UDError(
+            "UD-APPROVAL-UNKNOWN-VERSION",
+            f"{unit.name} has no built version {version!r}",
+            f"see `ud gates {unit.name}` for the newest candidate",
+        )
     return Candidate.read(entry).artifact
 
 
-def approve(platform: Platform, caller: str, unit_name: str, env: str, version: str, *, dry_run: bool = False) -> dict:
+def approve(
+    platform: Platform,
+    caller: str,
+    unit_name: str,
+    env: str,
+    version: str,
+    *,
+    dry_run: bool = False,
+) -> dict:
     """Record `caller`'s approval of one version for one environment, or refuse with a code."""
     unit = platform.unit(unit_name)
     where = {"unit": unit.name, "env": env, "version": version, "action": "approve"}
     if env not in unit.environments:
-        raise UDError("UD-UNKNOWN-ENV", f"{unit.name} has no environment {env!r}", f"use one of: {', '.join(unit.environments)}")
+        raise UDError(
+            "UD-UNKNOWN-ENV",
+            f"{unit.name} has no environment {env!r}",
+            f"use one of: {', '.join(unit.environments)}",
+        )
     if not platform.governance.allowed(caller, "approve", env):
-        raise refuse(platform, caller, NotPermitted("UD-AUTH-FORBIDDEN", f"{caller} may not approve in {env}",
-                                                      "ask someone with the approve role there"), **where)
+        raise refuse(
+            platform,
+            caller,
+            NotPermitted(
+                "UD-AUTH-FORBIDDEN",
+                f"{caller} may not approve in {env}",
+                "ask someone with the approve role there",
+            ),
+            **where,
+        )
     try:
         built(platform, unit, version)
     except UDError as exc:
         raise refuse(platform, caller, exc, **where) from None
     try:
-        authors = check_may_approve(platform.governance, platform.ledger.ledger(), unit.name, version, caller)
+        authors = check_may_approve(
+            platform.governance, platform.ledger.ledger(), unit.name, version, caller
+        )
     except NotPermitted as exc:
         raise refuse(platform, caller, exc, **where) from None
     from ..gates.approval import approvers
@@ -56,54 +89,135 @@ def approve(platform: Platform, caller: str, unit_name: str, env: str, version: 
     already = caller in approvers(ledger, unit.name, env, version)
     needed = unit.policy.approvals.get(env, 0)
     if dry_run:
-        return {"ok": True, "dry_run": True, **where, "principal": caller, "already_approved": already, "required": needed}
+        return {
+            "ok": True,
+            "dry_run": True,
+            **where,
+            "principal": caller,
+            "already_approved": already,
+            "required": needed,
+        }
     if not already:
-        record(ledger, Approval(authors=authors.to_dict(), team=unit.team), principal=caller, unit=unit.name, env=env,
-               version=version)
+        record(
+            ledger,
+            Approval(authors=authors.to_dict(), team=unit.team),
+            principal=caller,
+            unit=unit.name,
+            env=env,
+            version=version,
+        )
     have = approvers(ledger, unit.name, env, version)
-    return {"ok": True, "unit": unit.name, "env": env, "version": version, "principal": caller,
-            "approvals": len(have), "required": needed, "approved_by": have}
+    return {
+        "ok": True,
+        "unit": unit.name,
+        "env": env,
+        "version": version,
+        "principal": caller,
+        "approvals": len(have),
+        "required": needed,
+        "approved_by": have,
+    }
 
 
-def override(platform: Platform, caller: str, unit_name: str, gate_name: str, version: str, *, justification: str,
-             expires: str = "24h", stage: str = "", for_: list[str] | None = None, dry_run: bool = False) -> dict:
+def override(
+    platform: Platform,
+    caller: str,
+    unit_name: str,
+    gate_name: str,
+    version: str,
+    *,
+    justification: str,
+    expires: str = "24h",
+    stage: str = "",
+    for_: list[str] | None = None,
+    dry_run: bool = False,
+) -> dict:
     """Record a break-glass override of one failed gate for one version, usable only by the
     principals (or holders of a role) it names; the policy gate is never overridden."""
     unit = platform.unit(unit_name)
-    gates = [g for g in platform.gates[unit.name] if g.name == gate_name and (not stage or g.spec.stage == stage)]
+    gates = [
+        g
+        for g in platform.gates[unit.name]
+        if g.name == gate_name and (not stage or g.spec.stage == stage)
+    ]
     if not gates:
-        raise UDError("UD-UNKNOWN-GATE", f"{unit.name} has no gate {gate_name!r}" + (f" on {stage}" if stage else ""),
-                      f"gates: {', '.join(sorted({g.name for g in platform.gates[unit.name]}))}")
+        raise UDError(
+            "UD-UNKNOWN-GATE",
+            f"{unit.name} has no gate {gate_name!r}" + (f" on {stage}" if stage else ""),
+            f"gates: {', '.join(sorted({g.name for g in platform.gates[unit.name]}))}",
+        )
     if len(gates) > 1 and any(g.overridable for g in gates):
-        raise UDError("UD-USAGE", f"gate {gate_name!r} of {unit.name} is on several stages", "give --stage")
+        raise UDError(
+            "UD-USAGE", f"gate {gate_name!r} of {unit.name} is on several stages", "give --stage"
+        )
     gate = gates[-1]
     guards = unit.stages[unit.stages.index(gate.spec.stage) + 1]
     where = {"unit": unit.name, "env": guards, "version": version, "action": "override"}
     if not gate.overridable:
-        raise refuse(platform, caller, NotPermitted(
-            "UD-OVERRIDE-POLICY", f"the policy gate says who may deploy to {guards}; no override stands in for it",
-            f"give the principal the deploy role in {guards} in {platform.governance.source}"), **where)
+        raise refuse(
+            platform,
+            caller,
+            NotPermitted(
+                "UD-OVERRIDE-POLICY",
+                f"the policy gate says who may deploy to {guards}; no override stands in for it",
+                f"give the principal the deploy role in {guards} in {platform.governance.source}",
+            ),
+            **where,
+        )
     beneficiaries = list(dict.fromkeys(for_ or [caller]))
     for b in beneficiaries:
         if b.startswith("role:"):
             if b[5:] not in ROLES:
-                raise UDError("UD-USAGE", f"--for {b}: {b[5:]!r} is not a role", f"use role:{' or role:'.join(ROLES)}")
+                raise UDError(
+                    "UD-USAGE",
+                    f"--for {b}: {b[5:]!r} is not a role",
+                    f"use role:{' or role:'.join(ROLES)}",
+                )
         else:
             platform.governance.principal(b)  # refuses an unknown principal
     if not (justification or "").strip():
-        raise refuse(platform, caller, UDError("UD-OVERRIDE-NO-JUSTIFICATION", "a break-glass override needs a written justification",
-                                                "give --justification 'why this version must go through'"), **where)
+        raise refuse(
+            platform,
+            caller,
+            UDError(
+                "UD-OVERRIDE-NO-JUSTIFICATION",
+                "a break-glass override needs a written justification",
+                "give --justification 'why this version must go through'",
+            ),
+            **where,
+        )
     if not platform.governance.allowed(caller, "override", guards):
-        raise refuse(platform, caller, NotPermitted("UD-AUTH-FORBIDDEN", f"{caller} may not override gates guarding {guards}",
-                                                      "ask someone with the override role there"), **where)
+        raise refuse(
+            platform,
+            caller,
+            NotPermitted(
+                "UD-AUTH-FORBIDDEN",
+                f"{caller} may not override gates guarding {guards}",
+                "ask someone with the override role there",
+            ),
+            **where,
+        )
     try:
         built(platform, unit, version)
     except UDError as exc:
         raise refuse(platform, caller, exc, **where) from None
     until = datetime.now(timezone.utc) + timedelta(seconds=tokens.parse_duration(expires))
-    event = Override(gate=gate.name, family=gate.family, stage=gate.spec.stage, justification=justification.strip(),
-                     expires_at=until.isoformat(), for_=beneficiaries)
+    event = Override(
+        gate=gate.name,
+        family=gate.family,
+        stage=gate.spec.stage,
+        justification=justification.strip(),
+        expires_at=until.isoformat(),
+        for_=beneficiaries,
+    )
     if dry_run:
         return {"ok": True, "dry_run": True, **where, "principal": caller, **event.payload()}
-    record(platform.ledger.ledger(), event, principal=caller, unit=unit.name, env=guards, version=version)
+    record(
+        platform.ledger.ledger(),
+        event,
+        principal=caller,
+        unit=unit.name,
+        env=guards,
+        version=version,
+    )
     return {"ok": True, **where, "principal": caller, **event.payload()}

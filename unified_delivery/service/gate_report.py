@@ -19,8 +19,11 @@ def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, 
 
     unit = platform.unit(unit_name)
     if env and env not in unit.environments:
-        raise UDError("UD-UNKNOWN-ENV", f"{unit.name} has no environment {env!r}",
-                      f"use one of: {', '.join(unit.environments)}")
+        raise UDError(
+            "UD-UNKNOWN-ENV",
+            f"{unit.name} has no environment {env!r}",
+            f"use one of: {', '.join(unit.environments)}",
+        )
     ledger = platform.ledger.ledger()
     if env:
         dep = platform.target(unit, env).status(unit, env)
@@ -30,20 +33,42 @@ def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, 
         version = entry.version if entry else None
     gates = []
     for gate in platform.gates[unit.name]:
-        entry = ledger.latest(unit=unit.name, action=GateEvaluated.ACTION,
-                              predicate=lambda e, g=gate: e.payload.get("gate") == g.name and e.version == version
-                              and e.payload.get("stage") == g.spec.stage)
+        entry = ledger.latest(
+            unit=unit.name,
+            action=GateEvaluated.ACTION,
+            predicate=lambda e, g=gate: (
+                e.payload.get("gate") == g.name
+                and e.version == version
+                and e.payload.get("stage") == g.spec.stage
+            ),
+        )
         p = entry.payload if entry else {}
         override = active_override(ledger, unit, version, gate) if version else None
-        row = {"name": gate.name, "family": gate.family, "stage": gate.spec.stage, "passed": p.get("passed"),
-               "code": p.get("code"), "message": p.get("message", "not run for this version"),
-               "remediation": p.get("remediation", ""), "overridden": bool(p.get("overridden") or override),
-               "at": entry.ts if entry else None}
+        row = {
+            "name": gate.name,
+            "family": gate.family,
+            "stage": gate.spec.stage,
+            "passed": p.get("passed"),
+            "code": p.get("code"),
+            "message": p.get("message", "not run for this version"),
+            "remediation": p.get("remediation", ""),
+            "overridden": bool(p.get("overridden") or override),
+            "at": entry.ts if entry else None,
+        }
         if override:
-            row["override"] = {"by": override["by"], "justification": override["justification"],
-                               "expires_at": override["expires_at"], "for": override.get("for") or [override["by"]]}
+            row["override"] = {
+                "by": override["by"],
+                "justification": override["justification"],
+                "expires_at": override["expires_at"],
+                "for": override.get("for") or [override["by"]],
+            }
         if gate.reported_live and version and not p.get("passed"):
             live = evaluate_gate(platform, unit, gate, version, None, "", ledger)
-            row.update(passed=live.passed, code=live.code, message=live.message, remediation=live.remediation)
+            row.update(
+                passed=live.passed,
+                code=live.code,
+                message=live.message,
+                remediation=live.remediation,
+            )
         gates.append(row)
     return {"unit": unit.name, "version": version, "env": env or CANDIDATE, "gates": gates}

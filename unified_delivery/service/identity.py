@@ -20,10 +20,16 @@ def identity(platform: Platform, token: str | None = None, home: Home | None = N
     token = token or os.environ.get("UD_TOKEN")
     if not token:
         if (why := _not_the_local_operator(platform, home or Home.current())) is not None:
-            exc = NotPermitted("UD-AUTH-TOKEN-REQUIRED", f"acting without a token is not possible here: {why}",
-                               "give a token (--token or $UD_TOKEN); an admin issues one with `ud token issue`")
-            record(platform.ledger.ledger(), Refusal(code=exc.code, message=exc.message, refused="authenticate"),
-                   principal=platform.governance.ui_principal)
+            exc = NotPermitted(
+                "UD-AUTH-TOKEN-REQUIRED",
+                f"acting without a token is not possible here: {why}",
+                "give a token (--token or $UD_TOKEN); an admin issues one with `ud token issue`",
+            )
+            record(
+                platform.ledger.ledger(),
+                Refusal(code=exc.code, message=exc.message, refused="authenticate"),
+                principal=platform.governance.ui_principal,
+            )
             raise exc
         return platform.governance.local_principal
     try:
@@ -31,8 +37,11 @@ def identity(platform: Platform, token: str | None = None, home: Home | None = N
         platform.governance.principal(principal)
         return principal
     except NotPermitted as exc:
-        record(platform.ledger.ledger(), Refusal(code=exc.code, message=exc.message, refused="authenticate"),
-               principal=platform.governance.ui_principal)
+        record(
+            platform.ledger.ledger(),
+            Refusal(code=exc.code, message=exc.message, refused="authenticate"),
+            principal=platform.governance.ui_principal,
+        )
         raise
 
 

@@ -21,12 +21,16 @@ if TYPE_CHECKING:
     from ..runner import RunOutcome
     from ..units import Unit
 
+
 def unit_in(platform: Platform, unit_name: str, env: str) -> Unit:
     """The unit, refused with its code when it has no environment `env`."""
     unit = platform.unit(unit_name)
     if env not in unit.environments:
-        raise UDError("UD-UNKNOWN-ENV", f"{unit_name} has no environment {env!r}",
-                      f"use one of: {', '.join(unit.environments)}")
+        raise UDError(
+            "UD-UNKNOWN-ENV",
+            f"{unit_name} has no environment {env!r}",
+            f"use one of: {', '.join(unit.environments)}",
+        )
     return unit
 
 
@@ -37,17 +41,48 @@ def check_ref(platform: Platform, unit: Unit, ref: str) -> None:
     platform.translator(unit).check_ref(unit, ref)
 
 
-def granted_run(platform: Platform, principal: str, reason: str, unit: str, env: str, home: Home, *, job: str,
-                run_config: dict) -> tuple[str, dict[str, str]]:
+def granted_run(
+    platform: Platform,
+    principal: str,
+    reason: str,
+    unit: str,
+    env: str,
+    home: Home,
+    *,
+    job: str,
+    run_config: dict,
+) -> tuple[str, dict[str, str]]:
     """A new run id with its grant recorded (never in the tags), and the tags people read."""
     run_id = str(uuid.uuid4())
-    grants.for_run(platform.ledger.ledger().engine, tokens.signing_key(home), principal, run_id=run_id, job=job,
-                   unit=unit, env=env, run_config=run_config)
-    return run_id, {PRINCIPAL_TAG: principal, REASON_TAG: reason or "", UNIT_TAG: unit, ENV_TAG: env}
+    grants.for_run(
+        platform.ledger.ledger().engine,
+        tokens.signing_key(home),
+        principal,
+        run_id=run_id,
+        job=job,
+        unit=unit,
+        env=env,
+        run_config=run_config,
+    )
+    return run_id, {
+        PRINCIPAL_TAG: principal,
+        REASON_TAG: reason or "",
+        UNIT_TAG: unit,
+        ENV_TAG: env,
+    }
 
 
-def promote(platform: Platform, defs: Any, unit_name: str, env: str, *, reason: str = "", ref: str = "",
-            principal: str | None = None, home: Home | None = None) -> RunOutcome:
+def promote(
+    platform: Platform,
+    defs: Any,
+    unit_name: str,
+    env: str,
+    *,
+    reason: str = "",
+    ref: str = "",
+    principal: str | None = None,
+    home: Home | None = None,
+) -> RunOutcome:
     """Promote a unit to an environment as a Dagster run: build and gate a candidate (for the
     first environment) or re-run the gates on the one before, then deploy."""
     from ..runner import execute
@@ -60,22 +95,54 @@ def promote(platform: Platform, defs: Any, unit_name: str, env: str, *, reason: 
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
     job = job_name(unit_name, env)
-    run_id, tags = granted_run(platform, principal or identity(platform, home=home), reason, unit_name, env, home,
-                               job=job, run_config=run_config)
+    run_id, tags = granted_run(
+        platform,
+        principal or identity(platform, home=home),
+        reason,
+        unit_name,
+        env,
+        home,
+        job=job,
+        run_config=run_config,
+    )
     return execute(defs, job, home=home, run_config=run_config, tags=tags, run_id=run_id)
 
 
-def rollback(platform: Platform, defs: Any, unit_name: str, env: str, *, to: str = "", reason: str,
-             principal: str | None = None, home: Home | None = None) -> RunOutcome:
+def rollback(
+    platform: Platform,
+    defs: Any,
+    unit_name: str,
+    env: str,
+    *,
+    to: str = "",
+    reason: str,
+    principal: str | None = None,
+    home: Home | None = None,
+) -> RunOutcome:
     """Return a unit in an environment to the previous (or the given) version as a Dagster run."""
     from ..runner import execute
 
     if not reason.strip():
-        raise UDError("UD-USAGE", "a rollback needs a reason", "say why, e.g. --reason 'errors after deploy'")
+        raise UDError(
+            "UD-USAGE", "a rollback needs a reason", "say why, e.g. --reason 'errors after deploy'"
+        )
     unit_in(platform, unit_name, env)
     home = home or Home.current()
-    config = {"ops": {"rollback_unit": {"config": {"unit": unit_name, "env": env, "to_version": to or "",
-                                                   "reason": reason}}}}
-    run_id, tags = granted_run(platform, principal or identity(platform, home=home), reason, unit_name, env, home,
-                               job="ud_rollback", run_config=config)
+    config = {
+        "ops": {
+            "rollback_unit": {
+                "config": {"unit": unit_name, "env": env, "to_version": to or "", "reason": reason}
+            }
+        }
+    }
+    run_id, tags = granted_run(
+        platform,
+        principal or identity(platform, home=home),
+        reason,
+        unit_name,
+        env,
+        home,
+        job="ud_rollback",
+        run_config=config,
+    )
     return execute(defs, "ud_rollback", home=home, run_config=config, tags=tags, run_id=run_id)

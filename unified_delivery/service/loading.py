@@ -36,9 +36,16 @@ def definitions_module(root: Path) -> tuple[str, Path]:
     pyproject = root / "pyproject.toml"
     if pyproject.exists():
         try:
-            name = tomllib.loads(pyproject.read_text()).get("tool", {}).get("dagster", {}).get("module_name")
+            name = (
+                tomllib.loads(pyproject.read_text())
+                .get("tool", {})
+                .get("dagster", {})
+                .get("module_name")
+            )
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("UD-NO-PLATFORM", f"{pyproject} is not valid TOML: {exc}", "fix the file") from None
+            raise ConfigError(
+                "UD-NO-PLATFORM", f"{pyproject} is not valid TOML: {exc}", "fix the file"
+            ) from None
         if name:
             return name, root
     workspace = root / "workspace.yaml"
@@ -46,7 +53,9 @@ def definitions_module(root: Path) -> tuple[str, Path]:
         for entry in (yaml.safe_load(workspace.read_text()) or {}).get("load_from", []) or []:
             module = (entry or {}).get("python_module")
             if isinstance(module, dict) and module.get("module_name"):
-                return module["module_name"], (root / module.get("working_directory", ".")).resolve()
+                return module["module_name"], (
+                    root / module.get("working_directory", ".")
+                ).resolve()
     return LEGACY_MODULE, root
 
 
@@ -58,7 +67,11 @@ def _forget_other_platform(root: Path, top: str) -> None:
     path = str(getattr(loaded, "__file__", "") or "")
     if loaded is None or not path or path.startswith(str(root) + os.sep):
         return
-    other = Path(path).resolve().parents[len(top.split(".")) - (0 if path.endswith("__init__.py") else 1)]
+    other = (
+        Path(path)
+        .resolve()
+        .parents[len(top.split(".")) - (0 if path.endswith("__init__.py") else 1)]
+    )
     framework = __name__.split(".")[0]
     for name, module in list(sys.modules.items()):
         head = name.split(".")[0]
@@ -73,10 +86,15 @@ def load_platform(root: Path | None = None) -> tuple[Platform, Any]:
     """The platform repository's `platform` and `defs`, from the module it names for Dagster."""
     root = (root or project_root()).resolve()
     module_name, folder = definitions_module(root)
-    if not (folder / Path(*module_name.split("."))).with_suffix(".py").exists() and \
-            not (folder / Path(*module_name.split(".")) / "__init__.py").exists():
-        raise ConfigError("UD-NO-PLATFORM", f"{root} is not a platform repository (no module {module_name} in {folder})",
-                          "run ud from the repository root, or set UD_PROJECT")
+    if (
+        not (folder / Path(*module_name.split("."))).with_suffix(".py").exists()
+        and not (folder / Path(*module_name.split(".")) / "__init__.py").exists()
+    ):
+        raise ConfigError(
+            "UD-NO-PLATFORM",
+            f"{root} is not a platform repository (no module {module_name} in {folder})",
+            "run ud from the repository root, or set UD_PROJECT",
+        )
     _forget_other_platform(folder, module_name.split(".")[0])
     if str(folder) in sys.path:
         sys.path.remove(str(folder))
@@ -90,10 +108,16 @@ def load_platform(root: Path | None = None) -> tuple[Platform, Any]:
         while tb and tb.tb_next:
             tb = tb.tb_next
         where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb else ""
-        raise ConfigError("UD-PLATFORM-IMPORT", f"the platform's definitions do not load: {type(exc).__name__}: {exc}{where}",
-                          f"fix the platform code named; `python -c 'import {module_name}'` shows the full traceback") from None
+        raise ConfigError(
+            "UD-PLATFORM-IMPORT",
+            f"the platform's definitions do not load: {type(exc).__name__}: {exc}{where}",
+            f"fix the platform code named; `python -c 'import {module_name}'` shows the full traceback",
+        ) from None
     missing = [a for a in ("platform", "defs") if not hasattr(module, a)]
     if missing:
-        raise ConfigError("UD-NO-PLATFORM", f"{module_name} defines no {' and no '.join(missing)}",
-                          "export the Platform as `platform` and its Definitions as `defs`")
+        raise ConfigError(
+            "UD-NO-PLATFORM",
+            f"{module_name} defines no {' and no '.join(missing)}",
+            "export the Platform as `platform` and its Definitions as `defs`",
+        )
     return module.platform, module.defs

@@ -11,23 +11,51 @@ if TYPE_CHECKING:
     from ..platform import Platform
 
 
-def _plan(action: str, unit: str, env: str, principal: str, before: str | None, after: str | None,
-          blocked: list[dict], **extra: Any) -> dict[str, Any]:
-    return {"ok": True, "dry_run": True, "action": action, "unit": unit, "env": env, "principal": principal,
-            "from_version": before, "to_version": after, **extra, "permitted": not blocked, "blocked_by": blocked,
-            "changes": f"{env} of {unit}: {before or 'nothing'} -> {after}"}
+def _plan(
+    action: str,
+    unit: str,
+    env: str,
+    principal: str,
+    before: str | None,
+    after: str | None,
+    blocked: list[dict],
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "dry_run": True,
+        "action": action,
+        "unit": unit,
+        "env": env,
+        "principal": principal,
+        "from_version": before,
+        "to_version": after,
+        **extra,
+        "permitted": not blocked,
+        "blocked_by": blocked,
+        "changes": f"{env} of {unit}: {before or 'nothing'} -> {after}",
+    }
 
 
 def _governance(platform: Platform, principal: str, env: str) -> list[dict]:
     blocked = []
     if not platform.governance.allowed(principal, "deploy", env):
-        blocked.append({"code": "UD-AUTH-FORBIDDEN", "message": f"{principal} may not deploy in {env}"})
+        blocked.append(
+            {"code": "UD-AUTH-FORBIDDEN", "message": f"{principal} may not deploy in {env}"}
+        )
     if (freeze := platform.governance.active_freeze(env)) is not None:
-        blocked.append({"code": "UD-GATE-FREEZE-ACTIVE", "message": f"{env} is frozen until {freeze[1][1].isoformat()}"})
+        blocked.append(
+            {
+                "code": "UD-GATE-FREEZE-ACTIVE",
+                "message": f"{env} is frozen until {freeze[1][1].isoformat()}",
+            }
+        )
     return blocked
 
 
-def promote_plan(platform: Platform, unit_name: str, env: str, principal: str, ref: str = "") -> dict[str, Any]:
+def promote_plan(
+    platform: Platform, unit_name: str, env: str, principal: str, ref: str = ""
+) -> dict[str, Any]:
     """The version a promotion would deploy, the gates it runs, and whether policy allows it."""
     unit = unit_in(platform, unit_name, env)
     upstream = unit.previous_stage(env)
@@ -40,16 +68,29 @@ def promote_plan(platform: Platform, unit_name: str, env: str, principal: str, r
     else:
         dep = platform.target(unit, upstream).status(unit, upstream)
         version = dep.version if dep else None
-    gates = [{"name": g.name, "family": g.family, "stage": g.spec.stage} for g in platform.gates[unit.name]
-             if g.spec.stage == upstream]
+    gates = [
+        {"name": g.name, "family": g.family, "stage": g.spec.stage}
+        for g in platform.gates[unit.name]
+        if g.spec.stage == upstream
+    ]
     blocked = _governance(platform, principal, env)
     if version is None:
         blocked.append({"code": "UD-PROMOTE-NOTHING", "message": f"{upstream} holds no version"})
-    return _plan("promote", unit_name, env, principal, current.version if current else None, version, blocked,
-                 gates=gates)
+    return _plan(
+        "promote",
+        unit_name,
+        env,
+        principal,
+        current.version if current else None,
+        version,
+        blocked,
+        gates=gates,
+    )
 
 
-def rollback_plan(platform: Platform, unit_name: str, env: str, principal: str, to: str = "") -> dict[str, Any]:
+def rollback_plan(
+    platform: Platform, unit_name: str, env: str, principal: str, to: str = ""
+) -> dict[str, Any]:
     """The version a rollback would go back to, and what would refuse it."""
     from ..engine import rollback_candidates
 
@@ -60,6 +101,16 @@ def rollback_plan(platform: Platform, unit_name: str, env: str, principal: str, 
     if version is None:
         blocked.append({"code": "UD-ROLLBACK-NOTHING", "message": f"{env} has no previous version"})
     elif version not in rollback_candidates(platform.ledger.ledger(), platform, unit, env):
-        blocked.append({"code": "UD-ROLLBACK-NOT-DEPLOYED", "message": f"{version[:12]} never ran in {env}"})
-    return _plan("rollback", unit_name, env, principal, current.version if current else None, version, blocked,
-                 consumers=platform.consumers(unit_name))
+        blocked.append(
+            {"code": "UD-ROLLBACK-NOT-DEPLOYED", "message": f"{version[:12]} never ran in {env}"}
+        )
+    return _plan(
+        "rollback",
+        unit_name,
+        env,
+        principal,
+        current.version if current else None,
+        version,
+        blocked,
+        consumers=platform.consumers(unit_name),
+    )

@@ -21,7 +21,14 @@ def status(platform: Platform) -> dict[str, Any]:
         envs: dict[str, Any] = {}
         for env in unit.environments:
             dep = platform.target(unit, env).status(unit, env)
-            envs[env] = None if dep is None else {"version": dep.version, "deployed_at": dep.deployed_at,
-                                                   **({"url": dep.details["url"]} if "url" in dep.details else {})}
+            envs[env] = (
+                None
+                if dep is None
+                else {
+                    "version": dep.version,
+                    "deployed_at": dep.deployed_at,
+                    **({"url": dep.details["url"]} if "url" in dep.details else {}),
+                }
+            )
         units.append({"name": name, "kind": unit.kind, "team": unit.team, "environments": envs})
     return {"units": units}

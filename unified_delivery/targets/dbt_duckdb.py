@@ -52,10 +52,12 @@ class DbtDuckDBTarget(DbtWapTarget):
         return self.path().exists()
 
     def _deployments_ddl(self) -> list[str]:
-        return [f"CREATE SEQUENCE IF NOT EXISTS {RELEASES}.deploy_seq",
-                f"""CREATE TABLE IF NOT EXISTS {RELEASES}.deployments (
+        return [
+            f"CREATE SEQUENCE IF NOT EXISTS {RELEASES}.deploy_seq",
+            f"""CREATE TABLE IF NOT EXISTS {RELEASES}.deployments (
             seq BIGINT DEFAULT nextval('{RELEASES}.deploy_seq'), unit VARCHAR, env VARCHAR, version VARCHAR,
-            previous_version VARCHAR, models VARCHAR, deployed_at VARCHAR, action VARCHAR)"""]
+            previous_version VARCHAR, models VARCHAR, deployed_at VARCHAR, action VARCHAR)""",
+        ]
 
     def _frame(self, con, sql: str):
         return con.execute(sql).df()

@@ -20,24 +20,38 @@ class DbtPostgresTarget(DbtWapTarget):
     host: str = Field(default="localhost", description="Postgres host")
     port: int = Field(default=5432, description="Postgres port")
     user: str = Field(default="ud", description="role dbt and the publisher connect as")
-    database: str = Field(default="warehouse", description="database holding the audit, release and environment schemas")
-    password_env: str = Field(default="UD_WAREHOUSE_PASSWORD",
-                              description="name of the environment variable holding the password (empty: none)")
+    database: str = Field(
+        default="warehouse",
+        description="database holding the audit, release and environment schemas",
+    )
+    password_env: str = Field(
+        default="UD_WAREHOUSE_PASSWORD",
+        description="name of the environment variable holding the password (empty: none)",
+    )
 
     def _password(self) -> str | None:
         if not self.password_env:
             return None
         value = os.environ.get(self.password_env)
         if value is None:
-            raise TargetError("UD-TARGET-WAREHOUSE-PASSWORD", f"the warehouse password variable {self.password_env} is not set",
-                              f"export {self.password_env} in the environment of ud and the Dagster runs")
+            raise TargetError(
+                "UD-TARGET-WAREHOUSE-PASSWORD",
+                f"the warehouse password variable {self.password_env} is not set",
+                f"export {self.password_env} in the environment of ud and the Dagster runs",
+            )
         return value
 
     def connect(self, read_only: bool = False):
         import psycopg2
 
-        con = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self._password(),
-                               dbname=self.database, application_name="unified-delivery")
+        con = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self._password(),
+            dbname=self.database,
+            application_name="unified-delivery",
+        )
         con.autocommit = True  # transactions are explicit BEGIN/COMMIT, as on DuckDB
         return con
 
@@ -45,14 +59,27 @@ class DbtPostgresTarget(DbtWapTarget):
         """For the data-quality gate (GX through SQLAlchemy)."""
         import sqlalchemy as sa
 
-        return sa.URL.create("postgresql+psycopg2", username=self.user, password=self._password(), host=self.host,
-                             port=self.port, database=self.database).render_as_string(hide_password=False)
+        return sa.URL.create(
+            "postgresql+psycopg2",
+            username=self.user,
+            password=self._password(),
+            host=self.host,
+            port=self.port,
+            database=self.database,
+        ).render_as_string(hide_password=False)
 
     def profile(self, profile: str, schema: str) -> str:
         self._password()  # refuse early, before dbt starts, when it is missing
-        output = {"type": "postgres", "host": self.host, "port": self.port, "user": self.user,
-                  "password": "{{ env_var('%s') }}" % self.password_env if self.password_env else "",
-                  "dbname": self.database, "schema": schema, "threads": 1}
+        output = {
+            "type": "postgres",
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": "{{ env_var('%s') }}" % self.password_env if self.password_env else "",
+            "dbname": self.database,
+            "schema": schema,
+            "threads": 1,
+        }
         return yaml.safe_dump({profile: {"target": "ud", "outputs": {"ud": output}}})
 
     def location(self) -> str:

@@ -97,12 +97,17 @@ class DbtWapTarget(BaseTarget):
         return con.execute(sql, list(params))
 
     def _deployments_ddl(self) -> list[str]:
-        return [f"""CREATE TABLE IF NOT EXISTS {RELEASES}.deployments (
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {RELEASES}.deployments (
             seq BIGSERIAL, unit VARCHAR, env VARCHAR, version VARCHAR,
-            previous_version VARCHAR, models VARCHAR, deployed_at VARCHAR, action VARCHAR)"""]
+            previous_version VARCHAR, models VARCHAR, deployed_at VARCHAR, action VARCHAR)"""
+        ]
 
     def _replace_view(self, con, env: str, model: str, release: str) -> None:
-        self._exec(con, f"CREATE OR REPLACE VIEW {q(env)}.{q(model)} AS SELECT * FROM {RELEASES}.{q(release)}")
+        self._exec(
+            con,
+            f"CREATE OR REPLACE VIEW {q(env)}.{q(model)} AS SELECT * FROM {RELEASES}.{q(release)}",
+        )
 
     @abstractmethod
     def _frame(self, con, sql: str):
@@ -150,19 +155,43 @@ class DbtWapTarget(BaseTarget):
         (work / "profiles" / "profiles.yml").write_text(self.profile(profile, schema))
         target_path, log_path = work / "target", work / "logs"
         log(f"dbt {args[0]} into {schema} in {work}")
-        cmd = [dbt.dbt_executable(), *args, "--select", unit.select, "--project-dir", str(project),
-               "--profiles-dir", str(work / "profiles"), "--target", "ud", "--target-path", str(target_path),
-               "--log-path", str(log_path)]
+        cmd = [
+            dbt.dbt_executable(),
+            *args,
+            "--select",
+            unit.select,
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(work / "profiles"),
+            "--target",
+            "ud",
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(log_path),
+        ]
         env = {**os.environ, "DBT_LOG_PATH": str(log_path), "DBT_TARGET_PATH": str(target_path)}
         with self._turn(unit, schema, log):
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=DBT_TIMEOUT_S, env=env,
-                                  check=False)
+            proc = subprocess.run(
+                cmd,
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=DBT_TIMEOUT_S,
+                env=env,
+                check=False,
+            )
         output = proc.stdout + proc.stderr
         (work / "dbt.log").write_text(output)
         results = target_path / "run_results.json"
         if not results.exists():
-            raise UDError("UD-DATA-DBT-DID-NOT-RUN", f"unit {unit.name}: dbt {args[0]} did not run: "
-                          f"{shown(output, 600, tail=True)}", f"see {work / 'dbt.log'}", exit_code=5)
+            raise UDError(
+                "UD-DATA-DBT-DID-NOT-RUN",
+                f"unit {unit.name}: dbt {args[0]} did not run: {shown(output, 600, tail=True)}",
+                f"see {work / 'dbt.log'}",
+                exit_code=5,
+            )
         run = DbtRun(ok=proc.returncode == 0, results=json.loads(results.read_text()), work=work)
         if run.ok:
             shutil.rmtree(work, ignore_errors=True)
@@ -170,8 +199,15 @@ class DbtWapTarget(BaseTarget):
             log(f"dbt {args[0]} failed; its log is kept in {work}")
         return run
 
-    def write(self, unit: DataUnit, version: str, *, models: list[str], log: Log = _quiet,
-              dbt_vars: dict | None = None) -> Artifact:
+    def write(
+        self,
+        unit: DataUnit,
+        version: str,
+        *,
+        models: list[str],
+        log: Log = _quiet,
+        dbt_vars: dict | None = None,
+    ) -> Artifact:
         """Build the selection into the version's audit schema. `dbt_vars` must already be checked
         against the unit's declared vars (kinds/data/vars.py); they reach dbt as JSON."""
         schema = self.audit_schema(unit, version)
@@ -179,26 +215,54 @@ class DbtWapTarget(BaseTarget):
         run = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test", *extra], log)
         failed = [r for r in run.results.get("results", []) if r["status"] in ("error", "fail")]
         if not run.ok or failed:
-            detail = "; ".join(f"{r['unique_id']}: {shown(r.get('message') or '', 200)}" for r in failed[:3])
-            raise UDError("UD-DATA-BUILD-FAILED", f"unit {unit.name}: dbt build into {schema} failed: {detail or 'see dbt log'}",
-                          f"fix the dbt models; nothing was published; dbt's log: {run.work / 'dbt.log'}", exit_code=5)
-        return Artifact(unit=unit.name, kind="data", version=version, digest=f"dbt-selection:{version}", location=schema,
-                        details={"schema": schema, "models": models, "warehouse": self.location(), "vars": dbt_vars or {},
-                                 "change_created_at": _now(),
-                                 "rows": {m: self._count(schema, m) for m in models}})
+            detail = "; ".join(
+                f"{r['unique_id']}: {shown(r.get('message') or '', 200)}" for r in failed[:3]
+            )
+            raise UDError(
+                "UD-DATA-BUILD-FAILED",
+                f"unit {unit.name}: dbt build into {schema} failed: {detail or 'see dbt log'}",
+                f"fix the dbt models; nothing was published; dbt's log: {run.work / 'dbt.log'}",
+                exit_code=5,
+            )
+        return Artifact(
+            unit=unit.name,
+            kind="data",
+            version=version,
+            digest=f"dbt-selection:{version}",
+            location=schema,
+            details={
+                "schema": schema,
+                "models": models,
+                "warehouse": self.location(),
+                "vars": dbt_vars or {},
+                "change_created_at": _now(),
+                "rows": {m: self._count(schema, m) for m in models},
+            },
+        )
 
-    def run_tests(self, unit: DataUnit, artifact: Artifact,
-                  log: Log = _quiet) -> list[dict[str, Any]]:
+    def run_tests(
+        self, unit: DataUnit, artifact: Artifact, log: Log = _quiet
+    ) -> list[dict[str, Any]]:
         run = self._dbt(unit, artifact.location, ["test"], log)
-        return [{"name": r["unique_id"].split(".")[-2] if r["unique_id"].count(".") >= 3 else r["unique_id"],
-                 "unique_id": r["unique_id"], "status": r["status"], "failures": r.get("failures"),
-                 "message": shown(r["message"], 600) if r.get("message") else r.get("message")}
-                for r in run.results.get("results", [])]
+        return [
+            {
+                "name": r["unique_id"].split(".")[-2]
+                if r["unique_id"].count(".") >= 3
+                else r["unique_id"],
+                "unique_id": r["unique_id"],
+                "status": r["status"],
+                "failures": r.get("failures"),
+                "message": shown(r["message"], 600) if r.get("message") else r.get("message"),
+            }
+            for r in run.results.get("results", [])
+        ]
 
     def _count(self, schema: str, table: str) -> int:
         con = self.connect(read_only=True)
         try:
-            return int(self._exec(con, f"SELECT count(*) FROM {q(schema)}.{q(table)}").fetchone()[0])
+            return int(
+                self._exec(con, f"SELECT count(*) FROM {q(schema)}.{q(table)}").fetchone()[0]
+            )
         finally:
             con.close()
 
@@ -208,8 +272,16 @@ class DbtWapTarget(BaseTarget):
         for statement in self._deployments_ddl():
             self._exec(con, statement)
 
-    def _point(self, unit: DataUnit, env: str, version: str, models: list[str],
-               previous: str | None, action: str, at: str | None = None) -> Deployment:
+    def _point(
+        self,
+        unit: DataUnit,
+        env: str,
+        version: str,
+        models: list[str],
+        previous: str | None,
+        action: str,
+        at: str | None = None,
+    ) -> Deployment:
         at = at or _now()
         con = self.connect()
         try:
@@ -219,39 +291,72 @@ class DbtWapTarget(BaseTarget):
                 self._exec(con, f"CREATE SCHEMA IF NOT EXISTS {q(env)}")
                 for m in models:
                     self._replace_view(con, env, m, f"{m}__{version}")
-                self._exec(con, f"INSERT INTO {RELEASES}.deployments (unit, env, version, previous_version, models, deployed_at, action) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)", [unit.name, env, version, previous, ",".join(models), at, action])
+                self._exec(
+                    con,
+                    f"INSERT INTO {RELEASES}.deployments (unit, env, version, previous_version, models, deployed_at, action) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [unit.name, env, version, previous, ",".join(models), at, action],
+                )
                 self._exec(con, "COMMIT")
             except Exception:
                 self._exec(con, "ROLLBACK")
                 raise
         finally:
             con.close()
-        return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=previous,
-                          details={"schema": env, "models": models, "warehouse": self.location()})
+        return Deployment(
+            unit=unit.name,
+            env=env,
+            version=version,
+            deployed_at=at,
+            previous_version=previous,
+            details={"schema": env, "models": models, "warehouse": self.location()},
+        )
 
-    def _deploy(self, unit: DataUnit, env: str, artifact: Artifact, current: Deployment | None,
-                log: Log) -> Deployment:
+    def _deploy(
+        self, unit: DataUnit, env: str, artifact: Artifact, current: Deployment | None, log: Log
+    ) -> Deployment:
         models = list(artifact.details.get("models") or [])
         try:
             con = self.connect()
             try:
                 self._ensure_tables(con)
-                have = {r[0] for r in self._exec(con, "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
-                                                 [RELEASES]).fetchall()}
+                have = {
+                    r[0]
+                    for r in self._exec(
+                        con,
+                        "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+                        [RELEASES],
+                    ).fetchall()
+                }
                 for m in models:
                     release = f"{m}__{artifact.version}"
-                    if release not in have:  # write once, from the audited schema; immutable afterwards
-                        self._exec(con, f"CREATE TABLE {RELEASES}.{q(release)} AS SELECT * FROM {q(artifact.location)}.{q(m)}")
+                    if (
+                        release not in have
+                    ):  # write once, from the audited schema; immutable afterwards
+                        self._exec(
+                            con,
+                            f"CREATE TABLE {RELEASES}.{q(release)} AS SELECT * FROM {q(artifact.location)}.{q(m)}",
+                        )
             finally:
                 con.close()
             # Redeploying what runs keeps the rollback point instead of pointing it at itself.
-            previous = (current.previous_version if current.version == artifact.version else current.version) if current else None
+            previous = (
+                (
+                    current.previous_version
+                    if current.version == artifact.version
+                    else current.version
+                )
+                if current
+                else None
+            )
             dep = self._point(unit, env, artifact.version, models, previous, "deploy")
         except Exception as exc:
-            raise TargetError("UD-TARGET-PUBLISH", f"publishing {unit.name} {artifact.version} to {env} failed: {exc}",
-                              f"{env} still serves {current.version if current else 'nothing'}; check the audit schema "
-                              f"{artifact.location}") from exc
+            raise TargetError(
+                "UD-TARGET-PUBLISH",
+                f"publishing {unit.name} {artifact.version} to {env} failed: {exc}",
+                f"{env} still serves {current.version if current else 'nothing'}; check the audit schema "
+                f"{artifact.location}",
+            ) from exc
         log(f"published {', '.join(models)} at {artifact.version} to schema {env}")
         return dep
 
@@ -260,20 +365,35 @@ class DbtWapTarget(BaseTarget):
             super()._restore(unit, env, before, log)
             return
         models = before.details["models"]
-        self._point(unit, env, before.version, models, before.previous_version, "restore",
-                    at=before.deployed_at)
+        self._point(
+            unit,
+            env,
+            before.version,
+            models,
+            before.previous_version,
+            "restore",
+            at=before.deployed_at,
+        )
 
     def _history(self, unit: DataUnit, env: str) -> list[tuple]:
         if not self._exists():
             return []
         con = self.connect(read_only=True)
         try:
-            exists = self._exec(con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
-                                "AND table_name = 'deployments'", [RELEASES]).fetchone()[0]
+            exists = self._exec(
+                con,
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
+                "AND table_name = 'deployments'",
+                [RELEASES],
+            ).fetchone()[0]
             if not exists:
                 return []
-            return self._exec(con, f"SELECT version, previous_version, models, deployed_at, action FROM {RELEASES}.deployments "
-                              "WHERE unit = ? AND env = ? ORDER BY seq DESC", [unit.name, env]).fetchall()
+            return self._exec(
+                con,
+                f"SELECT version, previous_version, models, deployed_at, action FROM {RELEASES}.deployments "
+                "WHERE unit = ? AND env = ? ORDER BY seq DESC",
+                [unit.name, env],
+            ).fetchall()
         finally:
             con.close()
 
@@ -282,29 +402,61 @@ class DbtWapTarget(BaseTarget):
         if not rows:
             return None
         version, previous, models, at, action = rows[0]
-        return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=previous,
-                          details={"schema": env, "models": models.split(",") if models else [], "last_action": action,
-                                   "warehouse": self.location()})
+        return Deployment(
+            unit=unit.name,
+            env=env,
+            version=version,
+            deployed_at=at,
+            previous_version=previous,
+            details={
+                "schema": env,
+                "models": models.split(",") if models else [],
+                "last_action": action,
+                "warehouse": self.location(),
+            },
+        )
 
-    def _rollback(self, unit: DataUnit, env: str, to_version: str | None,
-                  current: Deployment | None, log: Log) -> Deployment:
+    def _rollback(
+        self, unit: DataUnit, env: str, to_version: str | None, current: Deployment | None, log: Log
+    ) -> Deployment:
         if current is None:
-            raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} was never published to {env}", "nothing to roll back")
+            raise TargetError(
+                "UD-TARGET-NO-PREVIOUS",
+                f"{unit.name} was never published to {env}",
+                "nothing to roll back",
+            )
         target = to_version or current.previous_version
         if not target:
-            raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} in {env} has no previous version", "give --to VERSION")
+            raise TargetError(
+                "UD-TARGET-NO-PREVIOUS",
+                f"{unit.name} in {env} has no previous version",
+                "give --to VERSION",
+            )
         if target == current.version:
-            raise TargetError("UD-TARGET-SAME-VERSION", f"{unit.name} in {env} already serves {target}", "give another --to VERSION")
+            raise TargetError(
+                "UD-TARGET-SAME-VERSION",
+                f"{unit.name} in {env} already serves {target}",
+                "give another --to VERSION",
+            )
         known = self.versions(unit, env)
         if target not in known:
-            raise TargetError("UD-TARGET-NO-RELEASE", f"{unit.name} has no release {target}", f"known: {', '.join(known) or 'none'}")
-        rows = [r for r in self._history(unit, env) if r[0] == target]  # the models *that* version published
+            raise TargetError(
+                "UD-TARGET-NO-RELEASE",
+                f"{unit.name} has no release {target}",
+                f"known: {', '.join(known) or 'none'}",
+            )
+        rows = [
+            r for r in self._history(unit, env) if r[0] == target
+        ]  # the models *that* version published
         models = rows[0][2].split(",") if rows and rows[0][2] else current.details["models"]
         try:
             dep = self._point(unit, env, target, models, current.version, "rollback")
         except Exception as exc:
-            raise TargetError("UD-TARGET-PUBLISH", f"rolling {unit.name} in {env} back to {target} failed: {exc}",
-                              f"{env} still serves {current.version}") from exc
+            raise TargetError(
+                "UD-TARGET-PUBLISH",
+                f"rolling {unit.name} in {env} back to {target} failed: {exc}",
+                f"{env} still serves {current.version}",
+            ) from exc
         log(f"{unit.name} in {env} rolled back to {target}")
         return dep
 
@@ -314,8 +466,11 @@ class DbtWapTarget(BaseTarget):
             return Health(False, f"nothing published to {env}")
         rows = {m: self._count(env, m) for m in dep.details["models"]}
         empty = [m for m, n in rows.items() if n == 0]
-        return Health(not empty, f"{env} rows: " + ", ".join(f"{m}={n}" for m, n in rows.items()),
-                      {"version": dep.version, "rows": rows})
+        return Health(
+            not empty,
+            f"{env} rows: " + ", ".join(f"{m}={n}" for m, n in rows.items()),
+            {"version": dep.version, "rows": rows},
+        )
 
     def versions(self, unit: DataUnit, env: str) -> list[str]:
         """This unit's versions ever published in any of its environments (their release tables

@@ -54,7 +54,9 @@ def container_resources(res: Resources) -> dict[str, dict[str, str]]:
     for part in ("requests", "limits"):
         values = {k: v for k, v in getattr(res, part).model_dump().items() if v is not None}
         if part == "limits" and res.gpu:
-            values[res.gpu_resource] = str(res.gpu)  # extended resources: the request defaults to the limit
+            values[res.gpu_resource] = str(
+                res.gpu
+            )  # extended resources: the request defaults to the limit
         if values:
             out[part] = values
     return out
@@ -64,7 +66,9 @@ def dagster_k8s_tags(unit: Unit) -> dict[str, Any]:
     """The `dagster-k8s/config` tag for a unit that declares the resources of its steps."""
     if unit.resources is None:
         return {}
-    return {K8S_CONFIG_TAG: {"container_config": {"resources": container_resources(unit.resources)}}}
+    return {
+        K8S_CONFIG_TAG: {"container_config": {"resources": container_resources(unit.resources)}}
+    }
 
 
 def _label_safe(labels: dict[str, str]) -> dict[str, str]:
@@ -75,8 +79,11 @@ def _label_safe(labels: dict[str, str]) -> dict[str, str]:
 def _spec(unit: Unit):
     spec = getattr(unit, "kubernetes", None)
     if not isinstance(unit, AppUnit) or spec is None:
-        raise ConfigError("UD-CONFIG-K8S", f"unit {unit.name} has no kubernetes: block",
-                          f"add `kubernetes: {{image: ...}}` to the declaration of {unit.name} (an app unit)")
+        raise ConfigError(
+            "UD-CONFIG-K8S",
+            f"unit {unit.name} has no kubernetes: block",
+            f"add `kubernetes: {{image: ...}}` to the declaration of {unit.name} (an app unit)",
+        )
     return spec
 
 
@@ -85,26 +92,53 @@ def _expand(unit: Unit, where: str, value: str, values: dict[str, str]) -> str:
         value = value.replace(key, sub)
     left = _PLACEHOLDER.findall(value)
     if left:
-        raise ConfigError("UD-CONFIG-K8S", f"unit {unit.name}: {where} uses {', '.join(left)}, which has no value in a cluster",
-                          f"set {where} in the kubernetes: block without it (known: {', '.join(values)})")
+        raise ConfigError(
+            "UD-CONFIG-K8S",
+            f"unit {unit.name}: {where} uses {', '.join(left)}, which has no value in a cluster",
+            f"set {where} in the kubernetes: block without it (known: {', '.join(values)})",
+        )
     return value
 
 
-def render_manifests(unit: Unit, env: str, version: str, *, mlflow_tracking_uri: str) -> list[dict[str, Any]]:
+def render_manifests(
+    unit: Unit, env: str, version: str, *, mlflow_tracking_uri: str
+) -> list[dict[str, Any]]:
     """The objects `deploy` applies for `unit` at `version` in `env`: Service, Deployment, autoscaler."""
     spec = _spec(unit)
     name = dns_name(unit.name)
     port = spec.port
-    values = {"{env}": env, "{version}": version, "{port}": str(port), "{python}": "python",
-              "{mlflow_tracking_uri}": mlflow_tracking_uri}
+    values = {
+        "{env}": env,
+        "{version}": version,
+        "{port}": str(port),
+        "{python}": "python",
+        "{mlflow_tracking_uri}": mlflow_tracking_uri,
+    }
     namespace = dns_name(_expand(unit, "namespace", spec.namespace, values))
-    selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": f"{name}-{dns_name(env)}"}
-    labels = {**selector, **_label_safe({"app.kubernetes.io/managed-by": FIELD_MANAGER, "ud/unit": unit.name,
-                                         "ud/env": env, "ud/team": unit.team})}
+    selector = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": f"{name}-{dns_name(env)}",
+    }
+    labels = {
+        **selector,
+        **_label_safe(
+            {
+                "app.kubernetes.io/managed-by": FIELD_MANAGER,
+                "ud/unit": unit.name,
+                "ud/env": env,
+                "ud/team": unit.team,
+            }
+        ),
+    }
     pod_labels = {**labels, **_label_safe({"app.kubernetes.io/version": version})}
     env_vars = {"HOST": "0.0.0.0", "PORT": str(port), **unit.service.env, **spec.env}
     health = spec.health_path or unit.service.health_path
-    probe = {"httpGet": {"path": health, "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
+    probe = {
+        "httpGet": {"path": health, "port": "http"},
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
     non_root = spec.run_as_user != 0
     container = {
         "name": "app",
@@ -112,56 +146,99 @@ def render_manifests(unit: Unit, env: str, version: str, *, mlflow_tracking_uri:
         "imagePullPolicy": "IfNotPresent",
         "command": [_expand(unit, "service.command", a, values) for a in unit.service.command],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "env": [{"name": k, "value": _expand(unit, f"env {k}", v, values)} for k, v in env_vars.items()],
+        "env": [
+            {"name": k, "value": _expand(unit, f"env {k}", v, values)} for k, v in env_vars.items()
+        ],
         "resources": container_resources(spec.resources),
         "readinessProbe": probe,
         "livenessProbe": {**copy.deepcopy(probe), "initialDelaySeconds": 10, "periodSeconds": 10},
-        "securityContext": {"runAsNonRoot": non_root, "runAsUser": spec.run_as_user, "privileged": spec.privileged,
-                            "allowPrivilegeEscalation": spec.privileged, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "runAsNonRoot": non_root,
+            "runAsUser": spec.run_as_user,
+            "privileged": spec.privileged,
+            "allowPrivilegeEscalation": spec.privileged,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # the root filesystem is read-only
     }
     if spec.secrets:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in spec.secrets]
     meta = {"name": name, "namespace": namespace, "labels": labels}
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": copy.deepcopy(meta),
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": copy.deepcopy(meta),
         "spec": {
             # With an autoscaler the replica count is its field: applying one here would fight it.
             **({} if spec.hpa else {"replicas": spec.replicas}),
             "revisionHistoryLimit": 10,
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": {VERSION: version}},
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": non_root, "runAsUser": spec.run_as_user,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": {
+                        "runAsNonRoot": non_root,
+                        "runAsUser": spec.run_as_user,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
         },
     }
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": copy.deepcopy(meta),
-               "spec": {"type": "ClusterIP", "selector": selector,
-                        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": copy.deepcopy(meta),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
     manifests = [service, deployment]
     if spec.hpa:
-        manifests.append({
-            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": copy.deepcopy(meta),
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                     "minReplicas": spec.hpa.min_replicas, "maxReplicas": spec.hpa.max_replicas,
-                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                         "type": "Utilization", "averageUtilization": spec.hpa.cpu_target}}}]}})
+        manifests.append(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": copy.deepcopy(meta),
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": spec.hpa.min_replicas,
+                    "maxReplicas": spec.hpa.max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {
+                                    "type": "Utilization",
+                                    "averageUtilization": spec.hpa.cpu_target,
+                                },
+                            },
+                        }
+                    ],
+                },
+            }
+        )
     return manifests
 
 
 def supported_versions() -> list[str]:
     from kubernetes_validate import utils
 
-    return sorted({utils.major_minor(v) for v in utils.all_versions()}, key=lambda v: tuple(map(int, v.split("."))))
+    return sorted(
+        {utils.major_minor(v) for v in utils.all_versions()},
+        key=lambda v: tuple(map(int, v.split("."))),
+    )
 
 
 def schema_errors(manifests: list[dict[str, Any]], kubernetes_version: str) -> list[str]:
@@ -171,8 +248,11 @@ def schema_errors(manifests: list[dict[str, Any]], kubernetes_version: str) -> l
     wanted = kubernetes_version.lstrip("v")
     supported = supported_versions()
     if ".".join(wanted.split(".")[:2]) not in supported:
-        raise ConfigError("UD-K8S-VERSION", f"kubernetes_version {kubernetes_version!r} has no schema in kubernetes-validate",
-                          f"use one of {supported[0]} to {supported[-1]}")
+        raise ConfigError(
+            "UD-K8S-VERSION",
+            f"kubernetes_version {kubernetes_version!r} has no schema in kubernetes-validate",
+            f"use one of {supported[0]} to {supported[-1]}",
+        )
     errors = []
     for m in manifests:
         where = f"{m.get('kind')}/{(m.get('metadata') or {}).get('name')}"
@@ -195,7 +275,9 @@ def rollout_state(dep: dict[str, Any]) -> tuple[bool, str]:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return False, f"progress deadline exceeded: {cond.get('message', '')}"
     want = spec.get("replicas", 1)
-    updated, total, available = (status.get(k) or 0 for k in ("updatedReplicas", "replicas", "availableReplicas"))
+    updated, total, available = (
+        status.get(k) or 0 for k in ("updatedReplicas", "replicas", "availableReplicas")
+    )
     if updated < want:
         return False, f"{updated} of {want} replicas updated"
     if total > updated:
@@ -225,7 +307,9 @@ class _Api:
         self.autoscaling = client.AutoscalingV2Api(api_client)
         self.timeout = timeout_s
 
-    def _call(self, what: str, fn: Callable, *args: Any, missing_ok: bool = False, **kwargs: Any) -> dict | None:
+    def _call(
+        self, what: str, fn: Callable, *args: Any, missing_ok: bool = False, **kwargs: Any
+    ) -> dict | None:
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -238,42 +322,88 @@ class _Api:
                 detail = json.loads(exc.body or "{}").get("message") or exc.reason
             except ValueError:
                 detail = exc.reason
-            hint = {401: "the credentials were refused: check the kubeconfig or the service account token",
-                    403: "the deploy identity lacks a permission (RBAC): see docs/kubernetes.md for the Role it needs",
-                    404: "the namespace does not exist: create it first",
-                    422: "the object was refused as invalid: run `ud render k8s` and fix the unit's kubernetes: block"}
-            raise TargetError("UD-TARGET-K8S-API", f"{what}: the Kubernetes API answered {exc.status}: {detail}",
-                              hint.get(exc.status, "see the API server's message")) from None
+            hint = {
+                401: "the credentials were refused: check the kubeconfig or the service account token",
+                403: "the deploy identity lacks a permission (RBAC): see docs/kubernetes.md for the Role it needs",
+                404: "the namespace does not exist: create it first",
+                422: "the object was refused as invalid: run `ud render k8s` and fix the unit's kubernetes: block",
+            }
+            raise TargetError(
+                "UD-TARGET-K8S-API",
+                f"{what}: the Kubernetes API answered {exc.status}: {detail}",
+                hint.get(exc.status, "see the API server's message"),
+            ) from None
         except (HTTPError, OSError) as exc:
-            raise TargetError("UD-TARGET-K8S-API", f"{what}: cannot reach the Kubernetes API at "
-                              f"{self.api_client.configuration.host}: {type(exc).__name__}",
-                              "check the kubeconfig, the context and the network path to the cluster") from None
+            raise TargetError(
+                "UD-TARGET-K8S-API",
+                f"{what}: cannot reach the Kubernetes API at "
+                f"{self.api_client.configuration.host}: {type(exc).__name__}",
+                "check the kubeconfig, the context and the network path to the cluster",
+            ) from None
         return json.loads(resp.data or b"{}")
 
     def apply(self, manifest: dict[str, Any]) -> dict:
-        kind, name, ns = manifest["kind"], manifest["metadata"]["name"], manifest["metadata"]["namespace"]
-        fn = {"Deployment": self.apps.patch_namespaced_deployment, "Service": self.core.patch_namespaced_service,
-              "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler}[kind]
-        return self._call(f"applying {kind} {ns}/{name}", fn, name, ns, manifest, field_manager=FIELD_MANAGER,
-                          force=True, _content_type=_APPLY)
+        kind, name, ns = (
+            manifest["kind"],
+            manifest["metadata"]["name"],
+            manifest["metadata"]["namespace"],
+        )
+        fn = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "Service": self.core.patch_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+        }[kind]
+        return self._call(
+            f"applying {kind} {ns}/{name}",
+            fn,
+            name,
+            ns,
+            manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=_APPLY,
+        )
 
     def delete(self, manifest: dict[str, Any]) -> None:
-        kind, name, ns = manifest["kind"], manifest["metadata"]["name"], manifest["metadata"]["namespace"]
-        fn = {"Deployment": self.apps.delete_namespaced_deployment, "Service": self.core.delete_namespaced_service,
-              "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler}[kind]
+        kind, name, ns = (
+            manifest["kind"],
+            manifest["metadata"]["name"],
+            manifest["metadata"]["namespace"],
+        )
+        fn = {
+            "Deployment": self.apps.delete_namespaced_deployment,
+            "Service": self.core.delete_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+        }[kind]
         self._call(f"deleting {kind} {ns}/{name}", fn, name, ns, missing_ok=True)
 
     def deployment(self, ns: str, name: str) -> dict | None:
-        return self._call(f"reading Deployment {ns}/{name}", self.apps.read_namespaced_deployment, name, ns, missing_ok=True)
+        return self._call(
+            f"reading Deployment {ns}/{name}",
+            self.apps.read_namespaced_deployment,
+            name,
+            ns,
+            missing_ok=True,
+        )
 
     def replica_sets(self, dep: dict[str, Any]) -> list[dict]:
         """The Deployment's ReplicaSets (its revisions), newest first."""
         ns, uid = dep["metadata"]["namespace"], dep["metadata"].get("uid")
         selector = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
-        found = self._call(f"listing ReplicaSets in {ns}", self.apps.list_namespaced_replica_set, ns,
-                           label_selector=selector) or {}
-        owned = [rs for rs in found.get("items", [])
-                 if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])]
+        found = (
+            self._call(
+                f"listing ReplicaSets in {ns}",
+                self.apps.list_namespaced_replica_set,
+                ns,
+                label_selector=selector,
+            )
+            or {}
+        )
+        owned = [
+            rs
+            for rs in found.get("items", [])
+            if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])
+        ]
         return sorted(owned, key=_revision, reverse=True)
 
 
@@ -281,16 +411,26 @@ class KubernetesTarget(BaseTarget):
     """Deploys `app` units that declare a `kubernetes:` block to a Kubernetes cluster."""
 
     kinds = ("app",)
-    kubernetes_version: str = Field(default=DEFAULT_KUBERNETES_VERSION,
-                                    description="The cluster's version: manifests are validated against its schema.")
-    kubeconfig: str = Field(default="", description="Path of a kubeconfig file; empty: $KUBECONFIG or ~/.kube/config.")
+    kubernetes_version: str = Field(
+        default=DEFAULT_KUBERNETES_VERSION,
+        description="The cluster's version: manifests are validated against its schema.",
+    )
+    kubeconfig: str = Field(
+        default="", description="Path of a kubeconfig file; empty: $KUBECONFIG or ~/.kube/config."
+    )
     context: str = Field(default="", description="kubeconfig context; empty: the current context.")
-    in_cluster: bool = Field(default=False, description="Use the pod's service account (Dagster runs on the cluster).")
-    rollout_timeout_s: float = Field(default=300.0, description="How long a rollout may take before it is rolled back.")
+    in_cluster: bool = Field(
+        default=False, description="Use the pod's service account (Dagster runs on the cluster)."
+    )
+    rollout_timeout_s: float = Field(
+        default=300.0, description="How long a rollout may take before it is rolled back."
+    )
     poll_interval_s: float = Field(default=2.0, description="How often the rollout is checked.")
     request_timeout_s: float = Field(default=30.0, description="Time limit of one API request.")
-    mlflow_tracking_uri: str = Field(default="http://mlflow:5000",
-                                     description="The MLflow server as pods see it: the value of {mlflow_tracking_uri}.")
+    mlflow_tracking_uri: str = Field(
+        default="http://mlflow:5000",
+        description="The MLflow server as pods see it: the value of {mlflow_tracking_uri}.",
+    )
 
     # ---- pure ------------------------------------------------------------------------
 
@@ -310,12 +450,18 @@ class KubernetesTarget(BaseTarget):
             if self.in_cluster:
                 config.load_incluster_config(client_configuration=cfg)
             else:
-                config.load_kube_config(config_file=self.kubeconfig or None, context=self.context or None,
-                                        client_configuration=cfg)
+                config.load_kube_config(
+                    config_file=self.kubeconfig or None,
+                    context=self.context or None,
+                    client_configuration=cfg,
+                )
         except config.ConfigException as exc:
-            raise TargetError("UD-TARGET-K8S-CONFIG", f"no usable Kubernetes configuration: {exc}",
-                              "set kubeconfig/context on the KubernetesTarget, or in_cluster when Dagster runs "
-                              "on the cluster") from None
+            raise TargetError(
+                "UD-TARGET-K8S-CONFIG",
+                f"no usable Kubernetes configuration: {exc}",
+                "set kubeconfig/context on the KubernetesTarget, or in_cluster when Dagster runs "
+                "on the cluster",
+            ) from None
         return _Api(client.ApiClient(cfg), self.request_timeout_s)
 
     def _deployment(self, unit: Unit, env: str, version: str) -> dict[str, Any]:
@@ -336,29 +482,50 @@ class KubernetesTarget(BaseTarget):
             log(f"rollout of {ns}/{name}: {last}")
             time.sleep(self.poll_interval_s)
 
-    def _undo(self, api: _Api, unit: Unit, env: str, to_version: str | None, log: Log) -> Deployment:
+    def _undo(
+        self, api: _Api, unit: Unit, env: str, to_version: str | None, log: Log
+    ) -> Deployment:
         """Apply again the pod template of an earlier revision (what `kubectl rollout undo` does)."""
         ns, name = self._where(unit, env)
         dep = api.deployment(ns, name)
         if dep is None:
-            raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} was never deployed to {env} ({ns}/{name})",
-                              "nothing to roll back")
+            raise TargetError(
+                "UD-TARGET-NO-PREVIOUS",
+                f"{unit.name} was never deployed to {env} ({ns}/{name})",
+                "nothing to roll back",
+            )
         current = _template_version(dep["spec"]["template"])
         revisions = api.replica_sets(dep)
         known = list(dict.fromkeys(_template_version(rs["spec"]["template"]) for rs in revisions))
         if to_version == current:
-            raise TargetError("UD-TARGET-SAME-VERSION", f"{unit.name} in {env} already runs {current}", "give another --to VERSION")
+            raise TargetError(
+                "UD-TARGET-SAME-VERSION",
+                f"{unit.name} in {env} already runs {current}",
+                "give another --to VERSION",
+            )
         if to_version:
-            found = [rs for rs in revisions if _template_version(rs["spec"]["template"]) == to_version]
+            found = [
+                rs for rs in revisions if _template_version(rs["spec"]["template"]) == to_version
+            ]
             if not found:
-                raise TargetError("UD-TARGET-NO-RELEASE", f"{unit.name} in {env} has no revision of version {to_version}",
-                                  f"known: {', '.join(known) or 'none'}")
+                raise TargetError(
+                    "UD-TARGET-NO-RELEASE",
+                    f"{unit.name} in {env} has no revision of version {to_version}",
+                    f"known: {', '.join(known) or 'none'}",
+                )
         else:
-            found = [rs for rs in revisions if _revision(rs) < _revision(dep)
-                     and _template_version(rs["spec"]["template"]) != current]
+            found = [
+                rs
+                for rs in revisions
+                if _revision(rs) < _revision(dep)
+                and _template_version(rs["spec"]["template"]) != current
+            ]
             if not found:
-                raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.name} in {env} has no earlier revision than {current}",
-                                  "give --to VERSION")
+                raise TargetError(
+                    "UD-TARGET-NO-PREVIOUS",
+                    f"{unit.name} in {env} has no earlier revision than {current}",
+                    "give --to VERSION",
+                )
         template = copy.deepcopy(found[0]["spec"]["template"])
         template["metadata"].get("labels", {}).pop("pod-template-hash", None)
         template["metadata"].pop("creationTimestamp", None)
@@ -367,66 +534,120 @@ class KubernetesTarget(BaseTarget):
         body["spec"]["template"] = template
         at = _now()
         body["metadata"]["annotations"] = {DEPLOYED_AT: at, PREVIOUS: current, ACTION: "rollback"}
-        log(f"rolling {ns}/{name} back from {current} to {version} (revision {_revision(found[0])})")
+        log(
+            f"rolling {ns}/{name} back from {current} to {version} (revision {_revision(found[0])})"
+        )
         api.apply(body)
         done, last = self._wait(api, ns, name, log)
         if not done:
-            raise TargetError("UD-TARGET-ROLLOUT", f"rolling {unit.name} in {env} back to {version} did not finish "
-                              f"in {self.rollout_timeout_s:.0f} s: {last}",
-                              f"inspect `kubectl -n {ns} rollout status deployment/{name}`")
-        return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=current,
-                          details={"namespace": ns, "name": name})
+            raise TargetError(
+                "UD-TARGET-ROLLOUT",
+                f"rolling {unit.name} in {env} back to {version} did not finish "
+                f"in {self.rollout_timeout_s:.0f} s: {last}",
+                f"inspect `kubectl -n {ns} rollout status deployment/{name}`",
+            )
+        return Deployment(
+            unit=unit.name,
+            env=env,
+            version=version,
+            deployed_at=at,
+            previous_version=current,
+            details={"namespace": ns, "name": name},
+        )
 
     # ---- the steps of the DeployTarget contract (base.BaseTarget) ----------------------
 
-    def _deploy(self, unit: Unit, env: str, artifact: Artifact, current: Deployment | None,
-                log: Log) -> Deployment:
+    def _deploy(
+        self, unit: Unit, env: str, artifact: Artifact, current: Deployment | None, log: Log
+    ) -> Deployment:
         try:
             manifests = self.render(unit, env, artifact.version)
-        except ConfigError as exc:  # a deploy fails as a target: recorded as deploy-failed, nothing applied
+        except (
+            ConfigError
+        ) as exc:  # a deploy fails as a target: recorded as deploy-failed, nothing applied
             raise TargetError(exc.code, exc.message, exc.remediation) from None
         errors = self.schema_errors(manifests)
         if errors:
-            raise TargetError("UD-TARGET-K8S-MANIFEST", f"{unit.name}: the manifests for {env} do not fit Kubernetes "
-                              f"{self.kubernetes_version}: {'; '.join(errors[:3])}",
-                              f"fix the kubernetes: block; see `ud render k8s {unit.name} --env {env}`")
+            raise TargetError(
+                "UD-TARGET-K8S-MANIFEST",
+                f"{unit.name}: the manifests for {env} do not fit Kubernetes "
+                f"{self.kubernetes_version}: {'; '.join(errors[:3])}",
+                f"fix the kubernetes: block; see `ud render k8s {unit.name} --env {env}`",
+            )
         api = self._api()
         deployment = next(m for m in manifests if m["kind"] == "Deployment")
         ns, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
         before = api.deployment(ns, name)
         running = _template_version(before["spec"]["template"]) if before else None
         # Re-deploying what runs (to repair it) must not lose the version to roll back to.
-        previous = running if running != artifact.version else (before["metadata"].get("annotations") or {}).get(PREVIOUS) or None
+        previous = (
+            running
+            if running != artifact.version
+            else (before["metadata"].get("annotations") or {}).get(PREVIOUS) or None
+        )
         at = _now()
-        deployment["metadata"]["annotations"] = {DEPLOYED_AT: at, PREVIOUS: previous or "", ACTION: "deploy"}
+        deployment["metadata"]["annotations"] = {
+            DEPLOYED_AT: at,
+            PREVIOUS: previous or "",
+            ACTION: "deploy",
+        }
         for m in manifests:
             api.apply(m)
         log(f"applied {', '.join(m['kind'] for m in manifests)} {ns}/{name} at {artifact.version}")
         done, last = self._wait(api, ns, name, log)
         if done:
-            return Deployment(unit=unit.name, env=env, version=artifact.version, deployed_at=at, previous_version=previous,
-                              details={"namespace": ns, "name": name, "state": last, "url": f"http://{name}.{ns}.svc"})
+            return Deployment(
+                unit=unit.name,
+                env=env,
+                version=artifact.version,
+                deployed_at=at,
+                previous_version=previous,
+                details={
+                    "namespace": ns,
+                    "name": name,
+                    "state": last,
+                    "url": f"http://{name}.{ns}.svc",
+                },
+            )
         why = f"{unit.name} {artifact.version} did not become available in {env} within {self.rollout_timeout_s:.0f} s: {last}"
         if before is None:  # nothing ran before: leave nothing behind
             for m in reversed(manifests):
                 api.delete(m)
-            raise TargetError("UD-TARGET-ROLLOUT", why, f"nothing runs in {env}; see the pods' events in namespace {ns}")
+            raise TargetError(
+                "UD-TARGET-ROLLOUT",
+                why,
+                f"nothing runs in {env}; see the pods' events in namespace {ns}",
+            )
         if running == artifact.version:
-            raise TargetError("UD-TARGET-ROLLOUT", why, f"{env} ran {running} before and still does; roll it back with "
-                              f"`ud rollback {unit.name} --env {env}` if it stays unhealthy")
+            raise TargetError(
+                "UD-TARGET-ROLLOUT",
+                why,
+                f"{env} ran {running} before and still does; roll it back with "
+                f"`ud rollback {unit.name} --env {env}` if it stays unhealthy",
+            )
         try:
             back = self._undo(api, unit, env, running, log)
         except TargetError as exc:
-            raise TargetError("UD-TARGET-ROLLOUT", f"{why}; rolling back to {running} failed too: {exc.message}",
-                              f"{env} may run a mix of versions: inspect namespace {ns} now") from None
-        raise TargetError("UD-TARGET-ROLLOUT", why, f"{env} is back on {back.version}; see the pods' events in namespace {ns}")
+            raise TargetError(
+                "UD-TARGET-ROLLOUT",
+                f"{why}; rolling back to {running} failed too: {exc.message}",
+                f"{env} may run a mix of versions: inspect namespace {ns} now",
+            ) from None
+        raise TargetError(
+            "UD-TARGET-ROLLOUT",
+            why,
+            f"{env} is back on {back.version}; see the pods' events in namespace {ns}",
+        )
 
-    def _rollback(self, unit: Unit, env: str, to_version: str | None, current: Deployment | None,
-                  log: Log) -> Deployment:
+    def _rollback(
+        self, unit: Unit, env: str, to_version: str | None, current: Deployment | None, log: Log
+    ) -> Deployment:
         return self._undo(self._api(), unit, env, to_version, log)
 
     def status(self, unit: Unit, env: str) -> Deployment | None:
-        if getattr(unit, "kubernetes", None) is None:  # never deployed here (deploy refuses it): `ud status` shows "-"
+        if (
+            getattr(unit, "kubernetes", None) is None
+        ):  # never deployed here (deploy refuses it): `ud status` shows "-"
             return None
         ns, name = self._where(unit, env)
         dep = self._api().deployment(ns, name)
@@ -434,12 +655,22 @@ class KubernetesTarget(BaseTarget):
             return None
         notes = dep["metadata"].get("annotations") or {}
         status = dep.get("status") or {}
-        return Deployment(unit=unit.name, env=env, version=_template_version(dep["spec"]["template"]),
-                          deployed_at=notes.get(DEPLOYED_AT) or dep["metadata"].get("creationTimestamp", ""),
-                          previous_version=notes.get(PREVIOUS) or None,
-                          details={"namespace": ns, "name": name, "revision": _revision(dep),
-                                   "replicas": dep["spec"].get("replicas"), "ready": status.get("readyReplicas") or 0,
-                                   "last_action": notes.get(ACTION, ""), "url": f"http://{name}.{ns}.svc"})
+        return Deployment(
+            unit=unit.name,
+            env=env,
+            version=_template_version(dep["spec"]["template"]),
+            deployed_at=notes.get(DEPLOYED_AT) or dep["metadata"].get("creationTimestamp", ""),
+            previous_version=notes.get(PREVIOUS) or None,
+            details={
+                "namespace": ns,
+                "name": name,
+                "revision": _revision(dep),
+                "replicas": dep["spec"].get("replicas"),
+                "ready": status.get("readyReplicas") or 0,
+                "last_action": notes.get(ACTION, ""),
+                "url": f"http://{name}.{ns}.svc",
+            },
+        )
 
     def health(self, unit: Unit, env: str) -> Health:
         ns, name = self._where(unit, env)
@@ -450,12 +681,20 @@ class KubernetesTarget(BaseTarget):
         status = dep.get("status") or {}
         ready = status.get("readyReplicas") or 0
         done, state = rollout_state(dep)
-        details = {"version": _template_version(dep["spec"]["template"]), "replicas": want, "ready": ready,
-                   "rollout": state}
+        details = {
+            "version": _template_version(dep["spec"]["template"]),
+            "replicas": want,
+            "ready": ready,
+            "rollout": state,
+        }
         if want == 0:
             return Health(False, f"{ns}/{name} is scaled to zero", details)
         healthy = done and ready >= want
-        return Health(healthy, f"{ns}/{name}: {ready} of {want} replicas ready" + ("" if done else f"; {state}"), details)
+        return Health(
+            healthy,
+            f"{ns}/{name}: {ready} of {want} replicas ready" + ("" if done else f"; {state}"),
+            details,
+        )
 
     def versions(self, unit: Unit, env: str) -> list[str]:
         ns, name = self._where(unit, env)
@@ -463,4 +702,6 @@ class KubernetesTarget(BaseTarget):
         dep = api.deployment(ns, name)
         if dep is None:
             return []
-        return list(dict.fromkeys(_template_version(rs["spec"]["template"]) for rs in api.replica_sets(dep)))
+        return list(
+            dict.fromkeys(_template_version(rs["spec"]["template"]) for rs in api.replica_sets(dep))
+        )

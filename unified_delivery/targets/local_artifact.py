@@ -40,21 +40,32 @@ class LocalArtifactTarget(BaseTarget):
     """Publishes `asset` units' files under the home, one `current` per environment."""
 
     kinds = ("asset",)
-    home: str = Field(default="", description="Home directory holding `artifacts/`; empty means the current home "
-                                              "($UD_HOME or .ud), read at call time.")
+    home: str = Field(
+        default="",
+        description="Home directory holding `artifacts/`; empty means the current home "
+        "($UD_HOME or .ud), read at call time.",
+    )
 
     def _lock(self, unit: Unit, env: str) -> AbstractContextManager[None]:
         return locked(self._root(unit.name, env))
 
-    def _deploy(self, unit: Unit, env: str, artifact: Artifact, current: Deployment | None,
-                log: Log) -> Deployment:
+    def _deploy(
+        self, unit: Unit, env: str, artifact: Artifact, current: Deployment | None, log: Log
+    ) -> Deployment:
         source = Path(artifact.location)
         if not source.is_file():
-            raise TargetError("UD-TARGET-ARTIFACT", f"{unit.name} version {artifact.version}: {source} is not a file",
-                              f"build the candidate again: ud promote {unit.name} --to {unit.environments[0]}")
+            raise TargetError(
+                "UD-TARGET-ARTIFACT",
+                f"{unit.name} version {artifact.version}: {source} is not a file",
+                f"build the candidate again: ud promote {unit.name} --to {unit.environments[0]}",
+            )
         if _digest(source) != artifact.digest:
-            raise TargetError("UD-TARGET-ARTIFACT", f"{unit.name} version {artifact.version}: {source} changed after "
-                              "it was built (its digest differs)", "build the candidate again; nothing was published")
+            raise TargetError(
+                "UD-TARGET-ARTIFACT",
+                f"{unit.name} version {artifact.version}: {source} changed after "
+                "it was built (its digest differs)",
+                "build the candidate again; nothing was published",
+            )
         root = self._root(unit.name, env)
         (root / "versions").mkdir(parents=True, exist_ok=True)
         _copy_in(root, artifact.version, source, log)
@@ -62,21 +73,26 @@ class LocalArtifactTarget(BaseTarget):
         log(f"{unit.name}/{env} now publishes version {artifact.version} at {dep.details['path']}")
         return dep
 
-    def _rollback(self, unit: Unit, env: str, to_version: str | None, current: Deployment | None,
-                  log: Log) -> Deployment:
+    def _rollback(
+        self, unit: Unit, env: str, to_version: str | None, current: Deployment | None, log: Log
+    ) -> Deployment:
         if current is None:
             raise _no_version(unit.name, env, to_version, [])
         root = self._root(unit.name, env)
         state = read_json(root / "state.json") or {}
         wanted = to_version or state.get("previous_version")
         if not wanted:
-            raise TargetError("UD-TARGET-NO-PREVIOUS",
-                              f"{unit.name}/{env} has no previous version to roll back to",
-                              "give the version: ud rollback ... --to VERSION")
+            raise TargetError(
+                "UD-TARGET-NO-PREVIOUS",
+                f"{unit.name}/{env} has no previous version to roll back to",
+                "give the version: ud rollback ... --to VERSION",
+            )
         if wanted == state.get("version"):
-            raise TargetError("UD-TARGET-SAME-VERSION",
-                              f"{unit.name}/{env} already publishes version {wanted}",
-                              "roll back to another version")
+            raise TargetError(
+                "UD-TARGET-SAME-VERSION",
+                f"{unit.name}/{env} already publishes version {wanted}",
+                "roll back to another version",
+            )
         history = reversed(state.get("history", []))
         digest = next((h["digest"] for h in history if h["version"] == wanted), None)
         if wanted not in self.versions(unit, env) or digest is None:
@@ -99,9 +115,14 @@ class LocalArtifactTarget(BaseTarget):
         state = read_json(root / "state.json")
         if state is None:
             return None
-        return Deployment(unit=state["unit"], env=env, version=state["version"], deployed_at=state["deployed_at"],
-                          previous_version=state.get("previous_version"),
-                          details={"path": str(root / "current" / state["file"]), "digest": state["digest"]})
+        return Deployment(
+            unit=state["unit"],
+            env=env,
+            version=state["version"],
+            deployed_at=state["deployed_at"],
+            previous_version=state.get("previous_version"),
+            details={"path": str(root / "current" / state["file"]), "digest": state["digest"]},
+        )
 
     def health(self, unit: Unit | str, env: str) -> Health:
         name = _name(unit)
@@ -111,14 +132,26 @@ class LocalArtifactTarget(BaseTarget):
         path = Path(dep.details["path"])
         details = {"version": dep.version, **dep.details}
         if Path(os.path.realpath(path)).parent.name != dep.version:
-            return Health(False, f"{name}/{env}: `current` does not point at version {dep.version}", details)
+            return Health(
+                False, f"{name}/{env}: `current` does not point at version {dep.version}", details
+            )
         try:
             digest = _digest(path)
         except OSError as exc:
-            return Health(False, f"{name}/{env} version {dep.version}: {path} cannot be read: {exc}", details)
+            return Health(
+                False, f"{name}/{env} version {dep.version}: {path} cannot be read: {exc}", details
+            )
         if digest != dep.details["digest"]:
-            return Health(False, f"{name}/{env} version {dep.version}: {path} changed after it was published", details)
-        return Health(True, f"{name}/{env} version {dep.version}: {path} is present, readable and unchanged", details)
+            return Health(
+                False,
+                f"{name}/{env} version {dep.version}: {path} changed after it was published",
+                details,
+            )
+        return Health(
+            True,
+            f"{name}/{env} version {dep.version}: {path} is present, readable and unchanged",
+            details,
+        )
 
     def versions(self, unit: Unit | str, env: str) -> list[str]:
         folder = self._root(_name(unit), env) / "versions"
@@ -139,8 +172,11 @@ class LocalArtifactTarget(BaseTarget):
 
         path = self.path(unit, env)
         if path is None:
-            raise TargetError("UD-TARGET-NO-RELEASE", f"nothing was ever published to {_name(unit)}/{env}",
-                              f"promote {_name(unit)} to {env} first")
+            raise TargetError(
+                "UD-TARGET-NO-RELEASE",
+                f"nothing was ever published to {_name(unit)}/{env}",
+                f"promote {_name(unit)} to {env} first",
+            )
         return read_value(path)
 
     # ---- internals --------------------------------------------------------------------
@@ -149,8 +185,17 @@ class LocalArtifactTarget(BaseTarget):
         home = Path(self.home).expanduser().resolve() if self.home else Home.current().root
         return home / "artifacts" / unit_name / env
 
-    def _switch(self, unit_name: str, env: str, root: Path, version: str, digest: str,
-                action: str, *, keep: Deployment | None = None) -> Deployment:
+    def _switch(
+        self,
+        unit_name: str,
+        env: str,
+        root: Path,
+        version: str,
+        digest: str,
+        action: str,
+        *,
+        keep: Deployment | None = None,
+    ) -> Deployment:
         """Point `current` at `version` and record it; on a failed record, point it back. With
         `keep` (a restore), its previous version and deploy time are recorded again as they were."""
         state = read_json(root / "state.json")
@@ -161,10 +206,20 @@ class LocalArtifactTarget(BaseTarget):
         now = datetime.now(UTC).isoformat(timespec="seconds")
         if keep is not None:
             previous, now = keep.previous_version, keep.deployed_at
-        history = [*(state or {}).get("history", []),
-                   {"version": version, "digest": digest, "deployed_at": now, "action": action}]
-        new_state = {"unit": unit_name, "env": env, "version": version, "previous_version": previous, "digest": digest,
-                     "file": file, "deployed_at": now, "history": history[-HISTORY_LIMIT:]}
+        history = [
+            *(state or {}).get("history", []),
+            {"version": version, "digest": digest, "deployed_at": now, "action": action},
+        ]
+        new_state = {
+            "unit": unit_name,
+            "env": env,
+            "version": version,
+            "previous_version": previous,
+            "digest": digest,
+            "file": file,
+            "deployed_at": now,
+            "history": history[-HISTORY_LIMIT:],
+        }
         _point_current(root, version)
         try:
             write_json(root / "state.json", new_state)
@@ -174,10 +229,18 @@ class LocalArtifactTarget(BaseTarget):
             else:
                 (root / "current").unlink(missing_ok=True)
             raise
-        os.utime(root / "versions" / version)  # age means "last published" for versions() and pruning
+        os.utime(
+            root / "versions" / version
+        )  # age means "last published" for versions() and pruning
         _prune(root, keep={version, previous})
-        return Deployment(unit=unit_name, env=env, version=version, deployed_at=now, previous_version=previous,
-                          details={"path": str(root / "current" / file), "digest": digest})
+        return Deployment(
+            unit=unit_name,
+            env=env,
+            version=version,
+            deployed_at=now,
+            previous_version=previous,
+            details={"path": str(root / "current" / file), "digest": digest},
+        )
 
 
 def _copy_in(root: Path, version: str, source: Path, log: Log) -> None:
@@ -192,8 +255,11 @@ def _copy_in(root: Path, version: str, source: Path, log: Log) -> None:
         os.rename(tmp, dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TargetError("UD-TARGET-ARTIFACT", f"could not copy {source} to {dest}: {exc}",
-                          "check free disk space and permissions under the home's artifacts/ directory") from exc
+        raise TargetError(
+            "UD-TARGET-ARTIFACT",
+            f"could not copy {source} to {dest}: {exc}",
+            "check free disk space and permissions under the home's artifacts/ directory",
+        ) from exc
 
 
 def _point_current(root: Path, version: str) -> None:
@@ -204,9 +270,15 @@ def _point_current(root: Path, version: str) -> None:
 
 def _prune(root: Path, keep: set[str | None]) -> None:
     folder = root / "versions"
-    for stale in [p for p in folder.iterdir() if TMP_MARK in p.name]:  # left by a crash; we hold the lock
+    for stale in [
+        p for p in folder.iterdir() if TMP_MARK in p.name
+    ]:  # left by a crash; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
-    dirs = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    dirs = sorted(
+        (p for p in folder.iterdir() if p.is_dir()),
+        key=lambda p: (p.stat().st_mtime_ns, p.name),
+        reverse=True,
+    )
     for old in dirs[KEEP_VERSIONS:]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -218,9 +290,12 @@ def _digest(path: Path) -> str:
 
 
 def _no_version(unit: str, env: str, version: str | None, available: list[str]) -> TargetError:
-    return TargetError("UD-TARGET-NO-RELEASE", f"{unit}/{env}: version {version} was never published there; "
-                       f"available: {', '.join(available) or 'none'}",
-                       "roll back to one of the available versions, or promote the version you want again")
+    return TargetError(
+        "UD-TARGET-NO-RELEASE",
+        f"{unit}/{env}: version {version} was never published there; "
+        f"available: {', '.join(available) or 'none'}",
+        "roll back to one of the available versions, or promote the version you want again",
+    )
 
 
 def _name(unit: Unit | str) -> str:

@@ -71,7 +71,9 @@ if TYPE_CHECKING:
     from unified_delivery.kinds.app.unit import AppUnit
 
 KEEP_RELEASES = 5
-SERVICE_PASSED_THROUGH = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR"})
+SERVICE_PASSED_THROUGH = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR"}
+)
 HISTORY_LIMIT = 100
 STOP_GRACE_S = 5.0
 HEALTH_TIMEOUT_S = 2.0
@@ -147,15 +149,17 @@ class LocalReleaseTarget(BaseTarget):
     def _recover(self, unit: AppUnit, env: str, log: Log) -> None:
         _reap_pending(self._paths(unit.name, env), log)
 
-    def _deploy(self, unit: AppUnit, env: str, artifact: Artifact, current: Deployment | None,
-                log: Log) -> Deployment:
+    def _deploy(
+        self, unit: AppUnit, env: str, artifact: Artifact, current: Deployment | None, log: Log
+    ) -> Deployment:
         paths = self._paths(unit.name, env)
         paths.releases.mkdir(parents=True, exist_ok=True)
         _materialise(paths, artifact, log)
         return self._start_release(unit, env, paths, artifact.version, "deploy", log)
 
-    def _rollback(self, unit: AppUnit, env: str, to_version: str | None, current: Deployment | None,
-                  log: Log) -> Deployment:
+    def _rollback(
+        self, unit: AppUnit, env: str, to_version: str | None, current: Deployment | None, log: Log
+    ) -> Deployment:
         paths = self._paths(unit.name, env)
         state = read_json(paths.state)
         target = to_version or (state or {}).get("previous_version")
@@ -193,13 +197,23 @@ class LocalReleaseTarget(BaseTarget):
             return Health(False, f"nothing was ever deployed to {name}/{env}")
         details: dict[str, Any] = {"version": deployment.version, **deployment.details}
         if not deployment.details["running"]:
-            return Health(False, f"{name}/{env} version {deployment.version} is not running (see {details['log']})", details)
+            return Health(
+                False,
+                f"{name}/{env} version {deployment.version} is not running (see {details['log']})",
+                details,
+            )
         url = deployment.details["url"] + _health_path(unit)
         status, body = _probe(url, HEALTH_TIMEOUT_S)
         details.update(health_url=url, status_code=status, body=_parse_body(body))
         if status == 200:
-            return Health(True, f"{name}/{env} version {deployment.version} answers 200 on {url}", details)
-        return Health(False, f"{name}/{env} version {deployment.version}: {url} answered {status or body}", details)
+            return Health(
+                True, f"{name}/{env} version {deployment.version} answers 200 on {url}", details
+            )
+        return Health(
+            False,
+            f"{name}/{env} version {deployment.version}: {url} answered {status or body}",
+            details,
+        )
 
     def versions(self, unit: AppUnit | str, env: str) -> list[str]:
         releases = self._paths(_name(unit), env).releases
@@ -231,7 +245,13 @@ class LocalReleaseTarget(BaseTarget):
         """Stop every service under this home; returns the `unit/env` pairs that were running."""
         root = self._home() / "releases"
         stopped = []
-        for env_dir in sorted({f.parent for pattern in ("*/*/state.json", "*/*/pending.json") for f in root.glob(pattern)}):
+        for env_dir in sorted(
+            {
+                f.parent
+                for pattern in ("*/*/state.json", "*/*/pending.json")
+                for f in root.glob(pattern)
+            }
+        ):
             unit, env = env_dir.parent.name, env_dir.name
             if self.stop(unit, env):
                 stopped.append(f"{unit}/{env}")
@@ -246,8 +266,9 @@ class LocalReleaseTarget(BaseTarget):
         home = self._home()
         return _Paths(root=home / "releases" / unit_name / env, home=home)
 
-    def _start_release(self, unit: AppUnit, env: str, paths: _Paths, version: str, action: str,
-                       log: Log) -> Deployment:
+    def _start_release(
+        self, unit: AppUnit, env: str, paths: _Paths, version: str, action: str, log: Log
+    ) -> Deployment:
         """Start `version` next to what runs, switch to it once healthy, then stop the old one."""
         state = read_json(paths.state)
         old = state or {}
@@ -266,11 +287,17 @@ class LocalReleaseTarget(BaseTarget):
             "old_pid_token": old.get("pid_token") if old_running else None,
             "old_state": state,
         }
-        write_json(paths.pending, pending)  # before the process exists, so a kill at any moment is reaped
+        write_json(
+            paths.pending, pending
+        )  # before the process exists, so a kill at any moment is reaped
         proc: subprocess.Popen | None = None
         offset = paths.log.stat().st_size if paths.log.exists() else 0
         try:
-            beside = f"; version {old['version']} keeps serving on {_url(old.get('port'))}" if old_running else ""
+            beside = (
+                f"; version {old['version']} keeps serving on {_url(old.get('port'))}"
+                if old_running
+                else ""
+            )
             log(f"starting {unit.name}/{env} version {version} on port {port}{beside}")
             proc, offset = _spawn(unit, env, paths, version, port, deploy_id)
             pending.update(pid=proc.pid, pid_token=_start_token(proc.pid))
@@ -280,7 +307,10 @@ class LocalReleaseTarget(BaseTarget):
             if previous == version:  # a redeploy of the same version keeps the rollback point
                 previous = old.get("previous_version")
             now = _now()
-            history = [*old.get("history", []), {"version": version, "deployed_at": now, "action": action}]
+            history = [
+                *old.get("history", []),
+                {"version": version, "deployed_at": now, "action": action},
+            ]
             new_state = {
                 "unit": unit.name,
                 "env": env,
@@ -293,11 +323,15 @@ class LocalReleaseTarget(BaseTarget):
                 "deploy_id": deploy_id,
                 "history": history[-HISTORY_LIMIT:],
             }
-            write_json(paths.state, new_state)  # the switch: status and its URL name the new release
+            write_json(
+                paths.state, new_state
+            )  # the switch: status and its URL name the new release
             _point_current(paths, version)
             log(f"switched {unit.name}/{env} to version {version} on {_url(port)}")
             if old_running:
-                time.sleep(self.drain_s)  # the old release still answers whoever read its URL just before
+                time.sleep(
+                    self.drain_s
+                )  # the old release still answers whoever read its URL just before
             try:
                 _await_healthy(unit, proc, port, VERIFY_TIMEOUT_S)
             except _Failure as failure:
@@ -335,7 +369,13 @@ class LocalReleaseTarget(BaseTarget):
             version=version,
             deployed_at=new_state["deployed_at"],
             previous_version=previous,
-            details={"port": port, "pid": proc.pid, "url": _url(port), "release_dir": str(paths.release(version)), "log": str(paths.log)},
+            details={
+                "port": port,
+                "pid": proc.pid,
+                "url": _url(port),
+                "release_dir": str(paths.release(version)),
+                "log": str(paths.log),
+            },
         )
 
     @staticmethod
@@ -345,7 +385,9 @@ class LocalReleaseTarget(BaseTarget):
         try:
             _complete(paths, pending, log)
         except Exception as exc:  # noqa: BLE001 - logged; the deploy itself succeeded
-            log(f"stopping the previous release failed ({type(exc).__name__}: {exc}); the next deploy or status retries")
+            log(
+                f"stopping the previous release failed ({type(exc).__name__}: {exc}); the next deploy or status retries"
+            )
 
 
 # ---- interrupted deploys ----------------------------------------------------------------
@@ -373,7 +415,9 @@ def _reap_pending(paths: _Paths, log: Log) -> None:
         _complete(paths, pending, log)
     else:
         _undo(paths, pending, log)
-        log(f"undid an interrupted {pending.get('action', 'deploy')} of version {pending.get('version')}")
+        log(
+            f"undid an interrupted {pending.get('action', 'deploy')} of version {pending.get('version')}"
+        )
 
 
 def _undo(paths: _Paths, pending: dict, log: Log) -> None:
@@ -392,7 +436,9 @@ def _undo(paths: _Paths, pending: dict, log: Log) -> None:
     serving = state and (state.get("pid"), state.get("pid_token")) == (pid, token)
     if pid is not None and not serving and _stop_process(pid, token):
         log(f"stopped the process of version {pending.get('version')} (pid {pid})")
-    if deploy_id and _stop_marked(deploy_id):  # its pid was never recorded, or it left children behind
+    if deploy_id and _stop_marked(
+        deploy_id
+    ):  # its pid was never recorded, or it left children behind
         log(f"stopped the processes started for version {pending.get('version')}")
     paths.pending.unlink(missing_ok=True)
 
@@ -466,7 +512,11 @@ def _prune(paths: _Paths, keep: set[str | None]) -> None:
     entries = [p for p in paths.releases.iterdir() if p.is_dir()]
     for stale in [p for p in entries if TMP_MARK in p.name]:  # left by a crash; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
-    releases = sorted((p for p in entries if TMP_MARK not in p.name), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    releases = sorted(
+        (p for p in entries if TMP_MARK not in p.name),
+        key=lambda p: (p.stat().st_mtime_ns, p.name),
+        reverse=True,
+    )
     for old in releases[KEEP_RELEASES:]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -490,15 +540,21 @@ def _spawn(
     command = [_fill(arg, values) for arg in unit.service.command]
     # An allow-list, not the operator's environment: a deployed commit is the app team's code
     # and gets what its unit declares (`service.env`), never the platform's secrets.
-    proc_env = {k: v for k, v in os.environ.items() if k in SERVICE_PASSED_THROUGH or k.startswith("LC_")}
+    proc_env = {
+        k: v for k, v in os.environ.items() if k in SERVICE_PASSED_THROUGH or k.startswith("LC_")
+    }
     proc_env.setdefault("PATH", os.defpath)
-    proc_env.update(PYTHONUNBUFFERED="1", PORT=str(port), UD_ENV=env, UD_VERSION=version, UD_UNIT=unit.name)
+    proc_env.update(
+        PYTHONUNBUFFERED="1", PORT=str(port), UD_ENV=env, UD_VERSION=version, UD_UNIT=unit.name
+    )
     proc_env.update({key: _fill(value, values) for key, value in unit.service.env.items()})
     proc_env[DEPLOY_ID_VAR] = deploy_id
     for pid in [pid for pid, child in list(_CHILDREN.items()) if child.poll() is not None]:
         del _CHILDREN[pid]
     with open(paths.log, "ab") as out:
-        out.write(f"==== {_now()} {unit.name}/{env} version {version} port {port}: {' '.join(command)}\n".encode())
+        out.write(
+            f"==== {_now()} {unit.name}/{env} version {version} port {port}: {' '.join(command)}\n".encode()
+        )
         out.flush()
         offset = out.tell()
         try:
@@ -524,13 +580,17 @@ def _await_healthy(unit: AppUnit, proc: subprocess.Popen, port: int, timeout: fl
     while True:
         code = proc.poll()
         if code is not None:
-            raise _Failure("UD-TARGET-START", f"the process exited with code {code} before {url} answered")
+            raise _Failure(
+                "UD-TARGET-START", f"the process exited with code {code} before {url} answered"
+            )
         status, body = _probe(url, min(1.0, max(0.1, deadline - time.monotonic())))
         if status == 200:
             return
         last = f"HTTP {status}: {body[:200]}" if status else body
         if time.monotonic() >= deadline:
-            raise _Failure("UD-TARGET-HEALTH", f"{url} did not answer 200 within {timeout:g}s (last: {last})")
+            raise _Failure(
+                "UD-TARGET-HEALTH", f"{url} did not answer 200 within {timeout:g}s (last: {last})"
+            )
         time.sleep(0.1)
 
 
@@ -656,7 +716,9 @@ def _free_port() -> int:
 def _bind_problem(port: int) -> OSError | None:
     """None when `port` can be listened on now; otherwise why not (EADDRINUSE: it is taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from an old service is fine
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # TIME_WAIT from an old service is fine
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
@@ -664,7 +726,9 @@ def _bind_problem(port: int) -> OSError | None:
     return None
 
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 through a proxy
+_OPENER = urllib.request.build_opener(
+    urllib.request.ProxyHandler({})
+)  # never send 127.0.0.1 through a proxy
 
 
 def _probe(url: str, timeout: float) -> tuple[int | None, str]:

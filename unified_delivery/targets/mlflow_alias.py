@@ -64,7 +64,7 @@ class MlflowAliasTarget(BaseTarget):
 
         uri = self.resolved_uri()
         if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
 
@@ -83,11 +83,22 @@ class MlflowAliasTarget(BaseTarget):
             return exp.experiment_id
         root = Path(self.artifact_root) if self.artifact_root else self._home().mlflow_artifacts
         root.mkdir(parents=True, exist_ok=True)
-        return mlflow.create_experiment(name, artifact_location=root.resolve().as_uri() + f"/{unit.name}")
+        return mlflow.create_experiment(
+            name, artifact_location=root.resolve().as_uri() + f"/{unit.name}"
+        )
 
-    def register(self, unit: ModelUnit, fitted: Any, *, train: pd.DataFrame, holdout_path: Path,
-                 data_version: str, train_seconds: float, log: Log = _quiet,
-                 principal: str = "") -> Artifact:
+    def register(
+        self,
+        unit: ModelUnit,
+        fitted: Any,
+        *,
+        train: pd.DataFrame,
+        holdout_path: Path,
+        data_version: str,
+        train_seconds: float,
+        log: Log = _quiet,
+        principal: str = "",
+    ) -> Artifact:
         """Log a fitted model, register a new version, and tag it with its provenance."""
         import mlflow
         import mlflow.sklearn
@@ -103,36 +114,70 @@ class MlflowAliasTarget(BaseTarget):
         for metric in HIGHER_IS_BETTER:
             try:
                 metrics[f"holdout_{metric}"] = score(metric, fitted, X, y)
-            except (AttributeError, ValueError):  # e.g. no predict_proba: that metric is not defined
+            except (
+                AttributeError,
+                ValueError,
+            ):  # e.g. no predict_proba: that metric is not defined
                 continue
         sample = train[unit.features].head(5)
         signature = infer_signature(sample, fitted.predict(sample))
-        with mlflow.start_run(experiment_id=self._experiment(unit), run_name=f"{unit.name}-train") as run:
-            mlflow.log_params({"data_unit": unit.trains_on or f"file:{unit.dataset}", "data_version": data_version, "rows_train": len(train),
-                               "rows_holdout": len(holdout), "features": ",".join(unit.features), "label": unit.label})
+        with mlflow.start_run(
+            experiment_id=self._experiment(unit), run_name=f"{unit.name}-train"
+        ) as run:
+            mlflow.log_params(
+                {
+                    "data_unit": unit.trains_on or f"file:{unit.dataset}",
+                    "data_version": data_version,
+                    "rows_train": len(train),
+                    "rows_holdout": len(holdout),
+                    "features": ",".join(unit.features),
+                    "label": unit.label,
+                }
+            )
             mlflow.log_metrics({**metrics, "train_seconds": train_seconds})
             mlflow.log_artifact(str(holdout_path), artifact_path="holdout")
             # Naming the requirements spares MLflow a child process that infers them (15-20 s a model).
-            info = mlflow.sklearn.log_model(fitted, name="model", signature=signature, input_example=sample,
-                                            registered_model_name=unit.model_name, pip_requirements=_requirements(),
-                                            skops_trusted_types=_own_types(fitted))
+            info = mlflow.sklearn.log_model(
+                fitted,
+                name="model",
+                signature=signature,
+                input_example=sample,
+                registered_model_name=unit.model_name,
+                pip_requirements=_requirements(),
+                skops_trusted_types=_own_types(fitted),
+            )
         version = str(info.registered_model_version)
         client = self.client()
         client.set_model_version_tag(unit.model_name, version, "ud.data_version", data_version)
         client.set_model_version_tag(unit.model_name, version, "ud.unit", unit.name)
-        if principal:  # MLflow's own user_id is whatever the client said; this one the platform verified
+        if (
+            principal
+        ):  # MLflow's own user_id is whatever the client said; this one the platform verified
             client.set_model_version_tag(unit.model_name, version, "ud.registered_by", principal)
-        log(f"registered {unit.model_name} version {version} (data {data_version}, " +
-            ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + ")")
+        log(
+            f"registered {unit.model_name} version {version} (data {data_version}, "
+            + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            + ")"
+        )
         mv = client.get_model_version(unit.model_name, version)
         from ..kinds.model.translator import _iso
 
-        return Artifact(unit=unit.name, kind="model", version=version, digest=f"mlflow-run:{run.info.run_id}",
-                        location=f"models:/{unit.model_name}/{version}",
-                        details={"holdout_path": str(holdout_path), "data_version": data_version,
-                                 "run_id": run.info.run_id, "metrics": metrics, "registered_by": principal,
-                                 "mlflow_user": mv.user_id or "",
-                                 "change_created_at": _iso(mv.creation_timestamp)})
+        return Artifact(
+            unit=unit.name,
+            kind="model",
+            version=version,
+            digest=f"mlflow-run:{run.info.run_id}",
+            location=f"models:/{unit.model_name}/{version}",
+            details={
+                "holdout_path": str(holdout_path),
+                "data_version": data_version,
+                "run_id": run.info.run_id,
+                "metrics": metrics,
+                "registered_by": principal,
+                "mlflow_user": mv.user_id or "",
+                "change_created_at": _iso(mv.creation_timestamp),
+            },
+        )
 
     def model_version(self, unit: ModelUnit, version: str) -> ModelVersion:
         from mlflow.exceptions import MlflowException
@@ -140,8 +185,11 @@ class MlflowAliasTarget(BaseTarget):
         try:
             return self.client().get_model_version(unit.model_name, str(version))
         except MlflowException:
-            raise UDError("UD-MODEL-VERSION-NOT-FOUND", f"{unit.model_name} has no version {version}",
-                          "register the version first, or give an existing one") from None
+            raise UDError(
+                "UD-MODEL-VERSION-NOT-FOUND",
+                f"{unit.model_name} has no version {version}",
+                "register the version first, or give an existing one",
+            ) from None
 
     def _tags(self, unit: ModelUnit) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
@@ -151,45 +199,89 @@ class MlflowAliasTarget(BaseTarget):
         except MlflowException:
             return {}
 
-    def _set_alias(self, unit: ModelUnit, env: str, version: str, previous: str | None, action: str,
-                   at: str | None = None) -> Deployment:
+    def _set_alias(
+        self,
+        unit: ModelUnit,
+        env: str,
+        version: str,
+        previous: str | None,
+        action: str,
+        at: str | None = None,
+    ) -> Deployment:
         client = self.client()
-        self.model_version(unit, version)  # refuses a version that does not exist before anything moves
+        self.model_version(
+            unit, version
+        )  # refuses a version that does not exist before anything moves
         at = at or _now()
         history = json.loads(self._tags(unit).get(f"ud.{env}.history", "[]"))[-19:]
         client.set_registered_model_alias(unit.model_name, env, version)
         client.set_registered_model_tag(unit.model_name, f"ud.{env}.deployed_at", at)
         client.set_registered_model_tag(unit.model_name, f"ud.{env}.previous", previous or "")
-        client.set_registered_model_tag(unit.model_name, f"ud.{env}.history",
-                                        json.dumps([*history, {"version": version, "at": at, "action": action}]))
-        return Deployment(unit=unit.name, env=env, version=version, deployed_at=at, previous_version=previous,
-                          details={"model_uri": f"models:/{unit.model_name}@{env}"})
+        client.set_registered_model_tag(
+            unit.model_name,
+            f"ud.{env}.history",
+            json.dumps([*history, {"version": version, "at": at, "action": action}]),
+        )
+        return Deployment(
+            unit=unit.name,
+            env=env,
+            version=version,
+            deployed_at=at,
+            previous_version=previous,
+            details={"model_uri": f"models:/{unit.model_name}@{env}"},
+        )
 
-    def _deploy(self, unit: ModelUnit, env: str, artifact: Artifact, current: Deployment | None,
-                log: Log) -> Deployment:
+    def _deploy(
+        self, unit: ModelUnit, env: str, artifact: Artifact, current: Deployment | None, log: Log
+    ) -> Deployment:
         # Redeploying what runs keeps the rollback point instead of pointing it at itself.
-        previous = (current.previous_version if current.version == artifact.version else current.version) if current else None
+        previous = (
+            (current.previous_version if current.version == artifact.version else current.version)
+            if current
+            else None
+        )
         try:
             dep = self._set_alias(unit, env, artifact.version, previous, "deploy")
         except UDError as exc:
-            raise TargetError("UD-TARGET-MLFLOW", f"could not move alias {env} of {unit.model_name}: {exc.message}",
-                              f"{env} still serves {current.version if current else 'nothing'}") from exc
+            raise TargetError(
+                "UD-TARGET-MLFLOW",
+                f"could not move alias {env} of {unit.model_name}: {exc.message}",
+                f"{env} still serves {current.version if current else 'nothing'}",
+            ) from exc
         log(f"alias {unit.model_name}@{env} -> version {artifact.version}")
         return dep
 
-    def _rollback(self, unit: ModelUnit, env: str, to_version: str | None,
-                  current: Deployment | None, log: Log) -> Deployment:
+    def _rollback(
+        self,
+        unit: ModelUnit,
+        env: str,
+        to_version: str | None,
+        current: Deployment | None,
+        log: Log,
+    ) -> Deployment:
         target = to_version or self._tags(unit).get(f"ud.{env}.previous") or None
         if not target:
-            raise TargetError("UD-TARGET-NO-PREVIOUS", f"{unit.model_name}@{env} has no previous version to roll back to",
-                              "give --to VERSION")
+            raise TargetError(
+                "UD-TARGET-NO-PREVIOUS",
+                f"{unit.model_name}@{env} has no previous version to roll back to",
+                "give --to VERSION",
+            )
         if current and current.version == str(target):
-            raise TargetError("UD-TARGET-SAME-VERSION", f"{unit.model_name}@{env} already serves version {target}",
-                              "give another --to VERSION")
+            raise TargetError(
+                "UD-TARGET-SAME-VERSION",
+                f"{unit.model_name}@{env} already serves version {target}",
+                "give another --to VERSION",
+            )
         try:
-            dep = self._set_alias(unit, env, str(target), current.version if current else None, "rollback")
+            dep = self._set_alias(
+                unit, env, str(target), current.version if current else None, "rollback"
+            )
         except UDError as exc:
-            raise TargetError("UD-TARGET-NO-RELEASE", exc.message, f"known versions: {', '.join(self.versions(unit, env))}") from exc
+            raise TargetError(
+                "UD-TARGET-NO-RELEASE",
+                exc.message,
+                f"known versions: {', '.join(self.versions(unit, env))}",
+            ) from exc
         log(f"alias {unit.model_name}@{env} rolled back to version {target}")
         return dep
 
@@ -200,8 +292,9 @@ class MlflowAliasTarget(BaseTarget):
             for tag in ("deployed_at", "previous"):
                 client.delete_registered_model_tag(unit.model_name, f"ud.{env}.{tag}")
             return
-        self._set_alias(unit, env, before.version, before.previous_version, "restore",
-                        at=before.deployed_at)
+        self._set_alias(
+            unit, env, before.version, before.previous_version, "restore", at=before.deployed_at
+        )
 
     def status(self, unit: ModelUnit, env: str) -> Deployment | None:
         from mlflow.exceptions import MlflowException
@@ -211,11 +304,18 @@ class MlflowAliasTarget(BaseTarget):
         except MlflowException:
             return None
         tags = self._tags(unit)
-        return Deployment(unit=unit.name, env=env, version=str(mv.version),
-                          deployed_at=tags.get(f"ud.{env}.deployed_at", ""),
-                          previous_version=tags.get(f"ud.{env}.previous") or None,
-                          details={"model_uri": f"models:/{unit.model_name}@{env}", "run_id": mv.run_id,
-                                   "data_version": mv.tags.get("ud.data_version", "")})
+        return Deployment(
+            unit=unit.name,
+            env=env,
+            version=str(mv.version),
+            deployed_at=tags.get(f"ud.{env}.deployed_at", ""),
+            previous_version=tags.get(f"ud.{env}.previous") or None,
+            details={
+                "model_uri": f"models:/{unit.model_name}@{env}",
+                "run_id": mv.run_id,
+                "data_version": mv.tags.get("ud.data_version", ""),
+            },
+        )
 
     def health(self, unit: ModelUnit, env: str) -> Health:
         dep = self.status(unit, env)
@@ -223,7 +323,11 @@ class MlflowAliasTarget(BaseTarget):
             return Health(False, f"no version has alias {env}")
         mv = self.model_version(unit, dep.version)
         ok = mv.status == "READY"
-        return Health(ok, f"version {dep.version} is {mv.status}", {"version": dep.version, "status": mv.status})
+        return Health(
+            ok,
+            f"version {dep.version} is {mv.status}",
+            {"version": dep.version, "status": mv.status},
+        )
 
     def versions(self, unit: ModelUnit, env: str) -> list[str]:
         found = self.client().search_model_versions(f"name='{unit.model_name}'")

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from ..units import Unit
     from ..kinds.data.unit import DataUnit
     from ..kinds.model.unit import ModelUnit
+    from ..units import Unit
     from .base import Artifact, Deployment, Health, Log
 
 

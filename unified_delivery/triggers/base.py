@@ -19,14 +19,23 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
-from ..run_tags import ENV_TAG, PRINCIPAL_TAG, REASON_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG, TRIGGER_TAG, UNIT_TAG
+from ..run_tags import (
+    ENV_TAG,
+    PRINCIPAL_TAG,
+    REASON_TAG,
+    RUN_KEY_TAG,
+    TRIGGER_TAG,
+    UNIT_TAG,
+)
 
 STATE_KEY = "ud/sensor-state/{name}"
 # Long enough for the daemon or a hook to launch what a tick requested; short enough that a
 # lost request is retried within a few ticks.
 PENDING_GRACE_S = 120.0
 
-_notes: contextvars.ContextVar[list[dict] | None] = contextvars.ContextVar("ud_trigger_notes", default=None)
+_notes: contextvars.ContextVar[list[dict] | None] = contextvars.ContextVar(
+    "ud_trigger_notes", default=None
+)
 
 
 def default_principal(sensor: str) -> str:
@@ -45,8 +54,16 @@ def grant_requests(context: Any, requests: Sequence[dg.RunRequest]) -> None:
     engine = sensor_ledger(context).engine
     key = tokens.signing_key()
     for r in requests:
-        grants.for_request(engine, key, r.tags[PRINCIPAL_TAG], run_key=r.run_key or "", job=r.job_name or "",
-                           unit=r.tags.get(UNIT_TAG, ""), env=r.tags.get(ENV_TAG, ""), run_config=dict(r.run_config))
+        grants.for_request(
+            engine,
+            key,
+            r.tags[PRINCIPAL_TAG],
+            run_key=r.run_key or "",
+            job=r.job_name or "",
+            unit=r.tags.get(UNIT_TAG, ""),
+            env=r.tags.get(ENV_TAG, ""),
+            run_config=dict(r.run_config),
+        )
 
 
 def sensor_ledger(context: Any):
@@ -59,18 +76,33 @@ def sensor_ledger(context: Any):
     return resource.ledger()
 
 
-def request_sensor(name: str, requests: Callable[[Requester, Any], list], jobs: Sequence[Any], *, skip: str,
-                   description: str, minimum_interval_seconds: int,
-                   default_status: dg.DefaultSensorStatus, principal: str | None) -> dg.SensorDefinition:
+def request_sensor(
+    name: str,
+    requests: Callable[[Requester, Any], list],
+    jobs: Sequence[Any],
+    *,
+    skip: str,
+    description: str,
+    minimum_interval_seconds: int,
+    default_status: dg.DefaultSensorStatus,
+    principal: str | None,
+) -> dg.SensorDefinition:
     """A sensor whose tick is `requests(requester, context)`; nothing requested is a skip."""
+
     def evaluate(context: dg.SensorEvaluationContext):
         found = requests(Requester.for_tick(name, principal or default_principal(name)), context)
         grant_requests(context, found)
         return dg.SensorResult(run_requests=found) if found else dg.SkipReason(skip)
 
-    return dg.SensorDefinition(name=name, evaluation_fn=evaluate, jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
-                               default_status=default_status, description=description,
-                               required_resource_keys={"ledger"})
+    return dg.SensorDefinition(
+        name=name,
+        evaluation_fn=evaluate,
+        jobs=list(jobs),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=description,
+        required_resource_keys={"ledger"},
+    )
 
 
 @dataclass(frozen=True)
@@ -85,10 +117,23 @@ class Requester:
     def for_tick(cls, sensor: str, principal: str) -> "Requester":
         return cls(sensor, principal)
 
-    def request(self, *, job: str, run_key: str, unit: str, env: str, reason: str,
-                run_config: dict | None = None) -> dg.RunRequest:
-        tags = {PRINCIPAL_TAG: self.principal, REASON_TAG: f"{self.sensor}: {reason}", UNIT_TAG: unit,
-                ENV_TAG: env, TRIGGER_TAG: self.sensor}
+    def request(
+        self,
+        *,
+        job: str,
+        run_key: str,
+        unit: str,
+        env: str,
+        reason: str,
+        run_config: dict | None = None,
+    ) -> dg.RunRequest:
+        tags = {
+            PRINCIPAL_TAG: self.principal,
+            REASON_TAG: f"{self.sensor}: {reason}",
+            UNIT_TAG: unit,
+            ENV_TAG: env,
+            TRIGGER_TAG: self.sensor,
+        }
         return dg.RunRequest(run_key=run_key, job_name=job, run_config=run_config or {}, tags=tags)
 
 
@@ -104,14 +149,16 @@ def runs_with_key(instance: dg.DagsterInstance, run_key: str) -> list[dg.Dagster
 def keys_with_runs(instance: dg.DagsterInstance, keys: list[str], chunk: int = 500) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), chunk):
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: keys[i:i + chunk]}))
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: keys[i : i + chunk]}))
         found.update(r.tags[RUN_KEY_TAG] for r in runs)
     return found
 
 
 def note(context: Any, level: str, text: str, **details: Any) -> None:
     """A line in the sensor's log (the UI's tick log) and, under `collect_notes`, in ud's output."""
-    getattr(context.log, "warning" if level == "warning" else "error" if level == "error" else "info")(text)
+    getattr(
+        context.log, "warning" if level == "warning" else "error" if level == "error" else "info"
+    )(text)
     sink = _notes.get()
     if sink is not None:
         sink.append({"level": level, "message": text, **details})
@@ -141,7 +188,9 @@ class SensorState:
         return cls(name=name, data=doc.get("data", {}), pending=doc.get("pending", []))
 
     def save(self, instance: dg.DagsterInstance) -> None:
-        doc = json.dumps({"data": self.data, "pending": self.pending}, sort_keys=True, separators=(",", ":"))
+        doc = json.dumps(
+            {"data": self.data, "pending": self.pending}, sort_keys=True, separators=(",", ":")
+        )
         instance.run_storage.set_cursor_values({STATE_KEY.format(name=self.name): doc})
 
     def lost_requests(self, instance: dg.DagsterInstance, now: float) -> list[dg.RunRequest]:
@@ -155,8 +204,17 @@ class SensorState:
         for item in due:
             if item["run_key"] in have_runs:
                 continue
-            tags = {k: v for k, v in item["tags"].items() if k != "ud/grant"}  # state saved by older versions held one
-            lost.append(dg.RunRequest(run_key=item["run_key"], job_name=item["job"], run_config=item["run_config"], tags=tags))
+            tags = {
+                k: v for k, v in item["tags"].items() if k != "ud/grant"
+            }  # state saved by older versions held one
+            lost.append(
+                dg.RunRequest(
+                    run_key=item["run_key"],
+                    job_name=item["job"],
+                    run_config=item["run_config"],
+                    tags=tags,
+                )
+            )
         return lost
 
     def remember(self, requests: list[dg.RunRequest], now: float) -> None:
@@ -167,8 +225,15 @@ class SensorState:
                     if p["run_key"] == r.run_key:
                         p["at"] = now
                 continue
-            self.pending.append({"run_key": r.run_key, "job": r.job_name, "run_config": dict(r.run_config),
-                                 "tags": dict(r.tags), "at": now})
+            self.pending.append(
+                {
+                    "run_key": r.run_key,
+                    "job": r.job_name,
+                    "run_config": dict(r.run_config),
+                    "tags": dict(r.tags),
+                    "at": now,
+                }
+            )
 
 
 Tick = Callable[[dg.SensorEvaluationContext, dict], list[dg.RunRequest]]
@@ -187,7 +252,12 @@ def durable(name: str, tick: Tick) -> Callable[[dg.SensorEvaluationContext], dg.
         state = SensorState.load(instance, name)
         retried = state.lost_requests(instance, now)
         for r in retried:
-            note(context, "warning", f"{name}: requesting {r.run_key} again: no run was launched for it", run_key=r.run_key)
+            note(
+                context,
+                "warning",
+                f"{name}: requesting {r.run_key} again: no run was launched for it",
+                run_key=r.run_key,
+            )
         requests = tick(context, state.data)
         fresh = {r.run_key for r in requests}
         requests += [r for r in retried if r.run_key not in fresh]

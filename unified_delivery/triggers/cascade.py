@@ -17,7 +17,9 @@ from ..translator import job_name
 from .base import Requester, note, request_sensor, runs_with_key
 
 
-def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -> list[dg.RunRequest]:
+def cascade_requests(
+    sensor: str, who: Requester, platform: Any, context: Any
+) -> list[dg.RunRequest]:
     ledger = platform.ledger.ledger()
     requests = []
     for name in platform.order():
@@ -29,26 +31,54 @@ def cascade_requests(sensor: str, who: Requester, platform: Any, context: Any) -
         try:
             dep = platform.target(data, data.environments[-1]).status(data, data.environments[-1])
         except Exception as exc:
-            note(context, "error", f"{sensor}: {data.name}: status unavailable: {type(exc).__name__}: {exc}", event="error")
+            note(
+                context,
+                "error",
+                f"{sensor}: {data.name}: status unavailable: {type(exc).__name__}: {exc}",
+                event="error",
+            )
             continue
         if dep is None:
             continue
         latest = ledger.latest(unit=name, action=Candidate.ACTION)
-        trained_on = (Candidate.read(latest).artifact.get("details") or {}).get("data_version") if latest else None
+        trained_on = (
+            (Candidate.read(latest).artifact.get("details") or {}).get("data_version")
+            if latest
+            else None
+        )
         key = f"cascade:{name}:{data.name}@{dep.version}"
         if trained_on == dep.version or runs_with_key(context.instance, key):
             continue
         why = f"{data.name} {dep.version[:12]} is in {data.environments[-1]}; {name} was trained on {(trained_on or 'nothing')[:12]}"
         note(context, "info", f"{sensor}: retraining {name}: {why}", unit=name, event="request")
-        requests.append(who.request(job=job_name(name, model.environments[0]), run_key=key, unit=name,
-                                    env=model.environments[0], reason=f"cascade: {why}"))
+        requests.append(
+            who.request(
+                job=job_name(name, model.environments[0]),
+                run_key=key,
+                unit=name,
+                env=model.environments[0],
+                reason=f"cascade: {why}",
+            )
+        )
     return requests
 
 
-def cascade_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_cascade", minimum_interval_seconds: int = 60,
-                   default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-                   principal: str | None = None) -> dg.SensorDefinition:
-    return request_sensor(name, lambda who, context: cascade_requests(name, who, platform, context), jobs,
-                          skip="every model is current", minimum_interval_seconds=minimum_interval_seconds,
-                          default_status=default_status, principal=principal,
-                          description="Retrains models when the data unit they train on has a new production version.")
+def cascade_sensor(
+    platform: Any,
+    jobs: Sequence[Any],
+    *,
+    name: str = "ud_cascade",
+    minimum_interval_seconds: int = 60,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    principal: str | None = None,
+) -> dg.SensorDefinition:
+    return request_sensor(
+        name,
+        lambda who, context: cascade_requests(name, who, platform, context),
+        jobs,
+        skip="every model is current",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        principal=principal,
+        description="Retrains models when the data unit they train on has a new production version.",
+    )

@@ -39,7 +39,9 @@ class Unavailable(Exception):
 
 def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 10) -> dict:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    req = urllib.request.Request(url.rstrip("/") + "/graphql", data=body, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url.rstrip("/") + "/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             doc = json.loads(resp.read())
@@ -71,15 +73,29 @@ def find_sensor(url: str, sensor: str, timeout: float) -> tuple[str, str]:
 def evaluate_now(url: str, sensor: str, timeout: float = 10) -> dict:
     """Evaluate `sensor` and launch what it requests; raises Unavailable without a running Dagster."""
     location, repository = find_sensor(url, sensor, timeout)
-    selector = {"repositoryLocationName": location, "repositoryName": repository, "sensorName": sensor}
+    selector = {
+        "repositoryLocationName": location,
+        "repositoryName": repository,
+        "sensorName": sensor,
+    }
     # The sensors keep their own state (triggers.base), so Dagster's cursor is not passed.
-    tick = graphql(url, DRY_RUN, {"selector": selector, "cursor": None}, timeout=max(timeout, 30))["sensorDryRun"]
+    tick = graphql(url, DRY_RUN, {"selector": selector, "cursor": None}, timeout=max(timeout, 30))[
+        "sensorDryRun"
+    ]
     if tick["__typename"] != "DryRunInstigationTick":
-        raise RuntimeError(f"{sensor} could not be evaluated: {tick.get('message', tick['__typename'])}")
+        raise RuntimeError(
+            f"{sensor} could not be evaluated: {tick.get('message', tick['__typename'])}"
+        )
     result = tick["evaluationResult"] or {}
     if result.get("error"):
         raise RuntimeError(f"{sensor} failed: {result['error']['message'].strip()}")
-    out = {"sensor": sensor, "launched": [], "skipped": [], "errors": [], "skip_reason": result.get("skipReason")}
+    out = {
+        "sensor": sensor,
+        "launched": [],
+        "skipped": [],
+        "errors": [],
+        "skip_reason": result.get("skipReason"),
+    }
     for req in result.get("runRequests") or []:
         key = req["runKey"]
         if key and graphql(url, RUNS_WITH_KEY, {"key": key}, timeout)["runsOrError"].get("results"):
@@ -87,20 +103,32 @@ def evaluate_now(url: str, sensor: str, timeout: float = 10) -> dict:
             continue
         tags = {t["key"]: t["value"] for t in req["tags"]}
         tags.update({SENSOR_NAME_TAG: sensor, **({RUN_KEY_TAG: key} if key else {})})
-        params = {"selector": {"repositoryLocationName": location, "repositoryName": repository, "jobName": req["jobName"]},
-                  "runConfigData": req["runConfigYaml"],
-                  "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}
+        params = {
+            "selector": {
+                "repositoryLocationName": location,
+                "repositoryName": repository,
+                "jobName": req["jobName"],
+            },
+            "runConfigData": req["runConfigYaml"],
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
         launched = graphql(url, LAUNCH, {"params": params}, timeout)["launchRun"]
         if launched["__typename"] == "LaunchRunSuccess":
-            out["launched"].append({"run_key": key, "run_id": launched["run"]["runId"], "job": req["jobName"]})
+            out["launched"].append(
+                {"run_key": key, "run_id": launched["run"]["runId"], "job": req["jobName"]}
+            )
         else:
-            detail = launched.get("message") or "; ".join(e["message"] for e in launched.get("errors", []))
+            detail = launched.get("message") or "; ".join(
+                e["message"] for e in launched.get("errors", [])
+            )
             out["errors"].append({"run_key": key, "error": f"{launched['__typename']}: {detail}"})
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Ask a running Dagster to evaluate a sensor now (a Git hook's client).")
+    p = argparse.ArgumentParser(
+        description="Ask a running Dagster to evaluate a sensor now (a Git hook's client)."
+    )
     p.add_argument("--url", required=True)
     p.add_argument("--sensor", required=True)
     p.add_argument("--timeout", type=float, default=10)
@@ -110,13 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     except Unavailable as exc:
         print(f"ud: {exc}; the sensor {args.sensor} sees this push at its next tick")
         return 0
-    except Exception as exc:  # a hook must never turn a push into an error: say what happened and go on
+    except (
+        Exception
+    ) as exc:  # a hook must never turn a push into an error: say what happened and go on
         print(f"ud: could not ask Dagster to evaluate {args.sensor}: {exc}")
         return 0
-    runs = ", ".join(f"{r['run_key']} (run {r['run_id'][:8]})" for r in out["launched"]) or "no new run"
-    print(f"ud: {args.sensor} evaluated by Dagster at {args.url}: {runs}"
-          + (f"; already run: {', '.join(out['skipped'])}" if out["skipped"] else "")
-          + "".join(f"\nud: launch failed for {e['run_key']}: {e['error']}" for e in out["errors"]))
+    runs = (
+        ", ".join(f"{r['run_key']} (run {r['run_id'][:8]})" for r in out["launched"])
+        or "no new run"
+    )
+    print(
+        f"ud: {args.sensor} evaluated by Dagster at {args.url}: {runs}"
+        + (f"; already run: {', '.join(out['skipped'])}" if out["skipped"] else "")
+        + "".join(f"\nud: launch failed for {e['run_key']}: {e['error']}" for e in out["errors"])
+    )
     return 0
 
 

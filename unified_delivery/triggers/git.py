@@ -24,9 +24,17 @@ from typing import Any, Callable, Sequence
 
 import dagster as dg
 
-from ..translator import job_name
 from ..events import CommitsSkipped, record
-from .base import SENSOR_RESOURCES, Requester, sensor_ledger, candidate_config, default_principal, durable, note
+from ..translator import job_name
+from .base import (
+    SENSOR_RESOURCES,
+    Requester,
+    candidate_config,
+    default_principal,
+    durable,
+    note,
+    sensor_ledger,
+)
 
 HEADS = "refs/heads/"
 _BAD_IN_PATTERN = re.compile(r"[\s~^:\\]|\.\.|@\{|//")
@@ -58,7 +66,9 @@ def pattern_problem(pattern: str) -> str | None:
     if not pattern or not pattern.strip():
         return "is empty"
     if _BAD_IN_PATTERN.search(pattern):
-        return "contains a character or sequence git forbids in branch names (space ~ ^ : \\ .. @{ //)"
+        return (
+            "contains a character or sequence git forbids in branch names (space ~ ^ : \\ .. @{ //)"
+        )
     if pattern.startswith(("/", "-", ".")) or pattern.endswith(("/", ".", ".lock")):
         return "starts or ends the way no branch name can"
     if pattern.count("[") != pattern.count("]"):
@@ -82,7 +92,7 @@ def git_dir(path: str) -> str | None:
         with open(dotgit) as fh:
             text = fh.read().strip()
         if text.startswith("gitdir:"):
-            return os.path.normpath(os.path.join(path, text[len("gitdir:"):].strip()))
+            return os.path.normpath(os.path.join(path, text[len("gitdir:") :].strip()))
     return None
 
 
@@ -93,7 +103,9 @@ def local_heads(path: Path | str) -> dict[str, str]:
     if gd is None:
         raise Unreadable(f"{path} does not exist or is not a git repository")
     common = gd
-    if os.path.isfile(os.path.join(gd, "commondir")):  # linked worktrees keep refs in the main repository
+    if os.path.isfile(
+        os.path.join(gd, "commondir")
+    ):  # linked worktrees keep refs in the main repository
         with open(os.path.join(gd, "commondir")) as fh:
             common = os.path.normpath(os.path.join(gd, fh.read().strip()))
     if os.path.isdir(os.path.join(common, "reftable")):
@@ -107,7 +119,7 @@ def local_heads(path: Path | str) -> dict[str, str]:
                     continue
                 sha, _, ref = line.rstrip("\n").partition(" ")
                 if ref.startswith(HEADS):
-                    heads[ref[len(HEADS):]] = sha
+                    heads[ref[len(HEADS) :]] = sha
     root = os.path.join(common, "refs", "heads")
     for folder, _, files in os.walk(root):
         for name in files:
@@ -116,14 +128,21 @@ def local_heads(path: Path | str) -> dict[str, str]:
             with open(os.path.join(folder, name)) as fh:
                 value = fh.read().strip()
             if len(value) in (40, 64):  # loose refs override packed ones
-                heads[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = value
+                heads[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = (
+                    value
+                )
     return heads
 
 
 def remote_heads(repository: str, timeout: float) -> dict[str, str]:
     try:
-        proc = subprocess.run(["git", "ls-remote", "--heads", repository], capture_output=True, text=True, timeout=timeout,
-                              env=_no_prompt())
+        proc = subprocess.run(
+            ["git", "ls-remote", "--heads", repository],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_no_prompt(),
+        )
     except subprocess.TimeoutExpired:
         raise Unreadable(f"{repository} did not answer within {timeout:.0f} s") from None
     if proc.returncode != 0:
@@ -133,7 +152,7 @@ def remote_heads(repository: str, timeout: float) -> dict[str, str]:
     for line in proc.stdout.splitlines():
         sha, _, ref = line.partition("\t")
         if ref.startswith(HEADS):
-            heads[ref[len(HEADS):]] = sha
+            heads[ref[len(HEADS) :]] = sha
     return heads
 
 
@@ -142,7 +161,9 @@ def _no_prompt() -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
 
 
-def read_all(repositories: Sequence[str], *, timeout: float = 20, workers: int = 8) -> dict[str, dict[str, str] | Unreadable]:
+def read_all(
+    repositories: Sequence[str], *, timeout: float = 20, workers: int = 8
+) -> dict[str, dict[str, str] | Unreadable]:
     """Heads of every repository; an Unreadable in place of those that cannot be read."""
     out: dict[str, dict[str, str] | Unreadable] = {}
     remote = []
@@ -155,6 +176,7 @@ def read_all(repositories: Sequence[str], *, timeout: float = 20, workers: int =
         except (Unreadable, OSError) as exc:
             out[repo] = exc if isinstance(exc, Unreadable) else Unreadable(f"{repo}: {exc}")
     if remote:
+
         def one(repo: str) -> dict[str, str] | Unreadable:
             try:
                 return remote_heads(repo, timeout)
@@ -173,19 +195,30 @@ def history(repository: str, old: str, new: str) -> tuple[bool | None, list[str]
     if not is_local(repository):
         return None, []
     try:
-        ff = subprocess.run(["git", "merge-base", "--is-ancestor", old, new], cwd=repository, capture_output=True,
-                            timeout=30).returncode
+        ff = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", old, new],
+            cwd=repository,
+            capture_output=True,
+            timeout=30,
+        ).returncode
         if ff not in (0, 1):
             return None, []
-        listed = subprocess.run(["git", "rev-list", f"--max-count={MAX_SKIPPED_LISTED + 1}", new, f"^{old}"],
-                                cwd=repository, capture_output=True, text=True, timeout=30)
+        listed = subprocess.run(
+            ["git", "rev-list", f"--max-count={MAX_SKIPPED_LISTED + 1}", new, f"^{old}"],
+            cwd=repository,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (subprocess.TimeoutExpired, OSError):
         return None, []
     shas = listed.stdout.split()[1:] if listed.returncode == 0 else []
     return ff == 0, shas
 
 
-def histories(moves: list[tuple[str, str, str]], workers: int) -> dict[tuple[str, str, str], tuple[bool | None, list[str]]]:
+def histories(
+    moves: list[tuple[str, str, str]], workers: int
+) -> dict[tuple[str, str, str], tuple[bool | None, list[str]]]:
     """`history` of every (repository, old, new) move, side by side: two git processes per move."""
     if not moves:
         return {}
@@ -193,22 +226,40 @@ def histories(moves: list[tuple[str, str, str]], workers: int) -> dict[tuple[str
         return dict(zip(moves, pool.map(lambda m: history(*m), moves)))
 
 
-def moves(watch: GitWatch, heads: dict[str, str], seen: dict[str, str]) -> list[tuple[str, str, str]]:
-    return [(watch.repository, seen[b], sha) for b, sha in heads.items() if b in seen and seen[b] != sha]
+def moves(
+    watch: GitWatch, heads: dict[str, str], seen: dict[str, str]
+) -> list[tuple[str, str, str]]:
+    return [
+        (watch.repository, seen[b], sha) for b, sha in heads.items() if b in seen and seen[b] != sha
+    ]
 
 
-def plan(sensor: str, who: Requester, watch: GitWatch, heads: dict[str, str], seen: dict[str, str], context: Any,
-         known: dict[tuple[str, str, str], tuple[bool | None, list[str]]] | None = None
-         ) -> tuple[list[dg.RunRequest], dict[str, str]]:
+def plan(
+    sensor: str,
+    who: Requester,
+    watch: GitWatch,
+    heads: dict[str, str],
+    seen: dict[str, str],
+    context: Any,
+    known: dict[tuple[str, str, str], tuple[bool | None, list[str]]] | None = None,
+) -> tuple[list[dg.RunRequest], dict[str, str]]:
     """Requests for the branches of one repository whose head moved; the new state for it."""
     requests: list[dg.RunRequest] = []
     state: dict[str, str] = {}
     repo = watch.repository
     for branch in sorted(b for b in seen if b not in heads):
-        note(context, "info", f"{sensor}: {repo}: branch {branch} was deleted (last head {seen[branch][:12]})",
-             repository=repo, branch=branch, event="deleted")
+        note(
+            context,
+            "info",
+            f"{sensor}: {repo}: branch {branch} was deleted (last head {seen[branch][:12]})",
+            repository=repo,
+            branch=branch,
+            event="deleted",
+        )
     for branch, sha in sorted(heads.items()):
-        builds = [b for b in watch.builds if any(fnmatch.fnmatchcase(branch, p) for p in b.branches)]
+        builds = [
+            b for b in watch.builds if any(fnmatch.fnmatchcase(branch, p) for p in b.branches)
+        ]
         if not builds:
             continue
         state[branch] = sha
@@ -216,32 +267,73 @@ def plan(sensor: str, who: Requester, watch: GitWatch, heads: dict[str, str], se
         if old == sha:
             continue
         if old is None:
-            why = f"new branch {branch} at {sha[:12]}" if seen else f"{branch} at {sha[:12]} (first look)"
+            why = (
+                f"new branch {branch} at {sha[:12]}"
+                if seen
+                else f"{branch} at {sha[:12]} (first look)"
+            )
         else:
             ff, skipped = (known or {}).get((repo, old, sha)) or history(repo, old, sha)
             why = f"{branch} moved {old[:12]} -> {sha[:12]}"
             if ff is False:
                 why += " (force-push: the old head is not in the new history)"
             if skipped:
-                record(sensor_ledger(context), CommitsSkipped(repository=repo, branch=branch, superseded_by=sha,
-                                                        skipped=list(skipped), units=[b.unit for b in builds]),
-                       principal=who.principal)
+                record(
+                    sensor_ledger(context),
+                    CommitsSkipped(
+                        repository=repo,
+                        branch=branch,
+                        superseded_by=sha,
+                        skipped=list(skipped),
+                        units=[b.unit for b in builds],
+                    ),
+                    principal=who.principal,
+                )
                 more = "+" if len(skipped) > MAX_SKIPPED_LISTED else ""
-                note(context, "info", f"{sensor}: {repo}: building the newest commit of {branch}; skipped "
-                     f"{len(skipped[:MAX_SKIPPED_LISTED])}{more} older one(s): {', '.join(s[:12] for s in skipped[:MAX_SKIPPED_LISTED])}",
-                     repository=repo, branch=branch, event="skipped", skipped=skipped[:MAX_SKIPPED_LISTED])
-        note(context, "info", f"{sensor}: {repo}: {why}", repository=repo, branch=branch, sha=sha, event="new-head")
+                note(
+                    context,
+                    "info",
+                    f"{sensor}: {repo}: building the newest commit of {branch}; skipped "
+                    f"{len(skipped[:MAX_SKIPPED_LISTED])}{more} older one(s): {', '.join(s[:12] for s in skipped[:MAX_SKIPPED_LISTED])}",
+                    repository=repo,
+                    branch=branch,
+                    event="skipped",
+                    skipped=skipped[:MAX_SKIPPED_LISTED],
+                )
+        note(
+            context,
+            "info",
+            f"{sensor}: {repo}: {why}",
+            repository=repo,
+            branch=branch,
+            sha=sha,
+            event="new-head",
+        )
         # The key names the push (the ref's move), not only the commit: a force-push back to a
         # commit built before is a new push, and builds and deploys it again.
         moved = f"{old[:12]}..{sha}" if old else sha
         for b in builds:
-            requests.append(who.request(job=b.job, run_key=f"git:{repo}:{branch}:{moved}:{b.unit}", unit=b.unit,
-                                        env=b.job.rsplit("__to_", 1)[-1], reason=f"git: {why}",
-                                        run_config=candidate_config(b.unit, sha)))
+            requests.append(
+                who.request(
+                    job=b.job,
+                    run_key=f"git:{repo}:{branch}:{moved}:{b.unit}",
+                    unit=b.unit,
+                    env=b.job.rsplit("__to_", 1)[-1],
+                    reason=f"git: {why}",
+                    run_config=candidate_config(b.unit, sha),
+                )
+            )
     return requests, state
 
 
-def git_tick(sensor: str, principal: str, watches: Callable[[], Sequence[GitWatch]], *, timeout: float = 20, workers: int = 8):
+def git_tick(
+    sensor: str,
+    principal: str,
+    watches: Callable[[], Sequence[GitWatch]],
+    *,
+    timeout: float = 20,
+    workers: int = 8,
+):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         started = time.monotonic()
         who = Requester.for_tick(sensor, principal)
@@ -249,41 +341,80 @@ def git_tick(sensor: str, principal: str, watches: Callable[[], Sequence[GitWatc
         for w in watches():
             bad = [(p, why) for b in w.builds for p in b.branches if (why := pattern_problem(p))]
             if bad:
-                note(context, "error", f"{sensor}: {w.repository}: branch pattern {bad[0][0]!r} {bad[0][1]}; "
-                     "this repository is skipped until the pattern is fixed", repository=w.repository, event="bad-pattern")
+                note(
+                    context,
+                    "error",
+                    f"{sensor}: {w.repository}: branch pattern {bad[0][0]!r} {bad[0][1]}; "
+                    "this repository is skipped until the pattern is fixed",
+                    repository=w.repository,
+                    event="bad-pattern",
+                )
                 continue
             usable.append(w)
         heads = read_all(sorted({w.repository for w in usable}), timeout=timeout, workers=workers)
         readable = [w for w in usable if not isinstance(heads[w.repository], Unreadable)]
         for w in usable:
             if isinstance(heads[w.repository], Unreadable):
-                note(context, "error", f"{sensor}: cannot read {w.repository}: {heads[w.repository]}; skipped this tick",
-                     repository=w.repository, event="unreachable")
-        known = histories([m for w in readable for m in moves(w, heads[w.repository], state.get(w.repository, {}))
-                           if is_local(m[0])], workers)
+                note(
+                    context,
+                    "error",
+                    f"{sensor}: cannot read {w.repository}: {heads[w.repository]}; skipped this tick",
+                    repository=w.repository,
+                    event="unreachable",
+                )
+        known = histories(
+            [
+                m
+                for w in readable
+                for m in moves(w, heads[w.repository], state.get(w.repository, {}))
+                if is_local(m[0])
+            ],
+            workers,
+        )
         requests: list[dg.RunRequest] = []
         for w in readable:
-            reqs, state[w.repository] = plan(sensor, who, w, heads[w.repository], state.get(w.repository, {}), context, known)
+            reqs, state[w.repository] = plan(
+                sensor, who, w, heads[w.repository], state.get(w.repository, {}), context, known
+            )
             requests += reqs
-        context.log.info(f"{sensor}: {len(usable)} repositories read in {time.monotonic() - started:.3f} s")
+        context.log.info(
+            f"{sensor}: {len(usable)} repositories read in {time.monotonic() - started:.3f} s"
+        )
         return requests
 
     return tick
 
 
-def git_sensor(name: str, watches: Callable[[], Sequence[GitWatch]], jobs: Sequence[Any], *,
-               minimum_interval_seconds: int = 30, default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-               timeout: float = 20, workers: int = 8, principal: str | None = None) -> dg.SensorDefinition:
+def git_sensor(
+    name: str,
+    watches: Callable[[], Sequence[GitWatch]],
+    jobs: Sequence[Any],
+    *,
+    minimum_interval_seconds: int = 30,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    timeout: float = 20,
+    workers: int = 8,
+    principal: str | None = None,
+) -> dg.SensorDefinition:
     """A Git sensor over `watches()` (read at every tick, so paths may depend on the home)."""
-    tick = git_tick(name, principal or default_principal(name), watches, timeout=timeout, workers=workers)
-    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick), required_resource_keys=set(SENSOR_RESOURCES),
-                               jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
-                               default_status=default_status,
-                               description="New commits on watched branches request candidate runs (run key: "
-                                           "repository, branch, SHA).")
+    tick = git_tick(
+        name, principal or default_principal(name), watches, timeout=timeout, workers=workers
+    )
+    return dg.SensorDefinition(
+        name=name,
+        evaluation_fn=durable(name, tick),
+        required_resource_keys=set(SENSOR_RESOURCES),
+        jobs=list(jobs),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description="New commits on watched branches request candidate runs (run key: "
+        "repository, branch, SHA).",
+    )
 
 
-def app_watches(platform: Any, home: Any = None, branches: dict[str, tuple[str, ...]] | None = None) -> list[GitWatch]:
+def app_watches(
+    platform: Any, home: Any = None, branches: dict[str, tuple[str, ...]] | None = None
+) -> list[GitWatch]:
     """One watch per repository of the platform's units built from Git (app units); each unit
     on its own branch unless `branches` gives it patterns. Units whose first environment's
     policy is manual are left to `ud promote`."""
@@ -296,5 +427,6 @@ def app_watches(platform: Any, home: Any = None, branches: dict[str, tuple[str, 
         if source and getattr(unit.policy, unit.environments[0], "automatic") == "automatic":
             patterns = (branches or {}).get(unit.name, (source.branch,))
             grouped.setdefault(home.expand(source.repository), []).append(
-                Build(unit.name, job_name(unit.name, unit.environments[0]), patterns))
+                Build(unit.name, job_name(unit.name, unit.environments[0]), patterns)
+            )
     return [GitWatch(repo, tuple(builds)) for repo, builds in grouped.items()]

@@ -21,11 +21,19 @@ from .promotion import seconds_since
 
 
 def rollback_config(unit: str, env: str, reason: str) -> dict:
-    return {"ops": {"rollback_unit": {"config": {"unit": unit, "env": env, "to_version": "", "reason": reason}}}}
+    return {
+        "ops": {
+            "rollback_unit": {
+                "config": {"unit": unit, "env": env, "to_version": "", "reason": reason}
+            }
+        }
+    }
 
 
 def reached_by_rollback(platform: Any, unit: str, env: str) -> bool:
-    last = platform.ledger.ledger().latest(unit=unit, env=env, predicate=lambda e: e.action in CHANGES)
+    last = platform.ledger.ledger().latest(
+        unit=unit, env=env, predicate=lambda e: e.action in CHANGES
+    )
     return last is not None and last.action == Rollback.ACTION
 
 
@@ -42,7 +50,12 @@ def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch
                 try:
                     dep = target.status(unit, env)
                 except Exception as exc:
-                    note(context, "error", f"{sensor}: {key}: status unavailable: {type(exc).__name__}: {exc}", event="error")
+                    note(
+                        context,
+                        "error",
+                        f"{sensor}: {key}: status unavailable: {type(exc).__name__}: {exc}",
+                        event="error",
+                    )
                     continue
                 age = seconds_since(dep.deployed_at, now) if dep else None
                 if dep is None or age is None or age > watch_seconds:
@@ -54,8 +67,12 @@ def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch
                 try:
                     health = target.health(unit, env)
                 except Exception as exc:
-                    note(context, "warning", f"{sensor}: {key}: health could not be checked: {type(exc).__name__}: {exc}",
-                         event="unchecked")
+                    note(
+                        context,
+                        "warning",
+                        f"{sensor}: {key}: health could not be checked: {type(exc).__name__}: {exc}",
+                        event="unchecked",
+                    )
                     state[key] = entry
                     continue
                 if health.healthy:
@@ -63,38 +80,87 @@ def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch
                 else:
                     entry["failures"] += 1
                     entry["messages"] = [*entry["messages"], health.message][-failures:]
-                    note(context, "warning", f"{sensor}: {key} {dep.version[:12]} unhealthy "
-                         f"({entry['failures']}/{failures}): {health.message}", unit=name, env=env, event="unhealthy")
+                    note(
+                        context,
+                        "warning",
+                        f"{sensor}: {key} {dep.version[:12]} unhealthy "
+                        f"({entry['failures']}/{failures}): {health.message}",
+                        unit=name,
+                        env=env,
+                        event="unhealthy",
+                    )
                 state[key] = entry
                 if entry["failures"] < failures:
                     continue
                 if not dep.previous_version:
-                    note(context, "error", f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks and "
-                         "has no previous version to roll back to; a person must act", unit=name, env=env, event="stuck")
+                    note(
+                        context,
+                        "error",
+                        f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks and "
+                        "has no previous version to roll back to; a person must act",
+                        unit=name,
+                        env=env,
+                        event="stuck",
+                    )
                 elif reached_by_rollback(platform, name, env):
-                    note(context, "error", f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks but "
-                         "is itself the result of a rollback; not rolling back again, a person must act",
-                         unit=name, env=env, event="stuck")
+                    note(
+                        context,
+                        "error",
+                        f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks but "
+                        "is itself the result of a rollback; not rolling back again, a person must act",
+                        unit=name,
+                        env=env,
+                        event="stuck",
+                    )
                 else:
-                    reason = (f"health sensor: {entry['failures']} consecutive failed health checks of {dep.version[:12]}: "
-                              f"{entry['messages'][-1]}")
-                    note(context, "warning", f"{sensor}: rolling {key} back to {dep.previous_version[:12]}", unit=name,
-                         env=env, event="rollback")
-                    requests.append(who.request(job="ud_rollback", run_key=f"health:{name}:{env}:{dep.version}",
-                                                unit=name, env=env, reason=reason,
-                                                run_config=rollback_config(name, env, reason)))
+                    reason = (
+                        f"health sensor: {entry['failures']} consecutive failed health checks of {dep.version[:12]}: "
+                        f"{entry['messages'][-1]}"
+                    )
+                    note(
+                        context,
+                        "warning",
+                        f"{sensor}: rolling {key} back to {dep.previous_version[:12]}",
+                        unit=name,
+                        env=env,
+                        event="rollback",
+                    )
+                    requests.append(
+                        who.request(
+                            job="ud_rollback",
+                            run_key=f"health:{name}:{env}:{dep.version}",
+                            unit=name,
+                            env=env,
+                            reason=reason,
+                            run_config=rollback_config(name, env, reason),
+                        )
+                    )
         return requests
 
     return tick
 
 
-def health_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_health", failures: int = 3,
-                  watch_seconds: float = 900, minimum_interval_seconds: int = 30,
-                  default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-                  principal: str | None = None) -> dg.SensorDefinition:
-    tick = health_tick(name, principal or default_principal(name), platform, failures, watch_seconds)
-    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick), required_resource_keys=set(SENSOR_RESOURCES),
-                               jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
-                               default_status=default_status,
-                               description=f"Rolls a deploy back after {failures} consecutive failed health checks "
-                                           f"within {watch_seconds:.0f} s of the deploy.")
+def health_sensor(
+    platform: Any,
+    jobs: Sequence[Any],
+    *,
+    name: str = "ud_health",
+    failures: int = 3,
+    watch_seconds: float = 900,
+    minimum_interval_seconds: int = 30,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    principal: str | None = None,
+) -> dg.SensorDefinition:
+    tick = health_tick(
+        name, principal or default_principal(name), platform, failures, watch_seconds
+    )
+    return dg.SensorDefinition(
+        name=name,
+        evaluation_fn=durable(name, tick),
+        required_resource_keys=set(SENSOR_RESOURCES),
+        jobs=list(jobs),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=f"Rolls a deploy back after {failures} consecutive failed health checks "
+        f"within {watch_seconds:.0f} s of the deploy.",
+    )

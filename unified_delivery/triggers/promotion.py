@@ -30,7 +30,9 @@ def seconds_since(iso: str | None, now: float) -> float | None:
         return None
 
 
-def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any) -> list[dg.RunRequest]:
+def promotion_requests(
+    sensor: str, who: Requester, platform: Any, context: Any
+) -> list[dg.RunRequest]:
     now = time.time()
     ledger = platform.ledger.ledger()
     requests = []
@@ -44,13 +46,20 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
                 src = platform.target(unit, prev).status(unit, prev)
                 dst = platform.target(unit, env).status(unit, env)
             except Exception as exc:  # a target that cannot answer holds back this unit only
-                note(context, "error", f"{sensor}: {name}: cannot read {prev}/{env}: {type(exc).__name__}: {exc}",
-                     unit=name, event="error")
+                note(
+                    context,
+                    "error",
+                    f"{sensor}: {name}: cannot read {prev}/{env}: {type(exc).__name__}: {exc}",
+                    unit=name,
+                    event="error",
+                )
                 continue
             if src is None or (dst is not None and dst.version == src.version):
                 continue
             # An approval or override given since is new evidence: it earns the version another attempt.
-            evidence = ledger.latest(unit=name, predicate=lambda e: e.action in ("approval", "override"))
+            evidence = ledger.latest(
+                unit=name, predicate=lambda e: e.action in ("approval", "override")
+            )
             since = evidence.seq if evidence else 0
             key = f"promote:{name}:{env}:{src.version}" + (f"@{since}" if since else "")
             if runs_with_key(context.instance, key):
@@ -58,31 +67,84 @@ def promotion_requests(sensor: str, who: Requester, platform: Any, context: Any)
             soaked = seconds_since(src.deployed_at, now)
             soak = unit.policy.soak_seconds
             if soak and (soaked is None or soaked < soak):
-                left = f"{soak - soaked:.0f} s left" if soaked is not None else "deploy time unknown"
-                note(context, "info", f"{sensor}: {name} {src.version[:12]} waits in {prev}: soak {soak} s ({left})",
-                     unit=name, env=env, event="soaking")
+                left = (
+                    f"{soak - soaked:.0f} s left" if soaked is not None else "deploy time unknown"
+                )
+                note(
+                    context,
+                    "info",
+                    f"{sensor}: {name} {src.version[:12]} waits in {prev}: soak {soak} s ({left})",
+                    unit=name,
+                    env=env,
+                    event="soaking",
+                )
                 continue
-            results = gate_results(ledger, unit, platform.gates[name], prev, src.version, principal=who.principal,
-                                   governance=platform.governance)
+            results = gate_results(
+                ledger,
+                unit,
+                platform.gates[name],
+                prev,
+                src.version,
+                principal=who.principal,
+                governance=platform.governance,
+            )
             failed = sorted(g for g, r in results.items() if r is not None and not r["passed"])
-            last_failure = ledger.latest(unit=name, action=GateEvaluated.ACTION, predicate=lambda e: e.version == src.version
-                                         and e.payload.get("stage") == prev and not e.payload.get("passed")) if failed else None
+            last_failure = (
+                ledger.latest(
+                    unit=name,
+                    action=GateEvaluated.ACTION,
+                    predicate=lambda e: (
+                        e.version == src.version
+                        and e.payload.get("stage") == prev
+                        and not e.payload.get("passed")
+                    ),
+                )
+                if failed
+                else None
+            )
             if last_failure is not None and last_failure.seq > since:
-                note(context, "info", f"{sensor}: {name} {src.version[:12]} waits in {prev}: gates failed: {', '.join(failed)}",
-                     unit=name, env=env, event="gates-failed")
+                note(
+                    context,
+                    "info",
+                    f"{sensor}: {name} {src.version[:12]} waits in {prev}: gates failed: {', '.join(failed)}",
+                    unit=name,
+                    env=env,
+                    event="gates-failed",
+                )
                 continue
-            why = f"policy {env}: automatic; {src.version[:12]} soaked {soaked or 0:.0f} s in {prev}"
+            why = (
+                f"policy {env}: automatic; {src.version[:12]} soaked {soaked or 0:.0f} s in {prev}"
+            )
             note(context, "info", f"{sensor}: {name}: {why}", unit=name, env=env, event="request")
-            requests.append(who.request(job=job_name(name, env), run_key=key, unit=name, env=env,
-                                        reason=f"promotion: {why}"))
+            requests.append(
+                who.request(
+                    job=job_name(name, env),
+                    run_key=key,
+                    unit=name,
+                    env=env,
+                    reason=f"promotion: {why}",
+                )
+            )
     return requests
 
 
-def promotion_sensor(platform: Any, jobs: Sequence[Any], *, name: str = "ud_promotion", minimum_interval_seconds: int = 60,
-                     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-                     principal: str | None = None) -> dg.SensorDefinition:
-    return request_sensor(name, lambda who, context: promotion_requests(name, who, platform, context), jobs,
-                          skip="nothing to promote", minimum_interval_seconds=minimum_interval_seconds,
-                          default_status=default_status, principal=principal,
-                          description="Promotes to the next environment when the unit's policy is automatic, "
-                                           "the soak time has elapsed and no gate failed.")
+def promotion_sensor(
+    platform: Any,
+    jobs: Sequence[Any],
+    *,
+    name: str = "ud_promotion",
+    minimum_interval_seconds: int = 60,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    principal: str | None = None,
+) -> dg.SensorDefinition:
+    return request_sensor(
+        name,
+        lambda who, context: promotion_requests(name, who, platform, context),
+        jobs,
+        skip="nothing to promote",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        principal=principal,
+        description="Promotes to the next environment when the unit's policy is automatic, "
+        "the soak time has elapsed and no gate failed.",
+    )

@@ -31,8 +31,12 @@ from ..translator import job_name
 from .base import SENSOR_RESOURCES, Requester, candidate_config, default_principal, durable, note
 
 CHUNK = 100
-IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED]
+IN_PROGRESS = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 # A run that has claimed to be in progress for longer than this crashed; it must not hold a model back forever.
 IN_PROGRESS_WINDOW = timedelta(hours=1)
 
@@ -42,13 +46,19 @@ class ModelWatch:
     model: str  # the registered model name
     unit: str
     job: str  # builds and deploys the unit's candidate
-    environments: tuple[str, ...] = ("staging", "production")  # aliases the platform's target manages
+    environments: tuple[str, ...] = (
+        "staging",
+        "production",
+    )  # aliases the platform's target manages
 
 
 @contextmanager
 def fail_fast() -> Iterator[None]:
     """A registry that is down must cost one failed request, not MLflow's minutes of retries."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    }
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
     try:
@@ -82,7 +92,7 @@ def search(client: Any, models: Sequence[str]) -> tuple[dict[str, Any], dict[str
     versions: dict[str, list] = {m: [] for m in models}
     names = [m for m in models if not ("'" in m and '"' in m)]
     for i in range(0, len(names), CHUNK):
-        where = f"name IN ({', '.join(_quote(n) for n in names[i:i + CHUNK])})"
+        where = f"name IN ({', '.join(_quote(n) for n in names[i : i + CHUNK])})"
         registered.update((rm.name, rm) for rm in _pages(client.search_registered_models, where))
         for mv in _pages(client.search_model_versions, where):
             versions.setdefault(mv.name, []).append(mv)
@@ -96,8 +106,17 @@ def _platform_alias(registered: Any, watch: ModelWatch, alias: str, version: str
     return bool(history) and str(history[-1].get("version")) == version
 
 
-def plan(sensor: str, who: Requester, watch: ModelWatch, registered: Any, versions: list, seen: dict | None, *,
-         known: Callable[[str, str], bool], context: Any) -> tuple[list[dg.RunRequest], dict]:
+def plan(
+    sensor: str,
+    who: Requester,
+    watch: ModelWatch,
+    registered: Any,
+    versions: list,
+    seen: dict | None,
+    *,
+    known: Callable[[str, str], bool],
+    context: Any,
+) -> tuple[list[dg.RunRequest], dict]:
     """Requests for one model and its new state."""
     highest = max((int(v.version) for v in versions), default=0)
     aliases = {a: str(v) for a, v in (registered.aliases or {}).items()}
@@ -110,10 +129,24 @@ def plan(sensor: str, who: Requester, watch: ModelWatch, registered: Any, versio
             return
         requested.add(version)
         key = f"mlflow:{watch.model}:{version}" + (f"@{alias}" if alias else "")
-        note(context, "info", f"{sensor}: {watch.model}: {why}", model=watch.model, version=version, event="request")
-        requests.append(who.request(job=watch.job, run_key=key, unit=watch.unit,
-                                    env=watch.job.rsplit("__to_", 1)[-1], reason=f"mlflow: {why}",
-                                    run_config=candidate_config(watch.unit, version)))
+        note(
+            context,
+            "info",
+            f"{sensor}: {watch.model}: {why}",
+            model=watch.model,
+            version=version,
+            event="request",
+        )
+        requests.append(
+            who.request(
+                job=watch.job,
+                run_key=key,
+                unit=watch.unit,
+                env=watch.job.rsplit("__to_", 1)[-1],
+                reason=f"mlflow: {why}",
+                run_config=candidate_config(watch.unit, version),
+            )
+        )
 
     floor = (seen or {}).get("max", 0)
     fresh = sorted((v for v in versions if int(v.version) > floor), key=lambda v: -int(v.version))
@@ -121,18 +154,29 @@ def plan(sensor: str, who: Requester, watch: ModelWatch, registered: Any, versio
     # Only the newest needs the ledger's word: older ones are skipped in any case.
     first = next((i for i, v in enumerate(untagged) if not known(watch.unit, str(v.version))), None)
     if first is not None:
-        newest, older = untagged[first], untagged[first + 1:]
+        newest, older = untagged[first], untagged[first + 1 :]
         if older:
-            note(context, "info", f"{sensor}: {watch.model}: building the newest new version {newest.version}; skipped "
-                 f"{', '.join(str(v.version) for v in older)}", model=watch.model, event="skipped",
-                 skipped=[str(v.version) for v in older])
+            note(
+                context,
+                "info",
+                f"{sensor}: {watch.model}: building the newest new version {newest.version}; skipped "
+                f"{', '.join(str(v.version) for v in older)}",
+                model=watch.model,
+                event="skipped",
+                skipped=[str(v.version) for v in older],
+            )
         by = f" by {newest.user_id}" if getattr(newest, "user_id", None) else ""
         ask(str(newest.version), f"new version {newest.version} registered{by}")
     if seen is not None:
         before = seen.get("aliases", {})
         for alias in sorted(set(before) - set(aliases)):
-            note(context, "info", f"{sensor}: {watch.model}: alias {alias} was removed (was version {before[alias]})",
-                 model=watch.model, event="alias-removed")
+            note(
+                context,
+                "info",
+                f"{sensor}: {watch.model}: alias {alias} was removed (was version {before[alias]})",
+                model=watch.model,
+                event="alias-removed",
+            )
         for alias, version in sorted(aliases.items()):
             if before.get(alias) == version or _platform_alias(registered, watch, alias, version):
                 continue
@@ -146,8 +190,13 @@ def units_in_progress(instance: dg.DagsterInstance) -> set[str]:
     return {r.tags[UNIT_TAG] for r in runs if UNIT_TAG in r.tags}
 
 
-def registry_tick(sensor: str, principal: str, watches: Callable[[], Sequence[ModelWatch]], client: Callable[[], Any],
-                  known: Callable[[str, str], bool]):
+def registry_tick(
+    sensor: str,
+    principal: str,
+    watches: Callable[[], Sequence[ModelWatch]],
+    client: Callable[[], Any],
+    known: Callable[[str, str], bool],
+):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         started = time.monotonic()
         wanted = list(watches())
@@ -156,62 +205,112 @@ def registry_tick(sensor: str, principal: str, watches: Callable[[], Sequence[Mo
         try:
             with fail_fast():
                 registered, found = search(client(), [w.model for w in wanted])
-        except Exception as exc:  # any failure to reach the registry: this source skips a tick, others go on
+        except (
+            Exception
+        ) as exc:  # any failure to reach the registry: this source skips a tick, others go on
             first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
-            note(context, "error", f"{sensor}: the MLflow registry cannot be read ({type(exc).__name__}: {first_line}); "
-                 "skipped this tick", event="registry-down")
+            note(
+                context,
+                "error",
+                f"{sensor}: the MLflow registry cannot be read ({type(exc).__name__}: {first_line}); "
+                "skipped this tick",
+                event="registry-down",
+            )
             return []
         busy = units_in_progress(context.instance)
         who = Requester.for_tick(sensor, principal)
         requests: list[dg.RunRequest] = []
         for w in wanted:
             if w.model not in registered:
-                note(context, "warning", f"{sensor}: {w.model}: no registered model of that name; skipped",
-                     model=w.model, event="no-model")
+                note(
+                    context,
+                    "warning",
+                    f"{sensor}: {w.model}: no registered model of that name; skipped",
+                    model=w.model,
+                    event="no-model",
+                )
                 continue
             if w.unit in busy:
-                note(context, "info", f"{sensor}: {w.model}: a run of {w.unit} is in progress; looking again next tick",
-                     model=w.model, event="deferred")
+                note(
+                    context,
+                    "info",
+                    f"{sensor}: {w.model}: a run of {w.unit} is in progress; looking again next tick",
+                    model=w.model,
+                    event="deferred",
+                )
                 continue
             try:
-                reqs, state[w.model] = plan(sensor, who, w, registered[w.model], found.get(w.model, []), state.get(w.model),
-                                            known=known, context=context)
+                reqs, state[w.model] = plan(
+                    sensor,
+                    who,
+                    w,
+                    registered[w.model],
+                    found.get(w.model, []),
+                    state.get(w.model),
+                    known=known,
+                    context=context,
+                )
             except Exception as exc:  # one model's failure must not stop the others
-                note(context, "error", f"{sensor}: {w.model}: {type(exc).__name__}: {exc}; skipped this tick",
-                     model=w.model, event="error")
+                note(
+                    context,
+                    "error",
+                    f"{sensor}: {w.model}: {type(exc).__name__}: {exc}; skipped this tick",
+                    model=w.model,
+                    event="error",
+                )
                 continue
             requests += reqs
-        context.log.info(f"{sensor}: {len(wanted)} models read in {time.monotonic() - started:.3f} s")
+        context.log.info(
+            f"{sensor}: {len(wanted)} models read in {time.monotonic() - started:.3f} s"
+        )
         return requests
 
     return tick
 
 
-def registry_sensor(name: str, watches: Callable[[], Sequence[ModelWatch]], client: Callable[[], Any],
-                    jobs: Sequence[Any], *, known: Callable[[str, str], bool] = lambda unit, version: False,
-                    minimum_interval_seconds: int = 30,
-                    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-                    principal: str | None = None) -> dg.SensorDefinition:
+def registry_sensor(
+    name: str,
+    watches: Callable[[], Sequence[ModelWatch]],
+    client: Callable[[], Any],
+    jobs: Sequence[Any],
+    *,
+    known: Callable[[str, str], bool] = lambda unit, version: False,
+    minimum_interval_seconds: int = 30,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    principal: str | None = None,
+) -> dg.SensorDefinition:
     """A registry sensor; `client()` returns an MlflowClient, `known(unit, version)` says the
     platform already built that version as a candidate."""
     tick = registry_tick(name, principal or default_principal(name), watches, client, known)
-    return dg.SensorDefinition(name=name, evaluation_fn=durable(name, tick), required_resource_keys=set(SENSOR_RESOURCES),
-                               jobs=list(jobs), minimum_interval_seconds=minimum_interval_seconds,
-                               default_status=default_status,
-                               description="New registered model versions and aliases set outside the platform request "
-                                           "candidate runs (run key: model, version, alias).")
+    return dg.SensorDefinition(
+        name=name,
+        evaluation_fn=durable(name, tick),
+        required_resource_keys=set(SENSOR_RESOURCES),
+        jobs=list(jobs),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description="New registered model versions and aliases set outside the platform request "
+        "candidate runs (run key: model, version, alias).",
+    )
 
 
 def model_watches(platform: Any) -> list[ModelWatch]:
-    return [ModelWatch(model, u.name, job_name(u.name, u.environments[0]), tuple(u.environments))
-            for u in platform.units.values()
-            if (model := u.registered_model_name())
-            and getattr(u.policy, u.environments[0], "automatic") == "automatic"]
+    return [
+        ModelWatch(model, u.name, job_name(u.name, u.environments[0]), tuple(u.environments))
+        for u in platform.units.values()
+        if (model := u.registered_model_name())
+        and getattr(u.policy, u.environments[0], "automatic") == "automatic"
+    ]
 
 
 def ledger_knows(platform: Any) -> Callable[[str, str], bool]:
     def known(unit: str, version: str) -> bool:
         ledger = platform.ledger.ledger()
-        return ledger.latest(unit=unit, action=Candidate.ACTION, predicate=lambda e: e.version == version) is not None
+        return (
+            ledger.latest(
+                unit=unit, action=Candidate.ACTION, predicate=lambda e: e.version == version
+            )
+            is not None
+        )
 
     return known

@@ -22,23 +22,29 @@ from .registry import ledger_knows, model_watches, registry_sensor
 ORDER = ["ud_git_push", "ud_mlflow_registry", "ud_cascade", "ud_promotion", "ud_health"]
 
 
-def standard_sensors(platform: Any, base: dg.Definitions, principal: str) -> list[dg.SensorDefinition]:
+def standard_sensors(
+    platform: Any, base: dg.Definitions, principal: str
+) -> list[dg.SensorDefinition]:
     """`principal` is who the sensors' runs act as: the policy must grant it deploy where they promote.
     The sensors target the very job objects of `base` (Dagster refuses two jobs of one name)."""
     jobs = {j.name: j for j in base.jobs or []}
 
     def first_env_jobs(wanted: Callable[[Unit], object]) -> list:
-        return [jobs[job_name(u.name, u.environments[0])] for u in platform.units.values()
-                if wanted(u)]
+        return [
+            jobs[job_name(u.name, u.environments[0])] for u in platform.units.values() if wanted(u)
+        ]
 
-    later_env_jobs = [jobs[job_name(u.name, env)] for u in platform.units.values() for env in u.environments[1:]]
+    later_env_jobs = [
+        jobs[job_name(u.name, env)] for u in platform.units.values() for env in u.environments[1:]
+    ]
     sensors = [health_sensor(platform, [jobs["ud_rollback"]], principal=principal)]
     if later_env_jobs:
         sensors.append(promotion_sensor(platform, later_env_jobs, principal=principal))
     from_git = first_env_jobs(lambda u: u.git_source())
     if from_git:
-        sensors.append(git_sensor("ud_git_push", lambda: app_watches(platform), from_git,
-                                  principal=principal))
+        sensors.append(
+            git_sensor("ud_git_push", lambda: app_watches(platform), from_git, principal=principal)
+        )
     registered = first_env_jobs(lambda u: u.registered_model_name())
     if registered:
         # One registry client for the sensor: the registry of the first such unit (each unit has
@@ -46,8 +52,14 @@ def standard_sensors(platform: Any, base: dg.Definitions, principal: str) -> lis
         first_model = next(u for u in platform.units.values() if u.registered_model_name())
         registry = platform.role(first_model, ModelRegistry)
         sensors += [
-            registry_sensor("ud_mlflow_registry", lambda: model_watches(platform), registry.client,
-                            registered, known=ledger_knows(platform), principal=principal),
+            registry_sensor(
+                "ud_mlflow_registry",
+                lambda: model_watches(platform),
+                registry.client,
+                registered,
+                known=ledger_knows(platform),
+                principal=principal,
+            ),
             cascade_sensor(platform, registered, principal=principal),
         ]
     return sorted(sensors, key=lambda s: ORDER.index(s.name))
@@ -56,4 +68,6 @@ def standard_sensors(platform: Any, base: dg.Definitions, principal: str) -> lis
 def with_standard_sensors(platform: Any, principal: str) -> dg.Definitions:
     """The platform's Definitions with the standard sensors: what a platform's entry point exports."""
     base = platform.definitions()
-    return dg.Definitions.merge(base, dg.Definitions(sensors=standard_sensors(platform, base, principal)))
+    return dg.Definitions.merge(
+        base, dg.Definitions(sensors=standard_sensors(platform, base, principal))
+    )

@@ -27,27 +27,43 @@ def sensor_defs(defs: dg.Definitions, names: Sequence[str] = ()) -> list[dg.Sens
     by_name = {s.name: s for s in sensors}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise UDError("UD-UNKNOWN-SENSOR", f"no sensor named {unknown[0]!r}",
-                      f"known sensors: {', '.join(by_name) or 'none'}")
+        raise UDError(
+            "UD-UNKNOWN-SENSOR",
+            f"no sensor named {unknown[0]!r}",
+            f"known sensors: {', '.join(by_name) or 'none'}",
+        )
     return [by_name[n] for n in names]
 
 
 def already_run(instance: dg.DagsterInstance, sensor: str, run_key: str) -> dg.DagsterRun | None:
-    return next((r for r in runs_with_key(instance, run_key) if r.tags.get(SENSOR_NAME_TAG) == sensor), None)
+    return next(
+        (r for r in runs_with_key(instance, run_key) if r.tags.get(SENSOR_NAME_TAG) == sensor), None
+    )
 
 
-def tick(defs: dg.Definitions, home: Home, names: Sequence[str] = (), progress=lambda text: None) -> dict[str, Any]:
-    from ..runner import execute, instance as open_instance
+def tick(
+    defs: dg.Definitions, home: Home, names: Sequence[str] = (), progress=lambda text: None
+) -> dict[str, Any]:
+    from ..runner import execute
+    from ..runner import instance as open_instance
 
     sensors = sensor_defs(defs, names)
     inst = open_instance(home)
     report = []
     for sensor in sensors:
-        entry: dict[str, Any] = {"name": sensor.name, "requested": [], "skip_reason": None, "notes": [], "error": None}
+        entry: dict[str, Any] = {
+            "name": sensor.name,
+            "requested": [],
+            "skip_reason": None,
+            "notes": [],
+            "error": None,
+        }
         report.append(entry)
         with collect_notes() as notes:
             try:
-                with dg.build_sensor_context(instance=inst, definitions=defs, sensor_name=sensor.name) as context:
+                with dg.build_sensor_context(
+                    instance=inst, definitions=defs, sensor_name=sensor.name
+                ) as context:
                     data = sensor.evaluate_tick(context)
             except Exception as exc:  # one broken sensor must not stop the others
                 entry["error"] = f"{type(exc).__name__}: {exc}"
@@ -57,20 +73,46 @@ def tick(defs: dg.Definitions, home: Home, names: Sequence[str] = (), progress=l
                 entry["notes"] = notes
         entry["skip_reason"] = data.skip_message
         for req in data.run_requests or []:
-            item = {"run_key": req.run_key, "job": req.job_name, "unit": req.tags.get(UNIT_TAG),
-                    "env": req.tags.get(ENV_TAG), "reason": req.tags.get(REASON_TAG)}
+            item = {
+                "run_key": req.run_key,
+                "job": req.job_name,
+                "unit": req.tags.get(UNIT_TAG),
+                "env": req.tags.get(ENV_TAG),
+                "reason": req.tags.get(REASON_TAG),
+            }
             entry["requested"].append(item)
             existing = already_run(inst, sensor.name, req.run_key) if req.run_key else None
             if existing is not None:
-                item.update(outcome="skipped", run_id=existing.run_id, message="a run with this run key exists")
+                item.update(
+                    outcome="skipped",
+                    run_id=existing.run_id,
+                    message="a run with this run key exists",
+                )
                 continue
             progress(f"{sensor.name}: running {req.job_name} for {req.run_key}")
-            tags = {**req.tags, SENSOR_NAME_TAG: sensor.name, **({RUN_KEY_TAG: req.run_key} if req.run_key else {})}
-            outcome = execute(defs, req.job_name, home=home, run_config=dict(req.run_config), tags=tags)
-            item.update(outcome="success" if outcome.success else "failed", run_id=outcome.run_id,
-                        error=outcome.error.to_dict() if outcome.error else None)
-            progress(f"{sensor.name}: {req.job_name} {item['outcome']}"
-                     + (f": {outcome.error.code} {outcome.error.message}" if outcome.error else ""))
-    executed = [r for s in report for r in s["requested"] if r.get("outcome") in ("success", "failed")]
-    return {"ok": not any(s["error"] for s in report), "sensors": report, "runs_executed": len(executed),
-            "runs_failed": sum(r["outcome"] == "failed" for r in executed)}
+            tags = {
+                **req.tags,
+                SENSOR_NAME_TAG: sensor.name,
+                **({RUN_KEY_TAG: req.run_key} if req.run_key else {}),
+            }
+            outcome = execute(
+                defs, req.job_name, home=home, run_config=dict(req.run_config), tags=tags
+            )
+            item.update(
+                outcome="success" if outcome.success else "failed",
+                run_id=outcome.run_id,
+                error=outcome.error.to_dict() if outcome.error else None,
+            )
+            progress(
+                f"{sensor.name}: {req.job_name} {item['outcome']}"
+                + (f": {outcome.error.code} {outcome.error.message}" if outcome.error else "")
+            )
+    executed = [
+        r for s in report for r in s["requested"] if r.get("outcome") in ("success", "failed")
+    ]
+    return {
+        "ok": not any(s["error"] for s in report),
+        "sensors": report,
+        "runs_executed": len(executed),
+        "runs_failed": sum(r["outcome"] == "failed" for r in executed),
+    }

@@ -133,19 +133,29 @@ class Receiver(ThreadingHTTPServer):
     # and more each) before they are even accepted and counted.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
-                 max_connections: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        max_connections: int,
+        log: Callable[[str], None],
+    ) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)
         self.max_connections, self.log = max_connections, log
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
-            self.log(f"webhook refused from {client_address[0]}: 503, all {self.max_connections} "
-                     "connections busy")
+            self.log(
+                f"webhook refused from {client_address[0]}: 503, all {self.max_connections} "
+                "connections busy"
+            )
             data = json.dumps({"ok": False, "error": "busy, retry later"}).encode()
-            head = (f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                    f"Retry-After: 1\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+            head = (
+                f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Retry-After: 1\r\nContent-Length: {len(data)}\r\n\r\n"
+            ).encode()
             try:
                 # A fresh connection's send buffer is empty, so this does not block the accept
                 # loop; the timeout is there in case it ever would.
@@ -177,9 +187,17 @@ class Receiver(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def make_server(host: str, port: int, secret: str, on_event: Callable[[dict], None],
-                log: Callable[[str], None] = print, *, timeout: float = TIMEOUT_S,
-                max_connections: int = MAX_CONNECTIONS, max_body: int = MAX_BODY) -> Receiver:
+def make_server(
+    host: str,
+    port: int,
+    secret: str,
+    on_event: Callable[[dict], None],
+    log: Callable[[str], None] = print,
+    *,
+    timeout: float = TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+    max_body: int = MAX_BODY,
+) -> Receiver:
     """A receiver (not yet serving) for MLflow webhooks signed with `secret`.
 
     `timeout`: seconds a connection has for its headers and body together (and again for
@@ -231,8 +249,9 @@ def make_server(host: str, port: int, secret: str, on_event: Callable[[dict], No
                         raise _Refused(400, f"body ended after {len(body)} of {length} bytes")
                     body += chunk
             except TimeoutError:
-                raise _Refused(408, f"body not complete within {timeout:g} s "
-                                    f"({len(body)} of {length} bytes)") from None
+                raise _Refused(
+                    408, f"body not complete within {timeout:g} s ({len(body)} of {length} bytes)"
+                ) from None
             return bytes(body)
 
         def _evaluate(self, event: dict) -> None:
@@ -244,8 +263,10 @@ def make_server(host: str, port: int, secret: str, on_event: Callable[[dict], No
                     log(f"webhook evaluation failed: {type(exc).__name__}: {exc}")
 
         def _refuse(self, status: int, reason: str) -> None:
-            log(f"webhook refused from {self.client_address[0]}: {status}, {reason} "
-                f"({self.received.count} bytes read)")
+            log(
+                f"webhook refused from {self.client_address[0]}: {status}, {reason} "
+                f"({self.received.count} bytes read)"
+            )
             self.close_connection = True
             self._answer(status, {"ok": False, "error": reason})
 
@@ -263,8 +284,10 @@ def make_server(host: str, port: int, secret: str, on_event: Callable[[dict], No
         def log_error(self, format: str, *args: Any) -> None:
             # http.server's own refusals (a request line or header too long, a method other
             # than POST, a connection that timed out before its headers ended).
-            log(f"webhook refused from {self.client_address[0]}: {format % args} "
-                f"({self.received.count} bytes read)")
+            log(
+                f"webhook refused from {self.client_address[0]}: {format % args} "
+                f"({self.received.count} bytes read)"
+            )
 
         def log_message(self, format: str, *args: Any) -> None:
             return None
@@ -272,8 +295,9 @@ def make_server(host: str, port: int, secret: str, on_event: Callable[[dict], No
     return Receiver((host, port), Handler, max_connections=max_connections, log=log)
 
 
-def evaluator(sensor: str, dagster_url: str, defs: Any, home: Any,
-              log: Callable[[str], None]) -> Callable[[dict], None]:
+def evaluator(
+    sensor: str, dagster_url: str, defs: Any, home: Any, log: Callable[[str], None]
+) -> Callable[[dict], None]:
     from .dagster_api import Unavailable, evaluate_now
 
     def on_event(event: dict) -> None:
@@ -285,15 +309,25 @@ def evaluator(sensor: str, dagster_url: str, defs: Any, home: Any,
             from .tick import tick
 
             data = tick(defs, home, [sensor])
-            runs = [(r["run_key"], r.get("outcome"))
-                    for s in data["sensors"] for r in s["requested"]]
+            runs = [
+                (r["run_key"], r.get("outcome")) for s in data["sensors"] for r in s["requested"]
+            ]
             log(f"{sensor} evaluated here: {runs}")
 
     return on_event
 
 
-def serve(host: str, port: int, secret: str, *, sensor: str, dagster_url: str, defs: Any, home: Any,
-          log: Callable[[str], None]) -> None:
+def serve(
+    host: str,
+    port: int,
+    secret: str,
+    *,
+    sensor: str,
+    dagster_url: str,
+    defs: Any,
+    home: Any,
+    log: Callable[[str], None],
+) -> None:
     server = make_server(host, port, secret, evaluator(sensor, dagster_url, defs, home, log), log)
     try:
         server.serve_forever()

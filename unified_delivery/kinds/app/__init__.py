@@ -25,7 +25,11 @@ def default_target() -> LocalReleaseTarget:
     return LocalReleaseTarget()
 
 
-KIND = Kind(translator=AppTranslator(), default_target=default_target, component=App,
-            scaffold=Scaffold(template=TEMPLATE, team="web", fill=fill),
-            dagster_kinds=frozenset({"git", "python"}),
-            yaml_types=("unified_delivery.App", "unified_delivery.app", "app"))
+KIND = Kind(
+    translator=AppTranslator(),
+    default_target=default_target,
+    component=App,
+    scaffold=Scaffold(template=TEMPLATE, team="web", fill=fill),
+    dagster_kinds=frozenset({"git", "python"}),
+    yaml_types=("unified_delivery.App", "unified_delivery.app", "app"),
+)

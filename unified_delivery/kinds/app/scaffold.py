@@ -12,8 +12,10 @@ def fill(request: NewUnit) -> Filled:
     if serves:
         comment = "the model whose version in each environment it serves"
         values["serves"] = f"  serves: {serves}   # {comment}\n"
-        values["service_env"] = ("    env:\n      MODEL_URI: \"models:/" + serves + "@{env}\"\n"
-                                 "      MLFLOW_TRACKING_URI: \"{mlflow_tracking_uri}\"")
-        values["model_doc"] = f"POST /predict {{\"records\": [...]}} scores them with {serves}."
+        values["service_env"] = (
+            '    env:\n      MODEL_URI: "models:/' + serves + '@{env}"\n'
+            '      MLFLOW_TRACKING_URI: "{mlflow_tracking_uri}"'
+        )
+        values["model_doc"] = f'POST /predict {{"records": [...]}} scores them with {serves}.'
     commit = f"git add -A && git commit -m 'Add {name}'   # an app builds from a commit"
     return Filled(values=values, next_steps=[commit, f"ud promote {name} --to staging"])

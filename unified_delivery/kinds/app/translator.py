@@ -20,11 +20,15 @@ from .unit import AppUnit
 
 
 def git(*args: str, cwd: Path | str | None = None, timeout: float = 120) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
-        raise UDError("UD-GIT", f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}",
-                      "check that the repository exists and is reachable")
+        raise UDError(
+            "UD-GIT",
+            f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}",
+            "check that the repository exists and is reachable",
+        )
     return proc.stdout.strip()
 
 
@@ -52,9 +56,17 @@ class AppTranslator(KindTranslator):
         assert isinstance(unit, AppUnit)
         if unit.serves and (unit.serves not in units or units[unit.serves].kind != "model"):
             self.refuse(unit, "serves", f"{unit.serves!r} is not a model unit of this platform")
-        if is_local(unit.repository) and "{home}" not in unit.repository and not Path(unit.repository).exists():
-            self.refuse(unit, "repository", f"{unit.repository!r} does not exist",
-                        "give an existing local path or a URL git can reach")
+        if (
+            is_local(unit.repository)
+            and "{home}" not in unit.repository
+            and not Path(unit.repository).exists()
+        ):
+            self.refuse(
+                unit,
+                "repository",
+                f"{unit.repository!r} does not exist",
+                "give an existing local path or a URL git can reach",
+            )
 
     def env_deps(self, unit: Unit, env: str, units: dict[str, Unit]) -> list[tuple[str, str]]:
         # An app's environment serves the model version deployed in the same environment.
@@ -65,8 +77,11 @@ class AppTranslator(KindTranslator):
         assert isinstance(unit, AppUnit)
         repo = ctx.home.expand(unit.repository)
         if is_local(repo) and not Path(repo).exists():
-            raise UDError("UD-APP-REPO-NOT-FOUND", f"unit {unit.name}: repository {repo} does not exist",
-                          "create the repository (ud demo does for the reference app) or fix `repository`")
+            raise UDError(
+                "UD-APP-REPO-NOT-FOUND",
+                f"unit {unit.name}: repository {repo} does not exist",
+                "create the repository (ud demo does for the reference app) or fix `repository`",
+            )
         mirror = ctx.home.builds / unit.name / "mirror.git"
         mirror.parent.mkdir(parents=True, exist_ok=True)
         with open(mirror.parent / ".lock", "w") as lock:  # concurrent builds share one mirror
@@ -75,25 +90,39 @@ class AppTranslator(KindTranslator):
                 git("clone", "--quiet", "--mirror", repo, str(mirror))
             else:
                 git("remote", "set-url", "origin", repo, cwd=mirror)
-                git("fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*", cwd=mirror)
+                git(
+                    "fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*", cwd=mirror
+                )
         ref = ctx.config.get("ref") or unit.branch
         try:
             sha = git("rev-parse", "--verify", f"{ref}^{{commit}}", cwd=mirror)
         except UDError:
-            raise UDError("UD-APP-REF-NOT-FOUND", f"unit {unit.name}: {ref!r} is not a commit or branch of {repo}",
-                          "push the branch or give an existing commit") from None
+            raise UDError(
+                "UD-APP-REF-NOT-FOUND",
+                f"unit {unit.name}: {ref!r} is not a commit or branch of {repo}",
+                "push the branch or give an existing commit",
+            ) from None
         fmt = "%an <%ae>%x00%cn <%ce>%x00%aI%x00%cI%x00%s"
-        author, committer, authored_at, committed_at, subject = git("log", "-1", f"--format={fmt}", sha,
-                                                                    cwd=mirror).split("\x00")
+        author, committer, authored_at, committed_at, subject = git(
+            "log", "-1", f"--format={fmt}", sha, cwd=mirror
+        ).split("\x00")
         out = ctx.home.builds / unit.name / sha
         if not out.exists():
             tmp = Path(tempfile.mkdtemp(prefix=f"{sha}.tmp-", dir=out.parent))
-            tree = subprocess.run(["git", "archive", "--format=tar", sha, "--", unit.path],
-                                  cwd=mirror, capture_output=True, timeout=120, check=False)
+            tree = subprocess.run(
+                ["git", "archive", "--format=tar", sha, "--", unit.path],
+                cwd=mirror,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
             if tree.returncode != 0:
-                raise UDError("UD-APP-PATH-NOT-FOUND", f"unit {unit.name}: path {unit.path!r} is not in commit {sha[:12]} "
-                              f"of {ref}", f"an app builds from a commit: commit {unit.path} to {ref} (git add, git commit), "
-                              "or fix `path` in the unit's YAML")
+                raise UDError(
+                    "UD-APP-PATH-NOT-FOUND",
+                    f"unit {unit.name}: path {unit.path!r} is not in commit {sha[:12]} of {ref}",
+                    f"an app builds from a commit: commit {unit.path} to {ref} (git add, git commit), "
+                    "or fix `path` in the unit's YAML",
+                )
             with tarfile.open(fileobj=io.BytesIO(tree.stdout)) as tar:
                 tar.extractall(tmp, filter="data")
             try:
@@ -101,10 +130,24 @@ class AppTranslator(KindTranslator):
             except OSError:  # another build of the same commit finished first: same content
                 shutil.rmtree(tmp, ignore_errors=True)
         src = out / unit.path
-        tree_hash = git("rev-parse", f"{sha}:{unit.path}" if unit.path != "." else f"{sha}^{{tree}}", cwd=mirror)
+        tree_hash = git(
+            "rev-parse", f"{sha}:{unit.path}" if unit.path != "." else f"{sha}^{{tree}}", cwd=mirror
+        )
         ctx.log(f"built {unit.name} at {sha[:12]} ({subject})")
-        return Artifact(unit=unit.name, kind="app", version=sha, digest=f"git-tree:{tree_hash}", location=str(src),
-                        details={"repository": repo, "ref": ref, "author": author, "committer": committer,
-                                 "authored_at": authored_at,
-                                 "committed_at": committed_at, "subject": subject,
-                                 "change_created_at": committed_at})
+        return Artifact(
+            unit=unit.name,
+            kind="app",
+            version=sha,
+            digest=f"git-tree:{tree_hash}",
+            location=str(src),
+            details={
+                "repository": repo,
+                "ref": ref,
+                "author": author,
+                "committer": committer,
+                "authored_at": authored_at,
+                "committed_at": committed_at,
+                "subject": subject,
+                "change_created_at": committed_at,
+            },
+        )

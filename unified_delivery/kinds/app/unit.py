@@ -22,23 +22,28 @@ class ServiceSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     health_path: str = "/health"
     startup_timeout_s: float = Field(
-        default=90.0, description="seconds a release has to answer its health check (importing "
-        "MLflow and loading a model on a loaded 2-core machine)")
+        default=90.0,
+        description="seconds a release has to answer its health check (importing "
+        "MLflow and loading a model on a loaded 2-core machine)",
+    )
     ports: dict[str, int] = Field(
-        default_factory=dict, description="preferred port per environment; a free port otherwise")
+        default_factory=dict, description="preferred port per environment; a free port otherwise"
+    )
 
 
 class Autoscaling(Strict):
     min_replicas: int = Field(default=2, ge=1)
     max_replicas: int = Field(default=5, ge=1)
     cpu_target: int = Field(
-        default=70, ge=1, le=100, description="average CPU use, in % of the cpu request")
+        default=70, ge=1, le=100, description="average CPU use, in % of the cpu request"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas "
-                             f"{self.max_replicas}")
+            raise ValueError(
+                f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}"
+            )
         return self
 
 
@@ -51,22 +56,27 @@ class KubernetesSpec(Strict):
     replicas: int = Field(default=2, ge=0)
     port: int = Field(default=8000, ge=1, le=65535)
     health_path: str | None = Field(
-        default=None, description="readiness and liveness probes; default: service.health_path")
+        default=None, description="readiness and liveness probes; default: service.health_path"
+    )
     resources: Resources = Field(default_factory=Resources)
     hpa: Autoscaling | None = None
     run_as_user: int = Field(
-        default=10001, ge=0, description="0 is root: the manifest-policy gate refuses it")
+        default=10001, ge=0, description="0 is root: the manifest-policy gate refuses it"
+    )
     privileged: bool = Field(
-        default=False, description="the manifest-policy gate refuses privileged pods")
+        default=False, description="the manifest-policy gate refuses privileged pods"
+    )
     env: dict[str, str] = Field(default_factory=dict, description="over service.env")
     secrets: list[str] = Field(
-        default_factory=list, description="Secrets whose keys become environment variables")
+        default_factory=list, description="Secrets whose keys become environment variables"
+    )
 
     @model_validator(mode="after")
     def _hpa_needs_a_cpu_request(self) -> KubernetesSpec:
         if self.hpa and not self.resources.requests.cpu:
-            raise ValueError("hpa scales on CPU use relative to the request: set "
-                             "resources.requests.cpu")
+            raise ValueError(
+                "hpa scales on CPU use relative to the request: set resources.requests.cpu"
+            )
         return self
 
 
@@ -76,30 +86,37 @@ class AppUnit(Unit):
     path: str = Field(default=".", description="the app's folder inside the repository")
     branch: str = Field(default="main", description="the branch whose commits are built")
     serves: str | None = Field(
-        default=None, description="the model unit whose per-environment version this app serves")
+        default=None, description="the model unit whose per-environment version this app serves"
+    )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     kubernetes: KubernetesSpec | None = None
     test_command: list[str] = Field(
-        default_factory=lambda: ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        default_factory=lambda: ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    )
     test_env: dict[str, str] = Field(
-        default_factory=dict, max_length=TEST_ENV_MAX,
+        default_factory=dict,
+        max_length=TEST_ENV_MAX,
         description="Variables the tests gate sets for this app's suite, as literal values: "
-                    "nothing of the operator's environment reaches the suite. Not PATH, HOME, "
-                    "TMPDIR, LD_*, UD_* or PYTHON*.")
+        "nothing of the operator's environment reaches the suite. Not PATH, HOME, "
+        "TMPDIR, LD_*, UD_* or PYTHON*.",
+    )
 
     @field_validator("test_env")
     @classmethod
     def _test_env(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
             if not ENV_NAME_RE.match(name):
-                raise ValueError(f"{name!r} is not an environment variable name (letters, digits "
-                                 "and _)")
+                raise ValueError(
+                    f"{name!r} is not an environment variable name (letters, digits and _)"
+                )
             if name in ("PATH", "HOME", "TMPDIR") or name.startswith(("LD_", "UD_", "PYTHON")):
-                raise ValueError(f"{name!r} is set by the tests gate itself or changes how "
-                                 "programs load")
+                raise ValueError(
+                    f"{name!r} is set by the tests gate itself or changes how programs load"
+                )
             if len(value) > 4096 or "\0" in value:
-                raise ValueError(f"the value of {name} is longer than 4096 characters or holds "
-                                 "a NUL")
+                raise ValueError(
+                    f"the value of {name} is longer than 4096 characters or holds a NUL"
+                )
         return v
 
     def git_source(self) -> GitSource:

@@ -39,23 +39,35 @@ class AssetTranslator(KindTranslator):
         assert isinstance(unit, AssetUnit)
         wrapped = ctx.trainer
         if not isinstance(wrapped, WrappedAsset):
-            raise UDError("UD-ASSET-NOT-WRAPPED", f"unit {unit.name}: no Dagster asset was wrapped for it",
-                          "declare it with ud.wrap_asset(my_asset, ...) in the platform's units")
+            raise UDError(
+                "UD-ASSET-NOT-WRAPPED",
+                f"unit {unit.name}: no Dagster asset was wrapped for it",
+                "declare it with ud.wrap_asset(my_asset, ...) in the platform's units",
+            )
         root = ctx.home.builds / unit.name
         root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
-            result = wrapped.execute(dg.AssetSelection.assets(wrapped.asset.key).without_checks(), ValueStore(work))
+            result = wrapped.execute(
+                dg.AssetSelection.assets(wrapped.asset.key).without_checks(), ValueStore(work)
+            )
             if not result.success:
-                raise UDError("UD-ASSET-BUILD-FAILED", f"unit {unit.name}: materializing {unit.asset_key} failed: "
-                              f"{run_error(result)}", "fix the asset (run it with dg.materialize to see the traceback); "
-                              "nothing was deployed", exit_code=EXIT_TARGET)
+                raise UDError(
+                    "UD-ASSET-BUILD-FAILED",
+                    f"unit {unit.name}: materializing {unit.asset_key} failed: {run_error(result)}",
+                    "fix the asset (run it with dg.materialize to see the traceback); "
+                    "nothing was deployed",
+                    exit_code=EXIT_TARGET,
+                )
             try:
                 stored = value_file(work)
             except FileNotFoundError:
-                raise UDError("UD-ASSET-NO-VALUE", f"unit {unit.name}: {unit.asset_key} returned no value to deploy",
-                              "wrap an asset that returns its value (not None or a MaterializeResult)",
-                              exit_code=EXIT_TARGET) from None
+                raise UDError(
+                    "UD-ASSET-NO-VALUE",
+                    f"unit {unit.name}: {unit.asset_key} returned no value to deploy",
+                    "wrap an asset that returns its value (not None or a MaterializeResult)",
+                    exit_code=EXIT_TARGET,
+                ) from None
             digest = file_digest(stored)
             version = digest[:12]
             out = root / version
@@ -66,9 +78,18 @@ class AssetTranslator(KindTranslator):
         finally:
             shutil.rmtree(work, ignore_errors=True)
         path = value_file(out)
-        details: dict[str, Any] = {"asset_key": unit.asset_key, "format": path.suffix.lstrip("."),
-                                   "bytes": path.stat().st_size,
-                                   "change_created_at": datetime.now(UTC).isoformat()}
+        details: dict[str, Any] = {
+            "asset_key": unit.asset_key,
+            "format": path.suffix.lstrip("."),
+            "bytes": path.stat().st_size,
+            "change_created_at": datetime.now(UTC).isoformat(),
+        }
         ctx.log(f"built {unit.name}: {unit.asset_key} -> {path} ({details['bytes']} bytes)")
-        return Artifact(unit=unit.name, kind="asset", version=version, digest=f"sha256:{digest}", location=str(path),
-                        details=details)
+        return Artifact(
+            unit=unit.name,
+            kind="asset",
+            version=version,
+            digest=f"sha256:{digest}",
+            location=str(path),
+            details=details,
+        )

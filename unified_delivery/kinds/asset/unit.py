@@ -14,6 +14,7 @@ class AssetUnit(Unit):
     artifact."""
 
     kind: ClassVar[str] = "asset"
-    asset_key: str = Field(description="the wrapped asset's key, as Dagster writes it (\"a/b\")")
+    asset_key: str = Field(description='the wrapped asset\'s key, as Dagster writes it ("a/b")')
     checks: list[str] = Field(
-        default_factory=list, description="names of the asset's own checks wrapped with it")
+        default_factory=list, description="names of the asset's own checks wrapped with it"
+    )

@@ -33,7 +33,11 @@ class ValueStore(dg.IOManager):
 def write_value(value: Any, directory: Path) -> Path:
     """The value as one file, in the most readable format that keeps it exactly."""
     pandas = sys.modules.get("pandas")  # a DataFrame can only come from a loaded pandas
-    if pandas is not None and isinstance(value, pandas.DataFrame) and (parquet := _parquet(value, directory)):
+    if (
+        pandas is not None
+        and isinstance(value, pandas.DataFrame)
+        and (parquet := _parquet(value, directory))
+    ):
         return parquet
     if isinstance(value, bytes):
         path = directory / f"{VALUE}.bin"
@@ -55,7 +59,11 @@ def _parquet(frame: Any, directory: Path) -> Path | None:
     path = directory / f"{VALUE}.parquet"
     try:
         frame.to_parquet(path)
-    except (ValueError, TypeError, NotImplementedError):  # pyarrow's ArrowInvalid, ArrowTypeError, ArrowNotImplementedError
+    except (
+        ValueError,
+        TypeError,
+        NotImplementedError,
+    ):  # pyarrow's ArrowInvalid, ArrowTypeError, ArrowNotImplementedError
         path.unlink(missing_ok=True)
         return None
     return path

@@ -26,7 +26,11 @@ def default_target() -> DbtDuckDBTarget:
     return DbtDuckDBTarget()
 
 
-KIND = Kind(translator=DataTranslator(), default_target=default_target, component=Data,
-            scaffold=Scaffold(template=TEMPLATE, team="analytics", fill=fill),
-            dagster_kinds=frozenset({"dbt", "duckdb"}),
-            yaml_types=("unified_delivery.Data", "unified_delivery.data", "data"))
+KIND = Kind(
+    translator=DataTranslator(),
+    default_target=default_target,
+    component=Data,
+    scaffold=Scaffold(template=TEMPLATE, team="analytics", fill=fill),
+    dagster_kinds=frozenset({"dbt", "duckdb"}),
+    yaml_types=("unified_delivery.Data", "unified_delivery.data", "data"),
+)

@@ -13,7 +13,16 @@ from typing import Any
 from ... import dbt
 from ...errors import UDError
 
-META_FIELDS = ("team", "gates", "budget", "policy", "depends_on", "description", "environments", "vars")
+META_FIELDS = (
+    "team",
+    "gates",
+    "budget",
+    "policy",
+    "depends_on",
+    "description",
+    "environments",
+    "vars",
+)
 META_ONLY = ("select", "publish")  # what only a unit declared in meta alone may say there
 
 
@@ -22,11 +31,18 @@ def checked_meta(node: dict) -> dict[str, Any]:
     misspelt `gatess:` would otherwise drop the data-quality and cost gates without a word."""
     meta = dbt.node_meta(node)
     if not isinstance(meta, dict):
-        raise UDError("UD-CONFIG-DBT-META", f"meta.ud of {_where(node)} is not a mapping", "write meta: {ud: {team: ...}}")
+        raise UDError(
+            "UD-CONFIG-DBT-META",
+            f"meta.ud of {_where(node)} is not a mapping",
+            "write meta: {ud: {team: ...}}",
+        )
     unknown = sorted(set(meta) - set(META_FIELDS) - set(META_ONLY))
     if unknown:
-        raise UDError("UD-CONFIG-DBT-META", f"meta.ud of {_where(node)}: unknown key(s) {', '.join(map(repr, unknown))}",
-                      f"use only: {', '.join((*META_FIELDS, *META_ONLY))}")
+        raise UDError(
+            "UD-CONFIG-DBT-META",
+            f"meta.ud of {_where(node)}: unknown key(s) {', '.join(map(repr, unknown))}",
+            f"use only: {', '.join((*META_FIELDS, *META_ONLY))}",
+        )
     return meta
 
 
@@ -47,8 +63,12 @@ def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]
     ids = dbt.select(manifest, attrs["select"], project)
     name = attrs.get("name", "?")
     if not ids:
-        raise UDError("UD-CONFIG-UNIT", f"unit {name}: field select: {attrs['select']!r} selects nothing in {project}",
-                      "name models that exist in the dbt project (dbt ls --select ...)", exit_code=2)
+        raise UDError(
+            "UD-CONFIG-UNIT",
+            f"unit {name}: field select: {attrs['select']!r} selects nothing in {project}",
+            "name models that exist in the dbt project (dbt ls --select ...)",
+            exit_code=2,
+        )
     nodes = [manifest["nodes"][u] for u in ids]
     own = [n for n in nodes if n["name"] == name] + [n for n in nodes if dbt.node_meta(n)]
     meta = checked_meta(own[0]) if own else {}

@@ -25,9 +25,12 @@ def units_from_dbt_meta(project: Path, declared: set[str]) -> list[DataUnit]:
         meta = checked_meta(node)
         # The same path as a YAML declaration that names only the selection: the rest comes
         # from meta.
-        attrs = {"name": node["name"], "project": str(project),
-                 "select": meta.get("select", f"+{node['name']}"),
-                 **({"publish": meta["publish"]} if "publish" in meta else {})}
+        attrs = {
+            "name": node["name"],
+            "project": str(project),
+            "select": meta.get("select", f"+{node['name']}"),
+            **({"publish": meta["publish"]} if "publish" in meta else {}),
+        }
         source = f"meta.ud of {node.get('original_file_path') or node['unique_id']}"
         unit = translator.unit_from_attributes(attrs, source, project)
         assert isinstance(unit, DataUnit)

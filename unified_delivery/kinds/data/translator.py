@@ -39,32 +39,53 @@ class DataTranslator(KindTranslator):
         manifest = dbt.ensure_manifest(unit.project)
         ids = dbt.select(manifest, unit.select, Path(unit.project))
         if not ids:
-            self.refuse(unit, "select", f"{unit.select!r} selects nothing in {unit.project}",
-                        "name models that exist in the dbt project (dbt ls --select ...)")
-        models = {manifest["nodes"][u]["name"] for u in ids if manifest["nodes"][u]["resource_type"] == "model"}
+            self.refuse(
+                unit,
+                "select",
+                f"{unit.select!r} selects nothing in {unit.project}",
+                "name models that exist in the dbt project (dbt ls --select ...)",
+            )
+        models = {
+            manifest["nodes"][u]["name"]
+            for u in ids
+            if manifest["nodes"][u]["resource_type"] == "model"
+        }
         for name in unit.publish:
             if name not in models:
-                self.refuse(unit, "publish", f"{name!r} is not a model of the selection {unit.select!r}",
-                            f"publish some of: {', '.join(sorted(models))}")
+                self.refuse(
+                    unit,
+                    "publish",
+                    f"{name!r} is not a model of the selection {unit.select!r}",
+                    f"publish some of: {', '.join(sorted(models))}",
+                )
 
     def published(self, unit: DataUnit) -> list[dict]:
         """The model nodes readers see: `publish`, or every model of the selection."""
         manifest = dbt.ensure_manifest(unit.project)
         ids = dbt.select(manifest, unit.select, Path(unit.project))
-        nodes = [manifest["nodes"][u] for u in ids if manifest["nodes"][u]["resource_type"] == "model"]
+        nodes = [
+            manifest["nodes"][u] for u in ids if manifest["nodes"][u]["resource_type"] == "model"
+        ]
         return [n for n in nodes if not unit.publish or n["name"] in unit.publish]
 
     def build_candidate(self, unit: Unit, ctx: BuildContext) -> Artifact:
         assert isinstance(unit, DataUnit)
-        dbt_vars = parse_vars(unit, ctx.config.get("ref") or "")  # first: a refused var never reaches dbt
+        dbt_vars = parse_vars(
+            unit, ctx.config.get("ref") or ""
+        )  # first: a refused var never reaches dbt
         manifest = dbt.ensure_manifest(unit.project)
         ids = dbt.select(manifest, unit.select, Path(unit.project))
         if not ids:
-            raise UDError("UD-DATA-EMPTY-SELECTION", f"unit {unit.name}: {unit.select!r} selects nothing",
-                          "fix `select`")
+            raise UDError(
+                "UD-DATA-EMPTY-SELECTION",
+                f"unit {unit.name}: {unit.select!r} selects nothing",
+                "fix `select`",
+            )
         version = dbt.selection_digest(manifest, ids)
         if dbt_vars:  # the same code with other vars is another product: another version
-            version = hashlib.sha256((version + json.dumps(dbt_vars, sort_keys=True)).encode()).hexdigest()[:12]
+            version = hashlib.sha256(
+                (version + json.dumps(dbt_vars, sort_keys=True)).encode()
+            ).hexdigest()[:12]
         models = [n["name"] for n in self.published(unit)]
         warehouse = ctx.targets.role(unit, Warehouse)
         return warehouse.write(unit, version, models=models, log=ctx.log, dbt_vars=dbt_vars)

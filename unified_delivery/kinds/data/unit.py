@@ -22,14 +22,19 @@ class VarSpec(Strict):
 
     type: Literal["date", "string", "integer", "number", "boolean", "enum"] = Field(
         description="date (YYYY-MM-DD), string (matching `pattern`), integer, number, boolean, "
-        "or enum (one of `values`)")
+        "or enum (one of `values`)"
+    )
     pattern: str | None = Field(
-        default=None, description="string: a regular expression the whole value must match "
-        f"(default {DEFAULT_STRING_PATTERN!r}: letters, digits, `_`, `.`, `-`)")
+        default=None,
+        description="string: a regular expression the whole value must match "
+        f"(default {DEFAULT_STRING_PATTERN!r}: letters, digits, `_`, `.`, `-`)",
+    )
     min: float | None = Field(
-        default=None, description="integer, number: the smallest value accepted")
+        default=None, description="integer, number: the smallest value accepted"
+    )
     max: float | None = Field(
-        default=None, description="integer, number: the largest value accepted")
+        default=None, description="integer, number: the largest value accepted"
+    )
     values: list[str | int] | None = Field(default=None, description="enum: the values accepted")
     description: str = Field(default="", description="what the var means, for people")
 
@@ -41,8 +46,9 @@ class VarSpec(Strict):
             try:
                 re.compile(self.pattern)
             except re.error as exc:
-                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: "
-                                 f"{exc}") from None
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a regular expression: {exc}"
+                ) from None
         bounded = self.min is not None or self.max is not None
         if bounded and self.type not in ("integer", "number"):
             raise ValueError(f"min and max apply to integer and number vars, not {self.type}")
@@ -56,19 +62,25 @@ class VarSpec(Strict):
 class DataUnit(Unit):
     kind: ClassVar[str] = "data"
     project: str = Field(
-        description="the dbt project directory (relative to the declaring file's folder)")
+        description="the dbt project directory (relative to the declaring file's folder)"
+    )
     select: str = Field(description="a dbt selection")
     publish: list[str] = Field(
-        default_factory=list, description="models published; default: models in the selection")
+        default_factory=list, description="models published; default: models in the selection"
+    )
     vars: dict[str, VarSpec] = Field(
-        default_factory=dict, description="the dbt vars `ud promote --ref` may set, by name, with "
-        "their type; a unit that declares none accepts none")
+        default_factory=dict,
+        description="the dbt vars `ud promote --ref` may set, by name, with "
+        "their type; a unit that declares none accepts none",
+    )
 
     @field_validator("vars")
     @classmethod
     def _var_names(cls, v: dict[str, VarSpec]) -> dict[str, VarSpec]:
         bad = [name for name in v if not VAR_NAME_RE.match(name)]
         if bad:
-            raise ValueError(f"{bad[0]!r} is not a dbt var name (letters, digits and _, starting "
-                             "with a letter or _)")
+            raise ValueError(
+                f"{bad[0]!r} is not a dbt var name (letters, digits and _, starting "
+                "with a letter or _)"
+            )
         return v

@@ -25,6 +25,9 @@ def default_target() -> MlflowAliasTarget:
     return MlflowAliasTarget()
 
 
-KIND = Kind(translator=ModelTranslator(), default_target=default_target,
-            scaffold=Scaffold(template=TEMPLATE, team="ml", fill=fill),
-            dagster_kinds=frozenset({"mlflow", "scikitlearn"}))
+KIND = Kind(
+    translator=ModelTranslator(),
+    default_target=default_target,
+    scaffold=Scaffold(template=TEMPLATE, team="ml", fill=fill),
+    dagster_kinds=frozenset({"mlflow", "scikitlearn"}),
+)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ...errors import UDError
-from ...targets.roles import ModelRegistry
 from ...targets.base import Artifact
+from ...targets.roles import ModelRegistry
 from .unit import ModelUnit
 
 
@@ -12,8 +12,11 @@ def load_holdout(artifact: Artifact | None, unit: ModelUnit):
     import pandas as pd
 
     if artifact is None or "holdout_path" not in artifact.details:
-        raise UDError("UD-MODEL-NO-HOLDOUT", f"unit {unit.name}: the candidate has no held-out set",
-                      "rebuild the candidate")
+        raise UDError(
+            "UD-MODEL-NO-HOLDOUT",
+            f"unit {unit.name}: the candidate has no held-out set",
+            "rebuild the candidate",
+        )
     frame = pd.read_parquet(artifact.details["holdout_path"])
     return frame[unit.features], frame[unit.label]
 

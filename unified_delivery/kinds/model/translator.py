@@ -48,10 +48,17 @@ class ModelTranslator(KindTranslator):
             if Path(unit.dataset).suffix not in (".csv", ".parquet"):
                 self.refuse(unit, "dataset", f"{unit.dataset} is not a .csv or .parquet file")
             if not Path(unit.dataset).is_file():
-                self.refuse(unit, "dataset", f"{unit.dataset} does not exist", "give the path of the training file, "
-                            "relative to the file that declares the model")
+                self.refuse(
+                    unit,
+                    "dataset",
+                    f"{unit.dataset} does not exist",
+                    "give the path of the training file, "
+                    "relative to the file that declares the model",
+                )
         elif unit.trains_on not in units or units[unit.trains_on].kind != "data":
-            self.refuse(unit, "trains_on", f"{unit.trains_on!r} is not a data unit of this platform")
+            self.refuse(
+                unit, "trains_on", f"{unit.trains_on!r} is not a data unit of this platform"
+            )
         if not 0 < unit.holdout_fraction < 1:
             self.refuse(unit, "holdout_fraction", "must be between 0 and 1")
         if unit.label in unit.features:
@@ -68,10 +75,17 @@ class ModelTranslator(KindTranslator):
         kept = list(dict.fromkeys([*unit.features, unit.label, *unit.extra_columns]))
         missing = [c for c in kept if c not in frame.columns]
         if missing:
-            raise UDError("UD-MODEL-COLUMNS", f"unit {unit.name}: columns {missing} are not in {unit.trains_on or unit.dataset}",
-                          f"available: {', '.join(frame.columns)}")
-        train, holdout = train_test_split(frame, test_size=unit.holdout_fraction, random_state=unit.seed,
-                                          stratify=frame[unit.label] if frame[unit.label].nunique() < 20 else None)
+            raise UDError(
+                "UD-MODEL-COLUMNS",
+                f"unit {unit.name}: columns {missing} are not in {unit.trains_on or unit.dataset}",
+                f"available: {', '.join(frame.columns)}",
+            )
+        train, holdout = train_test_split(
+            frame,
+            test_size=unit.holdout_fraction,
+            random_state=unit.seed,
+            stratify=frame[unit.label] if frame[unit.label].nunique() < 20 else None,
+        )
         work = ctx.home.builds / unit.name / f"data-{data_version}"
         work.mkdir(parents=True, exist_ok=True)
         holdout_path = work / "holdout.parquet"
@@ -80,39 +94,80 @@ class ModelTranslator(KindTranslator):
         if requested:
             return self._existing(unit, ctx, requested, data_version, holdout_path)
         if ctx.trainer is None:
-            raise UDError("UD-MODEL-NO-TRAINER", f"unit {unit.name} has no training function", "declare it with @model")
+            raise UDError(
+                "UD-MODEL-NO-TRAINER",
+                f"unit {unit.name} has no training function",
+                "declare it with @model",
+            )
         started = time.time()
         try:
             fitted = ctx.trainer(train.reset_index(drop=True))
-        except Exception as exc:  # the data scientist's code: report its own failure, deploy nothing
+        except (
+            Exception
+        ) as exc:  # the data scientist's code: report its own failure, deploy nothing
             tb = traceback.format_exc(limit=-3)
-            raise UDError("UD-MODEL-TRAIN-FAILED", f"unit {unit.name}: the training function raised {type(exc).__name__}: {exc}",
-                          f"fix the training function; last frames:\n{tb}", exit_code=5) from exc
+            raise UDError(
+                "UD-MODEL-TRAIN-FAILED",
+                f"unit {unit.name}: the training function raised {type(exc).__name__}: {exc}",
+                f"fix the training function; last frames:\n{tb}",
+                exit_code=5,
+            ) from exc
         if not hasattr(fitted, "predict"):
-            raise UDError("UD-MODEL-NOT-FITTED", f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
-                          "return the fitted estimator", exit_code=5)
+            raise UDError(
+                "UD-MODEL-NOT-FITTED",
+                f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
+                "return the fitted estimator",
+                exit_code=5,
+            )
         registry = ctx.targets.role(unit, ModelRegistry)
-        return registry.register(unit, fitted, train=train, holdout_path=holdout_path,
-                                 data_version=data_version, train_seconds=time.time() - started,
-                                 log=ctx.log, principal=ctx.principal)
+        return registry.register(
+            unit,
+            fitted,
+            train=train,
+            holdout_path=holdout_path,
+            data_version=data_version,
+            train_seconds=time.time() - started,
+            log=ctx.log,
+            principal=ctx.principal,
+        )
 
     def _data_unit_rows(self, unit: ModelUnit, ctx: BuildContext):
         source = ctx.units[unit.trains_on]
         env = source.environments[-1]
         deployed = ctx.targets.target(source, env).status(source, env)
         if deployed is None:
-            raise UDError("UD-MODEL-NO-DATA", f"unit {unit.name}: {unit.trains_on} has no {env} version to train on",
-                          f"promote {unit.trains_on} to {env} first")
+            raise UDError(
+                "UD-MODEL-NO-DATA",
+                f"unit {unit.name}: {unit.trains_on} has no {env} version to train on",
+                f"promote {unit.trains_on} to {env} first",
+            )
         warehouse = ctx.targets.role(source, Warehouse)
         return warehouse.read(source, env, unit.table or source.name), deployed.version
 
-    def _existing(self, unit: ModelUnit, ctx: BuildContext, version: str, data_version: str, holdout_path: Path) -> Artifact:
+    def _existing(
+        self,
+        unit: ModelUnit,
+        ctx: BuildContext,
+        version: str,
+        data_version: str,
+        holdout_path: Path,
+    ) -> Artifact:
         mv = ctx.targets.role(unit, ModelRegistry).model_version(unit, version)
-        return Artifact(unit=unit.name, kind="model", version=version, digest=f"mlflow-run:{mv.run_id}",
-                        location=f"models:/{unit.model_name}/{version}",
-                        details={"holdout_path": str(holdout_path), "data_version": data_version, "run_id": mv.run_id,
-                                 "registered_by": (mv.tags or {}).get("ud.registered_by", ""),
-                                 "mlflow_user": mv.user_id or "", "change_created_at": _iso(mv.creation_timestamp)})
+        return Artifact(
+            unit=unit.name,
+            kind="model",
+            version=version,
+            digest=f"mlflow-run:{mv.run_id}",
+            location=f"models:/{unit.model_name}/{version}",
+            details={
+                "holdout_path": str(holdout_path),
+                "data_version": data_version,
+                "run_id": mv.run_id,
+                "registered_by": (mv.tags or {}).get("ud.registered_by", ""),
+                "mlflow_user": mv.user_id or "",
+                "change_created_at": _iso(mv.creation_timestamp),
+            },
+        )
 
 
 def _iso(ms: int | None) -> str:

@@ -13,28 +13,36 @@ from ...units import Unit
 class ModelUnit(Unit):
     kind: ClassVar[str] = "model"
     trains_on: str | None = Field(
-        default=None, description="the data unit whose production version is the training data")
+        default=None, description="the data unit whose production version is the training data"
+    )
     dataset: str | None = Field(
-        default=None, description="or a CSV/Parquet file (a sample a data scientist has); "
-        "versioned by its content")
+        default=None,
+        description="or a CSV/Parquet file (a sample a data scientist has); "
+        "versioned by its content",
+    )
     table: str | None = Field(
-        default=None, description="relation in the data unit's published schema (default: the data "
-        "unit's name)")
+        default=None,
+        description="relation in the data unit's published schema (default: the data unit's name)",
+    )
     features: list[str] = Field(description="the columns the model is trained on")
     label: str = Field(description="the column it predicts")
     holdout_fraction: float = Field(
-        default=0.25, gt=0, lt=1, description="the share of rows held out for the metric gates")
+        default=0.25, gt=0, lt=1, description="the share of rows held out for the metric gates"
+    )
     seed: int = 0
     registered_model: str | None = Field(
-        default=None, description="MLflow name (default: the unit name)")
+        default=None, description="MLflow name (default: the unit name)"
+    )
     extra_columns: list[str] = Field(
-        default_factory=list, description="kept in the held-out set too (e.g. for fairness)")
+        default_factory=list, description="kept in the held-out set too (e.g. for fairness)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelUnit:
         if (self.trains_on is None) == (self.dataset is None):
-            raise ValueError("give exactly one of trains_on (a data unit) and dataset (a CSV or "
-                             "Parquet file)")
+            raise ValueError(
+                "give exactly one of trains_on (a data unit) and dataset (a CSV or Parquet file)"
+            )
         return self
 
     @property
