@@ -118,8 +118,8 @@ def cmd_rollback(args, out: Output) -> int:
         "ok": True,
         "unit": args.unit,
         "env": args.env,
-        "version": dep.version,
-        "previous_version": dep.previous_version,
+        "version": dep.version if dep else None,
+        "previous_version": dep.previous_version if dep else None,
         "run_id": outcome.run_id,
         "consumers": platform.consumers(args.unit),
     }
@@ -130,7 +130,8 @@ def cmd_rollback(args, out: Output) -> int:
     )
     out.result(
         data,
-        f"{args.unit} in {args.env} is back on {dep.version} (was {dep.previous_version}){extra}",
+        f"{args.unit} in {args.env} is back on {data['version']} "
+        f"(was {data['previous_version']}){extra}",
     )
     return 0
 

@@ -58,7 +58,7 @@ class Platform:
         self.kinds: dict[str, Kind] = kinds()  # as registered when the platform is made
         for item in self.declarations:
             unit = declared_unit(item)
-            if unit is not item:
+            if isinstance(item, (ModelDefinition, WrappedAsset)):
                 self.trainers[unit.name] = item
             if unit.name in self.units:
                 raise ConfigError(
@@ -216,7 +216,7 @@ class Platform:
             self.translator(unit).validate(unit, self.units)
             self.targets.require(unit)  # a target per environment; roles once the gates are built
         if self.costs is not None:
-            self._validate_costs()
+            self._validate_costs(self.costs)
         cycle = self._cycle()
         if cycle:
             raise ConfigError(
@@ -225,8 +225,8 @@ class Platform:
                 "remove one of these dependencies",
             )
 
-    def _validate_costs(self) -> None:
-        prices = self.costs.prices
+    def _validate_costs(self, costs: CostModel) -> None:
+        prices = costs.prices
         for unit in self.units.values():
             b = unit.budget
             if b.currency != prices.currency:
@@ -242,9 +242,9 @@ class Platform:
                     f"unit {unit.name}: field budget.serving.size: {b.serving.size!r} has no "
                     "price in the price table",
                     f"use one of: {', '.join(prices.replica_hour) or 'none'}"
-                    f", or add it to {self.costs.source}",
+                    f", or add it to {costs.source}",
                 )
-        for team, budget in self.costs.file.teams.items():
+        for team, budget in costs.file.teams.items():
             if budget.currency != prices.currency:
                 raise ConfigError(
                     "UD-CONFIG-COST",

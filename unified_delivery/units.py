@@ -155,9 +155,12 @@ class Unit(Strict):
     def stages(self) -> tuple[str, ...]:
         return (CANDIDATE, *self.environments)
 
-    def previous_stage(self, stage: str) -> str | None:
-        i = self.stages.index(stage)
-        return self.stages[i - 1] if i > 0 else None
+    def previous_stage(self, env: str) -> str:
+        """The stage `env` is promoted from: the candidate for the first environment."""
+        i = self.stages.index(env)
+        if i == 0:
+            raise ValueError(f"unit {self.name}: nothing precedes the {env} stage")
+        return self.stages[i - 1]
 
     def gates_on(self, stage: str) -> list[GateSpec]:
         return [g for g in self.gates if g.stage == stage]

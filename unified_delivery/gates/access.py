@@ -6,6 +6,8 @@ from __future__ import annotations
 from ..errors import NotPermitted
 from .base import Gate, GateContext, GateResult
 
+FORBIDDEN = "UD-AUTH-FORBIDDEN"
+
 
 class PolicyGate(Gate):
     type = "policy"
@@ -16,12 +18,12 @@ class PolicyGate(Gate):
         False  # an override lets a version past a check, never a principal past its rights
     )
     refusal = NotPermitted
-    refusal_code = "UD-AUTH-FORBIDDEN"
+    refusal_code = FORBIDDEN
 
     def refused(self, result: GateResult) -> NotPermitted:
         # The cause: a missing role (UD-AUTH-FORBIDDEN) or a quota used up (UD-AUTH-QUOTA).
         return NotPermitted(
-            result.metadata.get("cause") or self.refusal_code, result.message, result.remediation
+            result.metadata.get("cause") or FORBIDDEN, result.message, result.remediation
         )
 
     def evaluate(self, ctx: GateContext) -> GateResult:

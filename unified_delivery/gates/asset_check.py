@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UDError
+from ..kinds.asset.unit import AssetUnit
+from ..units import Unit
 from .base import Gate, GateContext, GateResult, GateSettings
 
 
@@ -20,13 +22,14 @@ class AssetCheckSettings(GateSettings):
     fail_on_warn: bool = False
 
 
-class AssetCheckGate(Gate):
+class AssetCheckGate(Gate[AssetCheckSettings]):
     type = "asset-check"
     family = "tests"
     kinds = ("asset",)
     Settings = AssetCheckSettings
 
-    def validate_for(self, unit: Any) -> None:
+    def validate_for(self, unit: Unit) -> None:
+        assert isinstance(unit, AssetUnit)  # the registry builds it for asset units only
         if self.settings.check not in unit.checks:
             raise ConfigError(
                 "UD-CONFIG-GATE",
@@ -41,7 +44,9 @@ class AssetCheckGate(Gate):
         from ..kinds.asset.values import ValueStore
         from ..kinds.asset.wrap import WrappedAsset
 
-        wrapped = ctx.platform.trainers.get(ctx.unit.name)
+        unit = ctx.unit
+        assert isinstance(unit, AssetUnit)  # the registry builds it for asset units only
+        wrapped = ctx.whole_platform().trainers.get(unit.name)
         if not isinstance(wrapped, WrappedAsset):
             raise UDError(
                 "UD-ASSET-NOT-WRAPPED",
@@ -65,14 +70,14 @@ class AssetCheckGate(Gate):
         if evaluation is None:
             raise UDError(
                 "UD-GATE-ASSET-CHECK-ERROR",
-                f"check {name} of {ctx.unit.asset_key} did not run: {run_error(result)}",
+                f"check {name} of {unit.asset_key} did not run: {run_error(result)}",
                 "fix the check so that it returns an AssetCheckResult",
             )
         severity = evaluation.severity.value
         meta = {
             **{k: _plain(v.value) for k, v in evaluation.metadata.items()},
             "check": name,
-            "asset": ctx.unit.asset_key,
+            "asset": unit.asset_key,
             "severity": severity,
             "value": ctx.artifact.location,
         }

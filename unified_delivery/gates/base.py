@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..platform import Platform
 
 R = TypeVar("R")
+S = TypeVar("S", bound="GateSettings")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,16 @@ class GateContext:
     ledger: Any = None  # the platform's Ledger (approvals, quotas)
     platform: Platform | None = None  # the whole platform: targets per env, other units (cost)
 
+    def whole_platform(self) -> Platform:
+        """The platform, for a gate that reads more than the unit's target (trainers, prices)."""
+        if self.platform is None:
+            raise UDError(
+                "UD-GATE-ERROR",
+                f"unit {self.unit.name}: the gate reads the platform, and it was given none",
+                "evaluate the gate through the platform (ud promote)",
+            )
+        return self.platform
+
     def target_in(self, env: str) -> DeployTarget:
         """The unit's target in `env` (without a platform, as in a unit test: `target`)."""
         return self.platform.target(self.unit, env) if self.platform is not None else self.target
@@ -80,9 +91,10 @@ class GateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Gate(ABC):
-    """One gate type. `family` is a label for people and reports (tests, security, cost, ...);
-    what the engine does with a gate is said by the attributes below, never by its family."""
+class Gate(ABC, Generic[S]):
+    """One gate type, generic in its settings (`Gate[MySettings]`, with `Settings = MySettings`).
+    `family` is a label for people and reports (tests, security, cost, ...); what the engine
+    does with a gate is said by the attributes below, never by its family."""
 
     type: ClassVar[str]
     family: ClassVar[str]
@@ -93,6 +105,7 @@ class Gate(ABC):
     # Roles (targets/roles.py) one of the unit's targets must play for it to run, checked at load.
     needs: ClassVar[tuple[type, ...]] = ()
     Settings: ClassVar[type[GateSettings]] = GateSettings
+    settings: S
     # Decided at deploy time for the run's own principal, never from a result another run
     # recorded (who acts, a freeze window, approvals).
     live: ClassVar[bool] = False
@@ -112,7 +125,8 @@ class Gate(ABC):
         self.spec = spec
         self.unit = unit
         try:
-            self.settings = self.Settings(**spec.settings)
+            # The class a subclass names as Settings is the S it subclasses Gate with.
+            self.settings = cast(S, self.Settings(**spec.settings))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -58,7 +58,13 @@ class CostGate(Gate):
     needs_prices = True
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        costs = ctx.platform.costs
+        costs = ctx.whole_platform().costs
+        if costs is None:  # refused when the definitions load; a platform made otherwise
+            raise ConfigError(
+                "UD-CONFIG-COST",
+                f"unit {ctx.unit.name}: gate {self.name!r} needs a price table",
+                "give the platform a CostModel (resources/prices.yaml)",
+            )
         b = ctx.unit.budget
         entry = ctx.ledger.latest(
             unit=ctx.unit.name,

@@ -25,13 +25,15 @@ artifact or the ledger.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import dbt
 from ..errors import ConfigError, UDError
+from ..kinds.data.unit import DataUnit
 from ..targets.roles import Warehouse
+from ..units import Unit
 from .base import Gate, GateContext, GateResult, GateSettings
 
 _BOUNDS = ("min_value", "max_value", "strict_min", "strict_max")
@@ -97,7 +99,7 @@ class DataQualitySettings(GateSettings):
     failing_values: int = Field(default=5, ge=0, le=50)  # failing values shown per expectation
 
 
-class DataQualityGate(Gate):
+class DataQualityGate(Gate[DataQualitySettings]):
     type = "data-quality"
     family = "data-quality"
     kinds = ("data",)
@@ -108,7 +110,8 @@ class DataQualityGate(Gate):
     def table(self) -> str:
         return self.settings.table or self.unit.name
 
-    def validate_for(self, unit) -> None:
+    def validate_for(self, unit: Unit) -> None:
+        assert isinstance(unit, DataUnit)  # the registry builds it for data units only
         manifest = dbt.ensure_manifest(unit.project)
         nodes = {
             manifest["nodes"][u]["name"]: manifest["nodes"][u]
@@ -219,11 +222,18 @@ class DataQualityGate(Gate):
         )
 
 
+@runtime_checkable
+class SqlalchemyWarehouse(Protocol):
+    """A warehouse that is not DuckDB: it says how GX connects, credentials included."""
+
+    def sqlalchemy_url(self) -> str: ...
+
+
 def connection(ctx: GateContext) -> tuple[str, dict[str, Any]]:
     """A SQLAlchemy URL and engine arguments for the warehouse the candidate was written to."""
-    url_of = getattr(ctx.role(Warehouse), "sqlalchemy_url", None)
-    if callable(url_of):
-        return url_of(), {}
+    warehouse = ctx.role(Warehouse)
+    if isinstance(warehouse, SqlalchemyWarehouse):
+        return warehouse.sqlalchemy_url(), {}
     path = ctx.artifact.details.get("warehouse") if ctx.artifact else None
     if not path:
         raise UDError(
@@ -254,7 +264,10 @@ def run_suite(
     """Validate `schema.table` against the expectations in one GX validation; one result per
     expectation, in their order (`error` set when GX could not evaluate it)."""
     import great_expectations as gx
-    from great_expectations.compatibility.pydantic import ValidationError as GXValidationError
+    # GX re-exports the pydantic its models use (v1) by a star import its __all__ leaves out.
+    from great_expectations.compatibility.pydantic import (
+        ValidationError as GXValidationError,  # pyright: ignore[reportPrivateImportUsage]
+    )
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -286,8 +299,11 @@ def run_suite(
             ) from None
     suite = context.suites.add(suite)
     try:
+        # `kwargs` is a documented field of GX's SQLDatasource its generated stub leaves out.
         source = context.data_sources.add_sql(
-            "warehouse", connection_string=url, kwargs=engine_kwargs
+            "warehouse",
+            connection_string=url,
+            kwargs=engine_kwargs,  # pyright: ignore[reportCallIssue]
         )
     except TestConnectionError as err:
         password = make_url(url).password
@@ -328,7 +344,12 @@ def run_suite(
         # and the target's read-write connection for the deploy would then be refused.
         for engine in engines:
             engine.dispose()
-    by_index = {int(r.expectation_config.meta["ud_index"]): r for r in outcome.results}
+    # A result without its expectation's configuration is left out: reported as not evaluated.
+    by_index = {
+        int(r.expectation_config.meta["ud_index"]): r
+        for r in outcome.results
+        if r.expectation_config is not None
+    }
     return [_result(exp, by_index.get(i), failing_values) for i, exp in enumerate(expectations)]
 
 

@@ -3,6 +3,8 @@ was written to, before anything is published."""
 
 from __future__ import annotations
 
+from ..errors import UDError
+from ..kinds.data.unit import DataUnit
 from ..targets.roles import Warehouse
 from .base import Gate, GateContext, GateResult, GateSettings
 
@@ -11,7 +13,7 @@ class DbtTestsSettings(GateSettings):
     fail_on_warn: bool = False
 
 
-class DbtTestsGate(Gate):
+class DbtTestsGate(Gate[DbtTestsSettings]):
     type = "dbt-tests"
     family = "dbt-tests"
     kinds = ("data",)
@@ -19,7 +21,15 @@ class DbtTestsGate(Gate):
     Settings = DbtTestsSettings
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        results = ctx.role(Warehouse).run_tests(ctx.unit, ctx.artifact, log=ctx.log)
+        unit, artifact = ctx.unit, ctx.artifact
+        assert isinstance(unit, DataUnit)  # the registry builds it for data units only
+        if artifact is None:
+            raise UDError(
+                "UD-GATE-DBT-TESTS-ERROR",
+                f"unit {unit.name}: version {ctx.version} has no audit schema to test",
+                "rebuild the candidate",
+            )
+        results = ctx.role(Warehouse).run_tests(unit, artifact, log=ctx.log)
         bad = [
             r
             for r in results
@@ -29,7 +39,7 @@ class DbtTestsGate(Gate):
         meta = {
             "tests": len(results),
             "failed": len(bad),
-            "schema": ctx.artifact.location,
+            "schema": artifact.location,
             "failures": [
                 {
                     "test": r["name"],
@@ -44,7 +54,7 @@ class DbtTestsGate(Gate):
             return GateResult(
                 False,
                 "UD-GATE-DBT-NO-TESTS",
-                f"the selection {ctx.unit.select!r} has no dbt tests",
+                f"the selection {unit.select!r} has no dbt tests",
                 "add tests to the models of the selection (schema.yml)",
                 meta,
             )

@@ -12,12 +12,14 @@ recall) is reported but left out of the gap: a rate on a handful of rows is nois
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ..errors import ConfigError, UDError
+from ..kinds.model.unit import ModelUnit
 from ..targets.roles import ModelRegistry
+from ..units import Unit
 from .base import Gate, GateContext, GateResult, GateSettings
 
 
@@ -29,20 +31,21 @@ class FairnessSettings(GateSettings):
     min_group_size: int = Field(default=30, ge=1)
 
 
-class FairnessGate(Gate):
+class FairnessGate(Gate[FairnessSettings]):
     type = "fairness"
     family = "fairness"
     kinds = ("model",)
     needs = (ModelRegistry,)  # load_model: the version is read from the unit's registry
     Settings = FairnessSettings
 
-    def validate_for(self, unit) -> None:
+    def validate_for(self, unit: Unit) -> None:
+        assert isinstance(unit, ModelUnit)  # the registry builds it for model units only
         column = self.settings.sensitive_column
         if column not in unit.extra_columns and column not in unit.features:
             raise ConfigError(
                 "UD-CONFIG-GATE",
-                f"unit {unit.name}: gate {self.name!r} field settings.sensitive_column: {column!r} is not kept in the "
-                "held-out set",
+                f"unit {unit.name}: gate {self.name!r} field settings.sensitive_column: "
+                f"{column!r} is not kept in the held-out set",
                 f"add {column!r} to the unit's extra_columns",
             )
 
@@ -52,6 +55,7 @@ class FairnessGate(Gate):
         from ..kinds.model.evaluation import load_model
 
         s, unit = self.settings, ctx.unit
+        assert isinstance(unit, ModelUnit)  # the registry builds it for model units only
         if ctx.artifact is None or "holdout_path" not in ctx.artifact.details:
             raise UDError(
                 "UD-MODEL-NO-HOLDOUT",
@@ -73,7 +77,7 @@ class FairnessGate(Gate):
             model.predict_proba(X)[:, -1] if hasattr(model, "predict_proba") else model.predict(X)
         )
         frame = frame.assign(_pred=score >= s.threshold, _actual=frame[unit.label] == positive)
-        rates: dict[str, dict] = {}
+        rates: dict[str, dict[str, Any]] = {}
         for group, rows in frame.groupby(s.sensitive_column, dropna=False):
             base = rows if s.rate == "positive_rate" else rows[rows["_actual"]]
             rates[str(group)] = {
@@ -82,8 +86,9 @@ class FairnessGate(Gate):
                 "rate": round(float(base["_pred"].mean()), 6) if len(base) else None,
                 "counted": len(base) >= s.min_group_size,
             }
-        counted = {g: r["rate"] for g, r in rates.items() if r["counted"]}
-        meta: dict = {
+        # A counted group has rows (min_group_size >= 1), so a rate.
+        counted: dict[str, float] = {g: r["rate"] for g, r in rates.items() if r["counted"]}
+        meta: dict[str, Any] = {
             "sensitive_column": s.sensitive_column,
             "rate": s.rate,
             "threshold": s.threshold,
@@ -102,10 +107,11 @@ class FairnessGate(Gate):
                 "hold out more rows (holdout_fraction) or lower settings.min_group_size",
                 meta,
             )
-        high, low = max(counted, key=counted.get), min(counted, key=counted.get)
+        high, low = max(counted, key=counted.__getitem__), min(counted, key=counted.__getitem__)
         gap = counted[high] - counted[low]
         meta.update(gap=round(gap, 6), highest=high, lowest=low)
-        detail = f"{s.rate} gap across {s.sensitive_column} is {gap:.3f} ({high} {counted[high]:.3f}, {low} {counted[low]:.3f})"
+        extremes = f"{high} {counted[high]:.3f}, {low} {counted[low]:.3f}"
+        detail = f"{s.rate} gap across {s.sensitive_column} is {gap:.3f} ({extremes})"
         if gap > s.max_gap:
             return GateResult(
                 False,

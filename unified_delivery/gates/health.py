@@ -4,33 +4,36 @@ from __future__ import annotations
 
 import time
 
+from pydantic import Field
+
 from .base import Gate, GateContext, GateResult, GateSettings
 
 
 class HealthSettings(GateSettings):
-    attempts: int = 3
+    attempts: int = Field(default=3, ge=1)  # 0 would ask nothing and judge nothing
     interval_s: float = 1.0
 
 
-class HealthGate(Gate):
+class HealthGate(Gate[HealthSettings]):
     type = "health"
     family = "health"
     Settings = HealthSettings
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        health = None
-        for i in range(self.settings.attempts):
-            health = ctx.target.health(ctx.unit, ctx.stage)
+        health = ctx.target.health(ctx.unit, ctx.stage)
+        for _ in range(self.settings.attempts - 1):
             if health.healthy:
-                return GateResult(
-                    True,
-                    "UD-GATE-HEALTH-OK",
-                    f"{ctx.stage} is healthy: {health.message}",
-                    "",
-                    health.details,
-                )
-            if i + 1 < self.settings.attempts:
-                time.sleep(self.settings.interval_s)
+                break
+            time.sleep(self.settings.interval_s)
+            health = ctx.target.health(ctx.unit, ctx.stage)
+        if health.healthy:
+            return GateResult(
+                True,
+                "UD-GATE-HEALTH-OK",
+                f"{ctx.stage} is healthy: {health.message}",
+                "",
+                health.details,
+            )
         return GateResult(
             False,
             "UD-GATE-HEALTH-FAILED",

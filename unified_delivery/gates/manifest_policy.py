@@ -90,7 +90,7 @@ class ManifestPolicySettings(GateSettings):
     kubernetes_version: str = ""  # empty: the Kubernetes target's (or its default)
 
 
-class ManifestPolicyGate(Gate):
+class ManifestPolicyGate(Gate[ManifestPolicySettings]):
     type = "manifest-policy"
     family = "manifest-policy"
     kinds = ("app",)

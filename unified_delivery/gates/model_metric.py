@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..kinds.model.unit import ModelUnit
 from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
 
@@ -42,7 +43,7 @@ def score(metric: str, model, X, y) -> float:
     return float(fn(y, pred))
 
 
-class ModelMetricGate(Gate):
+class ModelMetricGate(Gate[MetricSettings]):
     type = "model-metric"
     family = "model-metric"
     kinds = ("model",)
@@ -52,8 +53,9 @@ class ModelMetricGate(Gate):
     def evaluate(self, ctx: GateContext) -> GateResult:
         from ..kinds.model.evaluation import load_holdout, load_model
 
-        s = self.settings
-        X, y = load_holdout(ctx.artifact, ctx.unit)
+        s, unit = self.settings, ctx.unit
+        assert isinstance(unit, ModelUnit)  # the registry builds it for model units only
+        X, y = load_holdout(ctx.artifact, unit)
         value = score(s.metric, load_model(ctx, ctx.version), X, y)
         better = HIGHER_IS_BETTER[s.metric]
         meta: dict = {

@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..kinds.model.unit import ModelUnit
 from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
 
@@ -50,7 +51,7 @@ def verdict(sent: str, expected: str, strict: bool) -> str:
     return "incompatible"
 
 
-class SchemaGate(Gate):
+class SchemaGate(Gate[SchemaSettings]):
     type = "schema"
     family = "schema"
     kinds = ("model",)
@@ -60,8 +61,10 @@ class SchemaGate(Gate):
     def evaluate(self, ctx: GateContext) -> GateResult:
         from mlflow.models import get_model_info
 
+        unit = ctx.unit
+        assert isinstance(unit, ModelUnit)  # the registry builds it for model units only
         ctx.role(ModelRegistry).activate()
-        uri = f"models:/{ctx.unit.model_name}/{ctx.version}"
+        uri = f"models:/{unit.model_name}/{ctx.version}"
         signature = get_model_info(uri).signature
         meta: dict = {
             "model_uri": uri,

@@ -37,7 +37,7 @@ class SecuritySettings(GateSettings):
     timeout_s: float = Field(default=300.0, gt=0)
 
 
-class SecurityGate(Gate):
+class SecurityGate(Gate[SecuritySettings]):
     type = "security"
     family = "security"
     kinds = ("app",)
@@ -151,7 +151,7 @@ def bandit_scan(tree: Path, s: SecuritySettings) -> tuple[list[dict], int]:
 
 def secret_scan(tree: Path) -> list[dict]:
     """Committed secrets found by detect-secrets' default plugins and filters, masked."""
-    from detect_secrets import SecretsCollection
+    from detect_secrets.core.secrets_collection import SecretsCollection
     from detect_secrets.settings import default_settings
 
     found = SecretsCollection(root=str(tree))

@@ -71,7 +71,7 @@ def suite_environment(
     return env
 
 
-class TestsGate(Gate):
+class TestsGate(Gate[TestsSettings]):
     type = "tests"
     family = "tests"
     kinds = ("app",)

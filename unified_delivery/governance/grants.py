@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import NotPermitted
 
@@ -82,7 +83,7 @@ def _table(engine: sa.Engine) -> sa.Table:
         if id(engine) not in _READY:
             try:
                 _metadata.create_all(engine)
-            except sa.exc.DBAPIError:  # another process created it first
+            except DBAPIError:  # another process created it first
                 if not sa.inspect(engine).has_table(grants_table.name):
                     raise
             _READY.add(id(engine))

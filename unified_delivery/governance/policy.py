@@ -94,6 +94,7 @@ class Freeze(Strict):
             start = croniter(self.cron, local).get_prev(datetime)
             end = start + timedelta(seconds=parse_duration(self.duration or "0s"))
         else:
+            assert self.start is not None and self.end is not None  # _shape: both, without a cron
             start = self.start if self.start.tzinfo else self.start.replace(tzinfo=tz)
             end = self.end if self.end.tzinfo else self.end.replace(tzinfo=tz)
         return (start, end) if start <= local < end else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -20,6 +20,10 @@ from ..targets.base import Artifact
 from ..targets.roles import DeployTarget
 from ..targets.routing import Targets
 from ..units import Unit, field_error
+
+if TYPE_CHECKING:
+    from .asset.wrap import WrappedAsset
+    from .model.decorator import ModelDefinition
 
 
 def default_name(source: str) -> str:
@@ -36,7 +40,8 @@ class BuildContext:
     targets: Targets  # the platform's: the unit's roles (registry, warehouse), other units' targets
     units: dict[str, Unit]
     config: dict[str, Any] = field(default_factory=dict)
-    trainer: Callable[[Any], Any] | None = None  # model units: the decorated training function
+    # The unit's Python, when it has one: a @model (it trains) or a wrapped asset (it builds).
+    trainer: ModelDefinition | WrappedAsset | None = None
     log: Callable[[str], None] = print
     principal: str = ""  # who the build runs for (recorded as a model version's registrant)
 

@@ -12,7 +12,7 @@ from .base import KindTranslator
 
 if TYPE_CHECKING:
     from ..components import UnitComponent
-    from ..targets.base import DeployTarget
+    from ..targets.base import BaseTarget
     from ..units import Unit
     from .scaffolding import Scaffold
 
@@ -22,7 +22,7 @@ class Kind:
     translator: KindTranslator
     # The target a platform gets for the kind when it names none. A function, so that the
     # target's module (which imports heavy clients) is imported only when it is called.
-    default_target: Callable[[], DeployTarget]
+    default_target: Callable[[], BaseTarget]
     component: type[UnitComponent] | None = None  # the Dagster component of its YAML front door
     scaffold: Scaffold | None = None  # what `ud new <kind> NAME` writes
     dagster_kinds: frozenset[str] = frozenset()  # the tags the Dagster UI shows on its assets

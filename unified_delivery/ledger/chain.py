@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import dagster as dg
 import sqlalchemy as sa
+from sqlalchemy import event
 from pydantic import Field
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -221,7 +222,7 @@ class Ledger:
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, **kwargs)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas)
         try:
             metadata.create_all(engine)
         except DBAPIError:
@@ -381,7 +382,9 @@ class Ledger:
             or (self.key.public if self.key else None)
         )
         report = _Walk(key, full, checkpoint, lambda: self._first_forged(key) if key else None)
-        query = sa.select(*_COLUMNS).order_by(ledger_table.c.seq)
+        # Every column in the table's order, as the loop unpacks them (the same SELECT as
+        # *_COLUMNS, which type checkers cannot count).
+        query = sa.select(ledger_table).order_by(ledger_table.c.seq)
         with self.engine.connect() as conn:
             for (
                 seq,

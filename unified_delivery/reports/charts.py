@@ -16,7 +16,7 @@ BAR, MUTED = "#4f6fb3", "#8a8f98"
 def bar_chart(
     title: str,
     items: list[tuple[str, float | None]],
-    fmt: Callable[[float | None], str] = render.number,
+    fmt: Callable[[float], str] = render.number,
     width: int = 640,
 ) -> str:
     """One horizontal bar per item; an item without a value says "no data" instead of drawing a zero."""

@@ -26,7 +26,7 @@ from ..kinds.scaffolding import NewUnit, Scaffold
 from ..units import NAME_RE
 
 PLACEHOLDER = re.compile(r"@@(\w+)@@")
-PLATFORM = resources.files(__package__) / "files" / "platform"  # a platform repository's template
+PLATFORM = resources.files(__name__) / "files" / "platform"  # a platform repository's template
 # What `ud init` starts a platform with: a data -> model -> app chain (kind, unit, team).
 STARTERS = [("data", "features", "analytics"), ("model", "scorer", "ml"), ("app", "api", "web")]
 

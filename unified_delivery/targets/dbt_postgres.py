@@ -100,4 +100,6 @@ class DbtPostgresTarget(DbtWapTarget):
         import pandas as pd
 
         cur = self._exec(con, sql)
-        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+        columns = [d.name for d in cur.description]
+        # pandas' SequenceNotStr protocol spells list.index unlike typeshed: a list is refused.
+        return pd.DataFrame(cur.fetchall(), columns=columns)  # pyright: ignore[reportArgumentType]

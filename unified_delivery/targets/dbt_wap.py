@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import dbt
 from ..errors import TargetError, UDError
@@ -40,6 +40,13 @@ if TYPE_CHECKING:
     from ..kinds.data.unit import DataUnit
 
 RELEASES = "ud_releases"
+
+
+class Connection(Protocol):
+    """A warehouse's DB-API connection (DuckDB's, psycopg2's), as the shared code holds it:
+    statements go through `_exec` and `_frame`, which each warehouse writes."""
+
+    def close(self) -> None: ...
 
 
 def q(identifier: str) -> str:
@@ -77,7 +84,7 @@ class DbtWapTarget(BaseTarget):
 
     # -- what differs per warehouse ----------------------------------------------------------
     @abstractmethod
-    def connect(self, read_only: bool = False):
+    def connect(self, read_only: bool = False) -> Connection:
         """A DB-API connection in autocommit mode (transactions are explicit BEGIN/COMMIT)."""
 
     @abstractmethod
@@ -110,7 +117,7 @@ class DbtWapTarget(BaseTarget):
         )
 
     @abstractmethod
-    def _frame(self, con, sql: str):
+    def _frame(self, con, sql: str) -> pd.DataFrame:
         """The rows of a query as a pandas DataFrame."""
 
     # -- write and audit -------------------------------------------------------------------

@@ -42,8 +42,12 @@ class AppTranslator(KindTranslator):
     def prepare_attributes(self, attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         # A local repository is relative to the unit's file, like a data unit's dbt `project`.
         repo = attributes.get("repository")
-        relative = isinstance(repo, str) and is_local(repo) and not Path(repo).is_absolute()
-        if not relative or "{home}" in repo:
+        if (
+            not isinstance(repo, str)
+            or not is_local(repo)
+            or Path(repo).is_absolute()
+            or "{home}" in repo
+        ):
             return attributes
         return {**attributes, "repository": str((base_dir / repo).resolve())}
 

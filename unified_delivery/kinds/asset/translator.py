@@ -26,6 +26,8 @@ def run_error(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             err = event.step_failure_data.error
+            if err is None:
+                return "a step failed without an error"
             while err.cause is not None:
                 err = err.cause
             return err.message.strip()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ...errors import UDError
 from ...targets.base import Artifact
 from ...targets.roles import ModelRegistry
 from .unit import ModelUnit
+
+if TYPE_CHECKING:
+    from ...gates.base import GateContext
 
 
 def load_holdout(artifact: Artifact | None, unit: ModelUnit):
@@ -21,8 +26,11 @@ def load_holdout(artifact: Artifact | None, unit: ModelUnit):
     return frame[unit.features], frame[unit.label]
 
 
-def load_model(ctx, version: str):
-    import mlflow.sklearn
+def load_model(ctx: GateContext, version: str) -> Any:
+    """The scikit-learn estimator registered as `version` (whatever class it was trained as)."""
+    from mlflow.sklearn import load_model as load_sklearn_model
 
+    unit = ctx.unit
+    assert isinstance(unit, ModelUnit)  # the model gates apply to model units only
     ctx.role(ModelRegistry).activate()
-    return mlflow.sklearn.load_model(f"models:/{ctx.unit.model_name}/{version}")
+    return load_sklearn_model(f"models:/{unit.model_name}/{version}")

@@ -12,13 +12,18 @@ import time
 import traceback
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from ...errors import UDError
 from ...targets.base import Artifact
 from ...targets.roles import ModelRegistry, Warehouse
 from ...units import Unit
 from ..base import BuildContext, KindTranslator
+from ..data.unit import DataUnit
 from .unit import ModelUnit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def read_dataset(unit: ModelUnit):
@@ -80,11 +85,15 @@ class ModelTranslator(KindTranslator):
                 f"unit {unit.name}: columns {missing} are not in {unit.trains_on or unit.dataset}",
                 f"available: {', '.join(frame.columns)}",
             )
-        train, holdout = train_test_split(
-            frame,
-            test_size=unit.holdout_fraction,
-            random_state=unit.seed,
-            stratify=frame[unit.label] if frame[unit.label].nunique() < 20 else None,
+        # Split frames are frames (sklearn's own return type is inferred as lists or arrays).
+        train, holdout = cast(
+            "list[pd.DataFrame]",
+            train_test_split(
+                frame,
+                test_size=unit.holdout_fraction,
+                random_state=unit.seed,
+                stratify=frame[unit.label] if frame[unit.label].nunique() < 20 else None,
+            ),
         )
         work = ctx.home.builds / unit.name / f"data-{data_version}"
         work.mkdir(parents=True, exist_ok=True)
@@ -93,7 +102,8 @@ class ModelTranslator(KindTranslator):
         requested = ctx.config.get("ref") or ""
         if requested:
             return self._existing(unit, ctx, requested, data_version, holdout_path)
-        if ctx.trainer is None:
+        trainer = ctx.trainer
+        if not callable(trainer):  # None, or (never for a model unit) a wrapped asset
             raise UDError(
                 "UD-MODEL-NO-TRAINER",
                 f"unit {unit.name} has no training function",
@@ -101,7 +111,7 @@ class ModelTranslator(KindTranslator):
             )
         started = time.time()
         try:
-            fitted = ctx.trainer(train.reset_index(drop=True))
+            fitted = trainer(train.reset_index(drop=True))
         except (
             Exception
         ) as exc:  # the data scientist's code: report its own failure, deploy nothing
@@ -132,7 +142,9 @@ class ModelTranslator(KindTranslator):
         )
 
     def _data_unit_rows(self, unit: ModelUnit, ctx: BuildContext):
+        assert unit.trains_on is not None  # without a dataset (ModelUnit's validator)
         source = ctx.units[unit.trains_on]
+        assert isinstance(source, DataUnit)  # validate() refused any other kind
         env = source.environments[-1]
         deployed = ctx.targets.target(source, env).status(source, env)
         if deployed is None:
