@@ -29,3 +29,20 @@ def test_answers_without_a_heavy_import(argv, code):
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     assert report["code"] == code, proc.stdout + proc.stderr
     assert report["heavy"] == [], f"`ud {' '.join(argv)}` imported {report['heavy']}"
+
+
+def test_every_lazy_name_stays_the_function_once_its_modules_are_imported():
+    """A submodule named like a lazy name would replace it as the package's attribute the moment
+    anything imports that submodule; every name must still be what the package promises."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import unified_delivery
+    from unified_delivery import service
+
+    for package in (unified_delivery, service):
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            importlib.import_module(info.name)
+        for name in package._LAZY:
+            assert not inspect.ismodule(getattr(package, name)), f"{package.__name__}.{name} is a module"

@@ -13,18 +13,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-_LAZY = {"approve": ".approvals", "override": ".approvals", "gate_report": ".gate_report", "identity": ".identity",
+_LAZY = {"approve": ".approvals", "override": ".approvals", "gate_report": ".gate_reports", "identity": ".principals",
          "promote": ".launch", "rollback": ".launch", "load_platform": ".loading", "promote_plan": ".plans",
-         "rollback_plan": ".plans", "status": ".status", "issue_token": ".tokens"}
+         "rollback_plan": ".plans", "status": ".unit_status", "issue_token": ".tokens"}
 
 if TYPE_CHECKING:
     from .approvals import approve, override
-    from .gate_report import gate_report
-    from .identity import identity
+    from .gate_reports import gate_report
+    from .principals import identity
     from .launch import promote, rollback
     from .loading import load_platform
     from .plans import promote_plan, rollback_plan
-    from .status import status
+    from .unit_status import status
     from .tokens import issue_token
 
 
