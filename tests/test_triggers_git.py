@@ -14,7 +14,8 @@ import pytest
 from unified_delivery.home import Home
 from unified_delivery.ledger import Ledger
 from unified_delivery.triggers import base
-from unified_delivery.triggers.base import RUN_KEY_TAG, SENSOR_NAME_TAG, collect_notes
+from unified_delivery.run_tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from unified_delivery.triggers.base import collect_notes
 from unified_delivery.triggers.git import Build, GitWatch, git_sensor, local_heads, pattern_problem, remote_heads
 from unified_delivery.triggers.tick import tick
 

@@ -1,51 +1,61 @@
 """unified-delivery: one delivery pipeline for app code, ML models and data products.
 
-The public API for platform repositories; kept light (no MLflow, dbt or GX import)."""
+The public API for platform repositories. Each name is imported when first used (PEP 562),
+so `import unified_delivery` (and `ud --help`, whose module lives in this package) loads no
+Dagster, MLflow, dbt or Great Expectations; `ud.Platform`, `ud.model` and the rest load what
+they need on first access."""
 
-from .api import Promotion, promote, rollback, status
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .errors import ConfigError, GateRefused, NotPermitted, TargetError, UDError
 
-# App and Data are the Dagster component types `unified_delivery.App` and `unified_delivery.Data`.
-from .kinds.app.component import App
-from .kinds.app.unit import AppUnit
-from .kinds.asset.unit import AssetUnit
-from .kinds.asset.wrap import WrappedAsset, wrap_asset
-from .kinds.data.component import Data
-from .kinds.data.unit import DataUnit
-from .kinds.model.decorator import ModelDefinition, model
-from .kinds.model.unit import ModelUnit
-from .platform import Platform
-from .units import Budget, GateSpec, Policy
+# name -> the module that defines it. App and Data are the Dagster component types
+# `unified_delivery.App` and `unified_delivery.Data`.
+_LAZY = {
+    "Promotion": ".api", "promote": ".api", "rollback": ".api", "status": ".api",
+    "App": ".kinds.app.component", "AppUnit": ".kinds.app.unit", "AssetUnit": ".kinds.asset.unit",
+    "WrappedAsset": ".kinds.asset.wrap", "wrap_asset": ".kinds.asset.wrap", "Data": ".kinds.data.component",
+    "DataUnit": ".kinds.data.unit", "ModelDefinition": ".kinds.model.decorator", "model": ".kinds.model.decorator",
+    "ModelUnit": ".kinds.model.unit", "Platform": ".platform", "Budget": ".units", "GateSpec": ".units",
+    "Policy": ".units",
+}
+
+if TYPE_CHECKING:
+    from .api import Promotion, promote, rollback, status
+    from .kinds.app.component import App
+    from .kinds.app.unit import AppUnit
+    from .kinds.asset.unit import AssetUnit
+    from .kinds.asset.wrap import WrappedAsset, wrap_asset
+    from .kinds.data.component import Data
+    from .kinds.data.unit import DataUnit
+    from .kinds.model.decorator import ModelDefinition, model
+    from .kinds.model.unit import ModelUnit
+    from .platform import Platform
+    from .units import Budget, GateSpec, Policy
 
 
-def gate(type: str, *, name: str | None = None, stage: str = "candidate", **settings) -> GateSpec:
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'unified_delivery' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+def gate(type: str, *, name: str | None = None, stage: str = "candidate", **settings: Any) -> GateSpec:
     """A gate declaration for Python units: `gate("model-metric", metric="roc_auc", min=0.7)`."""
+    from .units import GateSpec
+
     return GateSpec(type=type, name=name, stage=stage, settings=settings)
 
 
-__all__ = [
-    "AppUnit",
-    "AssetUnit",
-    "Budget",
-    "DataUnit",
-    "GateSpec",
-    "ModelDefinition",
-    "ModelUnit",
-    "Platform",
-    "Policy",
-    "UDError",
-    "gate",
-    "model",
-    "ConfigError",
-    "GateRefused",
-    "NotPermitted",
-    "Promotion",
-    "TargetError",
-    "promote",
-    "rollback",
-    "status",
-    "App",
-    "Data",
-    "WrappedAsset",
-    "wrap_asset",
-]
+__all__ = ["App", "AppUnit", "AssetUnit", "Budget", "ConfigError", "Data", "DataUnit", "GateRefused", "GateSpec",
+           "ModelDefinition", "ModelUnit", "NotPermitted", "Platform", "Policy", "Promotion", "TargetError", "UDError",
+           "WrappedAsset", "gate", "model", "promote", "rollback", "status", "wrap_asset"]

@@ -186,11 +186,21 @@ def cmd_demo(args, out: Output) -> int:
     return 0 if data["ok"] else 5
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("unified-delivery")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> Parser:
     p = Parser(
         prog="ud",
         description="unified-delivery: one pipeline for app code, ML models and data products.",
     )
+    p.add_argument("--version", action="version", version=f"ud {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def add(name: str, fn, help_: str) -> Parser:
@@ -262,9 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     from .home import PRIVATE_UMASK
 
-    os.umask(
-        PRIVATE_UMASK
-    )  # what ud writes under the home (and the UI it starts) is its owner's alone
+    # What ud writes under the home (and the UI it starts) is its owner's alone.
+    os.umask(PRIVATE_UMASK)
     argv = sys.argv[1:] if argv is None else argv
     as_json = "--json" in argv
     out = Output(as_json)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..scaffold import scaffolds
-
 
 def cmd_init(args, out) -> int:
     from ..scaffold import init_platform
@@ -77,7 +75,9 @@ def register(add) -> None:
         cmd_new,
         "a new unit in this platform repository, with gates, a budget, a policy and a test",
     )
-    sp.add_argument("kind", choices=list(scaffolds()))
+    # Not argparse choices: those would load every kind (and Dagster) to build the parser of
+    # every command; new_unit refuses an unknown kind with UD-NEW-KIND and the list.
+    sp.add_argument("kind", help="app, model, data, or an installed kind with a scaffold")
     sp.add_argument("name")
     sp.add_argument(
         "--team", default=None, help="owner team (default: web, ml or analytics by kind)"

@@ -4,27 +4,41 @@ demo, the benchmarks, and any later one (an MCP server, a web page).
 Each function takes the loaded platform (see `loading.load_platform`) and the principal it
 acts for, does one thing, and returns plain data or raises a `UDError` with its code. A
 front door parses, calls one of these, and renders; nothing here imports a front door.
+Each name is imported on first use, so a front door that only parses its arguments (`ud
+--help`) pays for none of them.
 """
 
-from .approvals import approve, override
-from .gate_report import gate_report
-from .identity import identity
-from .launch import promote, rollback
-from .loading import load_platform
-from .plans import promote_plan, rollback_plan
-from .status import status
-from .tokens import issue_token
+from __future__ import annotations
 
-__all__ = [
-    "approve",
-    "gate_report",
-    "identity",
-    "issue_token",
-    "load_platform",
-    "override",
-    "promote",
-    "promote_plan",
-    "rollback",
-    "rollback_plan",
-    "status",
-]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {"approve": ".approvals", "override": ".approvals", "gate_report": ".gate_reports", "identity": ".principals",
+         "promote": ".launch", "rollback": ".launch", "load_platform": ".loading", "promote_plan": ".plans",
+         "rollback_plan": ".plans", "status": ".unit_status", "issue_token": ".tokens"}
+
+if TYPE_CHECKING:
+    from .approvals import approve, override
+    from .gate_reports import gate_report
+    from .principals import identity
+    from .launch import promote, rollback
+    from .loading import load_platform
+    from .plans import promote_plan, rollback_plan
+    from .unit_status import status
+    from .tokens import issue_token
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = ["approve", "gate_report", "identity", "issue_token", "load_platform", "override", "promote",
+           "promote_plan", "rollback", "rollback_plan", "status"]

@@ -14,7 +14,7 @@ from ..governance import grants, tokens
 from ..home import Home
 from ..run_tags import ENV_TAG, PRINCIPAL_TAG, REASON_TAG, UNIT_TAG
 from ..units import CANDIDATE
-from .identity import identity
+from .principals import identity
 
 if TYPE_CHECKING:
     from ..platform import Platform
