@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .home import Home
 from .kinds.model.decorator import ModelDefinition
+
+if TYPE_CHECKING:
+    from .platform import Platform
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def _load(project: str | Path | None):
     return load_platform(Path(project).resolve() if project else project_root())
 
 
-def _with(platform: Any, definition: ModelDefinition) -> tuple[Any, Any]:
+def _with(platform: Platform, definition: ModelDefinition) -> tuple[Any, Any]:
     """The platform with this definition in place of (or beside) the unit of the same name: a
     notebook's model goes through the repository's targets, ledger, policy and budgets."""
     from .platform import Platform, declared_unit
@@ -111,7 +114,7 @@ def rollback(
     return _outcome(platform, unit, env, outcome, principal)
 
 
-def _outcome(platform: Any, unit: str, env: str, outcome: Any, principal: str) -> Promotion:
+def _outcome(platform: Platform, unit: str, env: str, outcome: Any, principal: str) -> Promotion:
     """What `env` runs after the run, or the run's error raised."""
     if outcome.error:
         raise outcome.error

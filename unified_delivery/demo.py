@@ -20,6 +20,7 @@ from typing import Any
 from .governance.authors import of_version
 from .home import Home, project_root
 from .kinds.app.translator import git
+from .kinds.app.unit import AppUnit
 from .output import Output, status_table
 from .runner import prepare_home
 from .service import approve, load_platform, promote, rollback, status
@@ -62,10 +63,11 @@ def run_demo(out: Output) -> dict[str, Any]:
     platform, defs = load_platform()
     out.progress(f"home {home.root}")
     reference = APP in platform.units and (project_root() / "templates" / APP).is_dir()
+    workdir = home.repos / APP
     if reference:
         app = platform.unit(APP)
+        assert isinstance(app, AppUnit)  # the reference platform's web app
         remote = Path(home.expand(app.repository))
-        workdir = home.repos / APP
         ensure_app_repo(home, project_root() / "templates" / APP, remote, workdir)
     steps: list[dict[str, Any]] = []
 

@@ -2,7 +2,7 @@
 one promotion job per unit x environment, and one rollback job. What runs inside them is
 the engine's (engine/); what is particular to a kind, its translator's (kinds/<kind>/)."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import dagster as dg
 import pydantic
@@ -52,16 +52,26 @@ def _resource_keys(platform: "Platform", unit: Unit) -> set[str]:
     return {"ledger", *platform.targets.keys_for(unit)}
 
 
+class _Common(TypedDict):
+    """What every stage asset of a unit shares."""
+
+    group_name: str
+    kinds: set[str] | None
+    owners: list[str]
+    required_resource_keys: set[str]
+    tags: dict[str, str]
+
+
 def stage_assets(platform: "Platform", unit: Unit) -> list[dg.AssetsDefinition]:
     translator = platform.translator(unit)
     dagster_kinds = set(platform.kind(unit).dagster_kinds) or None  # the tags the UI shows
-    common = dict(
-        group_name=unit.name,
-        kinds=dagster_kinds,
-        owners=[f"team:{unit.team}"],
-        required_resource_keys=_resource_keys(platform, unit),
-        tags={"ud/kind": unit.kind},
-    )
+    common: _Common = {
+        "group_name": unit.name,
+        "kinds": dagster_kinds,
+        "owners": [f"team:{unit.team}"],
+        "required_resource_keys": _resource_keys(platform, unit),
+        "tags": {"ud/kind": unit.kind},
+    }
 
     @dg.asset(
         key=key(unit.name, CANDIDATE),
@@ -75,7 +85,7 @@ def stage_assets(platform: "Platform", unit: Unit) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         return engine.build_candidate(context, platform, unit, config.ref)
 
-    assets = [candidate]
+    assets: list[dg.AssetsDefinition] = [candidate]
     for env in unit.environments:
         deps = [
             key(unit.name, unit.previous_stage(env)),
@@ -87,7 +97,7 @@ def stage_assets(platform: "Platform", unit: Unit) -> list[dg.AssetsDefinition]:
 
 
 def _env_asset(
-    platform: "Platform", unit: Unit, env: str, deps: list, common: dict
+    platform: "Platform", unit: Unit, env: str, deps: list, common: _Common
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=key(unit.name, env),

@@ -264,6 +264,7 @@ def run_suite(
     """Validate `schema.table` against the expectations in one GX validation; one result per
     expectation, in their order (`error` set when GX could not evaluate it)."""
     import great_expectations as gx
+
     # GX re-exports the pydantic its models use (v1) by a star import its __all__ leaves out.
     from great_expectations.compatibility.pydantic import (
         ValidationError as GXValidationError,  # pyright: ignore[reportPrivateImportUsage]

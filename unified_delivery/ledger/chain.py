@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import dagster as dg
 import sqlalchemy as sa
-from sqlalchemy import event
 from pydantic import Field
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from unified_delivery.errors import UDError

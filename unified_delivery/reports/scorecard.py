@@ -3,13 +3,18 @@ tables and charts for every unit and team (Dagster markdown, charts as SVG data 
 records each stage asset's own DORA and cost figures on it as an observation. They are
 computed when the scorecard is materialized (where they are read), not on every deploy."""
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from ..events import Promotion
 from . import charts, cost, dora, render
 from .period import DEFAULT_DAYS, window
+
+if TYPE_CHECKING:
+    from ..platform import Platform
 
 SCORECARD_KEY = dg.AssetKey(["platform", "scorecard"])
 
@@ -106,7 +111,7 @@ def scorecard_metadata(
     return meta
 
 
-def scorecard_asset(platform: Any) -> dg.AssetsDefinition:
+def scorecard_asset(platform: Platform) -> dg.AssetsDefinition:
     """Reads the ledger only; it follows each unit's last environment so the graph shows what it sums up."""
     last_envs = [
         dg.AssetKey([n, u.environments[-1]]) for n, u in platform.units.items() if u.environments

@@ -105,6 +105,7 @@ def render_manifests(
 ) -> list[dict[str, Any]]:
     """The objects `deploy` applies for `unit` at `version` in `env`: Service, Deployment, autoscaler."""
     spec = _spec(unit)
+    assert isinstance(unit, AppUnit)  # _spec refuses any other unit
     name = dns_name(unit.name)
     port = spec.port
     values = {
@@ -331,7 +332,7 @@ class _Api:
             raise TargetError(
                 "UD-TARGET-K8S-API",
                 f"{what}: the Kubernetes API answered {exc.status}: {detail}",
-                hint.get(exc.status, "see the API server's message"),
+                hint.get(exc.status or 0, "see the API server's message"),
             ) from None
         except (HTTPError, OSError) as exc:
             raise TargetError(
@@ -353,7 +354,7 @@ class _Api:
             "Service": self.core.patch_namespaced_service,
             "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
         }[kind]
-        return self._call(
+        applied = self._call(
             f"applying {kind} {ns}/{name}",
             fn,
             name,
@@ -363,6 +364,8 @@ class _Api:
             force=True,
             _content_type=_APPLY,
         )
+        assert applied is not None  # only a call with missing_ok answers None
+        return applied
 
     def delete(self, manifest: dict[str, Any]) -> None:
         kind, name, ns = (
@@ -582,7 +585,7 @@ class KubernetesTarget(BaseTarget):
         # Re-deploying what runs (to repair it) must not lose the version to roll back to.
         previous = (
             running
-            if running != artifact.version
+            if before is None or running != artifact.version
             else (before["metadata"].get("annotations") or {}).get(PREVIOUS) or None
         )
         at = _now()

@@ -198,8 +198,8 @@ class LocalArtifactTarget(BaseTarget):
     ) -> Deployment:
         """Point `current` at `version` and record it; on a failed record, point it back. With
         `keep` (a restore), its previous version and deploy time are recorded again as they were."""
-        state = read_json(root / "state.json")
-        previous = (state or {}).get("version")
+        state = read_json(root / "state.json") or {}
+        previous = state.get("version")
         if previous == version:  # a redeploy of the same version keeps the rollback point
             previous = state.get("previous_version")
         file = next((root / "versions" / version).iterdir()).name

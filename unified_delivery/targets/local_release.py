@@ -574,7 +574,7 @@ def _spawn(
 
 
 def _await_healthy(unit: AppUnit, proc: subprocess.Popen, port: int, timeout: float) -> None:
-    url = _url(port) + unit.service.health_path
+    url = f"http://127.0.0.1:{port}{unit.service.health_path}"
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:

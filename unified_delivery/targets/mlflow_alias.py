@@ -101,9 +101,9 @@ class MlflowAliasTarget(BaseTarget):
     ) -> Artifact:
         """Log a fitted model, register a new version, and tag it with its provenance."""
         import mlflow
-        import mlflow.sklearn
         import pandas as pd
         from mlflow.models import infer_signature
+        from mlflow.sklearn import log_model as log_sklearn_model
 
         from ..gates.model_metric import HIGHER_IS_BETTER, score
 
@@ -119,7 +119,7 @@ class MlflowAliasTarget(BaseTarget):
                 ValueError,
             ):  # e.g. no predict_proba: that metric is not defined
                 continue
-        sample = train[unit.features].head(5)
+        sample = pd.DataFrame(train[unit.features]).head(5)
         signature = infer_signature(sample, fitted.predict(sample))
         with mlflow.start_run(
             experiment_id=self._experiment(unit), run_name=f"{unit.name}-train"
@@ -137,7 +137,7 @@ class MlflowAliasTarget(BaseTarget):
             mlflow.log_metrics({**metrics, "train_seconds": train_seconds})
             mlflow.log_artifact(str(holdout_path), artifact_path="holdout")
             # Naming the requirements spares MLflow a child process that infers them (15-20 s a model).
-            info = mlflow.sklearn.log_model(
+            info = log_sklearn_model(
                 fitted,
                 name="model",
                 signature=signature,

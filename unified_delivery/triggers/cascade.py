@@ -8,7 +8,7 @@ version is due; run key: model, data unit and data version.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import dagster as dg
 
@@ -16,9 +16,12 @@ from ..events import Candidate
 from ..translator import job_name
 from .base import Requester, note, request_sensor, runs_with_key
 
+if TYPE_CHECKING:
+    from ..platform import Platform
+
 
 def cascade_requests(
-    sensor: str, who: Requester, platform: Any, context: Any
+    sensor: str, who: Requester, platform: Platform, context: Any
 ) -> list[dg.RunRequest]:
     ledger = platform.ledger.ledger()
     requests = []
@@ -64,7 +67,7 @@ def cascade_requests(
 
 
 def cascade_sensor(
-    platform: Any,
+    platform: Platform,
     jobs: Sequence[Any],
     *,
     name: str = "ud_cascade",

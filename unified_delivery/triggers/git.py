@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import dagster as dg
 
@@ -35,6 +35,9 @@ from .base import (
     note,
     sensor_ledger,
 )
+
+if TYPE_CHECKING:
+    from ..platform import Platform
 
 HEADS = "refs/heads/"
 _BAD_IN_PATTERN = re.compile(r"[\s~^:\\]|\.\.|@\{|//")
@@ -352,7 +355,8 @@ def git_tick(
                 continue
             usable.append(w)
         heads = read_all(sorted({w.repository for w in usable}), timeout=timeout, workers=workers)
-        readable = [w for w in usable if not isinstance(heads[w.repository], Unreadable)]
+        read = {r: h for r, h in heads.items() if not isinstance(h, Unreadable)}
+        readable = [w for w in usable if w.repository in read]
         for w in usable:
             if isinstance(heads[w.repository], Unreadable):
                 note(
@@ -366,7 +370,7 @@ def git_tick(
             [
                 m
                 for w in readable
-                for m in moves(w, heads[w.repository], state.get(w.repository, {}))
+                for m in moves(w, read[w.repository], state.get(w.repository, {}))
                 if is_local(m[0])
             ],
             workers,
@@ -374,7 +378,7 @@ def git_tick(
         requests: list[dg.RunRequest] = []
         for w in readable:
             reqs, state[w.repository] = plan(
-                sensor, who, w, heads[w.repository], state.get(w.repository, {}), context, known
+                sensor, who, w, read[w.repository], state.get(w.repository, {}), context, known
             )
             requests += reqs
         context.log.info(
@@ -413,7 +417,7 @@ def git_sensor(
 
 
 def app_watches(
-    platform: Any, home: Any = None, branches: dict[str, tuple[str, ...]] | None = None
+    platform: Platform, home: Any = None, branches: dict[str, tuple[str, ...]] | None = None
 ) -> list[GitWatch]:
     """One watch per repository of the platform's units built from Git (app units); each unit
     on its own branch unless `branches` gives it patterns. Units whose first environment's

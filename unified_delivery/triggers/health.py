@@ -11,13 +11,16 @@ person. A health check that cannot run (the target raised) counts as neither pas
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import dagster as dg
 
 from ..events import CHANGES, Rollback
 from .base import SENSOR_RESOURCES, Requester, default_principal, durable, note
 from .promotion import seconds_since
+
+if TYPE_CHECKING:
+    from ..platform import Platform
 
 
 def rollback_config(unit: str, env: str, reason: str) -> dict:
@@ -30,14 +33,16 @@ def rollback_config(unit: str, env: str, reason: str) -> dict:
     }
 
 
-def reached_by_rollback(platform: Any, unit: str, env: str) -> bool:
+def reached_by_rollback(platform: Platform, unit: str, env: str) -> bool:
     last = platform.ledger.ledger().latest(
         unit=unit, env=env, predicate=lambda e: e.action in CHANGES
     )
     return last is not None and last.action == Rollback.ACTION
 
 
-def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch_seconds: float):
+def health_tick(
+    sensor: str, principal: str, platform: Platform, failures: int, watch_seconds: float
+):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         now = time.time()
         who = Requester.for_tick(sensor, principal)
@@ -141,7 +146,7 @@ def health_tick(sensor: str, principal: str, platform: Any, failures: int, watch
 
 
 def health_sensor(
-    platform: Any,
+    platform: Platform,
     jobs: Sequence[Any],
     *,
     name: str = "ud_health",

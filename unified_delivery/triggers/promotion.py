@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import dagster as dg
 
@@ -19,6 +19,9 @@ from ..engine import gate_results
 from ..events import GateEvaluated
 from ..translator import job_name
 from .base import Requester, note, request_sensor, runs_with_key
+
+if TYPE_CHECKING:
+    from ..platform import Platform
 
 
 def seconds_since(iso: str | None, now: float) -> float | None:
@@ -31,7 +34,7 @@ def seconds_since(iso: str | None, now: float) -> float | None:
 
 
 def promotion_requests(
-    sensor: str, who: Requester, platform: Any, context: Any
+    sensor: str, who: Requester, platform: Platform, context: Any
 ) -> list[dg.RunRequest]:
     now = time.time()
     ledger = platform.ledger.ledger()
@@ -93,8 +96,8 @@ def promotion_requests(
                 ledger.latest(
                     unit=name,
                     action=GateEvaluated.ACTION,
-                    predicate=lambda e: (
-                        e.version == src.version
+                    predicate=lambda e, version=src.version: (
+                        e.version == version
                         and e.payload.get("stage") == prev
                         and not e.payload.get("passed")
                     ),
@@ -129,7 +132,7 @@ def promotion_requests(
 
 
 def promotion_sensor(
-    platform: Any,
+    platform: Platform,
     jobs: Sequence[Any],
     *,
     name: str = "ud_promotion",

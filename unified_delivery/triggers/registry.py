@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
@@ -29,6 +29,9 @@ from ..events import Candidate
 from ..run_tags import UNIT_TAG
 from ..translator import job_name
 from .base import SENSOR_RESOURCES, Requester, candidate_config, default_principal, durable, note
+
+if TYPE_CHECKING:
+    from ..platform import Platform
 
 CHUNK = 100
 IN_PROGRESS = [
@@ -294,7 +297,7 @@ def registry_sensor(
     )
 
 
-def model_watches(platform: Any) -> list[ModelWatch]:
+def model_watches(platform: Platform) -> list[ModelWatch]:
     return [
         ModelWatch(model, u.name, job_name(u.name, u.environments[0]), tuple(u.environments))
         for u in platform.units.values()
@@ -303,7 +306,7 @@ def model_watches(platform: Any) -> list[ModelWatch]:
     ]
 
 
-def ledger_knows(platform: Any) -> Callable[[str, str], bool]:
+def ledger_knows(platform: Platform) -> Callable[[str, str], bool]:
     def known(unit: str, version: str) -> bool:
         ledger = platform.ledger.ledger()
         return (

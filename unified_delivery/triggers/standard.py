@@ -5,7 +5,7 @@ rollback, each only where the platform has units it applies to."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -18,12 +18,15 @@ from .health import health_sensor
 from .promotion import promotion_sensor
 from .registry import ledger_knows, model_watches, registry_sensor
 
+if TYPE_CHECKING:
+    from ..platform import Platform
+
 # `ud sensors tick` evaluates them in this order: new changes first, then what follows from them.
 ORDER = ["ud_git_push", "ud_mlflow_registry", "ud_cascade", "ud_promotion", "ud_health"]
 
 
 def standard_sensors(
-    platform: Any, base: dg.Definitions, principal: str
+    platform: Platform, base: dg.Definitions, principal: str
 ) -> list[dg.SensorDefinition]:
     """`principal` is who the sensors' runs act as: the policy must grant it deploy where they promote.
     The sensors target the very job objects of `base` (Dagster refuses two jobs of one name)."""
@@ -65,7 +68,7 @@ def standard_sensors(
     return sorted(sensors, key=lambda s: ORDER.index(s.name))
 
 
-def with_standard_sensors(platform: Any, principal: str) -> dg.Definitions:
+def with_standard_sensors(platform: Platform, principal: str) -> dg.Definitions:
     """The platform's Definitions with the standard sensors: what a platform's entry point exports."""
     base = platform.definitions()
     return dg.Definitions.merge(

@@ -73,9 +73,11 @@ def tick(
                 entry["notes"] = notes
         entry["skip_reason"] = data.skip_message
         for req in data.run_requests or []:
-            item = {
+            # A request without a job runs the sensor's own (the only one it targets).
+            job = req.job_name or sensor.job_name
+            item: dict[str, Any] = {
                 "run_key": req.run_key,
-                "job": req.job_name,
+                "job": job,
                 "unit": req.tags.get(UNIT_TAG),
                 "env": req.tags.get(ENV_TAG),
                 "reason": req.tags.get(REASON_TAG),
@@ -89,22 +91,23 @@ def tick(
                     message="a run with this run key exists",
                 )
                 continue
-            progress(f"{sensor.name}: running {req.job_name} for {req.run_key}")
+            if job is None:
+                item.update(outcome="failed", message="the request names no job to run")
+                continue
+            progress(f"{sensor.name}: running {job} for {req.run_key}")
             tags = {
                 **req.tags,
                 SENSOR_NAME_TAG: sensor.name,
                 **({RUN_KEY_TAG: req.run_key} if req.run_key else {}),
             }
-            outcome = execute(
-                defs, req.job_name, home=home, run_config=dict(req.run_config), tags=tags
-            )
+            outcome = execute(defs, job, home=home, run_config=dict(req.run_config), tags=tags)
             item.update(
                 outcome="success" if outcome.success else "failed",
                 run_id=outcome.run_id,
                 error=outcome.error.to_dict() if outcome.error else None,
             )
             progress(
-                f"{sensor.name}: {req.job_name} {item['outcome']}"
+                f"{sensor.name}: {job} {item['outcome']}"
                 + (f": {outcome.error.code} {outcome.error.message}" if outcome.error else "")
             )
     executed = [
