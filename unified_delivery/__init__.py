@@ -15,11 +15,23 @@ from .errors import ConfigError, GateRefused, NotPermitted, TargetError, UDError
 # name -> the module that defines it. App and Data are the Dagster component types
 # `unified_delivery.App` and `unified_delivery.Data`.
 _LAZY = {
-    "Promotion": ".api", "promote": ".api", "rollback": ".api", "status": ".api",
-    "App": ".kinds.app.component", "AppUnit": ".kinds.app.unit", "AssetUnit": ".kinds.asset.unit",
-    "WrappedAsset": ".kinds.asset.wrap", "wrap_asset": ".kinds.asset.wrap", "Data": ".kinds.data.component",
-    "DataUnit": ".kinds.data.unit", "ModelDefinition": ".kinds.model.decorator", "model": ".kinds.model.decorator",
-    "ModelUnit": ".kinds.model.unit", "Platform": ".platform", "Budget": ".units", "GateSpec": ".units",
+    "Promotion": ".api",
+    "promote": ".api",
+    "rollback": ".api",
+    "status": ".api",
+    "App": ".kinds.app.component",
+    "AppUnit": ".kinds.app.unit",
+    "AssetUnit": ".kinds.asset.unit",
+    "WrappedAsset": ".kinds.asset.wrap",
+    "wrap_asset": ".kinds.asset.wrap",
+    "Data": ".kinds.data.component",
+    "DataUnit": ".kinds.data.unit",
+    "ModelDefinition": ".kinds.model.decorator",
+    "model": ".kinds.model.decorator",
+    "ModelUnit": ".kinds.model.unit",
+    "Platform": ".platform",
+    "Budget": ".units",
+    "GateSpec": ".units",
     "Policy": ".units",
 }
 
@@ -49,13 +61,38 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-def gate(type: str, *, name: str | None = None, stage: str = "candidate", **settings: Any) -> GateSpec:
+def gate(
+    type: str, *, name: str | None = None, stage: str = "candidate", **settings: Any
+) -> GateSpec:
     """A gate declaration for Python units: `gate("model-metric", metric="roc_auc", min=0.7)`."""
     from .units import GateSpec
 
     return GateSpec(type=type, name=name, stage=stage, settings=settings)
 
 
-__all__ = ["App", "AppUnit", "AssetUnit", "Budget", "ConfigError", "Data", "DataUnit", "GateRefused", "GateSpec",
-           "ModelDefinition", "ModelUnit", "NotPermitted", "Platform", "Policy", "Promotion", "TargetError", "UDError",
-           "WrappedAsset", "gate", "model", "promote", "rollback", "status", "wrap_asset"]
+__all__ = [
+    "App",
+    "AppUnit",
+    "AssetUnit",
+    "Budget",
+    "ConfigError",
+    "Data",
+    "DataUnit",
+    "GateRefused",
+    "GateSpec",
+    "ModelDefinition",
+    "ModelUnit",
+    "NotPermitted",
+    "Platform",
+    "Policy",
+    "Promotion",
+    "TargetError",
+    "UDError",
+    "WrappedAsset",
+    "gate",
+    "model",
+    "promote",
+    "rollback",
+    "status",
+    "wrap_asset",
+]

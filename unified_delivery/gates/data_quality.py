@@ -194,7 +194,8 @@ class DataQualityGate(Gate[DataQualitySettings]):
                 "UD-GATE-DQ-ERROR",
                 f"unit {ctx.unit.name}: {exp.label()} could not be evaluated on "
                 f"{schema}.{self.table}: {msg[:300]}",
-                "check that the table and columns exist in the candidate and the arguments are valid",
+                "check that the table and columns exist in the candidate and the arguments are "
+                "valid",
             )
         failed = [r for r in results if not r["passed"]]
         meta = {
@@ -264,6 +265,7 @@ def run_suite(
     """Validate `schema.table` against the expectations in one GX validation; one result per
     expectation, in their order (`error` set when GX could not evaluate it)."""
     import great_expectations as gx
+
     # GX re-exports the pydantic its models use (v1) by a star import its __all__ leaves out.
     from great_expectations.compatibility.pydantic import (
         ValidationError as GXValidationError,  # pyright: ignore[reportPrivateImportUsage]

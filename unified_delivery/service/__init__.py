@@ -13,19 +13,29 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-_LAZY = {"approve": ".approvals", "override": ".approvals", "gate_report": ".gate_reports", "identity": ".principals",
-         "promote": ".launch", "rollback": ".launch", "load_platform": ".loading", "promote_plan": ".plans",
-         "rollback_plan": ".plans", "status": ".unit_status", "issue_token": ".tokens"}
+_LAZY = {
+    "approve": ".approvals",
+    "override": ".approvals",
+    "gate_report": ".gate_reports",
+    "identity": ".principals",
+    "promote": ".launch",
+    "rollback": ".launch",
+    "load_platform": ".loading",
+    "promote_plan": ".plans",
+    "rollback_plan": ".plans",
+    "status": ".unit_status",
+    "issue_token": ".tokens",
+}
 
 if TYPE_CHECKING:
     from .approvals import approve, override
     from .gate_reports import gate_report
-    from .principals import identity
     from .launch import promote, rollback
     from .loading import load_platform
     from .plans import promote_plan, rollback_plan
-    from .unit_status import status
+    from .principals import identity
     from .tokens import issue_token
+    from .unit_status import status
 
 
 def __getattr__(name: str) -> Any:
@@ -40,5 +50,16 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["approve", "gate_report", "identity", "issue_token", "load_platform", "override", "promote",
-           "promote_plan", "rollback", "rollback_plan", "status"]
+__all__ = [
+    "approve",
+    "gate_report",
+    "identity",
+    "issue_token",
+    "load_platform",
+    "override",
+    "promote",
+    "promote_plan",
+    "rollback",
+    "rollback_plan",
+    "status",
+]
