@@ -66,7 +66,8 @@ def promote(
     token: str | None = None,
     project: str | Path | None = None,
 ) -> Promotion:
-    """Build (or take from the previous environment), gate and deploy `unit` in `to`, as one Dagster run."""
+    """Build (or take from the previous environment), gate and deploy `unit` in `to`, as one Dagster
+    run."""
     from . import service
 
     platform, defs = _load(project)

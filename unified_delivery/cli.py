@@ -217,7 +217,8 @@ def build_parser() -> Parser:
     add(
         "demo",
         cmd_demo,
-        "take every unit to production on the embedded home (the reference platform: then refusals and a rollback)",
+        "take every unit to production on the embedded home (the reference platform: then refusals "
+        "and a rollback)",
     )
     add("status", cmd_status, "the deployed version of each unit in each environment")
     add("info", cmd_info, "where the embedded home keeps things")

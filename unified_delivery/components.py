@@ -25,7 +25,8 @@ from .units import Unit
 
 
 def attributes_model(unit_class: type[Unit], optional: set[str]) -> type[BaseModel]:
-    """The unit's fields, with `optional` ones allowed to be left out of the YAML (the loader fills them)."""
+    """The unit's fields, with `optional` ones allowed to be left out of the YAML (the loader fills
+    them)."""
     fields: dict[str, Any] = {}
     for name, info in unit_class.model_fields.items():
         leave_out = name in optional and info.is_required()
@@ -40,7 +41,8 @@ def attributes_model(unit_class: type[Unit], optional: set[str]) -> type[BaseMod
 
 
 def unit_slice(defs: dg.Definitions, unit: Unit) -> dg.Definitions:
-    """The unit's stage assets, its gate checks and its promotion jobs, with the platform's resources."""
+    """The unit's stage assets, its gate checks and its promotion jobs, with the platform's
+    resources."""
     from .translator import job_name
 
     def own(key: dg.AssetKey) -> bool:
@@ -101,9 +103,9 @@ class UnitComponent(dg.Component):
         if platform.units.get(self.unit.name) != self.unit:
             raise ConfigError(
                 "UD-CONFIG-COMPONENT",
-                f"unit {self.unit.name} ({context.path}): the platform of {context.project_root}/assets/"
-                "definitions.py does not load this declaration",
-                "keep unit folders under the folder that Platform.from_directory reads (assets/units) "
-                "and make `[tool.dg.project] defs_module` name that folder",
+                f"unit {self.unit.name} ({context.path}): the platform of "
+                f"{context.project_root}/assets/definitions.py does not load this declaration",
+                "keep unit folders under the folder that Platform.from_directory reads "
+                "(assets/units) and make `[tool.dg.project] defs_module` name that folder",
             )
         return unit_slice(defs, self.unit)

@@ -109,7 +109,8 @@ def _parse(project_dir: Path, manifest: Path) -> None:
     profile = project_file(project_dir).get("profile", "default")
     with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
         (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
-        # The manifest goes where ensure_manifest looks for it; dbt's log goes nowhere near the project.
+        # The manifest goes where ensure_manifest looks for it; dbt's log goes nowhere near the
+        # project.
         proc = subprocess.run(
             [
                 dbt_executable(),
@@ -144,7 +145,8 @@ def _load_manifest(path: str, _mtime: float) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-# id(manifest) -> (manifest, buildable nodes, their ids by name); the manifest is kept so its id stays its own.
+# id(manifest) -> (manifest, buildable nodes, their ids by name); the manifest is kept so its id
+# stays its own.
 _INDEX: dict[int, tuple[dict, dict[str, dict], dict[str, set[str]]]] = {}
 
 

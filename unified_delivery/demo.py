@@ -133,8 +133,8 @@ def run_demo(out: Output) -> dict[str, Any]:
             )
             if approver is None:
                 out.progress(
-                    f"{name} {version[:12]} waits for an approval for {env}: the policy names no approver "
-                    "who is not one of its authors"
+                    f"{name} {version[:12]} waits for an approval for {env}: the policy names no "
+                    "approver who is not one of its authors"
                 )
                 return
             data = approve(platform, approver, name, env, version)
@@ -253,8 +253,8 @@ def run_demo(out: Output) -> dict[str, Any]:
         "",
     ]
     lines.append(
-        f"refusal : {APP} {bad[:12]} refused ({refusal['code']}: its tests fail); production stayed on "
-        f"{(refusal['production_still_serves'] or '-')[:12]}"
+        f"refusal : {APP} {bad[:12]} refused ({refusal['code']}: its tests fail); production "
+        f"stayed on {(refusal['production_still_serves'] or '-')[:12]}"
     )
     for r in (cost_refusal, dq_refusal):
         codes = ", ".join(sorted({g["code"] for g in r.get("gates", [])})) or r.get("code")
@@ -265,7 +265,8 @@ def run_demo(out: Output) -> dict[str, Any]:
     )
     lines.append(f"health  : {APP} production: {health.message}")
     lines.append(
-        "next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services"
+        "next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local "
+        "services"
     )
     if not ok:
         lines += [
@@ -313,7 +314,8 @@ def summary(platform, steps: list[dict[str, Any]], started: float, home: Home) -
         lines.append("no units yet: add one with `ud new app|model|data NAME`")
     lines += [f"health  : {n} {h['url'] or ''}: {h['message']}" for n, h in health.items()]
     lines.append(
-        "next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local services"
+        "next    : `ud ui` to see lineage, runs and gate results; `ud down` stops the local "
+        "services"
     )
     lines += [
         f"failed step: {s['step']}: {s['code']} {s['message']}"

@@ -51,7 +51,8 @@ def status_table(data: dict) -> str:
 
 def plan_text(plan: dict) -> str:
     lines = [
-        f"dry run: {plan['action']} {plan['unit']} in {plan['env']} as {plan['principal']} (nothing changed)",
+        f"dry run: {plan['action']} {plan['unit']} in {plan['env']} as {plan['principal']} "
+        "(nothing changed)",
         f"  would change: {plan['changes']}",
     ]
     lines += [f"  gate: {g['name']} ({g['family']})" for g in plan.get("gates", [])]
@@ -65,6 +66,7 @@ def gates_text(data: dict) -> str:
         mark = {True: "PASS", False: "FAIL", None: "----"}[g["passed"]]
         mark = "OVRD" if g["overridden"] and not g["passed"] else mark
         lines.append(
-            f"  {mark}  {g['stage']:10} {g['name']:16} {g['family']:13} {g['code'] or '':28} {g['message']}"
+            f"  {mark}  {g['stage']:10} {g['name']:16} {g['family']:13} {g['code'] or '':28} "
+            f"{g['message']}"
         )
     return "\n".join(lines)

@@ -71,7 +71,8 @@ def _build(chosen: str, path: str) -> Any:
         SimpleSpanProcessor,
     )
 
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create; ours is the fallback name.
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create; ours is the
+    # fallback name.
     provider = TracerProvider(
         resource=Resource.create(
             {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE}
@@ -98,7 +99,8 @@ def _build(chosen: str, path: str) -> Any:
 
 
 def provider() -> Any | None:
-    """The tracer provider for the current settings (one per mode and file or endpoint), or None when tracing is off."""
+    """The tracer provider for the current settings (one per mode and file or endpoint), or None
+    when tracing is off."""
     chosen = mode()
     if chosen == "none":
         return None
@@ -133,7 +135,8 @@ def run_trace_id(run_id: str) -> int:
 
 
 def _run_parent(run_id: str) -> Any:
-    """A remote parent standing for the run: its steps run in separate processes, each joins the run's trace."""
+    """A remote parent standing for the run: its steps run in separate processes, each joins the
+    run's trace."""
     from opentelemetry import trace
 
     span_id = int(hashlib.sha256(f"run:{run_id}".encode()).hexdigest()[:16], 16) or 1
@@ -149,7 +152,8 @@ def _run_parent(run_id: str) -> Any:
 @contextmanager
 def span(name: str, *, run_id: str | None = None, **attributes: Any) -> Iterator[Any]:
     """A span around the block (a no-op span when tracing is off); attributes named `ud.<key>`.
-    Outside any span, `run_id` puts it in that run's trace. An exception marks it failed and goes on."""
+    Outside any span, `run_id` puts it in that run's trace. An exception marks it failed and goes
+    on."""
     from opentelemetry import trace
 
     tracing = provider()

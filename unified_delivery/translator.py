@@ -130,7 +130,8 @@ def promotion_jobs(unit: Unit) -> list:
     jobs = []
     for env in unit.environments:
         upstream = unit.previous_stage(env)
-        # On the job too: K8sRunLauncher sizes a run's pod from run tags, op_tags size only step pods.
+        # On the job too: K8sRunLauncher sizes a run's pod from run tags, op_tags size only step
+        # pods.
         build_tags = dagster_k8s_tags(unit) if upstream == CANDIDATE else {}
         if upstream == CANDIDATE:  # build, gate, deploy
             selection = (

@@ -147,7 +147,8 @@ class Unit(Strict):
     def _valid_name(cls, v: str) -> str:
         if not NAME_RE.match(v):
             raise ValueError(
-                f"{v!r} is not a valid unit name (lower case letters, digits and _, starting with a letter)"
+                f"{v!r} is not a valid unit name (lower case letters, digits and _, starting with "
+                "a letter)"
             )
         return v
 

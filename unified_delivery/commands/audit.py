@@ -55,7 +55,10 @@ def cmd_verify(args, out) -> int:
     anchored = (
         f"held against checkpoint {report.checkpoint_seq}"
         if report.checkpoint_seq
-        else "no checkpoint (`ud audit checkpoint` makes one: a truncated tail is only found against one)"
+        else (
+            "no checkpoint (`ud audit checkpoint` makes one: a truncated tail is only found "
+            "against one)"
+        )
     )
     signed = (
         f"signed from entry {report.signed_from}" if report.signed_from else "no signed entries"

@@ -34,7 +34,8 @@ def cmd_approve(args, out) -> int:
     else:
         out.result(
             data,
-            f"{caller} approved {args.unit} {args.version} for {args.env} ({data['approvals']} of {data['required']})",
+            f"{caller} approved {args.unit} {args.version} for {args.env} ({data['approvals']} of "
+            f"{data['required']})",
         )
     return 0
 
@@ -62,8 +63,8 @@ def cmd_override(args, out) -> int:
     else:
         out.result(
             data,
-            f"{caller} overrode {data['gate']} for {args.unit} {args.version} until {data['expires_at']}, "
-            f"for {', '.join(data['for'])}: {data['justification']}",
+            f"{caller} overrode {data['gate']} for {args.unit} {args.version} until "
+            f"{data['expires_at']}, for {', '.join(data['for'])}: {data['justification']}",
         )
     return 0
 
@@ -99,7 +100,9 @@ def register(add) -> None:
         dest="for_",
         action="append",
         metavar="PRINCIPAL",
-        help="who may use the override: a principal, or role:ROLE for anyone with that role where the "
-        "gate guards (repeatable; default: you)",
+        help=(
+            "who may use the override: a principal, or role:ROLE for anyone with that role where "
+            "the gate guards (repeatable; default: you)"
+        ),
     )
     sp.add_argument("--dry-run", action="store_true")

@@ -54,7 +54,8 @@ def install(repo: Path, *, url: str, sensor: str, force: bool = False) -> Path:
         raise ConfigError(
             "UD-HOOK-NOT-BARE",
             f"{repo} is not a bare Git repository",
-            "install the hook in the repository developers push to (a bare one, e.g. the app's remote)",
+            "install the hook in the repository developers push to (a bare one, e.g. the app's "
+            "remote)",
         )
     hooks = Path(_git(repo, "rev-parse", "--git-path", "hooks") or "hooks")
     hooks = hooks if hooks.is_absolute() else repo / hooks
@@ -96,8 +97,10 @@ def register(add) -> None:
     ins = sub.add_parser(
         "install",
         help="install the post-receive hook in a bare repository",
-        description="Install a post-receive hook in a bare repository (a path, or an app unit's name) "
-        "that asks the running Dagster to evaluate the Git sensor now.",
+        description=(
+            "Install a post-receive hook in a bare repository (a path, or an app unit's name) that "
+            "asks the running Dagster to evaluate the Git sensor now."
+        ),
     )
     ins.add_argument("repo", metavar="REPO")
     ins.add_argument(

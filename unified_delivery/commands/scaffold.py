@@ -86,7 +86,9 @@ def register(add) -> None:
         "--trains-on",
         default=None,
         metavar="DATA_UNIT",
-        help="model: train on this data unit's production version (default: a sample file in data/)",
+        help=(
+            "model: train on this data unit's production version (default: a sample file in data/)"
+        ),
     )
     sp.add_argument("--label", default=None, help="model with --trains-on: the column to predict")
     sp.add_argument(

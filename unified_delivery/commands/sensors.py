@@ -29,7 +29,8 @@ def cmd_tick(args, out) -> int:
             for r in s["requested"]:
                 err = f" {r['error']['code']}: {r['error']['message']}" if r.get("error") else ""
                 lines.append(
-                    f"  {r['outcome']:7} {r['job']} {r['run_key']} (run {(r.get('run_id') or '-')[:8]}){err}"
+                    f"  {r['outcome']:7} {r['job']} {r['run_key']} (run "
+                    f"{(r.get('run_id') or '-')[:8]}){err}"
                 )
         return "\n".join(lines)
 

@@ -97,7 +97,8 @@ def evaluate_gate(
         kind=unit.kind,
     ) as span:
         result = _evaluate(platform, unit, gate, version, artifact, principal, ledger, log)
-        # One place for every gate: what a gate saw (test output, a warehouse's error) may hold secrets.
+        # One place for every gate: what a gate saw (test output, a warehouse's error) may hold
+        # secrets.
         result = replace(
             result,
             message=redact_text(result.message),

@@ -57,7 +57,8 @@ def unless_busy(home: Home, unit: Unit, env: str) -> Iterator[bool]:
 
 
 def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600):
-    """Two deploys of one unit and environment never interleave: the second waits, then is refused."""
+    """Two deploys of one unit and environment never interleave: the second waits, then is
+    refused."""
     return _file_lock(
         home.locks / f"{unit.name}.{env}.lock", f"promotion of {unit.name} to {env}", timeout_s
     )

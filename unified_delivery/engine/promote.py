@@ -80,7 +80,8 @@ class Step:
         for dep, dep_env in self.platform.translator(self.unit).env_deps(
             self.unit, self.env, self.platform.units
         ):
-            # An app serving a model's `env` version would start without one and fail its health check.
+            # An app serving a model's `env` version would start without one and fail its health
+            # check.
             other = self.platform.units[dep]
             if self.platform.target(other, dep_env).status(other, dep_env) is None:
                 raise self.refuse(

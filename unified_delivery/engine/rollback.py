@@ -91,7 +91,8 @@ def rollback(
                     "UD-ROLLBACK-NOT-DEPLOYED",
                     f"{unit.name} {wanted[:12]} never ran in {env}: a rollback only goes back to a "
                     f"version {env} ran before, or one {upstream} runs now",
-                    f"a version {env} never ran goes through its gates: ud promote {unit.name} --to {env}",
+                    f"a version {env} never ran goes through its gates: ud promote {unit.name} "
+                    f"--to {env}",
                 ),
                 wanted,
             )

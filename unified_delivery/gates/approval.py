@@ -41,7 +41,9 @@ class ApprovalGate(Gate):
         return GateResult(
             False,
             "UD-GATE-APPROVAL-PENDING",
-            f"waiting for approvals: {len(have)} of {needed} for {ctx.version[:12]} to {ctx.guards}",
-            f"ud approve {ctx.unit.name} --env {ctx.guards} --version {ctx.version} (not by its author)",
+            f"waiting for approvals: {len(have)} of {needed} for {ctx.version[:12]} to "
+            f"{ctx.guards}",
+            f"ud approve {ctx.unit.name} --env {ctx.guards} --version {ctx.version} (not by its "
+            "author)",
             meta,
         )

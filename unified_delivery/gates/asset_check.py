@@ -58,7 +58,8 @@ class AssetCheckGate(Gate[AssetCheckSettings]):
                 False,
                 "UD-GATE-ERROR",
                 f"no stored value of {ctx.version} to check",
-                f"build the candidate again: ud promote {ctx.unit.name} --to {ctx.unit.environments[0]}",
+                f"build the candidate again: ud promote {ctx.unit.name} --to "
+                f"{ctx.unit.environments[0]}",
             )
         name = self.settings.check
         result = wrapped.execute(

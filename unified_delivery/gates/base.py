@@ -132,8 +132,10 @@ class Gate(ABC, Generic[S]):
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(
                 "UD-CONFIG-GATE",
-                f"unit {unit.name}: gate {spec.check_name!r} field settings.{where}: {first['msg']}",
-                f"fix the settings of gate {spec.check_name!r}; allowed: {', '.join(self.Settings.model_fields) or 'none'}",
+                f"unit {unit.name}: gate {spec.check_name!r} field settings.{where}: "
+                f"{first['msg']}",
+                f"fix the settings of gate {spec.check_name!r}; allowed: "
+                f"{', '.join(self.Settings.model_fields) or 'none'}",
             ) from None
         self.validate_for(unit)
 

@@ -125,7 +125,8 @@ class CostGate(Gate):
                     (
                         "UD-GATE-COST-TEAM-BUDGET",
                         f"team {ctx.unit.team} would spend {team_total:.2f} {cur}/month, "
-                        f"{team_total - team.per_month:.2f} over its budget of {team.per_month} {cur}",
+                        f"{team_total - team.per_month:.2f} over its budget of {team.per_month} "
+                        f"{cur}",
                     )
                 )
         if b.volume_per_month:
@@ -146,7 +147,8 @@ class CostGate(Gate):
                 False,
                 problems[0][0],
                 "; ".join(p for _, p in problems),
-                "reduce what the version uses (replicas, size, build time) or raise the budget with review",
+                "reduce what the version uses (replicas, size, build time) or raise the budget "
+                "with review",
                 meta,
             )
         return GateResult(

@@ -194,7 +194,8 @@ class DataQualityGate(Gate[DataQualitySettings]):
                 "UD-GATE-DQ-ERROR",
                 f"unit {ctx.unit.name}: {exp.label()} could not be evaluated on "
                 f"{schema}.{self.table}: {msg[:300]}",
-                "check that the table and columns exist in the candidate and the arguments are valid",
+                "check that the table and columns exist in the candidate and the arguments are "
+                "valid",
             )
         failed = [r for r in results if not r["passed"]]
         meta = {

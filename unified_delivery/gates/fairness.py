@@ -102,8 +102,8 @@ class FairnessGate(Gate[FairnessSettings]):
             return GateResult(
                 False,
                 "UD-GATE-FAIRNESS-GROUPS",
-                f"{s.rate} can be compared for {len(counted)} group(s) of {s.sensitive_column} only "
-                f"(each needs {s.min_group_size} rows)",
+                f"{s.rate} can be compared for {len(counted)} group(s) of {s.sensitive_column} "
+                f"only (each needs {s.min_group_size} rows)",
                 "hold out more rows (holdout_fraction) or lower settings.min_group_size",
                 meta,
             )

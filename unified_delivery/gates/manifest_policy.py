@@ -28,7 +28,8 @@ def _pod_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def policy_findings(manifests: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One finding per rule broken: `root`, `limits` or `privileged`, naming object and container."""
+    """One finding per rule broken: `root`, `limits` or `privileged`, naming object and
+    container."""
     found = []
     for m in manifests:
         where = f"{m.get('kind')}/{(m.get('metadata') or {}).get('name')}"
@@ -66,7 +67,10 @@ def policy_findings(manifests: list[dict[str, Any]]) -> list[dict[str, str]]:
                             "rule": "limits",
                             "object": where,
                             "container": c.get("name", ""),
-                            "message": f"{where} container {c.get('name')} has no {' and '.join(missing)} limit",
+                            "message": (
+                                f"{where} container {c.get('name')} has no {' and '.join(missing)} "
+                                "limit"
+                            ),
                         }
                     )
                 added = {cap.upper() for cap in (sc.get("capabilities") or {}).get("add") or []}
@@ -80,7 +84,9 @@ def policy_findings(manifests: list[dict[str, Any]]) -> list[dict[str, str]]:
                             "rule": "privileged",
                             "object": where,
                             "container": c.get("name", ""),
-                            "message": f"{where} container {c.get('name')} is privileged or may escalate",
+                            "message": (
+                                f"{where} container {c.get('name')} is privileged or may escalate"
+                            ),
                         }
                     )
     return found
@@ -127,9 +133,11 @@ class ManifestPolicyGate(Gate[ManifestPolicySettings]):
             return GateResult(
                 False,
                 "UD-GATE-POLICY-MANIFEST",
-                f"{len(problems)} problem(s) in the manifests for {ctx.guards}: {'; '.join(problems[:3])}",
-                "fix the unit's kubernetes: block (run_as_user not 0, resources.limits cpu and memory, "
-                f"privileged false); see `ud render k8s {ctx.unit.name} --env {ctx.guards}`",
+                f"{len(problems)} problem(s) in the manifests for {ctx.guards}: "
+                f"{'; '.join(problems[:3])}",
+                "fix the unit's kubernetes: block (run_as_user not 0, resources.limits cpu and "
+                f"memory, privileged false); see `ud render k8s {ctx.unit.name} --env "
+                f"{ctx.guards}`",
                 meta,
             )
         return GateResult(

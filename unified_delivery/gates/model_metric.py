@@ -71,7 +71,8 @@ class ModelMetricGate(Gate[MetricSettings]):
                     False,
                     "UD-GATE-METRIC-THRESHOLD",
                     f"{s.metric} {value:.4f} is {'below' if better else 'above'} the bound {s.min}",
-                    "improve the model or its training data; the bound is in the unit's gate settings",
+                    "improve the model or its training data; the bound is in the unit's gate "
+                    "settings",
                     meta,
                 )
         champion = ctx.target_in(s.champion_env).status(ctx.unit, s.champion_env)
@@ -92,8 +93,9 @@ class ModelMetricGate(Gate[MetricSettings]):
                 return GateResult(
                     False,
                     "UD-GATE-METRIC-REGRESSION",
-                    f"{s.metric} {value:.4f} is worse than {s.champion_env} version {champion.version} "
-                    f"({champ:.4f}) by {-delta:.4f}, more than the allowed {s.max_regression}",
+                    f"{s.metric} {value:.4f} is worse than {s.champion_env} version "
+                    f"{champion.version} ({champ:.4f}) by {-delta:.4f}, more than the allowed "
+                    f"{s.max_regression}",
                     "the challenger must not regress; retrain or raise max_regression with review",
                     meta,
                 )

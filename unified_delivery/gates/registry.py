@@ -105,7 +105,8 @@ def build_gate(spec: GateSpec, unit: Unit, costs_missing: bool = False) -> Gate:
     if spec.stage not in unit.stages[:-1]:
         raise ConfigError(
             "UD-CONFIG-GATE",
-            f"unit {unit.name}: gate {spec.check_name!r} field stage {spec.stage!r} is not a stage that precedes another",
+            f"unit {unit.name}: gate {spec.check_name!r} field stage {spec.stage!r} is not a stage "
+            "that precedes another",
             f"use one of: {', '.join(unit.stages[:-1])}",
         )
     return cls(spec, unit)

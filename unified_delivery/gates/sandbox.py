@@ -303,7 +303,9 @@ def _call(result: int, what: str) -> None:
 def _mount(
     libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
 ) -> None:
-    enc = lambda s: s.encode() if s is not None else None
+    def enc(s: str | None) -> bytes | None:
+        return s.encode() if s is not None else None
+
     _call(
         libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
         f"mount {target}",

@@ -76,7 +76,8 @@ class SchemaGate(Gate[SchemaSettings]):
                 False,
                 "UD-GATE-SCHEMA-NONE",
                 f"version {ctx.version} has no column-based input signature",
-                "log the model with a signature (mlflow.models.infer_signature on the training columns)",
+                "log the model with a signature (mlflow.models.infer_signature on the training "
+                "columns)",
                 meta,
             )
         inputs = {
@@ -110,14 +111,18 @@ class SchemaGate(Gate[SchemaSettings]):
             described = "; ".join(
                 f"{p['app']} does not send {p['column']} ({p['expected']})"
                 if p["sent"] is None
-                else f"{p['app']} sends {p['column']} as {p['sent']}, the model expects {p['expected']}"
+                else (
+                    f"{p['app']} sends {p['column']} as {p['sent']}, the model expects "
+                    f"{p['expected']}"
+                )
                 for p in problems[:5]
             )
             return GateResult(
                 False,
                 "UD-GATE-SCHEMA-MISMATCH",
                 f"version {ctx.version}'s inputs do not match its consumers: {described}",
-                "keep the inputs the apps send (or change the apps first and update settings.consumers)",
+                "keep the inputs the apps send (or change the apps first and update "
+                "settings.consumers)",
                 meta,
             )
         converted = f", {len(conversions)} numeric conversion(s)" if conversions else ""

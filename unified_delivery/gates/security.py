@@ -72,23 +72,24 @@ class SecurityGate(Gate[SecuritySettings]):
                 False,
                 "UD-GATE-SECURITY-SECRETS",
                 f"{len(secrets)} committed secret(s){also} at {ctx.version[:12]}: {where}",
-                "remove the secret from the code, rotate it (it is in the Git history), and read it from "
-                "the environment at run time",
+                "remove the secret from the code, rotate it (it is in the Git history), and read "
+                "it from the environment at run time",
                 meta,
             )
         if findings:
             return GateResult(
                 False,
                 "UD-GATE-SECURITY-FINDINGS",
-                f"{len(findings)} bandit finding(s) of severity {self.settings.severity} or above at "
-                f"{ctx.version[:12]}: {where}",
+                f"{len(findings)} bandit finding(s) of severity {self.settings.severity} or above "
+                f"at {ctx.version[:12]}: {where}",
                 "fix the code; a reviewed false positive takes a `# nosec BXXX` comment",
                 meta,
             )
         return GateResult(
             True,
             "UD-GATE-SECURITY-OK",
-            f"no finding of severity {self.settings.severity} or above and no secret in {scanned} files",
+            f"no finding of severity {self.settings.severity} or above and no secret in {scanned} "
+            "files",
             "",
             meta,
         )

@@ -164,7 +164,8 @@ class TestsGate(Gate[TestsSettings]):
         return GateResult(
             False,
             "UD-GATE-TESTS-FAILED",
-            f"{counts.get('failures', 0) + counts.get('errors', 0)} of {counts.get('tests', 0)} tests failed at {short}",
+            f"{counts.get('failures', 0) + counts.get('errors', 0)} of {counts.get('tests', 0)} "
+            f"tests failed at {short}",
             "fix the failing tests and push a new commit; see output_tail",
             meta,
         )

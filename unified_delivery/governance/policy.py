@@ -118,7 +118,8 @@ class PolicyFile(Strict):
         for name in v:
             if not PRINCIPAL_RE.match(name) or len(name) > 200:
                 raise ValueError(
-                    f"{name[:60]!r} is not a principal name (human:NAME, service:NAME or agent:NAME)"
+                    f"{name[:60]!r} is not a principal name (human:NAME, service:NAME or "
+                    "agent:NAME)"
                 )
         return v
 
@@ -142,7 +143,8 @@ class Governance:
 
     @classmethod
     def default(cls) -> "Governance":
-        """Without a policy file: the local operator may do everything, the UI may deploy to staging."""
+        """Without a policy file: the local operator may do everything, the UI may deploy to
+        staging."""
         return cls(
             PolicyFile(
                 principals={
@@ -224,8 +226,8 @@ class Governance:
             )
 
     def check_quota(self, name: str, env: str, ledger, now: datetime | None = None) -> None:
-        """Agents' daily quota of changes to `env`, counted from the ledger (so restarts cannot reset
-        it): promotions and rollbacks alike, since a rollback changes what runs as much."""
+        """Agents' daily quota of changes to `env`, counted from the ledger (so restarts cannot
+        reset it): promotions and rollbacks alike, since a rollback changes what runs as much."""
         limit = self.principal(name).quotas.promotions_per_day.get(env)
         if limit is None:
             return
@@ -254,7 +256,8 @@ class Governance:
         return None
 
     def is_author(self, name: str, author: str) -> bool:
-        """Whether a principal wrote the change: its email in a commit author, or its name as registrant."""
+        """Whether a principal wrote the change: its email in a commit author, or its name as
+        registrant."""
         if not author:
             return False
         p = self.policy.principals.get(name)

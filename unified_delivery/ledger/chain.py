@@ -184,7 +184,8 @@ def _entry(row) -> LedgerEntry:
 
 
 def _transient(exc: DBAPIError) -> bool:
-    """A lost race (duplicate seq or prev_hash), a busy SQLite file, a Postgres serialization/deadlock abort."""
+    """A lost race (duplicate seq or prev_hash), a busy SQLite file, a Postgres
+    serialization/deadlock abort."""
     if isinstance(exc, IntegrityError):
         return True
     text = str(exc.orig).lower()
@@ -254,7 +255,6 @@ class Ledger:
             raise TypeError(f"ledger payload must be a dict, not {type(payload).__name__}")
         # Secrets must never reach the ledger (it is exported for audit), whoever forgot.
         payload_json = canonical_json(redact(payload or {}))
-        t = ledger_table
         last: DBAPIError | None = None
         for attempt in range(_RETRIES):
             try:
@@ -448,7 +448,8 @@ class Ledger:
         return report.finish(count)
 
     def _first_forged(self, key: str) -> tuple[int, int] | None:
-        """(count of good entries before it, seq) of the first entry whose signature does not verify."""
+        """(count of good entries before it, seq) of the first entry whose signature does not
+        verify."""
         query = sa.select(
             ledger_table.c.seq, ledger_table.c.hash, ledger_table.c.signature
         ).order_by(ledger_table.c.seq)
@@ -526,8 +527,8 @@ class _Walk:
                         found[0],
                         found[1],
                         "forged",
-                        f"entries from {found[1]} on are not signed by the "
-                        f"ledger key: rewritten and re-hashed without it (checkpoint {cp.seq} disagrees too)",
+                        f"entries from {found[1]} on are not signed by the ledger key: rewritten "
+                        f"and re-hashed without it (checkpoint {cp.seq} disagrees too)",
                     )
                 return self.bad(
                     seq - 1,
@@ -562,16 +563,16 @@ class _Walk:
                 count,
                 count + 1,
                 "truncated",
-                f"the chain ends at entry {count}, but checkpoint {cp.seq} of "
-                f"{cp.ts[:19]} saw entries up to {cp.seq}: entries {count + 1}..{cp.seq} were removed",
+                f"the chain ends at entry {count}, but checkpoint {cp.seq} of {cp.ts[:19]} saw "
+                f"entries up to {cp.seq}: entries {count + 1}..{cp.seq} were removed",
             )
         if cp is not None and cp.first_signed and self.signed_from != cp.first_signed:
             return self.bad(
                 count,
                 self.signed_from or 1,
                 "unsigned",
-                f"checkpoint {cp.seq} saw entries signed from "
-                f"{cp.first_signed} on; now {'none are' if self.signed_from is None else f'from {self.signed_from}'}",
+                f"checkpoint {cp.seq} saw entries signed from {cp.first_signed} on; now "
+                f"{'none are' if self.signed_from is None else f'from {self.signed_from}'}",
             )
         if (
             self.head

@@ -41,7 +41,9 @@ class Checkpoint:
     signature: str = ""
 
     def message(self) -> bytes:
-        return f"ud-checkpoint:{self.seq}:{self.hash}:{self.ts}:{self.key}:{self.first_signed}".encode()
+        return (
+            f"ud-checkpoint:{self.seq}:{self.hash}:{self.ts}:{self.key}:{self.first_signed}"
+        ).encode()
 
     def valid(self) -> bool:
         return bool(self.signature) and verify_with(self.key, self.signature, self.message())

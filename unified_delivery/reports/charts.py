@@ -19,13 +19,15 @@ def bar_chart(
     fmt: Callable[[float], str] = render.number,
     width: int = 640,
 ) -> str:
-    """One horizontal bar per item; an item without a value says "no data" instead of drawing a zero."""
+    """One horizontal bar per item; an item without a value says "no data" instead of drawing a
+    zero."""
     bar_w = width - LABEL_W - VALUE_W
     top = max((v for _, v in items if v is not None), default=0) or 1
     height = TOP + ROW * max(len(items), 1) + 10
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{escape(title)}" font-family="sans-serif" font-size="13">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 '
+        f'{width} {height}" role="img" aria-label="{escape(title)}" font-family="sans-serif" '
+        'font-size="13">',
         f"<title>{escape(title)}</title>",
         f'<text x="0" y="18" font-size="15" font-weight="bold">{escape(title)}</text>',
     ]
@@ -41,7 +43,8 @@ def bar_chart(
             continue
         w = max(1.0, bar_w * value / top) if value > 0 else 0
         parts.append(
-            f'<rect x="{LABEL_W}" y="{y + 3}" width="{w:.1f}" height="{ROW - 7}" fill="{BAR}" rx="2"/>'
+            f'<rect x="{LABEL_W}" y="{y + 3}" width="{w:.1f}" height="{ROW - 7}" fill="{BAR}" '
+            'rx="2"/>'
         )
         parts.append(f'<text x="{LABEL_W + w + 6:.1f}" y="{y + 16}">{escape(fmt(value))}</text>')
     parts.append("</svg>")

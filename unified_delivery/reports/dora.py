@@ -55,7 +55,8 @@ class Deploy:
 
 
 def _ts(value: Any) -> datetime | None:
-    """A recorded time, or None when it is missing or not a time (the deploy's lead time is then unknown)."""
+    """A recorded time, or None when it is missing or not a time (the deploy's lead time is then
+    unknown)."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -80,8 +81,9 @@ def deploys(
     env: str = "production",
     units: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Deploy]:
-    """Every deploy into `env` inside the window, with its lead time and whether (and when) it failed and was restored.
-    `entries` should be the whole ledger: a deploy's candidate comes before the window, its rollback may come after."""
+    """Every deploy into `env` inside the window, with its lead time and whether (and when) it
+    failed and was restored. `entries` should be the whole ledger: a deploy's candidate comes before
+    the window, its rollback may come after."""
     units = units or {}
     created: dict[tuple[str, str], datetime | None] = {}
     changes: dict[str, list[Any]] = defaultdict(list)
@@ -116,7 +118,8 @@ def deploys(
                 )
             change = Promotion.read(p)
             start = _ts(change.change_created_at) or created.get((unit, p.version or ""))
-            # A change "created" after its deploy is a skewed clock (a commit date is the author's to set).
+            # A change "created" after its deploy is a skewed clock (a commit date is the author's
+            # to set).
             lead = max(0.0, (at - start).total_seconds()) if start else None
             declared = units.get(unit, {})
             out.append(

@@ -217,6 +217,6 @@ def ledger_warning(ledger: dict) -> str | None:
     if ledger.get("ok"):
         return None
     return (
-        f"WARNING: the ledger is BROKEN at entry {ledger.get('first_bad_seq')}: {ledger.get('reason')}; "
-        f"the figures below come from entries that may have been changed"
+        f"WARNING: the ledger is BROKEN at entry {ledger.get('first_bad_seq')}: "
+        f"{ledger.get('reason')}; the figures below come from entries that may have been changed"
     )

@@ -35,7 +35,8 @@ def stage_metadata(
     entries: list[Any], unit: str, env: str, days: float = DEFAULT_DAYS
 ) -> dict[str, Any]:
     """What a stage asset shows besides its version: the unit's DORA figures in `env` and its spend
-    over the last `days`, and what the deploy now in `env` cost. `entries`: the unit's ledger entries."""
+    over the last `days`, and what the deploy now in `env` cost. `entries`: the unit's ledger
+    entries."""
     win = window(days=days)
     row = next((u for u in dora.report(entries, win, env)["units"] if u["unit"] == unit), None)
     meta: dict[str, Any] = {}
@@ -89,7 +90,9 @@ def scorecard_metadata(
     lead = f"**{warning}**\n\n" if warning else ""
     meta: dict[str, Any] = {
         "ledger": warning or f"verified: {verified['count']} entries, hash chain intact",
-        "window": f"last {days:g} days: {win.since.isoformat()[:19]} to {win.until.isoformat()[:19]} UTC",
+        "window": (
+            f"last {days:g} days: {win.since.isoformat()[:19]} to {win.until.isoformat()[:19]} UTC"
+        ),
         "dora": dg.MetadataValue.md(
             lead
             + _images(charts.dora_charts(d), "DORA chart")
@@ -112,7 +115,8 @@ def scorecard_metadata(
 
 
 def scorecard_asset(platform: Platform) -> dg.AssetsDefinition:
-    """Reads the ledger only; it follows each unit's last environment so the graph shows what it sums up."""
+    """Reads the ledger only; it follows each unit's last environment so the graph shows what it
+    sums up."""
     last_envs = [
         dg.AssetKey([n, u.environments[-1]]) for n, u in platform.units.items() if u.environments
     ]

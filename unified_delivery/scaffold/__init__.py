@@ -81,7 +81,8 @@ def _write(root: Path, planned: dict[str, str]) -> list[str]:
 
 
 def framework_requirement() -> str:
-    """How another machine installs this very framework: the folder or URL it came from, else PyPI."""
+    """How another machine installs this very framework: the folder or URL it came from, else
+    PyPI."""
     from importlib.metadata import PackageNotFoundError, distribution
 
     try:
@@ -164,7 +165,8 @@ def _platform_root(start: Path) -> Path:
     if root is None:
         raise ConfigError(
             "UD-NO-PLATFORM",
-            f"{start} is not inside a platform repository (no workspace.yaml, [tool.dagster] or assets/definitions.py)",
+            f"{start} is not inside a platform repository (no workspace.yaml, [tool.dagster] or "
+            "assets/definitions.py)",
             "run `ud new` in a repository made by `ud init`",
         )
     return root
@@ -204,7 +206,8 @@ def new_unit(
         raise ConfigError(
             "UD-NEW-NAME",
             f"{name!r} is not a valid unit name",
-            "use lower case letters, digits and _, starting with a letter (it becomes a Python and dbt name)",
+            "use lower case letters, digits and _, starting with a letter (it becomes a Python and "
+            "dbt name)",
         )
     if name in existing_units(root) or name in ("definitions",):
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""The latest result of each gate of a unit, for the newest candidate or what an environment runs."""
+"""The latest result of each gate of a unit, for the newest candidate or what an environment
+runs."""
 
 from __future__ import annotations
 

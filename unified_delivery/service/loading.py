@@ -111,7 +111,8 @@ def load_platform(root: Path | None = None) -> tuple[Platform, Any]:
         raise ConfigError(
             "UD-PLATFORM-IMPORT",
             f"the platform's definitions do not load: {type(exc).__name__}: {exc}{where}",
-            f"fix the platform code named; `python -c 'import {module_name}'` shows the full traceback",
+            f"fix the platform code named; `python -c 'import {module_name}'` shows the full "
+            "traceback",
         ) from None
     missing = [a for a in ("platform", "defs") if not hasattr(module, a)]
     if missing:

@@ -55,8 +55,9 @@ class DbtDuckDBTarget(DbtWapTarget):
         return [
             f"CREATE SEQUENCE IF NOT EXISTS {RELEASES}.deploy_seq",
             f"""CREATE TABLE IF NOT EXISTS {RELEASES}.deployments (
-            seq BIGINT DEFAULT nextval('{RELEASES}.deploy_seq'), unit VARCHAR, env VARCHAR, version VARCHAR,
-            previous_version VARCHAR, models VARCHAR, deployed_at VARCHAR, action VARCHAR)""",
+            seq BIGINT DEFAULT nextval('{RELEASES}.deploy_seq'), unit VARCHAR, env VARCHAR,
+            version VARCHAR, previous_version VARCHAR, models VARCHAR, deployed_at VARCHAR,
+            action VARCHAR)""",
         ]
 
     def _frame(self, con, sql: str):

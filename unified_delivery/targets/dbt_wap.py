@@ -62,7 +62,8 @@ def _now() -> str:
 
 def shown(text: str, limit: int, tail: bool = False) -> str:
     """dbt or warehouse output fit for an error message: secrets redacted, then cut to `limit`
-    characters (a warehouse error may echo a value it read; the whole log stays in the work folder)."""
+    characters (a warehouse error may echo a value it read; the whole log stays in the work
+    folder)."""
     text = redact_text(text).strip()
     if len(text) <= limit:
         return text
@@ -300,8 +301,8 @@ class DbtWapTarget(BaseTarget):
                     self._replace_view(con, env, m, f"{m}__{version}")
                 self._exec(
                     con,
-                    f"INSERT INTO {RELEASES}.deployments (unit, env, version, previous_version, models, deployed_at, action) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO {RELEASES}.deployments (unit, env, version, previous_version, "
+                    "models, deployed_at, action) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [unit.name, env, version, previous, ",".join(models), at, action],
                 )
                 self._exec(con, "COMMIT")
@@ -342,7 +343,8 @@ class DbtWapTarget(BaseTarget):
                     ):  # write once, from the audited schema; immutable afterwards
                         self._exec(
                             con,
-                            f"CREATE TABLE {RELEASES}.{q(release)} AS SELECT * FROM {q(artifact.location)}.{q(m)}",
+                            f"CREATE TABLE {RELEASES}.{q(release)} AS SELECT * FROM "
+                            f"{q(artifact.location)}.{q(m)}",
                         )
             finally:
                 con.close()
@@ -361,8 +363,8 @@ class DbtWapTarget(BaseTarget):
             raise TargetError(
                 "UD-TARGET-PUBLISH",
                 f"publishing {unit.name} {artifact.version} to {env} failed: {exc}",
-                f"{env} still serves {current.version if current else 'nothing'}; check the audit schema "
-                f"{artifact.location}",
+                f"{env} still serves {current.version if current else 'nothing'}; check the audit "
+                f"schema {artifact.location}",
             ) from exc
         log(f"published {', '.join(models)} at {artifact.version} to schema {env}")
         return dep
@@ -397,8 +399,8 @@ class DbtWapTarget(BaseTarget):
                 return []
             return self._exec(
                 con,
-                f"SELECT version, previous_version, models, deployed_at, action FROM {RELEASES}.deployments "
-                "WHERE unit = ? AND env = ? ORDER BY seq DESC",
+                "SELECT version, previous_version, models, deployed_at, action FROM "
+                f"{RELEASES}.deployments WHERE unit = ? AND env = ? ORDER BY seq DESC",
                 [unit.name, env],
             ).fetchall()
         finally:

@@ -72,7 +72,8 @@ def dagster_k8s_tags(unit: Unit) -> dict[str, Any]:
 
 
 def _label_safe(labels: dict[str, str]) -> dict[str, str]:
-    """The labels whose values Kubernetes accepts; the rest (a long version, a team with spaces) are left out."""
+    """The labels whose values Kubernetes accepts; the rest (a long version, a team with spaces) are
+    left out."""
     return {k: v for k, v in labels.items() if len(v) <= 63 and _LABEL_VALUE.match(v)}
 
 
@@ -103,7 +104,8 @@ def _expand(unit: Unit, where: str, value: str, values: dict[str, str]) -> str:
 def render_manifests(
     unit: Unit, env: str, version: str, *, mlflow_tracking_uri: str
 ) -> list[dict[str, Any]]:
-    """The objects `deploy` applies for `unit` at `version` in `env`: Service, Deployment, autoscaler."""
+    """The objects `deploy` applies for `unit` at `version` in `env`: Service, Deployment,
+    autoscaler."""
     spec = _spec(unit)
     assert isinstance(unit, AppUnit)  # _spec refuses any other unit
     name = dns_name(unit.name)
@@ -324,10 +326,19 @@ class _Api:
             except ValueError:
                 detail = exc.reason
             hint = {
-                401: "the credentials were refused: check the kubeconfig or the service account token",
-                403: "the deploy identity lacks a permission (RBAC): see docs/kubernetes.md for the Role it needs",
+                401: (
+                    "the credentials were refused: check the kubeconfig or the service account "
+                    "token"
+                ),
+                403: (
+                    "the deploy identity lacks a permission (RBAC): see docs/kubernetes.md for the "
+                    "Role it needs"
+                ),
                 404: "the namespace does not exist: create it first",
-                422: "the object was refused as invalid: run `ud render k8s` and fix the unit's kubernetes: block",
+                422: (
+                    "the object was refused as invalid: run `ud render k8s` and fix the unit's "
+                    "kubernetes: block"
+                ),
             }
             raise TargetError(
                 "UD-TARGET-K8S-API",
@@ -488,7 +499,8 @@ class KubernetesTarget(BaseTarget):
     def _undo(
         self, api: _Api, unit: Unit, env: str, to_version: str | None, log: Log
     ) -> Deployment:
-        """Apply again the pod template of an earlier revision (what `kubectl rollout undo` does)."""
+        """Apply again the pod template of an earlier revision (what `kubectl rollout undo`
+        does)."""
         ns, name = self._where(unit, env)
         dep = api.deployment(ns, name)
         if dep is None:
@@ -612,7 +624,10 @@ class KubernetesTarget(BaseTarget):
                     "url": f"http://{name}.{ns}.svc",
                 },
             )
-        why = f"{unit.name} {artifact.version} did not become available in {env} within {self.rollout_timeout_s:.0f} s: {last}"
+        why = (
+            f"{unit.name} {artifact.version} did not become available in {env} within "
+            f"{self.rollout_timeout_s:.0f} s: {last}"
+        )
         if before is None:  # nothing ran before: leave nothing behind
             for m in reversed(manifests):
                 api.delete(m)

@@ -132,7 +132,10 @@ class LocalReleaseTarget(BaseTarget):
     kinds = ("app",)
     home: str = Field(
         default="",
-        description="Home directory holding `releases/`; empty means the current home ($UD_HOME or .ud), read at call time.",
+        description=(
+            "Home directory holding `releases/`; empty means the current home ($UD_HOME or .ud), "
+            "read at call time."
+        ),
     )
     drain_s: float = Field(
         default=0.5,
@@ -335,7 +338,10 @@ class LocalReleaseTarget(BaseTarget):
             try:
                 _await_healthy(unit, proc, port, VERIFY_TIMEOUT_S)
             except _Failure as failure:
-                why = f"it answered 200 before the switch but not after it, so it was switched back ({failure.reason})"
+                why = (
+                    "it answered 200 before the switch but not after it, so it was switched back "
+                    f"({failure.reason})"
+                )
                 raise _Failure(failure.code, why) from None
             pending["verified"] = True
             write_json(paths.pending, pending)  # from here a killed deploy is finished, not undone
@@ -346,19 +352,21 @@ class LocalReleaseTarget(BaseTarget):
             except Exception as undo_exc:
                 raise TargetError(
                     "UD-TARGET-FAILED",
-                    f"{unit.name}/{env}: version {version} failed ({type(exc).__name__}: {exc}) and undoing it "
-                    f"failed too ({type(undo_exc).__name__}: {undo_exc}). {paths.pending} stays, so the next "
-                    "deploy, status or stop undoes it again.",
-                    "Fix the cause of the second error, then run `ud status` for this unit and environment.",
+                    f"{unit.name}/{env}: version {version} failed ({type(exc).__name__}: {exc}) "
+                    f"and undoing it failed too ({type(undo_exc).__name__}: {undo_exc}). "
+                    f"{paths.pending} stays, so the next deploy, status or stop undoes it again.",
+                    "Fix the cause of the second error, then run `ud status` for this unit and "
+                    "environment.",
                 ) from undo_exc
             if not isinstance(exc, _Failure):
                 raise  # an unexpected exception: deploy() and rollback() turn it into a TargetError
             raise TargetError(
                 exc.code,
-                f"{unit.name}/{env}: version {version} did not come up: {exc.reason}. {_kept(env, state, old_running)}\n"
-                f"Last lines of {paths.log}:\n{tail}",
-                f"Read {paths.log}, fix the service so that it answers 200 on {unit.service.health_path} within "
-                f"{unit.service.startup_timeout_s:g}s, then deploy a new version. The previous version kept serving.",
+                f"{unit.name}/{env}: version {version} did not come up: {exc.reason}. "
+                f"{_kept(env, state, old_running)}\nLast lines of {paths.log}:\n{tail}",
+                f"Read {paths.log}, fix the service so that it answers 200 on "
+                f"{unit.service.health_path} within {unit.service.startup_timeout_s:g}s, then "
+                "deploy a new version. The previous version kept serving.",
             ) from None
         self._finish(paths, pending, log)
         _prune(paths, keep={version, previous})
@@ -381,12 +389,14 @@ class LocalReleaseTarget(BaseTarget):
     @staticmethod
     def _finish(paths: _Paths, pending: dict, log: Log) -> None:
         """The new release serves and was verified: stop the old one. A failure here does not fail
-        the deploy (the new version runs); pending.json stays, and whatever runs next finishes it."""
+        the deploy (the new version runs); pending.json stays, and whatever runs next finishes
+        it."""
         try:
             _complete(paths, pending, log)
         except Exception as exc:  # noqa: BLE001 - logged; the deploy itself succeeded
             log(
-                f"stopping the previous release failed ({type(exc).__name__}: {exc}); the next deploy or status retries"
+                f"stopping the previous release failed ({type(exc).__name__}: {exc}); the next "
+                "deploy or status retries"
             )
 
 
@@ -416,12 +426,14 @@ def _reap_pending(paths: _Paths, log: Log) -> None:
     else:
         _undo(paths, pending, log)
         log(
-            f"undid an interrupted {pending.get('action', 'deploy')} of version {pending.get('version')}"
+            f"undid an interrupted {pending.get('action', 'deploy')} of version "
+            f"{pending.get('version')}"
         )
 
 
 def _undo(paths: _Paths, pending: dict, log: Log) -> None:
-    """Put state.json and `current` back as they were before the deploy in `pending` and stop its process."""
+    """Put state.json and `current` back as they were before the deploy in `pending` and stop its
+    process."""
     deploy_id = pending.get("deploy_id")
     state = read_json(paths.state)
     if deploy_id and state and state.get("deploy_id") == deploy_id:  # it had switched: switch back
@@ -459,7 +471,10 @@ def _kept(env: str, state: dict | None, was_running: bool) -> str:
     if not state:
         return f"{env} had no previous version, so nothing runs there."
     if not was_running:
-        return f"{env} stays on version {state['version']} (it was not running before and was not started)."
+        return (
+            f"{env} stays on version {state['version']} (it was not running before and was not "
+            "started)."
+        )
     return f"{env} still runs version {state['version']} on {_url(state.get('port'))}, untouched."
 
 
@@ -473,7 +488,8 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
         if src is None or not src.is_dir():
             raise TargetError(
                 "UD-TARGET-ARTIFACT",
-                f"{artifact.unit} version {artifact.version}: artifact location {artifact.location!r} is not a directory.",
+                f"{artifact.unit} version {artifact.version}: artifact location "
+                f"{artifact.location!r} is not a directory.",
                 "Build the candidate again; its location must be a directory with the app source.",
             )
         tmp = paths.releases / f"{artifact.version}{TMP_MARK}{secrets.token_hex(4)}"
@@ -485,7 +501,8 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise TargetError(
                 "UD-TARGET-ARTIFACT",
-                f"{artifact.unit} version {artifact.version}: could not copy {src} to {dest}: {exc}",
+                f"{artifact.unit} version {artifact.version}: could not copy {src} to {dest}: "
+                f"{exc}",
                 "Check free disk space and permissions under the home's releases/ directory.",
             ) from exc
     else:
@@ -495,7 +512,8 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
 
 
 def _point_current(paths: _Paths, version: str | None) -> None:
-    """Make `current` name `version` (None: remove it), atomically; nothing is done if it already does."""
+    """Make `current` name `version` (None: remove it), atomically; nothing is done if it already
+    does."""
     if version is None:
         paths.current.unlink(missing_ok=True)
         return
@@ -553,7 +571,10 @@ def _spawn(
         del _CHILDREN[pid]
     with open(paths.log, "ab") as out:
         out.write(
-            f"==== {_now()} {unit.name}/{env} version {version} port {port}: {' '.join(command)}\n".encode()
+            (
+                f"==== {_now()} {unit.name}/{env} version {version} port {port}: "
+                f"{' '.join(command)}\n"
+            ).encode()
         )
         out.flush()
         offset = out.tell()
@@ -688,9 +709,10 @@ def _pick_port(unit: AppUnit, env: str, version: str, log: Log) -> int:
     if isinstance(preferred, bool) or not isinstance(preferred, int) or not 0 < preferred < 65536:
         raise TargetError(
             "UD-TARGET-PORT",
-            f"{unit.name}/{env}: service.ports.{env} is {preferred!r}, not a TCP port (1 to 65535). "
-            "Nothing was started or stopped.",
-            f"Set service.ports.{env} to a port from 1 to 65535, or remove it to get any free port.",
+            f"{unit.name}/{env}: service.ports.{env} is {preferred!r}, not a TCP port (1 to "
+            "65535). Nothing was started or stopped.",
+            f"Set service.ports.{env} to a port from 1 to 65535, or remove it to get any free "
+            "port.",
         )
     problem = _bind_problem(preferred)
     if problem is None:
@@ -703,7 +725,8 @@ def _pick_port(unit: AppUnit, env: str, version: str, log: Log) -> int:
         "UD-TARGET-PORT",
         f"{unit.name}/{env}: cannot listen on service.ports.{env} = {preferred}: {problem}. "
         "Nothing was started or stopped.",
-        f"Choose a port this user may listen on (1024 or above for a non-root user) for service.ports.{env}.",
+        "Choose a port this user may listen on (1024 or above for a non-root user) for "
+        f"service.ports.{env}.",
     )
 
 
@@ -777,7 +800,8 @@ def _no_release(unit: str, env: str, version: str | None, available: list[str]) 
     wanted = f"version {version}" if version else "a previous version"
     return TargetError(
         "UD-TARGET-NO-RELEASE",
-        f"{unit}/{env}: there is no release for {wanted}; available: {', '.join(available) or 'none'}.",
+        f"{unit}/{env}: there is no release for {wanted}; available: "
+        f"{', '.join(available) or 'none'}.",
         "Roll back to one of the available versions, or deploy the version you want again.",
     )
 

@@ -136,7 +136,8 @@ class MlflowAliasTarget(BaseTarget):
             )
             mlflow.log_metrics({**metrics, "train_seconds": train_seconds})
             mlflow.log_artifact(str(holdout_path), artifact_path="holdout")
-            # Naming the requirements spares MLflow a child process that infers them (15-20 s a model).
+            # Naming the requirements spares MLflow a child process that infers them (15-20 s a
+            # model).
             info = log_sklearn_model(
                 fitted,
                 name="model",

@@ -138,7 +138,8 @@ class Requester:
 
 
 def candidate_config(unit: str, ref: str) -> dict:
-    """Run config of `<unit>__to_<first env>` that builds the candidate at `ref` (see cli.promote)."""
+    """Run config of `<unit>__to_<first env>` that builds the candidate at `ref` (see
+    cli.promote)."""
     return {"ops": {f"{unit}__candidate": {"config": {"ref": ref}}}}
 
 

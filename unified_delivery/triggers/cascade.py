@@ -52,7 +52,10 @@ def cascade_requests(
         key = f"cascade:{name}:{data.name}@{dep.version}"
         if trained_on == dep.version or runs_with_key(context.instance, key):
             continue
-        why = f"{data.name} {dep.version[:12]} is in {data.environments[-1]}; {name} was trained on {(trained_on or 'nothing')[:12]}"
+        why = (
+            f"{data.name} {dep.version[:12]} is in {data.environments[-1]}; {name} was trained on "
+            f"{(trained_on or 'nothing')[:12]}"
+        )
         note(context, "info", f"{sensor}: retraining {name}: {why}", unit=name, event="request")
         requests.append(
             who.request(
@@ -83,5 +86,7 @@ def cascade_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         principal=principal,
-        description="Retrains models when the data unit they train on has a new production version.",
+        description=(
+            "Retrains models when the data unit they train on has a new production version."
+        ),
     )

@@ -19,13 +19,16 @@ RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 
 FIND = """query { workspaceOrError { __typename ... on Workspace { locationEntries { name
-  locationOrLoadError { __typename ... on RepositoryLocation { repositories { name sensors { name } } } } } } } }"""
-DRY_RUN = """mutation($selector: SensorSelector!, $cursor: String) { sensorDryRun(selectorData: $selector, cursor: $cursor) {
+  locationOrLoadError { __typename ... on RepositoryLocation { repositories { name
+  sensors { name } } } } } } } }"""
+DRY_RUN = """mutation($selector: SensorSelector!, $cursor: String) {
+  sensorDryRun(selectorData: $selector, cursor: $cursor) {
   __typename
   ... on DryRunInstigationTick { evaluationResult { skipReason error { message }
     runRequests { runKey jobName runConfigYaml tags { key value } } } }
   ... on PythonError { message } ... on SensorNotFoundError { message } } }"""
-RUNS_WITH_KEY = """query($key: String!) { runsOrError(filter: {tags: [{key: "dagster/run_key", value: $key}]}, limit: 1) {
+RUNS_WITH_KEY = """query($key: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/run_key", value: $key}]}, limit: 1) {
   __typename ... on Runs { results { runId } } } }"""
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
@@ -71,7 +74,8 @@ def find_sensor(url: str, sensor: str, timeout: float) -> tuple[str, str]:
 
 
 def evaluate_now(url: str, sensor: str, timeout: float = 10) -> dict:
-    """Evaluate `sensor` and launch what it requests; raises Unavailable without a running Dagster."""
+    """Evaluate `sensor` and launch what it requests; raises Unavailable without a running
+    Dagster."""
     location, repository = find_sensor(url, sensor, timeout)
     selector = {
         "repositoryLocationName": location,

@@ -297,7 +297,8 @@ def plan(
                     context,
                     "info",
                     f"{sensor}: {repo}: building the newest commit of {branch}; skipped "
-                    f"{len(skipped[:MAX_SKIPPED_LISTED])}{more} older one(s): {', '.join(s[:12] for s in skipped[:MAX_SKIPPED_LISTED])}",
+                    f"{len(skipped[:MAX_SKIPPED_LISTED])}{more} older one(s): "
+                    f"{', '.join(s[:12] for s in skipped[:MAX_SKIPPED_LISTED])}",
                     repository=repo,
                     branch=branch,
                     event="skipped",
@@ -362,7 +363,8 @@ def git_tick(
                 note(
                     context,
                     "error",
-                    f"{sensor}: cannot read {w.repository}: {heads[w.repository]}; skipped this tick",
+                    f"{sensor}: cannot read {w.repository}: {heads[w.repository]}; skipped this "
+                    "tick",
                     repository=w.repository,
                     event="unreachable",
                 )

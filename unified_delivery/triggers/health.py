@@ -75,7 +75,8 @@ def health_tick(
                     note(
                         context,
                         "warning",
-                        f"{sensor}: {key}: health could not be checked: {type(exc).__name__}: {exc}",
+                        f"{sensor}: {key}: health could not be checked: {type(exc).__name__}: "
+                        f"{exc}",
                         event="unchecked",
                     )
                     state[key] = entry
@@ -101,8 +102,8 @@ def health_tick(
                     note(
                         context,
                         "error",
-                        f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks and "
-                        "has no previous version to roll back to; a person must act",
+                        f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health "
+                        "checks and has no previous version to roll back to; a person must act",
                         unit=name,
                         env=env,
                         event="stuck",
@@ -111,16 +112,17 @@ def health_tick(
                     note(
                         context,
                         "error",
-                        f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health checks but "
-                        "is itself the result of a rollback; not rolling back again, a person must act",
+                        f"{sensor}: {key} {dep.version[:12]} failed {entry['failures']} health "
+                        "checks but is itself the result of a rollback; not rolling back again, a "
+                        "person must act",
                         unit=name,
                         env=env,
                         event="stuck",
                     )
                 else:
                     reason = (
-                        f"health sensor: {entry['failures']} consecutive failed health checks of {dep.version[:12]}: "
-                        f"{entry['messages'][-1]}"
+                        f"health sensor: {entry['failures']} consecutive failed health checks of "
+                        f"{dep.version[:12]}: {entry['messages'][-1]}"
                     )
                     note(
                         context,

@@ -59,7 +59,8 @@ def promotion_requests(
                 continue
             if src is None or (dst is not None and dst.version == src.version):
                 continue
-            # An approval or override given since is new evidence: it earns the version another attempt.
+            # An approval or override given since is new evidence: it earns the version another
+            # attempt.
             evidence = ledger.latest(
                 unit=name, predicate=lambda e: e.action in ("approval", "override")
             )
@@ -109,7 +110,8 @@ def promotion_requests(
                 note(
                     context,
                     "info",
-                    f"{sensor}: {name} {src.version[:12]} waits in {prev}: gates failed: {', '.join(failed)}",
+                    f"{sensor}: {name} {src.version[:12]} waits in {prev}: gates failed: "
+                    f"{', '.join(failed)}",
                     unit=name,
                     env=env,
                     event="gates-failed",

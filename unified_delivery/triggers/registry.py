@@ -40,7 +40,8 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-# A run that has claimed to be in progress for longer than this crashed; it must not hold a model back forever.
+# A run that has claimed to be in progress for longer than this crashed; it must not hold a model
+# back forever.
 IN_PROGRESS_WINDOW = timedelta(hours=1)
 
 
@@ -162,8 +163,8 @@ def plan(
             note(
                 context,
                 "info",
-                f"{sensor}: {watch.model}: building the newest new version {newest.version}; skipped "
-                f"{', '.join(str(v.version) for v in older)}",
+                f"{sensor}: {watch.model}: building the newest new version {newest.version}; "
+                f"skipped {', '.join(str(v.version) for v in older)}",
                 model=watch.model,
                 event="skipped",
                 skipped=[str(v.version) for v in older],
@@ -215,8 +216,8 @@ def registry_tick(
             note(
                 context,
                 "error",
-                f"{sensor}: the MLflow registry cannot be read ({type(exc).__name__}: {first_line}); "
-                "skipped this tick",
+                f"{sensor}: the MLflow registry cannot be read ({type(exc).__name__}: "
+                f"{first_line}); skipped this tick",
                 event="registry-down",
             )
             return []
@@ -237,7 +238,8 @@ def registry_tick(
                 note(
                     context,
                     "info",
-                    f"{sensor}: {w.model}: a run of {w.unit} is in progress; looking again next tick",
+                    f"{sensor}: {w.model}: a run of {w.unit} is in progress; looking again next "
+                    "tick",
                     model=w.model,
                     event="deferred",
                 )

@@ -28,8 +28,9 @@ ORDER = ["ud_git_push", "ud_mlflow_registry", "ud_cascade", "ud_promotion", "ud_
 def standard_sensors(
     platform: Platform, base: dg.Definitions, principal: str
 ) -> list[dg.SensorDefinition]:
-    """`principal` is who the sensors' runs act as: the policy must grant it deploy where they promote.
-    The sensors target the very job objects of `base` (Dagster refuses two jobs of one name)."""
+    """`principal` is who the sensors' runs act as: the policy must grant it deploy where they
+    promote. The sensors target the very job objects of `base` (Dagster refuses two jobs of one
+    name)."""
     jobs = {j.name: j for j in base.jobs or []}
 
     def first_env_jobs(wanted: Callable[[Unit], object]) -> list:
@@ -69,7 +70,8 @@ def standard_sensors(
 
 
 def with_standard_sensors(platform: Platform, principal: str) -> dg.Definitions:
-    """The platform's Definitions with the standard sensors: what a platform's entry point exports."""
+    """The platform's Definitions with the standard sensors: what a platform's entry point
+    exports."""
     base = platform.definitions()
     return dg.Definitions.merge(
         base, dg.Definitions(sensors=standard_sensors(platform, base, principal))

@@ -124,8 +124,8 @@ class AppTranslator(KindTranslator):
                 raise UDError(
                     "UD-APP-PATH-NOT-FOUND",
                     f"unit {unit.name}: path {unit.path!r} is not in commit {sha[:12]} of {ref}",
-                    f"an app builds from a commit: commit {unit.path} to {ref} (git add, git commit), "
-                    "or fix `path` in the unit's YAML",
+                    f"an app builds from a commit: commit {unit.path} to {ref} (git add, git "
+                    "commit), or fix `path` in the unit's YAML",
                 )
             with tarfile.open(fileobj=io.BytesIO(tree.stdout)) as tar:
                 tar.extractall(tmp, filter="data")

@@ -55,7 +55,8 @@ def write_value(value: Any, directory: Path) -> Path:
 
 
 def _parquet(frame: Any, directory: Path) -> Path | None:
-    """The frame as Parquet, or None when Arrow cannot type a column (mixed objects): then it is pickled."""
+    """The frame as Parquet, or None when Arrow cannot type a column (mixed objects): then it is
+    pickled."""
     path = directory / f"{VALUE}.parquet"
     try:
         frame.to_parquet(path)

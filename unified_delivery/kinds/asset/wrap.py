@@ -51,7 +51,8 @@ class WrappedAsset:
     def execute(
         self, selection: dg.AssetSelection, store: dg.IOManager
     ) -> dg.ExecuteInProcessResult:
-        """One run of the asset or of its checks on a throwaway instance; values go through `store`."""
+        """One run of the asset or of its checks on a throwaway instance; values go through
+        `store`."""
         io = dg.IOManagerDefinition.hardcoded_io_manager(store)
         defs = dg.Definitions(
             assets=[self.asset],
@@ -168,8 +169,8 @@ def _refuse_what_cannot_run(wrapped: WrappedAsset) -> None:
         refuse(
             "asset",
             f"{unit.asset_key} takes inputs from other assets ({', '.join(inputs)})",
-            "wrap an asset that reads what it needs itself (a resource, a file, a warehouse table); "
-            "`deps=[...]` without arguments is fine",
+            "wrap an asset that reads what it needs itself (a resource, a file, a warehouse "
+            "table); `deps=[...]` without arguments is fine",
         )
     for checks_def in wrapped.checks:
         if not isinstance(checks_def, dg.AssetChecksDefinition):
@@ -182,7 +183,8 @@ def _refuse_what_cannot_run(wrapped: WrappedAsset) -> None:
             if spec.asset_key != asset.key:
                 refuse(
                     "checks",
-                    f"check {spec.name!r} checks {spec.asset_key.to_user_string()}, not {unit.asset_key}",
+                    f"check {spec.name!r} checks {spec.asset_key.to_user_string()}, not "
+                    f"{unit.asset_key}",
                     "pass only the checks of the wrapped asset",
                 )
     if len(set(unit.checks)) != len(unit.checks):
@@ -208,5 +210,6 @@ def _refuse_what_cannot_run(wrapped: WrappedAsset) -> None:
         refuse(
             "resources",
             f"the asset or its checks need resources {missing} that were not given",
-            f"pass them: wrap_asset(..., resources={{{', '.join(repr(m) + ': ...' for m in missing)}}})",
+            "pass them: wrap_asset(..., "
+            f"resources={{{', '.join(repr(m) + ': ...' for m in missing)}}})",
         )

@@ -76,7 +76,8 @@ def parse_vars(unit: Unit, ref: str) -> dict[str, Any]:
                 "UD-DATA-UNKNOWN-VAR",
                 f"unit {unit.name}: --ref sets {shown}, which the unit does not declare "
                 f"(it accepts: {accepts})",
-                f"give only declared vars, or declare it under `vars:` in the declaration of {unit.name}",
+                "give only declared vars, or declare it under `vars:` in the declaration of "
+                f"{unit.name}",
             )
         out[name] = _checked(unit, name, spec, value)
     return out

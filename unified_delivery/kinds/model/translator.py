@@ -125,7 +125,8 @@ class ModelTranslator(KindTranslator):
         if not hasattr(fitted, "predict"):
             raise UDError(
                 "UD-MODEL-NOT-FITTED",
-                f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a fitted model",
+                f"unit {unit.name}: the training function returned {type(fitted).__name__}, not a "
+                "fitted model",
                 "return the fitted estimator",
                 exit_code=5,
             )
