@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all install ui down clean
+.PHONY: demo test test-all lint install ui down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ XDIST := -n auto --maxprocesses=4 --dist loadfile
 
 test: install
 	$(BIN)/python -m pytest $(XDIST)
+
+# What .ci/run checks before the tests: ruff (style, imports, formatting) and pyright (basic).
+lint: install
+	$(BIN)/ruff check unified_delivery
+	$(BIN)/ruff format --check unified_delivery
+	$(BIN)/pyright
 
 test-all: install
 	$(BIN)/python -m pytest $(XDIST) -m ""
