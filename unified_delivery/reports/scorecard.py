@@ -1,9 +1,10 @@
 """The reports in the Dagster UI: a `platform/scorecard` asset whose materialization renders
 tables and charts for every unit and team (Dagster markdown, charts as SVG data URIs) and
 records each stage asset's own DORA and cost figures on it as an observation. They are
-computed when the scorecard is materialized (where they are read), not on every deploy."""
+computed when the scorecard is materialized (where they are read), not on every deploy.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Dagster reads the asset's `context` annotation
+at definition time, and a string annotation is refused."""
 
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,7 @@ def scorecard_metadata(
     return meta
 
 
-def scorecard_asset(platform: Platform) -> dg.AssetsDefinition:
+def scorecard_asset(platform: "Platform") -> dg.AssetsDefinition:
     """Reads the ledger only; it follows each unit's last environment so the graph shows what it
     sums up."""
     last_envs = [
