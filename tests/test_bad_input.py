@@ -123,3 +123,44 @@ def test_any_app_unit_file_loads_or_is_one_config_error(tmp_path, attributes):
         load_yaml_unit(path)
     except ConfigError as exc:
         assert exc.code.startswith("UD-CONFIG-") and "\n" not in exc.message
+
+
+APP = {"name": "svc", "team": "web", "repository": "/nonexistent/repo"}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"name": "a" * 300}, "name"),
+    ({"name": "a" * 41}, "name"),
+    ({"budget": {"per_run": 1e400}}, "budget.per_run"),
+    ({"budget": {"per_month": float("nan")}}, "budget.per_month"),
+    ({"budget": {"per_month": 1e13}}, "budget.per_month"),
+    ({"budget": {"serving": {"size": "small", "replicas": 10**9}}}, "budget.serving.replicas"),
+    ({"policy": {"approvals": {"production": -1}}}, "policy.approvals.production"),
+    ({"policy": {"soak_seconds": -5}}, "policy.soak_seconds"),
+    ({"service": {"ports": {"staging": 70000}}}, "service.ports.staging"),
+    ({"service": {"ports": {"staging": 0}}}, "service.ports.staging"),
+    ({"service": {"startup_timeout_s": 0}}, "service.startup_timeout_s"),
+    ({"kubernetes": {"image": "x", "replicas": 10**7}}, "kubernetes.replicas"),
+    ({"kubernetes": {"image": "x", "port": 99999}}, "kubernetes.port"),
+    ({"kubernetes": {"image": "x", "hpa": {"max_replicas": 10**6}}}, "kubernetes.hpa.max_replicas"),
+])
+def test_out_of_range_unit_values_are_refused_where_they_are_parsed(tmp_path, change, field):
+    """Huge budgets, replicas and ports, a 300-character name, negative approvals: refused when
+    the file loads, naming the field, instead of a run that fails late with no cause."""
+    path = tmp_path / "svc.yaml"
+    path.write_text(yaml.safe_dump({"type": "unified_delivery.App", "attributes": {**APP, **change}},
+                                   allow_unicode=True))
+    with pytest.raises(ConfigError) as err:
+        load_yaml_unit(path)
+    assert err.value.code.startswith("UD-CONFIG-") and "\n" not in err.value.message
+    assert field in err.value.message, err.value.message
+
+
+def test_in_range_values_still_load(tmp_path):
+    path = tmp_path / "svc.yaml"
+    path.write_text(yaml.safe_dump({"type": "unified_delivery.App", "attributes": {
+        **APP, "name": "a" * 40, "budget": {"per_run": 0, "per_month": 1e12},
+        "policy": {"approvals": {"production": 0}, "soak_seconds": 86400},
+        "service": {"ports": {"staging": 65535}},
+        "kubernetes": {"image": "x", "replicas": 1000, "port": 1}}}))
+    assert load_yaml_unit(path).name == "a" * 40

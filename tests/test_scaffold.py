@@ -86,6 +86,7 @@ def test_a_data_unit_declared_in_dbt_meta_alone(platform: Path):
     (["new", "model", "features"], "UD-NEW-EXISTS"),   # a dbt model
     (["new", "model", "2fast"], "UD-NEW-NAME"),
     (["new", "app", "Web-App"], "UD-NEW-NAME"),
+    (["new", "app", "a" * 300], "UD-NEW-NAME"),                 # longer than any Kubernetes name
     (["new", "app", "ok_name", "--team", "Web Team"], "UD-NEW-NAME"),
     (["new", "model", "churn", "--trains-on", "features"], "UD-NEW-LABEL"),
     (["new", "model", "churn", "--trains-on", "nothing", "--label", "label"], "UD-NEW-TRAINS-ON"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -21,6 +21,15 @@ from .errors import ConfigError
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 CANDIDATE = "candidate"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# Kubernetes object names (63 characters) and warehouse schemas (Postgres: 63 bytes) are built
+# from a unit's name with its environment or version beside it.
+MAX_NAME = 40
+# Bounds that refuse a typo (a budget of 1e400, a million replicas) where it is parsed, instead
+# of a run that fails late without a cause.
+MAX_MONEY = 1e12
+MAX_REPLICAS = 1000
+Money = Annotated[float, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
@@ -50,25 +59,33 @@ class GateSpec(Strict):
 
 class Serving(Strict):
     size: str = Field(description="a size of the price table's replica_hour")
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
 
 
 class Budget(Strict):
     """What a unit may cost, and the volume it serves, for the cost gate."""
 
-    per_run: float | None = Field(default=None, ge=0)
-    per_month: float | None = Field(default=None, ge=0)
+    per_run: Money | None = None
+    per_month: Money | None = None
     currency: Currency = "USD"
     runs_per_month: int = Field(
-        default=30, ge=0, description="builds a month, to project run costs"
+        default=30, ge=0, le=1_000_000, description="builds a month, to project run costs"
     )
     serving: Serving | None = Field(default=None, description="what stays up between builds")
     volume_per_month: float | None = Field(
-        default=None, gt=0, description="predictions, requests or GB a month"
+        default=None,
+        gt=0,
+        le=1e15,
+        allow_inf_nan=False,
+        description="predictions, requests or GB a month",
     )
     volume_unit: Literal["predictions", "requests", "gb"] = "predictions"
     max_unit_cost: float | None = Field(
-        default=None, ge=0, description="per 1,000 predictions/requests, or per GB"
+        default=None,
+        ge=0,
+        le=MAX_MONEY,
+        allow_inf_nan=False,
+        description="per 1,000 predictions/requests, or per GB",
     )
 
 
@@ -77,8 +94,8 @@ class Policy(Strict):
 
     staging: Literal["automatic", "manual"] = "automatic"
     production: Literal["automatic", "manual"] = "manual"
-    soak_seconds: int = 0
-    approvals: dict[str, int] = Field(
+    soak_seconds: int = Field(default=0, ge=0, le=30 * 86400, description="at most 30 days")
+    approvals: dict[str, Annotated[int, Field(ge=0, le=10)]] = Field(
         default_factory=dict, description="environment -> approvals required (four-eyes)"
     )
 
@@ -102,7 +119,7 @@ class Resources(Strict):
 
     requests: Compute = Field(default_factory=Compute)
     limits: Compute = Field(default_factory=Compute)
-    gpu: int = Field(default=0, ge=0)
+    gpu: int = Field(default=0, ge=0, le=64)
     gpu_resource: str = "nvidia.com/gpu"
 
 
@@ -147,8 +164,13 @@ class Unit(Strict):
     def _valid_name(cls, v: str) -> str:
         if not NAME_RE.match(v):
             raise ValueError(
-                f"{v!r} is not a valid unit name (lower case letters, digits and _, starting with "
-                "a letter)"
+                f"{v[:60]!r} is not a valid unit name (lower case letters, digits and _, starting "
+                "with a letter)"
+            )
+        if len(v) > MAX_NAME:
+            raise ValueError(
+                f"the unit name {v[:20]}... has {len(v)} characters, at most {MAX_NAME}: "
+                "Kubernetes objects and warehouse schemas are named after it"
             )
         return v
 

@@ -23,7 +23,7 @@ from ..errors import ConfigError, UDError
 from ..home import is_platform_root
 from ..kinds.registry import kinds
 from ..kinds.scaffolding import NewUnit, Scaffold
-from ..units import NAME_RE
+from ..units import MAX_NAME, NAME_RE
 
 PLACEHOLDER = re.compile(r"@@(\w+)@@")
 PLATFORM = resources.files(__name__) / "files" / "platform"  # a platform repository's template
@@ -202,10 +202,10 @@ def new_unit(
             f"use one of: {', '.join(known)}",
         )
     scaffold = known[kind]
-    if not NAME_RE.match(name) or not name.isidentifier():
+    if not NAME_RE.match(name) or not name.isidentifier() or len(name) > MAX_NAME:
         raise ConfigError(
             "UD-NEW-NAME",
-            f"{name!r} is not a valid unit name",
+            f"{name[:60]!r} is not a valid unit name (at most {MAX_NAME} characters)",
             "use lower case letters, digits and _, starting with a letter (it becomes a Python and "
             "dbt name)",
         )

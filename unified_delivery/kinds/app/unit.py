@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from ...units import GitSource, Resources, Strict, Unit
+from ...units import MAX_REPLICAS, GitSource, Port, Resources, Strict, Unit
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEST_ENV_MAX = 32
@@ -23,17 +23,19 @@ class ServiceSpec(Strict):
     health_path: str = "/health"
     startup_timeout_s: float = Field(
         default=90.0,
+        gt=0,
+        le=3600,
         description="seconds a release has to answer its health check (importing "
         "MLflow and loading a model on a loaded 2-core machine)",
     )
-    ports: dict[str, int] = Field(
+    ports: dict[str, Port] = Field(
         default_factory=dict, description="preferred port per environment; a free port otherwise"
     )
 
 
 class Autoscaling(Strict):
-    min_replicas: int = Field(default=2, ge=1)
-    max_replicas: int = Field(default=5, ge=1)
+    min_replicas: int = Field(default=2, ge=1, le=MAX_REPLICAS)
+    max_replicas: int = Field(default=5, ge=1, le=MAX_REPLICAS)
     cpu_target: int = Field(
         default=70, ge=1, le=100, description="average CPU use, in % of the cpu request"
     )
@@ -53,8 +55,8 @@ class KubernetesSpec(Strict):
 
     image: str
     namespace: str = "{env}"
-    replicas: int = Field(default=2, ge=0)
-    port: int = Field(default=8000, ge=1, le=65535)
+    replicas: int = Field(default=2, ge=0, le=MAX_REPLICAS)
+    port: Port = 8000
     health_path: str | None = Field(
         default=None, description="readiness and liveness probes; default: service.health_path"
     )
