@@ -26,7 +26,7 @@ import pytest
 
 import unified_delivery as ud
 from tests.test_mlflow_alias import mlflow_uris_restored
-from unified_delivery.errors import ConfigError, TargetError
+from unified_delivery.errors import ConfigError, TargetError, UDError
 from unified_delivery.governance import Governance, PolicyFile
 from unified_delivery.home import Home
 from unified_delivery.ledger import LedgerResource
@@ -411,6 +411,11 @@ def story(tmp_path_factory) -> Iterator[Story]:
             dep = production.status(unit, "production")
             s.served[name] = dep and (dep.version, scores(dep.details["path"], probe))
 
+        try:  # production before anything is in staging: refused before a run exists
+            promote(platform, defs, "scorer", "production", home=home)
+        except UDError as exc:
+            s.outcomes["nothing staged"] = exc
+        s.outcomes["recorded before staging"] = len(platform.ledger.ledger().entries(unit="scorer"))
         step("v1 to staging", lambda: promote(platform, defs, "scorer", "staging", home=home))
         step("v1 to production", lambda: promote(platform, defs, "scorer", "production", home=home))
         rows(seed=1).to_csv(
@@ -440,6 +445,13 @@ def test_every_step_ran_as_a_dagster_run_and_succeeded(story):
     ):
         outcome = story.outcomes[name]
         assert outcome.error is None and outcome.run_id, (name, outcome.error)
+
+
+def test_production_before_staging_is_refused_as_nothing_to_promote_without_a_run(story):
+    refusal = story.outcomes["nothing staged"]
+    assert (refusal.code, refusal.exit_code) == ("UD-PROMOTE-NOTHING", 2)
+    assert "ud promote scorer --to staging" in refusal.remediation
+    assert story.outcomes["recorded before staging"] == 0  # no run, no refusal: nothing happened
 
 
 def test_staging_is_the_mlflow_alias_and_production_the_model_server(story):

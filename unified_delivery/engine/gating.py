@@ -167,7 +167,9 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
             False,
             "UD-GATE-NOTHING",
             f"{stage} holds no version to check",
-            f"materialize {unit.name}/{stage} first",
+            f"promote {unit.name} to {stage} first (ud promote {unit.name} --to {stage})"
+            if stage != CANDIDATE
+            else f"build a candidate: ud promote {unit.name} --to {guards}",
         )
     else:
         result = evaluate_gate(

@@ -89,8 +89,17 @@ def promote(
     from ..translator import job_name
 
     unit = unit_in(platform, unit_name, env)
+    upstream = unit.previous_stage(env)
+    # Nothing to promote is the caller's to fix, said before a run exists (the gates would
+    # otherwise refuse the empty stage, exit 3, as if a version had failed them).
+    if upstream != CANDIDATE and platform.target(unit, upstream).status(unit, upstream) is None:
+        raise UDError(
+            "UD-PROMOTE-NOTHING",
+            f"{unit_name} has no {upstream} version to promote to {env}",
+            f"promote it to {upstream} first: ud promote {unit_name} --to {upstream}",
+        )
     run_config: dict = {}
-    if unit.previous_stage(env) == CANDIDATE and ref:
+    if upstream == CANDIDATE and ref:
         check_ref(platform, unit, ref)
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
