@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,37 @@ def test_every_lazy_name_stays_the_function_once_its_modules_are_imported():
             importlib.import_module(info.name)
         for name in package._LAZY:
             assert not inspect.ismodule(getattr(package, name)), f"{package.__name__}.{name} is a module"
+
+
+# argparse's own --help and --version ignore a failed write: they exit 0, quietly too.
+@pytest.mark.parametrize("argv, codes", [(["--help"], (0, 141)), (["--version"], (0, 141)),
+                                         (["--json", "promot"], (141,))])
+def test_a_closed_pipe_ends_quietly(argv, codes):
+    """`ud ... | head` when the reader has gone: exit 141 (SIGPIPE's), no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "unified_delivery.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # gone before ud writes a byte
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert proc.returncode in codes
+
+
+@pytest.mark.parametrize("argv", [["--json", "promote"], ["promote", "-o", "yaml"], ["-ojson", "promot"],
+                                  ["--output=yaml", "gates"]])
+def test_global_options_go_anywhere_and_errors_come_in_the_format_asked(argv):
+    import yaml
+
+    proc = subprocess.run([sys.executable, "-m", "unified_delivery.cli", *argv], capture_output=True, text=True,
+                          timeout=60)
+    doc = yaml.safe_load(proc.stdout)  # JSON is YAML too
+    assert proc.returncode == 2 and doc["ok"] is False and doc["error"]["code"] == "UD-USAGE", proc.stdout
+    assert doc["error"]["exit_code"] == 2 and proc.stderr == ""
+
+
+def test_every_machine_output_starts_with_ok():
+    from unified_delivery.output import dump, envelope
+
+    assert list(envelope({"units": []})) == ["ok", "units"]
+    assert envelope({"ok": False, "problems": ["x"]})["ok"] is False  # a command's own verdict stays
+    assert envelope([1, 2]) == {"ok": True, "items": [1, 2]}
+    assert dump({"ok": True, "at": Path("/x")}, "yaml") == "ok: true\nat: /x"

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import warnings
+from typing import Any
 
 from . import service
 from .errors import UDError
 from .home import Home
-from .output import Output, gates_text, plan_text, status_table
+from .output import FORMATS, Output, dump, gates_text, output_format, plan_text, status_table
 from .targets.roles import ModelRegistry, ReleaseStore, Warehouse
 
 
@@ -201,16 +201,35 @@ def build_parser() -> Parser:
         description="unified-delivery: one pipeline for app code, ML models and data products.",
     )
     p.add_argument("--version", action="version", version=f"ud {_version()}")
+
+    def global_options(parser: Parser, default: Any) -> None:
+        # Before the command (`ud --json status`) or after it (`ud status --json`); a
+        # command's copy must not reset what was given before it (argparse.SUPPRESS).
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            default=default if default is argparse.SUPPRESS else False,
+            help="one JSON object on stdout, no progress (same as -o json)",
+        )
+        parser.add_argument(
+            "-o",
+            "--output",
+            choices=FORMATS,
+            default=default if default is argparse.SUPPRESS else "table",
+            help="table (default), json or yaml",
+        )
+        parser.add_argument(
+            "--token",
+            default=default,
+            help="act as the principal of this token (default: $UD_TOKEN)",
+        )
+
+    global_options(p, None)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def add(name: str, fn, help_: str) -> Parser:
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument(
-            "--json", action="store_true", help="one JSON object on stdout, no progress"
-        )
-        sp.add_argument(
-            "--token", default=None, help="act as the principal of this token (default: $UD_TOKEN)"
-        )
+        global_options(sp, argparse.SUPPRESS)
         sp.set_defaults(fn=fn)
         return sp
 
@@ -270,14 +289,29 @@ COMMAND_MODULES: list[str] = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # what is still buffered goes now, while a closed pipe can be answered
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`ud status --json | head`): no traceback, and none at exit either
+        # when Python flushes stdout into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process the pipe's SIGPIPE ended
+
+
+def _main(argv: list[str] | None) -> int:
     warnings.filterwarnings("ignore")
     from .home import PRIVATE_UMASK
 
     # What ud writes under the home (and the UI it starts) is its owner's alone.
     os.umask(PRIVATE_UMASK)
+    # MLflow's INFO lines (creating tables, migrations) are not the user's business on a
+    # terminal; a run's own logs keep them. A caller's own setting wins.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     argv = sys.argv[1:] if argv is None else argv
-    as_json = "--json" in argv
-    out = Output(as_json)
+    out = Output(output_format(argv))
     try:
         args = build_parser().parse_args(argv)
         return args.fn(args, out)
@@ -285,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         from .redaction import redact_text
 
         exc.message, exc.remediation = redact_text(exc.message), redact_text(exc.remediation)
-        if as_json:
-            print(json.dumps({"ok": False, "error": exc.to_dict()}, indent=2))
+        if out.as_json:
+            print(dump({"ok": False, "error": exc.to_dict()}, out.format))
         else:
             print(
                 f"error {exc.code}: {exc.message}"

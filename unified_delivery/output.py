@@ -8,12 +8,51 @@ import sys
 import time
 from typing import Any, Callable
 
+FORMATS = ("table", "json", "yaml")
+
+
+def output_format(argv: list[str]) -> str:
+    """The format asked for anywhere in the arguments (`--json`, `-o json|yaml|table`,
+    `--output=yaml`), read before parsing so that a usage error is printed in it too."""
+    fmt = "table"
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--json":
+            fmt = "json"
+        elif arg in ("-o", "--output") and i + 1 < len(argv):
+            fmt = argv[i + 1]
+        elif arg.startswith("--output="):
+            fmt = arg.split("=", 1)[1]
+        elif arg.startswith("-o") and len(arg) > 2:
+            fmt = arg[2:]
+    return fmt if fmt in FORMATS else "table"
+
+
+def envelope(data: Any) -> Any:
+    """Every command's machine output is one object that starts with `ok` (a command that can
+    fail on its own terms, like `ud audit verify`, sets it itself)."""
+    if isinstance(data, dict):
+        return data if "ok" in data else {"ok": True, **data}
+    return {"ok": True, "items": data}
+
+
+def dump(data: Any, fmt: str) -> str:
+    if fmt == "yaml":
+        import yaml
+
+        # Through JSON first: dates, paths and enums print as the JSON output prints them.
+        return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False).rstrip()
+    return json.dumps(data, indent=2, default=str)
+
 
 class Output:
-    """Progress on a terminal, silence and one JSON object with --json."""
+    """Progress on a terminal and the table people read; with --json (or -o json|yaml) silence
+    and one object on stdout."""
 
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
+    def __init__(self, as_json: bool | str):
+        self.format = as_json if isinstance(as_json, str) else ("json" if as_json else "table")
+        self.as_json = self.format != "table"  # machine output: no progress
         self.started = time.monotonic()
 
     def progress(self, text: str) -> None:
@@ -22,7 +61,7 @@ class Output:
 
     def result(self, data: Any, text: str | Callable[[], str]) -> None:
         if self.as_json:
-            print(json.dumps(data, indent=2, default=str))
+            print(dump(envelope(data), self.format))
         else:
             print(text() if callable(text) else text)
 
