@@ -138,6 +138,19 @@ def test_user_errors_are_one_line_with_a_code_and_exit_code(demo_home):
     assert "UD-ROLLBACK-NOT-DEPLOYED" in out.stderr
 
 
+def test_a_dry_run_the_command_would_refuse_exits_with_the_refusals_code(demo_home):
+    home, _ = demo_home
+    out = ud(home, "rollback", "churn_model", "--env", "production", "--to", "999", "--reason", "t", "--dry-run",
+             "-o", "json")
+    plan = json.loads(out.stdout)
+    assert out.returncode == 4 and plan["ok"] is False and plan["permitted"] is False, out.stdout
+    assert [b["code"] for b in plan["blocked_by"]] == ["UD-ROLLBACK-NOT-DEPLOYED"]
+    # One that would go through: exit 0, and no Python repr in what people read.
+    out = ud(home, "promote", "recommendation_api", "--to", "production", "--dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "None" not in out.stdout and "dry run: promote recommendation_api" in out.stdout
+
+
 @pytest.mark.slow  # a second full demo: minutes; `make test-all` runs it
 def test_demo_runs_twice(demo_home):
     home, _ = demo_home

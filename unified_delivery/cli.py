@@ -75,7 +75,9 @@ def cmd_promote(args, out: Output) -> int:
     if args.dry_run:
         plan = service.promote_plan(platform, args.unit, args.to, principal, args.ref)
         out.result(plan, lambda: plan_text(plan))
-        return 0
+        from .service.plans import plan_exit_code
+
+        return plan_exit_code(plan)
     out.progress(f"promoting {args.unit} to {args.to} as {principal}")
     outcome = service.promote(
         platform, defs, args.unit, args.to, reason=args.reason, ref=args.ref, principal=principal
@@ -105,7 +107,9 @@ def cmd_rollback(args, out: Output) -> int:
     if args.dry_run:
         plan = service.rollback_plan(platform, args.unit, args.env, principal, args.to)
         out.result(plan, lambda: plan_text(plan))
-        return 0
+        from .service.plans import plan_exit_code
+
+        return plan_exit_code(plan)
     out.progress(f"rolling {args.unit} back in {args.env} as {principal}")
     outcome = service.rollback(
         platform, defs, args.unit, args.env, to=args.to, reason=args.reason, principal=principal

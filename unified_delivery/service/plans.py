@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import EXIT_FORBIDDEN, EXIT_GATE, EXIT_OK, EXIT_TARGET, EXIT_USAGE
 from ..units import CANDIDATE
 from .launch import check_ref, unit_in
 
@@ -21,8 +22,10 @@ def _plan(
     blocked: list[dict],
     **extra: Any,
 ) -> dict[str, Any]:
+    # As kubectl's: a dry run the real command would refuse is not ok, and exits with the code
+    # of the first refusal (plan_exit_code).
     return {
-        "ok": True,
+        "ok": not blocked,
         "dry_run": True,
         "action": action,
         "unit": unit,
@@ -33,21 +36,32 @@ def _plan(
         **extra,
         "permitted": not blocked,
         "blocked_by": blocked,
-        "changes": f"{env} of {unit}: {before or 'nothing'} -> {after}",
+        "changes": f"{env} of {unit}: {before or 'nothing'} -> {after or 'nothing'}",
     }
+
+
+def plan_exit_code(plan: dict[str, Any]) -> int:
+    """What the command itself would exit with: 0, or the first refusal's code."""
+    blocked = plan["blocked_by"]
+    return blocked[0]["exit_code"] if blocked else EXIT_OK
 
 
 def _governance(platform: Platform, principal: str, env: str) -> list[dict]:
     blocked = []
     if not platform.governance.allowed(principal, "deploy", env):
         blocked.append(
-            {"code": "UD-AUTH-FORBIDDEN", "message": f"{principal} may not deploy in {env}"}
+            {
+                "code": "UD-AUTH-FORBIDDEN",
+                "message": f"{principal} may not deploy in {env}",
+                "exit_code": EXIT_FORBIDDEN,
+            }
         )
     if (freeze := platform.governance.active_freeze(env)) is not None:
         blocked.append(
             {
                 "code": "UD-GATE-FREEZE-ACTIVE",
                 "message": f"{env} is frozen until {freeze[1][1].isoformat()}",
+                "exit_code": EXIT_GATE,
             }
         )
     return blocked
@@ -75,7 +89,13 @@ def promote_plan(
     ]
     blocked = _governance(platform, principal, env)
     if version is None:
-        blocked.append({"code": "UD-PROMOTE-NOTHING", "message": f"{upstream} holds no version"})
+        blocked.append(
+            {
+                "code": "UD-PROMOTE-NOTHING",
+                "message": f"{upstream} holds no version",
+                "exit_code": EXIT_USAGE,
+            }
+        )
     return _plan(
         "promote",
         unit_name,
@@ -99,10 +119,20 @@ def rollback_plan(
     version = to or (current.previous_version if current else None)
     blocked = _governance(platform, principal, env)
     if version is None:
-        blocked.append({"code": "UD-ROLLBACK-NOTHING", "message": f"{env} has no previous version"})
+        blocked.append(
+            {
+                "code": "UD-ROLLBACK-NOTHING",
+                "message": f"{env} has no previous version",
+                "exit_code": EXIT_TARGET,
+            }
+        )
     elif version not in rollback_candidates(platform.ledger.ledger(), platform, unit, env):
         blocked.append(
-            {"code": "UD-ROLLBACK-NOT-DEPLOYED", "message": f"{version[:12]} never ran in {env}"}
+            {
+                "code": "UD-ROLLBACK-NOT-DEPLOYED",
+                "message": f"{version[:12]} never ran in {env}",
+                "exit_code": EXIT_FORBIDDEN,
+            }
         )
     return _plan(
         "rollback",
