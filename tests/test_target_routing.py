@@ -43,7 +43,10 @@ from unified_delivery.targets.state_files import TMP_MARK, locked, read_json, wr
 
 FEATURES = ["tenure", "spend"]
 POLICY = PolicyFile(
-    principals={"human:local-operator": {"roles": {"*": ["deploy", "approve", "admin"]}}}
+    principals={
+        "human:local-operator": {"roles": {"*": ["deploy", "approve", "admin"]}},
+        "service:sensors": {"roles": {"*": ["deploy"]}},  # the reconcile sensor's self-heal
+    }
 )
 
 
@@ -374,6 +377,8 @@ class Story:
         dict  # what production served after each step: (version, predictions of the served files)
     )
     registered: dict  # the predictions of each registered version, loaded from MLflow
+    defs: object = None
+    home: Home | None = None
 
 
 def scores(model_uri: str, probe: pd.DataFrame) -> list[float]:
@@ -404,7 +409,7 @@ def story(tmp_path_factory) -> Iterator[Story]:
         )
         defs = platform.definitions()
         unit = platform.unit("scorer")
-        s = Story(platform, staging, production, {}, {}, {})
+        s = Story(platform, staging, production, {}, {}, {}, defs, home)
 
         def step(name: str, run) -> None:
             s.outcomes[name] = run()
@@ -598,3 +603,66 @@ def test_the_model_server_is_a_deploy_target_and_no_model_registry(tmp_path):
     server = ModelFileTarget(root=str(tmp_path), registry=registry(tmp_path))
     assert not isinstance(server, MlflowAliasTarget) and not isinstance(server, ModelRegistry)
     assert isinstance(server, DeployTarget)
+
+
+# ---- drift: an environment changed outside the platform ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def drifted(story):
+    """After the story (staging on 2, production on 1): staging's alias set back to 1 with the
+    plain MLflow client, as someone without `ud` would. Then a promotion out of staging, the
+    reconcile sensor without self-heal, and the same unit with `self_heal: true`."""
+    from unified_delivery.triggers.standard import with_standard_sensors
+    from unified_delivery.triggers.tick import tick
+
+    platform, home = story.platform, story.home
+    story.staging.client().set_registered_model_alias("scorer", "staging", "1")
+    out = {"status": status(platform)}
+    out["promotions"] = [promote(platform, story.defs, "scorer", "production", home=home) for _ in range(2)]
+    out["production after"] = story.production.status(platform.unit("scorer"), "production").version
+    out["tick"] = tick(with_standard_sensors(platform, "service:sensors"), home, ["ud_reconcile"])
+    out["drifts"] = platform.ledger.ledger().entries(unit="scorer", action="drift")
+    unit = platform.unit("scorer")
+    healing = ud.Platform(
+        [unit.model_copy(update={"policy": unit.policy.model_copy(update={"self_heal": True})})],
+        targets={"model": {"staging": story.staging, "production": story.production}},
+        ledger=LedgerResource(url=f"sqlite:///{home.root / 'ledger.db'}"),
+        governance=Governance(POLICY),
+    )
+    out["heal"] = tick(with_standard_sensors(healing, "service:sensors"), home, ["ud_reconcile"])
+    out["healed status"] = status(platform)
+    out["heal again"] = tick(with_standard_sensors(healing, "service:sensors"), home, ["ud_reconcile"])
+    return out
+
+
+def test_status_gives_the_recorded_version_beside_what_runs(drifted):
+    staging = drifted["status"]["units"][0]["environments"]["staging"]
+    assert (staging["version"], staging["actual_version"], staging["in_sync"]) == ("2", "1", False)
+    production = drifted["status"]["units"][0]["environments"]["production"]
+    assert (production["version"], production["actual_version"], production["in_sync"]) == ("1", "1", True)
+
+
+def test_nothing_is_promoted_out_of_an_environment_out_of_sync(drifted):
+    for outcome in drifted["promotions"]:
+        assert outcome.error is not None and outcome.error.code == "UD-DRIFT", outcome.error
+        assert outcome.error.exit_code == 3 and "ud rollback scorer --env staging --to 2" in outcome.error.remediation
+    assert drifted["production after"] == "1"  # the version that arrived outside went nowhere
+
+
+def test_drift_is_recorded_once_per_change_and_the_sensor_reports_it(drifted):
+    drifts = drifted["drifts"]
+    assert len(drifts) == 1, [d.payload for d in drifts]
+    assert drifts[0].env == "staging" and drifts[0].version == "1"
+    assert drifts[0].payload["recorded_version"] == "2" and drifts[0].payload["noticed_by"]
+    (sensor,) = drifted["tick"]["sensors"]
+    assert sensor["requested"] == []  # no self_heal: noticed, nothing changed
+
+
+def test_self_heal_puts_the_recorded_version_back_through_a_rollback(drifted):
+    (sensor,) = drifted["heal"]["sensors"]
+    assert [r["outcome"] for r in sensor["requested"]] == ["success"], sensor
+    staging = drifted["healed status"]["units"][0]["environments"]["staging"]
+    assert (staging["version"], staging["actual_version"], staging["in_sync"]) == ("2", "2", True)
+    (again,) = drifted["heal again"]["sensors"]
+    assert again["requested"] == []  # in sync: nothing more to do

@@ -151,6 +151,7 @@ def test_a_push_goes_to_production_by_policy_and_a_failing_deploy_is_rolled_back
 
 
 def test_promotion_waits_for_its_soak_time_and_for_failed_gates(tmp_path, ud_home, repo, monkeypatch):
+    from unified_delivery.events import Promotion, record
     from unified_delivery.runner import instance as open_instance
     from unified_delivery.targets.base import Artifact
 
@@ -163,6 +164,10 @@ def test_promotion_waits_for_its_soak_time_and_for_failed_gates(tmp_path, ud_hom
     for unit in (soaking, gated, manual):
         artifact = Artifact(unit=unit.name, kind="app", version="v1")
         platform.target(unit, "staging").deploy(unit, "staging", artifact)
+        # ... and recorded as the engine records it: a version the ledger does not know in
+        # staging is drift, and is never promoted (test_target_routing.py).
+        record(platform.ledger.ledger(), Promotion(team="web", kind="app"), principal="service:test",
+               unit=unit.name, env="staging", version="v1")
     platform.ledger.ledger().append("gate", principal="service:test", unit="gated", env="production", version="v1",
                                     payload={"gate": "policy", "stage": "staging", "passed": False, "code": "UD-AUTH-FORBIDDEN"})
     sensor = next(s for s in defs.sensors if s.name == "promotion")
@@ -214,3 +219,19 @@ def test_a_new_production_data_version_retrains_the_models_that_train_on_it(tmp_
     assert evaluate() == []  # trained on what production runs
     published.deploy(data, "production", version("d2"))
     assert evaluate() == ["cascade:churn:customer_features@d2"]
+
+
+def test_a_version_that_reached_staging_outside_the_platform_is_not_promoted(tmp_path, ud_home, repo):
+    from unified_delivery.runner import instance as open_instance
+    from unified_delivery.targets.base import Artifact
+
+    remote, _ = repo
+    unit = AppUnit(name="bypass", team="web", repository=str(remote), policy=Policy(production="automatic"))
+    platform = make_platform([unit], tmp_path, ud_home)
+    defs = definitions(platform)
+    platform.target(unit, "staging").deploy(unit, "staging", Artifact(unit="bypass", kind="app", version="v9"))
+    sensor = next(s for s in defs.sensors if s.name == "promotion")
+    with collect_notes() as notes, dg.build_sensor_context(instance=open_instance(Home(ud_home)), definitions=defs) as ctx:
+        data = sensor.evaluate_tick(ctx)
+    assert data.run_requests == []
+    assert [n["event"] for n in notes] == ["drift"] and "not what the platform deployed" in notes[0]["message"]

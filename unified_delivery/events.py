@@ -228,6 +228,18 @@ class CommitsSkipped(Event):
 
 
 @dataclass(frozen=True)
+class Drift(Event):
+    """What an environment runs is not what the platform last deployed there: changed outside
+    it (a registry alias set by hand, a release switched, a view re-pointed). Recorded once per
+    change, when first noticed; the entry's version is what actually runs."""
+
+    ACTION: ClassVar[str] = "drift"
+    recorded_version: str | None = None
+    actual_version: str | None = None
+    noticed_by: str = ""  # a promotion out of the environment, or the reconcile sensor
+
+
+@dataclass(frozen=True)
 class TokenIssued(Event):
     ACTION: ClassVar[str] = "token-issued"
     subject: str = ""
@@ -252,6 +264,7 @@ EVENTS: dict[str, type[Event]] = {
         Approval,
         Override,
         CommitsSkipped,
+        Drift,
         TokenIssued,
     )
 }

@@ -73,16 +73,24 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def status_table(data: dict) -> str:
-    rows = [("unit", "kind", "environment", "version", "deployed at")]
+    """One row per unit and environment; what runs outside the platform's record is marked."""
+    rows = [("unit", "kind", "environment", "version", "deployed at", "url", "")]
     for u in data["units"]:
         for env, dep in u["environments"].items():
+            dep = dep or {}
+            mark = ""
+            if dep and not dep.get("in_sync", True):
+                actual = dep.get("actual_version")
+                mark = f"OUT OF SYNC: runs {actual[:12] if actual else 'nothing'}"
             rows.append(
                 (
                     u["name"],
                     u["kind"],
                     env,
-                    (dep or {}).get("version", "-")[:12] or "-",
-                    (dep or {}).get("deployed_at", "")[:19].replace("T", " "),
+                    (dep.get("version") or "-")[:12],
+                    (dep.get("deployed_at") or "")[:19].replace("T", " "),
+                    dep.get("url", ""),
+                    mark,
                 )
             )
     return table(rows)

@@ -148,6 +148,12 @@ def execute(
             denied[0]["remediation"],
         )
         return outcome
+    drifted = [c for c in failed_checks if c["refusal_code"] == "UD-DRIFT"]
+    if drifted:  # not a verdict on a version: the environment was changed outside the platform
+        outcome.error = GateRefused(
+            "UD-DRIFT", drifted[0]["message"], drifted[0]["remediation"], exit_code=EXIT_GATE
+        )
+        return outcome
     if failed_checks:
         first = failed_checks[0]
         names = ", ".join(f"{c['check']} ({c['code']})" for c in failed_checks)

@@ -95,6 +95,11 @@ class Policy(Strict):
     staging: Literal["automatic", "manual"] = "automatic"
     production: Literal["automatic", "manual"] = "manual"
     soak_seconds: int = Field(default=0, ge=0, le=30 * 86400, description="at most 30 days")
+    self_heal: bool = Field(
+        default=False,
+        description="put the recorded version back when an environment runs another one "
+        "(changed outside the platform); the reconcile sensor does it through ud_rollback",
+    )
     approvals: dict[str, Annotated[int, Field(ge=0, le=10)]] = Field(
         default_factory=dict, description="environment -> approvals required (four-eyes)"
     )

@@ -17,6 +17,7 @@ from ..gates import Gate, GateContext, GateResult
 from ..home import Home
 from ..redaction import redact, redact_text
 from ..units import CANDIDATE
+from .desired import drift_error, note_drift, state_of
 from .steps import metadata_value, principal_of, version_at
 
 if TYPE_CHECKING:
@@ -162,7 +163,14 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name, env=guards)
     version, artifact = version_at(context, platform, unit, stage)
-    if version is None:
+    state = state_of(platform, ledger, unit, stage) if stage != CANDIDATE else None
+    drift = None
+    if state is not None and not state.in_sync:
+        # Gates judge what the platform put there, never a version that arrived outside it.
+        note_drift(ledger, unit, stage, state, principal=principal, noticed_by=f"gates of {guards}")
+        drift = drift_error(unit, stage, state)
+        result = GateResult(False, drift.code, drift.message, drift.remediation)
+    elif version is None:
         result = GateResult(
             False,
             "UD-GATE-NOTHING",
@@ -187,7 +195,7 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
         active_override(
             ledger, unit, version, gate, principal=principal, governance=platform.governance
         )
-        if version and not result.passed
+        if version and not result.passed and drift is None  # drift is no gate's to override
         else None
     )
     record(
@@ -220,9 +228,9 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
         if override
         else {}
     )
-    if (
-        gate.refusal is not GateRefused
-    ):  # how `ud` reports this check's refusal, when not as a gate's
+    if drift is not None:  # whatever the gate, the refusal is the environment's
+        extra.update(refusal_code=drift.code, exit_code=drift.exit_code)
+    elif gate.refusal is not GateRefused:  # how `ud` reports this refusal, when not as a gate's
         refusal = gate.refused(result)
         extra.update(refusal_code=refusal.code, exit_code=refusal.exit_code)
     return dg.AssetCheckResult(

@@ -24,7 +24,9 @@ from ..events import AlreadyDeployed, DeployFailed, DeployStarted, Promotion, re
 from ..home import Home
 from ..reports.scorecard import gate_summary
 from ..run_tags import REASON_TAG
+from ..units import CANDIDATE
 from .build import priced
+from .desired import drift_error, note_drift, state_of
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
 from .locks import env_lock
 from .recovery import recover
@@ -66,6 +68,19 @@ class Step:
     def resolve(self) -> tuple[str, Artifact]:
         version, artifact = version_at(self.context, self.platform, self.unit, self.upstream)
         self.version = version
+        if self.upstream != CANDIDATE:
+            # What the environment before runs must be what the platform put there.
+            state = state_of(self.platform, self.ledger, self.unit, self.upstream)
+            if not state.in_sync:
+                note_drift(
+                    self.ledger,
+                    self.unit,
+                    self.upstream,
+                    state,
+                    principal=self.principal,
+                    noticed_by=f"promotion to {self.env}",
+                )
+                raise self.refuse(drift_error(self.unit, self.upstream, state))
         if version is None or artifact is None:
             raise self.refuse(
                 UDError(

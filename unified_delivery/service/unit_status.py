@@ -1,34 +1,51 @@
-"""What every unit runs in every environment."""
+"""What every unit runs in every environment: the platform's record beside the target's."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..engine.desired import EnvState
     from ..platform import Platform
 
 
 def status(platform: Platform) -> dict[str, Any]:
-    """Each unit's deployed version, time (and URL, for a service) per environment, in
-    dependency order: what `ud status --json` prints. A deploy whose run died before it
-    recorded its outcome is completed first (engine/recovery.py)."""
+    """Each unit's version per environment, in dependency order: what `ud status --json`
+    prints. `version` is what the platform deployed there (the ledger's last promotion or
+    rollback); `actual_version` what the target runs; `in_sync` whether they agree. A version
+    that reached an environment outside the platform is never `version`. A deploy whose run
+    died before it recorded its outcome is completed first (engine/recovery.py)."""
+    from ..engine.desired import EnvState, recorded_changes
     from ..engine.recovery import recover_all
 
-    recover_all(platform.ledger.ledger(), platform)
+    ledger = platform.ledger.ledger()
+    recover_all(ledger, platform)
+    recorded = recorded_changes(ledger)
     units = []
     for name in platform.order():
         unit = platform.units[name]
         envs: dict[str, Any] = {}
         for env in unit.environments:
-            dep = platform.target(unit, env).status(unit, env)
-            envs[env] = (
-                None
-                if dep is None
-                else {
-                    "version": dep.version,
-                    "deployed_at": dep.deployed_at,
-                    **({"url": dep.details["url"]} if "url" in dep.details else {}),
-                }
+            state = EnvState(
+                recorded.get((name, env)), platform.target(unit, env).status(unit, env)
             )
+            envs[env] = _env(state)
         units.append({"name": name, "kind": unit.kind, "team": unit.team, "environments": envs})
     return {"units": units}
+
+
+def _env(state: EnvState) -> dict[str, Any] | None:
+    if state.recorded is None and state.actual is None:
+        return None
+    actual = state.actual
+    if state.in_sync and actual is not None:
+        deployed_at = actual.deployed_at
+    else:
+        deployed_at = state.recorded.ts if state.recorded else None
+    return {
+        "version": state.recorded_version,
+        "deployed_at": deployed_at,
+        **({"url": actual.details["url"]} if actual and "url" in actual.details else {}),
+        "actual_version": state.actual_version,
+        "in_sync": state.in_sync,
+    }

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     from ..platform import Platform
 
 
-def rollback_config(unit: str, env: str, reason: str) -> dict:
+def rollback_config(unit: str, env: str, reason: str, to_version: str = "") -> dict:
     return {
         "ops": {
             "rollback_unit": {
-                "config": {"unit": unit, "env": env, "to_version": "", "reason": reason}
+                "config": {"unit": unit, "env": env, "to_version": to_version, "reason": reason}
             }
         }
     }

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import dagster as dg
 
 from ..engine import gate_results
+from ..engine.desired import recorded_changes
 from ..events import GateEvaluated
 from ..translator import job_name
 from .base import Requester, note, request_sensor, runs_with_key
@@ -38,6 +39,7 @@ def promotion_requests(
 ) -> list[dg.RunRequest]:
     now = time.time()
     ledger = platform.ledger.ledger()
+    recorded: dict | None = None  # read once, when a version is a candidate to promote
     requests = []
     for name in platform.order():
         unit = platform.units[name]
@@ -58,6 +60,22 @@ def promotion_requests(
                 )
                 continue
             if src is None or (dst is not None and dst.version == src.version):
+                continue
+            if recorded is None:
+                recorded = recorded_changes(ledger)
+            last = recorded.get((name, prev))
+            if last is None or last.version != src.version:
+                # Reached outside the platform: the reconcile sensor records it; promoting it
+                # would be refused (UD-DRIFT).
+                note(
+                    context,
+                    "warning",
+                    f"{sensor}: {name} {src.version[:12]} in {prev} is not what the platform "
+                    "deployed there; not promoted",
+                    unit=name,
+                    env=env,
+                    event="drift",
+                )
                 continue
             # An approval or override given since is new evidence: it earns the version another
             # attempt.

@@ -16,13 +16,21 @@ from .cascade import cascade_sensor
 from .git import app_watches, git_sensor
 from .health import health_sensor
 from .promotion import promotion_sensor
+from .reconcile import reconcile_sensor
 from .registry import ledger_knows, model_watches, registry_sensor
 
 if TYPE_CHECKING:
     from ..platform import Platform
 
 # `ud sensors tick` evaluates them in this order: new changes first, then what follows from them.
-ORDER = ["ud_git_push", "ud_mlflow_registry", "ud_cascade", "ud_promotion", "ud_health"]
+ORDER = [
+    "ud_git_push",
+    "ud_mlflow_registry",
+    "ud_cascade",
+    "ud_reconcile",
+    "ud_promotion",
+    "ud_health",
+]
 
 
 def standard_sensors(
@@ -41,7 +49,10 @@ def standard_sensors(
     later_env_jobs = [
         jobs[job_name(u.name, env)] for u in platform.units.values() for env in u.environments[1:]
     ]
-    sensors = [health_sensor(platform, [jobs["ud_rollback"]], principal=principal)]
+    sensors = [
+        health_sensor(platform, [jobs["ud_rollback"]], principal=principal),
+        reconcile_sensor(platform, [jobs["ud_rollback"]], principal=principal),
+    ]
     if later_env_jobs:
         sensors.append(promotion_sensor(platform, later_env_jobs, principal=principal))
     from_git = first_env_jobs(lambda u: u.git_source())
