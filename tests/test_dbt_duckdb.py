@@ -321,3 +321,20 @@ def test_versions_lists_only_the_units_own_releases(lab, staging_v1):
     other = DataUnit(name="orders_mart", team="finance", project=str(lab.project), select="orders")
     assert lab.target.status(other, ENV) is None
     assert lab.target.versions(other, ENV) == []
+
+
+def test_a_view_re_pointed_by_hand_shows_as_what_it_serves(lab, v1, staging_v1, v2):
+    """Status reads the views, not only the target's own table: a view re-pointed with plain
+    DuckDB is the version it now serves (the platform then sees the drift), one that reads no
+    release is `mixed(...)`, and putting it back is in sync again."""
+    lab.target.deploy(lab.unit, ENV, v2)
+    lab.target.deploy(lab.unit, ENV, v1)  # published: v1; both releases exist
+    assert lab.target.status(lab.unit, ENV).version == v1.version
+    lab.execute(f'CREATE OR REPLACE VIEW {ENV}."{MODEL}" AS SELECT * FROM {RELEASES}."{MODEL}__{v2.version}"')
+    moved = lab.target.status(lab.unit, ENV)
+    assert moved.version == v2.version and moved.details["published_version"] == v1.version
+    lab.execute(f'CREATE OR REPLACE VIEW {ENV}."{MODEL}" AS SELECT 1 AS customer_id')
+    assert lab.target.status(lab.unit, ENV).version == f"mixed({MODEL}=none)"
+    lab.execute(f'CREATE OR REPLACE VIEW {ENV}."{MODEL}" AS SELECT * FROM {RELEASES}."{MODEL}__{v1.version}"')
+    back = lab.target.status(lab.unit, ENV)
+    assert back.version == v1.version and "published_version" not in back.details

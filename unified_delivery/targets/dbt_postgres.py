@@ -96,6 +96,12 @@ class DbtPostgresTarget(DbtWapTarget):
         self._exec(con, f"DROP VIEW IF EXISTS {q(env)}.{q(model)}")
         self._exec(con, f"CREATE VIEW {q(env)}.{q(model)} AS SELECT * FROM {RELEASES}.{q(release)}")
 
+    def _view_sql(self, con, schema: str) -> list[tuple[str, str | None]]:
+        # information_schema shows a view's SQL to its owner only; pg_views to every reader.
+        return self._exec(
+            con, "SELECT viewname, definition FROM pg_views WHERE schemaname = ?", [schema]
+        ).fetchall()
+
     def _frame(self, con, sql: str):
         import pandas as pd
 

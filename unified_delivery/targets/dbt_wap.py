@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -407,23 +408,66 @@ class DbtWapTarget(BaseTarget):
             con.close()
 
     def status(self, unit: DataUnit, env: str) -> Deployment | None:
+        """What the environment's views serve. The deployments table says what this target
+        published; the views are read too, so one re-pointed by hand (or dropped) shows as the
+        version it now serves, with `published_version` the table's."""
         rows = self._history(unit, env)
         if not rows:
             return None
         version, previous, models, at, action = rows[0]
+        names = models.split(",") if models else []
+        served = self._served(env, names)
+        found = set(served.values())
+        actual = version
+        if found and found != {version}:
+            actual = (
+                next(iter(found))
+                if len(found) == 1 and None not in found
+                else "mixed("
+                + ",".join(f"{m}={v or 'none'}" for m, v in sorted(served.items()))
+                + ")"
+            )
         return Deployment(
             unit=unit.name,
             env=env,
-            version=version,
+            version=actual,
             deployed_at=at,
             previous_version=previous,
             details={
                 "schema": env,
-                "models": models.split(",") if models else [],
+                "models": names,
                 "last_action": action,
                 "warehouse": self.location(),
+                **({"published_version": version, "views": served} if actual != version else {}),
             },
         )
+
+    def _served(self, env: str, models: list[str]) -> dict[str, str | None]:
+        """The release version each model's view in `env` selects from (None: no such view, or
+        one that no longer reads a release)."""
+        if not models:
+            return {}
+        con = self.connect(read_only=True)
+        try:
+            definitions = {name: sql or "" for name, sql in self._view_sql(con, env)}
+        finally:
+            con.close()
+        served: dict[str, str | None] = {}
+        for m in models:
+            match = re.search(
+                rf'{RELEASES}\.("?){re.escape(m)}__([^"\s;]+)\1', definitions.get(m, "")
+            )
+            served[m] = match.group(2) if match else None
+        return served
+
+    def _view_sql(self, con, schema: str) -> list[tuple[str, str | None]]:
+        """(view name, its SQL) of every view in `schema`."""
+        return self._exec(
+            con,
+            "SELECT table_name, view_definition FROM information_schema.views "
+            "WHERE table_schema = ?",
+            [schema],
+        ).fetchall()
 
     def _rollback(
         self, unit: DataUnit, env: str, to_version: str | None, current: Deployment | None, log: Log
