@@ -420,13 +420,9 @@ class DbtWapTarget(BaseTarget):
         found = set(served.values())
         actual = version
         if found and found != {version}:
-            actual = (
-                next(iter(found))
-                if len(found) == 1 and None not in found
-                else "mixed("
-                + ",".join(f"{m}={v or 'none'}" for m, v in sorted(served.items()))
-                + ")"
-            )
+            one = next(iter(found))
+            views = ",".join(f"{m}={v or 'none'}" for m, v in sorted(served.items()))
+            actual = one if len(found) == 1 and one is not None else f"mixed({views})"
         return Deployment(
             unit=unit.name,
             env=env,
