@@ -109,3 +109,60 @@ def test_allowlisted_line_passes(tmp_path: Path):
 def test_mask_keeps_a_prefix_of_long_values_only():
     assert mask(AWS_KEY) == "AKIA******** (20 chars)"
     assert mask("hunter2") == "******** (7 chars)"
+
+
+def _baseline(root: Path, **mark) -> None:
+    """What `detect-secrets scan > .secrets.baseline` writes, made with detect-secrets itself."""
+    from detect_secrets.core.secrets_collection import SecretsCollection
+    from detect_secrets.settings import default_settings
+
+    found = SecretsCollection(root=str(root))
+    with default_settings():
+        found.scan_file("settings.py")
+    results = found.json()
+    for entries in results.values():
+        for entry in entries:
+            entry.update(mark)
+    (root / ".secrets.baseline").write_text(json.dumps({"version": "1.5.0", "plugins_used": [],
+                                                        "filters_used": [], "results": results}))
+
+
+def test_a_secret_the_baseline_knows_passes_and_a_new_one_refuses(tmp_path: Path):
+    root = tree(tmp_path, {"settings.py": f'AWS_ACCESS_KEY_ID = "{AWS_KEY}"\n'})
+    _baseline(root)
+    known = scan(tmp_path, root)
+    assert known.passed, known.message
+    assert known.metadata["secrets_in_baseline"] == 1
+    (root / "deploy.py").write_text(f'password = "{PASSWORD}"\n')  # a new one beside it
+    new = scan(tmp_path, root)
+    assert not new.passed and [s["file"] for s in new.metadata["secrets"]] == ["deploy.py"]
+
+
+def test_a_baseline_entry_audited_as_real_still_refuses(tmp_path: Path):
+    root = tree(tmp_path, {"settings.py": f'AWS_ACCESS_KEY_ID = "{AWS_KEY}"\n'})
+    _baseline(root, is_secret=True)
+    assert scan(tmp_path, root).code == "UD-GATE-SECURITY-SECRETS"
+
+
+def test_an_unreadable_baseline_is_an_error_not_a_pass(tmp_path: Path):
+    from unified_delivery.errors import UDError
+
+    root = tree(tmp_path, {".secrets.baseline": "{not json"})
+    with pytest.raises(UDError) as err:
+        scan(tmp_path, root)
+    assert err.value.code == "UD-GATE-SECURITY-ERROR" and ".secrets.baseline" in err.value.message
+
+
+@pytest.mark.parametrize("config", [
+    ("pyproject.toml", '[project]\nname = "x"\n\n[tool.bandit]\nskips = ["B602"]\n'),
+    (".bandit", "[bandit]\nskips = B602\n"),
+    ("bandit.yaml", "skips: ['B602']\n"),
+])
+def test_the_repositorys_bandit_configuration_and_nosec_are_honoured(tmp_path: Path, config):
+    root = tree(tmp_path, {"tools/run.py": SHELL})
+    assert not scan(tmp_path, root).passed
+    (root / config[0]).write_text(config[1])
+    assert scan(tmp_path, root).passed, config
+    (root / config[0]).unlink()
+    (root / "tools/run.py").write_text(SHELL.replace("shell=True)", "shell=True)  # nosec B602"))
+    assert scan(tmp_path, root).passed

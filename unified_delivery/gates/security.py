@@ -6,9 +6,17 @@
 
 Bandit runs in a child process on the platform's interpreter and skips `exclude` (test
 code by default: it does not ship). The secrets scan covers every file, tests included:
-a key committed in a test is still committed. A line that holds a known false positive
-is allowlisted with a `# pragma: allowlist secret` comment. Secrets are never echoed:
-metadata shows their kind, file and line, and a masked value.
+a key committed in a test is still committed. Secrets are never echoed: metadata shows
+their kind, file and line, and a masked value.
+
+What the repository already keeps for these tools is honoured, as their own hooks do:
+- bandit's configuration: `[tool.bandit]` in pyproject.toml, a `.bandit` INI file or a
+  `bandit.yaml` (its skips and excluded folders), and `# nosec` comments;
+- detect-secrets: `# pragma: allowlist secret` on a line, and a `.secrets.baseline`: a
+  secret recorded there (same file, kind and hash) is known, not new, unless the baseline's
+  audit marked it a real secret (`is_secret: true`). Only the baseline's results are read,
+  never its plugin or filter settings: a custom plugin there would be code from the commit
+  run in the platform's process.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -57,13 +66,14 @@ class SecurityGate(Gate[SecuritySettings]):
         tree = Path(ctx.artifact.location)
         ctx.log(f"scanning {tree} at {ctx.version[:12]}")
         findings, scanned = bandit_scan(tree, self.settings)
-        secrets = secret_scan(tree) if self.settings.secrets else []
+        secrets, known = secret_scan(tree) if self.settings.secrets else ([], 0)
         meta = {
             "commit": ctx.version,
             "severity_threshold": self.settings.severity,
             "files_scanned": scanned,
             "findings": findings[:50],
             "secrets": secrets[:50],
+            "secrets_in_baseline": known,
         }
         where = ", ".join(f"{f['file']}:{f['line']}" for f in (secrets or findings)[:5])
         if secrets:
@@ -98,7 +108,7 @@ class SecurityGate(Gate[SecuritySettings]):
 def bandit_scan(tree: Path, s: SecuritySettings) -> tuple[list[dict], int]:
     """Bandit's findings at or above the severity threshold, and how many files it read.
     A file bandit cannot parse is a finding: code nobody scanned does not pass."""
-    cmd = [sys.executable, "-m", "bandit", "-r", ".", "-f", "json", "-q"]
+    cmd = [sys.executable, "-m", "bandit", "-r", ".", "-f", "json", "-q", *bandit_config(tree)]
     if s.exclude:
         cmd += ["-x", ",".join(s.exclude)]
     if s.skip:
@@ -150,21 +160,67 @@ def bandit_scan(tree: Path, s: SecuritySettings) -> tuple[list[dict], int]:
     return findings, scanned
 
 
-def secret_scan(tree: Path) -> list[dict]:
-    """Committed secrets found by detect-secrets' default plugins and filters, masked."""
+def bandit_config(tree: Path) -> list[str]:
+    """The arguments that make bandit read the repository's own configuration, if it has one."""
+    pyproject = tree / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            has_section = "bandit" in tomllib.loads(pyproject.read_text()).get("tool", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            has_section = False  # bandit would fail on it too; scanned without it
+        if has_section:
+            return ["-c", "pyproject.toml"]
+    for name in ("bandit.yaml", "bandit.yml", ".bandit.yaml", ".bandit.yml"):
+        if (tree / name).is_file():
+            return ["-c", name]
+    if (tree / ".bandit").is_file():
+        return ["--ini", ".bandit"]
+    return []
+
+
+def baseline(tree: Path) -> set[tuple[str, str, str]]:
+    """(file, kind, hash) of every secret the repository's `.secrets.baseline` records as
+    known; one its audit marked real (`is_secret: true`) is not known. An unreadable baseline
+    is an error: a scan that silently ignored it would refuse what the team accepted."""
+    path = tree / ".secrets.baseline"
+    if not path.is_file():
+        return set()
+    try:
+        results = json.loads(path.read_text()).get("results") or {}
+        return {
+            (str(name).removeprefix("./"), str(r["type"]), str(r["hashed_secret"]))
+            for name, entries in results.items()
+            for r in entries
+            if r.get("is_secret") is not True
+        }
+    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise UDError(
+            "UD-GATE-SECURITY-ERROR",
+            f".secrets.baseline cannot be read: {type(exc).__name__}: {exc}"[:300],
+            "regenerate it: detect-secrets scan > .secrets.baseline",
+        ) from None
+
+
+def secret_scan(tree: Path) -> tuple[list[dict], int]:
+    """Committed secrets found by detect-secrets' default plugins and filters, masked, and
+    how many more the repository's baseline knows."""
     from detect_secrets.core.secrets_collection import SecretsCollection
     from detect_secrets.settings import default_settings
 
     found = SecretsCollection(root=str(tree))
+    known = baseline(tree)
     with default_settings():
         for path in sorted(tree.rglob("*")):
             if (
                 path.is_file()
+                and path != tree / ".secrets.baseline"  # hashes, not secrets
                 and ".git" not in path.relative_to(tree).parts
                 and path.stat().st_size <= MAX_FILE_BYTES
             ):
                 found.scan_file(str(path.relative_to(tree)))
-    return sorted(
+    every = list(found)
+    new = [(f, secret) for f, secret in every if (f, secret.type, secret.secret_hash) not in known]
+    secrets = sorted(
         (
             {
                 "file": filename,
@@ -172,10 +228,11 @@ def secret_scan(tree: Path) -> list[dict]:
                 "kind": secret.type,
                 "masked": mask(secret.secret_value or ""),
             }
-            for filename, secret in found
+            for filename, secret in new
         ),
         key=lambda f: (f["file"], f["line"], f["kind"]),
     )
+    return secrets, len(every) - len(new)
 
 
 def mask(value: str) -> str:
