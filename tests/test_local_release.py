@@ -242,6 +242,22 @@ def test_status_and_health_report_what_runs(target, unit, tmp_path, monkeypatch)
     assert not stopped.healthy and "not running" in stopped.message
 
 
+def test_current_switched_by_hand_shows_as_the_version_it_names(target, unit, home, tmp_path):
+    """`current` is what the next restart runs: switched with plain `ln -sfn`, status says that
+    version (running_version beside it), so the platform sees the drift; switched back, it
+    is what the target deployed again."""
+    target.deploy(unit, ENV, make_source(tmp_path, "v1"))
+    target.deploy(unit, ENV, make_source(tmp_path, "v2"))
+    subprocess.run(["ln", "-sfn", "releases/v1", str(env_dir(home) / "current")], check=True)
+    moved = target.status(unit, ENV)
+    assert (moved.version, moved.details["running_version"]) == ("v1", "v2")
+    (env_dir(home) / "current").unlink()
+    assert target.status(unit, ENV).version == "(no current release)"
+    subprocess.run(["ln", "-sfn", "releases/v2", str(env_dir(home) / "current")], check=True)
+    back = target.status(unit, ENV)
+    assert back.version == "v2" and "running_version" not in back.details
+
+
 def test_preferred_port_is_used_when_free(target, unit, tmp_path):
     port = free_port()
     pinned = unit.model_copy(update={"service": unit.service.model_copy(update={"ports": {ENV: port}})})

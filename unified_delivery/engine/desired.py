@@ -61,6 +61,17 @@ def state_of(
     return EnvState(recorded, platform.target(unit, env).status(unit, env))
 
 
+def settled_state(platform: Platform, ledger: Ledger, unit: Unit, env: str) -> EnvState | None:
+    """The state of `env` while no deploy of the unit there is under way (its deploy lock is
+    held for the moment of reading); None when one is: a target midway through a switch is
+    not drift."""
+    from ..home import Home
+    from .locks import unless_busy
+
+    with unless_busy(Home.current(), unit, env) as free:
+        return state_of(platform, ledger, unit, env) if free else None
+
+
 def note_drift(
     ledger: Ledger, unit: Unit, env: str, state: EnvState, *, principal: str, noticed_by: str
 ) -> LedgerEntry | None:

@@ -17,7 +17,7 @@ from ..gates import Gate, GateContext, GateResult
 from ..home import Home
 from ..redaction import redact, redact_text
 from ..units import CANDIDATE
-from .desired import drift_error, note_drift, state_of
+from .desired import drift_error, note_drift, settled_state
 from .steps import metadata_value, principal_of, version_at
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name, env=guards)
     version, artifact = version_at(context, platform, unit, stage)
-    state = state_of(platform, ledger, unit, stage) if stage != CANDIDATE else None
+    state = settled_state(platform, ledger, unit, stage) if stage != CANDIDATE else None
     drift = None
     if state is not None and not state.in_sync:
         # Gates judge what the platform put there, never a version that arrived outside it.

@@ -26,7 +26,7 @@ from ..reports.scorecard import gate_summary
 from ..run_tags import REASON_TAG
 from ..units import CANDIDATE
 from .build import priced
-from .desired import drift_error, note_drift, state_of
+from .desired import drift_error, note_drift, settled_state
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
 from .locks import env_lock
 from .recovery import recover
@@ -70,8 +70,8 @@ class Step:
         self.version = version
         if self.upstream != CANDIDATE:
             # What the environment before runs must be what the platform put there.
-            state = state_of(self.platform, self.ledger, self.unit, self.upstream)
-            if not state.in_sync:
+            state = settled_state(self.platform, self.ledger, self.unit, self.upstream)
+            if state is not None and not state.in_sync:
                 note_drift(
                     self.ledger,
                     self.unit,

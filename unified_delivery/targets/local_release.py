@@ -177,13 +177,18 @@ class LocalReleaseTarget(BaseTarget):
         state = read_json(paths.state)
         if state is None:
             return None
+        # `current` is what starts on the next restart: switched by hand, it is the version
+        # the environment now has (state.json keeps what this target deployed and runs).
+        linked = _linked_version(paths)
+        moved = linked != state["version"]
         return Deployment(
             unit=state["unit"],
             env=state["env"],
-            version=state["version"],
+            version=(linked or "(no current release)") if moved else state["version"],
             deployed_at=state["deployed_at"],
             previous_version=state.get("previous_version"),
             details={
+                **({"running_version": state["version"]} if moved else {}),
                 "port": state.get("port"),
                 "pid": state.get("pid"),
                 "url": _url(state.get("port")),
@@ -509,6 +514,15 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
         log(f"reusing release {dest}")
     os.utime(dest)  # copytree keeps the source's mtime; age means "last deployed" here
     return dest
+
+
+def _linked_version(paths: _Paths) -> str | None:
+    """The release `current` names (None: no link, or one outside `releases/`)."""
+    try:
+        link = Path(os.readlink(paths.current))
+    except OSError:
+        return None
+    return link.name if link.parent == Path("releases") else None
 
 
 def _point_current(paths: _Paths, version: str | None) -> None:

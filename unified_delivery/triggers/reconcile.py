@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import dagster as dg
 
 from ..engine.desired import EnvState, note_drift, recorded_changes
+from ..engine.locks import unless_busy
+from ..home import Home
 from .base import SENSOR_RESOURCES, Requester, default_principal, durable, note
 from .health import rollback_config
 
@@ -24,13 +26,18 @@ def reconcile_tick(sensor: str, principal: str, platform: Platform):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         who = Requester.for_tick(sensor, principal)
         ledger = platform.ledger.ledger()
+        home = Home.current()
         recorded = recorded_changes(ledger)
         requests = []
         for name in platform.order():
             unit = platform.units[name]
             for env in unit.environments:
                 try:
-                    actual = platform.target(unit, env).status(unit, env)
+                    with unless_busy(home, unit, env) as free:
+                        # A deploy under way is not drift: looked at again next tick.
+                        actual = platform.target(unit, env).status(unit, env) if free else None
+                    if not free:
+                        continue
                 except Exception as exc:
                     note(
                         context,
