@@ -5,7 +5,9 @@
 On a fresh home with the reference platform, each trial starts `ud promote UNIT --to
 staging` (the data product, the model, then the app, in turn) in its own process group, kills
 the group with SIGKILL after a random delay (uniform between --min-s and the time a warm
-unkilled promotion of that unit took), then asks `ud status --json` (which completes any
+unkilled promotion of that unit took; every other trial instead waits for the deploy step's
+`deploy-started` intent in the ledger and kills 0 to 1.5 s after it, the window where the
+target switches and the outcome is recorded), then asks `ud status --json` (which completes any
 deploy the killed run left unrecorded) and `ud audit verify --json`. A trial counts:
 
 - torn: what staging runs is not a coherent version (a data product whose views disagree,
@@ -25,6 +27,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +39,26 @@ from common import PYTHON, ROOT, child_env, machine, save, table  # noqa: E402
 
 UNITS = {"data": "customer_features", "model": "churn_model", "app": "recommendation_api"}
 ENV = "staging"
+
+
+def last_seq(db: Path) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT coalesce(max(seq), 0) FROM ud_ledger").fetchone()[0]
+    finally:
+        con.close()
+
+
+def deploy_started(db: Path, unit: str, after: int) -> bool:
+    """Whether a deploy of `unit` recorded its intent after entry `after` (the switch is next)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM ud_ledger WHERE seq > ? AND unit = ? AND action = 'deploy-started'",
+                           (after, unit)).fetchone()[0] > 0
+    except sqlite3.OperationalError:  # busy: asked again
+        return False
+    finally:
+        con.close()
 
 
 def main() -> int:
@@ -82,6 +105,7 @@ def main() -> int:
             full[kind] = time.monotonic() - started
         if done.returncode != 0:
             raise RuntimeError(f"{unit}: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+    ledger_db = home / "ledger.db"
     trials = []
     before = {kind: (staging(unit) or {}).get("version") for kind, unit in UNITS.items()}
     for i in range(args.trials):
@@ -98,10 +122,20 @@ def main() -> int:
             git = ["git", "-C", str(h.repos / app), "-c", "user.name=Bench", "-c", "user.email=bench@example.com"]
             subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", f"bench: trial {i}"], check=True, env=env)
             subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True, env=env)
+        at_deploy = i % 2 == 1  # every other trial aims at the switch itself
+        if at_deploy:
+            delay = rng.uniform(0.0, 1.5)  # after the deploy step recorded its intent
+        seen = last_seq(ledger_db)
         proc = subprocess.Popen([ud, "promote", unit, "--to", ENV, "--reason", f"bench: kill {i}", *extra],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
+            if at_deploy:
+                started = time.monotonic()
+                while proc.poll() is None and not deploy_started(ledger_db, unit, seen):
+                    if time.monotonic() - started > 600:
+                        raise RuntimeError(f"trial {i}: no deploy-started after 600 s")
+                    time.sleep(0.05)
             proc.wait(timeout=delay)
             killed = False  # it finished first
         except subprocess.TimeoutExpired:
@@ -114,7 +148,7 @@ def main() -> int:
         before[kind] = state.get("version")
         verify = run("audit", "verify", "--json")
         trials.append({
-            "trial": i, "kind": kind, "delay_s": round(delay, 2), "killed": killed,
+            "trial": i, "kind": kind, "at_deploy": at_deploy, "delay_s": round(delay, 2), "killed": killed,
             "version": state.get("version"), "actual_version": actual or None, "changed": changed,
             "torn": actual.startswith("mixed(") or actual == "(no current release)",
             "unrecorded": not state.get("in_sync", True),
@@ -124,11 +158,12 @@ def main() -> int:
     rows = []
     for kind in UNITS:
         mine = [t for t in trials if t["kind"] == kind]
-        rows.append([kind, len(mine), sum(t["killed"] for t in mine), sum(t["changed"] for t in mine),
+        rows.append([kind, len(mine), sum(t["killed"] for t in mine), sum(t["at_deploy"] and t["killed"] for t in mine),
+                     sum(t["changed"] for t in mine),
                      sum(t["torn"] for t in mine),
                      sum(t["unrecorded"] for t in mine), sum(t["ledger_broken"] for t in mine),
                      round(full[kind], 1)])
-    print(table(["kind", "trials", "killed", "version changed", "torn", "unrecorded", "ledger broken",
+    print(table(["kind", "trials", "killed", "killed in the deploy step", "version changed", "torn", "unrecorded", "ledger broken",
                  "unkilled promotion s"], rows))
     save(args.out, {"machine": machine(), "seed": args.seed, "full_s": full, "trials": trials})
     return 0 if not any(t["torn"] or t["unrecorded"] or t["ledger_broken"] for t in trials) else 1
