@@ -81,3 +81,17 @@ def test_every_machine_output_starts_with_ok():
     assert envelope({"ok": False, "problems": ["x"]})["ok"] is False  # a command's own verdict stays
     assert envelope([1, 2]) == {"ok": True, "items": [1, 2]}
     assert dump({"ok": True, "at": Path("/x")}, "yaml") == "ok: true\nat: /x"
+
+
+@pytest.mark.parametrize("argv, output, token", [
+    (["audit", "verify", "-o", "yaml", "--token", "t"], "yaml", "t"),
+    (["--token", "t", "-o", "json", "audit", "verify"], "json", "t"),
+    (["audit", "--token", "t", "verify"], "table", "t"),
+    (["sensors", "tick", "-o", "yaml"], "yaml", None),
+    (["render", "k8s", "api", "--env", "staging", "--json"], "table", None),
+])
+def test_global_options_reach_every_verb(argv, output, token):
+    from unified_delivery.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.output, args.token) == (output, token)

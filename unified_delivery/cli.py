@@ -30,6 +30,40 @@ class Parser(argparse.ArgumentParser):
         raise UDError("UD-USAGE", f"{self.prog}: {message}", f"see `{self.prog} --help`")
 
 
+def global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--json, -o and --token: before the command (`ud --json status`), after it or after its
+    verb (`ud audit verify -o yaml`). A command's copy is suppressed when not given, so it never
+    resets what was given before it."""
+    unset = argparse.SUPPRESS
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=unset if suppress else False,
+        help="one JSON object on stdout, no progress (same as -o json)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=FORMATS,
+        default=unset if suppress else "table",
+        help="table (default), json or yaml",
+    )
+    parser.add_argument(
+        "--token",
+        default=unset if suppress else None,
+        help="act as the principal of this token (default: $UD_TOKEN)",
+    )
+
+
+class CommandParser(Parser):
+    """The parser of a command, and of a command's verbs (`parser_class=type(sp)`): each takes
+    the global options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        global_options(self, suppress=True)
+
+
 def cmd_status(args, out: Output) -> int:
     platform, _ = service.load_platform()
     data = service.status(platform)
@@ -206,34 +240,11 @@ def build_parser() -> Parser:
     )
     p.add_argument("--version", action="version", version=f"ud {_version()}")
 
-    def global_options(parser: Parser, default: Any) -> None:
-        # Before the command (`ud --json status`) or after it (`ud status --json`); a
-        # command's copy must not reset what was given before it (argparse.SUPPRESS).
-        parser.add_argument(
-            "--json",
-            action="store_true",
-            default=default if default is argparse.SUPPRESS else False,
-            help="one JSON object on stdout, no progress (same as -o json)",
-        )
-        parser.add_argument(
-            "-o",
-            "--output",
-            choices=FORMATS,
-            default=default if default is argparse.SUPPRESS else "table",
-            help="table (default), json or yaml",
-        )
-        parser.add_argument(
-            "--token",
-            default=default,
-            help="act as the principal of this token (default: $UD_TOKEN)",
-        )
-
-    global_options(p, None)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    global_options(p, suppress=False)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     def add(name: str, fn, help_: str) -> Parser:
         sp = sub.add_parser(name, help=help_, description=help_)
-        global_options(sp, argparse.SUPPRESS)
         sp.set_defaults(fn=fn)
         return sp
 

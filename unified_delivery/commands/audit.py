@@ -223,20 +223,14 @@ def register(add) -> None:
     v.add_argument(
         "--full", action="store_true", help="check every entry's signature, not only the head's"
     )
-    v.add_argument("--json", action="store_true")
-    v.add_argument("--token", default=None)
     v.set_defaults(audit_fn=cmd_verify)
     c = verbs.add_parser(
         "checkpoint",
         help="sign the ledger's head and keep it outside the ledger (a file under "
         "the home, and refs/ud/checkpoints in the platform's Git repository)",
     )
-    c.add_argument("--json", action="store_true")
-    c.add_argument("--token", default=None)
     c.set_defaults(audit_fn=cmd_checkpoint)
     e = verbs.add_parser("export", help="every production change with its evidence")
     e.add_argument("--since", default="")
     e.add_argument("--format", choices=["json", "csv"], default="json")
-    e.add_argument("--json", action="store_true")
-    e.add_argument("--token", default=None)
     e.set_defaults(audit_fn=cmd_export)

@@ -110,5 +110,4 @@ def register(add) -> None:
     ins.add_argument(
         "--force", action="store_true", help="replace a post-receive hook not written by ud"
     )
-    ins.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ins.set_defaults(fn=cmd_install)

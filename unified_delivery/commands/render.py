@@ -109,5 +109,4 @@ def register(add) -> None:
     k.add_argument(
         "--kubernetes-version", default="", help="validate against this Kubernetes version's schema"
     )
-    k.add_argument("--json", action="store_true")
     k.set_defaults(render_fn=cmd_k8s)

@@ -91,7 +91,6 @@ def register(add) -> None:
         "the instance; for scripts and tests that run no daemon.",
     )
     tick.add_argument("name", nargs="?", default="", metavar="NAME")
-    tick.add_argument("--json", action="store_true", help="one JSON object on stdout, no progress")
     tick.set_defaults(fn=cmd_tick)
     hook = sub.add_parser(
         "webhook",
@@ -116,5 +115,4 @@ def register(add) -> None:
         default="http://127.0.0.1:3000",
         help="a running `ud ui`; without one the sensor is evaluated in this process",
     )
-    hook.add_argument("--json", action="store_true")
     hook.set_defaults(fn=cmd_webhook)
