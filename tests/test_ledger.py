@@ -97,6 +97,16 @@ def test_filters_and_latest(tmp_path):
     assert ledger.latest(action="gate", predicate=lambda e: not e.payload["passed"]) is None
     assert ledger.latest(predicate=lambda e: not e.payload["passed"]).seq == 10
     assert ledger.latest(unit="nope") is None
+    # Several actions at once, decided by the database; the newest of them per unit and env.
+    every = ledger.entries()
+    actions = ("gate", every[0].action)
+    assert [e.seq for e in ledger.entries(action=actions)] == [e.seq for e in every if e.action in actions]
+    newest = {}
+    for e in every:
+        if e.action in actions and e.unit and e.env:
+            newest[(e.unit, e.env)] = e
+    assert ledger.latest_by_place(actions) == newest
+    assert ledger.latest(unit="api", action=actions).seq == max(e.seq for e in newest.values() if e.unit == "api")
 
     everything = ledger.entries()
     middle = everything[5].ts

@@ -140,18 +140,21 @@ def execute(
                 exit_code=int(meta.get("exit_code", 5)),
             )
             return outcome
-    denied = [c for c in failed_checks if c["exit_code"] == NotPermitted.exit_code]
-    if denied:  # not a quality verdict: the principal lacks the right
-        outcome.error = NotPermitted(
-            denied[0]["refusal_code"] or denied[0]["code"],
-            denied[0]["message"],
-            denied[0]["remediation"],
-        )
-        return outcome
-    drifted = [c for c in failed_checks if c["refusal_code"] == "UD-DRIFT"]
-    if drifted:  # not a verdict on a version: the environment was changed outside the platform
-        outcome.error = GateRefused(
-            "UD-DRIFT", drifted[0]["message"], drifted[0]["remediation"], exit_code=EXIT_GATE
+    # A check that names its refusal (run_gate sets refusal_code) is not a verdict on the
+    # version: the principal lacks a right or a quota, or the environment was changed outside
+    # the platform. A denial goes first: it is the caller's to fix before anything else.
+    named = sorted(
+        (c for c in failed_checks if c["refusal_code"]),
+        key=lambda c: c["exit_code"] != NotPermitted.exit_code,
+    )
+    if named:
+        first = named[0]
+        cls = NotPermitted if first["exit_code"] == NotPermitted.exit_code else GateRefused
+        outcome.error = cls(
+            first["refusal_code"],
+            first["message"],
+            first["remediation"],
+            exit_code=first["exit_code"],
         )
         return outcome
     if failed_checks:

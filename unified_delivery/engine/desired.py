@@ -40,24 +40,15 @@ class EnvState:
 
 
 def recorded_changes(ledger: Ledger) -> dict[tuple[str, str], LedgerEntry]:
-    """The last promotion or rollback of every unit and environment, in one pass."""
-    last: dict[tuple[str, str], LedgerEntry] = {}
-    for action in CHANGES:
-        for e in ledger.entries(action=action):
-            if (
-                e.unit
-                and e.env
-                and ((e.unit, e.env) not in last or last[(e.unit, e.env)].seq < e.seq)
-            ):
-                last[(e.unit, e.env)] = e
-    return last
+    """The last promotion or rollback of every unit and environment (one query)."""
+    return ledger.latest_by_place(CHANGES)
 
 
 def state_of(
     platform: Platform, ledger: Ledger, unit: Unit, env: str, recorded: LedgerEntry | None = None
 ) -> EnvState:
     if recorded is None:
-        recorded = ledger.latest(unit=unit.name, env=env, predicate=lambda e: e.action in CHANGES)
+        recorded = ledger.latest(unit=unit.name, env=env, action=CHANGES)
     return EnvState(recorded, platform.target(unit, env).status(unit, env))
 
 
@@ -79,9 +70,7 @@ def note_drift(
     new promotion or rollback there, or another actual version, is a new one)."""
     if state.in_sync:
         return None
-    last = ledger.latest(
-        unit=unit.name, env=env, predicate=lambda e: e.action in (*CHANGES, Drift.ACTION)
-    )
+    last = ledger.latest(unit=unit.name, env=env, action=(*CHANGES, Drift.ACTION))
     if (
         last is not None
         and last.action == Drift.ACTION

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..events import (
+    INTENTS,
     OUTCOMES,
     DeployFailed,
     DeployStarted,
@@ -34,7 +35,7 @@ def open_intent(ledger: Ledger, unit: Unit, env: str) -> LedgerEntry | None:
     intent = ledger.latest(
         unit=unit.name,
         env=env,
-        predicate=lambda e: e.action in (DeployStarted.ACTION, RollbackStarted.ACTION),
+        action=INTENTS,
     )
     if intent is None:
         return None
@@ -122,21 +123,22 @@ def recover_all(ledger: Ledger, platform: Platform) -> list[LedgerEntry]:
     from ..home import Home
     from .locks import unless_busy
 
-    finished = {
-        e.payload.get("run_id") for action in OUTCOMES for e in ledger.entries(action=action)
+    # Two queries, whatever the history's length: the newest intent and the newest outcome of
+    # each place. An intent whose own run recorded the newest outcome there is finished; any
+    # other is looked at closely by `recover` (open_intent).
+    outcomes = ledger.latest_by_place(OUTCOMES)
+    newest = {
+        place: intent
+        for place, intent in ledger.latest_by_place(INTENTS).items()
+        if (outcome := outcomes.get(place)) is None
+        or outcome.seq < intent.seq
+        or outcome.payload.get("run_id") != intent.payload.get("run_id")
     }
-    newest: dict[tuple[str, str], LedgerEntry] = {}
-    for action in (DeployStarted.ACTION, RollbackStarted.ACTION):
-        for e in ledger.entries(action=action):
-            if not (e.unit and e.env):
-                continue
-            if (e.unit, e.env) not in newest or newest[(e.unit, e.env)].seq < e.seq:
-                newest[(e.unit, e.env)] = e
     done = []
     home = Home.current()
-    for (name, env), intent in newest.items():
+    for name, env in newest:
         unit = platform.units.get(name)
-        if unit is None or intent.payload.get("run_id") in finished:
+        if unit is None:
             continue
         with unless_busy(home, unit, env) as free:
             if free and (entry := recover(ledger, platform, unit, env)) is not None:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import dagster as dg
 import sqlalchemy as sa
@@ -309,9 +309,13 @@ class Ledger:
     def _select(self, unit=None, env=None, action=None, since=None, until=None):
         t = ledger_table
         query = sa.select(*_COLUMNS)
-        for column, value in ((t.c.unit, unit), (t.c.env, env), (t.c.action, action)):
+        for column, value in ((t.c.unit, unit), (t.c.env, env)):
             if value is not None:
                 query = query.where(column == value)
+        if isinstance(action, str):
+            query = query.where(t.c.action == action)
+        elif action is not None:  # any of several actions, decided by the database
+            query = query.where(t.c.action.in_(tuple(action)))
         if since is not None:
             query = query.where(t.c.ts >= utc_iso(since))
         if until is not None:
@@ -323,7 +327,7 @@ class Ledger:
         *,
         unit: str | None = None,
         env: str | None = None,
-        action: str | None = None,
+        action: str | Sequence[str] | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
     ) -> list[LedgerEntry]:
@@ -337,7 +341,7 @@ class Ledger:
         *,
         unit: str | None = None,
         env: str | None = None,
-        action: str | None = None,
+        action: str | Sequence[str] | None = None,
         predicate: Callable[[LedgerEntry], bool] | None = None,
     ) -> LedgerEntry | None:
         query = self._select(unit, env, action).order_by(ledger_table.c.seq.desc())
@@ -349,6 +353,21 @@ class Ledger:
                 if predicate is None or predicate(entry):
                     return entry
         return None
+
+    def latest_by_place(self, action: str | Sequence[str]) -> dict[tuple[str, str], LedgerEntry]:
+        """The newest entry of `action` (or any of several) for every unit and environment,
+        in one query: what each environment last recorded, without reading its history."""
+        t = ledger_table
+        newest = (
+            self._select(action=action)
+            .with_only_columns(sa.func.max(t.c.seq))
+            .where(t.c.unit.is_not(None), t.c.env.is_not(None))
+            .group_by(t.c.unit, t.c.env)
+        )
+        query = sa.select(*_COLUMNS).where(t.c.seq.in_(newest))
+        with self.engine.connect() as conn:
+            entries = [_entry(row) for row in conn.execute(query)]
+        return {(e.unit or "", e.env or ""): e for e in entries}
 
     def head(self) -> LedgerEntry | None:
         return self.latest()

@@ -34,9 +34,7 @@ def rollback_config(unit: str, env: str, reason: str, to_version: str = "") -> d
 
 
 def reached_by_rollback(platform: Platform, unit: str, env: str) -> bool:
-    last = platform.ledger.ledger().latest(
-        unit=unit, env=env, predicate=lambda e: e.action in CHANGES
-    )
+    last = platform.ledger.ledger().latest(unit=unit, env=env, action=CHANGES)
     return last is not None and last.action == Rollback.ACTION
 
 

@@ -79,9 +79,7 @@ def promotion_requests(
                 continue
             # An approval or override given since is new evidence: it earns the version another
             # attempt.
-            evidence = ledger.latest(
-                unit=name, predicate=lambda e: e.action in ("approval", "override")
-            )
+            evidence = ledger.latest(unit=name, action=("approval", "override"))
             since = evidence.seq if evidence else 0
             key = f"promote:{name}:{env}:{src.version}" + (f"@{since}" if since else "")
             if runs_with_key(context.instance, key):
