@@ -270,3 +270,24 @@ def durable(name: str, tick: Tick) -> Callable[[dg.SensorEvaluationContext], dg.
         return dg.SensorResult(skip_reason=dg.SkipReason("nothing new"))
 
     return evaluate
+
+
+def durable_sensor(
+    name: str,
+    tick: Tick,
+    jobs: Sequence[Any],
+    *,
+    description: str,
+    minimum_interval_seconds: int,
+    default_status: dg.DefaultSensorStatus,
+) -> dg.SensorDefinition:
+    """A sensor whose tick keeps state between evaluations (`durable`)."""
+    return dg.SensorDefinition(
+        name=name,
+        evaluation_fn=durable(name, tick),
+        required_resource_keys=set(SENSOR_RESOURCES),
+        jobs=list(jobs),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=description,
+    )

@@ -27,11 +27,10 @@ import dagster as dg
 from ..events import CommitsSkipped, record
 from ..translator import job_name
 from .base import (
-    SENSOR_RESOURCES,
     Requester,
     candidate_config,
     default_principal,
-    durable,
+    durable_sensor,
     note,
     sensor_ledger,
 )
@@ -406,15 +405,14 @@ def git_sensor(
     tick = git_tick(
         name, principal or default_principal(name), watches, timeout=timeout, workers=workers
     )
-    return dg.SensorDefinition(
-        name=name,
-        evaluation_fn=durable(name, tick),
-        required_resource_keys=set(SENSOR_RESOURCES),
-        jobs=list(jobs),
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=default_status,
+    return durable_sensor(
+        name,
+        tick,
+        jobs,
         description="New commits on watched branches request candidate runs (run key: "
         "repository, branch, SHA).",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
     )
 
 

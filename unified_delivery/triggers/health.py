@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import dagster as dg
 
 from ..events import CHANGES, Rollback
-from .base import SENSOR_RESOURCES, Requester, default_principal, durable, note
+from .base import Requester, default_principal, durable_sensor, note
 from .promotion import seconds_since
 
 if TYPE_CHECKING:
@@ -159,13 +159,12 @@ def health_sensor(
     tick = health_tick(
         name, principal or default_principal(name), platform, failures, watch_seconds
     )
-    return dg.SensorDefinition(
-        name=name,
-        evaluation_fn=durable(name, tick),
-        required_resource_keys=set(SENSOR_RESOURCES),
-        jobs=list(jobs),
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=default_status,
+    return durable_sensor(
+        name,
+        tick,
+        jobs,
         description=f"Rolls a deploy back after {failures} consecutive failed health checks "
         f"within {watch_seconds:.0f} s of the deploy.",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
     )

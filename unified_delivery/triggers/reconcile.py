@@ -15,7 +15,7 @@ import dagster as dg
 from ..engine.desired import EnvState, note_drift, recorded_changes
 from ..engine.locks import unless_busy
 from ..home import Home
-from .base import SENSOR_RESOURCES, Requester, default_principal, durable, note
+from .base import Requester, default_principal, durable_sensor, note
 from .health import rollback_config
 
 if TYPE_CHECKING:
@@ -92,13 +92,12 @@ def reconcile_sensor(
     principal: str | None = None,
 ) -> dg.SensorDefinition:
     tick = reconcile_tick(name, principal or default_principal(name), platform)
-    return dg.SensorDefinition(
-        name=name,
-        evaluation_fn=durable(name, tick),
-        required_resource_keys=set(SENSOR_RESOURCES),
-        jobs=list(jobs),
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=default_status,
+    return durable_sensor(
+        name,
+        tick,
+        jobs,
         description="Records what runs outside the platform's record (drift) and, where a "
         "unit's policy says self_heal, puts the recorded version back.",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
     )

@@ -28,7 +28,13 @@ import dagster as dg
 from ..events import Candidate
 from ..run_tags import UNIT_TAG
 from ..translator import job_name
-from .base import SENSOR_RESOURCES, Requester, candidate_config, default_principal, durable, note
+from .base import (
+    Requester,
+    candidate_config,
+    default_principal,
+    durable_sensor,
+    note,
+)
 
 if TYPE_CHECKING:
     from ..platform import Platform
@@ -287,15 +293,14 @@ def registry_sensor(
     """A registry sensor; `client()` returns an MlflowClient, `known(unit, version)` says the
     platform already built that version as a candidate."""
     tick = registry_tick(name, principal or default_principal(name), watches, client, known)
-    return dg.SensorDefinition(
-        name=name,
-        evaluation_fn=durable(name, tick),
-        required_resource_keys=set(SENSOR_RESOURCES),
-        jobs=list(jobs),
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=default_status,
+    return durable_sensor(
+        name,
+        tick,
+        jobs,
         description="New registered model versions and aliases set outside the platform request "
         "candidate runs (run key: model, version, alias).",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
     )
 
 
