@@ -22,12 +22,12 @@ import shutil
 import subprocess
 import tempfile
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .. import dbt
 from ..errors import TargetError, UDError
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ..kinds.data.unit import DataUnit
 
 RELEASES = "ud_releases"
+R = TypeVar("R")
 
 
 class Connection(Protocol):
@@ -386,37 +387,49 @@ class DbtWapTarget(BaseTarget):
         )
 
     def _history(self, unit: DataUnit, env: str) -> list[tuple]:
+        return self._reading(lambda con: self._history_on(con, unit, env), [])
+
+    def _reading(self, read: Callable[[Any], R], empty: R) -> R:
+        """`read(con)` on one read-only connection; `empty` when the warehouse does not exist."""
         if not self._exists():
-            return []
+            return empty
         con = self.connect(read_only=True)
         try:
-            exists = self._exec(
-                con,
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
-                "AND table_name = 'deployments'",
-                [RELEASES],
-            ).fetchone()[0]
-            if not exists:
-                return []
-            return self._exec(
-                con,
-                "SELECT version, previous_version, models, deployed_at, action FROM "
-                f"{RELEASES}.deployments WHERE unit = ? AND env = ? ORDER BY seq DESC",
-                [unit.name, env],
-            ).fetchall()
+            return read(con)
         finally:
             con.close()
+
+    def _history_on(self, con, unit: DataUnit, env: str) -> list[tuple]:
+        exists = self._exec(
+            con,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
+            "AND table_name = 'deployments'",
+            [RELEASES],
+        ).fetchone()[0]
+        if not exists:
+            return []
+        return self._exec(
+            con,
+            "SELECT version, previous_version, models, deployed_at, action FROM "
+            f"{RELEASES}.deployments WHERE unit = ? AND env = ? ORDER BY seq DESC",
+            [unit.name, env],
+        ).fetchall()
 
     def status(self, unit: DataUnit, env: str) -> Deployment | None:
         """What the environment's views serve. The deployments table says what this target
         published; the views are read too, so one re-pointed by hand (or dropped) shows as the
         version it now serves, with `published_version` the table's."""
-        rows = self._history(unit, env)
+
+        def read(con) -> tuple[list[tuple], dict[str, str | None]]:
+            rows = self._history_on(con, unit, env)
+            models = rows[0][2] if rows else ""
+            return rows, self._served(con, env, models.split(",") if models else [])
+
+        rows, served = self._reading(read, ([], {}))
         if not rows:
             return None
         version, previous, models, at, action = rows[0]
         names = models.split(",") if models else []
-        served = self._served(env, names)
         found = set(served.values())
         actual = version
         if found and found != {version}:
@@ -438,16 +451,12 @@ class DbtWapTarget(BaseTarget):
             },
         )
 
-    def _served(self, env: str, models: list[str]) -> dict[str, str | None]:
+    def _served(self, con, env: str, models: list[str]) -> dict[str, str | None]:
         """The release version each model's view in `env` selects from (None: no such view, or
         one that no longer reads a release)."""
         if not models:
             return {}
-        con = self.connect(read_only=True)
-        try:
-            definitions = {name: sql or "" for name, sql in self._view_sql(con, env)}
-        finally:
-            con.close()
+        definitions = {name: sql or "" for name, sql in self._view_sql(con, env)}
         served: dict[str, str | None] = {}
         for m in models:
             match = re.search(
