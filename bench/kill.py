@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -70,7 +71,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    subprocess.run(["rm", "-rf", str(args.workdir)], check=True)
+    shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     home = args.workdir / "home"
     env = child_env(UD_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), MLFLOW_DISABLE_TELEMETRY="true")
