@@ -246,6 +246,35 @@ class TokenIssued(Event):
     expires_at: str = ""
 
 
+@dataclass(frozen=True)
+class PolicyProposed(Event):
+    """A change of the governance in force (roles, quotas, freezes, prices, budgets), proposed
+    for an admin who did not write it to adopt. `document` is the whole proposed governance,
+    so the approver reviews what the ledger holds, not a working copy."""
+
+    ACTION: ClassVar[str] = "policy-proposed"
+    digest: str = ""
+    previous: str = ""  # the digest in force when it was proposed
+    document: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyAdopted(Event):
+    """The governance in force from this entry on: the first one a platform ran with
+    (`bootstrap`), one a proposal's approver adopted, or the home owner's own change on an
+    embedded home (`self_approved`: whoever holds its key may do anything anyway)."""
+
+    ACTION: ClassVar[str] = "policy-adopted"
+    digest: str = ""
+    previous: str = ""
+    document: dict[str, Any] = field(default_factory=dict)
+    proposed_by: str = ""
+    proposal_seq: int | None = None
+    bootstrap: bool = False
+    self_approved: bool = False
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.ACTION: cls
     for cls in (
@@ -266,6 +295,8 @@ EVENTS: dict[str, type[Event]] = {
         CommitsSkipped,
         Drift,
         TokenIssued,
+        PolicyProposed,
+        PolicyAdopted,
     )
 }
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs

@@ -21,6 +21,9 @@ _LAZY = {
     "promote": ".launch",
     "rollback": ".launch",
     "load_platform": ".loading",
+    "policy_approve": ".policy_changes",
+    "policy_propose": ".policy_changes",
+    "policy_show": ".policy_changes",
     "promote_plan": ".plans",
     "rollback_plan": ".plans",
     "status": ".unit_status",
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from .launch import promote, rollback
     from .loading import load_platform
     from .plans import promote_plan, rollback_plan
+    from .policy_changes import policy_approve, policy_propose, policy_show
     from .principals import identity
     from .tokens import issue_token
     from .unit_status import status
@@ -57,6 +61,9 @@ __all__ = [
     "issue_token",
     "load_platform",
     "override",
+    "policy_approve",
+    "policy_propose",
+    "policy_show",
     "promote",
     "promote_plan",
     "rollback",
