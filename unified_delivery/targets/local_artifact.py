@@ -119,7 +119,7 @@ class LocalArtifactTarget(BaseTarget):
         # now publishes (state.json keeps what this target published).
         linked = _linked_version(root)
         if linked == state["version"]:
-            version, file, digest, moved = linked, state["file"], state["digest"], {}
+            version, file, digest, moved = state["version"], state["file"], state["digest"], {}
         else:
             version = linked or "(no current file)"
             found = sorted((root / "versions" / linked).iterdir()) if linked else []
