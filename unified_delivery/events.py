@@ -275,6 +275,22 @@ class PolicyAdopted(Event):
     self_approved: bool = False
 
 
+@dataclass(frozen=True)
+class Notification(Event):
+    """One attempt to tell a channel about an entry (`about_seq`) that ended: `delivered`,
+    `failed` (tried again after `next_attempt_at`) or `dead-letter` (the last attempt failed;
+    nobody will try again)."""
+
+    ACTION: ClassVar[str] = "notification"
+    event: str = ""
+    channel: str = ""
+    about_seq: int = 0
+    outcome: str = ""
+    attempt: int = 1
+    error: str = ""
+    next_attempt_at: str = ""
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.ACTION: cls
     for cls in (
@@ -297,6 +313,7 @@ EVENTS: dict[str, type[Event]] = {
         TokenIssued,
         PolicyProposed,
         PolicyAdopted,
+        Notification,
     )
 }
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs
