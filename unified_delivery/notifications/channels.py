@@ -81,8 +81,9 @@ def _signature(name: str, channel: Channel) -> Callable[[bytes], dict[str, str]]
 
 def verify(key: bytes, body: bytes, headers: dict[str, str], max_age_s: float = 300) -> bool:
     """A receiver's check of a generic webhook (also what the tests' receiver runs)."""
-    stamp = headers.get(TIMESTAMP_HEADER, "")
-    given = headers.get(SIGNATURE_HEADER, "")
+    lower = {k.lower(): v for k, v in headers.items()}  # header names are case-insensitive
+    stamp = lower.get(TIMESTAMP_HEADER.lower(), "")
+    given = lower.get(SIGNATURE_HEADER.lower(), "")
     if not stamp.isdigit() or abs(time.time() - int(stamp)) > max_age_s:
         return False
     want = "sha256=" + hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()

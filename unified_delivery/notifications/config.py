@@ -5,6 +5,7 @@ read when a message is sent, never stored in the file or the ledger."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -102,9 +103,14 @@ class NotificationsFile(Strict):
 
 
 class Notifications:
-    def __init__(self, file: NotificationsFile | None = None, source: str = "(none)"):
+    def __init__(
+        self, file: NotificationsFile | None = None, source: str = "(none)", since: str = ""
+    ):
         self.file = file or NotificationsFile()
         self.source = source
+        # When the routes were written (the file's time): a first delivery tells what happened
+        # from then on, not the ledger's whole history.
+        self.since = since
 
     @classmethod
     def from_file(cls, path: Path) -> Notifications:
@@ -121,7 +127,8 @@ class Notifications:
                     f"{type(raw).__name__}",
                     "fix the notifications file",
                 )
-            return cls(NotificationsFile(**raw), str(path))
+            written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
+            return cls(NotificationsFile(**raw), str(path), since=written)
         except yaml.YAMLError as exc:
             raise ConfigError(
                 "UD-CONFIG-NOTIFY", f"{path}: not valid YAML: {one_line(exc)}", "fix the file"

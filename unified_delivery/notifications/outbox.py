@@ -1,9 +1,9 @@
 """The ledger as the outbox: what is due to be told, told, and recorded.
 
 A reader keeps its place in `<home>/notify-cursor.json` (the entry before the oldest message
-not yet delivered or dead-lettered); a platform that starts notifying begins at the ledger's
-head then, not with its whole history. One deliverer at a time (a file lock): the sensor and
-`ud` never both send a message. Whether a message still needs sending is read from its own
+not yet delivered or dead-lettered); a platform that starts notifying begins with what was
+recorded after its routes file was written, not with the ledger's whole history. One
+deliverer at a time (a file lock): the sensor and `ud` never both send a message. Whether a message still needs sending is read from its own
 `notification` entries, so a crash between sending and recording sends it again (at least
 once, never lost).
 """
@@ -66,10 +66,10 @@ def _deliver(platform, home, budget_s, log, report) -> None:
     ledger = platform.ledger.ledger()
     cursor_file = home.root / "notify-cursor.json"
     cursor = read_json(cursor_file)
-    if cursor is None:  # start at the head: a new route is not told the whole history
-        head = ledger.head()
-        write_json(cursor_file, {"after_seq": head.seq if head else 0})
-        return
+    if cursor is None:  # a first delivery: from when the routes were written, not all history
+        since = platform.notifications.since
+        first = ledger.latest(predicate=lambda e: e.ts < since) if since else ledger.head()
+        cursor = {"after_seq": first.seq if first else 0}
     entries = ledger.entries(after_seq=int(cursor["after_seq"]))
     tried = _attempts(entries)
     started, now = time.monotonic(), datetime.now(timezone.utc)
