@@ -3,9 +3,9 @@
 A reader keeps its place in `<home>/notify-cursor.json` (the entry before the oldest message
 not yet delivered or dead-lettered); a platform that starts notifying begins with what was
 recorded after its routes file was written, not with the ledger's whole history. One
-deliverer at a time (a file lock): the sensor and `ud` never both send a message. Whether a message still needs sending is read from its own
-`notification` entries, so a crash between sending and recording sends it again (at least
-once, never lost).
+deliverer at a time (a file lock): the sensor and `ud` never both send a message. Whether a
+message still needs sending is read from its own `notification` entries, so a crash between
+sending and recording sends it again (at least once, never lost).
 """
 
 from __future__ import annotations
