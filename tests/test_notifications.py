@@ -16,11 +16,11 @@ import pytest
 from tests import tiny_platform as tiny
 from tests.test_security import Tiny
 from unified_delivery import Platform
-from unified_delivery.errors import ConfigError
+from unified_delivery.errors import ConfigError, UDError
 from unified_delivery.governance import Governance
 from unified_delivery.notifications import Notifications, deliver
 from unified_delivery.notifications.channels import verify
-from unified_delivery.service import approve
+from unified_delivery.service import approve, pending_approvals
 
 KEY = "a-shared-hmac-key-0123456789"
 
@@ -105,36 +105,50 @@ def test_refusals_approvals_and_rollbacks_reach_webhooks_and_email_and_a_dead_re
         assert t.promote("staging").success  # told: promoted (hook; the dead receiver fails)
         v1 = t.running("staging")
         assert t.promote("production").error.code == "UD-GATE-REFUSED"  # waits for an approval
+        # Approvals where people are: who may give it, and the command.
+        (waiting,) = pending_approvals(t.platform, "human:olivia")["pending"]
+        assert (waiting["unit"], waiting["env"], waiting["version"]) == ("svc", "production", v1)
+        assert waiting["command"] == f"ud approve svc --env production --version {v1}"
+        dana = pending_approvals(t.platform, "human:dana")  # she wrote it: not hers to approve
+        assert dana["pending"] == [] and len(dana["all"]) == 1
+        v2 = tiny.commit(paths["work"], "second")
+        assert t.promote("staging").success and t.running("staging") == v2
+        with pytest.raises(UDError) as info:  # v1 no longer waits: staging moved on
+            approve(t.platform, "human:olivia", "svc", "production", v1)
+        assert info.value.code == "UD-APPROVAL-NOT-WAITING" and v2 in info.value.remediation
         tiny.commit(paths["work"], "breaks its test", passing=False)
         assert t.promote("staging").error.code == "UD-GATE-REFUSED"  # refused by its tests
-        approve(t.platform, "human:olivia", "svc", "production", v1)
+        approve(t.platform, "human:olivia", "svc", "production", v2, comment="checked the canary")
+        assert t.ledger.latest(action="approval").payload["comment"] == "checked the canary"
         assert t.promote("production").success
-        assert t.rollback("production").error is not None  # nothing before v1 there: refused
-        assert t.running("staging") == v1 and t.running("production") == v1
+        assert t.rollback("production").error is not None  # nothing before v2 there: refused
+        assert t.running("staging") == v2 and t.running("production") == v2
         # The dead receiver's second and last attempt came with the next command's delivery.
         again = deliver(t.platform)
         assert (again["delivered"], again["failed"], again["dead_letter"]) == (0, 0, 0), again
 
         events = [(m["event"], m["env"]) for m in receiver.got["/hook"]]
-        assert events == [("promoted", "staging"), ("approval-pending", "production"), ("refused", "staging"),
-                          ("promoted", "production"), ("refused", "production")], events
+        assert events == [("promoted", "staging"), ("approval-pending", "production"), ("promoted", "staging"),
+                          ("refused", "production"),  # olivia's approval of v1, which no longer waited
+                          ("refused", "staging"), ("promoted", "production"), ("refused", "production")], events
         assert receiver.forged == 0
         pending = next(m for m in receiver.got["/hook"] if m["event"] == "approval-pending")
         assert pending["details"]["approvers"] == ["human:olivia"]  # dana wrote it: four eyes
         assert pending["details"]["command"] == f"ud approve svc --env production --version {v1}"
-        refused = next(m for m in receiver.got["/hook"] if m["event"] == "refused")
+        assert "who may approve: human:olivia" in pending["text"]
+        refused = next(m for m in receiver.got["/hook"] if m["event"] == "refused" and m["env"] == "staging")
         assert "tests (UD-GATE-TESTS-FAILED)" in refused["text"] and refused["team"] == "web"
 
         slack = [m["text"] for m in receiver.got["/slack"]]
-        assert len(slack) == 3 and "waits for approval" in slack[0] and slack[0] == slack[0].strip()
+        assert len(slack) == 4 and "waits for approval" in slack[0] and slack[0] == slack[0].strip()
         assert all(m["blocks"][0]["type"] == "header" for m in receiver.got["/slack"])
         subjects = [mail["Subject"] for mail in smtp.mails]
-        assert len(subjects) == 3 and subjects[0].startswith("[ud] svc ") and "waits for approval" in subjects[0]
+        assert len(subjects) == 4 and subjects[0].startswith("[ud] svc ") and "waits for approval" in subjects[0]
         assert "ud approve svc --env production" in smtp.mails[0].get_payload()
 
         attempts = [(e.payload["channel"], e.payload["outcome"], e.payload["attempt"])
                     for e in t.ledger.entries(action="notification") if e.payload["channel"] == "down"]
-        assert attempts == [("down", "failed", 1), ("down", "dead-letter", 2)]
+        assert attempts == [("down", "failed", 1), ("down", "dead-letter", 2)] * 2  # two promotions to staging
         delivered = [e for e in t.ledger.entries(action="notification") if e.payload["outcome"] == "delivered"]
         assert len(delivered) == len(receiver.got["/hook"]) + len(slack) + len(subjects)
         assert deliver(t.platform)["delivered"] == 0  # told once: nothing is sent twice

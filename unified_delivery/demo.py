@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .governance.authors import approvers
+from .governance.authors import eligible_approvers
 from .home import Home, project_root
 from .kinds.app.translator import git
 from .kinds.app.unit import AppUnit
@@ -121,7 +121,11 @@ def run_demo(out: Output) -> dict[str, Any]:
             version := env_of(name, unit.previous_stage(env))
         ):
             approver = next(
-                iter(approvers(platform.governance, platform.ledger.ledger(), name, version, env)),
+                iter(
+                    eligible_approvers(
+                        platform.governance, platform.ledger.ledger(), name, version, env
+                    )
+                ),
                 None,
             )
             if approver is None:

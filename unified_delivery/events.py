@@ -199,6 +199,7 @@ class Approval(Event):
     ACTION: ClassVar[str] = "approval"
     authors: dict[str, Any] = field(default_factory=dict)  # governance.authors.Authors.to_dict()
     team: str = ""
+    comment: str = ""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ def cmd_token_issue(args, out) -> int:
 def cmd_approve(args, out) -> int:
     platform, caller = _platform_and_principal(args)
     data = service.approve(
-        platform, caller, args.unit, args.env, args.version, dry_run=args.dry_run
+        platform,
+        caller,
+        args.unit,
+        args.env,
+        args.version,
+        comment=args.comment,
+        dry_run=args.dry_run,
     )
     if args.dry_run:
         out.result(
@@ -38,6 +44,25 @@ def cmd_approve(args, out) -> int:
             f"{caller} approved {args.unit} {args.version} for {args.env} ({data['approvals']} of "
             f"{data['required']})",
         )
+    return 0
+
+
+def cmd_approvals(args, out) -> int:
+    platform, caller = _platform_and_principal(args)
+    data = service.pending_approvals(platform, caller)
+    shown = data["all"] if args.all else data["pending"]
+    if not shown:
+        text = f"nothing waits for an approval {caller} may give" + (
+            "" if args.all else f" ({len(data['all'])} waiting for others: --all)"
+        )
+    else:
+        text = "\n".join(
+            f"{p['unit']} {p['version'][:12]} -> {p['env']}: {p['approvals']} of "
+            f"{p['required']} approvals; may approve: {', '.join(p['may_approve']) or 'nobody'}"
+            f"\n  {p['command']}"
+            for p in shown
+        )
+    out.result(data, text)
     return 0
 
 
@@ -149,7 +174,14 @@ def register(add) -> None:
     sp.add_argument("unit")
     sp.add_argument("--env", required=True)
     sp.add_argument("--version", required=True)
+    sp.add_argument("--comment", default="", help="why, for the record (in the ledger)")
     sp.add_argument("--dry-run", action="store_true")
+    sp = add(
+        "approvals",
+        cmd_approvals,
+        "what waits for an approval you may give, with who else may and the command",
+    )
+    sp.add_argument("--all", action="store_true", help="also what waits for others' approval")
     sp = add(
         "override",
         cmd_override,

@@ -63,7 +63,9 @@ def of_version(governance: Any, ledger: Any, unit: str, version: str) -> Authors
     return Authors(frozenset(established), frozenset(claimed), evidence)
 
 
-def approvers(governance: Any, ledger: Any, unit: str, version: str, env: str) -> list[str]:
+def eligible_approvers(
+    governance: Any, ledger: Any, unit: str, version: str, env: str
+) -> list[str]:
     """Who may approve `version` of `unit` for `env`: the principals with the approve role there
     who are not services and not among its authors (four eyes)."""
     authors = of_version(governance, ledger, unit, version)

@@ -25,7 +25,7 @@ from ..events import (
     Rollback,
     record,
 )
-from ..governance.authors import approvers
+from ..governance.authors import eligible_approvers
 from ..home import Home
 from ..targets.state_files import read_json, write_json
 from .channels import DeliveryFailed, Message, send
@@ -217,12 +217,9 @@ def _refused_by_gates(platform: Platform, ledger: Ledger, group: list[LedgerEntr
     run_id = found[0].run_id
     if all(g.code == PENDING for g in found):
         unit, version, env = first.unit or "", first.version or "", first.env or ""
-        may = approvers(platform.governance, ledger, unit, version, env)
+        may = eligible_approvers(platform.governance, ledger, unit, version, env)
         command = f"ud approve {first.unit} --env {first.env} --version {first.version}"
-        text = (
-            f"{found[0].message}. Who may approve: {', '.join(may) or 'nobody (see the policy)'}"
-            f"; the command: `{command}`"
-        )
+        text = f"{found[0].message}; the command: `{command}`"
         title = f"{first.unit} {v} waits for approval for {first.env}"
         return _base(
             platform,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 _LAZY = {
     "approve": ".approvals",
     "override": ".approvals",
+    "pending_approvals": ".approvals",
     "gate_report": ".gate_reports",
     "identity": ".principals",
     "promote": ".launch",
@@ -31,7 +32,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .approvals import approve, override
+    from .approvals import approve, override, pending_approvals
     from .gate_reports import gate_report
     from .launch import promote, rollback
     from .loading import load_platform
@@ -61,6 +62,7 @@ __all__ = [
     "issue_token",
     "load_platform",
     "override",
+    "pending_approvals",
     "policy_approve",
     "policy_propose",
     "policy_show",
