@@ -190,7 +190,7 @@ def diff(
     any_change = pd.Series(False, index=both.index)
     for column in compared:
         new, old = both[f"{column}__new"], both[f"{column}__old"]
-        differs = (new != old) & ~(new.isna() & old.isna())
+        differs = (new != old) & ~(pd.isna(new) & pd.isna(old))
         any_change |= differs
         changes[column] = round(float(differs.mean()), 6) if len(both) else 0.0
     base = max(len(published), 1)
