@@ -301,6 +301,7 @@ COMMAND_MODULES: list[str] = [
     "hook",
     "report",
     "notify",
+    "board",
 ]
 
 

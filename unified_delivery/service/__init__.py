@@ -26,6 +26,7 @@ _LAZY = {
     "policy_propose": ".policy_changes",
     "policy_show": ".policy_changes",
     "promote_plan": ".plans",
+    "release_board": ".release_board",
     "rollback_plan": ".plans",
     "status": ".unit_status",
     "issue_token": ".tokens",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .plans import promote_plan, rollback_plan
     from .policy_changes import policy_approve, policy_propose, policy_show
     from .principals import identity
+    from .release_board import release_board
     from .tokens import issue_token
     from .unit_status import status
 
@@ -68,6 +70,7 @@ __all__ = [
     "policy_show",
     "promote",
     "promote_plan",
+    "release_board",
     "rollback",
     "rollback_plan",
     "status",
