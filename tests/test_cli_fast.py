@@ -4,6 +4,7 @@ Dagster, MLflow, dbt or Great Expectations: those cost seconds before anything i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,22 @@ def test_global_options_reach_every_verb(argv, output, token):
 
     args = build_parser().parse_args(argv)
     assert (args.output, args.token) == (output, token)
+
+
+def test_shell_completion_completes_commands_and_verbs_without_heavy_imports(tmp_path):
+    ud = str(Path(sys.executable).with_name("ud"))
+    script = subprocess.run([ud, "completion", "bash"], capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and "complete " in script.stdout and "ud" in script.stdout
+    assert subprocess.run([ud, "completion", "zsh"], capture_output=True, text=True, timeout=60).returncode == 0
+
+    def complete(line: str) -> list[str]:
+        out = tmp_path / "completions"
+        env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+               "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "PYTHONPROFILEIMPORTTIME": "1"}
+        done = subprocess.run([ud], env=env, capture_output=True, text=True, timeout=60)
+        assert " dagster" not in done.stderr and " mlflow" not in done.stderr  # -X importtime lines
+        return out.read_text().split()
+
+    assert complete("ud pro") == ["promote"]
+    assert complete("ud audit v") == ["verify"]
+    assert "--dry-run" in complete("ud promote x --dr")

@@ -233,6 +233,13 @@ def _version() -> str:
         return "unknown"
 
 
+def cmd_completion(args, out) -> int:
+    import argcomplete
+
+    print(argcomplete.shellcode(["ud"], shell=args.shell), end="")
+    return 0
+
+
 def build_parser() -> Parser:
     p = Parser(
         prog="ud",
@@ -256,6 +263,12 @@ def build_parser() -> Parser:
     )
     add("status", cmd_status, "the deployed version of each unit in each environment")
     add("info", cmd_info, "where the embedded home keeps things")
+    sp = add(
+        "completion",
+        cmd_completion,
+        "print the shell completion script: eval \"$(ud completion bash)\" (or zsh)",
+    )
+    sp.add_argument("shell", choices=["bash", "zsh"])
     sp = add(
         "promote",
         cmd_promote,
@@ -330,7 +343,12 @@ def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Output(output_format(argv))
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (`ud completion`)
+            import argcomplete
+
+            argcomplete.autocomplete(parser)
+        args = parser.parse_args(argv)
         return args.fn(args, out)
     except UDError as exc:
         from .redaction import redact_text
