@@ -266,7 +266,7 @@ def build_parser() -> Parser:
     sp = add(
         "completion",
         cmd_completion,
-        "print the shell completion script: eval \"$(ud completion bash)\" (or zsh)",
+        'print the shell completion script: eval "$(ud completion bash)" (or zsh)',
     )
     sp.add_argument("shell", choices=["bash", "zsh"])
     sp = add(
