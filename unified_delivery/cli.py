@@ -234,9 +234,9 @@ def _version() -> str:
 
 
 def cmd_completion(args, out) -> int:
-    import argcomplete
+    from argcomplete.shell import shellcode
 
-    print(argcomplete.shellcode(["ud"], shell=args.shell), end="")
+    print(shellcode(["ud"], shell=args.shell), end="")
     return 0
 
 
