@@ -234,7 +234,7 @@ def _version() -> str:
 
 
 def cmd_completion(args, out) -> int:
-    from argcomplete.shell import shellcode
+    from argcomplete.shell_integration import shellcode
 
     print(shellcode(["ud"], shell=args.shell), end="")
     return 0
