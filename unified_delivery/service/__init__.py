@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY = {
     "approve": ".approvals",
+    "request_approval": ".approvals",
+    "audit_entries": ".reports",
+    "report": ".reports",
+    "report_window": ".reports",
+    "units": ".catalog",
+    "policy_summary": ".catalog",
     "override": ".approvals",
     "gate_report": ".gate_reports",
     "identity": ".principals",
@@ -28,12 +34,14 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .approvals import approve, override
+    from .approvals import approve, override, request_approval
+    from .catalog import policy_summary, units
     from .gate_reports import gate_report
     from .launch import promote, rollback
     from .loading import load_platform
     from .plans import promote_plan, rollback_plan
     from .principals import identity
+    from .reports import audit_entries, report, report_window
     from .tokens import issue_token
     from .unit_status import status
 
@@ -52,14 +60,20 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "approve",
+    "audit_entries",
     "gate_report",
     "identity",
     "issue_token",
     "load_platform",
     "override",
+    "policy_summary",
     "promote",
     "promote_plan",
+    "report",
+    "report_window",
+    "request_approval",
     "rollback",
     "rollback_plan",
     "status",
+    "units",
 ]

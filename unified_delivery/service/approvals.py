@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotPermitted, UDError
-from ..events import Approval, Candidate, Override, Refusal, record
+from ..events import Approval, ApprovalRequested, Candidate, Override, Refusal, record
 from ..governance import tokens
-from ..governance.authors import check_may_approve
+from ..governance.authors import check_may_approve, of_version
 from ..governance.policy import ROLES
 
 if TYPE_CHECKING:
@@ -116,6 +116,58 @@ def approve(
         "approvals": len(have),
         "required": needed,
         "approved_by": have,
+    }
+
+
+def request_approval(
+    platform: Platform,
+    caller: str,
+    unit_name: str,
+    env: str,
+    version: str,
+    *,
+    note: str = "",
+) -> dict[str, Any]:
+    """Record that `caller` asks for the approvals `version` still needs in `env`, and say who
+    may give them (the approve role there, the version's authors excepted) and how. Approves
+    nothing; anyone may ask."""
+    from ..gates.approval import approvers
+
+    unit = platform.unit(unit_name)
+    if env not in unit.environments:
+        raise UDError(
+            "UD-UNKNOWN-ENV",
+            f"{unit.name} has no environment {env!r}",
+            f"use one of: {', '.join(unit.environments)}",
+        )
+    where = {"unit": unit.name, "env": env, "version": version, "action": "request-approval"}
+    try:
+        built(platform, unit, version)
+    except UDError as exc:
+        raise refuse(platform, caller, exc, **where) from None
+    ledger = platform.ledger.ledger()
+    gov = platform.governance
+    authors = of_version(gov, ledger, unit.name, version)
+    may = [
+        name
+        for name in gov.policy.principals
+        if gov.allowed(name, "approve", env) and not authors.includes(name)
+    ]
+    have = approvers(ledger, unit.name, env, version)
+    needed = unit.policy.approvals.get(env, 0)
+    event = ApprovalRequested(
+        note=note.strip(), required=needed, approvals=len(have), approvers=may
+    )
+    record(ledger, event, principal=caller, unit=unit.name, env=env, version=version)
+    return {
+        "ok": True,
+        **{k: v for k, v in where.items() if k != "action"},
+        "principal": caller,
+        "required": needed,
+        "approvals": len(have),
+        "approved_by": have,
+        "may_approve": may,
+        "approve_with": f"ud approve {unit.name} --env {env} --version {version}",
     }
 
 
