@@ -5,8 +5,8 @@ or $UD_TOKEN), or over streamable HTTP on the loopback address (each request wit
 
 from __future__ import annotations
 
+import json
 import os
-import sys
 
 from ..errors import UDError
 
@@ -26,9 +26,8 @@ def cmd_mcp(args, out) -> int:
 
     def ready(url: str) -> None:
         out.progress(f"serving MCP over streamable HTTP on {url} (Ctrl-C stops it)")
-        if out.as_json:  # a script learns the address (with --port 0, the one picked)
-            out.result({"ok": True, "transport": "http", "url": url}, url)
-            sys.stdout.flush()
+        if out.as_json:  # one line: a script learns the address (--port 0: the one picked)
+            print(json.dumps({"ok": True, "transport": "http", "url": url}), flush=True)
 
     serve_http(args.port, ready)
     return 0
