@@ -39,6 +39,7 @@ from .ledger.chain import canonical_json
 
 if TYPE_CHECKING:
     from .platform import Platform
+    from .runner import RunOutcome
 
 Transport = Literal["stdio", "http"]
 LOOPBACK = "127.0.0.1"
@@ -125,14 +126,10 @@ class Gateway:
             try:
                 principal = self.principal(token)
                 data = {"ok": True, **action(principal)}
+            except RunRefused as refused:
+                data = {"ok": False, "error": _said(refused.error), "run_id": refused.run_id}
             except UDError as exc:
-                from .redaction import redact_text
-
-                exc.message, exc.remediation = (
-                    redact_text(exc.message),
-                    redact_text(exc.remediation),
-                )
-                data = {"ok": False, "error": exc.to_dict(), **getattr(exc, "mcp_extra", {})}
+                data = {"ok": False, "error": _said(exc)}
             except Exception as exc:  # a bug in ud: said as such, the traceback on stderr
                 traceback.print_exc(file=sys.stderr)
                 data = {
@@ -174,10 +171,30 @@ class Gateway:
         return json.dumps(data, default=str)
 
 
-def _run_outcome(platform: Platform, outcome: Any, unit_name: str, env: str) -> dict[str, Any]:
+class RunRefused(Exception):
+    """A Dagster run that ended with a UD error: the error, and the run to look at."""
+
+    def __init__(self, error: UDError, run_id: str):
+        super().__init__(str(error))
+        self.error, self.run_id = error, run_id
+
+
+def _said(exc: UDError) -> dict[str, Any]:
+    """The error as `ud --json` says it: code, message, remediation, exit code; redacted."""
+    from .redaction import redact_text
+
+    return {
+        **exc.to_dict(),
+        "message": redact_text(exc.message),
+        "remediation": redact_text(exc.remediation),
+    }
+
+
+def _run_outcome(
+    platform: Platform, outcome: RunOutcome, unit_name: str, env: str
+) -> dict[str, Any]:
     if outcome.error:
-        outcome.error.mcp_extra = {"run_id": outcome.run_id}
-        raise outcome.error
+        raise RunRefused(outcome.error, outcome.run_id)
     unit = platform.unit(unit_name)
     dep = platform.target(unit, env).status(unit, env)
     return {
