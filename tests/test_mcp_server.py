@@ -148,3 +148,42 @@ def test_over_http_each_request_acts_for_its_token_up_to_the_quota(platform):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_in_process_refusals_reports_and_a_bug_are_structured_and_recorded(platform, monkeypatch):
+    """The same server connected in-process (the SDK's `Client` on an `MCPServer`): reports, bad
+    arguments refused with their codes, and a bug in ud said as UD-MCP-INTERNAL, every one recorded."""
+    from mcp import Client
+
+    from unified_delivery import service
+    from unified_delivery.home import Home
+    from unified_delivery.mcp_server import Gateway, build_server
+
+    monkeypatch.setenv("UD_HOME", str(platform["home"]))
+    monkeypatch.setenv("UD_PROJECT", str(platform["project"]))
+    loaded, defs = service.load_platform(platform["project"])
+    gw = Gateway(loaded, defs, Home.current(), "in-process", lambda: platform["token"])
+
+    async def session() -> list[dict]:
+        async with Client(build_server(gw)) as client:
+            answers = []
+            for tool, arguments in (("report", {"what": "dora", "env": "staging"}), ("report", {"what": "cost"}),
+                                    ("audit", {"limit": 0}), ("report", {"what": "dora", "since": "last tuesday"}),
+                                    ("request_approval", {"unit": "svc", "env": "production", "version": "0" * 40}),
+                                    ("gates", {"unit": "ghost"})):
+                result = await client.call_tool(tool, arguments)
+                assert result.is_error == (not result.structured_content["ok"])
+                answers.append(result.structured_content)
+            return answers
+
+    dora, cost, limit, date, unknown, ghost = asyncio.run(session())
+    assert dora["ok"] and dora["ledger"]["ok"] and dora["env"] == "staging" and cost["ok"]
+    assert [a["error"]["code"] for a in (limit, date, unknown, ghost)] == [
+        "UD-USAGE", "UD-USAGE", "UD-APPROVAL-UNKNOWN-VERSION", "UD-UNKNOWN-UNIT"]
+    assert all(a["error"]["remediation"] and a["error"]["exit_code"] == 2 for a in (limit, date, ghost))
+    bug = gw._run("status", {}, platform["token"], lambda who: {"n": 1 / 0})  # noqa: SLF001
+    assert bug["error"]["code"] == "UD-MCP-INTERNAL" and "ZeroDivisionError" in bug["error"]["message"]
+    recorded = _calls(platform, "in-process")
+    assert [code for _, _, code in recorded] == ["", "", "UD-USAGE", "UD-USAGE", "UD-APPROVAL-UNKNOWN-VERSION",
+                                                 "UD-UNKNOWN-UNIT", "UD-MCP-INTERNAL"]
+    assert {principal for _, principal, _ in recorded} == {BOT}

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .platform import Platform
     from .runner import RunOutcome
 
-Transport = Literal["stdio", "http"]
+Transport = str  # how calls reach the server: "stdio" or "http" (tests: "in-process")
 LOOPBACK = "127.0.0.1"
 PATH = "/mcp"
 
