@@ -10,6 +10,7 @@ from pathlib import Path
 from unified_delivery.cost import CostModel
 from unified_delivery.governance import Governance
 from unified_delivery.ledger import LedgerResource
+from unified_delivery.notifications import Notifications
 from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
 from unified_delivery.targets.local_artifact import LocalArtifactTarget
 from unified_delivery.targets.local_release import LocalReleaseTarget
@@ -23,4 +24,6 @@ def platform_resources() -> dict:
         "ledger": LedgerResource(),
         "governance": Governance.from_file(Path(__file__).parent / "policy.yaml"),
         "costs": CostModel.from_file(Path(__file__).parent / "prices.yaml"),
+        # Who is told what (docs/notifications.md); without the file, nobody.
+        "notifications": Notifications.from_file(Path(__file__).parent / "notifications.yaml"),
     }

@@ -338,3 +338,30 @@ def test_a_view_re_pointed_by_hand_shows_as_what_it_serves(lab, v1, staging_v1, 
     lab.execute(f'CREATE OR REPLACE VIEW {ENV}."{MODEL}" AS SELECT * FROM {RELEASES}."{MODEL}__{v1.version}"')
     back = lab.target.status(lab.unit, ENV)
     assert back.version == v1.version and "published_version" not in back.details
+
+
+def test_the_data_diff_gate_compares_the_audited_candidate_with_what_is_published(lab, v1, staging_v1, v2, customers):
+    """The data-diff gate (gates/data_diff.py) end to end: v2, written by dbt to its audit
+    schema, against the v1 that staging publishes through the target: same rows and values,
+    one column more. Then a candidate that changes every row's values, refused."""
+    from unified_delivery.gates import build_gate
+
+    lab.target.deploy(lab.unit, ENV, v1)
+    spec = GateSpec(type="data-diff", settings={"key": ["customer_id"], "max_changed": 0.5})
+    gate = build_gate(spec, lab.unit)
+
+    def evaluate(artifact: Artifact) -> GateResult:
+        return gate.evaluate(GateContext(unit=lab.unit, stage="candidate", guards=ENV, version=artifact.version,
+                                         artifact=artifact, target=lab.target, home=Home.current(),
+                                         log=lambda _: None))
+
+    same = evaluate(v2)
+    assert same.passed, same.message
+    m = same.metadata
+    assert (m["added"], m["removed"], m["changed"], m["published_rows"]) == (0, 0, 0, customers)
+    assert m["columns_added"] == [V2_COLUMN]
+    with edited(lab.project / SQL, LAST_COLUMN, "    not c.churned as churned\nfrom customers as c"):
+        flipped = lab.build()
+    refused = evaluate(flipped)
+    assert not refused.passed and refused.code == "UD-GATE-DIFF-EXCEEDED"
+    assert refused.metadata["column_change"]["churned"] == 1.0 and refused.metadata["changed"] == customers

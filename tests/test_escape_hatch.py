@@ -51,15 +51,16 @@ POLICY = PolicyFile(principals={
     "human:local-operator": {"roles": {"*": ["deploy", "approve", "override", "admin"]}},
     "human:olivia": {"roles": {"production": ["deploy", "approve"]}},
     "agent:release-bot": {"roles": {"staging": ["deploy"]}},
+    "service:sensors": {"roles": {"*": ["deploy"]}},  # the reconcile sensor's self-heal
 })
 
 
-def platform_in(home: Path, source: Path) -> ud.Platform:
+def platform_in(home: Path, source: Path, *, self_heal: bool = False) -> ud.Platform:
     resources = {"source": Source(path=str(source))}
     units = [
         ud.wrap_asset(daily_totals, team="analytics", checks=[has_rows], resources=resources,
                       gates=[ud.gate("cost"), ud.gate("health", stage="staging")], budget={"per_run": 1.0},
-                      policy={"approvals": {"production": 1}}),
+                      policy={"approvals": {"production": 1}, "self_heal": self_heal}),
         # the same asset under a budget no build can meet: the measured cost refuses it
         ud.wrap_asset(daily_totals, name="frugal_totals", team="analytics", resources=resources,
                       gates=[ud.gate("cost")], budget={"per_run": 0.0}),
@@ -123,6 +124,7 @@ def story(tmp_path_factory) -> Iterator[Story]:
         s.outcomes["frugal status"] = s.target.status(platform.unit("frugal_totals"), "staging")
         s.outcomes["read"] = s.target.read(unit, "production")
         s.instance = dg.DagsterInstance.get()
+        s.outcomes["home"], s.outcomes["source"] = home, source
         yield s
         s.instance.dispose()
 
@@ -396,3 +398,52 @@ def test_ud_promote_drives_a_wrapped_asset_from_a_platform_repository(tmp_path, 
     assert refused.returncode == 3, refused.stderr[-2000:]
     error = json.loads(refused.stdout)["error"]
     assert error["code"] == "UD-GATE-REFUSED" and "has_rows (UD-GATE-ASSET-CHECK-FAILED)" in error["message"]
+
+
+# -- drift: `current` switched by hand -------------------------------------------------------------
+
+def test_current_switched_by_hand_is_drift_and_self_heal_publishes_the_recorded_version(story, monkeypatch):
+    """After the story (production back on v1, v2 still kept), production's `current` is pointed
+    at v2 with plain `ln -sfn`, as someone without `ud` would: status shows it as drift, the
+    reconcile sensor records it, and for `self_heal: true` publishes v1 again through a rollback."""
+    import subprocess
+
+    from unified_delivery.service import status
+    from unified_delivery.triggers.standard import with_standard_sensors
+    from unified_delivery.triggers.tick import tick
+
+    home, unit = story.outcomes["home"], story.platform.unit(UNIT)
+    monkeypatch.setenv("UD_HOME", str(home.root))
+    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
+    monkeypatch.setenv("UD_PROJECT", str(home.root))  # no Git repository: checkpoints stay in the home
+    v1, v2 = story.staging["v1 to staging"][0], story.staging["v2 to staging"][0]
+    root = home.root / "artifacts" / UNIT / "production"
+    subprocess.run(["ln", "-sfn", f"versions/{v2}", str(root / "current")], check=True)
+    moved = story.target.status(unit, "production")
+    assert (moved.version, moved.details["published_version"]) == (v2, v1)
+    assert not story.target.health(unit, "production").healthy
+    production = status(story.platform)["units"][0]["environments"]["production"]
+    assert (production["version"], production["actual_version"], production["in_sync"]) == (v1, v2, False)
+
+    head = story.platform.ledger.ledger().head()
+    seen = tick(with_standard_sensors(story.platform, "service:sensors"), home, ["ud_reconcile"])
+    assert seen["sensors"][0]["requested"] == []  # no self_heal: noticed and recorded only
+    # The same tick anchored the ledger: a signed checkpoint of the head, outside the ledger.
+    from unified_delivery.ledger import checkpoints
+
+    (kept,) = [n for n in seen["sensors"][0]["notes"] if n.get("event") == "checkpoint"]
+    checkpoint, problems = checkpoints.newest(home)
+    assert problems == [] and checkpoint.seq > head.seq  # the head after the drift entry
+    assert f"entry {checkpoint.seq}" in kept["message"]
+    (drift,) = [e for e in story.ledger(action="drift") if e.env == "production"]
+    assert (drift.version, drift.payload["recorded_version"]) == (v2, v1)
+
+    healing = platform_in(home.root, story.outcomes["source"], self_heal=True)
+    healed = tick(with_standard_sensors(healing, "service:sensors"), home, ["ud_reconcile"])
+    assert [r["outcome"] for r in healed["sensors"][0]["requested"]] == ["success"], healed
+    production = status(story.platform)["units"][0]["environments"]["production"]
+    assert (production["version"], production["actual_version"], production["in_sync"]) == (v1, v1, True)
+    assert story.target.read(unit, "production") == [{"day": "2026-11-01", "total": 3}]
+    assert story.target.health(unit, "production").healthy
+    assert not [n for n in healed["sensors"][0]["notes"] if n.get("event") == "checkpoint"]  # hourly
+    assert story.platform.ledger.ledger().verify(checkpoint=checkpoint).ok

@@ -175,14 +175,15 @@ def test_ud_audit_checkpoint_and_verify_name_a_truncation(tmp_path):
     paths = tiny.make(tmp_path)
     empty = tiny.ud(paths, "audit", "checkpoint", "--json")
     assert empty.returncode == 2 and json.loads(empty.stdout)["error"]["code"] == "UD-CHECKPOINT-EMPTY"
-    for who in ("human:dana", "human:olivia", "agent:release-bot"):  # three signed entries: token-issued
+    # Four signed entries: the policy adopted by the first command, then three token-issued.
+    for who in ("human:dana", "human:olivia", "agent:release-bot"):
         assert tiny.ud(paths, "token", "issue", who).returncode == 0
     made = tiny.ud(paths, "audit", "checkpoint", "--json")
     assert made.returncode == 0, made.stderr
-    assert json.loads(made.stdout)["seq"] == 3
+    assert json.loads(made.stdout)["seq"] == 4
     ok = json.loads(tiny.ud(paths, "audit", "verify", "--json").stdout)
-    assert ok["ok"] and ok["checkpoint_seq"] == 3 and ok["signed_from"] == 1
+    assert ok["ok"] and ok["checkpoint_seq"] == 4 and ok["signed_from"] == 1
     with sqlite3.connect(paths["home"] / "ledger.db") as con:
-        con.execute("DELETE FROM ud_ledger WHERE seq = 3")
+        con.execute("DELETE FROM ud_ledger WHERE seq = 4")
     broken = tiny.ud(paths, "audit", "verify")
     assert broken.returncode == 3 and "BROKEN (truncated)" in broken.stdout, broken.stdout + broken.stderr

@@ -617,6 +617,8 @@ def drifted(story):
     from unified_delivery.triggers.tick import tick
 
     platform, home = story.platform, story.home
+    mp = pytest.MonkeyPatch()
+    mp.setenv("UD_PROJECT", str(home.root))  # the reconcile sensor checkpoints into no Git repository
     story.staging.client().set_registered_model_alias("scorer", "staging", "1")
     out = {"status": status(platform)}
     out["promotions"] = [promote(platform, story.defs, "scorer", "production", home=home) for _ in range(2)]
@@ -633,6 +635,7 @@ def drifted(story):
     out["heal"] = tick(with_standard_sensors(healing, "service:sensors"), home, ["ud_reconcile"])
     out["healed status"] = status(platform)
     out["heal again"] = tick(with_standard_sensors(healing, "service:sensors"), home, ["ud_reconcile"])
+    mp.undo()
     return out
 
 

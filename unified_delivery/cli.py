@@ -300,6 +300,7 @@ COMMAND_MODULES: list[str] = [
     "sensors",
     "hook",
     "report",
+    "notify",
     "agents",
 ]
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .governance.authors import of_version
+from .governance.authors import eligible_approvers
 from .home import Home, project_root
 from .kinds.app.translator import git
 from .kinds.app.unit import AppUnit
@@ -120,14 +120,11 @@ def run_demo(out: Output) -> dict[str, Any]:
         if unit.policy.approvals.get(env, 0) and (
             version := env_of(name, unit.previous_stage(env))
         ):
-            authors = of_version(platform.governance, platform.ledger.ledger(), name, version)
             approver = next(
-                (
-                    p
-                    for p in platform.governance.policy.principals
-                    if not p.startswith("service:")
-                    and platform.governance.allowed(p, "approve", env)
-                    and not authors.includes(p)
+                iter(
+                    eligible_approvers(
+                        platform.governance, platform.ledger.ledger(), name, version, env
+                    )
                 ),
                 None,
             )

@@ -199,6 +199,7 @@ class Approval(Event):
     ACTION: ClassVar[str] = "approval"
     authors: dict[str, Any] = field(default_factory=dict)  # governance.authors.Authors.to_dict()
     team: str = ""
+    comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,51 @@ class McpCall(Event):
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class PolicyProposed(Event):
+    """A change of the governance in force (roles, quotas, freezes, prices, budgets), proposed
+    for an admin who did not write it to adopt. `document` is the whole proposed governance,
+    so the approver reviews what the ledger holds, not a working copy."""
+
+    ACTION: ClassVar[str] = "policy-proposed"
+    digest: str = ""
+    previous: str = ""  # the digest in force when it was proposed
+    document: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyAdopted(Event):
+    """The governance in force from this entry on: the first one a platform ran with
+    (`bootstrap`), one a proposal's approver adopted, or the home owner's own change on an
+    embedded home (`self_approved`: whoever holds its key may do anything anyway)."""
+
+    ACTION: ClassVar[str] = "policy-adopted"
+    digest: str = ""
+    previous: str = ""
+    document: dict[str, Any] = field(default_factory=dict)
+    proposed_by: str = ""
+    proposal_seq: int | None = None
+    bootstrap: bool = False
+    self_approved: bool = False
+
+
+@dataclass(frozen=True)
+class Notification(Event):
+    """One attempt to tell a channel about an entry (`about_seq`) that ended: `delivered`,
+    `failed` (tried again after `next_attempt_at`) or `dead-letter` (the last attempt failed;
+    nobody will try again)."""
+
+    ACTION: ClassVar[str] = "notification"
+    event: str = ""
+    channel: str = ""
+    about_seq: int = 0
+    outcome: str = ""
+    attempt: int = 1
+    error: str = ""
+    next_attempt_at: str = ""
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.ACTION: cls
     for cls in (
@@ -297,6 +343,9 @@ EVENTS: dict[str, type[Event]] = {
         TokenIssued,
         ApprovalRequested,
         McpCall,
+        PolicyProposed,
+        PolicyAdopted,
+        Notification,
     )
 }
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs

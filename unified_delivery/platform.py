@@ -21,6 +21,7 @@ from .kinds.model.decorator import ModelDefinition
 from .kinds.registry import kinds
 from .ledger import LedgerResource
 from .loader import load_yaml_units
+from .notifications.config import Notifications
 from .targets.roles import DeployTarget
 from .targets.routing import KindTargets, Targets
 from .units import GateSpec, Unit
@@ -47,6 +48,7 @@ class Platform:
         ledger: LedgerResource | None = None,
         governance: Governance | None = None,
         costs: CostModel | None = None,
+        notifications: Notifications | None = None,
     ):
         # The Python a unit's build runs: a @model (callable: it trains) or a wrapped asset (its
         # build and its check gates run the asset as written). A bare Unit has none.
@@ -79,6 +81,7 @@ class Platform:
         self.ledger = ledger or LedgerResource()
         self.governance = governance or Governance.default()
         self.costs = costs
+        self.notifications = notifications or Notifications()
         with dbt.one_check_per_load():
             self._validate()
             self.gates: dict[str, list[Gate]] = {

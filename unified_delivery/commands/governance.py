@@ -1,10 +1,11 @@
-"""`ud token issue`, `ud approve`, `ud override`: governance actions (service/approvals.py,
-service/tokens.py), each recorded in the ledger, each refused with its own code when not
-allowed (and the refusal recorded too)."""
+"""`ud token issue`, `ud approve`, `ud override`, `ud policy`: governance actions
+(service/approvals.py, service/tokens.py, service/policy_changes.py), each recorded in the
+ledger, each refused with its own code when not allowed (and the refusal recorded too)."""
 
 from __future__ import annotations
 
 from .. import service
+from ..errors import UDError
 
 
 def _platform_and_principal(args):
@@ -25,7 +26,13 @@ def cmd_token_issue(args, out) -> int:
 def cmd_approve(args, out) -> int:
     platform, caller = _platform_and_principal(args)
     data = service.approve(
-        platform, caller, args.unit, args.env, args.version, dry_run=args.dry_run
+        platform,
+        caller,
+        args.unit,
+        args.env,
+        args.version,
+        comment=args.comment,
+        dry_run=args.dry_run,
     )
     if args.dry_run:
         out.result(
@@ -37,6 +44,25 @@ def cmd_approve(args, out) -> int:
             f"{caller} approved {args.unit} {args.version} for {args.env} ({data['approvals']} of "
             f"{data['required']})",
         )
+    return 0
+
+
+def cmd_approvals(args, out) -> int:
+    platform, caller = _platform_and_principal(args)
+    data = service.pending_approvals(platform, caller)
+    shown = data["all"] if args.all else data["pending"]
+    if not shown:
+        text = f"nothing waits for an approval {caller} may give" + (
+            "" if args.all else f" ({len(data['all'])} waiting for others: --all)"
+        )
+    else:
+        text = "\n".join(
+            f"{p['unit']} {p['version'][:12]} -> {p['env']}: {p['approvals']} of "
+            f"{p['required']} approvals; may approve: {', '.join(p['may_approve']) or 'nobody'}"
+            f"\n  {p['command']}"
+            for p in shown
+        )
+    out.result(data, text)
     return 0
 
 
@@ -69,7 +95,72 @@ def cmd_override(args, out) -> int:
     return 0
 
 
+def cmd_policy(args, out) -> int:
+    platform, _ = service.load_platform()
+    if args.verb == "show":
+        data = service.policy_show(platform)
+        out.result(data, _show(data))
+        return 0
+    caller = service.identity(platform, args.token, policy_in_force=False)
+    if args.verb == "propose":
+        data = service.policy_propose(platform, caller, reason=args.reason, dry_run=args.dry_run)
+        head = "dry run: would propose" if args.dry_run else f"{caller} proposed"
+        out.result(
+            data,
+            f"{head} policy {_short(data['digest'])} (in force: {_short(data['previous'])}); "
+            f"an admin who is not {caller} adopts it with `ud policy approve "
+            f"{_short(data['digest'])}`\n{data['diff']}",
+        )
+        return 0
+    if not args.digest:
+        raise UDError(
+            "UD-USAGE",
+            "ud policy approve needs the DIGEST of a proposal",
+            "see `ud policy show` for the proposals waiting",
+        )
+    data = service.policy_approve(platform, caller, args.digest, dry_run=args.dry_run)
+    head = "dry run: would adopt" if args.dry_run else f"{caller} adopted"
+    out.result(
+        data,
+        f"{head} policy {_short(data['digest'])}, proposed by {data['proposed_by']}, in place "
+        f"of {_short(data['previous'])}",
+    )
+    return 0
+
+
+def _short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def _show(data: dict) -> str:
+    now, local = data["in_force"], data["local"]
+    lines = [
+        f"in force: {_short(now['digest'])} ({now['how']}), adopted by {now['adopted_by']} at "
+        f"{now['adopted_at']}",
+        f"this copy ({local['source']}): {_short(local['digest'])}, "
+        + ("the policy in force" if local["in_force"] else "NOT the policy in force:"),
+    ]
+    if not local["in_force"]:
+        lines.append(local["diff"].rstrip())
+    for p in data["pending"]:
+        lines.append(
+            f"proposed: {_short(p['digest'])} by {p['proposed_by']} at {p['proposed_at']}"
+            + (" (stale: proposed against an older policy)" if p["stale"] else "")
+            + (f": {p['reason']}" if p["reason"] else "")
+        )
+    return "\n".join(lines)
+
+
 def register(add) -> None:
+    sp = add(
+        "policy",
+        cmd_policy,
+        "the governance in force; propose a change of it, or adopt one (admins, not its author)",
+    )
+    sp.add_argument("verb", choices=["show", "propose", "approve"])
+    sp.add_argument("digest", nargs="?", help="approve: the proposal's digest (or its start)")
+    sp.add_argument("--reason", default="", help="propose: why the change")
+    sp.add_argument("--dry-run", action="store_true")
     sp = add(
         "token", cmd_token_issue, "issue a signed, expiring token for a principal (admins only)"
     )
@@ -83,7 +174,14 @@ def register(add) -> None:
     sp.add_argument("unit")
     sp.add_argument("--env", required=True)
     sp.add_argument("--version", required=True)
+    sp.add_argument("--comment", default="", help="why, for the record (in the ledger)")
     sp.add_argument("--dry-run", action="store_true")
+    sp = add(
+        "approvals",
+        cmd_approvals,
+        "what waits for an approval you may give, with who else may and the command",
+    )
+    sp.add_argument("--all", action="store_true", help="also what waits for others' approval")
     sp = add(
         "override",
         cmd_override,

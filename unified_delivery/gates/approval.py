@@ -4,6 +4,7 @@ go to an environment; the author of the change does not count."""
 from __future__ import annotations
 
 from ..events import Approval
+from ..governance.authors import eligible_approvers
 from .base import Gate, GateContext, GateResult
 
 
@@ -38,12 +39,18 @@ class ApprovalGate(Gate):
                 "",
                 meta,
             )
+        eligible = (
+            eligible_approvers(ctx.governance, ctx.ledger, ctx.unit.name, ctx.version, ctx.guards)
+            if ctx.governance is not None
+            else []
+        )
+        may = [p for p in eligible if p not in have]
         return GateResult(
             False,
             "UD-GATE-APPROVAL-PENDING",
             f"waiting for approvals: {len(have)} of {needed} for {ctx.version[:12]} to "
-            f"{ctx.guards}",
+            f"{ctx.guards}; who may approve: {', '.join(may) or 'nobody the policy names'}",
             f"ud approve {ctx.unit.name} --env {ctx.guards} --version {ctx.version} (not by its "
             "author)",
-            meta,
+            {**meta, "may_approve": may},
         )

@@ -15,6 +15,7 @@ from .approval import ApprovalGate
 from .asset_check import AssetCheckGate
 from .base import Gate
 from .cost import CostGate
+from .data_diff import DataDiffGate
 from .data_quality import DataQualityGate
 from .dbt_tests import DbtTestsGate
 from .fairness import FairnessGate
@@ -35,6 +36,7 @@ BUILT_IN: tuple[type[Gate], ...] = (
     FairnessGate,
     SchemaGate,
     DataQualityGate,
+    DataDiffGate,
     DbtTestsGate,
     AssetCheckGate,
     CostGate,

@@ -63,6 +63,19 @@ def of_version(governance: Any, ledger: Any, unit: str, version: str) -> Authors
     return Authors(frozenset(established), frozenset(claimed), evidence)
 
 
+def eligible_approvers(
+    governance: Any, ledger: Any, unit: str, version: str, env: str
+) -> list[str]:
+    """Who may approve `version` of `unit` for `env`: the principals with the approve role there
+    who are not services and not among its authors (four eyes)."""
+    authors = of_version(governance, ledger, unit, version)
+    return [
+        p
+        for p in governance.policy.principals
+        if not is_service(p) and governance.allowed(p, "approve", env) and not authors.includes(p)
+    ]
+
+
 def check_may_approve(
     governance: Any, ledger: Any, unit: str, version: str, caller: str
 ) -> Authors:

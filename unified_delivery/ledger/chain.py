@@ -330,9 +330,13 @@ class Ledger:
         action: str | Sequence[str] | None = None,
         since: datetime | str | None = None,
         until: datetime | str | None = None,
+        after_seq: int | None = None,
     ) -> list[LedgerEntry]:
-        """Entries in seq order; `since` is inclusive, `until` exclusive."""
+        """Entries in seq order; `since` is inclusive, `until` exclusive; `after_seq`: only
+        entries after that one (a reader that keeps its place, as the notifier does)."""
         query = self._select(unit, env, action, since, until).order_by(ledger_table.c.seq)
+        if after_seq is not None:
+            query = query.where(ledger_table.c.seq > after_seq)
         with self.engine.connect() as conn:
             return [_entry(row) for row in conn.execute(query)]
 

@@ -22,11 +22,15 @@ _LAZY = {
     "units": ".catalog",
     "policy_summary": ".catalog",
     "override": ".approvals",
+    "pending_approvals": ".approvals",
     "gate_report": ".gate_reports",
     "identity": ".principals",
     "promote": ".launch",
     "rollback": ".launch",
     "load_platform": ".loading",
+    "policy_approve": ".policy_changes",
+    "policy_propose": ".policy_changes",
+    "policy_show": ".policy_changes",
     "promote_plan": ".plans",
     "rollback_plan": ".plans",
     "status": ".unit_status",
@@ -34,12 +38,13 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .approvals import approve, override, request_approval
+    from .approvals import approve, override, pending_approvals, request_approval
     from .catalog import policy_summary, units
     from .gate_reports import gate_report
     from .launch import promote, rollback
     from .loading import load_platform
     from .plans import promote_plan, rollback_plan
+    from .policy_changes import policy_approve, policy_propose, policy_show
     from .principals import identity
     from .reports import audit_entries, report, report_window
     from .tokens import issue_token
@@ -66,6 +71,10 @@ __all__ = [
     "issue_token",
     "load_platform",
     "override",
+    "pending_approvals",
+    "policy_approve",
+    "policy_propose",
+    "policy_show",
     "policy_summary",
     "promote",
     "promote_plan",

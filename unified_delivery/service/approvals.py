@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotPermitted, UDError
-from ..events import Approval, ApprovalRequested, Candidate, Override, Refusal, record
+from ..events import CHANGES, Approval, ApprovalRequested, Candidate, Override, Refusal, record
 from ..governance import tokens
-from ..governance.authors import check_may_approve, of_version
+from ..governance.authors import check_may_approve, eligible_approvers
 from ..governance.policy import ROLES
 
 if TYPE_CHECKING:
@@ -51,9 +51,11 @@ def approve(
     env: str,
     version: str,
     *,
+    comment: str = "",
     dry_run: bool = False,
 ) -> dict:
-    """Record `caller`'s approval of one version for one environment, or refuse with a code."""
+    """Record `caller`'s approval of one version for one environment (with a comment), or refuse
+    with a code: among them, a version that waited in the stage before and no longer does."""
     unit = platform.unit(unit_name)
     where = {"unit": unit.name, "env": env, "version": version, "action": "approve"}
     if env not in unit.environments:
@@ -77,6 +79,20 @@ def approve(
         built(platform, unit, version)
     except UDError as exc:
         raise refuse(platform, caller, exc, **where) from None
+    waiting = _waiting(platform, unit, env)
+    if waiting is not None and waiting != version and _was_there(platform, unit, env, version):
+        raise refuse(
+            platform,
+            caller,
+            UDError(
+                "UD-APPROVAL-NOT-WAITING",
+                f"{unit.name} {version[:12]} no longer waits for {env}: "
+                f"{unit.previous_stage(env)} now has {waiting[:12]}",
+                f"approve the version waiting: ud approve {unit.name} --env {env} --version "
+                f"{waiting} (`ud approvals` lists what you may approve)",
+            ),
+            **where,
+        )
     try:
         authors = check_may_approve(
             platform.governance, platform.ledger.ledger(), unit.name, version, caller
@@ -100,7 +116,7 @@ def approve(
     if not already:
         record(
             ledger,
-            Approval(authors=authors.to_dict(), team=unit.team),
+            Approval(authors=authors.to_dict(), team=unit.team, comment=comment),
             principal=caller,
             unit=unit.name,
             env=env,
@@ -117,6 +133,60 @@ def approve(
         "required": needed,
         "approved_by": have,
     }
+
+
+def _waiting(platform: Platform, unit: Unit, env: str) -> str | None:
+    """The version the stage before `env` holds (the one a promotion into `env` would take),
+    from the ledger; None for the first environment (its candidates are built, not waiting)."""
+    before = unit.previous_stage(env)
+    if before not in unit.environments:
+        return None
+    entry = platform.ledger.ledger().latest(unit=unit.name, env=before, action=CHANGES)
+    return entry.version if entry else None
+
+
+def _was_there(platform: Platform, unit: Unit, env: str, version: str) -> bool:
+    before = unit.previous_stage(env)
+    entry = platform.ledger.ledger().latest(
+        unit=unit.name, env=before, action=CHANGES, predicate=lambda e: e.version == version
+    )
+    return entry is not None
+
+
+def pending_approvals(platform: Platform, caller: str) -> dict[str, Any]:
+    """What waits for an approval that `caller` may give: per unit and environment that asks for
+    approvals, the version the stage before holds, not yet deployed there, short of approvals,
+    and `caller` allowed to approve it (the approve role there, not an author, not already)."""
+    from ..gates.approval import approvers
+
+    ledger = platform.ledger.ledger()
+    out = []
+    for name in platform.order():
+        unit = platform.units[name]
+        for env, needed in unit.policy.approvals.items():
+            version = _waiting(platform, unit, env) if needed else None
+            if version is None:
+                continue
+            deployed = ledger.latest(unit=name, env=env, action=CHANGES)
+            have = approvers(ledger, name, env, version)
+            if (deployed and deployed.version == version) or len(have) >= needed:
+                continue
+            may = eligible_approvers(platform.governance, ledger, name, version, env)
+            out.append(
+                {
+                    "unit": name,
+                    "env": env,
+                    "version": version,
+                    "team": unit.team,
+                    "approvals": len(have),
+                    "required": needed,
+                    "approved_by": have,
+                    "may_approve": [p for p in may if p not in have],
+                    "you_may": caller in may and caller not in have,
+                    "command": f"ud approve {name} --env {env} --version {version}",
+                }
+            )
+    return {"principal": caller, "pending": [p for p in out if p["you_may"]], "all": out}
 
 
 def request_approval(
@@ -146,13 +216,7 @@ def request_approval(
     except UDError as exc:
         raise refuse(platform, caller, exc, **where) from None
     ledger = platform.ledger.ledger()
-    gov = platform.governance
-    authors = of_version(gov, ledger, unit.name, version)
-    may = [
-        name
-        for name in gov.policy.principals
-        if gov.allowed(name, "approve", env) and not authors.includes(name)
-    ]
+    may = eligible_approvers(platform.governance, ledger, unit.name, version, env)
     have = approvers(ledger, unit.name, env, version)
     needed = unit.policy.approvals.get(env, 0)
     event = ApprovalRequested(
@@ -166,8 +230,8 @@ def request_approval(
         "required": needed,
         "approvals": len(have),
         "approved_by": have,
-        "may_approve": may,
-        "approve_with": f"ud approve {unit.name} --env {env} --version {version}",
+        "may_approve": [p for p in may if p not in have],
+        "command": f"ud approve {unit.name} --env {env} --version {version}",
     }
 
 

@@ -114,7 +114,9 @@ def promote(
         job=job,
         run_config=run_config,
     )
-    return execute(defs, job, home=home, run_config=run_config, tags=tags, run_id=run_id)
+    outcome = execute(defs, job, home=home, run_config=run_config, tags=tags, run_id=run_id)
+    notify(platform, home)
+    return outcome
 
 
 def rollback(
@@ -154,4 +156,25 @@ def rollback(
         job="ud_rollback",
         run_config=config,
     )
-    return execute(defs, "ud_rollback", home=home, run_config=config, tags=tags, run_id=run_id)
+    outcome = execute(defs, "ud_rollback", home=home, run_config=config, tags=tags, run_id=run_id)
+    notify(platform, home)
+    return outcome
+
+
+NOTIFY_BUDGET_S = 5.0
+
+
+def notify(platform: Platform, home: Home) -> None:
+    """Tell what the run recorded, along the platform's routes, for at most NOTIFY_BUDGET_S:
+    what cannot be sent now (a receiver down) is retried by the next call or the ud_notify
+    sensor. Never fails the command: the outcome of every attempt is in the ledger."""
+    if not platform.notifications.file.routes:
+        return
+    from ..notifications import deliver
+
+    try:
+        deliver(platform, home=home, budget_s=NOTIFY_BUDGET_S)
+    except Exception as exc:  # a broken notifier is reported, never the promotion's failure
+        import sys
+
+        print(f"ud: notifications not delivered: {type(exc).__name__}: {exc}", file=sys.stderr)

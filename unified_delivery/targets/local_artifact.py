@@ -87,7 +87,7 @@ class LocalArtifactTarget(BaseTarget):
                 f"{unit.name}/{env} has no previous version to roll back to",
                 "give the version: ud rollback ... --to VERSION",
             )
-        if wanted == state.get("version"):
+        if wanted == current.version:
             raise TargetError(
                 "UD-TARGET-SAME-VERSION",
                 f"{unit.name}/{env} already publishes version {wanted}",
@@ -115,13 +115,25 @@ class LocalArtifactTarget(BaseTarget):
         state = read_json(root / "state.json")
         if state is None:
             return None
+        # `current` is what readers open: switched by hand, it is the version the environment
+        # now publishes (state.json keeps what this target published).
+        linked = _linked_version(root)
+        if linked == state["version"]:
+            version, file, digest, moved = state["version"], state["file"], state["digest"], {}
+        else:
+            version = linked or "(no current file)"
+            found = sorted((root / "versions" / linked).iterdir()) if linked else []
+            file = found[0].name if found else state["file"]
+            history = reversed(state.get("history", []))
+            digest = next((h["digest"] for h in history if h["version"] == linked), "")
+            moved = {"published_version": state["version"]}
         return Deployment(
             unit=state["unit"],
             env=env,
-            version=state["version"],
+            version=version,
             deployed_at=state["deployed_at"],
             previous_version=state.get("previous_version"),
-            details={"path": str(root / "current" / state["file"]), "digest": state["digest"]},
+            details={"path": str(root / "current" / file), "digest": digest, **moved},
         )
 
     def health(self, unit: Unit | str, env: str) -> Health:
@@ -131,9 +143,12 @@ class LocalArtifactTarget(BaseTarget):
             return Health(False, f"nothing was ever published to {name}/{env}")
         path = Path(dep.details["path"])
         details = {"version": dep.version, **dep.details}
-        if Path(os.path.realpath(path)).parent.name != dep.version:
+        if "published_version" in dep.details:
             return Health(
-                False, f"{name}/{env}: `current` does not point at version {dep.version}", details
+                False,
+                f"{name}/{env}: `current` points at {dep.version}, not at version "
+                f"{dep.details['published_version']} the platform published",
+                details,
             )
         try:
             digest = _digest(path)
@@ -260,6 +275,17 @@ def _copy_in(root: Path, version: str, source: Path, log: Log) -> None:
             f"could not copy {source} to {dest}: {exc}",
             "check free disk space and permissions under the home's artifacts/ directory",
         ) from exc
+
+
+def _linked_version(root: Path) -> str | None:
+    """The version `current` points at, or None when it is missing or points nowhere valid."""
+    try:
+        link = Path(os.readlink(root / "current"))
+    except OSError:
+        return None
+    target = (link if link.is_absolute() else root / link).resolve()
+    versions = (root / "versions").resolve()
+    return target.name if target.parent == versions and target.is_dir() else None
 
 
 def _point_current(root: Path, version: str) -> None:

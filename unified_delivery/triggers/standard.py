@@ -1,6 +1,7 @@
 """The standard set of sensors a platform runs: Git pushes to the app repositories, new
 versions in the MLflow registry, retraining on new data, automatic promotion and health
-rollback, each only where the platform has units it applies to."""
+rollback, reconciling desired and actual state, and notifications, each only where the platform
+has units (or routes) it applies to."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..units import Unit
 from .cascade import cascade_sensor
 from .git import app_watches, git_sensor
 from .health import health_sensor
+from .notify import notify_sensor
 from .promotion import promotion_sensor
 from .reconcile import reconcile_sensor
 from .registry import ledger_knows, model_watches, registry_sensor
@@ -30,6 +32,7 @@ ORDER = [
     "ud_reconcile",
     "ud_promotion",
     "ud_health",
+    "ud_notify",  # last: it tells what the others did
 ]
 
 
@@ -77,6 +80,8 @@ def standard_sensors(
             ),
             cascade_sensor(platform, registered, principal=principal),
         ]
+    if platform.notifications.file.routes:
+        sensors.append(notify_sensor(platform))
     return sorted(sensors, key=lambda s: ORDER.index(s.name))
 
 
