@@ -38,6 +38,16 @@ def platform(tmp_path_factory):
     tiny.ud(paths, "down")
 
 
+@pytest.fixture
+def loaded(platform, monkeypatch):
+    """The tiny platform loaded in this process, as `ud` loads it."""
+    from unified_delivery import service
+
+    monkeypatch.setenv("UD_HOME", str(platform["home"]))
+    monkeypatch.setenv("UD_PROJECT", str(platform["project"]))
+    return service.load_platform(platform["project"])
+
+
 def _env(paths: dict, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER"))}
     return {**env, "UD_HOME": str(paths["home"]), "UD_PROJECT": str(paths["project"]), **extra}
@@ -103,7 +113,7 @@ def test_over_stdio_an_agent_promotes_to_staging_and_is_refused_production(platf
     assert _calls(platform, "stdio") == made
 
 
-def test_over_http_each_request_acts_for_its_token_up_to_the_quota(platform):
+def test_over_http_each_request_acts_for_its_token_up_to_the_quota(platform, loaded):
     server = subprocess.Popen([tiny.UD, "mcp", "--http", "--port", "0", "--json"], cwd=platform["project"],
                               env=_env(platform), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -145,24 +155,27 @@ def test_over_http_each_request_acts_for_its_token_up_to_the_quota(platform):
         assert forged.refused["code"] == "UD-AUTH-TOKEN-INVALID"
         agent = asyncio.run(session(platform["token"], BOT))
         assert _calls(platform, "http") == nobody.made + forged.made + agent.made
+        # The request reaches the approvers like a version waiting at a gate (notifications).
+        from unified_delivery.notifications.outbox import messages
+
+        ledger = loaded[0].ledger.ledger()
+        asked = [m for m in messages(loaded[0], ledger, ledger.entries()) if m.event == "approval-pending"]
+        assert asked and asked[-1].principal == BOT and "human:olivia" in asked[-1].details["approvers"]
+        assert "ready for production" in asked[-1].text and "ud approve svc" in asked[-1].details["command"]
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def test_in_process_refusals_reports_and_a_bug_are_structured_and_recorded(platform, monkeypatch):
+def test_in_process_refusals_reports_and_a_bug_are_structured_and_recorded(platform, loaded):
     """The same server connected in-process (the SDK's `Client` on an `MCPServer`): reports, bad
     arguments refused with their codes, and a bug in ud said as UD-MCP-INTERNAL, every one recorded."""
     from mcp import Client
 
-    from unified_delivery import service
     from unified_delivery.home import Home
     from unified_delivery.mcp_server import Gateway, build_server
 
-    monkeypatch.setenv("UD_HOME", str(platform["home"]))
-    monkeypatch.setenv("UD_PROJECT", str(platform["project"]))
-    loaded, defs = service.load_platform(platform["project"])
-    gw = Gateway(loaded, defs, Home.current(), "in-process", lambda: platform["token"])
+    gw = Gateway(*loaded, Home.current(), "in-process", lambda: platform["token"])
 
     async def session() -> list[dict]:
         async with Client(build_server(gw)) as client:
