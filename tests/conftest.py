@@ -132,7 +132,7 @@ def clean_env():
 # a long file at the end while the others idle.
 LONGEST_FIRST = ["test_tutorial_platform_engineer.py", "test_reports.py", "test_tutorial_analytics_engineer.py",
                  "test_governance.py", "test_tutorial_app_developer.py", "test_tutorial_data_scientist.py",
-                 "test_tutorial_agent.py", "test_postgres.py", "test_e2e_demo.py", "test_browser.py"]
+                 "test_tutorial_agent.py", "test_mcp_server.py", "test_postgres.py", "test_e2e_demo.py", "test_browser.py"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "unified_delivery"
-FRONT_DOORS = ("unified_delivery.cli", "unified_delivery.commands")
+FRONT_DOORS = ("unified_delivery.cli", "unified_delivery.commands", "unified_delivery.mcp_server")
 
 
 def _module(path: Path) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("dagster", "mlflow", "dbt", "great_expectations", "sqlalchemy", "pandas")
+HEAVY = ("dagster", "mlflow", "dbt", "great_expectations", "sqlalchemy", "pandas", "mcp", "uvicorn", "starlette")
 PROBE = """
 import json, sys
 from unified_delivery.cli import main
@@ -24,7 +24,8 @@ print(json.dumps({{"code": code, "heavy": sorted({{m.split('.')[0] for m in sys.
 
 
 @pytest.mark.parametrize("argv, code", [(["--help"], 0), (["--version"], 0), (["promote", "--help"], 0),
-                                        (["promot"], 2), (["promote"], 2), (["audit", "verify", "--help"], 0)])
+                                        (["promot"], 2), (["promote"], 2), (["audit", "verify", "--help"], 0),
+                                        (["mcp", "--help"], 0)])
 def test_answers_without_a_heavy_import(argv, code):
     proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True,
                           text=True, timeout=60)

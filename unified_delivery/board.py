@@ -1,7 +1,7 @@
 """The release board: one server-rendered page that answers "is it live, where, since when, who
 put it there, waiting for whom" for every unit and environment, with DORA and spend per team
 (`ud board`). A front door: it parses the query (team, kind), asks the service layer
-(service/release_board.py) and renders HTML with inline CSS and no script, so nothing is
+(service/board_rows.py) and renders HTML with inline CSS and no script, so nothing is
 fetched at run time and it opens behind any proxy. Each row links to its Dagster run."""
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: BoardServer
 
     def do_GET(self) -> None:
-        from .service.release_board import release_board
+        from .service.board_rows import release_board
 
         url = urlparse(self.path)
         if url.path not in ("/", "/board"):

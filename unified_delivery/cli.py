@@ -315,6 +315,7 @@ COMMAND_MODULES: list[str] = [
     "report",
     "notify",
     "board",
+    "agents",
 ]
 
 

@@ -248,6 +248,35 @@ class TokenIssued(Event):
 
 
 @dataclass(frozen=True)
+class ApprovalRequested(Event):
+    """A principal (an agent, typically) asks for the approvals a version still needs in an
+    environment; it approves nothing. The entry's principal is who asks."""
+
+    ACTION: ClassVar[str] = "approval-requested"
+    note: str = ""
+    required: int = 0
+    approvals: int = 0
+    approvers: list[str] = field(default_factory=list)  # who may approve it, authors excepted
+
+
+@dataclass(frozen=True)
+class McpCall(Event):
+    """One call to the MCP server (`ud mcp`), under the principal of the token it came with
+    (the policy's least-privileged one when it came with none or a refused one). `arguments`
+    are the call's own (redacted like every payload), `digest` their canonical SHA-256."""
+
+    ACTION: ClassVar[str] = "mcp-call"
+    tool: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    ok: bool = False
+    code: str = ""  # the UD- code of a refusal or failure; empty when ok
+    exit_code: int = 0  # the exit class `ud` would have ended with (errors.py)
+    transport: str = ""  # stdio or http
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class PolicyProposed(Event):
     """A change of the governance in force (roles, quotas, freezes, prices, budgets), proposed
     for an admin who did not write it to adopt. `document` is the whole proposed governance,
@@ -312,6 +341,8 @@ EVENTS: dict[str, type[Event]] = {
         CommitsSkipped,
         Drift,
         TokenIssued,
+        ApprovalRequested,
+        McpCall,
         PolicyProposed,
         PolicyAdopted,
         Notification,

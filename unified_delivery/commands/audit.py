@@ -10,7 +10,6 @@ import json
 from datetime import datetime, timezone
 
 from ..errors import EXIT_GATE, UDError
-from ..events import CHANGES, Approval, GateEvaluated, Override, Promotion, Rollback, read
 
 
 def _ledger():
@@ -95,67 +94,9 @@ def _since(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def evidence(ledger, since: datetime | None, env: str = "production") -> list[dict]:
-    entries = ledger.entries(since=since) if since else ledger.entries()
-    changes = []
-    for e in entries:
-        if e.action not in CHANGES or e.env != env:
-            continue
-        gates = {}
-        for g in ledger.entries(unit=e.unit, action=GateEvaluated.ACTION):
-            if g.version == e.version and g.seq < e.seq:
-                gate = GateEvaluated.read(g)
-                gates[(gate.stage, gate.gate)] = {
-                    "gate": gate.gate,
-                    "family": gate.family,
-                    "stage": gate.stage,
-                    "passed": gate.passed,
-                    "code": gate.code,
-                    "overridden": gate.overridden,
-                    "at": g.ts,
-                }
-        approvals = [
-            {"principal": a.principal, "at": a.ts}
-            for a in ledger.entries(unit=e.unit, env=env, action=Approval.ACTION)
-            if a.version == e.version and a.seq < e.seq
-        ]
-        overrides = [
-            {
-                "principal": o.principal,
-                "gate": ov.gate,
-                "justification": ov.justification,
-                "expires_at": ov.expires_at,
-                "at": o.ts,
-            }
-            for o in ledger.entries(unit=e.unit, action=Override.ACTION)
-            if o.version == e.version and o.seq < e.seq
-            for ov in [Override.read(o)]
-        ]
-        change = read(e)
-        assert isinstance(change, (Promotion, Rollback))
-        changes.append(
-            {
-                "seq": e.seq,
-                "at": e.ts,
-                "action": e.action,
-                "unit": e.unit,
-                "env": e.env,
-                "version": e.version,
-                "from_version": change.from_version,
-                "principal": e.principal,
-                "reason": change.reason,
-                "kind": change.kind or None,
-                "team": change.team or None,
-                "run_id": change.run_id or None,
-                "gates": list(gates.values()),
-                "approvals": approvals,
-                "overrides": overrides,
-            }
-        )
-    return changes
-
-
 def cmd_export(args, out) -> int:
+    from ..service.reports import evidence
+
     _, ledger = _ledger()
     report = ledger.verify()
     changes = evidence(ledger, _since(args.since) if args.since else None)

@@ -5,49 +5,12 @@ the first thing the report says."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import UDError
+from ..service.reports import REPORTS
 
-KINDS = ("dora", "cost", "audit")
 TITLES = {"dora": "DORA metrics", "cost": "Cost showback", "audit": "Audit activity"}
-
-
-def _date(flag: str, text: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UDError(
-            "UD-USAGE", f"{flag} {text!r} is not a date", "use an ISO date or time like 2026-11-01"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def build(what: str, platform, ledger, win, env: str = "production") -> dict:
-    """The report as data: the ledger's verification first, then the figures."""
-    from ..reports import audit, cost, dora
-    from ..reports.period import parse_ts
-    from ..reports.render import ledger_warning
-
-    check = ledger.verify().to_dict()
-    entries = (
-        ledger.entries()
-    )  # all of it: a deploy's candidate may predate the window, its rollback follow it
-    units = {name: {"team": u.team, "kind": u.kind} for name, u in platform.units.items()}
-    head = {"ok": True, "report": what, "ledger": check}
-    if warning := ledger_warning(check):
-        head["warning"] = warning
-    if what == "dora":
-        return {**head, **dora.report(entries, win, env, units)}
-    if what == "cost":
-        return {**head, **cost.report(entries, win, units)}
-    from .audit import evidence
-
-    changes = [c for c in evidence(ledger, win.since) if parse_ts(c["at"]) < win.until]
-    return {**head, **audit.report(entries, win), "changes": changes}
 
 
 def tables_and_charts(data: dict) -> tuple[list, list[str]]:
@@ -71,28 +34,14 @@ def subtitle(data: dict) -> str:
 
 
 def cmd_report(args, out) -> int:
-    from ..reports import html, render, window
+    from ..reports import html, render
     from ..service import load_platform
+    from ..service.reports import report, report_window
 
-    until = _date("--until", args.until)
-    win = window(_date("--since", args.since), until)
-    if win.since >= win.until:
-        raise UDError(
-            "UD-USAGE",
-            f"--since {win.since.isoformat()} is not before --until {win.until.isoformat()}",
-            "give a --since earlier than --until",
-        )
+    win = report_window(args.since, args.until)
     platform, _ = load_platform()
-    envs = {e for u in platform.units.values() for e in u.environments}
-    if args.what == "dora" and args.env not in envs:
-        raise UDError(
-            "UD-UNKNOWN-ENV",
-            f"no unit has an environment {args.env!r}",
-            f"use one of: {', '.join(sorted(envs))}",
-        )
-    ledger = platform.ledger.ledger()
-    out.progress(f"verifying and reading the ledger ({ledger.count()} entries)")
-    data = build(args.what, platform, ledger, win, args.env)
+    out.progress(f"verifying and reading the ledger ({platform.ledger.ledger().count()} entries)")
+    data = report(platform, args.what, win, args.env)
     if "warning" in data:
         out.progress(data["warning"])
     tables, charts = tables_and_charts(data)
@@ -124,7 +73,7 @@ def cmd_report(args, out) -> int:
 
 def register(add) -> None:
     sp = add("report", cmd_report, "DORA metrics, cost showback or audit activity from the ledger")
-    sp.add_argument("what", choices=KINDS)
+    sp.add_argument("what", choices=REPORTS)
     sp.add_argument(
         "--since", default="", help="ISO date or time (default: 30 days before --until)"
     )

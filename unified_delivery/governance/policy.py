@@ -231,13 +231,7 @@ class Governance:
         limit = self.principal(name).quotas.promotions_per_day.get(env)
         if limit is None:
             return
-        since = (now or datetime.now(timezone.utc)) - timedelta(days=1)
-        used = sum(
-            1
-            for action in CHANGES
-            for e in ledger.entries(env=env, action=action, since=since)
-            if e.principal == name
-        )
+        used = self.quota_used(name, env, ledger, now)
         if used >= limit:
             raise NotPermitted(
                 "UD-AUTH-QUOTA",
@@ -245,6 +239,16 @@ class Governance:
                 f"rollbacks) to {env} per day",
                 "wait for the quota to free up, or ask a human to promote",
             )
+
+    def quota_used(self, name: str, env: str, ledger, now: datetime | None = None) -> int:
+        """Changes (promotions and rollbacks) `name` made to `env` in the last 24 hours."""
+        since = (now or datetime.now(timezone.utc)) - timedelta(days=1)
+        return sum(
+            1
+            for action in CHANGES
+            for e in ledger.entries(env=env, action=action, since=since)
+            if e.principal == name
+        )
 
     def active_freeze(
         self, env: str, now: datetime | None = None

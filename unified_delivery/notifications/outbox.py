@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from ..events import (
+    ApprovalRequested,
     Drift,
     GateEvaluated,
     Notification,
@@ -196,6 +197,14 @@ def _message(platform: Platform, entry: LedgerEntry) -> Message | None:
         title = f"{where}: {entry.action.replace('-', ' ')} for {v}; it keeps its version"
         text = f"{p.get('code', '')}: {p.get('message', '')}"
         return _base(platform, entry, "deploy-failed", title, text, run_id=p.get("run_id"))
+    if entry.action == ApprovalRequested.ACTION:  # someone (an agent, say) asks for approvals
+        r = ApprovalRequested.read(entry)
+        command = f"ud approve {entry.unit} --env {entry.env} --version {entry.version}"
+        title = f"{entry.principal} asks for approval of {entry.unit} {v} for {entry.env}"
+        text = f"{r.approvals} of {r.required} approvals; {r.note or 'no note'}; `{command}`"
+        return _base(
+            platform, entry, "approval-pending", title, text, approvers=r.approvers, command=command
+        )
     if entry.action == Drift.ACTION:
         d = Drift.read(entry)
         rec = (d.recorded_version or "nothing")[:12]

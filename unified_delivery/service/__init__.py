@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY = {
     "approve": ".approvals",
+    "request_approval": ".approvals",
+    "audit_entries": ".reports",
+    "report": ".reports",
+    "report_window": ".reports",
+    "units": ".catalog",
+    "policy_summary": ".catalog",
     "override": ".approvals",
     "pending_approvals": ".approvals",
     "gate_report": ".gate_reports",
@@ -26,21 +32,23 @@ _LAZY = {
     "policy_propose": ".policy_changes",
     "policy_show": ".policy_changes",
     "promote_plan": ".plans",
-    "release_board": ".release_board",
+    "release_board": ".board_rows",
     "rollback_plan": ".plans",
     "status": ".unit_status",
     "issue_token": ".tokens",
 }
 
 if TYPE_CHECKING:
-    from .approvals import approve, override, pending_approvals
+    from .approvals import approve, override, pending_approvals, request_approval
+    from .board_rows import release_board
+    from .catalog import policy_summary, units
     from .gate_reports import gate_report
     from .launch import promote, rollback
     from .loading import load_platform
     from .plans import promote_plan, rollback_plan
     from .policy_changes import policy_approve, policy_propose, policy_show
     from .principals import identity
-    from .release_board import release_board
+    from .reports import audit_entries, report, report_window
     from .tokens import issue_token
     from .unit_status import status
 
@@ -59,6 +67,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "approve",
+    "audit_entries",
     "gate_report",
     "identity",
     "issue_token",
@@ -68,10 +77,15 @@ __all__ = [
     "policy_approve",
     "policy_propose",
     "policy_show",
+    "policy_summary",
     "promote",
     "promote_plan",
     "release_board",
+    "report",
+    "report_window",
+    "request_approval",
     "rollback",
     "rollback_plan",
     "status",
+    "units",
 ]

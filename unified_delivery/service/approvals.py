@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotPermitted, UDError
-from ..events import CHANGES, Approval, Candidate, Override, Refusal, record
+from ..events import CHANGES, Approval, ApprovalRequested, Candidate, Override, Refusal, record
 from ..governance import tokens
 from ..governance.authors import check_may_approve, eligible_approvers
 from ..governance.policy import ROLES
@@ -187,6 +187,52 @@ def pending_approvals(platform: Platform, caller: str) -> dict[str, Any]:
                 }
             )
     return {"principal": caller, "pending": [p for p in out if p["you_may"]], "all": out}
+
+
+def request_approval(
+    platform: Platform,
+    caller: str,
+    unit_name: str,
+    env: str,
+    version: str,
+    *,
+    note: str = "",
+) -> dict[str, Any]:
+    """Record that `caller` asks for the approvals `version` still needs in `env`, and say who
+    may give them (the approve role there, the version's authors excepted) and how. Approves
+    nothing; anyone may ask."""
+    from ..gates.approval import approvers
+
+    unit = platform.unit(unit_name)
+    if env not in unit.environments:
+        raise UDError(
+            "UD-UNKNOWN-ENV",
+            f"{unit.name} has no environment {env!r}",
+            f"use one of: {', '.join(unit.environments)}",
+        )
+    where = {"unit": unit.name, "env": env, "version": version, "action": "request-approval"}
+    try:
+        built(platform, unit, version)
+    except UDError as exc:
+        raise refuse(platform, caller, exc, **where) from None
+    ledger = platform.ledger.ledger()
+    may = eligible_approvers(platform.governance, ledger, unit.name, version, env)
+    have = approvers(ledger, unit.name, env, version)
+    needed = unit.policy.approvals.get(env, 0)
+    event = ApprovalRequested(
+        note=note.strip(), required=needed, approvals=len(have), approvers=may
+    )
+    record(ledger, event, principal=caller, unit=unit.name, env=env, version=version)
+    return {
+        "ok": True,
+        **{k: v for k, v in where.items() if k != "action"},
+        "principal": caller,
+        "required": needed,
+        "approvals": len(have),
+        "approved_by": have,
+        "may_approve": [p for p in may if p not in have],
+        "command": f"ud approve {unit.name} --env {env} --version {version}",
+    }
 
 
 def override(

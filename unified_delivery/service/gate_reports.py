@@ -55,6 +55,7 @@ def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, 
             "remediation": p.get("remediation", ""),
             "overridden": bool(p.get("overridden") or override),
             "at": entry.ts if entry else None,
+            "evidence": p.get("metadata", {}),  # what the gate measured and compared
         }
         if override:
             row["override"] = {

@@ -53,6 +53,8 @@ def _governance(platform: Platform, principal: str, env: str) -> list[dict]:
             {
                 "code": "UD-AUTH-FORBIDDEN",
                 "message": f"{principal} may not deploy in {env}",
+                "remediation": f"ask someone with the deploy role in {env} to act; roles change "
+                "only through a reviewed change of the platform's policy",
                 "exit_code": EXIT_FORBIDDEN,
             }
         )
@@ -61,6 +63,7 @@ def _governance(platform: Platform, principal: str, env: str) -> list[dict]:
             {
                 "code": "UD-GATE-FREEZE-ACTIVE",
                 "message": f"{env} is frozen until {freeze[1][1].isoformat()}",
+                "remediation": "wait for the freeze to end, or ask for a break-glass override",
                 "exit_code": EXIT_GATE,
             }
         )
@@ -93,6 +96,7 @@ def promote_plan(
             {
                 "code": "UD-PROMOTE-NOTHING",
                 "message": f"{upstream} holds no version",
+                "remediation": f"promote it to {upstream} first",
                 "exit_code": EXIT_USAGE,
             }
         )
@@ -123,6 +127,7 @@ def rollback_plan(
             {
                 "code": "UD-ROLLBACK-NOTHING",
                 "message": f"{env} has no previous version",
+                "remediation": "nothing to roll back to; promote a fixed version instead",
                 "exit_code": EXIT_TARGET,
             }
         )
@@ -131,6 +136,7 @@ def rollback_plan(
             {
                 "code": "UD-ROLLBACK-NOT-DEPLOYED",
                 "message": f"{version[:12]} never ran in {env}",
+                "remediation": f"roll back only to a version {env} ran (`ud audit export`)",
                 "exit_code": EXIT_FORBIDDEN,
             }
         )
