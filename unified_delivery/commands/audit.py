@@ -7,9 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
 
-from ..errors import EXIT_GATE, UDError
+from ..errors import EXIT_GATE
 
 
 def _ledger():
@@ -84,22 +83,12 @@ def cmd_checkpoint(args, out) -> int:
     return 0
 
 
-def _since(text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UDError(
-            "UD-USAGE", f"--since {text!r} is not a date", "use an ISO date like 2026-11-01"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
 def cmd_export(args, out) -> int:
-    from ..service.reports import evidence
+    from ..service.reports import evidence, parse_date
 
     _, ledger = _ledger()
     report = ledger.verify()
-    changes = evidence(ledger, _since(args.since) if args.since else None)
+    changes = evidence(ledger, parse_date("--since", args.since))
     data = {"ok": True, "ledger": report.to_dict(), "since": args.since or None, "changes": changes}
     if args.format == "csv":
         buf = io.StringIO()
