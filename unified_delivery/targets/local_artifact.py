@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from unified_delivery.errors import TargetError
-from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log
+from unified_delivery.targets.probes import artifact_root, artifact_status
 from unified_delivery.targets.state_files import TMP_MARK, locked, read_json, write_json
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ class LocalArtifactTarget(BaseTarget):
         description="Home directory holding `artifacts/`; empty means the current home "
         "($UD_HOME or .ud), read at call time.",
     )
+    probe_kind = "local_artifact"
+
+    def _probe_fields(self, unit: Unit) -> dict[str, Any]:
+        return {"home": self.home}
 
     def _lock(self, unit: Unit, env: str) -> AbstractContextManager[None]:
         return locked(self._root(unit.name, env))
@@ -111,18 +115,7 @@ class LocalArtifactTarget(BaseTarget):
         self._switch(unit.name, env, root, before.version, digest, "restore", keep=before)
 
     def status(self, unit: Unit | str, env: str) -> Deployment | None:
-        root = self._root(_name(unit), env)
-        state = read_json(root / "state.json")
-        if state is None:
-            return None
-        return Deployment(
-            unit=state["unit"],
-            env=env,
-            version=state["version"],
-            deployed_at=state["deployed_at"],
-            previous_version=state.get("previous_version"),
-            details={"path": str(root / "current" / state["file"]), "digest": state["digest"]},
-        )
+        return artifact_status(self._root(_name(unit), env), env)
 
     def health(self, unit: Unit | str, env: str) -> Health:
         name = _name(unit)
@@ -182,8 +175,7 @@ class LocalArtifactTarget(BaseTarget):
     # ---- internals --------------------------------------------------------------------
 
     def _root(self, unit_name: str, env: str) -> Path:
-        home = Path(self.home).expanduser().resolve() if self.home else Home.current().root
-        return home / "artifacts" / unit_name / env
+        return artifact_root(self.home, unit_name, env)
 
     def _switch(
         self,
