@@ -65,8 +65,7 @@ class CommandParser(Parser):
 
 
 def cmd_status(args, out: Output) -> int:
-    platform, _ = service.load_platform()
-    data = service.status(platform)
+    data = service.status_from_record()  # the platform is loaded only when it must be
     out.result(data, lambda: status_table(data))
     return 0
 

@@ -24,6 +24,7 @@ _LAZY = {
     "promote_plan": ".plans",
     "rollback_plan": ".plans",
     "status": ".unit_status",
+    "status_from_record": ".unit_status",
     "issue_token": ".tokens",
 }
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .plans import promote_plan, rollback_plan
     from .principals import identity
     from .tokens import issue_token
-    from .unit_status import status
+    from .unit_status import status, status_from_record
 
 
 def __getattr__(name: str) -> Any:
@@ -62,4 +63,5 @@ __all__ = [
     "rollback",
     "rollback_plan",
     "status",
+    "status_from_record",
 ]

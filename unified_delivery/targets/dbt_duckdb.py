@@ -7,6 +7,7 @@ write a file at a time, so connecting waits out another writer (dbt, a reader) f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .. import dbt
 from .dbt_wap import RELEASES, DbtWapTarget
