@@ -8,8 +8,8 @@ platform is loaded (`service.load_platform`), that much is written to the home a
 `catalog-<root>.json`, keyed by a digest of what the definitions are made from: the files under
 the platform root that definitions read (.py, .yaml, .yml, .sql, .toml, .csv; dot folders,
 caches and dbt's target/ and logs/ left out), the framework's own files and the `UD_`
-variables. An edit makes the catalog stale, and a stale or missing one is never read: the
-reader loads the platform, which writes it again.
+variables but the token. An edit makes the catalog stale, and a stale or missing one is never
+read: the reader loads the platform, which writes it again.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ FORMAT = 1  # bumped when what the catalog holds changes
 SUFFIXES = frozenset({".py", ".yaml", ".yml", ".sql", ".toml", ".csv"})
 SKIPPED = frozenset({"__pycache__", "node_modules", "target", "logs", "dbt_packages"})
 FRAMEWORK = Path(__file__).resolve().parent
+UNRELATED = frozenset({"UD_TOKEN"})  # who acts changes no definition
 
 
 def _walk(folder: Path, skip: Path, out: list[str]) -> None:
@@ -50,7 +51,7 @@ def _walk(folder: Path, skip: Path, out: list[str]) -> None:
                 st = entry.stat()
             except OSError:
                 continue
-            out.append(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}")
+            out.append(f"{entry.path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}")
 
 
 def digest(root: Path, home: Home) -> str:
@@ -59,7 +60,9 @@ def digest(root: Path, home: Home) -> str:
     _walk(root, home.root, files)
     if not FRAMEWORK.is_relative_to(root):
         _walk(FRAMEWORK, home.root, files)
-    variables = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("UD_"))
+    variables = sorted(
+        f"{k}={v}" for k, v in os.environ.items() if k.startswith("UD_") and k not in UNRELATED
+    )
     h = hashlib.sha256(f"{FORMAT}\0{root}\0".encode())
     for line in [*variables, *sorted(files)]:
         h.update(line.encode(errors="surrogateescape") + b"\n")
