@@ -149,10 +149,14 @@ def write(platform: Platform, root: Path, key: str, home: Home | None = None) ->
     return target
 
 
-@dataclass(frozen=True)
+@dataclass
 class Catalog:
+    """A platform as the read commands see it: from its catalog file, or from the platform
+    itself once loaded (`platform`), with the same shape either way."""
+
     data: dict[str, Any]
     home: Home
+    platform: Platform | None = None
 
     @classmethod
     def current(cls, root: Path, home: Home | None = None) -> Catalog | None:
@@ -166,15 +170,45 @@ class Catalog:
             return None
         return cls(data, home)
 
+    @classmethod
+    def of(cls, root: Path | None = None) -> Catalog:
+        """The current catalog of the platform repository `ud` runs in, else the platform loaded
+        (which writes the catalog for the next command)."""
+        from .home import project_root
+
+        root = (root or project_root()).resolve()
+        home = Home.current()
+        found = cls.current(root, home)
+        if found is not None:
+            return found
+        key = digest(root, home)
+        platform = _load(root)
+        if not path_for(root, home).exists():  # the load came before the home did
+            write(platform, root, key, home)
+        return cls(describe(platform, root, key), home, platform)
+
     @property
     def units(self) -> list[dict[str, Any]]:
+        """Each unit in dependency order: name, kind, team, environments, probes, repository."""
         return self.data["units"]
 
-    def ledger(self) -> Ledger | None:
-        """The platform's ledger for reading (None: a URL only the platform can resolve)."""
-        from .ledger import ledger_for
+    def loaded(self) -> Platform:
+        """The platform itself, loaded on first use: for what only it can answer."""
+        if self.platform is None:
+            self.platform = _load(Path(self.data["root"]))
+        return self.platform
 
-        url = self.data.get("ledger_url")
-        if url is None:
-            return None
-        return ledger_for(url or self.home.ledger_url)
+    def ledger(self) -> Ledger:
+        if self.platform is not None or self.data.get("ledger_url") is None:
+            return self.loaded().ledger.ledger()
+        from .ledger import LedgerKey, ledger_for
+
+        return ledger_for(
+            self.data["ledger_url"] or self.home.ledger_url, LedgerKey.for_home(self.home)
+        )
+
+
+def _load(root: Path) -> Platform:
+    from .service.loading import load_platform
+
+    return load_platform(root)[0]

@@ -20,7 +20,7 @@ from . import service
 from .errors import UDError
 from .home import Home
 from .output import FORMATS, Output, dump, gates_text, output_format, plan_text, status_table
-from .targets.roles import ModelRegistry, ReleaseStore, Warehouse
+from .targets.roles import ReleaseStore
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,25 +71,8 @@ def cmd_status(args, out: Output) -> int:
 
 
 def cmd_info(args, out: Output) -> int:
-    home = Home.current()
-    platform, _ = service.load_platform()
-    repos = {}
-    for unit in platform.units.values():
-        if source := unit.git_source():
-            repos[unit.name] = {
-                "remote": home.expand(source.repository),
-                "workdir": str(home.repos / unit.name),
-            }
-    registries = platform.targets.playing(ModelRegistry)
-    warehouses = platform.targets.playing(Warehouse)
-    data = {
-        "home": str(home.root),
-        "dagster_home": str(home.dagster_home),
-        "mlflow_tracking_uri": registries[0].resolved_uri() if registries else None,
-        "warehouse": warehouses[0].location() if warehouses else None,
-        "ledger_url": platform.ledger.ledger().url,
-        "repos": repos,
-    }
+    data = service.home_info()
+    repos = data["repos"]
     out.result(
         data,
         lambda: (

@@ -14,10 +14,10 @@ from ..events import CHANGES, Approval, GateEvaluated, Override, Promotion, Roll
 
 
 def _ledger():
-    from ..service import load_platform
+    """The platform's ledger, found through its catalog: no load unless the catalog is stale."""
+    from ..catalog import Catalog
 
-    platform, _ = load_platform()
-    return platform, platform.ledger.ledger()
+    return Catalog.of().ledger()
 
 
 def _repo():
@@ -30,7 +30,7 @@ def cmd_verify(args, out) -> int:
     from ..home import Home
     from ..ledger import LedgerKey, checkpoints
 
-    _, ledger = _ledger()
+    ledger = _ledger()
     home = Home.current()
     checkpoint, problems = checkpoints.newest(home, _repo())
     report = ledger.verify(
@@ -77,7 +77,7 @@ def cmd_checkpoint(args, out) -> int:
     from ..home import Home
     from ..ledger import LedgerKey, checkpoints
 
-    _, ledger = _ledger()
+    ledger = _ledger()
     home = Home.current()
     cp, kept = checkpoints.write(ledger, LedgerKey.for_home(home), home, _repo())
     data = {"ok": True, "seq": cp.seq, "hash": cp.hash, "ts": cp.ts, "key": cp.key, "kept": kept}
@@ -156,7 +156,7 @@ def evidence(ledger, since: datetime | None, env: str = "production") -> list[di
 
 
 def cmd_export(args, out) -> int:
-    _, ledger = _ledger()
+    ledger = _ledger()
     report = ledger.verify()
     changes = evidence(ledger, _since(args.since) if args.since else None)
     data = {"ok": True, "ledger": report.to_dict(), "since": args.since or None, "changes": changes}

@@ -26,7 +26,7 @@ def _date(flag: str, text: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def build(what: str, platform, ledger, win, env: str = "production") -> dict:
+def build(what: str, units: dict, ledger, win, env: str = "production") -> dict:
     """The report as data: the ledger's verification first, then the figures."""
     from ..reports import audit, cost, dora
     from ..reports.period import parse_ts
@@ -36,7 +36,6 @@ def build(what: str, platform, ledger, win, env: str = "production") -> dict:
     entries = (
         ledger.entries()
     )  # all of it: a deploy's candidate may predate the window, its rollback follow it
-    units = {name: {"team": u.team, "kind": u.kind} for name, u in platform.units.items()}
     head = {"ok": True, "report": what, "ledger": check}
     if warning := ledger_warning(check):
         head["warning"] = warning
@@ -71,8 +70,8 @@ def subtitle(data: dict) -> str:
 
 
 def cmd_report(args, out) -> int:
+    from ..catalog import Catalog
     from ..reports import html, render, window
-    from ..service import load_platform
 
     until = _date("--until", args.until)
     win = window(_date("--since", args.since), until)
@@ -82,17 +81,18 @@ def cmd_report(args, out) -> int:
             f"--since {win.since.isoformat()} is not before --until {win.until.isoformat()}",
             "give a --since earlier than --until",
         )
-    platform, _ = load_platform()
-    envs = {e for u in platform.units.values() for e in u.environments}
+    catalog = Catalog.of()  # the platform's units and ledger; loaded only if the catalog is stale
+    envs = {e for u in catalog.units for e in u["environments"]}
     if args.what == "dora" and args.env not in envs:
         raise UDError(
             "UD-UNKNOWN-ENV",
             f"no unit has an environment {args.env!r}",
             f"use one of: {', '.join(sorted(envs))}",
         )
-    ledger = platform.ledger.ledger()
+    ledger = catalog.ledger()
     out.progress(f"verifying and reading the ledger ({ledger.count()} entries)")
-    data = build(args.what, platform, ledger, win, args.env)
+    units = {u["name"]: {"team": u["team"], "kind": u["kind"]} for u in catalog.units}
+    data = build(args.what, units, ledger, win, args.env)
     if "warning" in data:
         out.progress(data["warning"])
     tables, charts = tables_and_charts(data)

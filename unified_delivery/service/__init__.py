@@ -17,6 +17,7 @@ _LAZY = {
     "approve": ".approvals",
     "override": ".approvals",
     "gate_report": ".gate_reports",
+    "home_info": ".info",
     "identity": ".principals",
     "promote": ".launch",
     "rollback": ".launch",
@@ -31,6 +32,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from .approvals import approve, override
     from .gate_reports import gate_report
+    from .info import home_info
     from .launch import promote, rollback
     from .loading import load_platform
     from .plans import promote_plan, rollback_plan
@@ -54,6 +56,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "approve",
     "gate_report",
+    "home_info",
     "identity",
     "issue_token",
     "load_platform",

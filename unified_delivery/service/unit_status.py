@@ -42,25 +42,16 @@ def status_from_record() -> dict[str, Any]:
     Dagster nor MLflow. The platform is loaded, and `status` asked, when the catalog is missing
     or stale, or a deploy that died is to be completed first (rare); a target without a probe
     is asked itself, on the platform loaded for it. Same answer as `status`."""
-    from ..catalog import Catalog, digest, path_for, write
+    from ..catalog import Catalog
     from ..engine.desired import EnvState, recorded_changes
     from ..engine.recovery import to_recover
-    from ..home import Home, project_root
     from ..targets.probes import NO_PROBE, probe
-    from .loading import load_platform
 
-    root = project_root().resolve()
-    catalog = Catalog.current(root)
-    ledger = catalog.ledger() if catalog else None
-    if catalog is None or ledger is None or to_recover(ledger, (u["name"] for u in catalog.units)):
-        key = digest(root, Home.current())
-        platform = load_platform()[0]
-        answer = status(platform)
-        if not path_for(root, Home.current()).exists():  # the load came before the home did
-            write(platform, root, key)
-        return answer
+    catalog = Catalog.of()
+    ledger = catalog.ledger()
+    if catalog.platform is not None or to_recover(ledger, (u["name"] for u in catalog.units)):
+        return status(catalog.loaded())
     recorded = recorded_changes(ledger)
-    loaded: list[Platform] = []
     units = []
     for entry in catalog.units:
         name = entry["name"]
@@ -68,9 +59,9 @@ def status_from_record() -> dict[str, Any]:
         for env in entry["environments"]:
             actual = probe(entry["probes"].get(env), env)
             if actual is NO_PROBE:  # only the target can say: on the platform, loaded once
-                loaded = loaded or [load_platform()[0]]
-                unit = loaded[0].unit(name)
-                actual = loaded[0].target(unit, env).status(unit, env)
+                platform = catalog.loaded()
+                unit = platform.unit(name)
+                actual = platform.target(unit, env).status(unit, env)
             envs[env] = _env(EnvState(recorded.get((name, env)), cast("Deployment | None", actual)))
         units.append(
             {"name": name, "kind": entry["kind"], "team": entry["team"], "environments": envs}
