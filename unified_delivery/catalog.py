@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .ledger import Ledger
     from .platform import Platform
 
-FORMAT = 1  # bumped when what the catalog holds changes
+FORMAT = 2  # bumped when what the catalog holds changes
 SUFFIXES = frozenset({".py", ".yaml", ".yml", ".sql", ".toml", ".csv"})
 SKIPPED = frozenset({"__pycache__", "node_modules", "target", "logs", "dbt_packages"})
 FRAMEWORK = Path(__file__).resolve().parent
@@ -115,6 +115,16 @@ def describe(platform: Platform, root: Path, key: str) -> dict[str, Any]:
                 "team": unit.team,
                 "environments": list(unit.environments),
                 "probes": probes,
+                "gates": [
+                    {
+                        "name": g.name,
+                        "family": g.family,
+                        "stage": g.spec.stage,
+                        "overridable": g.overridable,
+                        "reported_live": g.reported_live,
+                    }
+                    for g in platform.gates[name]
+                ],
                 **({"repository": source.repository} if source else {}),
             }
         )
@@ -127,6 +137,7 @@ def describe(platform: Platform, root: Path, key: str) -> dict[str, Any]:
         "registry": _registry(platform),
         "warehouse": _warehouse(platform),
         "units": units,
+        "declared": list(platform.units),  # as declared: the order error messages list them in
     }
 
 
@@ -189,7 +200,8 @@ class Catalog:
 
     @property
     def units(self) -> list[dict[str, Any]]:
-        """Each unit in dependency order: name, kind, team, environments, probes, repository."""
+        """Each unit in dependency order: name, kind, team, environments, probes, gates and (an
+        app's) repository."""
         return self.data["units"]
 
     def loaded(self) -> Platform:

@@ -157,8 +157,7 @@ def cmd_rollback(args, out: Output) -> int:
 
 
 def cmd_gates(args, out: Output) -> int:
-    platform, _ = service.load_platform()
-    data = service.gate_report(platform, args.unit, args.env)
+    data = service.gate_report_from_record(args.unit, args.env)
     out.result(data, lambda: gates_text(data))
     return 0
 

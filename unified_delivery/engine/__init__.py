@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY = {
     "active_override": ".gating",
+    "override_in_force": ".overrides",
     "build_candidate": ".build",
     "env_lock": ".locks",
     "evaluate_gate": ".gating",
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .build import build_candidate
     from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden, run_gate
     from .locks import env_lock, run_lock
+    from .overrides import override_in_force
     from .rollback import ran_in, rollback_candidates
     from .steps import failure
 
@@ -56,6 +58,7 @@ __all__ = [
     "evaluate_gate",
     "failure",
     "gate_results",
+    "override_in_force",
     "passed_or_overridden",
     "ran_in",
     "rollback_candidates",

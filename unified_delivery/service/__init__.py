@@ -17,6 +17,7 @@ _LAZY = {
     "approve": ".approvals",
     "override": ".approvals",
     "gate_report": ".gate_reports",
+    "gate_report_from_record": ".gate_reports",
     "home_info": ".info",
     "identity": ".principals",
     "promote": ".launch",
@@ -31,7 +32,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .approvals import approve, override
-    from .gate_reports import gate_report
+    from .gate_reports import gate_report, gate_report_from_record
     from .info import home_info
     from .launch import promote, rollback
     from .loading import load_platform
@@ -56,6 +57,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "approve",
     "gate_report",
+    "gate_report_from_record",
     "home_info",
     "identity",
     "issue_token",

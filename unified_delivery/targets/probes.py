@@ -308,6 +308,7 @@ def _mlflow_alias(spec: Mapping[str, Any], env: str) -> Deployment | None | obje
     if scheme == "sqlite" and not Path(uri[len("sqlite:///") :]).exists():
         return None  # no registry yet: no version has the alias
     import sqlalchemy as sa
+    from sqlalchemy.exc import SQLAlchemyError
 
     name = spec["model_name"]
     engine = sa.create_engine(uri)
@@ -346,7 +347,7 @@ def _mlflow_alias(spec: Mapping[str, Any], env: str) -> Deployment | None | obje
                     {"n": name},
                 ).all()
             )
-    except sa.exc.SQLAlchemyError:
+    except SQLAlchemyError:
         return NO_PROBE  # a schema this reader does not know: MLflow's client will
     finally:
         engine.dispose()
