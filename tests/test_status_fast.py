@@ -13,7 +13,7 @@ from pathlib import Path
 from tests import tiny_platform as tiny
 from tests.test_security import Tiny
 from unified_delivery.events import DeployStarted, record
-from unified_delivery.service import status
+from unified_delivery.service import gate_report, status
 from unified_delivery.targets.local_release import LocalReleaseTarget
 from unified_delivery.targets.probes import NO_PROBE, probe
 
@@ -42,6 +42,8 @@ for name in platform.order():
         if got is NO_PROBE or got != want:
             out["differ"].append([name, env, repr(got), repr(want)])
         out["probed"] += want is not None
+out["gates"] = {f"{n}:{e}": service.gate_report(platform, n, e) for n in platform.units
+                for e in ("", *platform.units[n].environments)}
 print(json.dumps(out))
 """
 
@@ -53,12 +55,17 @@ def _env(project: Path, home: Path) -> dict[str, str]:
     return {**env, "UD_HOME": str(home), "UD_PROJECT": str(project)}
 
 
-def ud_status(project: Path, home: Path) -> tuple[dict, list[str]]:
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, "status", "--json"], cwd=project,
+def ud(project: Path, home: Path, *args: str) -> tuple[dict, list[str]]:
+    """`ud ARGS --json`: its answer, and the heavy packages it imported."""
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, *args, "--json"], cwd=project,
                           env=_env(project, home), capture_output=True, text=True, timeout=300)
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     assert report["code"] == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout), report["heavy"]
+
+
+def ud_status(project: Path, home: Path) -> tuple[dict, list[str]]:
+    return ud(project, home, "status")
 
 
 def test_status_needs_no_dagster_once_the_catalog_is_written_and_loads_again_on_an_edit(tmp_path, monkeypatch):
@@ -72,6 +79,17 @@ def test_status_needs_no_dagster_once_the_catalog_is_written_and_loads_again_on_
         second, heavy = ud_status(project, home)
         assert heavy == [], f"`ud status` imported {heavy}"
         assert second == loaded and second["units"][0]["environments"]["staging"]["in_sync"] is True
+        # The other read commands answer from the same catalog and ledger.
+        for env in ("", "staging"):
+            gates, heavy = ud(project, home, "gates", "svc", *(["--env", env] if env else []))
+            assert heavy == [] and gates == json.loads(json.dumps({"ok": True, **gate_report(t.platform, "svc", env)}))
+        info, heavy = ud(project, home, "info")
+        assert heavy == [] and info["repos"]["svc"]["remote"] == str(t.paths["remote"])
+        assert info["ledger_url"] == t.ledger.url and info["warehouse"] == str(home.resolve() / "warehouse.duckdb")
+        assert info["mlflow_tracking_uri"] == f"sqlite:///{home.resolve() / 'mlflow' / 'mlflow.db'}"
+        for args in (["audit", "verify"], ["report", "dora"], ["report", "audit"]):
+            doc, heavy = ud(project, home, *args)
+            assert heavy == [] and doc["ok"] is True, (args, doc)
 
         # An edited unit: the catalog is stale, the platform is loaded again and the change shown.
         unit_file = project / "assets" / "units" / "svc.yaml"
@@ -107,6 +125,10 @@ def test_the_demo_status_from_probes_is_the_loaded_platform_s(demo_home):
     answer, heavy = ud_status(ROOT, home)  # the load above wrote the catalog
     assert heavy == [], f"`ud status` imported {heavy}"
     assert answer == json.loads(json.dumps({"ok": True, **loaded["status"]}))
+    for place, report in loaded["gates"].items():  # a pending approval loads the platform: same answer
+        unit, env = place.split(":")
+        gates, _ = ud(ROOT, home, "gates", unit, *(["--env", env] if env else []))
+        assert gates == {"ok": True, **report}, place
 
 
 def test_a_target_that_reads_its_place_otherwise_has_no_probe():
