@@ -8,8 +8,8 @@ platform is loaded (`service.load_platform`), that much is written to the home a
 `catalog-<root>.json`, keyed by a digest of what the definitions are made from: the files under
 the platform root that definitions read (.py, .yaml, .yml, .sql, .toml, .csv; dot folders,
 caches and dbt's target/ and logs/ left out), the framework's own files and the `UD_`
-variables but the token. An edit makes the catalog stale, and a stale or missing one is never
-read: the reader loads the platform, which writes it again.
+variables (but the token, the home and the project). An edit makes the catalog stale, and a
+stale or missing one is never read: the reader loads the platform, which writes it again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ FORMAT = 2  # bumped when what the catalog holds changes
 SUFFIXES = frozenset({".py", ".yaml", ".yml", ".sql", ".toml", ".csv"})
 SKIPPED = frozenset({"__pycache__", "node_modules", "target", "logs", "dbt_packages"})
 FRAMEWORK = Path(__file__).resolve().parent
-UNRELATED = frozenset({"UD_TOKEN"})  # who acts changes no definition
+# Who acts changes no definition, and where the platform and its home are is the catalog's
+# key and place already (a process that spells them otherwise must not make it stale).
+UNRELATED = frozenset({"UD_TOKEN", "UD_HOME", "UD_PROJECT"})
 
 
 def _walk(folder: Path, skip: Path, out: list[str]) -> None:
@@ -195,6 +197,7 @@ class Catalog:
         key = digest(root, home)
         platform = _load(root)
         if not path_for(root, home).exists():  # the load came before the home did
+            home.ensure()  # which the read that follows (the ledger) makes anyway
             write(platform, root, key, home)
         return cls(describe(platform, root, key), home, platform)
 
