@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,11 +166,12 @@ def write(platform: Platform, root: Path, key: str, home: Home | None = None) ->
 @dataclass
 class Catalog:
     """A platform as the read commands see it: from its catalog file, or from the platform
-    itself once loaded (`platform`), with the same shape either way."""
+    itself once loaded (`platform`), with the same shape either way (`service.read_catalog`)."""
 
     data: dict[str, Any]
     home: Home
     platform: Platform | None = None
+    load: Callable[[Path], Platform] | None = None  # service.loading's, given by its reader
 
     @classmethod
     def current(cls, root: Path, home: Home | None = None) -> Catalog | None:
@@ -183,24 +185,6 @@ class Catalog:
             return None
         return cls(data, home)
 
-    @classmethod
-    def of(cls, root: Path | None = None) -> Catalog:
-        """The current catalog of the platform repository `ud` runs in, else the platform loaded
-        (which writes the catalog for the next command)."""
-        from .home import project_root
-
-        root = (root or project_root()).resolve()
-        home = Home.current()
-        found = cls.current(root, home)
-        if found is not None:
-            return found
-        key = digest(root, home)
-        platform = _load(root)
-        if not path_for(root, home).exists():  # the load came before the home did
-            home.ensure()  # which the read that follows (the ledger) makes anyway
-            write(platform, root, key, home)
-        return cls(describe(platform, root, key), home, platform)
-
     @property
     def units(self) -> list[dict[str, Any]]:
         """Each unit in dependency order: name, kind, team, environments, probes, gates and (an
@@ -210,7 +194,9 @@ class Catalog:
     def loaded(self) -> Platform:
         """The platform itself, loaded on first use: for what only it can answer."""
         if self.platform is None:
-            self.platform = _load(Path(self.data["root"]))
+            if self.load is None:
+                raise RuntimeError("this catalog was read without a way to load its platform")
+            self.platform = self.load(Path(self.data["root"]))
         return self.platform
 
     def ledger(self) -> Ledger:
@@ -221,9 +207,3 @@ class Catalog:
         return ledger_for(
             self.data["ledger_url"] or self.home.ledger_url, LedgerKey.for_home(self.home)
         )
-
-
-def _load(root: Path) -> Platform:
-    from .service.loading import load_platform
-
-    return load_platform(root)[0]

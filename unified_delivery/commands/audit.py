@@ -15,9 +15,9 @@ from ..events import CHANGES, Approval, GateEvaluated, Override, Promotion, Roll
 
 def _ledger():
     """The platform's ledger, found through its catalog: no load unless the catalog is stale."""
-    from ..catalog import Catalog
+    from ..service import read_catalog
 
-    return Catalog.of().ledger()
+    return read_catalog().ledger()
 
 
 def _repo():

@@ -70,8 +70,8 @@ def subtitle(data: dict) -> str:
 
 
 def cmd_report(args, out) -> int:
-    from ..catalog import Catalog
     from ..reports import html, render, window
+    from ..service import read_catalog
 
     until = _date("--until", args.until)
     win = window(_date("--since", args.since), until)
@@ -81,7 +81,7 @@ def cmd_report(args, out) -> int:
             f"--since {win.since.isoformat()} is not before --until {win.until.isoformat()}",
             "give a --since earlier than --until",
         )
-    catalog = Catalog.of()  # the platform's units and ledger; loaded only if the catalog is stale
+    catalog = read_catalog()  # the platform's units and ledger; loaded only if the catalog is stale
     envs = {e for u in catalog.units for e in u["environments"]}
     if args.what == "dora" and args.env not in envs:
         raise UDError(

@@ -23,6 +23,7 @@ _LAZY = {
     "promote": ".launch",
     "rollback": ".launch",
     "load_platform": ".loading",
+    "read_catalog": ".loading",
     "promote_plan": ".plans",
     "rollback_plan": ".plans",
     "status": ".unit_status",
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .gate_reports import gate_report, gate_report_from_record
     from .info import home_info
     from .launch import promote, rollback
-    from .loading import load_platform
+    from .loading import load_platform, read_catalog
     from .plans import promote_plan, rollback_plan
     from .principals import identity
     from .tokens import issue_token
@@ -65,6 +66,7 @@ __all__ = [
     "override",
     "promote",
     "promote_plan",
+    "read_catalog",
     "rollback",
     "rollback_plan",
     "status",

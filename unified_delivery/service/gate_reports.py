@@ -41,10 +41,10 @@ def gate_report_from_record(unit_name: str, env: str = "") -> dict[str, Any]:
     """`gate_report` from the platform's catalog (catalog.py), the ledger and the target's probe,
     without loading the platform: loaded only for what only it can answer (a pending approval
     evaluated live, a target without a probe) or when the catalog is stale. Same answer."""
-    from ..catalog import Catalog
     from ..targets.probes import NO_PROBE, probe
+    from .loading import read_catalog
 
-    catalog = Catalog.of()
+    catalog = read_catalog()
     if catalog.platform is not None:
         return gate_report(catalog.platform, unit_name, env)
     entry = next((u for u in catalog.units if u["name"] == unit_name), None)

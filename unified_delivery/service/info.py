@@ -3,15 +3,18 @@ where it can say, else from the loaded platform."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..catalog import Catalog
+from .loading import read_catalog
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
 
 
 def home_info() -> dict[str, Any]:
     """The home, Dagster's instance, the MLflow tracking URI, the warehouse, the ledger's URL and
     each app unit's repository with its working copy."""
-    catalog = Catalog.of()
+    catalog = read_catalog()
     home = catalog.home
     registry, warehouse = catalog.data.get("registry"), catalog.data.get("warehouse")
     if catalog.platform is not None or "unknown" in (registry, warehouse):

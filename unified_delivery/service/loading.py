@@ -29,6 +29,7 @@ from ..errors import ConfigError, UDError
 from ..home import Home, project_root
 
 if TYPE_CHECKING:
+    from ..catalog import Catalog
     from ..platform import Platform
 
 LEGACY_MODULE = "assets.definitions"
@@ -131,3 +132,26 @@ def load_platform(root: Path | None = None) -> tuple[Platform, Any]:
     if fresh:
         catalog.write(module.platform, root, key)
     return module.platform, module.defs
+
+
+def read_catalog(root: Path | None = None) -> Catalog:
+    """The current catalog of the platform repository `ud` runs in (catalog.py), else the platform
+    loaded (which writes the catalog for the next command); either loads it when asked."""
+    from ..catalog import Catalog, describe, digest, path_for, write
+
+    root = (root or project_root()).resolve()
+    home = Home.current()
+    found = Catalog.current(root, home)
+    if found is not None:
+        found.load = _platform_at
+        return found
+    key = digest(root, home)
+    platform = _platform_at(root)
+    if not path_for(root, home).exists():  # the load came before the home did
+        home.ensure()  # which the read that follows (the ledger) makes anyway
+        write(platform, root, key, home)
+    return Catalog(describe(platform, root, key), home, platform, _platform_at)
+
+
+def _platform_at(root: Path) -> Platform:
+    return load_platform(root)[0]

@@ -42,12 +42,12 @@ def status_from_record() -> dict[str, Any]:
     Dagster nor MLflow. The platform is loaded, and `status` asked, when the catalog is missing
     or stale, or a deploy that died is to be completed first (rare); a target without a probe
     is asked itself, on the platform loaded for it. Same answer as `status`."""
-    from ..catalog import Catalog
     from ..engine.desired import EnvState, recorded_changes
     from ..engine.recovery import to_recover
     from ..targets.probes import NO_PROBE, probe
+    from .loading import read_catalog
 
-    catalog = Catalog.of()
+    catalog = read_catalog()
     ledger = catalog.ledger()
     if catalog.platform is not None or to_recover(ledger, (u["name"] for u in catalog.units)):
         return status(catalog.loaded())
