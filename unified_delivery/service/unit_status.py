@@ -44,7 +44,7 @@ def status_from_record() -> dict[str, Any]:
     is asked itself, on the platform loaded for it. Same answer as `status`."""
     from ..engine.desired import EnvState, recorded_changes
     from ..engine.recovery import to_recover
-    from ..targets.probes import NO_PROBE, probe
+    from ..targets.probes import NO_PROBE, Probing, probe
     from .loading import read_catalog
 
     catalog = read_catalog()
@@ -53,19 +53,21 @@ def status_from_record() -> dict[str, Any]:
         return status(catalog.loaded())
     recorded = recorded_changes(ledger)
     units = []
-    for entry in catalog.units:
-        name = entry["name"]
-        envs: dict[str, Any] = {}
-        for env in entry["environments"]:
-            actual = probe(entry["probes"].get(env), env)
-            if actual is NO_PROBE:  # only the target can say: on the platform, loaded once
-                platform = catalog.loaded()
-                unit = platform.unit(name)
-                actual = platform.target(unit, env).status(unit, env)
-            envs[env] = _env(EnvState(recorded.get((name, env)), cast("Deployment | None", actual)))
-        units.append(
-            {"name": name, "kind": entry["kind"], "team": entry["team"], "environments": envs}
-        )
+    with Probing() as session:
+        for entry in catalog.units:
+            name = entry["name"]
+            envs: dict[str, Any] = {}
+            for env in entry["environments"]:
+                actual = probe(entry["probes"].get(env), env, session)
+                if actual is NO_PROBE:  # only the target can say: on the platform, loaded once
+                    platform = catalog.loaded()
+                    unit = platform.unit(name)
+                    actual = platform.target(unit, env).status(unit, env)
+                state = EnvState(recorded.get((name, env)), cast("Deployment | None", actual))
+                envs[env] = _env(state)
+            units.append(
+                {"name": name, "kind": entry["kind"], "team": entry["team"], "environments": envs}
+            )
     return {"units": units}
 
 

@@ -266,23 +266,20 @@ def connect_duckdb(path: Path, read_only: bool = False):
     raise AssertionError("unreachable")
 
 
-def _dbt_duckdb(spec: Mapping[str, Any], env: str) -> Deployment | None:
+def _dbt_duckdb(spec: Mapping[str, Any], env: str, session: Probing) -> Deployment | None:
     path = duckdb_path(spec["warehouse"])
     if not path.exists():
         return None
-    con = connect_duckdb(path, read_only=True)
-    try:
+    con = session.duckdb(path)
 
-        def execute(sql: str, params: list) -> Any:
-            return con.execute(sql, params)
+    def execute(sql: str, params: list) -> Any:
+        return con.execute(sql, params)
 
-        rows = wap_history(execute, spec["unit"], env)
-        models = rows[0][2] if rows else ""
-        served = wap_served(
-            execute(DUCKDB_VIEWS, [env]).fetchall(), models.split(",") if models else []
-        )
-    finally:
-        con.close()
+    rows = wap_history(execute, spec["unit"], env)
+    models = rows[0][2] if rows else ""
+    served = wap_served(
+        execute(DUCKDB_VIEWS, [env]).fetchall(), models.split(",") if models else []
+    )
     return wap_status(spec["unit"], env, rows, served, str(path))
 
 
@@ -291,7 +288,9 @@ def _dbt_duckdb(spec: Mapping[str, Any], env: str) -> Deployment | None:
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
-def _mlflow_alias(spec: Mapping[str, Any], env: str) -> Deployment | None | object:
+def _mlflow_alias(
+    spec: Mapping[str, Any], env: str, session: Probing
+) -> Deployment | None | object:
     """The alias named after `env`, read from the tables of MLflow's database store, as
     `MlflowClient.get_model_version_by_alias` and the registered model's tags give it. A
     tracking server (http), MLflow's workspaces or an alias MLflow gives a meaning of its own
@@ -311,12 +310,11 @@ def _mlflow_alias(spec: Mapping[str, Any], env: str) -> Deployment | None | obje
     from sqlalchemy.exc import SQLAlchemyError
 
     name = spec["model_name"]
-    engine = sa.create_engine(uri)
     try:
+        engine, tables = session.database(uri)
+        if not {"registered_model_aliases", "model_versions"} <= tables:
+            return None
         with engine.connect() as con:
-            tables = set(sa.inspect(con).get_table_names())
-            if not {"registered_model_aliases", "model_versions"} <= tables:
-                return None
             version = con.execute(
                 sa.text(
                     "SELECT version FROM registered_model_aliases WHERE name = :n AND alias = :a"
@@ -349,8 +347,6 @@ def _mlflow_alias(spec: Mapping[str, Any], env: str) -> Deployment | None | obje
             )
     except SQLAlchemyError:
         return NO_PROBE  # a schema this reader does not know: MLflow's client will
-    finally:
-        engine.dispose()
     return Deployment(
         unit=spec["unit"],
         env=env,
@@ -367,16 +363,59 @@ def _mlflow_alias(spec: Mapping[str, Any], env: str) -> Deployment | None | obje
 
 # ---- the entry point --------------------------------------------------------------------
 
-PROBES: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
-    "local_release": _local_release,
-    "local_artifact": _local_artifact,
+
+class Probing:
+    """Connections shared by the probes of one answer (a platform of 1,000 units reads one
+    registry and one warehouse 700 times each), closed when it ends."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, tuple[Any, set[str]]] = {}
+        self._duckdb: dict[Path, Any] = {}
+
+    def database(self, uri: str) -> tuple[Any, set[str]]:
+        """A SQLAlchemy engine on `uri` and the tables it had when first asked."""
+        if uri not in self._engines:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(uri)
+            with engine.connect() as con:
+                self._engines[uri] = engine, set(sa.inspect(con).get_table_names())
+        return self._engines[uri]
+
+    def duckdb(self, path: Path) -> Any:
+        if path not in self._duckdb:
+            self._duckdb[path] = connect_duckdb(path, read_only=True)
+        return self._duckdb[path]
+
+    def __enter__(self) -> Probing:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for engine, _tables in self._engines.values():
+            engine.dispose()
+        for con in self._duckdb.values():
+            con.close()
+        self._engines.clear()
+        self._duckdb.clear()
+
+
+PROBES: dict[str, Callable[[Mapping[str, Any], str, Probing], Any]] = {
+    "local_release": lambda spec, env, _: _local_release(spec, env),
+    "local_artifact": lambda spec, env, _: _local_artifact(spec, env),
     "dbt_duckdb": _dbt_duckdb,
     "mlflow_alias": _mlflow_alias,
 }
 
 
-def probe(spec: Mapping[str, Any] | None, env: str) -> Deployment | None | object:
+def probe(
+    spec: Mapping[str, Any] | None, env: str, session: Probing | None = None
+) -> Deployment | None | object:
     """What `env` runs by the target's description `spec`: a Deployment, None (nothing was ever
-    deployed there), or NO_PROBE (ask the target)."""
+    deployed there), or NO_PROBE (ask the target). Probes of one answer share a `session`."""
     reader = PROBES.get((spec or {}).get("probe", ""))
-    return NO_PROBE if reader is None or spec is None else reader(spec, env)
+    if reader is None or spec is None:
+        return NO_PROBE
+    if session is not None:
+        return reader(spec, env, session)
+    with Probing() as own:
+        return reader(spec, env, own)
