@@ -42,9 +42,9 @@ def test_every_lazy_name_stays_the_function_once_its_modules_are_imported():
     import pkgutil
 
     import unified_delivery
-    from unified_delivery import service
+    from unified_delivery import engine, service
 
-    for package in (unified_delivery, service):
+    for package in (unified_delivery, service, engine):
         for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
             importlib.import_module(info.name)
         for name in package._LAZY:

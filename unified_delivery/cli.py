@@ -20,7 +20,7 @@ from . import service
 from .errors import UDError
 from .home import Home
 from .output import FORMATS, Output, dump, gates_text, output_format, plan_text, status_table
-from .targets.roles import ModelRegistry, ReleaseStore, Warehouse
+from .targets.roles import ReleaseStore
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,32 +65,14 @@ class CommandParser(Parser):
 
 
 def cmd_status(args, out: Output) -> int:
-    platform, _ = service.load_platform()
-    data = service.status(platform)
+    data = service.status_from_record()  # the platform is loaded only when it must be
     out.result(data, lambda: status_table(data))
     return 0
 
 
 def cmd_info(args, out: Output) -> int:
-    home = Home.current()
-    platform, _ = service.load_platform()
-    repos = {}
-    for unit in platform.units.values():
-        if source := unit.git_source():
-            repos[unit.name] = {
-                "remote": home.expand(source.repository),
-                "workdir": str(home.repos / unit.name),
-            }
-    registries = platform.targets.playing(ModelRegistry)
-    warehouses = platform.targets.playing(Warehouse)
-    data = {
-        "home": str(home.root),
-        "dagster_home": str(home.dagster_home),
-        "mlflow_tracking_uri": registries[0].resolved_uri() if registries else None,
-        "warehouse": warehouses[0].location() if warehouses else None,
-        "ledger_url": platform.ledger.ledger().url,
-        "repos": repos,
-    }
+    data = service.home_info()
+    repos = data["repos"]
     out.result(
         data,
         lambda: (
@@ -175,8 +157,7 @@ def cmd_rollback(args, out: Output) -> int:
 
 
 def cmd_gates(args, out: Output) -> int:
-    platform, _ = service.load_platform()
-    data = service.gate_report(platform, args.unit, args.env)
+    data = service.gate_report_from_record(args.unit, args.env)
     out.result(data, lambda: gates_text(data))
     return 0
 

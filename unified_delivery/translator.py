@@ -8,6 +8,8 @@ import dagster as dg
 import pydantic
 
 from . import engine
+from .engine.promote import promote as promote_step
+from .engine.rollback import rollback as rollback_step
 from .errors import UDError
 from .gates import Gate
 from .reports.scorecard import scorecard_asset
@@ -106,7 +108,7 @@ def _env_asset(
         **common,
     )
     def deployed(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return engine.promote(context, platform, unit, env)
+        return promote_step(context, platform, unit, env)
 
     return deployed
 
@@ -166,7 +168,7 @@ def rollback_job(platform: "Platform") -> dg.JobDefinition:
                     f"known: {', '.join(platform.units)}",
                 )
             )
-        dep = engine.rollback(
+        dep = rollback_step(
             context, platform, unit, config.env, config.to_version or None, config.reason
         )
         yield dg.AssetMaterialization(

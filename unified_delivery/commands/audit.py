@@ -12,10 +12,10 @@ from ..errors import EXIT_GATE
 
 
 def _ledger():
-    from ..service import load_platform
+    """The platform's ledger, found through its catalog: no load unless the catalog is stale."""
+    from ..service import read_catalog
 
-    platform, _ = load_platform()
-    return platform, platform.ledger.ledger()
+    return read_catalog().ledger()
 
 
 def _repo():
@@ -28,7 +28,7 @@ def cmd_verify(args, out) -> int:
     from ..home import Home
     from ..ledger import LedgerKey, checkpoints
 
-    _, ledger = _ledger()
+    ledger = _ledger()
     home = Home.current()
     checkpoint, problems = checkpoints.newest(home, _repo())
     report = ledger.verify(
@@ -75,7 +75,7 @@ def cmd_checkpoint(args, out) -> int:
     from ..home import Home
     from ..ledger import LedgerKey, checkpoints
 
-    _, ledger = _ledger()
+    ledger = _ledger()
     home = Home.current()
     cp, kept = checkpoints.write(ledger, LedgerKey.for_home(home), home, _repo())
     data = {"ok": True, "seq": cp.seq, "hash": cp.hash, "ts": cp.ts, "key": cp.key, "kept": kept}
@@ -86,7 +86,7 @@ def cmd_checkpoint(args, out) -> int:
 def cmd_export(args, out) -> int:
     from ..service.reports import evidence, parse_date
 
-    _, ledger = _ledger()
+    ledger = _ledger()
     report = ledger.verify()
     changes = evidence(ledger, parse_date("--since", args.since))
     data = {"ok": True, "ledger": report.to_dict(), "since": args.since or None, "changes": changes}

@@ -35,13 +35,18 @@ def subtitle(data: dict) -> str:
 
 def cmd_report(args, out) -> int:
     from ..reports import html, render
-    from ..service import load_platform
-    from ..service.reports import report, report_window
+    from ..service import read_catalog
+    from ..service.reports import report_of, report_window
 
     win = report_window(args.since, args.until)
-    platform, _ = load_platform()
-    out.progress(f"verifying and reading the ledger ({platform.ledger.ledger().count()} entries)")
-    data = report(platform, args.what, win, args.env)
+    catalog = read_catalog()  # the platform's units and ledger; loaded only if the catalog is stale
+    ledger = catalog.ledger()
+    out.progress(f"verifying and reading the ledger ({ledger.count()} entries)")
+    units = {
+        u["name"]: {"team": u["team"], "kind": u["kind"], "environments": u["environments"]}
+        for u in catalog.units
+    }
+    data = report_of(units, ledger, args.what, win, args.env)
     if "warning" in data:
         out.progress(data["warning"])
     tables, charts = tables_and_charts(data)

@@ -4,14 +4,52 @@ unit's kind, in the steps a reader can follow (one module each).
 The ledger is the record of every gate result, so a promotion in one run can refuse a
 version whose gates failed in another run (Dagster's blocking checks stop only the run
 they are in).
+
+Each name is imported on first use, so a reader of the record (`ud status`: desired.py,
+recovery.py) pays for no Dagster. The steps named like their module (`promote`, `rollback`)
+are imported from it: `from unified_delivery.engine.promote import promote`.
 """
 
-from .build import build_candidate
-from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden, run_gate
-from .locks import env_lock, run_lock
-from .promote import promote
-from .rollback import ran_in, rollback, rollback_candidates
-from .steps import failure
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "active_override": ".gating",
+    "override_in_force": ".overrides",
+    "build_candidate": ".build",
+    "env_lock": ".locks",
+    "evaluate_gate": ".gating",
+    "failure": ".steps",
+    "gate_results": ".gating",
+    "passed_or_overridden": ".gating",
+    "ran_in": ".rollback",
+    "rollback_candidates": ".rollback",
+    "run_gate": ".gating",
+    "run_lock": ".locks",
+}
+
+if TYPE_CHECKING:
+    from .build import build_candidate
+    from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden, run_gate
+    from .locks import env_lock, run_lock
+    from .overrides import override_in_force
+    from .rollback import ran_in, rollback_candidates
+    from .steps import failure
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "active_override",
@@ -20,10 +58,9 @@ __all__ = [
     "evaluate_gate",
     "failure",
     "gate_results",
+    "override_in_force",
     "passed_or_overridden",
-    "promote",
     "ran_in",
-    "rollback",
     "rollback_candidates",
     "run_gate",
     "run_lock",

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 import dagster as dg
 
 from .. import tracing
 from ..errors import GateRefused, UDError
-from ..events import GateEvaluated, Override, record
+from ..events import GateEvaluated, record
 from ..gates import Gate, GateContext, GateResult
 from ..home import Home
 from ..redaction import redact, redact_text
 from ..units import CANDIDATE
 from .desired import drift_error, note_drift, settled_state
+from .overrides import OverriddenGate, override_in_force
 from .steps import metadata_value, principal_of, version_at
 
 if TYPE_CHECKING:
@@ -40,39 +40,15 @@ def active_override(
     """An unexpired break-glass override of `gate` for one version, if any; with `principal`,
     only one made for that principal (by name, or by a role it holds where the gate guards).
     A gate that is not overridable (the policy gate: who may deploy at all) never has one."""
-    if not gate.overridable:
-        return None
-    now = datetime.now(timezone.utc).isoformat()
     stage = gate.spec.stage
-    guards = unit.stages[unit.stages.index(stage) + 1]
-
-    def applies(e: Any) -> bool:
-        if principal is None:
-            return True
-        beneficiaries = Override.read(e).for_ or [e.principal]  # older overrides: their author only
-        return any(
-            b == principal
-            or (
-                b.startswith("role:")
-                and governance is not None
-                and governance.allowed(principal, b[5:], guards)
-            )
-            for b in beneficiaries
-        )
-
-    entry = ledger.latest(
-        unit=unit.name,
-        action=Override.ACTION,
-        predicate=lambda e: (
-            e.version == version
-            and e.payload.get("gate") == gate.name
-            and e.payload.get("stage") == stage
-            and e.payload.get("expires_at", "") > now
-            and e.payload.get("family") != "policy"
-            and applies(e)
-        ),
+    return override_in_force(
+        ledger,
+        OverriddenGate(unit.name, gate.name, stage, gate.overridable),
+        version,
+        guards=unit.stages[unit.stages.index(stage) + 1],
+        principal=principal,
+        governance=governance,
     )
-    return {**entry.payload, "by": entry.principal, "at": entry.ts} if entry else None
 
 
 def evaluate_gate(

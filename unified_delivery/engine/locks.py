@@ -56,6 +56,20 @@ def unless_busy(home: Home, unit: Unit, env: str) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def deploy_under_way(home: Home, unit_name: str, env: str) -> bool:
+    """Whether a deploy of the unit in `env` holds its lock now (a look: the lock is let go)."""
+    path = home.locks / f"{unit_name}.{env}.lock"
+    if not path.exists():
+        return False
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 def env_lock(home: Home, unit: Unit, env: str, timeout_s: float = 600):
     """Two deploys of one unit and environment never interleave: the second waits, then is
     refused."""

@@ -7,6 +7,7 @@ is completed: a held lock is a deploy still under way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..events import (
@@ -118,25 +119,44 @@ def recover(ledger: Ledger, platform: Platform, unit: Unit, env: str) -> LedgerE
     )
 
 
+def unfinished(ledger: Ledger) -> list[tuple[str, str]]:
+    """The places (unit, environment) whose newest intent no outcome of its run follows."""
+    # Two queries, whatever the history's length: the newest intent and the newest outcome of
+    # each place. An intent whose own run recorded the newest outcome there is finished; any
+    # other is looked at closely by `recover` (open_intent).
+    outcomes = ledger.latest_by_place(OUTCOMES)
+    return [
+        place
+        for place, intent in ledger.latest_by_place(INTENTS).items()
+        if (outcome := outcomes.get(place)) is None
+        or outcome.seq < intent.seq
+        or outcome.payload.get("run_id") != intent.payload.get("run_id")
+    ]
+
+
+def to_recover(ledger: Ledger, units: Iterable[str]) -> list[tuple[str, str]]:
+    """The unfinished places of these units whose deploy is not under way (its lock is free now):
+    what `recover_all` would complete. Needs no platform, so a reader of the record knows
+    whether it must load one."""
+    from ..home import Home
+    from .locks import deploy_under_way
+
+    home, known = Home.current(), set(units)
+    return [
+        (name, env)
+        for name, env in unfinished(ledger)
+        if name in known and not deploy_under_way(home, name, env)
+    ]
+
+
 def recover_all(ledger: Ledger, platform: Platform) -> list[LedgerEntry]:
     """Complete every open intent whose deploy is not under way (its lock is free)."""
     from ..home import Home
     from .locks import unless_busy
 
-    # Two queries, whatever the history's length: the newest intent and the newest outcome of
-    # each place. An intent whose own run recorded the newest outcome there is finished; any
-    # other is looked at closely by `recover` (open_intent).
-    outcomes = ledger.latest_by_place(OUTCOMES)
-    newest = {
-        place: intent
-        for place, intent in ledger.latest_by_place(INTENTS).items()
-        if (outcome := outcomes.get(place)) is None
-        or outcome.seq < intent.seq
-        or outcome.payload.get("run_id") != intent.payload.get("run_id")
-    }
     done = []
     home = Home.current()
-    for name, env in newest:
+    for name, env in unfinished(ledger):
         unit = platform.units.get(name)
         if unit is None:
             continue

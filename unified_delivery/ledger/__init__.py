@@ -1,5 +1,8 @@
 """The audit ledger: append-only, hash-chained, every entry signed, checkpointed outside its
-database (chain.py, keys.py, checkpoints.py)."""
+database (chain.py, keys.py, checkpoints.py). `LedgerResource`, the Dagster resource
+(resource.py), is imported on first use: a reader of the ledger pays for no Dagster."""
+
+from typing import TYPE_CHECKING, Any
 
 from . import checkpoints
 from .chain import (
@@ -8,7 +11,6 @@ from .chain import (
     REDACTED,
     Ledger,
     LedgerEntry,
-    LedgerResource,
     VerifyReport,
     canonical_json,
     entry_hash,
@@ -18,6 +20,19 @@ from .chain import (
 )
 from .checkpoints import Checkpoint
 from .keys import LedgerKey
+
+if TYPE_CHECKING:
+    from .resource import LedgerResource
+
+
+def __getattr__(name: str) -> Any:
+    if name != "LedgerResource":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .resource import LedgerResource
+
+    globals()[name] = LedgerResource
+    return LedgerResource
+
 
 __all__ = [
     "FINDINGS",

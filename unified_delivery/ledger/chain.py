@@ -21,14 +21,11 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import dagster as dg
 import sqlalchemy as sa
-from pydantic import Field
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from unified_delivery.errors import UDError
-from unified_delivery.home import Home
 from unified_delivery.ledger.keys import LedgerKey, fingerprint, verify_with
 from unified_delivery.redaction import REDACTED, redact  # noqa: F401  (REDACTED: the ledger's marker)
 
@@ -656,32 +653,3 @@ def _add_signature_column(engine: sa.Engine) -> None:
                 c["name"] for c in sa.inspect(engine).get_columns(ledger_table.name)
             }:
                 raise
-
-
-class LedgerResource(dg.ConfigurableResource):
-    """The ledger as a Dagster resource; Postgres at scale, the embedded SQLite file by default."""
-
-    url: str = Field(
-        default="", description="SQLAlchemy URL; empty means the embedded home's SQLite file."
-    )
-
-    def ledger(self) -> Ledger:
-        # Resolved here, at run time, so one process can serve several homes.
-        home = Home.current()
-        if not self.url and not home.root.exists():
-            home.ensure()
-        return ledger_for(self.url or home.ledger_url, LedgerKey.for_home(home))
-
-    def append(
-        self,
-        action: str,
-        *,
-        principal: str,
-        unit: str | None = None,
-        env: str | None = None,
-        version: str | None = None,
-        payload: dict | None = None,
-    ) -> LedgerEntry:
-        return self.ledger().append(
-            action, principal=principal, unit=unit, env=env, version=version, payload=payload
-        )

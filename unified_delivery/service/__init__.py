@@ -24,6 +24,8 @@ _LAZY = {
     "override": ".approvals",
     "pending_approvals": ".approvals",
     "gate_report": ".gate_reports",
+    "gate_report_from_record": ".gate_reports",
+    "home_info": ".info",
     "identity": ".principals",
     "promote": ".launch",
     "rollback": ".launch",
@@ -31,10 +33,12 @@ _LAZY = {
     "policy_approve": ".policy_changes",
     "policy_propose": ".policy_changes",
     "policy_show": ".policy_changes",
+    "read_catalog": ".loading",
     "promote_plan": ".plans",
     "release_board": ".board_rows",
     "rollback_plan": ".plans",
     "status": ".unit_status",
+    "status_from_record": ".unit_status",
     "issue_token": ".tokens",
 }
 
@@ -42,15 +46,16 @@ if TYPE_CHECKING:
     from .approvals import approve, override, pending_approvals, request_approval
     from .board_rows import release_board
     from .catalog import policy_summary, units
-    from .gate_reports import gate_report
+    from .gate_reports import gate_report, gate_report_from_record
+    from .info import home_info
     from .launch import promote, rollback
-    from .loading import load_platform
+    from .loading import load_platform, read_catalog
     from .plans import promote_plan, rollback_plan
     from .policy_changes import policy_approve, policy_propose, policy_show
     from .principals import identity
     from .reports import audit_entries, report, report_window
     from .tokens import issue_token
-    from .unit_status import status
+    from .unit_status import status, status_from_record
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +74,8 @@ __all__ = [
     "approve",
     "audit_entries",
     "gate_report",
+    "gate_report_from_record",
+    "home_info",
     "identity",
     "issue_token",
     "load_platform",
@@ -88,4 +95,9 @@ __all__ = [
     "rollback_plan",
     "status",
     "units",
+    "read_catalog",
+    "rollback",
+    "rollback_plan",
+    "status",
+    "status_from_record",
 ]

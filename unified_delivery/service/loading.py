@@ -9,6 +9,9 @@ repository on `sys.path`, as Dagster's code server does. The module exports the 
 Dagster gives every code location a process of its own. A process that loads a second
 platform repository (tests, a notebook that moves between repositories) first forgets the
 modules the previous one loaded, found by their files under its root, never by name.
+
+Every load writes the platform's catalog to the home (catalog.py), which the read commands
+answer from without loading it again.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..errors import ConfigError, UDError
-from ..home import project_root
+from ..home import Home, project_root
 
 if TYPE_CHECKING:
+    from ..catalog import Catalog
     from ..platform import Platform
 
 LEGACY_MODULE = "assets.definitions"
@@ -95,10 +99,14 @@ def load_platform(root: Path | None = None) -> tuple[Platform, Any]:
             f"{root} is not a platform repository (no module {module_name} in {folder})",
             "run ud from the repository root, or set UD_PROJECT",
         )
+    from .. import catalog
+
+    key = catalog.digest(root, Home.current())  # before the import: an edit during it is seen
     _forget_other_platform(folder, module_name.split(".")[0])
     if str(folder) in sys.path:
         sys.path.remove(str(folder))
     sys.path.insert(0, str(folder))
+    fresh = module_name not in sys.modules  # a module imported before may predate an edit
     try:
         module = importlib.import_module(module_name)
     except UDError:
@@ -121,4 +129,29 @@ def load_platform(root: Path | None = None) -> tuple[Platform, Any]:
             f"{module_name} defines no {' and no '.join(missing)}",
             "export the Platform as `platform` and its Definitions as `defs`",
         )
+    if fresh:
+        catalog.write(module.platform, root, key)
     return module.platform, module.defs
+
+
+def read_catalog(root: Path | None = None) -> Catalog:
+    """The current catalog of the platform repository `ud` runs in (catalog.py), else the platform
+    loaded (which writes the catalog for the next command); either loads it when asked."""
+    from ..catalog import Catalog, describe, digest, path_for, write
+
+    root = (root or project_root()).resolve()
+    home = Home.current()
+    found = Catalog.current(root, home)
+    if found is not None:
+        found.load = _platform_at
+        return found
+    key = digest(root, home)
+    platform = _platform_at(root)
+    if not path_for(root, home).exists():  # the load came before the home did
+        home.ensure()  # which the read that follows (the ledger) makes anyway
+        write(platform, root, key, home)
+    return Catalog(describe(platform, root, key), home, platform, _platform_at)
+
+
+def _platform_at(root: Path) -> Platform:
+    return load_platform(root)[0]

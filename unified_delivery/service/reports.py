@@ -108,33 +108,48 @@ def evidence(ledger: Ledger, since: datetime | None, env: str = "production") ->
 
 
 def report(platform: Platform, what: str, win: Window, env: str = "production") -> dict[str, Any]:
+    """A DORA, cost or audit report of the loaded platform (see `report_of`)."""
+    units = {
+        name: {"team": u.team, "kind": u.kind, "environments": list(u.environments)}
+        for name, u in platform.units.items()
+    }
+    return report_of(units, platform.ledger.ledger(), what, win, env)
+
+
+def report_of(
+    units: dict[str, dict[str, Any]],
+    ledger: Ledger,
+    what: str,
+    win: Window,
+    env: str = "production",
+) -> dict[str, Any]:
     """A DORA, cost or audit report as data: the ledger's verification first, then the
-    figures. `env`: the environment whose deploys DORA counts."""
+    figures. `units`: name -> team, kind and environments (the loaded platform's, or its
+    catalog's: no platform load). `env`: the environment whose deploys DORA counts."""
     from ..reports import audit, cost, dora
     from ..reports.period import parse_ts
     from ..reports.render import ledger_warning
 
     if what not in REPORTS:
         raise UDError("UD-USAGE", f"no report {what!r}", f"ask for one of: {', '.join(REPORTS)}")
-    envs = {e for u in platform.units.values() for e in u.environments}
+    envs = {e for u in units.values() for e in u.get("environments", [])}
     if what == "dora" and env not in envs:
         raise UDError(
             "UD-UNKNOWN-ENV",
             f"no unit has an environment {env!r}",
             f"use one of: {', '.join(sorted(envs))}",
         )
-    ledger = platform.ledger.ledger()
     check = ledger.verify().to_dict()
     # all of it: a deploy's candidate may predate the window, its rollback follow it
     entries = ledger.entries()
-    units = {name: {"team": u.team, "kind": u.kind} for name, u in platform.units.items()}
+    teams = {name: {"team": u["team"], "kind": u["kind"]} for name, u in units.items()}
     head = {"ok": True, "report": what, "ledger": check}
     if warning := ledger_warning(check):
         head["warning"] = warning
     if what == "dora":
-        return {**head, **dora.report(entries, win, env, units)}
+        return {**head, **dora.report(entries, win, env, teams)}
     if what == "cost":
-        return {**head, **cost.report(entries, win, units)}
+        return {**head, **cost.report(entries, win, teams)}
     changes = [c for c in evidence(ledger, win.since) if parse_ts(c["at"]) < win.until]
     return {**head, **audit.report(entries, win), "changes": changes}
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from ..engine.desired import EnvState
     from ..platform import Platform
+    from ..targets.records import Deployment
 
 
 def status(platform: Platform) -> dict[str, Any]:
@@ -31,6 +32,42 @@ def status(platform: Platform) -> dict[str, Any]:
             )
             envs[env] = _env(state)
         units.append({"name": name, "kind": unit.kind, "team": unit.team, "environments": envs})
+    return {"units": units}
+
+
+def status_from_record() -> dict[str, Any]:
+    """`status` of the platform repository `ud` runs in, without loading it where it can: from
+    its catalog (catalog.py: written by the last load, current while the definitions' files are
+    unchanged), the ledger and each target's probe (targets/probes.py), importing neither
+    Dagster nor MLflow. The platform is loaded, and `status` asked, when the catalog is missing
+    or stale, or a deploy that died is to be completed first (rare); a target without a probe
+    is asked itself, on the platform loaded for it. Same answer as `status`."""
+    from ..engine.desired import EnvState, recorded_changes
+    from ..engine.recovery import to_recover
+    from ..targets.probes import NO_PROBE, Probing, probe
+    from .loading import read_catalog
+
+    catalog = read_catalog()
+    ledger = catalog.ledger()
+    if catalog.platform is not None or to_recover(ledger, (u["name"] for u in catalog.units)):
+        return status(catalog.loaded())
+    recorded = recorded_changes(ledger)
+    units = []
+    with Probing() as session:
+        for entry in catalog.units:
+            name = entry["name"]
+            envs: dict[str, Any] = {}
+            for env in entry["environments"]:
+                actual = probe(entry["probes"].get(env), env, session)
+                if actual is NO_PROBE:  # only the target can say: on the platform, loaded once
+                    platform = catalog.loaded()
+                    unit = platform.unit(name)
+                    actual = platform.target(unit, env).status(unit, env)
+                state = EnvState(recorded.get((name, env)), cast("Deployment | None", actual))
+                envs[env] = _env(state)
+            units.append(
+                {"name": name, "kind": entry["kind"], "team": entry["team"], "environments": envs}
+            )
     return {"units": units}
 
 

@@ -23,7 +23,6 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import dagster as dg
@@ -31,43 +30,13 @@ import dagster as dg
 from ..errors import TargetError, UDError
 from ..home import Home
 from ..redaction import redact_text
+from .records import Artifact, Deployment, Health
 from .state_files import TMP_MARK, lock_file
 
 if TYPE_CHECKING:
     from ..units import Unit
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A built candidate: what a target deploys."""
-
-    unit: str
-    kind: str
-    version: str
-    digest: str = ""  # content digest of the artifact (commit tree, model URI hash, dbt checksum)
-    location: str = ""  # where the built artifact lives (a directory, a models:/ URI, a schema)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What an environment runs now."""
-
-    unit: str
-    env: str
-    version: str
-    deployed_at: str  # ISO-8601 UTC
-    previous_version: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Health:
-    healthy: bool
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 Log = Callable[[str], None]
@@ -93,6 +62,22 @@ class BaseTarget(dg.ConfigurableResource, ABC):
     `rollback` are here, around them, and keep the contract for every target."""
 
     kinds: ClassVar[tuple[str, ...] | None] = None  # the kinds of unit it deploys; None: any
+    # The reader of targets/probes.py that answers `status` as this class does, from the fields
+    # `_probe_fields` names; "" (and any subclass, which may read otherwise): none.
+    probe_kind: ClassVar[str] = ""
+
+    def probe_spec(self, unit: Unit) -> dict[str, Any] | None:
+        """What `status` reads for `unit`, as plain data for the catalog (catalog.py), or None
+        when only this target can answer."""
+        if not self.probe_kind or "probe_kind" not in type(self).__dict__:
+            return None
+        fields = self._probe_fields(unit)
+        if not all(isinstance(v, (str, int)) for v in fields.values()):
+            return None  # e.g. a value still to be resolved from the environment at run time
+        return {"probe": self.probe_kind, "unit": unit.name, **fields}
+
+    def _probe_fields(self, unit: Unit) -> dict[str, Any]:
+        return {}
 
     # ---- the contract ------------------------------------------------------------------
 

@@ -6,34 +6,28 @@ write a file at a time, so connecting waits out another writer (dbt, a reader) f
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any
 
 from .. import dbt
-from ..home import Home
 from .dbt_wap import RELEASES, DbtWapTarget
+from .probes import connect_duckdb, duckdb_path
 
 __all__ = ["RELEASES", "DbtDuckDBTarget"]  # RELEASES: readers and tests name the release schema
 
 
 class DbtDuckDBTarget(DbtWapTarget):
     warehouse: str = ""  # path to the DuckDB file; empty: the embedded home's warehouse
+    probe_kind = "dbt_duckdb"
+
+    def _probe_fields(self, unit) -> dict[str, Any]:
+        return {"warehouse": self.warehouse}
 
     def path(self) -> Path:
-        return Path(self.warehouse) if self.warehouse else Home.current().warehouse
+        return duckdb_path(self.warehouse)
 
     def connect(self, read_only: bool = False):
-        import duckdb
-
-        path = self.path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(60):  # another process (dbt, a reader) may hold the file for a moment
-            try:
-                return duckdb.connect(str(path), read_only=read_only and path.exists())
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or attempt == 59:
-                    raise
-                time.sleep(0.5)
+        return connect_duckdb(self.path(), read_only)
 
     def profile(self, profile: str, schema: str) -> str:
         return dbt.parse_profiles(profile, str(self.path()), schema)

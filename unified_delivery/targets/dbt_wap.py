@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -34,13 +33,13 @@ from ..errors import TargetError, UDError
 from ..home import Home
 from ..redaction import redact_text
 from .base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
+from .probes import DUCKDB_VIEWS, RELEASES, wap_history, wap_served, wap_status
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..kinds.data.unit import DataUnit
 
-RELEASES = "ud_releases"
 R = TypeVar("R")
 
 
@@ -400,25 +399,10 @@ class DbtWapTarget(BaseTarget):
             con.close()
 
     def _history_on(self, con, unit: DataUnit, env: str) -> list[tuple]:
-        exists = self._exec(
-            con,
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
-            "AND table_name = 'deployments'",
-            [RELEASES],
-        ).fetchone()[0]
-        if not exists:
-            return []
-        return self._exec(
-            con,
-            "SELECT version, previous_version, models, deployed_at, action FROM "
-            f"{RELEASES}.deployments WHERE unit = ? AND env = ? ORDER BY seq DESC",
-            [unit.name, env],
-        ).fetchall()
+        return wap_history(lambda sql, params: self._exec(con, sql, params), unit.name, env)
 
     def status(self, unit: DataUnit, env: str) -> Deployment | None:
-        """What the environment's views serve. The deployments table says what this target
-        published; the views are read too, so one re-pointed by hand (or dropped) shows as the
-        version it now serves, with `published_version` the table's."""
+        """What the environment's views serve (probes.wap_status)."""
 
         def read(con) -> tuple[list[tuple], dict[str, str | None]]:
             rows = self._history_on(con, unit, env)
@@ -426,53 +410,15 @@ class DbtWapTarget(BaseTarget):
             return rows, self._served(con, env, models.split(",") if models else [])
 
         rows, served = self._reading(read, ([], {}))
-        if not rows:
-            return None
-        version, previous, models, at, action = rows[0]
-        names = models.split(",") if models else []
-        found = set(served.values())
-        actual = version
-        if found and found != {version}:
-            one = next(iter(found))
-            views = ",".join(f"{m}={v or 'none'}" for m, v in sorted(served.items()))
-            actual = one if len(found) == 1 and one is not None else f"mixed({views})"
-        return Deployment(
-            unit=unit.name,
-            env=env,
-            version=actual,
-            deployed_at=at,
-            previous_version=previous,
-            details={
-                "schema": env,
-                "models": names,
-                "last_action": action,
-                "warehouse": self.location(),
-                **({"published_version": version, "views": served} if actual != version else {}),
-            },
-        )
+        return wap_status(unit.name, env, rows, served, self.location())
 
     def _served(self, con, env: str, models: list[str]) -> dict[str, str | None]:
-        """The release version each model's view in `env` selects from (None: no such view, or
-        one that no longer reads a release)."""
-        if not models:
-            return {}
-        definitions = {name: sql or "" for name, sql in self._view_sql(con, env)}
-        served: dict[str, str | None] = {}
-        for m in models:
-            match = re.search(
-                rf'{RELEASES}\.("?){re.escape(m)}__([^"\s;]+)\1', definitions.get(m, "")
-            )
-            served[m] = match.group(2) if match else None
-        return served
+        """The release version each model's view in `env` selects from (probes.wap_served)."""
+        return wap_served(self._view_sql(con, env), models) if models else {}
 
     def _view_sql(self, con, schema: str) -> list[tuple[str, str | None]]:
         """(view name, its SQL) of every view in `schema`."""
-        return self._exec(
-            con,
-            "SELECT table_name, view_definition FROM information_schema.views "
-            "WHERE table_schema = ?",
-            [schema],
-        ).fetchall()
+        return self._exec(con, DUCKDB_VIEWS, [schema]).fetchall()
 
     def _rollback(
         self, unit: DataUnit, env: str, to_version: str | None, current: Deployment | None, log: Log

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from unified_delivery.errors import TargetError
-from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log
+from unified_delivery.targets.probes import artifact_root, artifact_status
 from unified_delivery.targets.state_files import TMP_MARK, locked, read_json, write_json
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ class LocalArtifactTarget(BaseTarget):
         description="Home directory holding `artifacts/`; empty means the current home "
         "($UD_HOME or .ud), read at call time.",
     )
+    probe_kind = "local_artifact"
+
+    def _probe_fields(self, unit: Unit) -> dict[str, Any]:
+        return {"home": self.home}
 
     def _lock(self, unit: Unit, env: str) -> AbstractContextManager[None]:
         return locked(self._root(unit.name, env))
@@ -111,30 +115,7 @@ class LocalArtifactTarget(BaseTarget):
         self._switch(unit.name, env, root, before.version, digest, "restore", keep=before)
 
     def status(self, unit: Unit | str, env: str) -> Deployment | None:
-        root = self._root(_name(unit), env)
-        state = read_json(root / "state.json")
-        if state is None:
-            return None
-        # `current` is what readers open: switched by hand, it is the version the environment
-        # now publishes (state.json keeps what this target published).
-        linked = _linked_version(root)
-        if linked == state["version"]:
-            version, file, digest, moved = state["version"], state["file"], state["digest"], {}
-        else:
-            version = linked or "(no current file)"
-            found = sorted((root / "versions" / linked).iterdir()) if linked else []
-            file = found[0].name if found else state["file"]
-            history = reversed(state.get("history", []))
-            digest = next((h["digest"] for h in history if h["version"] == linked), "")
-            moved = {"published_version": state["version"]}
-        return Deployment(
-            unit=state["unit"],
-            env=env,
-            version=version,
-            deployed_at=state["deployed_at"],
-            previous_version=state.get("previous_version"),
-            details={"path": str(root / "current" / file), "digest": digest, **moved},
-        )
+        return artifact_status(self._root(_name(unit), env), env)
 
     def health(self, unit: Unit | str, env: str) -> Health:
         name = _name(unit)
@@ -197,8 +178,7 @@ class LocalArtifactTarget(BaseTarget):
     # ---- internals --------------------------------------------------------------------
 
     def _root(self, unit_name: str, env: str) -> Path:
-        home = Path(self.home).expanduser().resolve() if self.home else Home.current().root
-        return home / "artifacts" / unit_name / env
+        return artifact_root(self.home, unit_name, env)
 
     def _switch(
         self,
@@ -275,17 +255,6 @@ def _copy_in(root: Path, version: str, source: Path, log: Log) -> None:
             f"could not copy {source} to {dest}: {exc}",
             "check free disk space and permissions under the home's artifacts/ directory",
         ) from exc
-
-
-def _linked_version(root: Path) -> str | None:
-    """The version `current` points at, or None when it is missing or points nowhere valid."""
-    try:
-        link = Path(os.readlink(root / "current"))
-    except OSError:
-        return None
-    target = (link if link.is_absolute() else root / link).resolve()
-    versions = (root / "versions").resolve()
-    return target.name if target.parent == versions and target.is_dir() else None
 
 
 def _point_current(root: Path, version: str) -> None:

@@ -49,7 +49,6 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +58,12 @@ from pydantic import Field
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
+from unified_delivery.targets.probes import CHILDREN as _CHILDREN
+from unified_delivery.targets.probes import ReleasePaths as _Paths
+from unified_delivery.targets.probes import proc_stat as _proc_stat
+from unified_delivery.targets.probes import release_paths, release_status
+from unified_delivery.targets.probes import running as _running
+from unified_delivery.targets.probes import service_url as _url
 from unified_delivery.targets.state_files import (
     TMP_MARK,
     locked,
@@ -80,40 +85,6 @@ HEALTH_TIMEOUT_S = 2.0
 VERIFY_TIMEOUT_S = 5.0  # after the switch: how long the new release has to answer 200 again
 LOG_TAIL_LINES = 20
 DEPLOY_ID_VAR = "UD_DEPLOY_ID"
-
-# Popen objects of the services this process started, so that a service that dies is
-# reaped (not left a zombie that still looks alive) and no ResourceWarning is raised.
-_CHILDREN: dict[int, subprocess.Popen] = {}
-
-
-@dataclass(frozen=True)
-class _Paths:
-    root: Path  # <home>/releases/<unit>/<env>
-    home: Path
-
-    @property
-    def releases(self) -> Path:
-        return self.root / "releases"
-
-    @property
-    def current(self) -> Path:
-        return self.root / "current"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "service.log"
-
-    @property
-    def pending(self) -> Path:
-        """The deploy in progress; left behind only if that deploy was killed."""
-        return self.root / "pending.json"
-
-    def release(self, version: str) -> Path:
-        return self.releases / version
 
 
 class _Failure(Exception):
@@ -143,6 +114,10 @@ class LocalReleaseTarget(BaseTarget):
         description="Seconds the old release keeps serving after the switch, for clients that read "
         "its URL just before; then the new release is checked again and the old one stopped.",
     )
+    probe_kind = "local_release"
+
+    def _probe_fields(self, unit: AppUnit) -> dict[str, Any]:
+        return {"home": self.home}
 
     # ---- the steps of the DeployTarget contract (base.BaseTarget) ----------------------
 
@@ -174,29 +149,7 @@ class LocalReleaseTarget(BaseTarget):
     def status(self, unit: AppUnit | str, env: str) -> Deployment | None:
         paths = self._paths(_name(unit), env)
         _reap_if_idle(paths)
-        state = read_json(paths.state)
-        if state is None:
-            return None
-        # `current` is what starts on the next restart: switched by hand, it is the version
-        # the environment now has (state.json keeps what this target deployed and runs).
-        linked = _linked_version(paths)
-        moved = linked != state["version"]
-        return Deployment(
-            unit=state["unit"],
-            env=state["env"],
-            version=(linked or "(no current release)") if moved else state["version"],
-            deployed_at=state["deployed_at"],
-            previous_version=state.get("previous_version"),
-            details={
-                **({"running_version": state["version"]} if moved else {}),
-                "port": state.get("port"),
-                "pid": state.get("pid"),
-                "url": _url(state.get("port")),
-                "running": _running(state.get("pid"), state.get("pid_token")),
-                "release_dir": str(paths.release(state["version"])),
-                "log": str(paths.log),
-            },
-        )
+        return release_status(paths)
 
     def health(self, unit: AppUnit | str, env: str) -> Health:
         name = _name(unit)
@@ -271,8 +224,7 @@ class LocalReleaseTarget(BaseTarget):
         return Path(self.home).expanduser().resolve() if self.home else Home.current().root
 
     def _paths(self, unit_name: str, env: str) -> _Paths:
-        home = self._home()
-        return _Paths(root=home / "releases" / unit_name / env, home=home)
+        return release_paths(self.home, unit_name, env)
 
     def _start_release(
         self, unit: AppUnit, env: str, paths: _Paths, version: str, action: str, log: Log
@@ -516,15 +468,6 @@ def _materialise(paths: _Paths, artifact: Artifact, log: Log) -> Path:
     return dest
 
 
-def _linked_version(paths: _Paths) -> str | None:
-    """The release `current` names (None: no link, or one outside `releases/`)."""
-    try:
-        link = Path(os.readlink(paths.current))
-    except OSError:
-        return None
-    return link.name if link.parent == Path("releases") else None
-
-
 def _point_current(paths: _Paths, version: str | None) -> None:
     """Make `current` name `version` (None: remove it), atomically; nothing is done if it already
     does."""
@@ -676,39 +619,10 @@ def _marked(deploy_id: str) -> list[int]:
     return found
 
 
-def _running(pid: int | None, token: str | None) -> bool:
-    """Whether `pid` is alive, not a zombie, and (when `token` is known) the process we started."""
-    if pid is None:
-        return False
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # another user's process: the pid was reused, ours is gone
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: trust the pid
-    if stat[0] == "Z":
-        return False
-    return token is None or stat[19] == token
-
-
 def _start_token(pid: int) -> str | None:
     """The process's start time (from /proc), so a reused pid is never taken for ours."""
     stat = _proc_stat(pid)
     return stat[19] if stat else None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()  # fields from the state on; the name may hold spaces
 
 
 # ---- ports and HTTP -------------------------------------------------------------------
@@ -784,10 +698,6 @@ def _parse_body(body: str) -> Any:
         return json.loads(body)
     except ValueError:
         return body
-
-
-def _url(port: int | None) -> str | None:
-    return f"http://127.0.0.1:{port}" if port else None
 
 
 # ---- small helpers --------------------------------------------------------------------

@@ -52,6 +52,10 @@ class MlflowAliasTarget(BaseTarget):
     kinds = ("model",)
     tracking_uri: str = ""  # empty: SQLite under the embedded home
     artifact_root: str = ""
+    probe_kind = "mlflow_alias"
+
+    def _probe_fields(self, unit: ModelUnit) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "model_name": unit.model_name}
 
     def _home(self) -> Home:
         return Home.current()
