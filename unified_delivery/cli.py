@@ -87,6 +87,7 @@ def cmd_info(args, out: Output) -> int:
 
 def cmd_promote(args, out: Output) -> int:
     platform, defs = service.load_platform()
+    platform.unit(args.unit)  # an unknown unit is a usage error, before anything is recorded
     principal = service.identity(platform, args.token)
     if args.dry_run:
         plan = service.promote_plan(platform, args.unit, args.to, principal, args.ref)
@@ -119,6 +120,7 @@ def cmd_rollback(args, out: Output) -> int:
             "UD-USAGE", "a rollback needs --reason", "say why, e.g. --reason 'errors after deploy'"
         )
     platform, defs = service.load_platform()
+    platform.unit(args.unit)  # an unknown unit is a usage error, before anything is recorded
     principal = service.identity(platform, args.token)
     if args.dry_run:
         plan = service.rollback_plan(platform, args.unit, args.env, principal, args.to)
