@@ -12,7 +12,10 @@ def cmd_notify(args, out) -> int:
     platform, _ = service.load_platform()
     report = deliver(platform, log=out.progress)
     if report.get("configured") is False:
-        text = f"no notification routes ({platform.notifications.source}): nothing to deliver"
+        text = (
+            f"no notification routes ({platform.notifications.source}): nothing to deliver "
+            "(docs/notifications.md)"
+        )
     elif report.get("busy"):
         text = "another delivery is under way (the ud_notify sensor?); nothing sent"
     else:

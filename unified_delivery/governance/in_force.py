@@ -44,8 +44,12 @@ def document(platform: Platform) -> dict[str, Any]:
         if budget:
             budgets[name] = budget
     return {
-        "policy": platform.governance.policy.model_dump(mode="json"),
-        "costs": platform.costs.file.model_dump(mode="json") if platform.costs else None,
+        "policy": platform.governance.policy.model_dump(mode="json", exclude_none=True),
+        "costs": (
+            platform.costs.file.model_dump(mode="json", exclude_none=True)
+            if platform.costs
+            else None
+        ),
         "budgets": budgets,
     }
 

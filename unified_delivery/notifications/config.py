@@ -117,7 +117,7 @@ class Notifications:
         """The file's routes; a platform without the file notifies nobody."""
         path = Path(path)
         if not path.exists():
-            return cls()
+            return cls(source=f"{path}: no such file")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
             if not isinstance(raw, dict):
