@@ -125,6 +125,19 @@ def test_gates_command_reports_the_refused_candidate(demo_home):
     assert tests["family"] == "tests"
     prod = json.loads(ud(home, "gates", "recommendation_api", "--env", "production", "--json").stdout)
     assert next(g for g in prod["gates"] if g["name"] == "tests")["passed"] is True
+    # Any version built, by its start: the commit whose own tests failed, with the evidence.
+    from unified_delivery.ledger import Ledger
+
+    refused = next(e for e in Ledger(f"sqlite:///{home / 'ledger.db'}").entries(unit="recommendation_api", action="gate")
+                   if e.payload["gate"] == "tests" and not e.payload["passed"])
+    old = json.loads(ud(home, "gates", "recommendation_api", "--version", refused.version[:10], "--json").stdout)
+    assert old["version"] == refused.version
+    failed = next(g for g in old["gates"] if g["name"] == "tests")
+    assert failed["passed"] is False and failed["code"] == "UD-GATE-TESTS-FAILED" and failed["evidence"]
+    text = ud(home, "gates", "recommendation_api", "--version", refused.version[:10]).stdout
+    assert "FAILED tests/" in text and "what to do:" in text  # the evidence, where a person reads
+    unknown = ud(home, "gates", "recommendation_api", "--version", "nosuchversion", "--json")
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"]["code"] == "UD-UNKNOWN-VERSION"
 
 
 def test_user_errors_are_one_line_with_a_code_and_exit_code(demo_home):

@@ -159,7 +159,7 @@ def cmd_rollback(args, out: Output) -> int:
 
 
 def cmd_gates(args, out: Output) -> int:
-    data = service.gate_report_from_record(args.unit, args.env)
+    data = service.gate_report_from_record(args.unit, args.env, args.version)
     out.result(data, lambda: gates_text(data))
     return 0
 
@@ -273,9 +273,12 @@ def build_parser() -> Parser:
     sp.add_argument("--to", default="", metavar="VERSION")
     sp.add_argument("--reason", required=True)
     sp.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
-    sp = add("gates", cmd_gates, "the latest result of each gate of a unit")
+    sp = add("gates", cmd_gates, "the latest result of each gate of a unit, with its evidence")
     sp.add_argument("unit")
-    sp.add_argument("--env", default="")
+    sp.add_argument("--env", default="", help="the version this environment runs")
+    sp.add_argument(
+        "--version", default="", help="any version built (or its start): its gates' results"
+    )
     add("down", cmd_down, "stop the local services the app target started")
     sp = add(
         "ui", cmd_ui, "the Dagster UI (dagster dev) on this workspace and the embedded instance"

@@ -116,4 +116,27 @@ def gates_text(data: dict) -> str:
             f"  {mark}  {g['stage']:10} {g['name']:16} {g['family']:13} {g['code'] or '':28} "
             f"{g['message']}"
         )
+        if g["passed"] is False and not g["overridden"]:
+            lines += [f"        {line}" for line in evidence_lines(g.get("evidence") or {})]
+            if g.get("remediation"):
+                lines.append(f"        what to do: {g['remediation']}")
     return "\n".join(lines)
+
+
+def evidence_lines(evidence: dict, limit: int = 12) -> list[str]:
+    """What a failed gate found, for a person: the end of a test run's output, the findings of
+    a scan, the failed expectations (`--json` has all of it, as `evidence`)."""
+    out: list[str] = []
+    tail = evidence.get("output_tail")
+    if isinstance(tail, str) and tail.strip():
+        out += tail.strip().splitlines()[-limit:]
+    for key in ("findings", "secrets"):
+        for item in (evidence.get(key) or [])[:5]:
+            if isinstance(item, dict):
+                where = ":".join(str(item[k]) for k in ("file", "filename", "line") if k in item)
+                what = item.get("message") or item.get("test_name") or item.get("type") or ""
+                out.append(f"{where} {what}".strip())
+    for result in evidence.get("results") or []:
+        if isinstance(result, dict) and result.get("passed") is False:
+            out.append(str(result.get("expectation") or result.get("type") or result)[:200])
+    return out[: limit + 10]

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 Live = Callable[[int, str], "GateResult"]  # the unit's i-th gate evaluated now for a version
 
 
-def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, Any]:
+def gate_report(
+    platform: Platform, unit_name: str, env: str = "", version: str = ""
+) -> dict[str, Any]:
     """Each gate's newest recorded result for the version (with any override in force);
-    approvals still pending are evaluated live, since an approval may have come since."""
+    approvals still pending are evaluated live, since an approval may have come since. The
+    version: `version` (any version built, or the start of one), else what `env` runs, else the
+    newest candidate."""
     from ..engine import evaluate_gate
 
     unit = platform.unit(unit_name)
@@ -32,12 +36,12 @@ def gate_report(platform: Platform, unit_name: str, env: str = "") -> dict[str, 
     def live(i: int, version: str) -> GateResult:
         return evaluate_gate(platform, unit, gates[i], version, None, "", ledger)
 
-    dep = platform.target(unit, env).status(unit, env) if env else None
+    dep = platform.target(unit, env).status(unit, env) if env and not version else None
     rows = [_row(g.name, g.family, g.spec.stage, g.overridable, g.reported_live) for g in gates]
-    return _report(ledger, unit.name, list(unit.environments), env, dep, rows, live)
+    return _report(ledger, unit.name, list(unit.environments), env, dep, rows, live, version)
 
 
-def gate_report_from_record(unit_name: str, env: str = "") -> dict[str, Any]:
+def gate_report_from_record(unit_name: str, env: str = "", version: str = "") -> dict[str, Any]:
     """`gate_report` from the platform's catalog (catalog.py), the ledger and the target's probe,
     without loading the platform: loaded only for what only it can answer (a pending approval
     evaluated live, a target without a probe) or when the catalog is stale. Same answer."""
@@ -46,7 +50,7 @@ def gate_report_from_record(unit_name: str, env: str = "") -> dict[str, Any]:
 
     catalog = read_catalog()
     if catalog.platform is not None:
-        return gate_report(catalog.platform, unit_name, env)
+        return gate_report(catalog.platform, unit_name, env, version)
     entry = next((u for u in catalog.units if u["name"] == unit_name), None)
     if entry is None:
         raise UDError(
@@ -66,14 +70,42 @@ def gate_report_from_record(unit_name: str, env: str = "") -> dict[str, Any]:
         )
 
     ledger = catalog.ledger()
-    dep = probe(entry["probes"].get(env), env) if env else None
+    dep = probe(entry["probes"].get(env), env) if env and not version else None
     if dep is NO_PROBE:
         platform = catalog.loaded()
         unit = platform.unit(unit_name)
         dep = platform.target(unit, env).status(unit, env)
     rows = [_row(**g) for g in entry["gates"]]
     return _report(
-        ledger, unit_name, entry["environments"], env, cast("Deployment | None", dep), rows, live
+        ledger,
+        unit_name,
+        entry["environments"],
+        env,
+        cast("Deployment | None", dep),
+        rows,
+        live,
+        version,
+    )
+
+
+def _built(ledger: Ledger, unit_name: str, wanted: str) -> str:
+    """The built version `wanted` names (the whole version or its start), else a refusal."""
+    versions: list[str] = []
+    for e in reversed(ledger.entries(unit=unit_name, action=Candidate.ACTION)):
+        if e.version and e.version.startswith(wanted) and e.version not in versions:
+            versions.append(e.version)
+    if wanted in versions:
+        return wanted
+    if len(versions) == 1:
+        return versions[0]
+    raise UDError(
+        "UD-UNKNOWN-VERSION",
+        f"{unit_name} has no built version {wanted!r}"
+        if not versions
+        else f"{wanted!r} names {len(versions)} built versions of {unit_name}",
+        "give the version as `ud gates UNIT` or `ud status` prints it"
+        if not versions
+        else "give more of the version",
     )
 
 
@@ -104,11 +136,14 @@ def _report(
     dep: Deployment | None,
     gates: list[dict],
     live: Live,
+    wanted: str = "",
 ) -> dict[str, Any]:
     from ..engine.overrides import OverriddenGate, override_in_force
 
     stages = [CANDIDATE, *environments]
-    if env:
+    if wanted:
+        version = _built(ledger, unit_name, wanted)
+    elif env:
         version = dep.version if dep else None
     else:
         entry = ledger.latest(unit=unit_name, action=Candidate.ACTION)
