@@ -175,3 +175,18 @@ def test_demo_runs_twice(demo_home):
     # A second training run registers a new model version; data did not change, so its version stays.
     assert int(after["churn_model"]["environments"]["production"]["version"]) > int(before["churn_model"]["environments"]["production"]["version"])
     assert after["customer_features"]["environments"]["production"]["version"] == before["customer_features"]["environments"]["production"]["version"]
+
+
+def test_runs_and_logs_show_what_each_run_did(demo_home):
+    home, _ = demo_home
+    listed = json.loads(ud(home, "runs", "recommendation_api", "--json").stdout)
+    failed = [r for r in listed["runs"] if r["status"] == "FAILURE"]
+    assert failed and all(r["unit"] == "recommendation_api" and r["principal"] for r in listed["runs"])
+    log = json.loads(ud(home, "logs", failed[0]["run_id"][:8], "--json").stdout)
+    checks = [e for e in log["events"] if "check" in e]
+    assert any(e["passed"] is False and (e["code"] or "").startswith("UD-GATE-") for e in checks), checks
+    assert any(e["event"] == "STEP_FAILURE" and e["error"] for e in log["events"])
+    text = ud(home, "logs", failed[0]["run_id"][:8]).stdout
+    assert ": FAIL UD-GATE-" in text
+    unknown = ud(home, "logs", "no-such-run", "--json")
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"]["code"] == "UD-UNKNOWN-RUN"

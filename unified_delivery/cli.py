@@ -302,6 +302,7 @@ COMMAND_MODULES: list[str] = [
     "notify",
     "board",
     "agents",
+    "runs",
 ]
 
 
