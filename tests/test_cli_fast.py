@@ -116,3 +116,19 @@ def test_shell_completion_completes_commands_and_verbs_without_heavy_imports(tmp
     assert complete("ud pro") == ["promote"]
     assert complete("ud audit v") == ["verify"]
     assert "--dry-run" in complete("ud promote x --dr")
+
+
+def test_every_example_in_the_help_parses():
+    import shlex
+
+    from unified_delivery.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    for name, lines in EXAMPLES.items():
+        help_text = subprocess.run([str(Path(sys.executable).with_name("ud")), name, "--help"], capture_output=True,
+                                   text=True, timeout=60).stdout
+        assert "examples:" in help_text, name
+        for line in lines:
+            argv = shlex.split(line.split(" | ")[0])
+            assert argv[0] == "ud"
+            parser.parse_args(argv[1:])  # a usage error raises UDError here

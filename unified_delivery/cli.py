@@ -287,7 +287,29 @@ def build_parser() -> Parser:
     sp.add_argument("--host", default="127.0.0.1")
     for name in COMMAND_MODULES:  # commands that live in their own module: each has register(add)
         importlib.import_module(f"unified_delivery.commands.{name}").register(add)
+    for name, lines in EXAMPLES.items():
+        command = sub.choices[name]
+        command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in lines)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
+
+
+# Shown under each command's --help, as kubectl does.
+EXAMPLES: dict[str, list[str]] = {
+    "status": ["ud status", "ud status -o json | jq '.units[].environments.production'"],
+    "promote": [
+        "ud promote api --to staging",
+        "ud promote api --to production --reason 'release 42' --dry-run",
+        "ud promote features --to staging --ref \"{as_of_date: '2026-11-01'}\"",
+    ],
+    "rollback": ["ud rollback api --env production --reason 'errors after deploy'"],
+    "gates": ["ud gates api", "ud gates api --env production", "ud gates api --version 1a2b3c"],
+    "approve": ["ud approvals", "ud approve api --env production --version 1a2b3c --comment ok"],
+    "policy": ["ud policy show", "ud policy propose --reason 'freeze for the holidays'"],
+    "runs": ["ud runs api", "ud logs 91ef2353"],
+    "board": ["ud board --port 3100 --dagster-url http://127.0.0.1:3000"],
+    "mcp": ['ud mcp --token "$AGENT_TOKEN"', "ud mcp --http --port 8765"],
+}
 
 
 # One line per command module in unified_delivery/commands/.
