@@ -164,3 +164,42 @@ def test_an_old_delivery_is_refused_as_a_replay():
     assert verify("k", headers, "{}", now=1000) is None
     assert "replay" in verify("k", headers, "{}", now=1000 + 3600)
     assert "does not match" in verify("k", headers, '{"x":1}', now=1000)
+
+
+def test_a_registered_model_no_unit_declares_is_named_once(registry, instance):
+    from mlflow import MlflowClient
+
+    from unified_delivery.triggers.registry import Undeclared
+
+    uri, client = registry
+    register(client, "stray_model")  # registered with the plain client; no unit declares it
+    recorded: list[str] = []
+    declared = {"churn", "fraud", "built", "spam"}
+    watches = [ModelWatch("spam", "spam", "spam__to_staging")]
+    job = candidate_job("spam")
+    sensor = registry_sensor("registry", lambda: watches, lambda: MlflowClient(tracking_uri=uri, registry_uri=uri),
+                             [job], undeclared=Undeclared(lambda: declared, recorded.append))
+    defs = dg.Definitions(jobs=[job], sensors=[sensor])
+    _, notes = evaluate(defs, instance)
+    named = [n["model"] for n in notes if n["event"] == "undeclared"]
+    assert "stray_model" in named and not set(named) & declared
+    assert recorded == named
+    _, again = evaluate(defs, instance)  # the sensor's state keeps what it named: not again
+    assert not [n for n in again if n["event"] == "undeclared"] and recorded == named
+
+
+def test_an_undeclared_model_is_recorded_in_the_ledger_once(tmp_path, monkeypatch):
+    import unified_delivery as ud
+    from unified_delivery.ledger import LedgerResource
+    from unified_delivery.triggers.registry import undeclared_models
+
+    monkeypatch.setenv("UD_HOME", str(tmp_path / "home"))
+    (tmp_path / "repo").mkdir()
+    platform = ud.Platform([ud.AppUnit(name="api", team="web", repository=str(tmp_path / "repo"))],
+                           ledger=LedgerResource(url=f"sqlite:///{tmp_path / 'ledger.db'}"))
+    undeclared = undeclared_models(platform, "service:sensors")
+    assert undeclared.declared() == set()
+    for _ in range(2):  # a sensor whose state was lost names it again: the ledger keeps one
+        undeclared.record("stray_model")
+    (entry,) = platform.ledger.ledger().entries(action="model-undeclared")
+    assert entry.payload["model"] == "stray_model" and entry.principal == "service:sensors"

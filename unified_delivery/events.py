@@ -321,6 +321,15 @@ class Notification(Event):
     next_attempt_at: str = ""
 
 
+@dataclass(frozen=True)
+class ModelUndeclared(Event):
+    """A registered model of the registry that no unit declares: its versions are not gated or
+    promoted. Recorded once per model, by the registry sensor."""
+
+    ACTION: ClassVar[str] = "model-undeclared"
+    model: str = ""
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.ACTION: cls
     for cls in (
@@ -346,6 +355,7 @@ EVENTS: dict[str, type[Event]] = {
         PolicyProposed,
         PolicyAdopted,
         Notification,
+        ModelUndeclared,
     )
 }
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs

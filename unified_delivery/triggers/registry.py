@@ -85,7 +85,7 @@ def _quote(name: str) -> str:
     return "'" + name + "'" if "'" not in name else '"' + name + '"'
 
 
-def _pages(search, filter_string: str) -> Iterator[Any]:
+def _pages(search, filter_string: str | None) -> Iterator[Any]:
     token = None
     while True:
         page = search(filter_string=filter_string, max_results=1000, page_token=token)
@@ -200,21 +200,33 @@ def units_in_progress(instance: dg.DagsterInstance) -> set[str]:
     return {r.tags[UNIT_TAG] for r in runs if UNIT_TAG in r.tags}
 
 
+@dataclass(frozen=True)
+class Undeclared:
+    """What the sensor does with registered models that no unit declares: `declared()` names
+    the models units declare (watched or not), `record(model)` records one, once."""
+
+    declared: Callable[[], set[str]]
+    record: Callable[[str], None]
+
+
 def registry_tick(
     sensor: str,
     principal: str,
     watches: Callable[[], Sequence[ModelWatch]],
     client: Callable[[], Any],
     known: Callable[[str, str], bool],
+    undeclared: Undeclared | None = None,
 ):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         started = time.monotonic()
         wanted = list(watches())
-        if not wanted:
+        if not wanted and undeclared is None:
             return []
         try:
             with fail_fast():
                 registered, found = search(client(), [w.model for w in wanted])
+                if undeclared is not None:
+                    _note_undeclared(context, sensor, client(), undeclared, state)
         except (
             Exception
         ) as exc:  # any failure to reach the registry: this source skips a tick, others go on
@@ -279,6 +291,31 @@ def registry_tick(
     return tick
 
 
+UNDECLARED_STATE = "__undeclared__"  # not a model name MLflow accepts as another model's
+
+
+def _note_undeclared(
+    context: Any, sensor: str, client: Any, undeclared: Undeclared, state: dict
+) -> None:
+    """Name each registered model no unit declares, once: a version registered there is not
+    gated or promoted, and someone should know."""
+    declared = undeclared.declared()
+    seen = set(state.get(UNDECLARED_STATE) or [])
+    names = {rm.name for rm in _pages(client.search_registered_models, None)}
+    for name in sorted(names - declared - seen):
+        note(
+            context,
+            "warning",
+            f"{sensor}: registered model {name!r} is declared by no unit: its versions are not "
+            "gated or promoted (declare a model unit for it, or ignore this)",
+            model=name,
+            event="undeclared",
+        )
+        undeclared.record(name)
+        seen.add(name)
+    state[UNDECLARED_STATE] = sorted(seen & names)
+
+
 def registry_sensor(
     name: str,
     watches: Callable[[], Sequence[ModelWatch]],
@@ -286,13 +323,17 @@ def registry_sensor(
     jobs: Sequence[Any],
     *,
     known: Callable[[str, str], bool] = lambda unit, version: False,
+    undeclared: Undeclared | None = None,
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     principal: str | None = None,
 ) -> dg.SensorDefinition:
     """A registry sensor; `client()` returns an MlflowClient, `known(unit, version)` says the
-    platform already built that version as a candidate."""
-    tick = registry_tick(name, principal or default_principal(name), watches, client, known)
+    platform already built that version as a candidate; with `undeclared`, registered models no
+    unit declares are named in the notes and recorded once."""
+    tick = registry_tick(
+        name, principal or default_principal(name), watches, client, known, undeclared
+    )
     return durable_sensor(
         name,
         tick,
@@ -311,6 +352,25 @@ def model_watches(platform: Platform) -> list[ModelWatch]:
         if (model := u.registered_model_name())
         and getattr(u.policy, u.environments[0], "automatic") == "automatic"
     ]
+
+
+def undeclared_models(platform: Platform, principal: str) -> Undeclared:
+    """Registered models no unit of `platform` declares: recorded once each in the ledger
+    (`model-undeclared`), whatever the sensor's state."""
+    from ..events import ModelUndeclared, record
+
+    def declared() -> set[str]:
+        return {m for u in platform.units.values() if (m := u.registered_model_name())}
+
+    def record_once(model: str) -> None:
+        ledger = platform.ledger.ledger()
+        if ledger.latest(
+            action=ModelUndeclared.ACTION, predicate=lambda e: e.payload.get("model") == model
+        ):
+            return
+        record(ledger, ModelUndeclared(model=model), principal=principal)
+
+    return Undeclared(declared, record_once)
 
 
 def ledger_knows(platform: Platform) -> Callable[[str, str], bool]:

@@ -19,7 +19,7 @@ from .health import health_sensor
 from .notify import notify_sensor
 from .promotion import promotion_sensor
 from .reconcile import reconcile_sensor
-from .registry import ledger_knows, model_watches, registry_sensor
+from .registry import ledger_knows, model_watches, registry_sensor, undeclared_models
 
 if TYPE_CHECKING:
     from ..platform import Platform
@@ -76,6 +76,7 @@ def standard_sensors(
                 registry.client,
                 registered,
                 known=ledger_knows(platform),
+                undeclared=undeclared_models(platform, principal),
                 principal=principal,
             ),
             cascade_sensor(platform, registered, principal=principal),
