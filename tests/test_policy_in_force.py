@@ -44,7 +44,7 @@ def _adoptions(t: Tiny) -> list[tuple[str, PolicyAdopted]]:
     return [(e.principal, PolicyAdopted.read(e)) for e in t.ledger.entries(action="policy-adopted")]
 
 
-def test_an_agents_edited_policy_is_refused_until_another_admin_adopts_it(tmp_path, monkeypatch):
+def test_an_agents_edited_policy_is_refused_until_another_admin_adopts_it(tmp_path, monkeypatch, capsys):
     paths = tiny.make(tmp_path, approvals=0)
     _edit(paths, "principals:\n", "principals:\n" + ADA)
     t = Tiny(paths, monkeypatch)
@@ -118,7 +118,9 @@ def test_an_agents_edited_policy_is_refused_until_another_admin_adopts_it(tmp_pa
             identity(t.platform, bot)
         assert info.value.code == "UD-POLICY-NOT-IN-FORCE"
         # ... while the embedded home's owner, without a token, adopts its own change (recorded).
+        capsys.readouterr()
         assert identity(other.platform) == "human:local-operator"
+        assert "the policy in force is now this copy's" in capsys.readouterr().err  # said, not silent
         who, latest = _adoptions(t)[-1]
         assert who == "human:local-operator" and latest.self_approved
         assert latest.digest == second["digest"]

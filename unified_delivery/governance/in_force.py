@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -83,10 +84,17 @@ def diff(old: dict[str, Any], new: dict[str, Any], old_name: str, new_name: str)
     return "".join(difflib.unified_diff(lines(old), lines(new), old_name, new_name))
 
 
-def ensure(platform: Platform, principal: str, home: Home | None = None) -> str:
+def ensure(
+    platform: Platform,
+    principal: str,
+    home: Home | None = None,
+    *,
+    announce: Callable[[str], None] | None = None,
+) -> str:
     """The digest in force, after checking that `platform` was loaded with it; else
     UD-POLICY-NOT-IN-FORCE. Adopts (and records) the first governance a ledger sees, and the
-    embedded home owner's own change."""
+    embedded home owner's own change, which `announce` is told of (a person should know their
+    edit is now the platform's policy)."""
     ledger = platform.ledger.ledger()
     local = document(platform)
     here = digest(local)
@@ -116,6 +124,12 @@ def ensure(platform: Platform, principal: str, home: Home | None = None) -> str:
             principal=principal,
             version=short(here),
         )
+        if announce is not None:
+            announce(
+                f"the policy in force is now this copy's ({short(here)}, was "
+                f"{short(in_force.digest)}), adopted by {principal}, the home's owner: "
+                "`ud policy show` says what it holds"
+            )
         return here
     raise NotPermitted(
         NOT_IN_FORCE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from ..errors import NotPermitted
@@ -29,7 +30,7 @@ def identity(
     principal = _principal(platform, token, home)
     if policy_in_force:
         try:
-            in_force.ensure(platform, principal, home)
+            in_force.ensure(platform, principal, home, announce=_to_stderr)
         except NotPermitted as exc:
             record(
                 platform.ledger.ledger(),
@@ -38,6 +39,10 @@ def identity(
             )
             raise
     return principal
+
+
+def _to_stderr(text: str) -> None:
+    print(f"ud: {text}", file=sys.stderr)
 
 
 def _principal(platform: Platform, token: str | None, home: Home | None) -> str:
