@@ -7,10 +7,10 @@ they need on first access."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, GateRefused, NotPermitted, TargetError, UDError
+from .lazy import lazy_names
 
 # name -> the module that defines it. App and Data are the Dagster component types
 # `unified_delivery.App` and `unified_delivery.Data`.
@@ -49,16 +49,7 @@ if TYPE_CHECKING:
     from .units import Budget, GateSpec, Policy
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'unified_delivery' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name], __name__), name)
-    globals()[name] = value  # once loaded, an ordinary attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 def gate(
