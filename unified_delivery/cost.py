@@ -18,10 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Iterator
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from .errors import ConfigError, one_line
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 HOURS_PER_MONTH = 730
 # ISO 4217 codes this platform accepts; there are no exchange rates, so a budget must be in
@@ -105,28 +102,17 @@ class CostModel:
 
     @classmethod
     def from_file(cls, path: Path) -> "CostModel":
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                "UD-CONFIG-COST", f"{path}: not valid YAML: {one_line(exc)}", "fix the price table"
-            ) from None
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                "UD-CONFIG-COST",
-                f"{path}: expected a mapping (prices, teams), not {type(raw).__name__}",
-                "fix the price table",
-            )
-        try:
-            return cls(CostFile(**raw), str(path))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(
-                "UD-CONFIG-COST",
-                f"{path}: field {one_line(where)}: {one_line(err['msg'])}",
-                "fix the price table or budget",
-            ) from None
+        from .settings_files import read_settings
+
+        costs = read_settings(
+            path,
+            CostFile,
+            code="UD-CONFIG-COST",
+            keys="prices, teams",
+            remedy="fix the price table",
+            field_remedy="fix the price table or budget",
+        )
+        return cls(costs, str(path))
 
     @property
     def prices(self) -> Prices:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import ConfigError, NotPermitted, one_line
+from ..errors import NotPermitted
 from ..events import CHANGES
 from .tokens import parse_duration
 
@@ -158,35 +157,19 @@ class Governance:
 
     @classmethod
     def from_file(cls, path: Path) -> "Governance":
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(raw, dict):
-                raise ConfigError(
-                    "UD-CONFIG-POLICY",
-                    f"{path}: expected a mapping (defaults, principals, freezes), "
-                    f"not {type(raw).__name__}",
-                    "fix the policy file",
-                )
-            return cls(PolicyFile(**raw), str(path))
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                "UD-CONFIG-POLICY",
-                f"{path}: not valid YAML: {one_line(exc)}",
-                "fix the policy file",
-            ) from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            code = (
-                "UD-CONFIG-FREEZE"
-                if err["loc"] and err["loc"][0] == "freezes"
-                else "UD-CONFIG-POLICY"
-            )
-            raise ConfigError(
-                code,
-                f"{path}: field {one_line(where)}: {one_line(err['msg'])}",
-                "fix the policy file",
-            ) from None
+        from ..settings_files import read_settings
+
+        policy = read_settings(
+            path,
+            PolicyFile,
+            code="UD-CONFIG-POLICY",
+            keys="defaults, principals, freezes",
+            remedy="fix the policy file",
+            code_for=lambda loc: (
+                "UD-CONFIG-FREEZE" if loc and loc[0] == "freezes" else ("UD-CONFIG-POLICY")
+            ),
+        )
+        return cls(policy, str(path))
 
     @property
     def ui_principal(self) -> str:

@@ -9,10 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import ConfigError, one_line
+from ..settings_files import read_settings
 
 EVENTS = (
     "refused",  # a gate refused a version, or a principal was refused an action
@@ -118,29 +117,15 @@ class Notifications:
         path = Path(path)
         if not path.exists():
             return cls(source=f"{path}: no such file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(raw, dict):
-                raise ConfigError(
-                    "UD-CONFIG-NOTIFY",
-                    f"{path}: expected a mapping (channels, routes, retry), not "
-                    f"{type(raw).__name__}",
-                    "fix the notifications file",
-                )
-            written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
-            return cls(NotificationsFile(**raw), str(path), since=written)
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                "UD-CONFIG-NOTIFY", f"{path}: not valid YAML: {one_line(exc)}", "fix the file"
-            ) from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(
-                "UD-CONFIG-NOTIFY",
-                f"{path}: field {one_line(where)}: {one_line(err['msg'])}",
-                "fix the notifications file (docs/notifications.md)",
-            ) from None
+        file = read_settings(
+            path,
+            NotificationsFile,
+            code="UD-CONFIG-NOTIFY",
+            keys="channels, routes, retry",
+            remedy="fix the notifications file (docs/notifications.md)",
+        )
+        written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
+        return cls(file, str(path), since=written)
 
     def channels_for(self, event: str, team: str, env: str | None) -> list[str]:
         """The channels an event of `team` in `env` goes to, each once, in the file's order."""
