@@ -100,13 +100,16 @@ def proc_stat(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()  # fields from the state on; the name may hold spaces
 
 
-def linked_version(paths: ReleasePaths) -> str | None:
-    """The release `current` names (None: no link, or one outside `releases/`)."""
+def linked_version(current: Path, folder: Path) -> str | None:
+    """The version a `current` link names: a directory of `folder` (a release store's
+    `releases/`, an artifact target's `versions/`). None for no link, or one that points
+    anywhere else (a link made by hand to another place serves no version of ours)."""
     try:
-        link = Path(os.readlink(paths.current))
+        link = Path(os.readlink(current))
     except OSError:
         return None
-    return link.name if link.parent == Path("releases") else None
+    target = (link if link.is_absolute() else current.parent / link).resolve()
+    return target.name if target.parent == folder.resolve() and target.is_dir() else None
 
 
 def service_url(port: int | None) -> str | None:
@@ -120,7 +123,7 @@ def release_status(paths: ReleasePaths) -> Deployment | None:
         return None
     # `current` is what starts on the next restart: switched by hand, it is the version
     # the environment now has (state.json keeps what this target deployed and runs).
-    linked = linked_version(paths)
+    linked = linked_version(paths.current, paths.releases)
     moved = linked != state["version"]
     return Deployment(
         unit=state["unit"],
@@ -161,7 +164,7 @@ def artifact_status(root: Path, env: str) -> Deployment | None:
         return None
     # `current` is what readers open: switched by hand, it is the version the environment
     # now publishes (state.json keeps what the target published).
-    linked = artifact_linked_version(root)
+    linked = linked_version(root / "current", root / "versions")
     if linked == state["version"]:
         version, file, digest, moved = state["version"], state["file"], state["digest"], {}
     else:
@@ -179,17 +182,6 @@ def artifact_status(root: Path, env: str) -> Deployment | None:
         previous_version=state.get("previous_version"),
         details={"path": str(root / "current" / file), "digest": digest, **moved},
     )
-
-
-def artifact_linked_version(root: Path) -> str | None:
-    """The version `current` points at, or None when it is missing or points nowhere valid."""
-    try:
-        link = Path(os.readlink(root / "current"))
-    except OSError:
-        return None
-    target = (link if link.is_absolute() else root / link).resolve()
-    versions = (root / "versions").resolve()
-    return target.name if target.parent == versions and target.is_dir() else None
 
 
 def _local_artifact(spec: Mapping[str, Any], env: str) -> Deployment | None:
