@@ -6,6 +6,7 @@ its tags only say, for people reading the run list, who and why.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +176,4 @@ def notify(platform: Platform, home: Home) -> None:
     try:
         deliver(platform, home=home, budget_s=NOTIFY_BUDGET_S)
     except Exception as exc:  # a broken notifier is reported, never the promotion's failure
-        import sys
-
         print(f"ud: notifications not delivered: {type(exc).__name__}: {exc}", file=sys.stderr)
