@@ -61,7 +61,7 @@ def platform_copy(tmp_path: Path) -> Path:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER_", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items() if k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER_", "PYTHONPATH"))}
     return {**env, **extra}
 
 
@@ -88,6 +88,8 @@ SHARED = "UDTEST_SHARED_DIR"  # one folder for the whole run, seen by every xdis
 def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): workers inherit it
         os.environ[SHARED] = tempfile.mkdtemp(prefix="ud-tests-shared-")
+    # The code servers `ud promote` starts (one per home) go after 30 s without a command, not 10 min.
+    os.environ.setdefault("UD_CODE_SERVER_IDLE_S", "30")
 
 
 def pytest_sessionfinish(session):

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -333,9 +334,12 @@ def test_two_concurrent_promotions_never_interleave(platform):
 def test_a_killed_promotion_leaves_the_previous_or_the_new_version(platform):
     first = _json(tiny.ud(platform, "promote", "svc", "--to", "staging", "--json"))["version"]
     rng = random.Random(7)
+    # Killing `ud promote` leaves its run going (it runs where the instance launched it); the
+    # process killed here is the one that deploys: the Python API executes the run in itself.
+    script = "import unified_delivery as ud; ud.promote('svc', to='staging')"
     for attempt in range(3):
         new = tiny.commit(platform["work"], f"kill attempt {attempt}")
-        proc = tiny.ud(platform, "promote", "svc", "--to", "staging", popen=True)
+        proc = tiny.ud(platform, "-c", script, popen=True, program=sys.executable)
         time.sleep(rng.uniform(1.0, 6.0))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

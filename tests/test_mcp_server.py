@@ -49,7 +49,7 @@ def loaded(platform, monkeypatch):
 
 
 def _env(paths: dict, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER"))}
+    env = {k: v for k, v in os.environ.items() if k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER"))}
     return {**env, "UD_HOME": str(paths["home"]), "UD_PROJECT": str(paths["project"]), **extra}
 
 

@@ -15,7 +15,7 @@ BIN = Path(sys.executable).parent
 
 
 def env(home: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER_", "MLFLOW_"))}
+    clean = {k: v for k, v in os.environ.items() if k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER_", "MLFLOW_"))}
     return {**clean, "UD_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{clean.get('PATH', '')}"}
 
 

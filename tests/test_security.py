@@ -310,7 +310,7 @@ def test_copied_run_tags_and_dry_runs_authorize_nothing(tmp_path, monkeypatch):
 
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER"))}
+        env = {k: v for k, v in os.environ.items() if k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER"))}
         env.update(UD_HOME=str(paths["home"]), UD_PROJECT=str(paths["project"]), DAGSTER_HOME=str(paths["home"] / "dagster"))
         web = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", str(paths["project"] / "workspace.yaml"), "-h",
                                 "127.0.0.1", "-p", str(port)], cwd=paths["project"], env=env,

@@ -51,7 +51,7 @@ print(json.dumps(out))
 def _env(project: Path, home: Path) -> dict[str, str]:
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items() if k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER", "PYTHONPATH"))}
     return {**env, "UD_HOME": str(home), "UD_PROJECT": str(project)}
 
 

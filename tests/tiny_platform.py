@@ -97,12 +97,14 @@ def commit(work: Path, message: str, *, passing: bool = True) -> str:
     return git("rev-parse", "HEAD", cwd=work)
 
 
-def ud(paths: dict, *args: str, token: str | None = None, timeout: float = 300, popen: bool = False):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER"))}
+def ud(paths: dict, *args: str, token: str | None = None, timeout: float = 300, popen: bool = False,
+       program: str = UD):
+    """`ud ARGS` (or `program ARGS`) on the platform and home of `paths`."""
+    env = {k: v for k, v in os.environ.items() if k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER"))}
     env.update(UD_HOME=str(paths["home"]), UD_PROJECT=str(paths["project"]))
     if token:
         env["UD_TOKEN"] = token
-    cmd = [UD, *args]
+    cmd = [program, *args]
     if popen:
         return subprocess.Popen(cmd, cwd=paths["project"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=paths["project"], env=env, capture_output=True, text=True, timeout=timeout)

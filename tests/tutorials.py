@@ -40,7 +40,7 @@ def script(tutorial: str) -> str:
 
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("UD_", "DAGSTER_", "MLFLOW_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+           if (k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER_", "MLFLOW_"))) and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", GIT_AUTHOR_NAME="Tutorial Reader",
                GIT_AUTHOR_EMAIL="reader@example.com", GIT_COMMITTER_NAME="Tutorial Reader",
                GIT_COMMITTER_EMAIL="reader@example.com", PYTHONUNBUFFERED="1", UD_TUTORIALS=str(TUTORIALS), **extra)

@@ -16,10 +16,19 @@ import sys
 import warnings
 from typing import Any
 
-from . import service
+from . import code_server, service
 from .errors import UDError
 from .home import Home
-from .output import FORMATS, Output, dump, gates_text, output_format, plan_text, status_table
+from .output import (
+    FORMATS,
+    Output,
+    RunStream,
+    dump,
+    gates_text,
+    output_format,
+    plan_text,
+    status_table,
+)
 from .targets.roles import ReleaseStore
 
 
@@ -97,8 +106,19 @@ def cmd_promote(args, out: Output) -> int:
         return plan_exit_code(plan)
     out.progress(f"promoting {args.unit} to {args.to} as {principal}")
     outcome = service.promote(
-        platform, defs, args.unit, args.to, reason=args.reason, ref=args.ref, principal=principal
+        platform,
+        defs,
+        args.unit,
+        args.to,
+        reason=args.reason,
+        ref=args.ref,
+        principal=principal,
+        submit=True,
+        wait=not args.no_wait,
+        on_event=RunStream(out.progress),
     )
+    if outcome.pending:
+        return submitted(out, outcome.run_id, args.unit, args.to)
     if outcome.error:
         raise outcome.error
     unit = platform.unit(args.unit)
@@ -109,8 +129,26 @@ def cmd_promote(args, out: Output) -> int:
         "env": args.to,
         "version": dep.version if dep else None,
         "run_id": outcome.run_id,
+        "run_url": run_url(outcome.run_id),
     }
-    out.result(data, f"{args.unit} {data['version']} is in {args.to} (run {outcome.run_id})")
+    out.result(
+        data,
+        f"{args.unit} {data['version']} is in {args.to} (run {outcome.run_id[:8]}: "
+        f"{data['run_url']})",
+    )
+    return 0
+
+
+def run_url(run_id: str) -> str:
+    """The run in the Dagster UI (`ud ui`, or $UD_DAGSTER_URL)."""
+    base = os.environ.get("UD_DAGSTER_URL", "http://127.0.0.1:3000").rstrip("/")
+    return f"{base}/runs/{run_id}"
+
+
+def submitted(out: Output, run_id: str, unit: str, env: str) -> int:
+    """`--no-wait`: the run id, for `ud watch`."""
+    data = {"ok": True, "unit": unit, "env": env, "run_id": run_id, "run_url": run_url(run_id)}
+    out.result(data, f"{run_id}\n  follow it: ud watch {run_id[:8]}   ({data['run_url']})")
     return 0
 
 
@@ -130,8 +168,19 @@ def cmd_rollback(args, out: Output) -> int:
         return plan_exit_code(plan)
     out.progress(f"rolling {args.unit} back in {args.env} as {principal}")
     outcome = service.rollback(
-        platform, defs, args.unit, args.env, to=args.to, reason=args.reason, principal=principal
+        platform,
+        defs,
+        args.unit,
+        args.env,
+        to=args.to,
+        reason=args.reason,
+        principal=principal,
+        submit=True,
+        wait=not args.no_wait,
+        on_event=RunStream(out.progress),
     )
+    if outcome.pending:
+        return submitted(out, outcome.run_id, args.unit, args.env)
     if outcome.error:
         raise outcome.error
     unit = platform.unit(args.unit)
@@ -143,6 +192,7 @@ def cmd_rollback(args, out: Output) -> int:
         "version": dep.version if dep else None,
         "previous_version": dep.previous_version if dep else None,
         "run_id": outcome.run_id,
+        "run_url": run_url(outcome.run_id),
         "consumers": platform.consumers(args.unit),
     }
     extra = (
@@ -167,6 +217,8 @@ def cmd_gates(args, out: Output) -> int:
 def cmd_down(args, out: Output) -> int:
     platform, _ = service.load_platform()
     stopped = [s for store in platform.targets.playing(ReleaseStore) for s in store.stop_all()]
+    if code_server.stop(Home.current(), wait_for_runs=False):
+        stopped.append("code server")
     out.result(
         {"ok": True, "stopped": stopped},
         f"stopped {len(stopped)} service(s): {', '.join(stopped) or '-'}",
@@ -223,6 +275,9 @@ def cmd_completion(args, out) -> int:
     return 0
 
 
+NO_WAIT = "submit the run to the instance, print its id and return (follow it: ud watch RUN)"
+
+
 def build_parser() -> Parser:
     p = Parser(
         prog="ud",
@@ -267,19 +322,21 @@ def build_parser() -> Parser:
         "data: dbt vars the unit declares, as YAML ({as_of_date: '2026-11-01'})",
     )
     sp.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    sp.add_argument("--no-wait", action="store_true", help=NO_WAIT)
     sp = add("rollback", cmd_rollback, "roll a unit back in an environment through its target")
     sp.add_argument("unit")
     sp.add_argument("--env", required=True)
     sp.add_argument("--to", default="", metavar="VERSION")
     sp.add_argument("--reason", required=True)
     sp.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    sp.add_argument("--no-wait", action="store_true", help=NO_WAIT)
     sp = add("gates", cmd_gates, "the latest result of each gate of a unit, with its evidence")
     sp.add_argument("unit")
     sp.add_argument("--env", default="", help="the version this environment runs")
     sp.add_argument(
         "--version", default="", help="any version built (or its start): its gates' results"
     )
-    add("down", cmd_down, "stop the local services the app target started")
+    add("down", cmd_down, "stop the local services the app target started, and the code server")
     sp = add(
         "ui", cmd_ui, "the Dagster UI (dagster dev) on this workspace and the embedded instance"
     )
@@ -299,6 +356,7 @@ EXAMPLES: dict[str, list[str]] = {
     "status": ["ud status", "ud status -o json | jq '.units[].environments.production'"],
     "promote": [
         "ud promote api --to staging",
+        "ud promote api --to staging --no-wait",
         "ud promote api --to production --reason 'release 42' --dry-run",
         "ud promote features --to staging --ref \"{as_of_date: '2026-11-01'}\"",
     ],
@@ -307,6 +365,7 @@ EXAMPLES: dict[str, list[str]] = {
     "approve": ["ud approvals", "ud approve api --env production --version 1a2b3c --comment ok"],
     "policy": ["ud policy show", "ud policy propose --reason 'freeze for the holidays'"],
     "runs": ["ud runs api", "ud logs 91ef2353"],
+    "watch": ["ud watch 91ef2353"],
     "board": ["ud board --port 3100 --dagster-url http://127.0.0.1:3000"],
     "mcp": ['ud mcp --token "$AGENT_TOKEN"', "ud mcp --http --port 8765"],
 }

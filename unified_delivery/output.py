@@ -140,3 +140,77 @@ def evidence_lines(evidence: dict, limit: int = 12) -> list[str]:
         if isinstance(result, dict) and result.get("passed") is False:
             out.append(str(result.get("expectation") or result.get("type") or result)[:200])
     return out[: limit + 10]
+
+
+class RunStream:
+    """A run as it goes, one line per thing a person waits on: the build, each gate with its
+    result and time, the deploy, and the end (`ud promote`, `ud rollback`, `ud watch`). Fed
+    the instance's event log entries (runner.watch)."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.started: dict[str, float] = {}
+        self.checks: dict[str, tuple[str, bool, str]] = {}
+        self.planned: list[str] = []
+        self.done: set[str] = set()
+
+    def __call__(self, entry: Any) -> None:
+        event = entry.dagster_event
+        kind, step = event.event_type.name, event.step_key or ""
+        if kind == "ASSET_MATERIALIZATION_PLANNED" and event.asset_key:
+            self.planned.append(event.asset_key.to_user_string())
+        elif kind == "RUN_ENQUEUED":
+            self.say("queued: the instance's run coordinator starts it")
+        elif kind == "RUN_START":
+            self.say(f"run {entry.run_id[:8]} started")
+        elif kind == "STEP_START":
+            self.started[step] = entry.timestamp
+        elif kind == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            code = check.metadata.get("code")
+            self.checks[step] = (
+                check.check_name,
+                check.passed,
+                f"{getattr(code, 'value', code) or ''} {check.description or ''}".strip(),
+            )
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            seconds = entry.timestamp - self.started.get(step, entry.timestamp)
+            if step in self.checks:
+                name, passed, text = self.checks.pop(step)
+                mark = "PASS" if passed else "FAIL"
+                self.say(f"  gate {name:<16} {mark}  {text[:90]}  ({seconds:.1f} s)")
+            elif kind == "STEP_FAILURE":
+                data = event.step_failure_data
+                error = data.error
+                message = (
+                    data.user_failure_data.description
+                    if data.user_failure_data and data.user_failure_data.description
+                    else (error.message.strip().splitlines() or [""])[0]
+                    if error
+                    else ""
+                )
+                self.say(f"  {step} failed ({seconds:.1f} s): {message[:140]}")
+            else:
+                self.say(f"  {_step_name(step)} done ({seconds:.1f} s)")
+        elif kind == "ASSET_MATERIALIZATION":
+            meta = event.event_specific_data.materialization.metadata
+            version = meta.get("version")
+            version = getattr(version, "value", version)
+            key = event.asset_key.to_user_string() if event.asset_key else step
+            self.done.add(key)
+            self.say(f"  {key}: {str(version)[:12] if version else 'materialized'}")
+        elif kind in ("RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"):
+            for key in self.planned:
+                if key not in self.done and not key.endswith("/candidate"):
+                    self.say(f"  {key}: not deployed (the run stopped before it)")
+            self.say(f"run {entry.run_id[:8]} {kind[4:].lower()}")
+
+
+def _step_name(step: str) -> str:
+    """`api__candidate` -> build api, `api__staging` -> deploy api to staging."""
+    unit, _, stage = step.partition("__")
+    if stage == "candidate":
+        return f"build {unit}"
+    if stage and "__" not in stage:
+        return f"deploy {unit} to {stage}"
+    return step

@@ -1,9 +1,11 @@
 """Running the platform's jobs as Dagster runs on the embedded (or configured) instance.
 
-`ud promote`, `ud rollback` and `ud demo` execute the platform's own jobs in this process
-against the instance in $DAGSTER_HOME, so every run, materialization and check result is
-on that instance and shows in `ud ui`. A step failure carries its UD code in metadata;
-here it becomes the UDError the command reports.
+`ud promote` and `ud rollback` submit the platform's jobs to the instance in $DAGSTER_HOME
+(`submit`, through the home's code server: code_server.py), whose run coordinator and
+launcher decide where they run, and follow them there (`watch`); the Python API and `ud demo`
+execute them in their own process (`execute`). Either way every run, materialization and
+check result is on that instance and shows in `ud ui`. A step failure carries its UD code in
+metadata; `outcome_of` makes it the UDError the command reports.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import contextlib
 import fcntl
 import os
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from .errors import EXIT_GATE, GateRefused, NotPermitted, UDError
 from .home import Home
@@ -67,6 +71,7 @@ class RunOutcome:
     error: UDError | None = None
     failed_checks: list[dict] = field(default_factory=list)
     materialized: list[str] = field(default_factory=list)
+    pending: bool = False  # submitted, not waited for: `ud watch RUN` follows it
 
 
 def execute(
@@ -77,9 +82,10 @@ def execute(
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
+    lock_engine: Any = None,
 ) -> RunOutcome:
-    import dagster as dg
-
+    """The job executed in this process (the Python API, the demo): no code server, no second
+    load of the definitions."""
     from .engine import run_lock
 
     inst = instance(home)
@@ -87,7 +93,7 @@ def execute(
     tags = tags or {}
     # One promotion of a unit to an environment at a time, from build to deploy: the second waits.
     lock = (
-        run_lock(home, tags[UNIT_TAG], tags[ENV_TAG])
+        run_lock(home, tags[UNIT_TAG], tags[ENV_TAG], engine=lock_engine)
         if tags.get(UNIT_TAG) and tags.get(ENV_TAG)
         else contextlib.nullcontext()
     )
@@ -98,35 +104,173 @@ def execute(
         result = defs.resolve_job_def(job).execute_in_process(
             instance=inst, run_config=config, tags=tags, raise_on_error=False, run_id=run_id
         )
+    return outcome_of(result.run_id, result.success, result.all_events)
+
+
+def submit(
+    root: Path,
+    job: str,
+    *,
+    home: Home,
+    run_id: str,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """The job submitted to the instance as `dagster job launch` does: made from the code
+    server's view of the job, then handed to the instance's run coordinator, whose launcher
+    decides where it runs (a process of the code server on the embedded home, a Kubernetes Job
+    with deploy/dagster.yaml). The run's id."""
+    from dagster._core.definitions.selector import JobSubsetSelector
+
+    from . import code_server
+
+    inst = instance(home)
+    config = {**QUIET_LOGS, **(run_config or {})}
+    with code_server.workspace(inst, home, root) as workspace:
+        location = workspace.get_code_location(code_server.LOCATION)
+        repo = location.get_repositories()[next(iter(location.get_repositories()))]
+        selector = JobSubsetSelector(
+            location_name=location.name,
+            repository_name=repo.name,
+            job_name=job,
+            op_selection=None,
+        )
+        remote_job = location.get_job(selector)
+        plan = location.get_execution_plan(
+            remote_job, config, step_keys_to_execute=None, known_state=None, instance=inst
+        )
+        run = inst.create_run(
+            job_name=job,
+            run_id=run_id,
+            run_config=config,
+            resolved_op_selection=None,
+            step_keys_to_execute=None,
+            op_selection=None,
+            status=None,
+            root_run_id=None,
+            parent_run_id=None,
+            tags={**remote_job.tags, **(tags or {})},
+            job_snapshot=remote_job.job_snapshot,
+            execution_plan_snapshot=plan.execution_plan_snapshot,
+            parent_job_snapshot=remote_job.parent_job_snapshot,
+            remote_job_origin=remote_job.get_remote_origin(),
+            job_code_origin=remote_job.get_python_origin(),
+            asset_selection=None,
+            asset_check_selection=None,
+            asset_graph=repo.asset_graph,
+        )
+        inst.submit_run(run.run_id, workspace)
+    return run.run_id
+
+
+# What a watcher is told of, as the run writes it.
+WATCHED = (
+    "ASSET_MATERIALIZATION_PLANNED",
+    "STEP_START",
+    "STEP_SUCCESS",
+    "STEP_FAILURE",
+    "ASSET_MATERIALIZATION",
+    "ASSET_CHECK_EVALUATION",
+    "RUN_START",
+    "RUN_SUCCESS",
+    "RUN_FAILURE",
+    "RUN_CANCELED",
+    "RUN_ENQUEUED",
+    "RUN_DEQUEUED",
+    "RUN_STARTING",
+)
+
+
+def watch(
+    run_id: str,
+    *,
+    home: Home,
+    on_event: Callable[[Any], None] | None = None,
+    poll_s: float = 0.25,
+    timeout_s: float | None = None,
+) -> RunOutcome:
+    """Follow a run of the instance to its end (wherever it runs: the event log is the
+    instance's), telling `on_event` of each event log entry of WATCHED as it is written; the
+    outcome as `execute` gives it. A run that is not finished by `timeout_s` is UD-RUN-TIMEOUT
+    (it goes on: `ud watch` follows it again)."""
+    import dagster as dg
+
+    inst = instance(home)
+    if inst.get_run_by_id(run_id) is None:
+        raise UDError("UD-UNKNOWN-RUN", f"no run {run_id!r}", "see `ud runs` for the run ids")
+    cursor = None
+    events: list[Any] = []
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        run = inst.get_run_by_id(run_id)
+        finished = run is not None and run.is_finished  # read before the events: none is missed
+        while True:
+            conn = inst.get_records_for_run(run_id, cursor=cursor, limit=500)
+            for record in conn.records:
+                entry = record.event_log_entry
+                event = entry.dagster_event
+                if event is None:
+                    continue
+                events.append(event)
+                if on_event is not None and event.event_type.name in WATCHED:
+                    on_event(entry)
+            cursor = conn.cursor
+            if not conn.has_more:
+                break
+        if finished:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise UDError(
+                "UD-RUN-TIMEOUT",
+                f"run {run_id} has not finished within {timeout_s:.0f} s; it goes on",
+                f"follow it with `ud watch {run_id}`",
+                exit_code=5,
+            )
+        time.sleep(poll_s)
+    assert run is not None
+    return outcome_of(run_id, run.status == dg.DagsterRunStatus.SUCCESS, events)
+
+
+def outcome_of(run_id: str, success: bool, events: list[Any]) -> RunOutcome:
+    """What a finished run means for the caller, from its Dagster events: a step failure carries
+    its UD code in metadata; a failed check that names a refusal, or any failed gate, becomes
+    the refusal the command reports."""
+    import dagster as dg
+
     materialized = [
-        ev.asset_key.to_user_string() for ev in result.get_asset_materialization_events()
+        ev.asset_key.to_user_string()
+        for ev in events
+        if ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and ev.asset_key
     ]
     failed_checks = []
-    for ev in result.get_asset_check_evaluations():
-        if not ev.passed:
-            meta = {k: v.value for k, v in ev.metadata.items()}
-            failed_checks.append(
-                {
-                    "check": ev.check_name,
-                    "asset": ev.asset_key.to_user_string(),
-                    "code": meta.get("code"),
-                    "message": meta.get("message") or ev.description,
-                    "remediation": meta.get("remediation", ""),
-                    "refusal_code": meta.get("refusal_code"),
-                    "exit_code": meta.get("exit_code", EXIT_GATE),
-                }
-            )
+    for ev in events:
+        if ev.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            continue
+        check = ev.event_specific_data
+        if check.passed:
+            continue
+        meta = {k: v.value for k, v in check.metadata.items()}
+        failed_checks.append(
+            {
+                "check": check.check_name,
+                "asset": check.asset_key.to_user_string(),
+                "code": meta.get("code"),
+                "message": meta.get("message") or check.description,
+                "remediation": meta.get("remediation", ""),
+                "refusal_code": meta.get("refusal_code"),
+                "exit_code": meta.get("exit_code", EXIT_GATE),
+            }
+        )
     outcome = RunOutcome(
-        run_id=result.run_id,
-        success=result.success,
+        run_id=run_id,
+        success=success,
         failed_checks=failed_checks,
         materialized=materialized,
     )
-    if result.success:
+    if success:
         return outcome
-    for event in result.all_events:
-        if event.event_type != dg.DagsterEventType.STEP_FAILURE:
-            continue
+    failures = [ev for ev in events if ev.event_type == dg.DagsterEventType.STEP_FAILURE]
+    for event in failures:
         data = event.step_failure_data
         meta = {
             k: v.value
@@ -167,18 +311,24 @@ def execute(
             exit_code=EXIT_GATE,
         )
         return outcome
-    err = next(
+    err = failures[0].step_failure_data.error if failures else None
+    ended = next(
         (
-            e.step_failure_data.error
-            for e in result.all_events
-            if e.event_type == dg.DagsterEventType.STEP_FAILURE
+            ev
+            for ev in events
+            if ev.event_type in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
         ),
         None,
     )
+    why = (
+        err.message.strip()
+        if err
+        else (ended.message if ended is not None and ended.message else "unknown error")
+    )
     outcome.error = UDError(
         "UD-RUN-FAILED",
-        f"run {result.run_id} failed: {err.message.strip() if err else 'unknown error'}",
-        "see the run in `ud ui`",
+        f"run {run_id} failed: {why}",
+        f"see `ud logs {run_id[:8]}`, or the run in `ud ui`",
         exit_code=5,
     )
     return outcome

@@ -1,5 +1,5 @@
-"""`ud runs [UNIT]` and `ud logs RUN`: the platform's Dagster runs and what one of them did,
-from the instance's storage (service/run_history.py)."""
+"""`ud runs [UNIT]`, `ud logs RUN` and `ud watch RUN`: the platform's Dagster runs, what one of
+them did, and one followed to its end, from the instance's storage (service/run_history.py)."""
 
 from __future__ import annotations
 
@@ -54,9 +54,23 @@ def cmd_logs(args, out) -> int:
     return 0
 
 
+def cmd_watch(args, out) -> int:
+    from ..output import RunStream
+    from ..service.run_history import watch
+
+    data = watch(args.run, on_event=RunStream(out.progress))
+    outcome = data.pop("outcome")
+    if outcome.error is not None:
+        raise outcome.error
+    out.result(data, f"run {data['run_id'][:8]} ({data['job']}) {data['status']}")
+    return 0
+
+
 def register(add) -> None:
     sp = add("runs", cmd_runs, "the platform's recent Dagster runs (of a unit): status, who, why")
     sp.add_argument("unit", nargs="?", default="")
     sp.add_argument("--limit", type=int, default=20)
     sp = add("logs", cmd_logs, "what a run did: its steps, gate checks and failures")
     sp.add_argument("run", help="the run id (or its start), as `ud runs` prints it")
+    sp = add("watch", cmd_watch, "follow a run to its end: its gates, deploy and outcome")
+    sp.add_argument("run", help="the run id (or its start), as `ud promote --no-wait` prints it")

@@ -28,7 +28,7 @@ from ..units import CANDIDATE
 from .build import priced
 from .desired import drift_error, note_drift, settled_state
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
-from .locks import env_lock
+from .locks import env_lock, release_for_run
 from .recovery import recover
 from .steps import as_target_error, failure, metadata_value, principal_of, refusal, version_at
 
@@ -277,9 +277,12 @@ class Step:
 
 
 def promote(context: Any, platform: Platform, unit: Unit, env: str) -> dg.MaterializeResult:
-    step = Step(context, platform, unit, env)
-    version, artifact = step.resolve()
-    step.check_dependencies()
-    step.decide_live(version, artifact)
-    results = step.recorded(version)
-    return step.deploy(version, artifact, results)
+    try:
+        step = Step(context, platform, unit, env)
+        version, artifact = step.resolve()
+        step.check_dependencies()
+        step.decide_live(version, artifact)
+        results = step.recorded(version)
+        return step.deploy(version, artifact, results)
+    finally:  # the run's last step: the next run of this unit and environment may start
+        release_for_run(unit.name, env, context.run.run_id)

@@ -14,7 +14,7 @@ from ..events import CHANGES, Rollback, RollbackFailed, RollbackStarted, record
 from ..home import Home
 from ..units import CANDIDATE
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
-from .locks import env_lock
+from .locks import env_lock, release_for_run
 from .recovery import recover
 from .steps import as_target_error, failure, principal_of, refusal
 
@@ -48,6 +48,15 @@ def rollback_candidates(ledger: Ledger, platform: Platform, unit: Unit, env: str
 
 
 def rollback(
+    context: Any, platform: Platform, unit: Unit, env: str, to_version: str | None, reason: str
+) -> Deployment:
+    try:
+        return _rollback(context, platform, unit, env, to_version, reason)
+    finally:  # the run's only step: the next run of this unit and environment may start
+        release_for_run(unit.name, env, context.run.run_id)
+
+
+def _rollback(
     context: Any, platform: Platform, unit: Unit, env: str, to_version: str | None, reason: str
 ) -> Deployment:
     ledger = context.resources.ledger.ledger()

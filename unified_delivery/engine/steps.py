@@ -10,10 +10,12 @@ import dagster as dg
 from ..errors import NotPermitted, TargetError, UDError
 from ..events import Candidate, Forgery, Refusal, record
 from ..governance import grants, tokens
+from ..home import Home
 from ..redaction import redact_text
 from ..run_tags import ENV_TAG, PRINCIPAL_TAG, RUN_KEY_TAG, UNIT_TAG
 from ..targets.base import Artifact
 from ..units import CANDIDATE
+from .locks import hold_for_run
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -32,6 +34,7 @@ def principal_of(
     tags = run.tags
     claimed = tags.get(PRINCIPAL_TAG)
     ledger = context.resources.ledger.ledger()
+    hold_run_lock(context, ledger)  # every step of a run starts here
     try:
         principal = grants.principal_for(
             ledger.engine,
@@ -71,6 +74,21 @@ def principal_of(
         )
         raise failure(exc) from None
     return principal or platform.governance.ui_principal
+
+
+def hold_run_lock(context: Any, ledger: Ledger) -> None:
+    """One run of a unit and environment at a time, wherever the run launcher started it: the
+    first step takes the lock (locks.hold_for_run), the deploy or rollback step lets it go."""
+    tags = context.run.tags
+    if tags.get(UNIT_TAG) and tags.get(ENV_TAG):
+        hold_for_run(
+            Home.current(),
+            tags[UNIT_TAG],
+            tags[ENV_TAG],
+            context.run.run_id,
+            engine=ledger.engine,
+            log=context.log.info,
+        )
 
 
 def failure(exc: UDError) -> dg.Failure:

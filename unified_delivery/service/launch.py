@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UDError
 from ..governance import grants, tokens
-from ..home import Home
+from ..home import Home, project_root
 from ..run_tags import ENV_TAG, PRINCIPAL_TAG, REASON_TAG, UNIT_TAG
 from ..units import CANDIDATE
 from .principals import identity
@@ -83,10 +83,13 @@ def promote(
     ref: str = "",
     principal: str | None = None,
     home: Home | None = None,
+    submit: bool = False,
+    wait: bool = True,
+    on_event: Callable[[Any], None] | None = None,
 ) -> RunOutcome:
     """Promote a unit to an environment as a Dagster run: build and gate a candidate (for the
-    first environment) or re-run the gates on the one before, then deploy."""
-    from ..runner import execute
+    first environment) or re-run the gates on the one before, then deploy. Executed in this
+    process, or submitted to the instance (`submit`): see _run."""
     from ..translator import job_name
 
     unit = unit_in(platform, unit_name, env)
@@ -115,9 +118,7 @@ def promote(
         job=job,
         run_config=run_config,
     )
-    outcome = execute(defs, job, home=home, run_config=run_config, tags=tags, run_id=run_id)
-    notify(platform, home)
-    return outcome
+    return _run(platform, defs, job, home, run_id, run_config, tags, submit, wait, on_event)
 
 
 def rollback(
@@ -130,10 +131,12 @@ def rollback(
     reason: str,
     principal: str | None = None,
     home: Home | None = None,
+    submit: bool = False,
+    wait: bool = True,
+    on_event: Callable[[Any], None] | None = None,
 ) -> RunOutcome:
-    """Return a unit in an environment to the previous (or the given) version as a Dagster run."""
-    from ..runner import execute
-
+    """Return a unit in an environment to the previous (or the given) version as a Dagster run,
+    executed or submitted as a promotion is."""
     if not reason.strip():
         raise UDError(
             "UD-USAGE", "a rollback needs a reason", "say why, e.g. --reason 'errors after deploy'"
@@ -157,7 +160,43 @@ def rollback(
         job="ud_rollback",
         run_config=config,
     )
-    outcome = execute(defs, "ud_rollback", home=home, run_config=config, tags=tags, run_id=run_id)
+    return _run(platform, defs, "ud_rollback", home, run_id, config, tags, submit, wait, on_event)
+
+
+def _run(
+    platform: Platform,
+    defs: Any,
+    job: str,
+    home: Home,
+    run_id: str,
+    run_config: dict,
+    tags: dict[str, str],
+    submit: bool,
+    wait: bool,
+    on_event: Callable[[Any], None] | None,
+) -> RunOutcome:
+    """Executed here (`submit=False`: the Python API, the demo), or submitted to the instance
+    and, with `wait`, followed to its end (`ud promote`, `ud rollback`)."""
+    from .. import runner
+
+    engine = platform.ledger.ledger().engine
+    if not submit:
+        outcome = runner.execute(
+            defs,
+            job,
+            home=home,
+            run_config=run_config,
+            tags=tags,
+            run_id=run_id,
+            lock_engine=engine,
+        )
+    else:
+        runner.submit(
+            project_root(), job, home=home, run_id=run_id, run_config=run_config, tags=tags
+        )
+        if not wait:
+            return runner.RunOutcome(run_id=run_id, success=False, pending=True)
+        outcome = runner.watch(run_id, home=home, on_event=on_event)
     notify(platform, home)
     return outcome
 

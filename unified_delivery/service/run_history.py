@@ -48,14 +48,11 @@ def _run(record: Any) -> dict[str, Any]:
     }
 
 
-def run_log(run_id: str, *, home: Home | None = None) -> dict[str, Any]:
-    """A run's steps and what they said: each step's start and end, gate (check) results,
-    materializations, and failures with their messages."""
-    import dagster as dg
-
-    from ..runner import instance
-
-    inst = instance(home or Home.current())
+def find_run(inst: Any, run_id: str) -> Any:
+    """The run record whose id is (or starts with) `run_id`, as `ud runs` prints it."""
+    found = inst.get_run_record_by_id(run_id) if len(run_id) == 36 else None
+    if found is not None:
+        return found
     matches = [
         r for r in inst.get_run_records(limit=5000) if r.dagster_run.run_id.startswith(run_id)
     ]
@@ -65,7 +62,30 @@ def run_log(run_id: str, *, home: Home | None = None) -> dict[str, Any]:
             f"no run {run_id!r}" if not matches else f"{run_id!r} names {len(matches)} runs",
             "see `ud runs` for the run ids" if not matches else "give more of the run id",
         )
-    record = matches[0]
+    return matches[0]
+
+
+def watch(run_id: str, *, on_event: Any = None, home: Home | None = None) -> dict[str, Any]:
+    """Follow a run to its end (runner.watch): what it was and how it ended, with the refusal's
+    error when it was refused."""
+    from .. import runner
+
+    home = home or Home.current()
+    record = find_run(runner.instance(home), run_id)
+    outcome = runner.watch(record.dagster_run.run_id, home=home, on_event=on_event)
+    ended = find_run(runner.instance(home), outcome.run_id)
+    return {**_run(ended), "ok": outcome.success, "outcome": outcome}
+
+
+def run_log(run_id: str, *, home: Home | None = None) -> dict[str, Any]:
+    """A run's steps and what they said: each step's start and end, gate (check) results,
+    materializations, and failures with their messages."""
+    import dagster as dg
+
+    from ..runner import instance
+
+    inst = instance(home or Home.current())
+    record = find_run(inst, run_id)
     wanted = {
         dg.DagsterEventType.STEP_START,
         dg.DagsterEventType.STEP_SUCCESS,

@@ -1,0 +1,141 @@
+"""`ud promote` and `ud rollback` submit their run to the Dagster instance, as `dagster job
+launch` does, and follow it there (runner.submit, runner.watch, code_server.py): the run is
+launched by the instance's run launcher from the home's code server, streams its gates to the
+terminal, can be left (`--no-wait`) and followed again (`ud watch`), and goes on when the
+command that started it is killed. Against a real Git remote, a real code server and the
+instance of a fresh home (tests/tiny_platform.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import tiny_platform as tiny
+from unified_delivery.code_server import LOCATION
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    paths = tiny.make(tmp_path_factory.mktemp("submit"), approvals=0)
+    yield paths
+    tiny.ud(paths, "down")
+
+
+def _instance(paths: dict):
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(paths["home"] / "dagster"))
+
+
+def _server(paths: dict) -> dict:
+    return json.loads((paths["home"] / "run" / "code-server.json").read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_promotion_is_launched_by_the_instance_and_streams_its_steps(paths):
+    out = tiny.ud(paths, "promote", "svc", "--to", "staging")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stderr.splitlines()
+    assert any("build svc done" in line for line in lines), out.stderr
+    assert any("gate tests" in line and "PASS" in line and "1 tests passed" in line for line in lines)
+    assert any("deploy svc to staging done" in line for line in lines)
+    # No third-party noise on the terminal: the run's own logs are in the instance.
+    assert "DEBUG" not in out.stderr and "Warning" not in out.stderr and "dagster -" not in out.stderr
+    assert " is in staging (run " in out.stdout and "/runs/" in out.stdout
+
+    run_id = out.stdout.split("/runs/")[1].strip().rstrip(")")
+    instance = _instance(paths)
+    try:
+        run = instance.get_run_by_id(run_id)
+        # Made from the code location's view of the job and started by its launcher, as the
+        # UI or `dagster job launch` would: re-executable from the UI.
+        assert run.remote_job_origin.location_name == LOCATION
+        assert run.job_code_origin is not None
+        assert ".dagster/grpc_info" in run.tags  # DefaultRunLauncher: the run came from the code server
+        assert run.tags["ud/principal"] == "human:local-operator"
+    finally:
+        instance.dispose()
+
+
+def test_no_wait_prints_the_run_and_watch_follows_it_to_its_end(paths):
+    tiny.commit(paths["work"], "second")
+    out = tiny.ud(paths, "promote", "svc", "--to", "staging", "--no-wait", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(out.stdout)
+    assert data["ok"] and data["run_url"].endswith(data["run_id"])
+    watched = tiny.ud(paths, "watch", data["run_id"][:8])
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    assert "gate tests" in watched.stderr and "deploy svc to staging done" in watched.stderr
+    assert watched.stdout.startswith(f"run {data['run_id'][:8]} (svc__to_staging) SUCCESS")
+    listed = json.loads(tiny.ud(paths, "runs", "svc", "--json").stdout)["runs"]
+    assert listed[0]["run_id"] == data["run_id"] and listed[0]["status"] == "SUCCESS"
+    unknown = tiny.ud(paths, "watch", "ffffffff", "--json")
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"]["code"] == "UD-UNKNOWN-RUN"
+
+
+def test_a_refused_run_exits_with_its_gates_code_waited_for_or_watched(paths):
+    tiny.commit(paths["work"], "broken", passing=False)
+    out = tiny.ud(paths, "promote", "svc", "--to", "staging", "--json")
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert json.loads(out.stdout)["error"]["code"] == "UD-GATE-REFUSED"
+    streamed = tiny.ud(paths, "promote", "svc", "--to", "staging")
+    assert streamed.returncode == 3
+    assert any("gate tests" in line and "FAIL" in line for line in streamed.stderr.splitlines()), streamed.stderr
+    assert "svc/staging: not deployed" in streamed.stderr  # a blocking gate did not pass
+    later = tiny.ud(paths, "promote", "svc", "--to", "staging", "--no-wait", "--json")
+    run_id = json.loads(later.stdout)["run_id"]
+    watched = tiny.ud(paths, "watch", run_id, "--json")
+    assert watched.returncode == 3 and json.loads(watched.stdout)["error"]["code"] == "UD-GATE-REFUSED"
+    tiny.commit(paths["work"], "fixed")
+
+
+def test_killing_the_command_leaves_its_run_going(paths):
+    proc = tiny.ud(paths, "promote", "svc", "--to", "staging", popen=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "started" not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "started" in seen, seen + proc.stderr.read()
+    run_id_start = seen.split("run ")[-1].split()[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    watched = tiny.ud(paths, "watch", run_id_start)
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    assert "SUCCESS" in watched.stdout
+
+
+def test_the_code_server_is_reused_until_the_platform_changes_and_down_stops_it(paths):
+    first = _server(paths)
+    assert _alive(first["pid"])
+    assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
+    assert _server(paths)["pid"] == first["pid"]  # same definitions, same environment
+    unit = paths["project"] / "assets" / "units" / "svc.yaml"
+    unit.write_text(unit.read_text().replace("startup_timeout_s: 15", "startup_timeout_s: 16"))
+    assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
+    second = _server(paths)
+    assert second["pid"] != first["pid"]
+    deadline = time.monotonic() + 30
+    while _alive(first["pid"]) and time.monotonic() < deadline:  # told to go once its runs end
+        time.sleep(0.2)
+    assert not _alive(first["pid"])
+    down = tiny.ud(paths, "down", "--json")
+    assert "code server" in json.loads(down.stdout)["stopped"]
+    deadline = time.monotonic() + 30
+    while _alive(second["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(second["pid"])

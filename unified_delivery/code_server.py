@@ -1,0 +1,216 @@
+"""The platform's Dagster code server, for the runs `ud` submits to the instance.
+
+`ud promote` submits a run as `dagster job launch` does: the run is made from the code
+location's own view of the job (its snapshots and origin), then handed to the instance, whose
+run coordinator and launcher decide where it runs. The default launcher starts the run from a
+code server (`dagster api grpc`), which this module keeps, one per home, on a Unix socket in
+a private folder:
+
+- it is started on first use and reused by the next commands while what the definitions are
+  made from is unchanged (the catalog's digest: the platform's files and its UD_ variables)
+  and the environment the runs would inherit is the same (secrets come from it);
+- otherwise it is told to shut down once its runs finish, and a new one is started;
+- it stops by itself after UD_CODE_SERVER_IDLE_S seconds (default 600) without a command
+  (Dagster's heartbeat), after its runs finish; `ud down` stops it at once.
+
+Its output (the runs' own Dagster logs, MLflow's and dbt's chatter) goes to
+`<home>/logs/code-server.log`, never to the user's terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from filelock import FileLock
+
+from .errors import ConfigError
+from .home import Home
+
+LOCATION = "unified_delivery_platform"  # workspace.yaml's location name: the UI's runs
+START_TIMEOUT_S = 300.0
+# Variables that change between two shells (or two tests) of one user and that no run reads.
+VOLATILE = {"PWD", "OLDPWD", "SHLVL", "_", "UD_TOKEN", "COLUMNS", "LINES", "PS1", "DISPLAY"}
+VOLATILE_PREFIXES = ("TERM", "SSH_", "TMUX", "XDG_SESSION", "WINDOW", "PYTEST_", "_ARGCOMPLETE")
+
+
+def idle_timeout_s() -> int:
+    return max(30, int(os.environ.get("UD_CODE_SERVER_IDLE_S", "600")))
+
+
+def state_file(home: Home) -> Path:
+    return home.root / "run" / "code-server.json"
+
+
+def log_file(home: Home) -> Path:
+    return home.root / "logs" / "code-server.log"
+
+
+def _key(root: Path, home: Home) -> str:
+    from .catalog import digest
+
+    h = hashlib.sha256(digest(root, home).encode())
+    h.update(sys.executable.encode())
+    for name in sorted(set(os.environ) - VOLATILE):
+        if name.startswith(VOLATILE_PREFIXES):
+            continue
+        h.update(f"\0{name}={os.environ[name]}".encode(errors="surrogateescape"))
+    return h.hexdigest()
+
+
+def _client(socket: str):
+    from dagster._grpc.client import DagsterGrpcClient
+
+    return DagsterGrpcClient(socket=socket)
+
+
+def _alive(state: dict) -> bool:
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return False
+    try:
+        _client(state["socket"]).ping("ud")
+        return True
+    except Exception:
+        return False
+
+
+def _read(home: Home) -> dict | None:
+    try:
+        return json.loads(state_file(home).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop(home: Home, *, wait_for_runs: bool = True) -> bool:
+    """Stop the home's code server: once its runs finish (the default), or now. Whether one ran."""
+    state = _read(home)
+    if state is None:
+        return False
+    with contextlib.suppress(OSError):
+        state_file(home).unlink()
+    if not _alive(state):
+        return False
+    if wait_for_runs:
+        with contextlib.suppress(Exception):
+            _client(state["socket"]).shutdown_server()
+            return True
+    with contextlib.suppress(OSError):
+        os.killpg(int(state["pid"]), signal.SIGTERM)
+    return True
+
+
+def _start(home: Home, root: Path, key: str) -> dict:
+    from .service.loading import definitions_module
+
+    module, folder = definitions_module(root)
+    socket = str(Path(tempfile.mkdtemp(prefix="ud-cs-")) / "s")  # private (0700), and short
+    log = log_file(home)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "api",
+        "grpc",
+        "--socket",
+        socket,
+        "--module-name",
+        module,
+        "--attribute",
+        "defs",
+        "--working-directory",
+        str(folder),
+        "--location-name",
+        LOCATION,
+        "--heartbeat",
+        "--heartbeat-timeout",
+        str(idle_timeout_s()),
+    ]
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home.dagster_home),
+        "UD_HOME": str(home.root),
+        "UD_PROJECT": str(root),
+    }
+    env.pop("UD_TOKEN", None)  # a run acts for its recorded grant, never for a token
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C of this command does not stop others' runs
+        )
+    state = {"pid": proc.pid, "socket": socket, "key": key, "root": str(root)}
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-12:]
+            raise ConfigError(
+                "UD-CODE-SERVER",
+                "the platform's code server did not start: " + " | ".join(tail)[-1500:],
+                f"fix what it says (all of it is in {log}); `python -c 'import {module}'` shows "
+                "a traceback",
+            )
+        if _alive(state):
+            state_file(home).parent.mkdir(parents=True, exist_ok=True)
+            state_file(home).write_text(json.dumps(state))
+            return state
+        time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    raise ConfigError(
+        "UD-CODE-SERVER",
+        f"the platform's code server did not answer within {START_TIMEOUT_S:.0f} s",
+        f"see {log}",
+    )
+
+
+def server(home: Home, root: Path) -> dict:
+    """The home's code server for the platform at `root`: the running one if it serves these
+    definitions with this environment, else a new one."""
+    home.locks.mkdir(parents=True, exist_ok=True)
+    key = _key(root, home)
+    with FileLock(str(home.locks / "code-server.lock")):
+        state = _read(home)
+        if state is not None and state.get("key") == key and _alive(state):
+            _client(state["socket"]).heartbeat("ud")  # a command counts as use
+            return state
+        if state is not None:
+            stop(home)  # after its runs: another command may be watching one
+        return _start(home, root, key)
+
+
+@contextlib.contextmanager
+def workspace(instance: Any, home: Home, root: Path) -> Iterator[Any]:
+    """A Dagster workspace request context on the home's code server."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import GrpcServerTarget
+
+    state = server(home, root)
+    target = GrpcServerTarget(
+        host="localhost", port=None, socket=state["socket"], location_name=LOCATION
+    )
+    with WorkspaceProcessContext(instance, target) as context:
+        request = context.create_request_context()
+        error = request.get_code_location_error(LOCATION)
+        if error is not None:
+            raise ConfigError(
+                "UD-CODE-SERVER",
+                f"the platform's definitions do not load: {error.message.strip()[:1500]}",
+                "fix the platform code named",
+            )
+        yield request
