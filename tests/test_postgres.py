@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import os
 import re
 import shutil
 import threading
@@ -345,3 +347,92 @@ def test_a_missing_password_variable_is_a_clear_error(shared, monkeypatch):
     finally:
         engine.dispose()
     assert isinstance(shared.target.read(shared.unit, "staging", MODEL), pd.DataFrame)
+
+
+TWO_MACHINES_DEFINITIONS = '''
+import os
+from pathlib import Path
+
+from unified_delivery import Platform
+from unified_delivery.governance import Governance
+from unified_delivery.ledger import LedgerResource
+
+platform = Platform.from_directory(Path(__file__).parent / "units",
+                                   governance=Governance.from_file(Path(__file__).parents[1] / "resources" / "policy.yaml"),
+                                   ledger=LedgerResource(url=os.environ["TEST_SHARED_LEDGER_URL"]))
+defs = platform.definitions()
+'''
+
+# Postgres storage, and the runs launched at once from the code server (no daemon here).
+TWO_MACHINES_INSTANCE = (ROOT / "deploy" / "dagster.yaml").read_text() + '''
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+'''
+
+
+def test_two_promotions_of_one_unit_from_two_machines_take_turns(pg, tmp_path, monkeypatch):
+    """Two `ud promote` of one unit and environment at once, from two homes (two machines: no
+    file lock in common) on one Postgres ledger and one Postgres Dagster instance: each run is
+    launched by the instance from its machine's code server, and the second waits for the first
+    (the advisory lock on the shared ledger), from build to deploy."""
+    import subprocess
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests import tiny_platform as tiny
+
+    for db in ("dagster_two", "ud_two"):
+        pg.create_database(db)
+    paths = tiny.make(tmp_path)
+    (paths["project"] / "assets" / "definitions.py").write_text(TWO_MACHINES_DEFINITIONS)
+    # A suite that takes a few seconds, so that the two runs overlap.
+    (paths["work"] / "test_slow.py").write_text("import time\n\ndef test_slow():\n    time.sleep(4)\n")
+    tiny.commit(paths["work"], "a slow suite")
+    signing = "s" * 64
+    ledger_key = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    token = issue("human:local-operator", 3600, key=signing.encode())
+    base = {k: v for k, v in os.environ.items() if k == "UD_CODE_SERVER_IDLE_S" or not k.startswith(("UD_", "DAGSTER"))}
+    base.update(TEST_SHARED_LEDGER_URL=pg.url("ud_two"), UD_SIGNING_KEY=signing, UD_LEDGER_KEY=ledger_key,
+                UD_TOKEN=token, UD_PROJECT=str(paths["project"]), DAGSTER_PG_HOST="127.0.0.1",
+                DAGSTER_PG_PORT=str(pg.port), DAGSTER_PG_USERNAME=USER, DAGSTER_PG_PASSWORD=pg.password,
+                DAGSTER_PG_DB="dagster_two")
+    homes = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    for home in homes:
+        (home / "dagster").mkdir(parents=True)
+        (home / "dagster" / "dagster.yaml").write_text(TWO_MACHINES_INSTANCE)
+    try:
+        procs = [subprocess.Popen([tiny.UD, "promote", "svc", "--to", "staging", "--json"], cwd=paths["project"],
+                                  env={**base, "UD_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for home in homes]
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        run_ids = [json.loads(out)["run_id"] for out, _ in outs]
+
+        ledger = Ledger(pg.url("ud_two"))
+        try:
+            assert ledger.verify().ok
+            order = [e.payload["run_id"] for e in ledger.entries()
+                     if e.action in ("candidate", "deploy-started", "promotion") and e.payload.get("run_id") in run_ids]
+            # One run from build to deploy, then the other: never interleaved.
+            assert len(order) == 6 and order[:3] == [order[0]] * 3 and order[3:] == [order[3]] * 3, order
+        finally:
+            ledger.dispose()
+
+        import dagster as dg
+
+        for var in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+            monkeypatch.setenv(var, base[var])
+        instance = dg.DagsterInstance.from_config(str(homes[0] / "dagster"))
+        try:
+            waited = [r for r in run_ids if any("waiting for the run of svc to staging" in (e.user_message or "")
+                                                for e in instance.all_logs(r))]
+            assert len(waited) == 1, waited  # the second one, told so in its run's log
+            assert {instance.get_run_by_id(r).status for r in run_ids} == {dg.DagsterRunStatus.SUCCESS}
+        finally:
+            instance.dispose()
+    finally:
+        for home in homes:
+            subprocess.run([tiny.UD, "down"], cwd=paths["project"], env={**base, "UD_HOME": str(home)},
+                           capture_output=True, timeout=120)
