@@ -160,7 +160,7 @@ class RunStream:
         if kind == "ASSET_MATERIALIZATION_PLANNED" and event.asset_key:
             self.planned.append(event.asset_key.to_user_string())
         elif kind == "RUN_ENQUEUED":
-            self.say("queued: the instance's run coordinator starts it")
+            self.say("queued: the instance's daemon launches it when the run queue allows")
         elif kind == "RUN_START":
             self.say(f"run {entry.run_id[:8]} started")
         elif kind == "STEP_START":
@@ -178,7 +178,8 @@ class RunStream:
             if step in self.checks:
                 name, passed, text = self.checks.pop(step)
                 mark = "PASS" if passed else "FAIL"
-                self.say(f"  gate {name:<16} {mark}  {text[:90]}  ({seconds:.1f} s)")
+                text = text if len(text) <= 110 else text[:109] + "…"
+                self.say(f"  gate {name:<16} {mark}  {text}  ({seconds:.1f} s)")
             elif kind == "STEP_FAILURE":
                 data = event.step_failure_data
                 error = data.error
