@@ -95,6 +95,15 @@ def test_gates_are_blocking_checks_on_the_stage_they_guard(graph):
         assert spec.blocking, f"{check_key} must block what it guards"
 
 
+def test_each_deployed_stage_says_which_gates_guard_it(graph):
+    """The UI shows "No checks defined" on production (its gates are checks of staging): its
+    description and metadata name them."""
+    node = graph.get(k("recommendation_api", "production"))
+    guards = {c.name for c in graph.asset_check_keys if c.asset_key == k("recommendation_api", "staging")}
+    assert node.metadata["ud/guarded_by"] == ", ".join(sorted(guards)) and "approval" in guards
+    assert "Guarded by" in node.description and "recommendation_api/staging" in node.description
+
+
 def test_assets_carry_the_owner_and_group_of_their_unit(graph):
     teams = {"customer_features": "analytics", "churn_model": "ml", "recommendation_api": "web"}  # analytics: dbt meta
     for unit, team in teams.items():

@@ -98,6 +98,11 @@ def test_a_refused_run_exits_with_its_gates_code_waited_for_or_watched(paths):
     run_id = json.loads(later.stdout)["run_id"]
     watched = tiny.ud(paths, "watch", run_id, "--json")
     assert watched.returncode == 3 and json.loads(watched.stdout)["error"]["code"] == "UD-GATE-REFUSED"
+    instance = _instance(paths)
+    try:  # the UI's run list says why, without opening the run
+        assert instance.get_run_by_id(run_id).tags["ud/outcome"] == "UD-GATE-TESTS-FAILED"
+    finally:
+        instance.dispose()
     tiny.commit(paths["work"], "fixed")
 
 
@@ -139,3 +144,19 @@ def test_the_code_server_is_reused_until_the_platform_changes_and_down_stops_it(
     while _alive(second["pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(second["pid"])
+
+
+def test_a_rollback_streams_and_its_materialization_says_who_and_which_gates(paths):
+    import dagster as dg
+
+    out = tiny.ud(paths, "rollback", "svc", "--env", "staging", "--reason", "errors after deploy")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "run " in out.stderr and "success" in out.stderr and " is back on " in out.stdout
+    instance = _instance(paths)
+    try:
+        event = instance.get_latest_materialization_event(dg.AssetKey(["svc", "staging"]))
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assert meta["action"] == "rollback" and meta["principal"] == "human:local-operator"
+        assert meta["gate_summary"].endswith("passed") and meta["url"].startswith("http://127.0.0.1:")
+    finally:
+        instance.dispose()

@@ -136,6 +136,33 @@ def test_new_commits_build_the_newest_and_a_restart_requests_nothing_twice(tmp_p
     assert instance.get_run_by_id(back[0]["run_id"]).run_config["ops"]["app__candidate"]["config"]["ref"] == first
 
 
+def test_a_first_look_does_not_build_again_what_the_platform_built(tmp_path, ud_home, instance):
+    """After `ud promote` or the demo built the head, starting the sensor (opening `ud ui`)
+    requests nothing for it; the next push is built."""
+    from unified_delivery.events import Candidate, record
+
+    repo = Repo(tmp_path, "app")
+    repo.commit("an older commit")
+    repo.push()
+    other = repo.commit("on another unit's watch")  # same repository, a unit that never built it
+    repo.push()
+    ledger = Ledger(f"sqlite:///{ud_home / 'ledger.db'}")
+    record(ledger, Candidate(artifact={}, run_id="r1"), principal="human:dana", unit="app", env="candidate",
+           version=other)
+    watch = GitWatch(str(repo.remote), (Build("app", "app__to_staging", ("main",)),
+                                       Build("api", "api__to_staging", ("main",))))
+    defs = make_defs([watch], "app", "api")
+    requests, notes = evaluate(defs, instance)
+    assert refs(requests) == [(other, "api")]  # app built it already; api never did
+    assert [n["event"] for n in notes if n.get("event") == "built-already"] == ["built-already"]
+    newest = repo.commit("pushed after")
+    repo.push()
+    tick(defs, Home(ud_home))  # the first look, launched: the sensor's cursor is now the head
+    newer = repo.commit("and again")
+    repo.push()
+    assert sorted(refs(evaluate(defs, instance)[0])) == [(newer, "api"), (newer, "app")]
+
+
 def test_force_push_new_and_deleted_branches(tmp_path, instance):
     repo = Repo(tmp_path, "app")
     base_sha = repo.commit("base")

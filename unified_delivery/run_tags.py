@@ -9,6 +9,9 @@ PRINCIPAL_TAG = "ud/principal"  # who the run says it acts for; checked against 
 REASON_TAG = "ud/reason"
 UNIT_TAG = "ud/unit"
 ENV_TAG = "ud/env"
+OUTCOME_TAG = (
+    "ud/outcome"  # set by the run when it is refused or fails: the UD code, for the run list
+)
 TRIGGER_TAG = "ud/trigger"  # the sensor that asked for the run
 # Dagster's own tag names (public strings; the constants live in a private module).
 RUN_KEY_TAG = "dagster/run_key"

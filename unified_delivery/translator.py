@@ -98,13 +98,33 @@ def stage_assets(platform: "Platform", unit: Unit) -> list[dg.AssetsDefinition]:
     return assets
 
 
+def guarding(platform: "Platform", unit: Unit, env: str) -> list[str]:
+    """The gates that guard `env`: the checks of the stage before it."""
+    upstream = unit.previous_stage(env)
+    return sorted(g.name for g in platform.gates[unit.name] if g.spec.stage == upstream)
+
+
+def guarded_by(platform: "Platform", unit: Unit, env: str) -> str:
+    """What the UI's stage asset says of its gates: they are the checks of the stage before it
+    (a blocking check guards what comes after the asset it checks)."""
+    upstream = unit.previous_stage(env)
+    names = guarding(platform, unit, env)
+    if not names:
+        return f"No gate guards {env}."
+    return (
+        f"Guarded by {len(names)} gate(s): {', '.join(names)}; they are the checks of "
+        f"{unit.name}/{upstream}, run before every deploy to {env}."
+    )
+
+
 def _env_asset(
     platform: "Platform", unit: Unit, env: str, deps: list, common: _Common
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=key(unit.name, env),
         deps=deps,
-        description=f"{unit.name} as deployed to {env}.",
+        description=f"{unit.name} as deployed to {env}. {guarded_by(platform, unit, env)}",
+        metadata={"ud/guarded_by": ", ".join(guarding(platform, unit, env))},
         **common,
     )
     def deployed(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -168,21 +188,15 @@ def rollback_job(platform: "Platform") -> dg.JobDefinition:
                     f"known: {', '.join(platform.units)}",
                 )
             )
-        dep = rollback_step(
+        done = rollback_step(
             context, platform, unit, config.env, config.to_version or None, config.reason
         )
         yield dg.AssetMaterialization(
             asset_key=key(unit.name, config.env),
             description=f"rollback: {config.reason}",
-            metadata={
-                "version": dep.version,
-                "previous_version": dep.previous_version or "",
-                "deployed_at": dep.deployed_at,
-                "action": "rollback",
-                "reason": config.reason,
-            },
+            metadata={**done.metadata(), "reason": config.reason},
         )
-        yield dg.Output(dep.version)
+        yield dg.Output(done.deployment.version)
 
     @dg.job(
         name="ud_rollback",

@@ -18,7 +18,7 @@ from ..redaction import redact, redact_text
 from ..units import CANDIDATE
 from .desired import drift_error, note_drift, settled_state
 from .overrides import OverriddenGate, override_in_force
-from .steps import metadata_value, principal_of, version_at
+from .steps import mark_outcome, metadata_value, principal_of, version_at
 
 if TYPE_CHECKING:
     from ..governance import Governance
@@ -204,6 +204,8 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
         if override
         else {}
     )
+    if not result.passed and not override:
+        mark_outcome(context, drift.code if drift is not None else result.code)
     if drift is not None:  # whatever the gate, the refusal is the environment's
         extra.update(refusal_code=drift.code, exit_code=drift.exit_code)
     elif gate.refusal is not GateRefused:  # how `ud` reports this refusal, when not as a gate's

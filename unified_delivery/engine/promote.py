@@ -30,7 +30,15 @@ from .desired import drift_error, note_drift, settled_state
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
 from .locks import env_lock, release_for_run
 from .recovery import recover
-from .steps import as_target_error, failure, metadata_value, principal_of, refusal, version_at
+from .steps import (
+    as_target_error,
+    failure,
+    mark_outcome,
+    metadata_value,
+    principal_of,
+    refusal,
+    version_at,
+)
 
 if TYPE_CHECKING:
     from ..gates import Gate
@@ -63,6 +71,7 @@ class Step:
             env=self.env,
             version=self.version,
             run_id=self.run_id,
+            context=self.context,
         )
 
     def resolve(self) -> tuple[str, Artifact]:
@@ -225,6 +234,7 @@ class Step:
                 Exception
             ) as exc:  # a target's own bug too: recorded with its cause, never a bare run failure
                 exc = as_target_error(exc, f"deploying {unit.name} {version[:12]} to {env}")
+                mark_outcome(self.context, exc.code)
                 record(
                     self.ledger,
                     DeployFailed(

@@ -4,6 +4,7 @@ it runs) through every gate guarding it, as a promotion."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -12,11 +13,19 @@ from .. import tracing
 from ..errors import EXIT_GATE, GateRefused, NotPermitted, TargetError, UDError
 from ..events import CHANGES, Rollback, RollbackFailed, RollbackStarted, record
 from ..home import Home
+from ..reports.scorecard import gate_summary
 from ..units import CANDIDATE
 from .gating import active_override, evaluate_gate, gate_results, passed_or_overridden
 from .locks import env_lock, release_for_run
 from .recovery import recover
-from .steps import as_target_error, failure, principal_of, refusal
+from .steps import (
+    as_target_error,
+    failure,
+    mark_outcome,
+    metadata_value,
+    principal_of,
+    refusal,
+)
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -47,9 +56,33 @@ def rollback_candidates(ledger: Ledger, platform: Platform, unit: Unit, env: str
     return been
 
 
+@dataclass
+class RolledBack:
+    """What a rollback did, for its materialization: the deployment, who, and the gates."""
+
+    deployment: Deployment
+    principal: str
+    gates: dict[str, dict | None]
+
+    def metadata(self) -> dict[str, Any]:
+        """The same fields as a promotion's materialization (engine/promote.py), and the
+        rollback's own."""
+        dep = self.deployment
+        return {
+            "version": dep.version,
+            "previous_version": dep.previous_version or "",
+            "deployed_at": dep.deployed_at,
+            "principal": self.principal,
+            "gates": metadata_value({k: (v or {}).get("code") for k, v in self.gates.items()}),
+            "gate_summary": gate_summary(self.gates),
+            "action": "rollback",
+            **{k: metadata_value(v) for k, v in dep.details.items()},
+        }
+
+
 def rollback(
     context: Any, platform: Platform, unit: Unit, env: str, to_version: str | None, reason: str
-) -> Deployment:
+) -> RolledBack:
     try:
         return _rollback(context, platform, unit, env, to_version, reason)
     finally:  # the run's only step: the next run of this unit and environment may start
@@ -58,7 +91,7 @@ def rollback(
 
 def _rollback(
     context: Any, platform: Platform, unit: Unit, env: str, to_version: str | None, reason: str
-) -> Deployment:
+) -> RolledBack:
     ledger = context.resources.ledger.ledger()
     principal = principal_of(context, platform, unit=unit.name, env=env)
     run_id = context.run.run_id
@@ -75,6 +108,7 @@ def _rollback(
             version=version,
             run_id=run_id,
             refused="rollback",
+            context=context,
         )
 
     try:  # first, so that nobody without the right learns what the environment could go back to
@@ -107,6 +141,7 @@ def _rollback(
             )
         new_here = wanted not in ran_in(ledger, unit, env)
         gates = [g for g in platform.gates[unit.name] if g.spec.stage == upstream]
+        results: dict[str, dict | None] = {}
         for gate in gates:
             if not (gate.live and (gate.binds_rollbacks or new_here)):
                 continue
@@ -172,6 +207,7 @@ def _rollback(
                 dep = target.rollback(unit, env, wanted, log=context.log.info)
         except Exception as exc:
             exc = as_target_error(exc, f"rolling {unit.name} back to {wanted[:12]} in {env}")
+            mark_outcome(context, exc.code)
             record(
                 ledger,
                 RollbackFailed(code=exc.code, message=exc.message, reason=reason, run_id=run_id),
@@ -196,4 +232,14 @@ def _rollback(
             env=env,
             version=dep.version,
         )
-    return dep
+    if not results:  # a version this environment ran before: what its gates said of it then
+        results = gate_results(
+            ledger,
+            unit,
+            gates,
+            upstream,
+            wanted,
+            principal=principal,
+            governance=platform.governance,
+        )
+    return RolledBack(dep, principal, results)

@@ -12,7 +12,7 @@ from ..events import Candidate, Forgery, Refusal, record
 from ..governance import grants, tokens
 from ..home import Home
 from ..redaction import redact_text
-from ..run_tags import ENV_TAG, PRINCIPAL_TAG, RUN_KEY_TAG, UNIT_TAG
+from ..run_tags import ENV_TAG, OUTCOME_TAG, PRINCIPAL_TAG, RUN_KEY_TAG, UNIT_TAG
 from ..targets.base import Artifact
 from ..units import CANDIDATE
 from .locks import hold_for_run
@@ -91,6 +91,18 @@ def hold_run_lock(context: Any, ledger: Ledger) -> None:
         )
 
 
+def mark_outcome(context: Any, code: str) -> None:
+    """The run's first refusal or failure code as its `ud/outcome` tag: the run list in the UI
+    says why a run failed without opening it. Never the step's failure if it cannot be set."""
+    run_id = context.run.run_id
+    try:
+        run = context.instance.get_run_by_id(run_id)
+        if run is not None and OUTCOME_TAG not in run.tags:
+            context.instance.add_run_tags(run_id, {OUTCOME_TAG: code})
+    except Exception as exc:  # the tag is for people; the ledger has the refusal
+        context.log.warning(f"could not tag the run with its outcome {code}: {exc}")
+
+
 def failure(exc: UDError) -> dg.Failure:
     """A step failure that carries the UD code, so `ud` can report it without parsing text."""
     message, remediation = (
@@ -119,8 +131,12 @@ def refusal(
     version: str | None,
     run_id: str,
     refused: str = "",
+    context: Any = None,
 ) -> dg.Failure:
-    """Record a refusal and give back the step failure to raise."""
+    """Record a refusal (and tag the run of `context` with its code) and give back the step
+    failure to raise."""
+    if context is not None:
+        mark_outcome(context, exc.code)
     record(
         ledger,
         Refusal(code=exc.code, message=exc.message, refused=refused, run_id=run_id),

@@ -236,6 +236,19 @@ def moves(
     ]
 
 
+def built_already(ledger: Any, units: list[str], sha: str) -> list[str]:
+    """Those of `units` whose candidate at commit `sha` the ledger records (built, or refused at
+    the build): a sensor looking at a repository for the first time starts from them."""
+    return [
+        u
+        for u in units
+        if ledger.latest(
+            unit=u, action=("candidate", "build-failed"), predicate=lambda e: e.version == sha
+        )
+        is not None
+    ]
+
+
 def plan(
     sensor: str,
     who: Requester,
@@ -315,6 +328,20 @@ def plan(
         # The key names the push (the ref's move), not only the commit: a force-push back to a
         # commit built before is a new push, and builds and deploys it again.
         moved = f"{old[:12]}..{sha}" if old else sha
+        if old is None and not seen:  # a first look: what the platform built is not built again
+            built = built_already(sensor_ledger(context), [b.unit for b in builds], sha)
+            if built:
+                note(
+                    context,
+                    "info",
+                    f"{sensor}: {repo}: {sha[:12]} was built already for {', '.join(built)} "
+                    "(`ud promote`, the demo): watching from it",
+                    repository=repo,
+                    branch=branch,
+                    sha=sha,
+                    event="built-already",
+                )
+                builds = [b for b in builds if b.unit not in built]
         for b in builds:
             requests.append(
                 who.request(
