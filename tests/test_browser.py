@@ -166,3 +166,22 @@ def test_the_scorecard_renders_dora_tables_and_charts(ui, page):
     text = dialog.inner_text()
     assert all(unit in text for unit in UNITS) and "change failure rate" in text
     page.screenshot(path=str(ARTIFACTS / "scorecard.png"))
+
+
+def test_a_refused_run_says_why_and_production_says_which_gates_guard_it(demo_home, ui, page):
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(demo_home[0] / "dagster"))
+    try:  # the demo's commit whose own tests fail: its run carries the refusal's code
+        (refused,) = instance.get_run_records(filters=dg.RunsFilter(tags={"ud/outcome": "UD-GATE-TESTS-FAILED"}),
+                                              limit=1)
+    finally:
+        instance.dispose()
+    page.goto(f"{ui}/runs/{refused.dagster_run.run_id}", wait_until="networkidle")
+    page.get_by_text("UD-GATE-TESTS-FAILED").first.wait_for()
+    assert "ud/outcome" in page.inner_text("body")
+    page.screenshot(path=str(ARTIFACTS / "refused-run.png"))
+    page.goto(f"{ui}/assets/recommendation_api/production", wait_until="networkidle")
+    page.get_by_text("Guarded by", exact=False).first.wait_for()
+    assert "recommendation_api/staging" in page.inner_text("body")
+    page.screenshot(path=str(ARTIFACTS / "production-guarded-by.png"))

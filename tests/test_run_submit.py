@@ -160,3 +160,35 @@ def test_a_rollback_streams_and_its_materialization_says_who_and_which_gates(pat
         assert meta["gate_summary"].endswith("passed") and meta["url"].startswith("http://127.0.0.1:")
     finally:
         instance.dispose()
+
+
+def test_ud_down_stops_ud_ui(paths):
+    import socket
+    import urllib.request
+
+    (paths["project"] / "workspace.yaml").write_text(
+        "load_from:\n  - python_module:\n      module_name: assets.definitions\n      attribute: defs\n"
+        f"      working_directory: .\n      location_name: {LOCATION}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = tiny.ud(paths, "ui", "--port", str(port), popen=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert ui.poll() is None, ui.stderr.read()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("ud ui did not answer")
+        down = tiny.ud(paths, "down", "--json")
+        assert "ui" in json.loads(down.stdout)["stopped"], down.stdout + down.stderr
+        assert ui.wait(timeout=60) is not None  # dagster dev ended, its webserver and daemon with it
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+    finally:
+        if ui.poll() is None:
+            ui.kill()

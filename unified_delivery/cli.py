@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
+import signal
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from . import code_server, service
@@ -219,11 +222,39 @@ def cmd_down(args, out: Output) -> int:
     stopped = [s for store in platform.targets.playing(ReleaseStore) for s in store.stop_all()]
     if code_server.stop(Home.current(), wait_for_runs=False):
         stopped.append("code server")
+    if stop_ui(Home.current()):
+        stopped.append("ui")
     out.result(
         {"ok": True, "stopped": stopped},
         f"stopped {len(stopped)} service(s): {', '.join(stopped) or '-'}",
     )
     return 0
+
+
+def ui_file(home: Home):
+    return home.root / "run" / "ui.json"
+
+
+def stop_ui(home: Home, timeout_s: float = 30) -> bool:
+    """Stop the `ud ui` of this home (dagster dev turns SIGTERM into its Ctrl-C: the webserver,
+    the daemon and their code servers stop). Whether one was running."""
+    import time
+
+    try:
+        pid = int(json.loads(ui_file(home).read_text())["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError):
+        return False
+    ui_file(home).unlink(missing_ok=True)
+    if b"dagster" not in cmdline:  # the pid was reused by another program
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        if b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower():
+            break
+        time.sleep(0.2)
+    return True
 
 
 def cmd_ui(args, out: Output) -> int:
@@ -244,9 +275,15 @@ def cmd_ui(args, out: Output) -> int:
         args.host,
     ]
     out.progress(
-        f"starting the Dagster UI on http://{args.host}:{args.port} (instance {home.dagster_home})"
+        f"starting the Dagster UI on http://{args.host}:{args.port} (instance {home.dagster_home});"
+        " Ctrl-C, SIGTERM or `ud down` stops it"
     )
     os.chdir(project_root())
+    ui_file(home).parent.mkdir(parents=True, exist_ok=True)
+    # This process becomes `dagster dev` (same pid), which `ud down` finds here.
+    ui_file(home).write_text(
+        json.dumps({"pid": os.getpid(), "url": f"http://{args.host}:{args.port}"})
+    )
     os.execve(cmd[0], cmd, env)
     return 0
 
@@ -336,7 +373,11 @@ def build_parser() -> Parser:
     sp.add_argument(
         "--version", default="", help="any version built (or its start): its gates' results"
     )
-    add("down", cmd_down, "stop the local services the app target started, and the code server")
+    add(
+        "down",
+        cmd_down,
+        "stop the local services the app target started, the code server and `ud ui`",
+    )
     sp = add(
         "ui", cmd_ui, "the Dagster UI (dagster dev) on this workspace and the embedded instance"
     )
