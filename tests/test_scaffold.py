@@ -48,6 +48,24 @@ def test_init_makes_a_platform_whose_make_test_passes(platform: Path, tmp_path: 
     assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
+def test_init_shares_no_path_of_its_creators_machine(platform: Path):
+    """The repository is for the team: the interpreter and the framework's folder that `ud init`
+    ran from are in local.mk, which git ignores, never in a committed file."""
+    import unified_delivery
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=platform, capture_output=True, text=True).stdout.split()
+    framework = str(Path(unified_delivery.__file__).resolve().parents[1])
+    for name in tracked:
+        text = (platform / name).read_text(errors="replace")
+        assert sys.executable not in text and f"file://{framework}" not in text, name
+        assert str(platform.parent) not in text, name
+    local = (platform / "local.mk").read_text()
+    assert f"INIT_PYTHON := {sys.executable}" in local
+    ignored = subprocess.run(["git", "check-ignore", "local.mk"], cwd=platform, capture_output=True, text=True)
+    assert ignored.returncode == 0 and "local.mk" not in tracked
+    assert "unified-delivery[test]" in (platform / "requirements.txt").read_text()
+
+
 def test_new_model_reaches_staging_at_once_even_promoted_twice_at_once(platform: Path, tmp_path: Path):
     home = tmp_path / "home"
     code, out = ud(platform, home, "new", "model", "m")

@@ -80,18 +80,22 @@ def _write(root: Path, planned: dict[str, str]) -> list[str]:
     return sorted(planned)
 
 
-def framework_requirement() -> str:
-    """How another machine installs this very framework: the folder or URL it came from, else
-    PyPI."""
+def framework_requirement() -> tuple[str, str]:
+    """How another machine installs this very framework (the URL it came from when any machine
+    can reach it, else the release from the package index), and how this one does (a folder
+    of this machine, for local.mk only; empty when the shared form serves)."""
     from importlib.metadata import PackageNotFoundError, distribution
 
     try:
         dist = distribution("unified-delivery")
     except PackageNotFoundError:
-        return "unified-delivery[test]"
+        return "unified-delivery[test]", ""
     direct = dist.read_text("direct_url.json")
     url = json.loads(direct).get("url") if direct else None
-    return f"unified-delivery[test] @ {url}" if url else f"unified-delivery[test]=={dist.version}"
+    if url and not url.startswith("file:"):
+        return f"unified-delivery[test] @ {url}", ""
+    released = f"unified-delivery[test]=={dist.version}"
+    return released, (f"unified-delivery[test] @ {url}" if url else "")
 
 
 def _git(root: Path, *args: str) -> None:
@@ -129,18 +133,13 @@ def init_platform(directory: Path, *, starters: bool = True) -> Written:
         )
     root.mkdir(parents=True, exist_ok=True)
     try:
-        ud = str(Path(sys.executable).with_name("ud"))
-        files = _write(
-            root,
-            _plan(
-                PLATFORM,
-                {
-                    "name": name,
-                    "python": sys.executable,
-                    "ud": ud,
-                    "requirement": framework_requirement(),
-                },
-            ),
+        shared, local = framework_requirement()
+        files = _write(root, _plan(PLATFORM, {"name": name, "requirement": shared}))
+        # This machine's own paths, never committed (the repository is shared): gitignored.
+        (root / "local.mk").write_text(
+            "# Written by `ud init` for this machine only (git ignores it).\n"
+            f"INIT_PYTHON := {sys.executable}\n"
+            + (f"LOCAL_REQUIREMENT := {local}\n" if local else "")
         )
         written = Written(root=root, files=files)
         if starters:
