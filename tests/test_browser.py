@@ -177,9 +177,10 @@ def test_a_refused_run_says_why_and_production_says_which_gates_guard_it(demo_ho
                                               limit=1)
     finally:
         instance.dispose()
-    page.goto(f"{ui}/runs/{refused.dagster_run.run_id}", wait_until="networkidle")
-    page.get_by_text("UD-GATE-TESTS-FAILED").first.wait_for()
-    assert "ud/outcome" in page.inner_text("body")
+    _open(page, f"{ui}/runs", "Launched by")  # the run list: its row says why, unopened
+    row = page.locator("tr", has_text=refused.dagster_run.run_id[:8])
+    row.wait_for()
+    assert "ud/outcome: UD-GATE-TESTS-FAILED" in row.inner_text()
     page.screenshot(path=str(ARTIFACTS / "refused-run.png"))
     page.goto(f"{ui}/assets/recommendation_api/production", wait_until="networkidle")
     page.get_by_text("Guarded by", exact=False).first.wait_for()
