@@ -149,7 +149,7 @@ def test_a_stage_asset_shows_its_dora_figures(ui, page):
     # ui fixture does), not computed on every deploy: the asset's events show it.
     _open(page, f"{ui}/assets/recommendation_api/production?view=events", "Metadata")
     page.get_by_text("Observed in run").first.wait_for()  # the newest event, shown first: the observation
-    page.get_by_text("dora_change_failure_rate").first.wait_for()
+    page.get_by_text("dora_change_failure_ratio").first.wait_for()
     text = page.inner_text("body")
     assert "dora_deployments" in text and "spend_30d" in text and "DORA: recommendation_api in production" in text
     page.screenshot(path=str(ARTIFACTS / "stage-asset.png"), full_page=True)
@@ -177,10 +177,10 @@ def test_a_refused_run_says_why_and_production_says_which_gates_guard_it(demo_ho
                                               limit=1)
     finally:
         instance.dispose()
-    _open(page, f"{ui}/runs", "Launched by")  # the run list: its row says why, unopened
-    row = page.locator("tr", has_text=refused.dagster_run.run_id[:8])
-    row.wait_for()
-    assert "ud/outcome: UD-GATE-TESTS-FAILED" in row.inner_text()
+    # The run list, filtered by that tag as a person would: the row says why, unopened.
+    _open(page, f"{ui}/runs?q%5B0%5D={quote('tag:ud/outcome=UD-GATE-TESTS-FAILED')}", "Launched by")
+    page.get_by_text(refused.dagster_run.run_id[:8], exact=True).first.wait_for()
+    assert "ud/outcome: UD-GATE-TESTS-FAILED" in page.inner_text("body")
     page.screenshot(path=str(ARTIFACTS / "refused-run.png"))
     page.goto(f"{ui}/assets/recommendation_api/production", wait_until="networkidle")
     page.get_by_text("Guarded by", exact=False).first.wait_for()

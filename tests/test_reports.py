@@ -210,8 +210,9 @@ def test_stage_metadata_carries_the_units_dora_figures_spend_and_deploy_cost():
     hist.deploy("api", "a1", now - h(2), cost={"amount": 0.05, "currency": "USD"})
     meta = scorecard.stage_metadata(hist.entries, "api", "production")
     assert meta["dora_deployments"] == 1 and meta["dora_lead_time_seconds"] == pytest.approx(7200, abs=1)
-    assert meta["dora_change_failure_rate"] == 0.0 and "dora_time_to_restore_seconds" not in meta  # no data: left out
-    assert meta["spend_30d"] == pytest.approx(0.15) and meta["deploy_cost"] == 0.05
+    assert meta["dora_change_failure_ratio"] == 0.0 and "dora_time_to_restore_seconds" not in meta  # no data: left out
+    assert "dora_deploys_per_day" in meta  # every metric's name carries its unit
+    assert meta["spend_30d_usd"] == pytest.approx(0.15) and meta["deploy_cost_usd"] == 0.05
     assert "DORA: api in production" in meta["dora"].value
     assert scorecard.stage_metadata(hist.entries, "api", "staging")["dora"].startswith("no deploy of api to staging")
     assert scorecard.gate_summary({"tests": {"passed": True}, "approval": {"passed": False, "overridden": True}}) == \

@@ -32,6 +32,13 @@ def gate_summary(results: dict[str, dict | None]) -> str:
     )
 
 
+# A stage asset's metric names carry their unit (the UI shows a name and a number).
+STAGE_METRIC_NAMES = {
+    "deployment_frequency": "dora_deploys_per_day",
+    "change_failure_rate": "dora_change_failure_ratio",
+}
+
+
 def stage_metadata(
     entries: list[Any], unit: str, env: str, days: float = DEFAULT_DAYS
 ) -> dict[str, Any]:
@@ -45,7 +52,11 @@ def stage_metadata(
         meta["dora"] = f"no deploy of {unit} to {env} in the last {days:g} days"
     else:
         meta.update(
-            {f"dora_{m}": row[m] for m in ("deployments", *dora.METRICS) if row[m] is not None}
+            {
+                STAGE_METRIC_NAMES.get(m, f"dora_{m}"): row[m]
+                for m in ("deployments", *dora.METRICS)
+                if row[m] is not None
+            }
         )
         meta["dora"] = dg.MetadataValue.md(
             render.markdown(
@@ -64,7 +75,12 @@ def stage_metadata(
         )
     spend = [u for u in cost.report(entries, win)["units"] if u["unit"] == unit]
     for u in spend[:1]:  # one currency per unit in practice; the scorecard lists every one
-        meta.update({f"spend_{days:g}d": u["spend"], "spend_currency": u["currency"]})
+        meta.update(
+            {
+                f"spend_{days:g}d_{u['currency'].lower()}": u["spend"],
+                "spend_currency": u["currency"],
+            }
+        )
     last = next(
         (
             e
@@ -74,7 +90,7 @@ def stage_metadata(
         None,
     )
     if last is not None and isinstance(cost_of := Promotion.read(last).cost, dict):
-        meta["deploy_cost"] = cost_of.get("amount")
+        meta[f"deploy_cost_{str(cost_of.get('currency') or 'usd').lower()}"] = cost_of.get("amount")
     return meta
 
 
