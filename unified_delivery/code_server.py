@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,7 +100,10 @@ def stop(home: Home, *, wait_for_runs: bool = True) -> bool:
         return False
     with contextlib.suppress(OSError):
         state_file(home).unlink()
+    folder = Path(state.get("socket", "")).parent
     if not _alive(state):
+        if folder.name.startswith("ud-cs-"):
+            shutil.rmtree(folder, ignore_errors=True)
         return False
     if wait_for_runs:
         with contextlib.suppress(Exception):
@@ -107,6 +111,8 @@ def stop(home: Home, *, wait_for_runs: bool = True) -> bool:
             return True
     with contextlib.suppress(OSError):
         os.killpg(int(state["pid"]), signal.SIGTERM)
+    if folder.name.startswith("ud-cs-"):
+        shutil.rmtree(folder, ignore_errors=True)
     return True
 
 
