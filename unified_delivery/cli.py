@@ -120,10 +120,8 @@ def cmd_promote(args, out: Output) -> int:
         wait=not args.no_wait,
         on_event=RunStream(out.progress),
     )
-    if outcome.pending:
-        return submitted(out, outcome.run_id, args.unit, args.to)
-    if outcome.error:
-        raise outcome.error
+    if (code := settled(out, outcome, args.unit, args.to)) is not None:
+        return code
     unit = platform.unit(args.unit)
     dep = platform.target(unit, args.to).status(unit, args.to)
     data = {
@@ -148,11 +146,18 @@ def run_url(run_id: str) -> str:
     return f"{base}/runs/{run_id}"
 
 
-def submitted(out: Output, run_id: str, unit: str, env: str) -> int:
-    """`--no-wait`: the run id, for `ud watch`."""
-    data = {"ok": True, "unit": unit, "env": env, "run_id": run_id, "run_url": run_url(run_id)}
-    out.result(data, f"{run_id}\n  follow it: ud watch {run_id[:8]}   ({data['run_url']})")
-    return 0
+def settled(out: Output, outcome: Any, unit: str, env: str) -> int | None:
+    """What a run of `ud promote` or `ud rollback` leaves to say before its own result: with
+    `--no-wait` the run id, for `ud watch` (the exit code returned); a refusal, raised; None
+    once the run succeeded."""
+    if outcome.pending:
+        url = run_url(outcome.run_id)
+        data = {"ok": True, "unit": unit, "env": env, "run_id": outcome.run_id, "run_url": url}
+        out.result(data, f"{outcome.run_id}\n  follow it: ud watch {outcome.run_id[:8]}   ({url})")
+        return 0
+    if outcome.error:
+        raise outcome.error
+    return None
 
 
 def cmd_rollback(args, out: Output) -> int:
@@ -182,10 +187,8 @@ def cmd_rollback(args, out: Output) -> int:
         wait=not args.no_wait,
         on_event=RunStream(out.progress),
     )
-    if outcome.pending:
-        return submitted(out, outcome.run_id, args.unit, args.env)
-    if outcome.error:
-        raise outcome.error
+    if (code := settled(out, outcome, args.unit, args.env)) is not None:
+        return code
     unit = platform.unit(args.unit)
     dep = platform.target(unit, args.env).status(unit, args.env)
     data = {

@@ -128,7 +128,7 @@ def submit(
     config = {**QUIET_LOGS, **(run_config or {})}
     with code_server.workspace(inst, home, root) as workspace:
         location = workspace.get_code_location(code_server.LOCATION)
-        repo = location.get_repositories()[next(iter(location.get_repositories()))]
+        repo = next(iter(location.get_repositories().values()))  # a Definitions: one repository
         selector = JobSubsetSelector(
             location_name=location.name,
             repository_name=repo.name,
@@ -187,12 +187,10 @@ def watch(
     home: Home,
     on_event: Callable[[Any], None] | None = None,
     poll_s: float = 0.25,
-    timeout_s: float | None = None,
 ) -> RunOutcome:
     """Follow a run of the instance to its end (wherever it runs: the event log is the
     instance's), telling `on_event` of each event log entry of WATCHED as it is written; the
-    outcome as `execute` gives it. A run that is not finished by `timeout_s` is UD-RUN-TIMEOUT
-    (it goes on: `ud watch` follows it again)."""
+    outcome as `execute` gives it."""
     import dagster as dg
 
     inst = instance(home)
@@ -200,7 +198,6 @@ def watch(
         raise UDError("UD-UNKNOWN-RUN", f"no run {run_id!r}", "see `ud runs` for the run ids")
     cursor = None
     events: list[Any] = []
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         run = inst.get_run_by_id(run_id)
         finished = run is not None and run.is_finished  # read before the events: none is missed
@@ -219,13 +216,6 @@ def watch(
                 break
         if finished:
             break
-        if deadline is not None and time.monotonic() > deadline:
-            raise UDError(
-                "UD-RUN-TIMEOUT",
-                f"run {run_id} has not finished within {timeout_s:.0f} s; it goes on",
-                f"follow it with `ud watch {run_id}`",
-                exit_code=5,
-            )
         time.sleep(poll_s)
     assert run is not None
     return outcome_of(run_id, run.status == dg.DagsterRunStatus.SUCCESS, events)

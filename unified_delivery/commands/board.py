@@ -3,6 +3,8 @@ Dagster UI (`ud ui`), until interrupted."""
 
 from __future__ import annotations
 
+import signal
+
 from .. import service
 
 
@@ -16,6 +18,10 @@ def cmd_board(args, out) -> int:
         {"url": f"http://{host}:{port}/", "units": len(platform.units)},
         f"release board of {len(platform.units)} units on http://{host}:{port}/ (Ctrl-C stops)",
     )
+    # Ctrl-C and SIGTERM stop it, even when it was started with SIGINT ignored (`ud board &` in
+    # a script): Python then leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from ..events import BuildFailed, Candidate, record
 from ..home import Home
 from ..kinds.base import BuildContext
 from ..units import CANDIDATE
-from .steps import failure, mark_outcome, metadata_value, principal_of
+from .steps import failure, metadata_value, principal_of
 
 if TYPE_CHECKING:
     from ..platform import Platform
@@ -49,7 +49,6 @@ def build_candidate(context: Any, platform: Platform, unit: Unit, ref: str) -> d
         with measure() as measured:
             artifact = platform.translator(unit).build_candidate(unit, ctx)
     except UDError as exc:
-        mark_outcome(context, exc.code)
         record(
             ledger,
             BuildFailed(code=exc.code, message=exc.message, run_id=run_id),
@@ -57,7 +56,7 @@ def build_candidate(context: Any, platform: Platform, unit: Unit, ref: str) -> d
             unit=unit.name,
             env=CANDIDATE,
         )
-        raise failure(exc) from None
+        raise failure(exc, context) from None
     record(
         ledger,
         Candidate(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -156,19 +156,18 @@ def hold_for_run(
     earlier step of the run)."""
     if (unit, env) in _HELD:
         return
-    lock = _lock(home, unit, env, engine, 0)
+    held = ExitStack()
     try:
-        lock.__enter__()
+        held.enter_context(_lock(home, unit, env, engine, 0))
     except UDError:
         log(f"waiting for the run of {unit} to {env} under way to end (ud runs {unit})")
-        lock = _lock(home, unit, env, engine, timeout_s)
-        lock.__enter__()
-    _HELD[(unit, env)] = (run_id, lock)
+        held.enter_context(_lock(home, unit, env, engine, timeout_s))
+    _HELD[(unit, env)] = (run_id, held)
 
 
 def release_for_run(unit: str, env: str, run_id: str) -> None:
     """The run lock hold_for_run took for this run, let go (not a caller's)."""
-    owner, lock = _HELD.get((unit, env), ("", None))
-    if owner == run_id and lock is not None:
+    owner, held = _HELD.get((unit, env), ("", None))
+    if owner == run_id and held is not None:
         _HELD.pop((unit, env), None)
-        lock.__exit__(None, None, None)
+        held.close()

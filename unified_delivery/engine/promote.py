@@ -33,7 +33,6 @@ from .recovery import recover
 from .steps import (
     as_target_error,
     failure,
-    mark_outcome,
     metadata_value,
     principal_of,
     refusal,
@@ -234,7 +233,6 @@ class Step:
                 Exception
             ) as exc:  # a target's own bug too: recorded with its cause, never a bare run failure
                 exc = as_target_error(exc, f"deploying {unit.name} {version[:12]} to {env}")
-                mark_outcome(self.context, exc.code)
                 record(
                     self.ledger,
                     DeployFailed(
@@ -248,7 +246,7 @@ class Step:
                     env=env,
                     version=version,
                 )
-                raise failure(exc) from None
+                raise failure(exc, self.context) from None
             codes = {k: (v or {}).get("code") for k, v in results.items()}
             record(
                 self.ledger,

@@ -21,7 +21,6 @@ from .recovery import recover
 from .steps import (
     as_target_error,
     failure,
-    mark_outcome,
     metadata_value,
     principal_of,
     refusal,
@@ -141,7 +140,6 @@ def _rollback(
             )
         new_here = wanted not in ran_in(ledger, unit, env)
         gates = [g for g in platform.gates[unit.name] if g.spec.stage == upstream]
-        results: dict[str, dict | None] = {}
         for gate in gates:
             if not (gate.live and (gate.binds_rollbacks or new_here)):
                 continue
@@ -152,16 +150,18 @@ def _rollback(
                 ledger, unit, wanted, gate, principal=principal, governance=platform.governance
             ):
                 raise refuse(gate.refused(live), wanted)
+        # What the gates recorded for `wanted`: required of a version new here, and what the
+        # rollback's materialization shows either way.
+        results = gate_results(
+            ledger,
+            unit,
+            gates,
+            upstream,
+            wanted,
+            principal=principal,
+            governance=platform.governance,
+        )
         if new_here:
-            results = gate_results(
-                ledger,
-                unit,
-                gates,
-                upstream,
-                wanted,
-                principal=principal,
-                governance=platform.governance,
-            )
             failed = [
                 n
                 for n, r in results.items()
@@ -207,7 +207,6 @@ def _rollback(
                 dep = target.rollback(unit, env, wanted, log=context.log.info)
         except Exception as exc:
             exc = as_target_error(exc, f"rolling {unit.name} back to {wanted[:12]} in {env}")
-            mark_outcome(context, exc.code)
             record(
                 ledger,
                 RollbackFailed(code=exc.code, message=exc.message, reason=reason, run_id=run_id),
@@ -216,7 +215,7 @@ def _rollback(
                 env=env,
                 version=wanted,
             )
-            raise failure(exc) from None
+            raise failure(exc, context) from None
         record(
             ledger,
             Rollback(
@@ -231,15 +230,5 @@ def _rollback(
             unit=unit.name,
             env=env,
             version=dep.version,
-        )
-    if not results:  # a version this environment ran before: what its gates said of it then
-        results = gate_results(
-            ledger,
-            unit,
-            gates,
-            upstream,
-            wanted,
-            principal=principal,
-            governance=platform.governance,
         )
     return RolledBack(dep, principal, results)

@@ -103,8 +103,11 @@ def mark_outcome(context: Any, code: str) -> None:
         context.log.warning(f"could not tag the run with its outcome {code}: {exc}")
 
 
-def failure(exc: UDError) -> dg.Failure:
-    """A step failure that carries the UD code, so `ud` can report it without parsing text."""
+def failure(exc: UDError, context: Any = None) -> dg.Failure:
+    """A step failure that carries the UD code, so `ud` can report it without parsing text; with
+    the step's `context`, the run is tagged with the code too (mark_outcome)."""
+    if context is not None:
+        mark_outcome(context, exc.code)
     message, remediation = (
         redact_text(exc.message),
         redact_text(exc.remediation),
@@ -133,10 +136,8 @@ def refusal(
     refused: str = "",
     context: Any = None,
 ) -> dg.Failure:
-    """Record a refusal (and tag the run of `context` with its code) and give back the step
-    failure to raise."""
-    if context is not None:
-        mark_outcome(context, exc.code)
+    """Record a refusal and give back the step failure to raise (tagging the run of `context`
+    with its code)."""
     record(
         ledger,
         Refusal(code=exc.code, message=exc.message, refused=refused, run_id=run_id),
@@ -145,7 +146,7 @@ def refusal(
         env=env,
         version=version,
     )
-    return failure(exc)
+    return failure(exc, context)
 
 
 def as_target_error(exc: Exception, doing: str) -> TargetError:
