@@ -3,8 +3,7 @@
 `ud promote` submits a run as `dagster job launch` does: the run is made from the code
 location's own view of the job (its snapshots and origin), then handed to the instance, whose
 run coordinator and launcher decide where it runs. The default launcher starts the run from a
-code server (`dagster api grpc`), which this module keeps, one per home, on a Unix socket in
-a private folder:
+code server (`dagster api grpc`), which this module keeps, one per home, on a Unix socket:
 
 - it is started on first use and reused by the next commands while what the definitions are
   made from is unchanged (the catalog's digest: the platform's files and its UD_ variables)
@@ -13,7 +12,8 @@ a private folder:
 - it stops by itself after UD_CODE_SERVER_IDLE_S seconds (default 600) without a command
   (Dagster's heartbeat), after its runs finish; `ud down` stops it at once.
 
-Its output (the runs' own Dagster logs, MLflow's and dbt's chatter) goes to
+It listens on `<home>/run/code-server.sock` (a private temp folder when that path is too long
+for a socket). Its output (the runs' own Dagster logs, MLflow's and dbt's chatter) goes to
 `<home>/logs/code-server.log`, never to the user's terminal.
 """
 
@@ -39,6 +39,7 @@ from .home import Home
 
 LOCATION = "unified_delivery_platform"  # workspace.yaml's location name: the UI's runs
 START_TIMEOUT_S = 300.0
+SOCKET_PATH_MAX = 100
 # Variables that change between two shells (or two tests) of one user and that no run reads.
 VOLATILE = {"PWD", "OLDPWD", "SHLVL", "_", "UD_TOKEN", "COLUMNS", "LINES", "PS1", "DISPLAY"}
 VOLATILE_PREFIXES = ("TERM", "SSH_", "TMUX", "XDG_SESSION", "WINDOW", "PYTEST_", "_ARGCOMPLETE")
@@ -50,6 +51,18 @@ def idle_timeout_s() -> int:
 
 def state_file(home: Home) -> Path:
     return home.root / "run" / "code-server.json"
+
+
+def socket_path(home: Home) -> str:
+    """Where the code server listens: in the home's private run folder, or, when that path is
+    too long for a Unix socket (108 bytes), in a private folder of its own under the temp dir,
+    removed when the server is stopped."""
+    path = home.root / "run" / "code-server.sock"
+    if len(str(path)) > SOCKET_PATH_MAX:
+        return str(Path(tempfile.mkdtemp(prefix="ud-cs-")) / "s")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a server that stopped by itself leaves its socket
+    return str(path)
 
 
 def log_file(home: Home) -> Path:
@@ -100,10 +113,8 @@ def stop(home: Home, *, wait_for_runs: bool = True) -> bool:
         return False
     with contextlib.suppress(OSError):
         state_file(home).unlink()
-    folder = Path(state.get("socket", "")).parent
     if not _alive(state):
-        if folder.name.startswith("ud-cs-"):
-            shutil.rmtree(folder, ignore_errors=True)
+        _remove_socket(state)
         return False
     if wait_for_runs:
         with contextlib.suppress(Exception):
@@ -111,16 +122,25 @@ def stop(home: Home, *, wait_for_runs: bool = True) -> bool:
             return True
     with contextlib.suppress(OSError):
         os.killpg(int(state["pid"]), signal.SIGTERM)
-    if folder.name.startswith("ud-cs-"):
-        shutil.rmtree(folder, ignore_errors=True)
+    _remove_socket(state)
     return True
+
+
+def _remove_socket(state: dict) -> None:
+    """A stopped server's socket, and the private temp folder it had when the home's path was
+    too long."""
+    socket = Path(state.get("socket", "") or "/nonexistent")
+    if socket.parent.name.startswith("ud-cs-"):
+        shutil.rmtree(socket.parent, ignore_errors=True)
+    else:
+        socket.unlink(missing_ok=True)
 
 
 def _start(home: Home, root: Path, key: str) -> dict:
     from .service.loading import definitions_module
 
     module, folder = definitions_module(root)
-    socket = str(Path(tempfile.mkdtemp(prefix="ud-cs-")) / "s")  # private (0700), and short
+    socket = socket_path(home)
     log = log_file(home)
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -143,6 +163,9 @@ def _start(home: Home, root: Path, key: str) -> dict:
         "--heartbeat-timeout",
         str(idle_timeout_s()),
     ]
+    own = Path(socket).parent
+    if own.name.startswith("ud-cs-"):  # a temp folder of its own: it goes when the server ends
+        cmd = ["sh", "-c", 'd=$1; shift; "$@"; rc=$?; rm -rf "$d"; exit $rc', "sh", str(own), *cmd]
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home.dagster_home),
