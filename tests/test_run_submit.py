@@ -125,19 +125,24 @@ def test_killing_the_command_leaves_its_run_going(paths):
 
 
 def test_the_code_server_is_reused_until_the_platform_changes_and_down_stops_it(paths):
+    assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
     first = _server(paths)
     assert _alive(first["pid"])
     assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
     assert _server(paths)["pid"] == first["pid"]  # same definitions, same environment
     unit = paths["project"] / "assets" / "units" / "svc.yaml"
     unit.write_text(unit.read_text().replace("startup_timeout_s: 15", "startup_timeout_s: 16"))
+    # the new server listens on a path of its own: the old one removes its path when it ends
     assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
     second = _server(paths)
+    assert second["socket"] != first["socket"]
     assert second["pid"] != first["pid"]
     deadline = time.monotonic() + 30
     while _alive(first["pid"]) and time.monotonic() < deadline:  # told to go once its runs end
         time.sleep(0.2)
     assert not _alive(first["pid"])
+    assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0  # served still
+    assert _server(paths)["pid"] == second["pid"]
     down = tiny.ud(paths, "down", "--json")
     assert "code server" in json.loads(down.stdout)["stopped"]
     deadline = time.monotonic() + 30

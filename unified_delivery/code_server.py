@@ -12,9 +12,11 @@ code server (`dagster api grpc`), which this module keeps, one per home, on a Un
 - it stops by itself after UD_CODE_SERVER_IDLE_S seconds (default 600) without a command
   (Dagster's heartbeat), after its runs finish; `ud down` stops it at once.
 
-It listens on `<home>/run/code-server.sock` (a private temp folder when that path is too long
-for a socket). Its output (the runs' own Dagster logs, MLflow's and dbt's chatter) goes to
-`<home>/logs/code-server.log`, never to the user's terminal.
+It listens on `<home>/run/code-server-<key>.sock` (a private temp folder when that path is too
+long for a socket): one path per server, because a replaced server still finishing its runs
+removes its socket path when it ends, which must not be its successor's. Its output (the
+runs' own Dagster logs, MLflow's and dbt's chatter) goes to `<home>/logs/code-server.log`,
+never to the user's terminal.
 """
 
 from __future__ import annotations
@@ -53,11 +55,11 @@ def state_file(home: Home) -> Path:
     return home.root / "run" / "code-server.json"
 
 
-def socket_path(home: Home) -> str:
-    """Where the code server listens: in the home's private run folder, or, when that path is
-    too long for a Unix socket (108 bytes), in a private folder of its own under the temp dir,
-    removed when the server is stopped."""
-    path = home.root / "run" / "code-server.sock"
+def socket_path(home: Home, key: str) -> str:
+    """Where the code server for `key` listens: in the home's private run folder, or, when that
+    path is too long for a Unix socket (108 bytes), in a private folder of its own under the
+    temp dir, removed when the server is stopped."""
+    path = home.root / "run" / f"code-server-{key[:12]}.sock"
     if len(str(path)) > SOCKET_PATH_MAX:
         return str(Path(tempfile.mkdtemp(prefix="ud-cs-")) / "s")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +142,7 @@ def _start(home: Home, root: Path, key: str) -> dict:
     from .service.loading import definitions_module
 
     module, folder = definitions_module(root)
-    socket = socket_path(home)
+    socket = socket_path(home, key)
     log = log_file(home)
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
