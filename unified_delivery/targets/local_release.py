@@ -57,11 +57,13 @@ from pydantic import Field
 
 from unified_delivery.errors import TargetError
 from unified_delivery.home import Home
+from unified_delivery.targets import rollout
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
+from unified_delivery.targets.front_door import FrontDoor, Route, nginx_binary
 from unified_delivery.targets.probes import CHILDREN as _CHILDREN
 from unified_delivery.targets.probes import ReleasePaths as _Paths
+from unified_delivery.targets.probes import front_url, release_paths, release_status
 from unified_delivery.targets.probes import proc_stat as _proc_stat
-from unified_delivery.targets.probes import release_paths, release_status
 from unified_delivery.targets.probes import running as _running
 from unified_delivery.targets.probes import service_url as _url
 from unified_delivery.targets.state_files import (
@@ -216,6 +218,8 @@ class LocalReleaseTarget(BaseTarget):
             unit, env = env_dir.parent.name, env_dir.name
             if self.stop(unit, env):
                 stopped.append(f"{unit}/{env}")
+        if FrontDoor(self._home()).stop():
+            stopped.append("front door (nginx)")
         return stopped
 
     # ---- internals --------------------------------------------------------------------
@@ -233,6 +237,8 @@ class LocalReleaseTarget(BaseTarget):
         state = read_json(paths.state)
         old = state or {}
         old_running = _running(old.get("pid"), old.get("pid_token"))
+        if unit.rollout is not None:
+            nginx_binary()  # refused before anything starts
         port = _pick_port(unit, env, version, log)
         deploy_id = secrets.token_hex(8)
         pending: dict[str, Any] = {
@@ -263,6 +269,9 @@ class LocalReleaseTarget(BaseTarget):
             pending.update(pid=proc.pid, pid_token=_start_token(proc.pid))
             write_json(paths.pending, pending)
             _await_healthy(unit, proc, port, unit.service.startup_timeout_s)
+            rolled = self._through_front_door(
+                unit, env, paths, old, old_running, port, version, action, log
+            )
             previous = old.get("version")
             if previous == version:  # a redeploy of the same version keeps the rollback point
                 previous = old.get("previous_version")
@@ -317,6 +326,17 @@ class LocalReleaseTarget(BaseTarget):
                 ) from undo_exc
             if not isinstance(exc, _Failure):
                 raise  # an unexpected exception: deploy() and rollback() turn it into a TargetError
+            if exc.code == "UD-ROLLOUT-ABORTED":
+                raise TargetError(
+                    exc.code,
+                    f"{unit.name}/{env}: version {version} was not released: {exc.reason}. "
+                    f"{_kept(env, state, old_running)} The steps and their analysis are in "
+                    f"{rollout.record_path(paths)} (ud rollout status {unit.name} --env {env}).",
+                    "Read the new release's log and the front door's access log "
+                    f"({paths.root / 'access.log'}) for the failing requests, fix them and "
+                    "deploy a new version; or widen the unit's rollout.analysis bounds if they "
+                    "are too tight.",
+                ) from None
             raise TargetError(
                 exc.code,
                 f"{unit.name}/{env}: version {version} did not come up: {exc.reason}. "
@@ -327,7 +347,11 @@ class LocalReleaseTarget(BaseTarget):
             ) from None
         self._finish(paths, pending, log)
         _prune(paths, keep={version, previous})
-        log(f"{unit.name}/{env} now runs version {version} on {_url(port)}")
+        front = front_url(paths)
+        log(
+            f"{unit.name}/{env} now runs version {version} on {_url(port)}"
+            + (f", behind {front}" if front else "")
+        )
         return Deployment(
             unit=unit.name,
             env=env,
@@ -337,11 +361,54 @@ class LocalReleaseTarget(BaseTarget):
             details={
                 "port": port,
                 "pid": proc.pid,
-                "url": _url(port),
+                "url": front or _url(port),
+                "release_url": _url(port),
                 "release_dir": str(paths.release(version)),
                 "log": str(paths.log),
+                **({"rollout": _rollout_summary(rolled)} if rolled else {}),
             },
         )
+
+    def _through_front_door(
+        self,
+        unit: AppUnit,
+        env: str,
+        paths: _Paths,
+        old: dict,
+        old_running: bool,
+        port: int,
+        version: str,
+        action: str,
+        log: Log,
+    ) -> dict | None:
+        """For a unit with a rollout: its canary, when a deploy replaces a running release (a
+        rollback and a first deploy switch at once), then every request to the new release.
+        The rollout's record, or None."""
+        door = FrontDoor(paths.home)
+        if unit.rollout is None:
+            if door.retire(paths, unit.name, env):  # the rollout was removed from the unit
+                log(f"{unit.name}/{env}: no rollout any more; its front door is gone")
+            return None
+        front = door.port(paths, unit.service.ports.get(env))
+        record = None
+        if action == "deploy" and old_running and old.get("port"):
+            try:
+                record = rollout.run(
+                    unit,
+                    env,
+                    paths,
+                    door,
+                    stable_port=int(old["port"]),
+                    new_port=port,
+                    version=version,
+                    stable_version=old.get("version"),
+                    log=log,
+                )
+            except rollout.Aborted as aborted:
+                raise _Failure("UD-ROLLOUT-ABORTED", f"its canary was aborted: {aborted}") from None
+        door.route(paths, unit.name, env, Route.only(port))
+        log(f"{unit.name}/{env}: the front door on port {front} sends every request to {version}")
+        return record
 
     @staticmethod
     def _finish(paths: _Paths, pending: dict, log: Log) -> None:
@@ -409,6 +476,7 @@ def _undo(paths: _Paths, pending: dict, log: Log) -> None:
         deploy_id
     ):  # its pid was never recorded, or it left children behind
         log(f"stopped the processes started for version {pending.get('version')}")
+    _sync_front_door(paths, log)  # before the pending deploy is forgotten: a reap retries it
     paths.pending.unlink(missing_ok=True)
 
 
@@ -418,10 +486,29 @@ def _complete(paths: _Paths, pending: dict, log: Log) -> None:
     if state:
         _point_current(paths, state["version"])
     old_pid, old_token = pending.get("old_pid"), pending.get("old_pid_token")
+    _sync_front_door(paths, log)  # every request to the new release before the old one stops
     if old_pid is not None:
         log(f"stopping the previous release (pid {old_pid})")
         _stop_process(old_pid, old_token)
     paths.pending.unlink(missing_ok=True)
+
+
+def _sync_front_door(paths: _Paths, log: Log) -> None:
+    """An environment behind a front door: its requests to the release state.json names."""
+    if not (paths.root / "front.json").exists():
+        return
+    FrontDoor(paths.home).sync(paths, paths.root.parent.name, paths.root.name)
+    log(f"the front door of {paths.root.parent.name}/{paths.root.name} follows state.json")
+
+
+def _rollout_summary(record: dict) -> dict:
+    return {
+        "status": record["status"],
+        "steps": [
+            f"{a['weight']}%: {a.get('verdict')} ({a.get('new', {}).get('requests', 0)} requests)"
+            for a in record["analysis"]
+        ],
+    }
 
 
 def _kept(env: str, state: dict | None, was_running: bool) -> str:
@@ -632,7 +719,7 @@ def _pick_port(unit: AppUnit, env: str, version: str, log: Log) -> int:
     """The preferred port when it is free; any free port when it is in use (by the release
     that serves now, or anything else); TargetError when it cannot be a port at all."""
     preferred = unit.service.ports.get(env)
-    if not preferred:
+    if not preferred or unit.rollout is not None:  # with a front door, the preferred port is its
         return _free_port()
     if isinstance(preferred, bool) or not isinstance(preferred, int) or not 0 < preferred < 65536:
         raise TargetError(

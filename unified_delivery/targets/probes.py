@@ -116,6 +116,12 @@ def service_url(port: int | None) -> str | None:
     return f"http://127.0.0.1:{port}" if port else None
 
 
+def front_url(paths: ReleasePaths) -> str | None:
+    """The environment's front door (an app with a rollout: front_door.py), if it has one."""
+    front = read_json(paths.root / "front.json")
+    return service_url(front.get("port")) if front else None
+
+
 def release_status(paths: ReleasePaths) -> Deployment | None:
     """What the release directory runs (a killed deploy already reaped)."""
     state = read_json(paths.state)
@@ -135,7 +141,8 @@ def release_status(paths: ReleasePaths) -> Deployment | None:
             **({"running_version": state["version"]} if moved else {}),
             "port": state.get("port"),
             "pid": state.get("pid"),
-            "url": service_url(state.get("port")),
+            "url": front_url(paths) or service_url(state.get("port")),
+            "release_url": service_url(state.get("port")),
             "running": running(state.get("pid"), state.get("pid_token")),
             "release_dir": str(paths.release(state["version"])),
             "log": str(paths.log),

@@ -4,7 +4,7 @@ how its targets start it (locally, or on Kubernetes)."""
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,6 +31,70 @@ class ServiceSpec(Strict):
     ports: dict[str, Port] = Field(
         default_factory=dict, description="preferred port per environment; a free port otherwise"
     )
+
+
+DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(value: float | str) -> float:
+    m = DURATION_RE.match(str(value).strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a duration: write 30s, 2m, 1h or a number of seconds")
+    return float(m.group(1)) * DURATION_UNITS[m.group(2) or "s"]
+
+
+class RolloutStep(Strict):
+    """One step of a canary: `weight` % of the environment's requests go to the new release
+    for `pause`, while the analysis watches."""
+
+    weight: int = Field(ge=1, le=99, description="% of requests for the new release")
+    pause: float | str = Field(default="30s", description="how long the step lasts: 30s, 2m, 1h")
+
+    @field_validator("pause")
+    @classmethod
+    def _pause(cls, v: float | str) -> float | str:
+        seconds = _seconds(v)
+        if not 0 < seconds <= 86400:
+            raise ValueError("a step's pause is between 0 and 24h")
+        return v
+
+    @property
+    def pause_s(self) -> float:
+        return _seconds(self.pause)
+
+
+class RolloutAnalysis(Strict):
+    """The bounds the new release must keep during each step, from the front door's access log."""
+
+    error_rate: float | None = Field(
+        default=0.01, ge=0, le=1, description="highest share of answers of 500 and above"
+    )
+    latency_p95_ms: float | None = Field(
+        default=None, gt=0, description="highest 95th percentile of the release's response time"
+    )
+    min_requests: int = Field(
+        default=10, ge=0, description="requests the new release needs in a step to be judged"
+    )
+    on_inconclusive: Literal["abort", "promote"] = Field(
+        default="abort", description="a step with fewer requests than min_requests"
+    )
+    interval_s: float = Field(default=1.0, gt=0, le=60, description="how often a step is judged")
+
+
+class RolloutSpec(Strict):
+    """A canary instead of the blue-green switch, on the embedded target (nginx in front of the
+    environment) and rendered as an Argo Rollout on Kubernetes."""
+
+    steps: list[RolloutStep] = Field(min_length=1, max_length=20)
+    analysis: RolloutAnalysis = Field(default_factory=RolloutAnalysis)
+
+    @model_validator(mode="after")
+    def _growing(self) -> RolloutSpec:
+        weights = [s.weight for s in self.steps]
+        if weights != sorted(set(weights)):
+            raise ValueError(f"a rollout's weights grow from step to step: {weights}")
+        return self
 
 
 class Autoscaling(Strict):
@@ -91,6 +155,11 @@ class AppUnit(Unit):
         default=None, description="the model unit whose per-environment version this app serves"
     )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
+    rollout: RolloutSpec | None = Field(
+        default=None,
+        description="a canary with analysis instead of the blue-green switch (deploys only; "
+        "a rollback switches at once)",
+    )
     kubernetes: KubernetesSpec | None = None
     test_command: list[str] = Field(
         default_factory=lambda: ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
