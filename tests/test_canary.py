@@ -184,3 +184,32 @@ def test_without_nginx_a_rollout_is_refused_and_nothing_changes(target, tmp_path
     assert refused.value.code == "UD-PROXY-MISSING"
     assert target.status("svc", ENV) is None
     assert not (release_paths(str(tmp_path / "home"), "svc", ENV).root / "front.json").exists()
+
+
+def test_ud_promote_of_an_app_with_a_rollout_goes_through_its_canary(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tiny_platform as tiny
+
+    paths = tiny.make(tmp_path)
+    unit = paths["project"] / "assets" / "units" / "svc.yaml"
+    unit.write_text(unit.read_text() + "  rollout: {steps: [{weight: 30, pause: 2s}], "
+                                       "analysis: {min_requests: 3, interval_s: 0.25}}\n")
+    try:
+        assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
+        none = json.loads(tiny.ud(paths, "rollout", "status", "svc", "--env", "staging", "--json").stdout)
+        assert none["status"] == "none"  # a first deploy has nothing to compare with
+        url = json.loads(tiny.ud(paths, "status", "--json").stdout)["units"][0]["environments"]["staging"]["url"]
+        second = tiny.commit(paths["work"], "second")
+        with traffic(url) as seen:
+            promoted = tiny.ud(paths, "promote", "svc", "--to", "staging", "--json")
+        assert promoted.returncode == 0, promoted.stderr[-2000:]
+        assert all(code in (200, 404) for code, _ in seen)  # the tiny app answers /work with 404: not an error
+        shown = tiny.ud(paths, "rollout", "status", "svc", "--env", "staging")
+        assert "completed" in shown.stdout and "30%" in shown.stdout, shown.stdout + shown.stderr
+        data = json.loads(tiny.ud(paths, "rollout", "status", "svc", "--env", "staging", "--json").stdout)
+        assert data["version"] == second and data["analysis"][0]["new"]["requests"] >= 3
+    finally:
+        down = tiny.ud(paths, "down", "--json")
+    assert "front door (nginx)" in json.loads(down.stdout)["stopped"], down.stdout

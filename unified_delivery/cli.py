@@ -397,6 +397,10 @@ def build_parser() -> Parser:
 
 # Shown under each command's --help, as kubectl does.
 EXAMPLES: dict[str, list[str]] = {
+    "rollout": [
+        "ud rollout status api --env production",
+        "ud rollout status api --env staging -o json",
+    ],
     "status": ["ud status", "ud status -o json | jq '.units[].environments.production'"],
     "promote": [
         "ud promote api --to staging",
@@ -428,6 +432,7 @@ COMMAND_MODULES: list[str] = [
     "board",
     "agents",
     "runs",
+    "rollouts",
 ]
 
 
