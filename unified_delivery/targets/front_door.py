@@ -195,9 +195,11 @@ class FrontDoor:
         try:
             pid = int((self.prefix / "nginx.pid").read_text().strip())
             os.kill(pid, 0)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid
+        # a stale pid file whose pid another program got since is not our nginx to signal
+        return pid if b"nginx" in cmdline and str(self.prefix).encode() in cmdline else None
 
     def stop(self) -> bool:
         """Stop this home's nginx (`ud down`); True when it ran."""
