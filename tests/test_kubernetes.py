@@ -164,6 +164,43 @@ def _gate_result(unit: AppUnit, env: str = "production"):
     return gate.evaluate(ctx)
 
 
+def test_a_rollout_renders_an_argo_rollout_with_its_steps_analysis_and_services():
+    unit = AppUnit(name="svc_api", team="web", repository="/x",
+                   kubernetes=app(hpa={"min_replicas": 2, "max_replicas": 6}).kubernetes,
+                   rollout={"steps": [{"weight": 10, "pause": "30s"}, {"weight": 50, "pause": "2m"}],
+                            "analysis": {"error_rate": 0.02, "latency_p95_ms": 250, "on_inconclusive": "promote"}})
+    manifests = render_manifests(unit, "production", SHA1, mlflow_tracking_uri="http://mlflow:5000")
+    assert [m["kind"] for m in manifests] == ["Service", "Service", "AnalysisTemplate", "Rollout", "HorizontalPodAutoscaler"]
+    assert schema_errors(manifests, DEFAULT_KUBERNETES_VERSION) == []  # Argo's own CRD schemas, strict
+    kinds = by_kind(manifests)
+    canary = kinds["Rollout"]["spec"]["strategy"]["canary"]
+    assert canary["steps"] == [{"setWeight": 10}, {"pause": {"duration": "30s"}},
+                               {"setWeight": 50}, {"pause": {"duration": "120s"}}]
+    assert (canary["stableService"], canary["canaryService"]) == ("svc-api", "svc-api-canary")
+    assert canary["analysis"]["templates"] == [{"templateName": "svc-api-canary"}]
+    metrics = {m["name"]: m for m in kinds["AnalysisTemplate"]["spec"]["metrics"]}
+    assert metrics["error-rate"]["failureCondition"] == "result[0] > 0.02"
+    assert metrics["error-rate"]["successCondition"].startswith("isNaN(result[0])")  # no traffic passes
+    assert 'service="svc-api-canary"' in metrics["latency-p95-ms"]["provider"]["prometheus"]["query"]
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["kind"] == "Rollout"
+    assert kinds["Rollout"]["spec"]["template"]["metadata"]["annotations"]["ud/version"] == SHA1
+    # what Argo's CRD does not declare, and a pod template Kubernetes would refuse, are errors
+    broken = copy.deepcopy(manifests)
+    rollout = next(m for m in broken if m["kind"] == "Rollout")
+    rollout["spec"]["strategy"]["canary"]["stepz"] = []
+    rollout["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    errors = schema_errors(broken, DEFAULT_KUBERNETES_VERSION)
+    assert any("'stepz' was unexpected" in e for e in errors) and any("containerPort" in e for e in errors), errors
+    # the policy gate reads the Rollout's pods as a Deployment's
+    root = AppUnit(name="svc_api", team="web", repository="/x", kubernetes=app(run_as_user=0).kubernetes,
+                   rollout={"steps": [{"weight": 20}]})
+    assert any(f["rule"] == "root" and "Rollout" in f["object"]
+               for f in policy_findings(render_manifests(root, "production", SHA1, mlflow_tracking_uri="x")))
+    with pytest.raises(TargetError) as refused:  # rendered, not yet applied by this target
+        KubernetesTarget().deploy(unit, "production", Artifact(unit="svc_api", kind="app", version=SHA1, location="/x"))
+    assert refused.value.code == "UD-TARGET-K8S-ROLLOUT"
+
+
 def test_the_policy_gate_passes_the_reference_app(reference):
     result = _gate_result(reference)
     assert (result.passed, result.code) == (True, "UD-GATE-POLICY-OK")

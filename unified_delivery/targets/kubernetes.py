@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -38,6 +39,9 @@ REVISION = "deployment.kubernetes.io/revision"
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 _APPLY = "application/apply-patch+yaml"
+ARGO_API = "argoproj.io/v1alpha1"
+ARGO_SCHEMAS = "argo-rollouts-v1.9.1.json.gz"  # the CRDs' openAPIV3Schema, from the release
+_ARGO: dict[str, dict[str, Any]] | None = None
 
 
 def _now() -> str:
@@ -232,7 +236,167 @@ def render_manifests(
                 },
             }
         )
+    if unit.rollout is not None:
+        return _as_argo_rollout(unit, spec, manifests)
     return manifests
+
+
+def _as_argo_rollout(
+    unit: AppUnit, spec: Any, manifests: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The same app as an Argo Rollouts `Rollout` with the unit's canary steps, a canary Service
+    beside the stable one, and an `AnalysisTemplate` of its bounds read from Prometheus
+    (kubernetes.canary_metrics). Without traffic routing, Argo approximates a weight by the
+    share of pods."""
+    rollout_spec = unit.rollout
+    assert rollout_spec is not None
+    service, deployment, *rest = manifests
+    meta = deployment["metadata"]
+    name, ns = meta["name"], meta["namespace"]
+    canary_service = copy.deepcopy(service)
+    canary_service["metadata"]["name"] = f"{name}-canary"
+    steps: list[dict[str, Any]] = []
+    for step in rollout_spec.steps:
+        steps += [
+            {"setWeight": step.weight},
+            {"pause": {"duration": f"{max(1, math.ceil(step.pause_s))}s"}},
+        ]
+    canary: dict[str, Any] = {
+        "canaryService": canary_service["metadata"]["name"],
+        "stableService": name,
+        "maxUnavailable": 0,
+        "maxSurge": 1,
+        "steps": steps,
+    }
+    out = [service, canary_service]
+    template = _analysis_template(unit, spec, name, ns, meta["labels"])
+    if template is not None:
+        canary["analysis"] = {
+            "templates": [{"templateName": template["metadata"]["name"]}],
+            "startingStep": 1,  # from the first weight on, in the background, to the end
+        }
+        out.append(template)
+    rollout = {
+        "apiVersion": ARGO_API,
+        "kind": "Rollout",
+        "metadata": copy.deepcopy(meta),
+        "spec": {
+            **{k: v for k, v in deployment["spec"].items() if k != "strategy"},
+            "strategy": {"canary": canary},
+        },
+    }
+    out.append(rollout)
+    for extra in rest:  # the autoscaler scales the Rollout
+        if extra["kind"] == "HorizontalPodAutoscaler":
+            extra["spec"]["scaleTargetRef"] = {
+                "apiVersion": ARGO_API,
+                "kind": "Rollout",
+                "name": name,
+            }
+        out.append(extra)
+    return out
+
+
+def _analysis_template(
+    unit: AppUnit, spec: Any, name: str, ns: str, labels: dict[str, str]
+) -> dict[str, Any] | None:
+    assert unit.rollout is not None
+    bounds, where = unit.rollout.analysis, spec.canary_metrics
+    lenient = bounds.on_inconclusive == "promote"  # no traffic (NaN) passes instead of pausing
+
+    def query(text: str) -> str:
+        return text.replace("{service}", f"{name}-canary").replace("{namespace}", ns)
+
+    def metric(metric_name: str, bound: float, text: str) -> dict[str, Any]:
+        ok = f"result[0] <= {bound:g}"
+        return {
+            "name": metric_name,
+            "interval": f"{max(10, round(bounds.interval_s))}s",  # a cluster's scrape interval
+            "failureLimit": 0,
+            "successCondition": f"isNaN(result[0]) || {ok}" if lenient else ok,
+            "failureCondition": f"result[0] > {bound:g}",
+            "provider": {"prometheus": {"address": where.prometheus, "query": query(text)}},
+        }
+
+    metrics = []
+    if bounds.error_rate is not None:
+        metrics.append(metric("error-rate", bounds.error_rate, where.error_rate_query))
+    if bounds.latency_p95_ms is not None:
+        metrics.append(metric("latency-p95-ms", bounds.latency_p95_ms, where.latency_p95_query))
+    if not metrics:
+        return None
+    return {
+        "apiVersion": ARGO_API,
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": f"{name}-canary", "namespace": ns, "labels": dict(labels)},
+        "spec": {"metrics": metrics},
+    }
+
+
+def _refuse_rollout(unit: Unit) -> None:
+    if isinstance(unit, AppUnit) and unit.rollout is not None:
+        raise TargetError(
+            "UD-TARGET-K8S-ROLLOUT",
+            f"{unit.name} declares a rollout: on Kubernetes it is an Argo Rollouts Rollout, "
+            "which this target renders (`ud render k8s`) but does not apply or follow yet",
+            f"apply `ud render k8s {unit.name} --env ENV` with kubectl or Argo CD on a cluster "
+            "that runs Argo Rollouts, or remove `rollout:` to deploy a Deployment",
+        )
+
+
+def argo_schemas() -> dict[str, dict[str, Any]]:
+    """The Rollout and AnalysisTemplate schemas of the Argo Rollouts CRDs this target renders
+    for (vendored: schemas/), made strict: a field the CRD does not declare is an error, as
+    the API server's strict field validation says."""
+    global _ARGO
+    if _ARGO is None:
+        import gzip
+        from importlib.resources import files
+
+        raw = files("unified_delivery.targets").joinpath("schemas", ARGO_SCHEMAS).read_bytes()
+        data = json.loads(gzip.decompress(raw))
+        _ARGO = {kind: _strict(entry["schema"]) for kind, entry in data["schemas"].items()}
+    return _ARGO
+
+
+def _strict(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _argo_errors(manifest: dict[str, Any], kubernetes_version: str) -> list[str]:
+    import jsonschema
+    import kubernetes_validate
+
+    where = f"{manifest['kind']}/{(manifest.get('metadata') or {}).get('name')}"
+    validator = jsonschema.Draft7Validator(argo_schemas()[manifest["kind"]])
+    errors = {  # one per field: a field may break several of its schema's alternatives
+        ".".join(str(p) for p in e.absolute_path) or "(top)": e.message
+        for e in validator.iter_errors(manifest)
+    }
+    if manifest["kind"] == "Rollout":  # its pod template, as a Deployment's
+        meta = manifest["metadata"]
+        as_deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {
+                "selector": manifest["spec"]["selector"],
+                "template": manifest["spec"]["template"],
+            },
+        }
+        try:
+            kubernetes_validate.validate(as_deployment, kubernetes_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.absolute_path) or "(top)"
+            errors.setdefault(path, exc.message)
+    return [f"{where}: {path}: {message}" for path, message in errors.items()]
 
 
 def supported_versions() -> list[str]:
@@ -259,6 +423,9 @@ def schema_errors(manifests: list[dict[str, Any]], kubernetes_version: str) -> l
     errors = []
     for m in manifests:
         where = f"{m.get('kind')}/{(m.get('metadata') or {}).get('name')}"
+        if m.get("apiVersion") == ARGO_API and m.get("kind") in argo_schemas():
+            errors += _argo_errors(m, wanted)
+            continue
         try:
             kubernetes_validate.validate(m, wanted, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -479,6 +646,7 @@ class KubernetesTarget(BaseTarget):
         return _Api(client.ApiClient(cfg), self.request_timeout_s)
 
     def _deployment(self, unit: Unit, env: str, version: str) -> dict[str, Any]:
+        _refuse_rollout(unit)
         return next(m for m in self.render(unit, env, version) if m["kind"] == "Deployment")
 
     def _where(self, unit: Unit, env: str) -> tuple[str, str]:
@@ -575,6 +743,7 @@ class KubernetesTarget(BaseTarget):
     def _deploy(
         self, unit: Unit, env: str, artifact: Artifact, current: Deployment | None, log: Log
     ) -> Deployment:
+        _refuse_rollout(unit)
         try:
             manifests = self.render(unit, env, artifact.version)
         except (

@@ -113,6 +113,23 @@ class Autoscaling(Strict):
         return self
 
 
+class CanaryMetrics(Strict):
+    """Where an Argo Rollouts analysis reads a canary's numbers on the cluster: a Prometheus and
+    the queries of the two bounds. Placeholders: {service} (the canary Service) {namespace}.
+    The defaults read ingress-nginx's request metrics."""
+
+    prometheus: str = "http://prometheus.monitoring.svc:9090"
+    error_rate_query: str = (
+        'sum(rate(nginx_ingress_controller_requests{namespace="{namespace}",service="{service}",'
+        'status=~"5.."}[1m])) / sum(rate(nginx_ingress_controller_requests{namespace='
+        '"{namespace}",service="{service}"}[1m]))'
+    )
+    latency_p95_query: str = (
+        "histogram_quantile(0.95, sum(rate(nginx_ingress_controller_request_duration_seconds_bucket"
+        '{namespace="{namespace}",service="{service}"}[1m])) by (le)) * 1000'
+    )
+
+
 class KubernetesSpec(Strict):
     """How the Kubernetes target runs an app: a Deployment, a Service and an optional autoscaler.
     `image` and `namespace` may use {version} and {env}."""
@@ -135,6 +152,10 @@ class KubernetesSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict, description="over service.env")
     secrets: list[str] = Field(
         default_factory=list, description="Secrets whose keys become environment variables"
+    )
+    canary_metrics: CanaryMetrics = Field(
+        default_factory=CanaryMetrics,
+        description="with a rollout: where its AnalysisTemplate reads the canary's numbers",
     )
 
     @model_validator(mode="after")
