@@ -213,3 +213,20 @@ def test_ud_promote_of_an_app_with_a_rollout_goes_through_its_canary(tmp_path):
     finally:
         down = tiny.ud(paths, "down", "--json")
     assert "front door (nginx)" in json.loads(down.stdout)["stopped"], down.stdout
+
+
+def test_after_the_rollout_health_holds_the_release_to_its_bounds(target, home, tmp_path):
+    # the canary saw no traffic (on_inconclusive: promote), so the monitor is what catches it
+    unit = app(steps=[{"weight": 50, "pause": "0.3s"}], monitor_s=30,
+               analysis={"error_rate": 0.05, "min_requests": 5, "on_inconclusive": "promote", "interval_s": 0.1})
+    target.deploy(unit, ENV, source(tmp_path, "v1"))
+    front = target.deploy(unit, ENV, source(tmp_path, "v2", mode="errors")).details["url"]
+    assert target.health(unit, ENV).healthy  # nothing served yet: nothing to hold against it
+    for _ in range(8):
+        assert call(front + "/work")[0] == 500
+    health = target.health(unit, ENV)
+    assert not health.healthy and "error rate 100.0% (8 of 8 requests)" in health.message, health.message
+    assert health.details["monitor"]["requests"] == 8
+    back = target.rollback(unit, ENV)  # what the health sensor does after its failed polls
+    assert back.version == "v1" and call(front + "/work") == (200, "v1")
+    assert target.health(unit, ENV).healthy  # v1's own requests are judged, not v2's

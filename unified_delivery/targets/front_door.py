@@ -12,7 +12,7 @@ One nginx per home, under `<home>/proxy/`:
 Per environment, beside its releases (`<home>/releases/<unit>/<env>/`):
 
     front.json                 the front port, kept across deploys (the environment's URL)
-    access.log                 one line per request: time, release port, status, latency
+    access.log                 one line per request: time, release port, status, latency, path
 
 A change of weights rewrites the environment's site file and reloads nginx (`nginx -s
 reload`: in-flight requests finish on the old workers). `proxy_next_upstream off`: a
@@ -55,7 +55,7 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     log_format {fmt} '$msec $upstream_addr $status $upstream_status $request_time '
-                     '$upstream_response_time';
+                     '$upstream_response_time $uri';
     include {prefix}/sites/*.conf;
 }}
 """

@@ -169,6 +169,11 @@ class LocalReleaseTarget(BaseTarget):
         status, body = _probe(url, HEALTH_TIMEOUT_S)
         details.update(health_url=url, status_code=status, body=_parse_body(body))
         if status == 200:
+            breach = _monitor_breach(unit, self._paths(name, env), deployment, details)
+            if breach:
+                return Health(
+                    False, f"{name}/{env} version {deployment.version}: {breach}", details
+                )
             return Health(
                 True, f"{name}/{env} version {deployment.version} answers 200 on {url}", details
             )
@@ -499,6 +504,23 @@ def _sync_front_door(paths: _Paths, log: Log) -> None:
         return
     FrontDoor(paths.home).sync(paths, paths.root.parent.name, paths.root.name)
     log(f"the front door of {paths.root.parent.name}/{paths.root.name} follows state.json")
+
+
+def _monitor_breach(
+    unit: AppUnit | str, paths: _Paths, deployment: Deployment, details: dict
+) -> str | None:
+    """An app behind a front door is held to its rollout's bounds after the deploy too: what
+    its release answered in the front door's last `monitor_s` seconds (details["monitor"])."""
+    spec = getattr(unit, "rollout", None)
+    port = deployment.details.get("port")
+    if spec is None or not spec.monitor_s or not port or not front_url(paths):
+        return None
+    sample = rollout.recent(paths, int(port), spec.monitor_s, _health_path(unit))
+    details["monitor"] = {"window_s": spec.monitor_s, **sample.summary()}
+    verdict, why = rollout.judge(spec, sample, final=True)
+    if verdict != "failed":
+        return None
+    return f"over the front door's last {spec.monitor_s:g} s, {why}"
 
 
 def _rollout_summary(record: dict) -> dict:

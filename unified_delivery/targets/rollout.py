@@ -67,8 +67,12 @@ class Sample:
         }
 
 
-def read_split(log: Path, offset: int, ports: dict[int, str]) -> dict[str, Sample]:
-    """The requests logged from `offset` on, per release (`ports`: port -> "new"/"stable")."""
+def read_split(
+    log: Path, offset: int, ports: dict[int, str], *, since: float = 0.0, skip_path: str = ""
+) -> dict[str, Sample]:
+    """The requests logged from `offset` on (and at or after the epoch time `since`), per
+    release (`ports`: port -> role); the platform's own health checks (`skip_path`) are not
+    the clients' requests."""
     samples = {role: Sample() for role in ports.values()}
     try:
         with open(log, "rb") as handle:
@@ -80,6 +84,14 @@ def read_split(log: Path, offset: int, ports: dict[int, str]) -> dict[str, Sampl
         parts = line.split()
         if len(parts) < 6:
             continue  # a line being written
+        if since:
+            try:
+                if float(parts[0]) < since:
+                    continue
+            except ValueError:
+                continue
+        if skip_path and len(parts) > 6 and parts[6] == skip_path:
+            continue
         addr, status, upstream_time = parts[1], parts[2], parts[5]
         try:
             port = int(addr.rsplit(":", 1)[-1].split(",")[0])
@@ -120,6 +132,23 @@ def judge(spec: RolloutSpec, new: Sample, *, final: bool) -> tuple[str, str]:
     if bounds.latency_p95_ms is not None and p95 is not None and p95 > bounds.latency_p95_ms:
         return "failed", f"latency p95 {p95:g} ms is above {bounds.latency_p95_ms:g} ms"
     return ("passed" if final else "running"), "within bounds"
+
+
+TAIL_BYTES = 4 << 20  # a monitor reads at most the last 4 MiB of the access log
+
+
+def recent(paths: ReleasePaths, port: int, window_s: float, skip_path: str = "") -> Sample:
+    """What the release on `port` answered through the front door in the last `window_s`."""
+    logfile = access_log(paths)
+    try:
+        size = logfile.stat().st_size
+    except FileNotFoundError:
+        return Sample()
+    offset = max(0, size - TAIL_BYTES)
+    since = time.time() - window_s
+    return read_split(logfile, offset, {port: "release"}, since=since, skip_path=skip_path)[
+        "release"
+    ]
 
 
 def record_path(paths: ReleasePaths) -> Path:
@@ -177,7 +206,7 @@ def run(
             deadline = time.monotonic() + step.pause_s
             while True:
                 final = time.monotonic() >= deadline
-                samples = read_split(logfile, offset, ports)
+                samples = read_split(logfile, offset, ports, skip_path=unit.service.health_path)
                 verdict, why = judge(spec, samples["new"], final=final)
                 entry.update(
                     new=samples["new"].summary(),

@@ -88,6 +88,14 @@ class RolloutSpec(Strict):
 
     steps: list[RolloutStep] = Field(min_length=1, max_length=20)
     analysis: RolloutAnalysis = Field(default_factory=RolloutAnalysis)
+    monitor_s: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="after a deploy, the release's health also holds it to the analysis bounds "
+        "over the front door's last monitor_s seconds of requests (the health gate and the "
+        "health sensor, which rolls back a release that breaks them); 0: off",
+    )
 
     @model_validator(mode="after")
     def _growing(self) -> RolloutSpec:
