@@ -197,3 +197,20 @@ def test_ud_down_stops_ud_ui(paths):
     finally:
         if ui.poll() is None:
             ui.kill()
+
+
+def test_a_server_that_went_away_is_told_from_a_platform_error(tmp_path):
+    from dagster._grpc.client import DagsterGrpcClient
+
+    from unified_delivery import code_server
+    from unified_delivery.errors import ConfigError
+
+    with pytest.raises(Exception) as unreachable:  # a real client on a socket nobody serves
+        DagsterGrpcClient(socket=str(tmp_path / "nobody.sock")).ping("ud")
+    assert code_server.gone(unreachable.value)  # submit starts a new server and tries once more
+    ended = ConfigError("UD-CODE-SERVER", "the platform's definitions do not load: Could not reach "
+                        "user code server. gRPC Error code: CANCELLED", "fix the platform code named")
+    assert code_server.gone(ended)
+    broken = ConfigError("UD-CODE-SERVER", "the platform's definitions do not load: SyntaxError: "
+                         "invalid syntax (definitions.py, line 3)", "fix the platform code named")
+    assert not code_server.gone(broken)  # the platform's own error: said, never retried

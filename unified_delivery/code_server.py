@@ -12,9 +12,10 @@ code server (`dagster api grpc`), which this module keeps, one per home, on a Un
 - it stops by itself after UD_CODE_SERVER_IDLE_S seconds (default 600) without a command
   (Dagster's heartbeat), after its runs finish; `ud down` stops it at once.
 
-It listens on `<home>/run/code-server-<key>.sock` (a private temp folder when that path is too
-long for a socket): one path per server, because a replaced server still finishing its runs
-removes its socket path when it ends, which must not be its successor's. Its output (the
+It listens on `<home>/run/code-server-<key>-<random>.sock` (a private temp folder when that path
+is too long for a socket): one path per server, because a server that ends (replaced, or idle)
+removes its socket path, which must not be its successor's. A command that reaches a server
+just as it ends (its idle time ran out) starts a new one and tries again, once. Its output (the
 runs' own Dagster logs, MLflow's and dbt's chatter) goes to `<home>/logs/code-server.log`,
 never to the user's terminal.
 """
@@ -25,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -59,7 +61,7 @@ def socket_path(home: Home, key: str) -> str:
     """Where the code server for `key` listens: in the home's private run folder, or, when that
     path is too long for a Unix socket (108 bytes), in a private folder of its own under the
     temp dir, removed when the server is stopped."""
-    path = home.root / "run" / f"code-server-{key[:12]}.sock"
+    path = home.root / "run" / f"code-server-{key[:8]}-{secrets.token_hex(3)}.sock"
     if len(str(path)) > SOCKET_PATH_MAX:
         return str(Path(tempfile.mkdtemp(prefix="ud-cs-")) / "s")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +227,19 @@ def server(home: Home, root: Path) -> dict:
         return _start(home, root, key)
 
 
+GONE = ("UNAVAILABLE", "CANCELLED")  # gRPC codes of a server that ended under the call
+
+
+def gone(exc: BaseException) -> bool:
+    """Whether `exc` says the code server went away during the call (not a platform error)."""
+    from dagster._core.errors import DagsterUserCodeUnreachableError
+
+    text = str(exc)
+    return isinstance(exc, DagsterUserCodeUnreachableError) or (
+        isinstance(exc, ConfigError) and any(f"gRPC Error code: {c}" in text for c in GONE)
+    )
+
+
 @contextlib.contextmanager
 def workspace(instance: Any, home: Home, root: Path) -> Iterator[Any]:
     """A Dagster workspace request context on the home's code server."""
@@ -245,3 +260,9 @@ def workspace(instance: Any, home: Home, root: Path) -> Iterator[Any]:
                 "fix the platform code named",
             )
         yield request
+
+
+def forget(home: Home) -> None:
+    """The home's code server went away under a command: the next `server()` starts anew (one
+    that still answers is told to end once its runs finish, never killed)."""
+    stop(home)

@@ -120,12 +120,35 @@ def submit(
     server's view of the job, then handed to the instance's run coordinator, whose launcher
     decides where it runs (a process of the code server on the embedded home, a Kubernetes Job
     with deploy/dagster.yaml). The run's id."""
-    from dagster._core.definitions.selector import JobSubsetSelector
-
     from . import code_server
 
     inst = instance(home)
     config = {**QUIET_LOGS, **(run_config or {})}
+    for attempt in (1, 2):
+        try:
+            return _submit(inst, root, job, home, run_id, config, tags)
+        except Exception as exc:
+            # A server that ended just as this command reached it (its idle time ran out):
+            # nothing was created yet (see _submit), so a new server gets the same request.
+            if attempt == 2 or not code_server.gone(exc) or inst.has_run(run_id):
+                raise
+            code_server.forget(home)
+    raise AssertionError("unreachable")
+
+
+def _submit(
+    inst: Any,
+    root: Path,
+    job: str,
+    home: Home,
+    run_id: str,
+    config: dict,
+    tags: dict[str, str] | None,
+) -> str:
+    from dagster._core.definitions.selector import JobSubsetSelector
+
+    from . import code_server
+
     with code_server.workspace(inst, home, root) as workspace:
         location = workspace.get_code_location(code_server.LOCATION)
         repo = next(iter(location.get_repositories().values()))  # a Definitions: one repository
