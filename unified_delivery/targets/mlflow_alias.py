@@ -118,10 +118,7 @@ class MlflowAliasTarget(BaseTarget):
         for metric in HIGHER_IS_BETTER:
             try:
                 metrics[f"holdout_{metric}"] = score(metric, fitted, X, y)
-            except (
-                AttributeError,
-                ValueError,
-            ):  # e.g. no predict_proba: that metric is not defined
+            except (AttributeError, ValueError, UDError):  # e.g. no probabilities: not defined
                 continue
         sample = pd.DataFrame(train[unit.features]).head(5)
         signature = infer_signature(sample, fitted.predict(sample))
