@@ -194,9 +194,7 @@ def register(add) -> None:
     sp.add_argument("unit")
     sp.add_argument("--gate", required=True)
     sp.add_argument("--version", default="", help="the one version to let through")
-    sp.add_argument(
-        "--file", default="", help="scoped: the finding's file (as the gate lists it)"
-    )
+    sp.add_argument("--file", default="", help="scoped: the finding's file (as the gate lists it)")
     sp.add_argument(
         "--rule", default="", help="scoped: the finding's rule (B105, 'Secret Keyword')"
     )

@@ -394,8 +394,7 @@ def _check_scope(
             caller,
             UDError(
                 "UD-OVERRIDE-SCOPE-UNSUPPORTED",
-                f"gate {gate.name} ({gate.type}) reports no findings a scoped override can "
-                "cover",
+                f"gate {gate.name} ({gate.type}) reports no findings a scoped override can cover",
                 "override one version instead: --version V",
             ),
             **where,
@@ -427,9 +426,7 @@ def _expiry(expires: str, until: str) -> datetime:
         ) from None
     at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
     if at <= now:
-        raise UDError(
-            "UD-USAGE", f"--until {until} is in the past", "give a date after today's"
-        )
+        raise UDError("UD-USAGE", f"--until {until} is in the past", "give a date after today's")
     if (at - now).total_seconds() > tokens.MAX_DURATION_S:
         raise UDError("UD-USAGE", f"--until {until} is more than a year away", "give a nearer date")
     return at

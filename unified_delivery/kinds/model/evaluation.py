@@ -73,7 +73,7 @@ class Scorer:
                 "register a version whose signature matches the evaluation data, or fix the "
                 "evaluation dataset's columns",
             )
-        return frame[columns]
+        return frame.loc[:, columns]
 
     def labels(self, X: pd.DataFrame, classes: list) -> np.ndarray:
         """Predicted labels, in the classes of the actual labels."""
@@ -145,8 +145,10 @@ class Scorer:
             )
         if values.ndim == 2:
             found = ("classes", values.astype(float))
-        elif values.dtype.kind == "f" and np.all((values >= 0) & (values <= 1)) and not np.all(
-            np.isin(values, (0.0, 1.0))
+        elif (
+            values.dtype.kind == "f"
+            and np.all((values >= 0) & (values <= 1))
+            and not np.all(np.isin(values, (0.0, 1.0)))
         ):
             found = ("proba", values.astype(float))
         else:

@@ -59,8 +59,10 @@ class ModelTranslator(KindTranslator):
                 "declared in Python with @ud.model",
             )
         path = Path(str(attributes["evaluation_dataset"]))
-        return {**attributes, "evaluation_dataset": str(path if path.is_absolute() else (
-            base_dir / path).resolve())}
+        return {
+            **attributes,
+            "evaluation_dataset": str(path if path.is_absolute() else (base_dir / path).resolve()),
+        }
 
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, ModelUnit)
