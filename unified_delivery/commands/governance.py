@@ -93,7 +93,7 @@ def cmd_override(args, out) -> int:
     out.result(
         data,
         f"{head} {data['gate']} for {what} until {data['expires_at']}, for "
-        f"{', '.join(data['for'])}{tail}",
+        f"{', '.join('everyone' if b == '*' else b for b in data['for'])}{tail}",
     )
     return 0
 
