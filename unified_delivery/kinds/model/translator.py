@@ -163,6 +163,7 @@ class ModelTranslator(KindTranslator):
             train_seconds=time.time() - started,
             log=ctx.log,
             principal=ctx.principal,
+            run_id=ctx.run_id,
         )
 
     def _data_unit_rows(self, unit: ModelUnit, ctx: BuildContext):
