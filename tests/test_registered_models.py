@@ -195,3 +195,12 @@ def test_a_model_unit_in_yaml_without_an_evaluation_dataset_is_refused(tmp_path:
     with pytest.raises(ConfigError) as err:
         Platform.from_directory(tmp_path)
     assert err.value.code == "UD-CONFIG-UNIT" and "evaluation_dataset" in err.value.message
+
+
+def test_the_model_component_schema_is_the_unit_declaration():
+    from unified_delivery import Model, ModelUnit
+
+    assert set(Model.get_model_cls().model_fields) == set(ModelUnit.model_fields)
+    schema = Model.get_model_cls().model_json_schema()
+    assert set(schema["required"]) == {"team", "label"}  # the name defaults to the folder
+    assert "registered" in schema["properties"]["evaluation_dataset"]["description"]
