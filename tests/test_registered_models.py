@@ -170,7 +170,9 @@ def test_a_model_registered_by_a_plain_script_is_gated_and_promoted(registry, ud
     # Three more versions at once: the newest (labels only) is built and refused for roc_auc.
     register("worse", "renamed", "labels")
     assert requested(tick(defs, home)) == [("mlflow:churn-external:4", "failed")]
-    assert failed_gates(platform, "4")["model_metric"]["code"] == "UD-MODEL-NO-PROBABILITIES"
+    labels_only = failed_gates(platform, "4")
+    assert labels_only["model_metric"]["code"] == "UD-MODEL-NO-PROBABILITIES"
+    assert "fairness" not in labels_only  # fairness judges its predicted labels
     # The worse one, asked for by version: worse than production on the same rows.
     outcome = service.promote(platform, defs, "churn_external", "staging", ref="2", reason="t", principal=MAYA,
                               home=home)
