@@ -72,6 +72,11 @@ def override_in_force(
     return {**entry.payload, "by": entry.principal, "at": entry.ts} if entry else None
 
 
+def clock() -> datetime:
+    """Now, for the expiry of scoped overrides (one place, so a test can move it)."""
+    return datetime.now(timezone.utc)
+
+
 @dataclass(frozen=True)
 class ScopedOverride:
     """An unexpired override of one finding (file and rule) of a gate, in every version."""
@@ -114,7 +119,7 @@ def scoped_overrides(
     gate that is not overridable, has none."""
     if not gate.overridable:
         return []
-    at = (now or datetime.now(timezone.utc)).isoformat()
+    at = (now or clock()).isoformat()
     found = []
     for e in reversed(ledger.entries(unit=gate.unit, action=Override.ACTION)):
         event = Override.read(e)
