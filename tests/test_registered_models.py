@@ -206,3 +206,40 @@ def test_the_model_component_schema_is_the_unit_declaration():
     schema = Model.get_model_cls().model_json_schema()
     assert set(schema["required"]) == {"team", "label"}  # the name defaults to the folder
     assert "registered" in schema["properties"]["evaluation_dataset"]["description"]
+
+
+class Predicts:
+    """What the gates call on a pyfunc model: predict(rows) -> its output, as a flavor gives it."""
+
+    def __init__(self, output):
+        self.output = output
+
+    def predict(self, rows):
+        return self.output(rows)
+
+
+@pytest.mark.parametrize("output, kind, classes", [
+    (lambda X: X["x"].to_numpy() / 10, "proba", (0, 1)),                                   # one column in [0, 1]
+    (lambda X: pd.DataFrame({"0": 1 - X["x"] / 10, "1": X["x"] / 10}), "classes", (0, 1)),  # a column per class
+    (lambda X: (X["x"] > 5).astype(int), "labels", (0, 1)),                                 # 0/1
+    (lambda X: np.where(X["x"] > 5, "yes", "no"), "labels", ("no", "yes")),                 # class names
+])
+def test_a_pyfunc_output_is_read_as_probabilities_class_columns_or_labels(output, kind, classes):
+    from unified_delivery.errors import UDError
+    from unified_delivery.gates.model_metric import score
+    from unified_delivery.kinds.model.evaluation import Scorer
+
+    rows = pd.DataFrame({"x": [1.0, 2.0, 4.0, 6.0, 8.0, 9.0]})
+    y = pd.Series([classes[0]] * 3 + [classes[1]] * 3)
+    scorer = Scorer("7", Predicts(output), "pyfunc")
+    assert scorer._predict(rows)[0] == kind
+    assert score("accuracy", scorer, rows, y) == 1.0
+    if kind == "labels":
+        with pytest.raises(UDError) as err:
+            score("roc_auc", scorer, rows, y)
+        assert err.value.code == "UD-MODEL-NO-PROBABILITIES"
+    else:
+        assert score("roc_auc", scorer, rows, y) == 1.0
+    with pytest.raises(UDError) as err:
+        scorer.inputs(rows, ["x", "z"])
+    assert err.value.code == "UD-MODEL-SCHEMA-MISMATCH" and "'z'" in err.value.message

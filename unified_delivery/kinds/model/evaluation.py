@@ -48,7 +48,7 @@ class Scorer:
     flavor: str  # "sklearn" or "pyfunc"
     signature_inputs: list[str] | None = None  # the columns its signature requires
     unit: ModelUnit | None = None
-    _out: dict[int, Any] = field(default_factory=dict, repr=False)
+    _last: tuple[Any, Any] | None = field(default=None, repr=False)  # (rows, their prediction)
 
     @classmethod
     def of_estimator(cls, estimator: Any, version: str = "") -> Scorer:
@@ -121,8 +121,8 @@ class Scorer:
         import pandas as pd
         from mlflow.exceptions import MlflowException
 
-        if id(X) in self._out:
-            return self._out[id(X)]
+        if self._last is not None and self._last[0] is X:  # the same rows: predicted once
+            return self._last[1]
         try:
             raw = self.model.predict(X)
         except MlflowException as exc:  # pyfunc's schema enforcement: the inputs do not fit
@@ -153,7 +153,7 @@ class Scorer:
             found = ("proba", values.astype(float))
         else:
             found = ("labels", values)
-        self._out[id(X)] = found
+        self._last = (X, found)
         return found
 
 
