@@ -110,7 +110,7 @@ def reg(tmp_path_factory) -> Iterator[Registry]:
             "shuffled": LogisticRegression().fit(shuffled_train[FEATURES], shuffled_train[LABEL]),
         }
         artifacts = {key: target.register(unit, model, train=train, holdout_path=holdout_path, data_version=f"d{i}",
-                                          train_seconds=0.1)
+                                          train_seconds=0.1, run_id=f"dagster-run-{key}")
                      for i, (key, model) in enumerate(fitted.items(), start=1)}
         yield Registry(target=target, unit=unit, holdout=holdout, holdout_path=holdout_path, fitted=fitted, **artifacts)
 
@@ -127,6 +127,8 @@ def test_register_records_version_provenance_and_metrics(reg):
     assert mv.run_id == reg.good.details["run_id"] and reg.good.digest == f"mlflow-run:{mv.run_id}"
 
     run = reg.client.get_run(mv.run_id)
+    # Tied to the Dagster run that trained it, under dagster-mlflow's tag name.
+    assert run.data.tags["dagster_run_id"] == mv.tags["dagster_run_id"] == "dagster-run-good"
     proba = reg.fitted["good"].predict_proba(reg.holdout[FEATURES])[:, 1]
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(roc_auc_score(reg.holdout[LABEL], proba))
     assert run.data.metrics["holdout_log_loss"] == pytest.approx(log_loss(reg.holdout[LABEL], proba))

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, GateRefused, NotPermitted, TargetError, UDError
 from .lazy import lazy_names
 
-# name -> the module that defines it. App and Data are the Dagster component types
-# `unified_delivery.App` and `unified_delivery.Data`.
+# name -> the module that defines it. App, Data and Model are the Dagster component types
+# `unified_delivery.App`, `unified_delivery.Data` and `unified_delivery.Model`.
 _LAZY = {
     "Promotion": ".api",
     "promote": ".api",
@@ -26,6 +26,7 @@ _LAZY = {
     "wrap_asset": ".kinds.asset.wrap",
     "Data": ".kinds.data.component",
     "DataUnit": ".kinds.data.unit",
+    "Model": ".kinds.model.component",
     "ModelDefinition": ".kinds.model.decorator",
     "model": ".kinds.model.decorator",
     "ModelUnit": ".kinds.model.unit",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .kinds.asset.wrap import WrappedAsset, wrap_asset
     from .kinds.data.component import Data
     from .kinds.data.unit import DataUnit
+    from .kinds.model.component import Model
     from .kinds.model.decorator import ModelDefinition, model
     from .kinds.model.unit import ModelUnit
     from .platform import Platform
@@ -71,6 +73,7 @@ __all__ = [
     "DataUnit",
     "GateRefused",
     "GateSpec",
+    "Model",
     "ModelDefinition",
     "ModelUnit",
     "NotPermitted",

@@ -411,6 +411,11 @@ EXAMPLES: dict[str, list[str]] = {
     "rollback": ["ud rollback api --env production --reason 'errors after deploy'"],
     "gates": ["ud gates api", "ud gates api --env production", "ud gates api --version 1a2b3c"],
     "approve": ["ud approvals", "ud approve api --env production --version 1a2b3c --comment ok"],
+    "override": [
+        "ud override api --gate tests --version 1a2b3c --justification 'flaky, fixed in #12'",
+        "ud override api --gate security --file app/settings.py --rule B105 --expires 30d "
+        "--reason 'dev-only key'",
+    ],
     "policy": ["ud policy show", "ud policy propose --reason 'freeze for the holidays'"],
     "runs": ["ud runs api", "ud logs 91ef2353"],
     "watch": ["ud watch 91ef2353"],

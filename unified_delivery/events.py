@@ -204,7 +204,9 @@ class Approval(Event):
 
 @dataclass(frozen=True)
 class Override(Event):
-    """Break-glass past one gate for one version, until `expires_at`, for whom `for_` names."""
+    """Break-glass past one gate for one version, until `expires_at`, for whom `for_` names.
+    A scoped override (`file` and `rule` set, no version on the entry) covers one finding of
+    the gate instead, in every version, until it expires: what the gate lists as covered."""
 
     ACTION: ClassVar[str] = "override"
     gate: str = ""
@@ -213,6 +215,29 @@ class Override(Event):
     justification: str = ""
     expires_at: str = ""
     for_: list[str] = field(default_factory=list, metadata={"key": "for"})
+    file: str = ""  # scoped: the finding's file, relative to the unit's source tree
+    rule: str = ""  # scoped: the finding's rule (a bandit test id, a detect-secrets kind)
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.file and self.rule)
+
+
+@dataclass(frozen=True)
+class OverrideUsed(Event):
+    """A scoped override let one finding of a gate through for one version (the entry's
+    version): the finding, the override (its ledger seq) and the run that used it."""
+
+    ACTION: ClassVar[str] = "override-used"
+    gate: str = ""
+    stage: str = ""
+    file: str = ""
+    rule: str = ""
+    line: int = 0
+    override_seq: int = 0
+    overridden_by: str = ""
+    expires_at: str = ""
+    run_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -347,6 +372,7 @@ EVENTS: dict[str, type[Event]] = {
         RollbackFailed,
         Approval,
         Override,
+        OverrideUsed,
         CommitsSkipped,
         Drift,
         TokenIssued,

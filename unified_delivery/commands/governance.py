@@ -76,22 +76,25 @@ def cmd_override(args, out) -> int:
         args.version,
         justification=args.justification,
         expires=args.expires,
+        until=args.until,
         stage=args.stage,
         for_=args.for_,
+        file=args.file,
+        rule=args.rule,
         dry_run=args.dry_run,
     )
-    if args.dry_run:
-        out.result(
-            data,
-            f"dry run: {caller} would override {data['gate']} for {args.unit} {args.version} until "
-            f"{data['expires_at']}, for {', '.join(data['for'])}",
-        )
-    else:
-        out.result(
-            data,
-            f"{caller} overrode {data['gate']} for {args.unit} {args.version} until "
-            f"{data['expires_at']}, for {', '.join(data['for'])}: {data['justification']}",
-        )
+    what = (
+        f"{data['file']} {data['rule']} in {args.unit} (every version)"
+        if data["file"]
+        else f"{args.unit} {args.version}"
+    )
+    head = f"dry run: {caller} would override" if args.dry_run else f"{caller} overrode"
+    tail = "" if args.dry_run else f": {data['justification']}"
+    out.result(
+        data,
+        f"{head} {data['gate']} for {what} until {data['expires_at']}, for "
+        f"{', '.join('everyone' if b == '*' else b for b in data['for'])}{tail}",
+    )
     return 0
 
 
@@ -185,14 +188,23 @@ def register(add) -> None:
     sp = add(
         "override",
         cmd_override,
-        "break-glass: let one version through one failed gate, with a justification",
+        "break-glass: let one version through one failed gate, or one finding of a gate through "
+        "for a period (--file, --rule), with a reason",
     )
     sp.add_argument("unit")
     sp.add_argument("--gate", required=True)
-    sp.add_argument("--version", required=True)
-    sp.add_argument("--justification", default="")
+    sp.add_argument("--version", default="", help="the one version to let through")
+    sp.add_argument("--file", default="", help="scoped: the finding's file (as the gate lists it)")
+    sp.add_argument(
+        "--rule", default="", help="scoped: the finding's rule (B105, 'Secret Keyword')"
+    )
+    sp.add_argument(
+        "--justification", "--reason", dest="justification", default="", help="why, recorded"
+    )
     sp.add_argument("--stage", default="")
-    sp.add_argument("--expires", default="24h")
+    when = sp.add_mutually_exclusive_group()
+    when.add_argument("--expires", default="", help="for how long: 90s, 15m, 8h, 7d (24h)")
+    when.add_argument("--until", default="", help="or until a date: 2026-12-31")
     sp.add_argument(
         "--for",
         dest="for_",
@@ -200,7 +212,7 @@ def register(add) -> None:
         metavar="PRINCIPAL",
         help=(
             "who may use the override: a principal, or role:ROLE for anyone with that role where "
-            "the gate guards (repeatable; default: you)"
+            "the gate guards (repeatable; default: you, or everyone for a scoped override)"
         ),
     )
     sp.add_argument("--dry-run", action="store_true")

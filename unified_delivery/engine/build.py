@@ -44,6 +44,7 @@ def build_candidate(context: Any, platform: Platform, unit: Unit, ref: str) -> d
         trainer=platform.trainers.get(unit.name),
         log=context.log.info,
         principal=principal,
+        run_id=context.run.run_id,
     )
     try:
         with measure() as measured:

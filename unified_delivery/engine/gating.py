@@ -11,7 +11,7 @@ import dagster as dg
 
 from .. import tracing
 from ..errors import GateRefused, UDError
-from ..events import GateEvaluated, record
+from ..events import GateEvaluated, OverrideUsed, record
 from ..gates import Gate, GateContext, GateResult
 from ..home import Home
 from ..redaction import redact, redact_text
@@ -195,6 +195,26 @@ def run_gate(context: Any, platform: Platform, unit: Unit, gate: Gate) -> dg.Ass
         env=guards,
         version=version,
     )
+    for covered in result.metadata.get("covered") or [] if version else []:
+        # Every use of a scoped override is on the record: the finding, the version, the run.
+        record(
+            ledger,
+            OverrideUsed(
+                gate=gate.name,
+                stage=stage,
+                file=covered["file"],
+                rule=covered["rule"],
+                line=int(covered.get("line") or 0),
+                override_seq=int(covered["override_seq"]),
+                overridden_by=covered.get("overridden_by", ""),
+                expires_at=covered.get("expires_at", ""),
+                run_id=context.run.run_id,
+            ),
+            principal=principal,
+            unit=unit.name,
+            env=guards,
+            version=version,
+        )
     extra = (
         {
             "overridden_by": override["by"],

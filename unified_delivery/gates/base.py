@@ -115,6 +115,9 @@ class Gate(ABC, Generic[S]):
     reported_live: ClassVar[bool] = False
     # A break-glass override may let a version past it.
     overridable: ClassVar[bool] = True
+    # Reports findings (a file, a rule) that a scoped override may cover one at a time, in
+    # every version, for a period (`ud override --file F --rule R`); the gate applies them.
+    scoped_findings: ClassVar[bool] = False
     # Needs the platform's price table (refused at load without one).
     needs_prices: ClassVar[bool] = False
     # What a refusal raises, and the code it is reported under (None: the gate's own code).

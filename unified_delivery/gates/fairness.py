@@ -41,7 +41,8 @@ class FairnessGate(Gate[FairnessSettings]):
     def validate_for(self, unit: Unit) -> None:
         assert isinstance(unit, ModelUnit)  # the registry builds it for model units only
         column = self.settings.sensitive_column
-        if column not in unit.extra_columns and column not in unit.features:
+        # A registered model's held-out rows are its whole evaluation dataset: every column.
+        if not unit.registered_only and column not in [*unit.extra_columns, *unit.features]:
             raise ConfigError(
                 "UD-CONFIG-GATE",
                 f"unit {unit.name}: gate {self.name!r} field settings.sensitive_column: "
@@ -52,7 +53,7 @@ class FairnessGate(Gate[FairnessSettings]):
     def evaluate(self, ctx: GateContext) -> GateResult:
         import pandas as pd
 
-        from ..kinds.model.evaluation import load_model
+        from ..kinds.model.evaluation import features_of, load_model
 
         s, unit = self.settings, ctx.unit
         assert isinstance(unit, ModelUnit)  # the registry builds it for model units only
@@ -71,12 +72,17 @@ class FairnessGate(Gate[FairnessSettings]):
                 "rebuild the candidate so extra_columns are kept",
             )
         model = load_model(ctx, ctx.version)
-        positive = list(getattr(model, "classes_", [1]))[-1]
-        X = frame[unit.features]
-        score = (
-            model.predict_proba(X)[:, -1] if hasattr(model, "predict_proba") else model.predict(X)
+        classes = sorted(set(frame[unit.label].tolist()))
+        positive = list(getattr(model.model, "classes_", classes or [1]))[-1]
+        X = model.inputs(frame, features_of(ctx.artifact, unit))
+        # The positive class's probability against the threshold; a model that gives labels
+        # only (a pyfunc of another flavor) is judged on its predicted labels.
+        predicted = (
+            model.positive_scores(X) >= s.threshold
+            if model.has_probabilities(X)
+            else model.labels(X, classes) == positive
         )
-        frame = frame.assign(_pred=score >= s.threshold, _actual=frame[unit.label] == positive)
+        frame = frame.assign(_pred=predicted, _actual=frame[unit.label] == positive)
         rates: dict[str, dict[str, Any]] = {}
         for group, rows in frame.groupby(s.sensitive_column, dropna=False):
             base = rows if s.rate == "positive_rate" else rows[rows["_actual"]]

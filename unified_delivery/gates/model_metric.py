@@ -4,8 +4,9 @@ comparison is like for like and does not trust numbers logged elsewhere."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+from ..errors import UDError
 from ..kinds.model.unit import ModelUnit
 from ..targets.roles import ModelRegistry
 from .base import Gate, GateContext, GateResult, GateSettings
@@ -20,6 +21,15 @@ HIGHER_IS_BETTER = {
 }
 
 
+# What keeps a version from being scored at all: refused with its own code.
+SCORING_CODES = (
+    "UD-MODEL-SCHEMA-MISMATCH",
+    "UD-MODEL-NO-PROBABILITIES",
+    "UD-MODEL-NOT-PYFUNC",
+    "UD-MODEL-PREDICT",
+)
+
+
 class MetricSettings(GateSettings):
     metric: Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"] = "roc_auc"
     min: float | None = None  # absolute bound (a maximum for log_loss)
@@ -27,13 +37,17 @@ class MetricSettings(GateSettings):
     champion_env: str = "production"
 
 
-def score(metric: str, model, X, y) -> float:
+def score(metric: str, model: Any, X, y) -> float:
+    """`metric` of a model (a Scorer, or a fitted estimator) on rows `X` with labels `y`."""
     from sklearn import metrics as m
 
+    from ..kinds.model.evaluation import Scorer
+
+    scorer = model if isinstance(model, Scorer) else Scorer.of_estimator(model)
     if metric in ("roc_auc", "log_loss"):
-        proba = model.predict_proba(X)[:, 1]
+        proba = scorer.positive_scores(X)
         return float(m.roc_auc_score(y, proba) if metric == "roc_auc" else m.log_loss(y, proba))
-    pred = model.predict(X)
+    pred = scorer.labels(X, sorted(set(y.tolist())))
     fn = {
         "accuracy": m.accuracy_score,
         "f1": m.f1_score,
@@ -51,19 +65,23 @@ class ModelMetricGate(Gate[MetricSettings]):
     Settings = MetricSettings
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        from ..kinds.model.evaluation import load_holdout, load_model
+        from ..kinds.model.evaluation import features_of, load_holdout, load_model
 
         s, unit = self.settings, ctx.unit
         assert isinstance(unit, ModelUnit)  # the registry builds it for model units only
-        X, y = load_holdout(ctx.artifact, unit)
-        value = score(s.metric, load_model(ctx, ctx.version), X, y)
+        frame, y = load_holdout(ctx.artifact, unit)
+        features = features_of(ctx.artifact, unit)
+        meta: dict = {"metric": s.metric, "holdout_rows": int(len(y)), "version": ctx.version}
+        try:
+            candidate = load_model(ctx, ctx.version)
+            X = candidate.inputs(frame, features)
+            value = score(s.metric, candidate, X, y)
+        except UDError as exc:  # the version cannot be scored: its own cause, not a crash
+            if exc.code not in SCORING_CODES:
+                raise
+            return GateResult(False, exc.code, exc.message, exc.remediation, meta)
         better = HIGHER_IS_BETTER[s.metric]
-        meta: dict = {
-            "metric": s.metric,
-            "value": round(value, 6),
-            "holdout_rows": int(len(y)),
-            "version": ctx.version,
-        }
+        meta.update(value=round(value, 6), flavor=candidate.flavor)
         if s.min is not None:
             meta["threshold"] = s.min
             if (value < s.min) if better else (value > s.min):
@@ -81,7 +99,8 @@ class ModelMetricGate(Gate[MetricSettings]):
             and champion is not None
             and champion.version != ctx.version
         ):
-            champ = score(s.metric, load_model(ctx, champion.version), X, y)
+            held = load_model(ctx, champion.version)
+            champ = score(s.metric, held, held.inputs(frame, features), y)
             delta = (value - champ) if better else (champ - value)
             meta.update(
                 champion_version=champion.version,

@@ -31,6 +31,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..engine.overrides import OverriddenGate, ScopedOverride, scoped_overrides
 from ..errors import UDError
 from .base import Gate, GateContext, GateResult, GateSettings
 
@@ -51,6 +52,7 @@ class SecurityGate(Gate[SecuritySettings]):
     family = "security"
     kinds = ("app",)
     Settings = SecuritySettings
+    scoped_findings = True
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         if (
@@ -67,6 +69,10 @@ class SecurityGate(Gate[SecuritySettings]):
         ctx.log(f"scanning {tree} at {ctx.version[:12]}")
         findings, scanned = bandit_scan(tree, self.settings)
         secrets, known = secret_scan(tree) if self.settings.secrets else ([], 0)
+        scoped = self._scoped_overrides(ctx)
+        findings, covered = split_covered(findings, "test", scoped)
+        secrets, covered_secrets = split_covered(secrets, "kind", scoped)
+        covered += covered_secrets
         meta = {
             "commit": ctx.version,
             "severity_threshold": self.settings.severity,
@@ -74,8 +80,13 @@ class SecurityGate(Gate[SecuritySettings]):
             "findings": findings[:50],
             "secrets": secrets[:50],
             "secrets_in_baseline": known,
+            "covered": covered[:50],
         }
-        where = ", ".join(f"{f['file']}:{f['line']}" for f in (secrets or findings)[:5])
+        # File and rule as a scoped override names them (`ud override --file F --rule R`).
+        where = ", ".join(
+            f"{f['file']}:{f['line']} ({f.get('kind') or f.get('test')})"
+            for f in (secrets or findings)[:5]
+        )
         if secrets:
             also = f" and {len(findings)} code finding(s)" if findings else ""
             return GateResult(
@@ -92,17 +103,55 @@ class SecurityGate(Gate[SecuritySettings]):
                 "UD-GATE-SECURITY-FINDINGS",
                 f"{len(findings)} bandit finding(s) of severity {self.settings.severity} or above "
                 f"at {ctx.version[:12]}: {where}",
-                "fix the code; a reviewed false positive takes a `# nosec BXXX` comment",
+                "fix the code; a reviewed false positive takes a `# nosec BXXX` comment, or a "
+                "scoped override for a period: ud override UNIT --gate GATE --file F --rule R",
                 meta,
             )
+        also = f"; {len(covered)} covered by scoped overrides" if covered else ""
         return GateResult(
             True,
             "UD-GATE-SECURITY-OK",
             f"no finding of severity {self.settings.severity} or above and no secret in {scanned} "
-            "files",
+            f"files{also}",
             "",
             meta,
         )
+
+    def _scoped_overrides(self, ctx: GateContext) -> list[ScopedOverride]:
+        """The overrides of one finding of this gate in force, for the principal gating."""
+        if ctx.ledger is None:  # a gate evaluated outside a platform (a unit test)
+            return []
+        gate = OverriddenGate(ctx.unit.name, self.name, ctx.stage, self.overridable)
+        return [
+            o
+            for o in scoped_overrides(ctx.ledger, gate)
+            if o.for_principal(ctx.principal or None, ctx.governance, ctx.guards)
+        ]
+
+
+def split_covered(
+    found: list[dict], rule_key: str, scoped: list[ScopedOverride]
+) -> tuple[list[dict], list[dict]]:
+    """`found` split into what no scoped override covers and what one does (with the override
+    that covers it: the engine records each use in the ledger)."""
+    left, covered = [], []
+    for f in found:
+        override = next((o for o in scoped if o.covers(f["file"], f[rule_key])), None)
+        if override is None:
+            left.append(f)
+        else:
+            covered.append(
+                {
+                    "file": f["file"],
+                    "line": f["line"],
+                    "rule": f[rule_key],
+                    "override_seq": override.seq,
+                    "overridden_by": override.by,
+                    "justification": override.justification,
+                    "expires_at": override.expires_at,
+                }
+            )
+    return left, covered
 
 
 def bandit_scan(tree: Path, s: SecuritySettings) -> tuple[list[dict], int]:

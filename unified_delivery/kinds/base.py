@@ -44,6 +44,7 @@ class BuildContext:
     trainer: ModelDefinition | WrappedAsset | None = None
     log: Callable[[str], None] = print
     principal: str = ""  # who the build runs for (recorded as a model version's registrant)
+    run_id: str = ""  # the Dagster run that builds it (tagged on a training run in MLflow)
 
 
 class KindTranslator:

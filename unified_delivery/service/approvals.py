@@ -240,16 +240,21 @@ def override(
     caller: str,
     unit_name: str,
     gate_name: str,
-    version: str,
+    version: str = "",
     *,
     justification: str,
-    expires: str = "24h",
+    expires: str = "",
+    until: str = "",
     stage: str = "",
     for_: list[str] | None = None,
+    file: str = "",
+    rule: str = "",
     dry_run: bool = False,
 ) -> dict:
-    """Record a break-glass override of one failed gate for one version, usable only by the
-    principals (or holders of a role) it names; the policy gate is never overridden."""
+    """Record a break-glass override of one failed gate, usable only by the principals (or
+    holders of a role) it names; the policy gate is never overridden. With `version`, it lets
+    that version through the gate; with `file` and `rule` (scoped), it covers that one finding
+    of the gate in every version until it expires, for everyone unless `for_` says whom."""
     unit = platform.unit(unit_name)
     gates = [
         g
@@ -268,7 +273,8 @@ def override(
         )
     gate = gates[-1]
     guards = unit.stages[unit.stages.index(gate.spec.stage) + 1]
-    where = {"unit": unit.name, "env": guards, "version": version, "action": "override"}
+    scoped = bool(file or rule)
+    where = {"unit": unit.name, "env": guards, "version": version or None, "action": "override"}
     if not gate.overridable:
         raise refuse(
             platform,
@@ -280,8 +286,11 @@ def override(
             ),
             **where,
         )
-    beneficiaries = list(dict.fromkeys(for_ or [caller]))
+    _check_scope(platform, caller, gate, version, file, rule, where)
+    beneficiaries = list(dict.fromkeys(for_ or (["*"] if scoped else [caller])))
     for b in beneficiaries:
+        if b == "*" and scoped:
+            continue
         if b.startswith("role:"):
             if b[5:] not in ROLES:
                 raise UDError(
@@ -298,7 +307,7 @@ def override(
             UDError(
                 "UD-OVERRIDE-NO-JUSTIFICATION",
                 "a break-glass override needs a written justification",
-                "give --justification 'why this version must go through'",
+                "give --reason 'why this must go through'",
             ),
             **where,
         )
@@ -313,27 +322,111 @@ def override(
             ),
             **where,
         )
-    try:
-        built(platform, unit, version)
-    except UDError as exc:
-        raise refuse(platform, caller, exc, **where) from None
-    until = datetime.now(timezone.utc) + timedelta(seconds=tokens.parse_duration(expires))
+    if not scoped:
+        try:
+            built(platform, unit, version)
+        except UDError as exc:
+            raise refuse(platform, caller, exc, **where) from None
     event = Override(
         gate=gate.name,
         family=gate.family,
         stage=gate.spec.stage,
         justification=justification.strip(),
-        expires_at=until.isoformat(),
+        expires_at=_expiry(expires, until).isoformat(),
         for_=beneficiaries,
+        file=file.strip().removeprefix("./"),
+        rule=rule.strip(),
     )
     if dry_run:
         return {"ok": True, "dry_run": True, **where, "principal": caller, **event.payload()}
-    record(
+    entry = record(
         platform.ledger.ledger(),
         event,
         principal=caller,
         unit=unit.name,
         env=guards,
-        version=version,
+        version=None if scoped else version,
     )
-    return {"ok": True, **where, "principal": caller, **event.payload()}
+    return {"ok": True, **where, "principal": caller, "seq": entry.seq, **event.payload()}
+
+
+def _check_scope(
+    platform: Platform,
+    caller: str,
+    gate: Any,
+    version: str,
+    file: str,
+    rule: str,
+    where: dict[str, Any],
+) -> None:
+    """An override names one version, or one finding (a file and a rule) of a gate that
+    reports findings; anything else is refused before it is recorded."""
+    if not (file or rule):
+        if version:
+            return
+        raise refuse(
+            platform,
+            caller,
+            UDError(
+                "UD-OVERRIDE-NOT-SCOPED",
+                "an override without --version must be scoped to one finding",
+                f"give --version V (one version), or --file F --rule R (one finding of "
+                f"{gate.name}, every version, until it expires)",
+            ),
+            **where,
+        )
+    if not (file.strip() and rule.strip()):
+        raise refuse(
+            platform,
+            caller,
+            UDError(
+                "UD-OVERRIDE-NOT-SCOPED",
+                f"a scoped override names both the file and the rule (given: "
+                f"{'--file' if file.strip() else '--rule'} only)",
+                "give --file PATH --rule RULE, as the gate's finding lists them "
+                "(e.g. --file app/settings.py --rule B105)",
+            ),
+            **where,
+        )
+    if not gate.scoped_findings:
+        raise refuse(
+            platform,
+            caller,
+            UDError(
+                "UD-OVERRIDE-SCOPE-UNSUPPORTED",
+                f"gate {gate.name} ({gate.type}) reports no findings a scoped override can cover",
+                "override one version instead: --version V",
+            ),
+            **where,
+        )
+    if version:
+        raise UDError(
+            "UD-USAGE",
+            "a scoped override covers its finding in every version: --version does not go "
+            "with --file and --rule",
+            "drop --version",
+        )
+
+
+def _expiry(expires: str, until: str) -> datetime:
+    """When an override ends: `expires` from now (a duration), or at `until` (an ISO date or
+    time, UTC when it names no zone); 24 hours when neither is given."""
+    now = datetime.now(timezone.utc)
+    if expires and until:
+        raise UDError("UD-USAGE", "give --expires or --until, not both", "drop one of them")
+    if not until:
+        return now + timedelta(seconds=tokens.parse_duration(expires or "24h"))
+    try:
+        at = datetime.fromisoformat(until.strip())
+    except ValueError:
+        raise UDError(
+            "UD-USAGE",
+            f"--until {until[:40]!r} is not a date",
+            "give an ISO date or time: 2026-12-31 or 2026-12-31T18:00:00+00:00",
+        ) from None
+    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    if at <= now:
+        raise UDError("UD-USAGE", f"--until {until} is in the past", "give a date after today's")
+    if (at - now).total_seconds() > tokens.MAX_DURATION_S:
+        raise UDError("UD-USAGE", f"--until {until} is more than a year away", "give a nearer date")
+    return at

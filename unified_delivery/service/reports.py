@@ -8,7 +8,16 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UDError
-from ..events import CHANGES, Approval, GateEvaluated, Override, Promotion, Rollback, read
+from ..events import (
+    CHANGES,
+    Approval,
+    GateEvaluated,
+    Override,
+    OverrideUsed,
+    Promotion,
+    Rollback,
+    read,
+)
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -82,6 +91,18 @@ def evidence(ledger: Ledger, since: datetime | None, env: str = "production") ->
             for o in ledger.entries(unit=e.unit, action=Override.ACTION)
             if o.version == e.version and o.seq < e.seq
             for ov in [Override.read(o)]
+        ] + [
+            {  # a scoped override, used for this version: the finding it let through
+                "principal": used.overridden_by,
+                "gate": used.gate,
+                "finding": f"{used.file}:{used.line} {used.rule}",
+                "override_seq": used.override_seq,
+                "expires_at": used.expires_at,
+                "at": u.ts,
+            }
+            for u in ledger.entries(unit=e.unit, env=env, action=OverrideUsed.ACTION)
+            if u.version == e.version and u.seq < e.seq
+            for used in [OverrideUsed.read(u)]
         ]
         change = read(e)
         assert isinstance(change, (Promotion, Rollback))

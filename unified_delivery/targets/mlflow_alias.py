@@ -102,6 +102,7 @@ class MlflowAliasTarget(BaseTarget):
         train_seconds: float,
         log: Log = _quiet,
         principal: str = "",
+        run_id: str = "",
     ) -> Artifact:
         """Log a fitted model, register a new version, and tag it with its provenance."""
         import mlflow
@@ -118,15 +119,15 @@ class MlflowAliasTarget(BaseTarget):
         for metric in HIGHER_IS_BETTER:
             try:
                 metrics[f"holdout_{metric}"] = score(metric, fitted, X, y)
-            except (
-                AttributeError,
-                ValueError,
-            ):  # e.g. no predict_proba: that metric is not defined
+            except (AttributeError, ValueError, UDError):  # e.g. no probabilities: not defined
                 continue
         sample = pd.DataFrame(train[unit.features]).head(5)
         signature = infer_signature(sample, fitted.predict(sample))
+        # The training run names the Dagster run that trained it (dagster-mlflow's tag), so
+        # the MLflow UI and the Dagster UI lead to each other.
+        tags = {"dagster_run_id": run_id, "ud.unit": unit.name} if run_id else {}
         with mlflow.start_run(
-            experiment_id=self._experiment(unit), run_name=f"{unit.name}-train"
+            experiment_id=self._experiment(unit), run_name=f"{unit.name}-train", tags=tags
         ) as run:
             mlflow.log_params(
                 {
@@ -155,6 +156,8 @@ class MlflowAliasTarget(BaseTarget):
         client = self.client()
         client.set_model_version_tag(unit.model_name, version, "ud.data_version", data_version)
         client.set_model_version_tag(unit.model_name, version, "ud.unit", unit.name)
+        if run_id:
+            client.set_model_version_tag(unit.model_name, version, "dagster_run_id", run_id)
         if (
             principal
         ):  # MLflow's own user_id is whatever the client said; this one the platform verified

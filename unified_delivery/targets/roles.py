@@ -69,8 +69,10 @@ class ModelRegistry(Protocol):
         train_seconds: float,
         log: Log = ...,
         principal: str = "",
+        run_id: str = "",
     ) -> Artifact:
-        """Log a fitted estimator, register it as a new version, and return it as the candidate."""
+        """Log a fitted estimator, register it as a new version, and return it as the candidate
+        (the training run tagged with the Dagster run `run_id` that trained it)."""
         ...
 
     def model_version(self, unit: ModelUnit, version: str) -> ModelVersion:

@@ -1,7 +1,8 @@
 """The model kind: an MLflow registered model (unit.py) trained by a decorated Python function
-(decorator.py, translator.py), read by the metric gates (evaluation.py), written by `ud new
-model` (scaffold.py, template/), deployed by default as registry aliases named after the
-environment. It has no YAML front door: a model is Python."""
+(decorator.py, translator.py), or registered outside the platform and declared in YAML as
+`unified_delivery.Model` (component.py: a registered model and its evaluation dataset), read
+by the metric gates (evaluation.py), written by `ud new model` (scaffold.py, template/),
+deployed by default as registry aliases named after the environment."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..kind import Kind
 from ..scaffolding import Scaffold
+from .component import Model
 from .scaffold import fill
 from .translator import ModelTranslator
 
@@ -28,6 +30,8 @@ def default_target() -> MlflowAliasTarget:
 KIND = Kind(
     translator=ModelTranslator(),
     default_target=default_target,
+    component=Model,
     scaffold=Scaffold(template=TEMPLATE, team="ml", fill=fill),
     dagster_kinds=frozenset({"mlflow", "scikitlearn"}),
+    yaml_types=("unified_delivery.Model", "unified_delivery.model", "model"),
 )

@@ -12,7 +12,7 @@ import time
 import traceback
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ...errors import UDError
 from ...targets.base import Artifact
@@ -26,13 +26,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def read_dataset(unit: ModelUnit):
-    """The model's own training file and its content digest (its data version)."""
+def read_dataset(unit: ModelUnit | str):
+    """The model's own training file (or the file at a path) and its content digest (its data
+    version)."""
     import hashlib
 
     import pandas as pd
 
-    path = Path(unit.dataset or "")
+    path = Path(unit if isinstance(unit, str) else unit.dataset or "")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     return frame, f"file-{digest}"
@@ -47,19 +48,28 @@ class ModelTranslator(KindTranslator):
         trains_on = {unit.trains_on: "trains_on"} if unit.trains_on else {}
         return {**super().upstream_fields(unit), **trains_on}
 
+    def prepare_attributes(self, attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+        """A model in YAML is a registered model (a trained one is Python: `@ud.model`); its
+        evaluation dataset is relative to the unit's file."""
+        if not attributes.get("evaluation_dataset"):
+            raise UDError(
+                "UD-CONFIG-UNIT",
+                "a model unit in YAML names its registered_model and an evaluation_dataset",
+                "give evaluation_dataset (a CSV/Parquet file); a model the platform trains is "
+                "declared in Python with @ud.model",
+            )
+        path = Path(str(attributes["evaluation_dataset"]))
+        return {
+            **attributes,
+            "evaluation_dataset": str(path if path.is_absolute() else (base_dir / path).resolve()),
+        }
+
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, ModelUnit)
-        if unit.dataset:
-            if Path(unit.dataset).suffix not in (".csv", ".parquet"):
-                self.refuse(unit, "dataset", f"{unit.dataset} is not a .csv or .parquet file")
-            if not Path(unit.dataset).is_file():
-                self.refuse(
-                    unit,
-                    "dataset",
-                    f"{unit.dataset} does not exist",
-                    "give the path of the training file, "
-                    "relative to the file that declares the model",
-                )
+        if unit.evaluation_dataset:
+            self._check_file(unit, "evaluation_dataset", unit.evaluation_dataset)
+        elif unit.dataset:
+            self._check_file(unit, "dataset", unit.dataset)
         elif unit.trains_on not in units or units[unit.trains_on].kind != "data":
             self.refuse(
                 unit, "trains_on", f"{unit.trains_on!r} is not a data unit of this platform"
@@ -69,8 +79,21 @@ class ModelTranslator(KindTranslator):
         if unit.label in unit.features:
             self.refuse(unit, "features", f"the label {unit.label!r} is also a feature")
 
+    def _check_file(self, unit: ModelUnit, field: str, path: str) -> None:
+        if Path(path).suffix not in (".csv", ".parquet"):
+            self.refuse(unit, field, f"{path} is not a .csv or .parquet file")
+        if not Path(path).is_file():
+            self.refuse(
+                unit,
+                field,
+                f"{path} does not exist",
+                "give the path of the file, relative to the file that declares the model",
+            )
+
     def build_candidate(self, unit: Unit, ctx: BuildContext) -> Artifact:
         assert isinstance(unit, ModelUnit)
+        if unit.registered_only:
+            return self._registered(unit, ctx)
         from sklearn.model_selection import train_test_split
 
         if unit.dataset:
@@ -140,6 +163,7 @@ class ModelTranslator(KindTranslator):
             train_seconds=time.time() - started,
             log=ctx.log,
             principal=ctx.principal,
+            run_id=ctx.run_id,
         )
 
     def _data_unit_rows(self, unit: ModelUnit, ctx: BuildContext):
@@ -156,6 +180,59 @@ class ModelTranslator(KindTranslator):
             )
         warehouse = ctx.targets.role(source, Warehouse)
         return warehouse.read(source, env, unit.table or source.name), deployed.version
+
+    def _registered(self, unit: ModelUnit, ctx: BuildContext) -> Artifact:
+        """A version registered outside the platform (the one asked for, else the newest),
+        held out against the unit's whole evaluation dataset."""
+        assert unit.evaluation_dataset is not None  # registered_only
+        frame, data_version = read_dataset(unit.evaluation_dataset)
+        if unit.label not in frame.columns:
+            raise UDError(
+                "UD-MODEL-COLUMNS",
+                f"unit {unit.name}: the label {unit.label!r} is not a column of "
+                f"{unit.evaluation_dataset}",
+                f"available: {', '.join(frame.columns)}",
+            )
+        missing = [c for c in [*unit.features, *unit.extra_columns] if c not in frame.columns]
+        if missing:
+            raise UDError(
+                "UD-MODEL-COLUMNS",
+                f"unit {unit.name}: columns {missing} are not in {unit.evaluation_dataset}",
+                f"available: {', '.join(frame.columns)}",
+            )
+        version = ctx.config.get("ref") or self._newest(unit, ctx)
+        work = ctx.home.builds / unit.name / f"data-{data_version}"
+        work.mkdir(parents=True, exist_ok=True)
+        holdout_path = work / "evaluation.parquet"
+        frame.to_parquet(holdout_path)
+        artifact = self._existing(unit, ctx, version, data_version, holdout_path)
+        rest = [c for c in frame.columns if c != unit.label and c not in unit.extra_columns]
+        artifact.details.update(
+            features=list(unit.features) or rest, evaluation_dataset=unit.evaluation_dataset
+        )
+        ctx.log(
+            f"{unit.model_name} version {version} (registered by "
+            f"{artifact.details['mlflow_user'] or 'someone outside the platform'}), evaluated on "
+            f"{len(frame)} rows of {unit.evaluation_dataset}"
+        )
+        return artifact
+
+    def _newest(self, unit: ModelUnit, ctx: BuildContext) -> str:
+        from mlflow.exceptions import MlflowException
+
+        client = ctx.targets.role(unit, ModelRegistry).client()
+        try:
+            found = client.search_model_versions(f"name = '{unit.model_name}'")
+        except MlflowException:
+            found = []
+        if not found:
+            raise UDError(
+                "UD-MODEL-NO-VERSION",
+                f"unit {unit.name}: registered model {unit.model_name!r} has no version",
+                f"register one (mlflow.<flavor>.log_model(..., registered_model_name="
+                f"{unit.model_name!r})); the registry sensor then builds it",
+            )
+        return str(max(int(v.version) for v in found))
 
     def _existing(
         self,
