@@ -230,3 +230,35 @@ def test_after_the_rollout_health_holds_the_release_to_its_bounds(target, home, 
     back = target.rollback(unit, ENV)  # what the health sensor does after its failed polls
     assert back.version == "v1" and call(front + "/work") == (200, "v1")
     assert target.health(unit, ENV).healthy  # v1's own requests are judged, not v2's
+
+
+def test_a_rollout_whose_deploying_process_is_killed_is_undone_by_the_next_reader(target, home, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    unit = app(steps=[{"weight": 50, "pause": "60s"}])
+    target.deploy(unit, ENV, source(tmp_path, "v1"))
+    front = target.status(unit, ENV).details["url"]
+    new = source(tmp_path, "v2")
+    script = f"""
+import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_canary import app, ENV
+from unified_delivery.targets.base import Artifact
+from unified_delivery.targets.local_release import LocalReleaseTarget
+LocalReleaseTarget(home={str(home)!r}).deploy(app(steps=[{{"weight": 50, "pause": "60s"}}]), ENV,
+    Artifact(unit="svc", kind="app", version="v2", location={new.location!r}))
+"""
+    child = subprocess.Popen([sys.executable, "-c", script])
+    paths = release_paths(str(home), "svc", ENV)
+    deadline = time.monotonic() + 60
+    while (read_record(paths) or {}).get("status") != "progressing" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert read_record(paths)["status"] == "progressing"
+    assert {call(front + "/work")[1] for _ in range(6)} == {"v1", "v2"}  # half and half
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert target.status(unit, ENV).version == "v1"  # the reader reaps the killed deploy
+    assert {call(front + "/work")[1] for _ in range(6)} == {"v1"}  # every request to stable again
+    record = read_record(paths)
+    assert record["status"] == "aborted" and "ended during the rollout" in record["reason"]

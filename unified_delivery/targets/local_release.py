@@ -482,6 +482,7 @@ def _undo(paths: _Paths, pending: dict, log: Log) -> None:
     ):  # its pid was never recorded, or it left children behind
         log(f"stopped the processes started for version {pending.get('version')}")
     _sync_front_door(paths, log)  # before the pending deploy is forgotten: a reap retries it
+    rollout.interrupted(paths, pending.get("version"))
     paths.pending.unlink(missing_ok=True)
 
 

@@ -159,6 +159,19 @@ def read_record(paths: ReleasePaths) -> dict | None:
     return read_json(record_path(paths))
 
 
+def interrupted(paths: ReleasePaths, version: str | None) -> None:
+    """A deploy undone by whoever found it killed: its rollout, if one was under way, ended."""
+    record = read_record(paths)
+    if record and record.get("status") == "progressing" and record.get("version") == version:
+        record.update(
+            status="aborted",
+            weights={"stable": 100, "new": 0},
+            reason="the deploying process ended during the rollout; the deploy was undone",
+            updated_at=_now(),
+        )
+        write_json(record_path(paths), record)
+
+
 def run(
     unit: AppUnit,
     env: str,
