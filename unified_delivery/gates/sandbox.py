@@ -151,6 +151,7 @@ class Sandbox:
         str, ...
     ] = ()  # the interpreter's folders, bound back where an ancestor is covered
     python: str = sys.executable  # runs the helper
+    reveal: tuple[str, ...] = ()  # folders under a hidden one, bound back read-only (an app's env)
 
     @classmethod
     def plan(
@@ -158,13 +159,17 @@ class Sandbox:
         *,
         hide: list[str | Path],
         expose: list[str] | None = None,
+        reveal: list[str | Path] | None = None,
         python: str = sys.executable,
     ) -> Sandbox:
         root = os.geteuid() == 0
         namespaces = namespaces_available(python)
         expose = interpreter_paths() if expose is None else expose
+        revealed = tuple(os.path.realpath(p) for p in reveal or [])
         uid, gid = sandbox_user() if root else (os.getuid(), os.getgid())
-        reachable = all(blocked_ancestor(p, uid, gid) is None for p in expose)
+        # Without namespaces nothing is bound back: the revealed folders must be reachable too.
+        needed = [*expose, *(revealed if not namespaces else ())]
+        reachable = all(blocked_ancestor(p, uid, gid) is None for p in needed)
         level = choose_isolation(root=root, namespaces=namespaces, reachable=reachable)
         hidden = tuple(os.path.realpath(p) for p in hide)
         return cls(
@@ -175,6 +180,7 @@ class Sandbox:
             hide=hidden,
             expose=tuple(p for p in expose if not any(_inside(p, h) for h in hidden)),
             python=python,
+            reveal=revealed,
         )
 
     def describe(self) -> str:
@@ -214,19 +220,22 @@ class Sandbox:
         another user, the folders it could not enter), what to bind back under them, which
         folders to hide, as whom to run what."""
         private, covered = [], set()
+        reveal = self.reveal if self.namespaces else ()
         if self.namespaces:
             private = [p for p in PRIVATE if os.path.isdir(p)]
             if self.level == "user" and self.uid is not None and self.gid is not None:
-                for path in (*self.expose, str(box)):
+                for path in (*self.expose, str(box), *reveal):
                     blocked = blocked_ancestor(path, self.uid, self.gid)
-                    if blocked:
+                    # A folder inside a hidden one is a fresh tmpfs folder there, enterable.
+                    if blocked and not any(_inside(blocked, h) for h in self.hide):
                         covered.add(blocked)
         masks = [*private, *covered]
         top = sorted({m for m in masks if not any(m != o and _inside(m, o) for o in masks)})
         binds = sorted(
-            (p for p in (*self.expose, str(box)) if any(_inside(p, m) for m in top)),
+            (p for p in (*self.expose, str(box), *reveal) if any(_inside(p, m) for m in top)),
             key=lambda p: p.count("/"),
         )
+        hide = [h for h in self.hide if not any(_inside(h, m) for m in top)]
         return {
             "namespaces": self.namespaces,
             "uid": self.uid,
@@ -234,7 +243,9 @@ class Sandbox:
             "masks": [[m, m in private] for m in top],
             "binds": binds,
             "rw": [str(box)],
-            "hide": list(self.hide) if self.namespaces else [],
+            "hide": hide if self.namespaces else [],
+            # Bound back read-only inside the hidden folders, after they are covered.
+            "reveal": [r for r in reveal if r not in binds and any(_inside(r, h) for h in hide)],
             "cwd": str(cwd),
             "cmd": cmd,
         }
@@ -354,7 +365,8 @@ def _layout(libc, spec: dict) -> None:
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     # Handles on what gets bound back, taken before the folders above them are covered.
     handles = {
-        path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in spec["binds"]
+        path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for path in (*spec["binds"], *spec.get("reveal", []))
     }
     _read_only_everywhere(libc, strict=spec.get("uid") is None)
     masks = [m for m, _ in spec["masks"]]
@@ -371,8 +383,6 @@ def _layout(libc, spec: dict) -> None:
         _mount(libc, f"/proc/self/fd/{handles[path]}", path, None, MS_BIND | MS_REC)
         _remount(libc, path, read_only=path not in spec["rw"])
         bound.append(path)
-    for fd in handles.values():
-        os.close(fd)
     for mask, private in spec["masks"]:
         if not private:  # the covers hold nothing but the paths to what was bound back
             _remount(libc, mask, read_only=True)
@@ -381,10 +391,19 @@ def _layout(libc, spec: dict) -> None:
             _mount(libc, rw, rw, None, MS_BIND)
             _remount(libc, rw, read_only=False)
     for home in spec["hide"]:
-        if os.path.isdir(home):  # not there when it lies under a covered folder: hidden already
-            _mount(
-                libc, "tmpfs", home, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=4k"
-            )
+        if not os.path.isdir(home):  # not there when it lies under a covered folder
+            continue
+        inside = [r for r in spec.get("reveal", []) if _inside(r, home)]
+        flags = MS_NOSUID | MS_NODEV | (0 if inside else MS_RDONLY)
+        _mount(libc, "tmpfs", home, "tmpfs", flags, "mode=0755,size=64k")
+        for path in inside:
+            os.makedirs(path, mode=0o755, exist_ok=True)  # in the fresh tmpfs
+            _mount(libc, f"/proc/self/fd/{handles[path]}", path, None, MS_BIND | MS_REC)
+            _remount(libc, path, read_only=True)
+        if inside:
+            _remount(libc, home, read_only=True)
+    for fd in handles.values():
+        os.close(fd)
 
 
 def _drop_and_exec(libc, spec: dict) -> NoReturn:

@@ -20,8 +20,12 @@ as untrusted code:
 - and the output tail that goes into the result (the ledger, Dagster's event log) passes
   through `redaction.redact_text` first.
 
-What this is not: the suite still runs on the platform's interpreter and its
-site-packages (a virtualenv per commit is not built), shares the network (it can reach
+The suite runs on the app's own environment when its unit declares `dependencies`
+(kinds/app/environments.py: {python} is that environment's interpreter, its bin/ first on
+PATH, revealed read-only inside the sandbox), else on the platform's interpreter and its
+site-packages.
+
+What this is not: the suite shares the network (it can reach
 localhost services, the Dagster webserver among them), and can read the files its user may
 read on this machine. There is no CPU or memory limit beyond the time limit. And it ends
 at this gate: the local release target starts the same commit's service unsandboxed
@@ -31,6 +35,7 @@ at this gate: the local release target starts the same commit's service unsandbo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import sys
@@ -38,6 +43,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..errors import UDError
+from ..kinds.app.environments import ensure as ensure_environment
 from ..kinds.app.unit import AppUnit
 from ..redaction import known_secret_values, redact_text
 from .base import Gate, GateContext, GateResult, GateSettings
@@ -84,7 +91,12 @@ class TestsGate(Gate[TestsSettings]):
             )
         unit = ctx.unit
         assert isinstance(unit, AppUnit)
-        sandbox = Sandbox.plan(hide=[ctx.home.root])
+        try:  # made when the candidate was built; made again if it was removed since
+            environment = ensure_environment(unit, Path(ctx.artifact.location), ctx.home, ctx.log)
+        except UDError as exc:
+            return GateResult(False, exc.code, exc.message, exc.remediation, {"commit": ctx.version})
+        reveal = [environment.path] if environment else []
+        sandbox = Sandbox.plan(hide=[ctx.home.root], reveal=reveal)
         if sandbox.level == "environment-only":
             ctx.log(f"WARNING: tests gate isolation is {sandbox.describe()}")
             if self.settings.require_isolation:
@@ -106,19 +118,24 @@ class TestsGate(Gate[TestsSettings]):
             box = sandbox.workspace(Path(tmp))
             work = box / "src"
             shutil.copytree(ctx.artifact.location, work, symlinks=True)
+            if environment:
+                environment.attach(work)
             sandbox.give(work)
             junit = box / "junit.xml"
-            cmd = [a.replace("{python}", sys.executable) for a in unit.test_command]
+            python = environment.python if environment and environment.python else sys.executable
+            cmd = [a.replace("{python}", python) for a in unit.test_command]
             if "pytest" in " ".join(cmd):
                 cmd += [f"--junitxml={junit}"]
             env = suite_environment(box / "home", box / "tmp", dict(unit.test_env))
+            if environment:
+                env = environment.environ(env)
             ctx.log(f"running {' '.join(cmd)} at {ctx.version} (isolation: {sandbox.describe()})")
             output = Path(tmp) / "output"
             code = sandbox.run(
                 cmd, cwd=work, box=box, env=env, timeout=self.settings.timeout_s, output=output
             )
             text = _last_bytes(output, OUTPUT_READ)
-            counts = _junit_counts(junit)
+            counts = _junit_counts(junit) or _summary_counts(text)
         tail = _tail(redact_text(text, known_secret_values(home=ctx.home)))
         isolation = {"isolation": sandbox.level, "isolation_detail": sandbox.describe()}
         if code is None:
@@ -179,6 +196,35 @@ def _last_bytes(path: Path, limit: int) -> str:
 
 def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-TAIL_LINES:])[-TAIL_CHARS:]
+
+
+# The closing lines of runners that write no JUnit file by default: node's test runner (its
+# spec and TAP reporters) and Jest.
+_NODE_COUNT = re.compile(r"^\s*(?:#|ℹ)\s+(tests|pass|fail|skipped|cancelled)\s+(\d+)\s*$", re.M)
+_JEST = re.compile(r"^Tests:\s+(?P<body>.*?(?P<total>\d+) total)\s*$", re.M)
+
+
+def _summary_counts(text: str) -> dict[str, int]:
+    """Counts from a runner's own summary in its output (the last one), when it left no JUnit."""
+    node = dict(_NODE_COUNT.findall(text))
+    if "tests" in node:
+        return {
+            "tests": int(node["tests"]),
+            "failures": int(node.get("fail", 0)),
+            "errors": int(node.get("cancelled", 0)),
+            "skipped": int(node.get("skipped", 0)),
+        }
+    jest = list(_JEST.finditer(text))
+    if jest:
+        body = jest[-1].group("body")
+        found = dict((k, int(n)) for n, k in re.findall(r"(\d+) (failed|skipped|passed)", body))
+        return {
+            "tests": int(jest[-1].group("total")),
+            "failures": found.get("failed", 0),
+            "errors": 0,
+            "skipped": found.get("skipped", 0),
+        }
+    return {}
 
 
 def _junit_counts(path: Path) -> dict[str, int]:

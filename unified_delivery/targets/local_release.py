@@ -6,7 +6,16 @@ Per unit and environment, under `<home>/releases/<unit>/<env>/`:
     current               symlink to releases/<version>, replaced atomically
     state.json            what runs: version, previous version, port, pid, history
     pending.json          the deploy in progress; left behind only by a deploy that was killed
-    service.log           the services' stdout and stderr, appended
+    service.log           the services' stdout and stderr, appended (setup commands' too)
+
+and, outside the release folders, `<home>/state/<unit>/<env>/`: the app's persistent folder
+(`{state_dir}`, also $UD_STATE_DIR), which releases, rollbacks and pruning leave alone.
+
+Before a new release starts, the app's own environment is made ready when its unit declares
+`dependencies` (kinds/app/environments.py; {python} is then its interpreter) and its
+`service.setup` commands run in the release folder, once per version and environment (a
+rollback to a version whose setup ran there does not run it again). A failing setup command
+refuses the release (UD-TARGET-SETUP) with its output; the old release serves throughout.
 
 A deploy (and a rollback) never stops what serves before its successor serves. The new
 release is started on another free port while the old one keeps serving, and is
@@ -49,15 +58,18 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from unified_delivery.errors import TargetError
+from unified_delivery.errors import TargetError, UDError
 from unified_delivery.home import Home
 from unified_delivery.targets import rollout
+from unified_delivery.kinds.app.environments import AppEnvironment
+from unified_delivery.kinds.app.environments import ensure as ensure_environment
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
 from unified_delivery.targets.front_door import FrontDoor, Route, nginx_binary
 from unified_delivery.targets.probes import CHILDREN as _CHILDREN
@@ -92,10 +104,11 @@ DEPLOY_ID_VAR = "UD_DEPLOY_ID"
 class _Failure(Exception):
     """A new release that did not come up or did not stay up; becomes a TargetError."""
 
-    def __init__(self, code: str, reason: str):
+    def __init__(self, code: str, reason: str, remedy: str = ""):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.remedy = remedy
 
 
 class LocalReleaseTarget(BaseTarget):
@@ -269,8 +282,16 @@ class LocalReleaseTarget(BaseTarget):
                 if old_running
                 else ""
             )
+            service = _service(unit, env, paths, version, port, log)
+            done = [v for v in old.get("setup_done", []) if v != version]
+            if unit.service.setup and version in old.get("setup_done", []):
+                log(f"setup of version {version} already ran in {env}: not run again")
+                done.append(version)
+            elif unit.service.setup:
+                _run_setup(unit, env, paths, version, service, log)
+                done.append(version)
             log(f"starting {unit.name}/{env} version {version} on port {port}{beside}")
-            proc, offset = _spawn(unit, env, paths, version, port, deploy_id)
+            proc, offset = _spawn(unit, env, paths, version, port, deploy_id, service)
             pending.update(pid=proc.pid, pid_token=_start_token(proc.pid))
             write_json(paths.pending, pending)
             _await_healthy(unit, proc, port, unit.service.startup_timeout_s)
@@ -296,6 +317,9 @@ class LocalReleaseTarget(BaseTarget):
                 "pid_token": pending["pid_token"],
                 "deploy_id": deploy_id,
                 "history": history[-HISTORY_LIMIT:],
+                "setup_done": done[-HISTORY_LIMIT:],
+                "state_dir": service.values["{state_dir}"],
+                "environment": str(service.environment.path) if service.environment else None,
             }
             write_json(
                 paths.state, new_state
@@ -342,6 +366,13 @@ class LocalReleaseTarget(BaseTarget):
                     "deploy a new version; or widen the unit's rollout.analysis bounds if they "
                     "are too tight.",
                 ) from None
+            if exc.remedy:  # refused before the service started: the cause is all of it
+                raise TargetError(
+                    exc.code,
+                    f"{unit.name}/{env}: version {version} was refused: {exc.reason}\n"
+                    f"{_kept(env, state, old_running)}",
+                    exc.remedy,
+                ) from None
             raise TargetError(
                 exc.code,
                 f"{unit.name}/{env}: version {version} did not come up: {exc.reason}. "
@@ -371,6 +402,8 @@ class LocalReleaseTarget(BaseTarget):
                 "release_dir": str(paths.release(version)),
                 "log": str(paths.log),
                 **({"rollout": _rollout_summary(rolled)} if rolled else {}),
+                "state_dir": service.values["{state_dir}"],
+                **({"environment": str(service.environment.path)} if service.environment else {}),
             },
         )
 
@@ -610,29 +643,130 @@ def _prune(paths: _Paths, keep: set[str | None]) -> None:
 # ---- processes ------------------------------------------------------------------------
 
 
-def _spawn(
-    unit: AppUnit, env: str, paths: _Paths, version: str, port: int, deploy_id: str
-) -> tuple[subprocess.Popen, int]:
-    """Start `version` from its release dir; returns the process and where its log output begins."""
+@dataclass(frozen=True)
+class _Service:
+    """How a release's processes (its setup commands, its service) run: the placeholders'
+    values, their environment variables and the app's own environment, if it declares one."""
+
+    values: dict[str, str]
+    env: dict[str, str]
+    environment: AppEnvironment | None
+
+
+def state_dir(home: Path, unit_name: str, env: str) -> Path:
+    """The app's persistent folder in `env`: outside the release folders, so a release, a
+    rollback and the pruning of old releases leave it alone."""
+    return home / "state" / unit_name / env
+
+
+def _service(
+    unit: AppUnit, env: str, paths: _Paths, version: str, port: int, log: Log
+) -> _Service:
+    release = paths.release(version)
+    try:  # made when the candidate was built; made again here if it was removed since
+        environment = ensure_environment(unit, release, Home(paths.home), log)
+    except UDError as exc:
+        raise _Failure(exc.code, exc.message, exc.remediation) from None
+    if environment:
+        environment.attach(release)
+    state = state_dir(paths.home, unit.name, env)
+    state.mkdir(parents=True, exist_ok=True)
     values = {
-        "{python}": sys.executable,
+        "{python}": environment.python if environment and environment.python else sys.executable,
         "{port}": str(port),
         "{env}": env,
         "{home}": str(paths.home),
         "{version}": version,
         "{mlflow_tracking_uri}": Home(paths.home).mlflow_tracking_uri,
+        "{state_dir}": str(state),
     }
-    command = [_fill(arg, values) for arg in unit.service.command]
     # An allow-list, not the operator's environment: a deployed commit is the app team's code
     # and gets what its unit declares (`service.env`), never the platform's secrets.
     proc_env = {
         k: v for k, v in os.environ.items() if k in SERVICE_PASSED_THROUGH or k.startswith("LC_")
     }
     proc_env.setdefault("PATH", os.defpath)
+    if environment:
+        proc_env = environment.environ(proc_env)
     proc_env.update(
-        PYTHONUNBUFFERED="1", PORT=str(port), UD_ENV=env, UD_VERSION=version, UD_UNIT=unit.name
+        PYTHONUNBUFFERED="1",
+        PORT=str(port),
+        UD_ENV=env,
+        UD_VERSION=version,
+        UD_UNIT=unit.name,
+        UD_STATE_DIR=str(state),
     )
     proc_env.update({key: _fill(value, values) for key, value in unit.service.env.items()})
+    return _Service(values, proc_env, environment)
+
+
+def _run_setup(
+    unit: AppUnit, env: str, paths: _Paths, version: str, service: _Service, log: Log
+) -> None:
+    """Run the release's `service.setup` commands in order; _Failure with the failing command's
+    output when one exits non-zero or runs out of time."""
+    for step in unit.service.setup:
+        argv = ["/bin/sh", "-c", step] if isinstance(step, str) else list(step)
+        command = [_fill(arg, service.values) for arg in argv]
+        shown = _fill(step, service.values) if isinstance(step, str) else " ".join(command)
+        log(f"setup of {unit.name}/{env} version {version}: {shown}")
+        with open(paths.log, "ab") as out:
+            out.write(f"==== {_now()} {unit.name}/{env} version {version} setup: {shown}\n".encode())
+            out.flush()
+            offset = out.tell()
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    cwd=paths.release(version),
+                    env=service.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise _Failure(
+                    "UD-TARGET-SETUP",
+                    f"setup command {shown!r} could not start: {exc}",
+                    "fix service.setup in the unit's YAML (the program must exist in the release "
+                    "or on PATH)",
+                ) from exc
+            try:
+                code = proc.wait(timeout=unit.service.setup_timeout_s)
+            except subprocess.TimeoutExpired:
+                code = None
+            finally:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # what it left behind, or all of it
+                proc.wait()
+        if code == 0:
+            continue
+        how = (
+            f"ran longer than {unit.service.setup_timeout_s:g}s"
+            if code is None
+            else f"exited with code {code}"
+        )
+        raise _Failure(
+            "UD-TARGET-SETUP",
+            f"setup command {shown!r} {how}; the service was not started. Its output:\n"
+            f"{_log_tail(paths.log, offset)}",
+            "Fix the setup step (or what it needs: its dependencies, the state in the state "
+            "folder) and deploy a new version; the previous version kept serving.",
+        )
+
+
+def _spawn(
+    unit: AppUnit,
+    env: str,
+    paths: _Paths,
+    version: str,
+    port: int,
+    deploy_id: str,
+    service: _Service,
+) -> tuple[subprocess.Popen, int]:
+    """Start `version` from its release dir; returns the process and where its log output begins."""
+    command = [_fill(arg, service.values) for arg in unit.service.command]
+    proc_env = dict(service.env)
     proc_env[DEPLOY_ID_VAR] = deploy_id
     for pid in [pid for pid, child in list(_CHILDREN.items()) if child.poll() is not None]:
         del _CHILDREN[pid]

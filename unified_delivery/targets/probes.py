@@ -146,6 +146,8 @@ def release_status(paths: ReleasePaths) -> Deployment | None:
             "running": running(state.get("pid"), state.get("pid_token")),
             "release_dir": str(paths.release(state["version"])),
             "log": str(paths.log),
+            # the app's persistent folder and its own environment, when it has them
+            **{k: state[k] for k in ("state_dir", "environment") if state.get(k)},
         },
     )
 

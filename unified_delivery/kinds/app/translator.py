@@ -16,6 +16,7 @@ from ...errors import UDError
 from ...targets.base import Artifact
 from ...units import Unit
 from ..base import BuildContext, KindTranslator
+from .environments import ensure as ensure_environment
 from .unit import AppUnit
 
 
@@ -138,6 +139,9 @@ class AppTranslator(KindTranslator):
             "rev-parse", f"{sha}:{unit.path}" if unit.path != "." else f"{sha}^{{tree}}", cwd=mirror
         )
         ctx.log(f"built {unit.name} at {sha[:12]} ({subject})")
+        # The app's own dependencies, at build time: a commit whose files do not install is
+        # refused here, with the installer's output, before any gate runs it.
+        environment = ensure_environment(unit, src, ctx.home, ctx.log)
         return Artifact(
             unit=unit.name,
             kind="app",
@@ -153,5 +157,6 @@ class AppTranslator(KindTranslator):
                 "committed_at": committed_at,
                 "subject": subject,
                 "change_created_at": committed_at,
+                **(environment.summary() if environment else {}),
             },
         )

@@ -4,6 +4,7 @@ how its targets start it (locally, or on Kubernetes)."""
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -12,14 +13,28 @@ from ...units import MAX_REPLICAS, GitSource, Port, Resources, Strict, Unit
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TEST_ENV_MAX = 32
+SETUP_MAX = 16
+DEPENDENCY_FILES_MAX = 16
 
 
 class ServiceSpec(Strict):
     """How a local target starts an app release. Placeholders: {python} {port} {env} {home}
-    {version} {mlflow_tracking_uri}."""
+    {version} {mlflow_tracking_uri} {state_dir}."""
 
     command: list[str] = Field(default_factory=lambda: ["{python}", "app.py", "--port", "{port}"])
     env: dict[str, str] = Field(default_factory=dict)
+    setup: list[str | list[str]] = Field(
+        default_factory=list,
+        max_length=SETUP_MAX,
+        description="Commands run once per release, in order, in the release folder before its "
+        "service starts (migrations, `flask init-db`); a string runs through /bin/sh -c, a list "
+        "is the argv. Same placeholders and environment as `command`. A failure refuses the "
+        "release with the command's output (UD-TARGET-SETUP); a rollback to a release whose "
+        "setup already ran in that environment does not run it again.",
+    )
+    setup_timeout_s: float = Field(
+        default=300.0, gt=0, le=3600, description="seconds each setup command may run"
+    )
     health_path: str = "/health"
     startup_timeout_s: float = Field(
         default=90.0,
@@ -190,6 +205,15 @@ class AppUnit(Unit):
         "a rollback switches at once)",
     )
     kubernetes: KubernetesSpec | None = None
+    dependencies: Literal["auto"] | list[str] | None = Field(
+        default=None,
+        description="The app's own dependencies, installed into an environment kept per digest "
+        "of these files (in `path`) under {home}/venvs and reused by every commit with the same "
+        "digest; the tests gate and the service then run with it ({python} is its interpreter, "
+        "its bin/ comes first on PATH). `auto`: package-lock.json (npm ci), else uv.lock, else "
+        "requirements*.txt, else pyproject.toml. A list names the files: requirements files, "
+        "pyproject.toml, uv.lock or package-lock.json. Unset: the platform's own interpreter.",
+    )
     test_command: list[str] = Field(
         default_factory=lambda: ["{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     )
@@ -200,6 +224,19 @@ class AppUnit(Unit):
         "nothing of the operator's environment reaches the suite. Not PATH, HOME, "
         "TMPDIR, LD_*, UD_* or PYTHON*.",
     )
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependency_files(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if not isinstance(v, list):
+            return v
+        if not v or len(v) > DEPENDENCY_FILES_MAX:
+            raise ValueError(f"name 1 to {DEPENDENCY_FILES_MAX} files, or write `auto`")
+        for name in v:
+            parts = PurePosixPath(name).parts
+            if not name or PurePosixPath(name).is_absolute() or ".." in parts:
+                raise ValueError(f"{name!r} is not a path inside the app's folder")
+        return v
 
     @field_validator("test_env")
     @classmethod
