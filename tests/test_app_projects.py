@@ -64,6 +64,8 @@ def notes():
 '''
 
 APP_TESTS = '''
+import importlib.metadata
+
 import pytest
 
 from app import app, init_db
@@ -83,6 +85,10 @@ def test_a_note_is_kept(client):
 
 def test_health(client):
     assert client.get("/health").get_json()["status"] == "ok"
+
+
+def test_runs_on_the_flask_it_pins():
+    assert importlib.metadata.version("flask") == "{flask}"
 '''
 
 FLASK_UNIT = '''
@@ -198,6 +204,12 @@ class Project:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
 
+    def tests_gate(self) -> list[dict]:
+        """The tests gate's recorded results (the ledger's payloads), oldest first."""
+        assert self.platform is not None
+        entries = self.platform.ledger.ledger().entries(unit=self.name, action="gate")
+        return [e.payload for e in entries if e.payload["gate"] == "tests"]
+
     def stop(self) -> None:
         if self.platform is not None:
             for store in self.platform.targets.playing(ReleaseStore):
@@ -212,7 +224,7 @@ def flask_app(tmp_path, monkeypatch):
     project = Project(tmp_path, monkeypatch, "notes", FLASK_UNIT)
     project.commit("a notes app", {
         "app.py": APP,
-        "tests/test_app.py": APP_TESTS,
+        "tests/test_app.py": APP_TESTS.replace("{flask}", FLASK_VERSION),
         "requirements.txt": f"flask=={FLASK_VERSION}\nwerkzeug==3.0.6\npytest>=8\n",
     })
     project.load()
@@ -227,6 +239,8 @@ def test_a_flask_app_runs_on_its_own_requirements_and_keeps_its_state_across_rel
     health = p.get("staging", "/health")
     assert health["flask"] == FLASK_VERSION  # its requirements, not the platform's Flask
     assert Path(health["prefix"]).parent == p.home / "venvs"
+    (tests,) = p.tests_gate()  # its suite ran on its environment, in the sandbox
+    assert tests["metadata"]["tests"] == 3 and tests["metadata"]["isolation"] != "environment-only"
     assert p.promote("production").success
     assert p.get("production", "/notes", {"text": "first"}) == ["first"]
 
@@ -277,6 +291,8 @@ def test_a_node_service_installs_with_npm_ci_runs_npm_test_and_starts(node_app):
     p = node_app
     staged = p.promote("staging")
     assert staged.success, staged.error
+    (tests,) = p.tests_gate()  # `npm test` in the sandbox, counted from node's own summary
+    assert tests["metadata"]["tests"] == 2 and tests["metadata"]["isolation"] != "environment-only"
     answer = p.get("staging", "/health")
     assert answer["day"] == 86400000
     assert answer["resolved"].startswith(str(p.home / "venvs" / "node-"))  # npm ci's, in the home
@@ -289,5 +305,6 @@ def test_a_node_service_installs_with_npm_ci_runs_npm_test_and_starts(node_app):
     p.commit("a wrong test", {"test/wrong.test.js": NODE_TEST.replace("86400000", "1")})
     out = p.promote("staging")
     assert not out.success and out.error.code == "UD-GATE-REFUSED"
+    assert p.tests_gate()[-1]["metadata"]["failures"] == 1
     assert p.deployment("staging").version == v2
     assert p.clean()
