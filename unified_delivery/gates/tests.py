@@ -94,8 +94,10 @@ class TestsGate(Gate[TestsSettings]):
         try:  # made when the candidate was built; made again if it was removed since
             environment = ensure_environment(unit, Path(ctx.artifact.location), ctx.home, ctx.log)
         except UDError as exc:
-            return GateResult(False, exc.code, exc.message, exc.remediation, {"commit": ctx.version})
-        reveal = [environment.path] if environment else []
+            return GateResult(
+                False, exc.code, exc.message, exc.remediation, {"commit": ctx.version}
+            )
+        reveal: list[str | Path] = [environment.path] if environment else []
         sandbox = Sandbox.plan(hide=[ctx.home.root], reveal=reveal)
         if sandbox.level == "environment-only":
             ctx.log(f"WARNING: tests gate isolation is {sandbox.describe()}")

@@ -659,9 +659,7 @@ def state_dir(home: Path, unit_name: str, env: str) -> Path:
     return home / "state" / unit_name / env
 
 
-def _service(
-    unit: AppUnit, env: str, paths: _Paths, version: str, port: int, log: Log
-) -> _Service:
+def _service(unit: AppUnit, env: str, paths: _Paths, version: str, port: int, log: Log) -> _Service:
     release = paths.release(version)
     try:  # made when the candidate was built; made again here if it was removed since
         environment = ensure_environment(unit, release, Home(paths.home), log)
@@ -711,7 +709,9 @@ def _run_setup(
         shown = _fill(step, service.values) if isinstance(step, str) else " ".join(command)
         log(f"setup of {unit.name}/{env} version {version}: {shown}")
         with open(paths.log, "ab") as out:
-            out.write(f"==== {_now()} {unit.name}/{env} version {version} setup: {shown}\n".encode())
+            out.write(
+                f"==== {_now()} {unit.name}/{env} version {version} setup: {shown}\n".encode()
+            )
             out.flush()
             offset = out.tell()
             try:

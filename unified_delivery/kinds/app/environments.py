@@ -161,7 +161,9 @@ def plan(unit: AppUnit, source: Path) -> Plan | None:
     digest = hashlib.sha256()
     digest.update(f"{ecosystem}\0".encode())
     if ecosystem == "python":
-        digest.update(f"{sys.implementation.name}{sys.version_info[:2]}{os.uname().machine}".encode())
+        digest.update(
+            f"{sys.implementation.name}{sys.version_info[:2]}{os.uname().machine}".encode()
+        )
     for name in included:
         digest.update(f"{name}\0".encode())
         digest.update((source / name).read_bytes())
@@ -362,7 +364,14 @@ def _install_python(
         uv = uv_binary() or "uv"
         _run(unit, [uv, "venv", "--quiet", "--python", base, str(path)], source, env, "uv venv")
         if requirement_args:
-            cmd = [uv, "pip", "install", "--python", str(path / "bin" / "python"), *requirement_args]
+            cmd = [
+                uv,
+                "pip",
+                "install",
+                "--python",
+                str(path / "bin" / "python"),
+                *requirement_args,
+            ]
             _run(unit, cmd, source, env, "uv pip install")
     else:
         _run(unit, [base, "-m", "venv", str(path)], source, env, "python -m venv")
