@@ -45,6 +45,13 @@ PASSED_THROUGH = ("PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "
 # pip and uv read their settings (indexes, certificates, constraints) from these.
 INSTALLER_PREFIXES = ("PIP_", "UV_", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "NPM_CONFIG_", "LC_")
 NPM_LIFECYCLE = ("preinstall", "install", "postinstall", "prepublish", "preprepare", "prepare")
+# The operator's pip settings given as variables, for uv too (uv reads no pip.conf).
+PIP_TO_UV = {
+    "PIP_INDEX_URL": "UV_DEFAULT_INDEX",
+    "PIP_EXTRA_INDEX_URL": "UV_INDEX",
+    "PIP_FIND_LINKS": "UV_FIND_LINKS",
+    "PIP_CONSTRAINT": "UV_CONSTRAINT",
+}
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)")
 
 
@@ -296,6 +303,10 @@ def _installer_env(home: Home) -> dict[str, str]:
         PYTHONNOUSERSITE="1",
     )
     env.pop("VIRTUAL_ENV", None)
+    for pip_name, uv_name in PIP_TO_UV.items():
+        if env.get(pip_name) and uv_name not in env:
+            values = env[pip_name].split()  # pip: space-separated; uv's find-links: commas
+            env[uv_name] = (",".join if uv_name == "UV_FIND_LINKS" else " ".join)(values)
     return env
 
 
