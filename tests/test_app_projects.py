@@ -13,10 +13,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tests import tiny_platform as tiny
 from unified_delivery import Platform
+from unified_delivery.errors import UDError
 from unified_delivery.governance import Governance
+from unified_delivery.home import Home
+from unified_delivery.kinds.app import environments
+from unified_delivery.kinds.app.unit import AppUnit
 from unified_delivery.service import promote, rollback
 from unified_delivery.targets.roles import ReleaseStore
 
@@ -308,3 +313,55 @@ def test_a_node_service_installs_with_npm_ci_runs_npm_test_and_starts(node_app):
     assert p.tests_gate()[-1]["metadata"]["failures"] == 1
     assert p.deployment("staging").version == v2
     assert p.clean()
+
+
+# -- which files, which digest: the pure part, and installs that fail --------------------------
+
+def _unit(dependencies) -> AppUnit:
+    return AppUnit(name="app", team="web", repository="/nonexistent", dependencies=dependencies)
+
+
+def test_the_digest_follows_the_files_that_say_what_to_install(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+        (folder / "requirements.txt").write_text("-r requirements-base.txt\npytest\n")
+        (folder / "requirements-base.txt").write_text("flask==3.0.3\n")
+        (folder / "app.py").write_text(f"# {folder.name}\n")  # code is not part of the digest
+    first = environments.plan(_unit("auto"), one)
+    assert first.ecosystem == "python" and first.files == ("requirements-base.txt", "requirements.txt")
+    assert environments.plan(_unit("auto"), two).digest == first.digest
+    (two / "requirements-base.txt").write_text("flask==3.1.0\n")  # an included file counts too
+    assert environments.plan(_unit(["requirements.txt"]), two).digested == ("requirements.txt", "requirements-base.txt")
+    assert environments.plan(_unit("auto"), two).digest != first.digest
+    (one / "package.json").write_text("{}")
+    (one / "package-lock.json").write_text("{}")
+    assert environments.plan(_unit("auto"), one).ecosystem == "node"  # the lock of what it runs on
+    with pytest.raises(UDError, match="mixes Node files"):
+        environments.plan(_unit(["package-lock.json", "requirements.txt"]), one)
+    with pytest.raises(UDError, match="not in '.' at this commit"):
+        environments.plan(_unit(["requirements-dev.txt"]), one)
+    with pytest.raises(ValidationError):
+        _unit(["../outside.txt"])
+
+
+def test_a_uv_lock_installs_what_it_locks_and_a_bad_requirement_is_refused_with_its_output(tmp_path):
+    app, home = tmp_path / "app", Home(tmp_path / "home")
+    app.mkdir()
+    (app / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\nrequires-python = ">=3.11"\n'
+                                        'dependencies = ["iniconfig==2.0.0"]\n')
+    locked = subprocess.run([environments.uv_binary() or "uv", "lock", "--quiet"], cwd=app,
+                            capture_output=True, text=True, timeout=120)
+    assert locked.returncode == 0, locked.stderr
+    made = environments.ensure(_unit("auto"), app, home, log=lambda _: None)
+    assert made is not None and made.installer == "uv" and not made.reused
+    shown = subprocess.run([made.python, "-c", "import importlib.metadata as m; print(m.version('iniconfig'))"],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.stdout.strip() == "2.0.0"
+    assert environments.ensure(_unit("auto"), app, home, log=lambda _: None).reused
+
+    (app / "requirements.txt").write_text("no-such-package-ud-test-4242==1.0\n")
+    with pytest.raises(UDError) as refused:
+        environments.ensure(_unit(["requirements.txt"]), app, home, log=lambda _: None)
+    assert refused.value.code == "UD-APP-DEPS" and "no-such-package-ud-test-4242" in refused.value.message
+    assert len(list((home.root / "venvs").glob("python-*"))) == 1  # the failed one left nothing

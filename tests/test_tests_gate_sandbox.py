@@ -401,3 +401,31 @@ def test_namespace_isolation_when_the_platform_is_not_root(platform_home):
     assert "Read-only file system" in out["output"] and out["own"] == []  # the same uid, and still it cannot write
     pids = [int(p) for p in out["output"].strip().splitlines()[-1].split()[1:]]
     assert 1 in pids and max(pids) < 10  # its own pid namespace: the helper, the shell, ls, grep; nothing else
+
+
+def test_a_revealed_folder_of_the_hidden_home_is_readable_and_read_only(tmp_path: Path):
+    """An app's own environment lives in the home the sandbox hides: `reveal` binds that one
+    folder back, read-only, and nothing else of the home (here private, 0700, as `ud` makes it)."""
+    home = Path(tempfile.mkdtemp(prefix="ud-home-", dir="/var/tmp" if os.path.isdir("/var/tmp") else None))
+    try:
+        home.chmod(0o700)
+        (home / "signing.key").write_text("the key")
+        env_dir = home / "venvs" / "python-0123456789abcdef"
+        env_dir.mkdir(parents=True, mode=0o755)
+        (home / "venvs").chmod(0o700)  # the sandbox user could not enter it on the real disk
+        (env_dir / "lib.txt").write_text("from the environment")
+        (env_dir / "lib.txt").chmod(0o644)
+        sb = Sandbox.plan(hide=[home], reveal=[env_dir])
+        if not sb.namespaces:
+            pytest.skip("without namespaces nothing is bound back (the level says so)")
+        box = sb.workspace(tmp_path)
+        script = f"cat {env_dir}/lib.txt; echo; cat {home}/signing.key; touch {env_dir}/x; ls {home}/venvs"
+        code = sb.run(["/bin/sh", "-c", script], cwd=box, box=box, env={"PATH": "/usr/bin:/bin"}, timeout=30,
+                      output=tmp_path / "out")
+        out = (tmp_path / "out").read_text()
+        assert "from the environment" in out and "the key" not in out
+        assert "Read-only file system" in out and not (env_dir / "x").exists()
+        assert out.strip().splitlines()[-1] == env_dir.name  # the only thing of the home in sight
+        assert code == 0
+    finally:
+        shutil.rmtree(home)
