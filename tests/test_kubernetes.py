@@ -38,7 +38,7 @@ from unified_delivery.loader import load_yaml_unit, unit_from_attributes
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.kubernetes import (DEFAULT_KUBERNETES_VERSION, KubernetesTarget, dagster_k8s_tags,
                                                  render_manifests, schema_errors, supported_versions)
-from unified_delivery.kinds.app.unit import AppUnit
+from unified_delivery.kinds.app.unit import AppUnit, ServiceSpec
 from unified_delivery.units import GateSpec, Resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +126,22 @@ def test_gpus_replicas_secrets_and_namespaces_follow_the_declaration():
     pod = by_kind(render_manifests(odd, "staging", "1.2+build", mlflow_tracking_uri=""))["Deployment"]["spec"]["template"]
     assert "app.kubernetes.io/version" not in pod["metadata"]["labels"] and "ud/team" not in pod["metadata"]["labels"]
     assert pod["metadata"]["annotations"]["ud/version"] == "1.2+build"
+
+
+def test_setup_steps_become_init_containers_and_a_state_dir_has_no_value_in_a_cluster():
+    unit = app().model_copy(update={"service": ServiceSpec(
+        command=["gunicorn", "app:app"], setup=["flask --app app init-db", ["alembic", "upgrade", "{version}"]])})
+    pod = by_kind(render_manifests(unit, "staging", "v7", mlflow_tracking_uri=""))["Deployment"]["spec"]["template"]
+    first, second = pod["spec"]["initContainers"]
+    (main,) = pod["spec"]["containers"]
+    assert first["command"] == ["/bin/sh", "-c", "flask --app app init-db"] and second["command"][-1] == "v7"
+    assert first["image"] == main["image"] and first["env"] == main["env"] and "readinessProbe" not in first
+    assert first["securityContext"] == main["securityContext"] and first["volumeMounts"] == main["volumeMounts"]
+    assert schema_errors([by_kind(render_manifests(unit, "staging", "v7", mlflow_tracking_uri=""))["Deployment"]],
+                         DEFAULT_KUBERNETES_VERSION) == []
+    stateful = unit.model_copy(update={"service": ServiceSpec(env={"DB": "{state_dir}/app.db"})})
+    with pytest.raises(ConfigError, match=r"uses \{state_dir\}, which has no value in a cluster"):
+        render_manifests(stateful, "staging", "v7", mlflow_tracking_uri="")
 
 
 def test_declarations_the_cluster_would_refuse_are_refused_when_they_load(tmp_path):

@@ -171,6 +171,22 @@ def render_manifests(
     }
     if spec.secrets:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in spec.secrets]
+    # service.setup: init containers of the same image, environment and limits, in order. A
+    # cluster runs them at every pod start (each replica, each restart), not once per release
+    # as the local target does: they must be safe to run again (migrations usually are).
+    setup = []
+    for i, step in enumerate(unit.service.setup):
+        argv = ["/bin/sh", "-c", step] if isinstance(step, str) else step
+        init = {
+            k: copy.deepcopy(v)
+            for k, v in container.items()
+            if k not in ("ports", "readinessProbe", "livenessProbe")
+        }
+        init.update(
+            name=f"setup-{i}",
+            command=[_expand(unit, f"service.setup[{i}]", a, values) for a in argv],
+        )
+        setup.append(init)
     meta = {"name": name, "namespace": namespace, "labels": labels}
     deployment = {
         "apiVersion": "apps/v1",
@@ -194,6 +210,7 @@ def render_manifests(
                         "runAsUser": spec.run_as_user,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **({"initContainers": setup} if setup else {}),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
