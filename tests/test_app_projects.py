@@ -8,6 +8,7 @@ remote and goes candidate -> staging -> production through the service layer `ud
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -222,6 +223,14 @@ class Project:
 
     def clean(self) -> bool:
         return tiny.git("status", "--porcelain", "--ignored", cwd=self.work) == ""
+
+
+@pytest.fixture(autouse=True)
+def umask_as_ud_runs():
+    """`ud` runs with umask 077 (a private home): what the sandbox's user must read is made so."""
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture

@@ -82,7 +82,8 @@ def _env(state: EnvState) -> dict[str, Any] | None:
     return {
         "version": state.recorded_version,
         "deployed_at": deployed_at,
-        **({"url": actual.details["url"]} if actual and "url" in actual.details else {}),
+        # where it answers and, for an app with state, the folder its state lives in
+        **{k: actual.details[k] for k in ("url", "state_dir") if actual and k in actual.details},
         "actual_version": state.actual_version,
         "in_sync": state.in_sync,
     }

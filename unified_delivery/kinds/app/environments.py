@@ -420,6 +420,7 @@ def _install_node(unit: AppUnit, source: Path, the_plan: Plan, path: Path, home:
         raise _error(unit, "npm is not installed on this machine", "install Node.js and npm")
     manifest, lock = (source / f for f in the_plan.files[:2])
     path.mkdir(parents=True)
+    path.chmod(0o755)  # the tests gate's sandbox user enters it (ud's own umask is 077)
     package = json.loads(manifest.read_text())
     scripts = package.get("scripts") or {}
     # The app's own install scripts expect its source beside them; here there is only the lock.
