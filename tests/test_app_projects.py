@@ -374,3 +374,12 @@ def test_a_uv_lock_installs_what_it_locks_and_a_bad_requirement_is_refused_with_
         environments.ensure(_unit(["requirements.txt"]), app, home, log=lambda _: None)
     assert refused.value.code == "UD-APP-DEPS" and "no-such-package-ud-test-4242" in refused.value.message
     assert len(list((home.root / "venvs").glob("python-*"))) == 1  # the failed one left nothing
+
+
+def test_a_pyproject_gives_its_dependencies_extras_and_groups_but_not_itself(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "My_App"\ndependencies = ["flask>=3", "my-app-utils"]\n'
+        '[project.optional-dependencies]\ntest = ["pytest", "my.app[extra]"]\n'
+        '[dependency-groups]\ndev = ["ruff", {include-group = "test"}]\n')
+    assert environments._pyproject_requirements(tmp_path / "pyproject.toml") == [
+        "flask>=3", "my-app-utils", "pytest", "ruff"]

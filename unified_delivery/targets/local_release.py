@@ -49,6 +49,7 @@ import http.client
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -704,9 +705,13 @@ def _run_setup(
     """Run the release's `service.setup` commands in order; _Failure with the failing command's
     output when one exits non-zero or runs out of time."""
     for step in unit.service.setup:
-        argv = ["/bin/sh", "-c", step] if isinstance(step, str) else list(step)
-        command = [_fill(arg, service.values) for arg in argv]
-        shown = _fill(step, service.values) if isinstance(step, str) else " ".join(command)
+        if isinstance(step, str):  # a shell line: the values it gets are quoted for the shell
+            quoted = {k: shlex.quote(v) for k, v in service.values.items()}
+            shown = _fill(step, quoted)
+            command = ["/bin/sh", "-c", shown]
+        else:
+            command = [_fill(arg, service.values) for arg in step]
+            shown = shlex.join(command)
         log(f"setup of {unit.name}/{env} version {version}: {shown}")
         with open(paths.log, "ab") as out:
             out.write(

@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -361,16 +362,29 @@ def _install_python(
         cmd = [uv, "sync", "--frozen", "--no-install-project", "--python", base]
         _run(unit, cmd, project, env, "uv sync")
         return
-    requirement_args: list[str] = []
-    for name in the_plan.files:
-        if Path(name).name == "pyproject.toml":
-            listed = _pyproject_requirements(source / name)
-            if listed:
-                spec = path.with_name(path.name + ".pyproject-requirements.txt")
-                spec.write_text("\n".join(listed) + "\n")
-                requirement_args += ["-r", str(spec)]
-        elif Path(name).name != "uv.lock":
-            requirement_args += ["-r", str(source / name)]
+    with tempfile.TemporaryDirectory(prefix="ud-requirements-") as tmp:
+        requirement_args: list[str] = []
+        for i, name in enumerate(the_plan.files):
+            if Path(name).name == "pyproject.toml":
+                listed = _pyproject_requirements(source / name)
+                if listed:
+                    spec = Path(tmp) / f"pyproject-{i}.txt"
+                    spec.write_text("\n".join(listed) + "\n")
+                    requirement_args += ["-r", str(spec)]
+            else:
+                requirement_args += ["-r", str(source / name)]
+        _install_requirements(unit, source, path, env, base, installer, requirement_args)
+
+
+def _install_requirements(
+    unit: AppUnit,
+    source: Path,
+    path: Path,
+    env: dict[str, str],
+    base: str,
+    installer: str,
+    requirement_args: list[str],
+) -> None:
     if installer == "uv":
         uv = uv_binary() or "uv"
         _run(unit, [uv, "venv", "--quiet", "--python", base, str(path)], source, env, "uv venv")
@@ -389,8 +403,6 @@ def _install_python(
         if requirement_args:
             cmd = [str(path / "bin" / "python"), "-m", "pip", "install", "-q", *requirement_args]
             _run(unit, cmd, source, env, "pip install")
-    for spec in path.parent.glob(path.name + ".pyproject-requirements.txt"):
-        spec.unlink()
 
 
 def _pyproject_requirements(pyproject: Path) -> list[str]:
@@ -404,8 +416,14 @@ def _pyproject_requirements(pyproject: Path) -> list[str]:
         listed += extra
     for group in data.get("dependency-groups", {}).values():
         listed += [item for item in group if isinstance(item, str)]
-    name = str(project.get("name", "")).lower()
-    return [r for r in dict.fromkeys(listed) if not name or not r.lower().startswith(name)]
+    own = _normalized(str(project.get("name", "")))
+    return [r for r in dict.fromkeys(listed) if not own or _normalized(r) != own]
+
+
+def _normalized(requirement: str) -> str:
+    """A requirement's project name as PEP 503 compares them (`My_App[x]>=1` -> `my-app`)."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else ""
 
 
 def _base_python() -> str:
