@@ -68,9 +68,9 @@ from pydantic import Field
 
 from unified_delivery.errors import TargetError, UDError
 from unified_delivery.home import Home
-from unified_delivery.targets import rollout
 from unified_delivery.kinds.app.environments import AppEnvironment
 from unified_delivery.kinds.app.environments import ensure as ensure_environment
+from unified_delivery.targets import rollout
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
 from unified_delivery.targets.front_door import FrontDoor, Route, nginx_binary
 from unified_delivery.targets.probes import CHILDREN as _CHILDREN
