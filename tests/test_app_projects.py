@@ -383,3 +383,15 @@ def test_a_pyproject_gives_its_dependencies_extras_and_groups_but_not_itself(tmp
         '[dependency-groups]\ndev = ["ruff", {include-group = "test"}]\n')
     assert environments._pyproject_requirements(tmp_path / "pyproject.toml") == [
         "flask>=3", "my-app-utils", "pytest", "ruff"]
+
+
+def test_a_suite_without_junit_is_counted_from_its_runners_closing_lines():
+    from unified_delivery.gates.tests import _summary_counts
+
+    spec = "✔ a (1ms)\n✖ b (2ms)\nℹ tests 2\nℹ suites 0\nℹ pass 1\nℹ fail 1\nℹ cancelled 0\nℹ skipped 0\n"
+    assert _summary_counts(spec) == {"tests": 2, "failures": 1, "errors": 0, "skipped": 0}
+    tap = "TAP version 13\nok 1 - a\n1..3\n# tests 3\n# pass 3\n# fail 0\n# skipped 0\n"
+    assert _summary_counts(tap) == {"tests": 3, "failures": 0, "errors": 0, "skipped": 0}
+    jest = "Test Suites: 1 failed, 1 total\nTests:       1 failed, 1 skipped, 2 passed, 4 total\n"
+    assert _summary_counts(jest) == {"tests": 4, "failures": 1, "errors": 0, "skipped": 1}
+    assert _summary_counts("2 passed in 0.5s\n") == {}  # pytest writes JUnit: not read from here
