@@ -395,3 +395,14 @@ def test_a_suite_without_junit_is_counted_from_its_runners_closing_lines():
     jest = "Test Suites: 1 failed, 1 total\nTests:       1 failed, 1 skipped, 2 passed, 4 total\n"
     assert _summary_counts(jest) == {"tests": 4, "failures": 1, "errors": 0, "skipped": 1}
     assert _summary_counts("2 passed in 0.5s\n") == {}  # pytest writes JUnit: not read from here
+
+
+def test_a_suite_that_cannot_import_a_package_is_told_where_to_declare_it(tmp_path):
+    from unified_delivery.gates.tests import _missing_module_remedy
+
+    made = environments.AppEnvironment("python", "0" * 16, tmp_path, "uv", True, 0.0, files=("requirements.txt",))
+    remedy = _missing_module_remedy("E   ModuleNotFoundError: No module named 'flask_sqlalchemy'\n", made)
+    assert "'flask_sqlalchemy'" in remedy and "requirements.txt" in remedy
+    assert "pytest" in _missing_module_remedy("/x/bin/python: No module named pytest\n", made)
+    assert "declare the app's own `dependencies`" in _missing_module_remedy("No module named 'flask'", None)
+    assert _missing_module_remedy("1 failed, 2 passed\n", made) == ""

@@ -44,6 +44,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import UDError
+from ..kinds.app.environments import AppEnvironment
 from ..kinds.app.environments import ensure as ensure_environment
 from ..kinds.app.unit import AppUnit
 from ..redaction import known_secret_values, redact_text
@@ -185,7 +186,8 @@ class TestsGate(Gate[TestsSettings]):
             "UD-GATE-TESTS-FAILED",
             f"{counts.get('failures', 0) + counts.get('errors', 0)} of {counts.get('tests', 0)} "
             f"tests failed at {short}",
-            "fix the failing tests and push a new commit; see output_tail",
+            _missing_module_remedy(text, environment)
+            or "fix the failing tests and push a new commit; see output_tail",
             meta,
         )
 
@@ -198,6 +200,24 @@ def _last_bytes(path: Path, limit: int) -> str:
 
 def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-TAIL_LINES:])[-TAIL_CHARS:]
+
+
+# `ModuleNotFoundError: No module named 'flask'`, and `python: No module named pytest`
+_MISSING_MODULE = re.compile(r"No module named '?([A-Za-z0-9_]+)")
+
+
+def _missing_module_remedy(text: str, environment: AppEnvironment | None) -> str:
+    """For a suite that failed on an import its environment lacks: which files to add it to."""
+    missing = _MISSING_MODULE.findall(text)
+    if not missing:
+        return ""
+    where = (
+        f"add {missing[-1]} to the app's dependency files ({', '.join(environment.files)})"
+        if environment and environment.files
+        else f"declare the app's own `dependencies` (a requirements file with {missing[-1]}): "
+        "without them the suite runs on the platform's interpreter"
+    )
+    return f"the suite could not import {missing[-1]!r}: {where}, and push a new commit"
 
 
 # The closing lines of runners that write no JUnit file by default: node's test runner (its

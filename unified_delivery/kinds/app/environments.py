@@ -78,6 +78,7 @@ class AppEnvironment:
     reused: bool
     seconds: float
     details: dict = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # what says what it holds (requirements files, the lock)
 
     @property
     def python(self) -> str | None:
@@ -198,7 +199,14 @@ def ensure(
         ready = _ready(path)
         if ready is not None:
             return AppEnvironment(
-                the_plan.ecosystem, the_plan.digest, path, ready["installer"], True, 0.0, ready
+                the_plan.ecosystem,
+                the_plan.digest,
+                path,
+                ready["installer"],
+                True,
+                0.0,
+                ready,
+                the_plan.files,
             )
         if path.exists():  # half-made by an install that was killed: start again
             log(f"removing the half-made environment {path}")
@@ -226,7 +234,16 @@ def ensure(
         }
         (path / READY).write_text(json.dumps(record))
         log(f"installed {unit.name}'s dependencies in {seconds:.1f}s")
-        return AppEnvironment(the_plan.ecosystem, the_plan.digest, path, chosen, False, seconds)
+        return AppEnvironment(
+            the_plan.ecosystem,
+            the_plan.digest,
+            path,
+            chosen,
+            False,
+            seconds,
+            record,
+            the_plan.files,
+        )
 
 
 def uv_binary() -> str | None:
