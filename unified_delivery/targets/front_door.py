@@ -32,6 +32,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from unified_delivery.errors import TargetError
 from unified_delivery.targets.probes import ReleasePaths
@@ -40,6 +41,7 @@ from unified_delivery.targets.state_files import lock_file, read_json, write_jso
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 LOG_FORMAT = "ud_split"
 START_TIMEOUT_S = 10.0
+RELOAD_TIMEOUT_S = 10.0  # the old workers' requests in flight; a slower one is left to finish
 
 MAIN_CONF = """\
 # Written by unified-delivery (targets/front_door.py); rewritten on every start.
@@ -240,8 +242,12 @@ class FrontDoor:
                 f"see {conf} and {self.prefix / 'sites'}; a port taken by another program is "
                 "the usual cause (set service.ports for this environment to a free one)",
             )
-        if self.running_pid() is not None:
+        master = self.running_pid()
+        if master is not None:
+            before = _workers(master)
             done = subprocess.run([*base, "-s", "reload"], capture_output=True, text=True)
+            if done.returncode == 0:
+                _await_gone(before)  # the new weights serve every new request from here on
         else:
             done = subprocess.run(
                 base,
@@ -260,6 +266,24 @@ class FrontDoor:
 
 def access_log(paths: ReleasePaths) -> Path:
     return paths.root / "access.log"
+
+
+def _workers(master: int) -> list[Any]:
+    import psutil
+
+    try:
+        return psutil.Process(master).children()
+    except psutil.Error:
+        return []
+
+
+def _await_gone(workers: list[Any]) -> None:
+    """A reload is asynchronous: the workers of the old configuration finish their requests,
+    then exit. Wait for that (bounded), so a change of weights is in force when route()
+    returns."""
+    import psutil
+
+    psutil.wait_procs(workers, timeout=RELOAD_TIMEOUT_S)
 
 
 def _upstream_name(unit: str, env: str) -> str:

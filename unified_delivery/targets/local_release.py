@@ -507,6 +507,9 @@ def _undo(paths: _Paths, pending: dict, log: Log) -> None:
             paths.state.unlink(missing_ok=True)
         state = old
     _point_current(paths, state["version"] if state else None)
+    # the front door back on what state.json names before the new release stops, so that no
+    # request reaches a stopped release (a reap retries it: pending.json is still there)
+    _sync_front_door(paths, log)
     pid, token = pending.get("pid"), pending.get("pid_token")
     serving = state and (state.get("pid"), state.get("pid_token")) == (pid, token)
     if pid is not None and not serving and _stop_process(pid, token):
@@ -515,7 +518,6 @@ def _undo(paths: _Paths, pending: dict, log: Log) -> None:
         deploy_id
     ):  # its pid was never recorded, or it left children behind
         log(f"stopped the processes started for version {pending.get('version')}")
-    _sync_front_door(paths, log)  # before the pending deploy is forgotten: a reap retries it
     rollout.interrupted(paths, pending.get("version"))
     paths.pending.unlink(missing_ok=True)
 
