@@ -1,0 +1,304 @@
+"""A dbt project as a team has it, never edited by the platform: staging and mart layers,
+seeds, a local package named in packages.yml, a `relationships` test spanning two models,
+in a Git repository pushed to a bare remote. A data unit declares it by repository; the Git
+sensor builds each pushed commit (a checkout of it), candidate -> staging -> production; the
+next change builds only what changed since production; a broken commit is refused with its
+real cause; and `git status` of the project is clean at the end.
+
+Real Git, real dbt on a real DuckDB file, a real Dagster instance; the runs execute in this
+process (triggers.tick, service.promote). The dbt cache is the module's own, so what it
+holds is what these builds made.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+import duckdb
+import pytest
+
+from unified_delivery import Platform
+from unified_delivery.governance import Governance, PolicyFile
+from unified_delivery.home import Home
+from unified_delivery.ledger import LedgerResource
+from unified_delivery.service import promote
+from unified_delivery.targets.dbt_duckdb import DbtDuckDBTarget
+from unified_delivery.triggers.git import app_watches, git_sensor
+from unified_delivery.triggers.tick import tick
+
+SENSORS = "service:sensors"
+POLICY = PolicyFile(principals={
+    "human:local-operator": {"roles": {"*": ["deploy", "approve", "override", "admin"]}},
+    SENSORS: {"roles": {"*": ["deploy"]}},
+})
+
+# The project, as its files are in the team's repository: the dbt project in warehouse/, a
+# package of the team's macros beside it in shop_utils/.
+FILES = {
+    "warehouse/dbt_project.yml": """\
+name: warehouse
+version: "1.0.0"
+profile: warehouse
+models:
+  warehouse:
+    staging: {+materialized: view}
+    marts: {+materialized: table}
+""",
+    "warehouse/packages.yml": "packages:\n  - local: ../shop_utils\n",
+    "warehouse/.gitignore": "target/\nlogs/\ndbt_packages/\n",
+    "warehouse/seeds/raw_customers.csv": "id,name\n1,Ann\n2,Bob\n3,Cy\n",
+    "warehouse/seeds/raw_orders.csv": "id,customer_id,amount_cents\n10,1,1250\n11,2,300\n12,1,990\n",
+    "warehouse/models/staging/stg_customers.sql":
+        "select id as customer_id, name\nfrom {{ ref('raw_customers') }}\n",
+    "warehouse/models/staging/stg_orders.sql":
+        "select\n    id as order_id,\n    customer_id,\n"
+        "    {{ shop_utils.cents_to_dollars('amount_cents') }} as amount\n"
+        "from {{ ref('raw_orders') }}\n",
+    "warehouse/models/staging/_staging.yml": """\
+version: 2
+models:
+  - name: stg_customers
+    columns:
+      - name: customer_id
+        data_tests: [unique, not_null]
+  - name: stg_orders
+    columns:
+      - name: order_id
+        data_tests: [unique, not_null]
+""",
+    "warehouse/models/marts/customers.sql": """\
+select
+    c.customer_id,
+    c.name,
+    count(o.order_id) as orders,
+    coalesce(sum(o.amount), 0) as revenue
+from {{ ref('stg_customers') }} as c
+left join {{ ref('stg_orders') }} as o on o.customer_id = c.customer_id
+group by 1, 2
+""",
+    "warehouse/models/marts/orders.sql":
+        "select order_id, customer_id, amount\nfrom {{ ref('stg_orders') }}\n",
+    "warehouse/models/marts/_marts.yml": """\
+version: 2
+models:
+  - name: customers
+    columns:
+      - name: customer_id
+        data_tests: [unique, not_null]
+  - name: orders
+    columns:
+      - name: order_id
+        data_tests: [unique]
+      - name: customer_id
+        data_tests:
+          - relationships:
+              arguments: {to: ref('customers'), field: customer_id}
+""",
+    "shop_utils/dbt_project.yml": 'name: shop_utils\nversion: "1.0.0"\nconfig-version: 2\n',
+    "shop_utils/macros/cents.sql":
+        "{% macro cents_to_dollars(col) %}({{ col }} / 100.0){% endmacro %}\n",
+}
+
+UNIT = """\
+type: unified_delivery.data
+attributes:
+  name: marts
+  team: analytics
+  repository: "{remote}"
+  project: warehouse
+  select: "customers orders"
+"""
+
+# One model per unit, declared by path: the relationships test from orders to customers
+# still runs (customers is built for it), and the working copy stays as it was.
+ORDERS_ONLY = """\
+type: unified_delivery.data
+attributes:
+  name: orders_only
+  team: analytics
+  project: "{work}/warehouse"
+  select: orders
+  policy: {{staging: manual}}
+"""
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-c", "user.name=Ann", "-c", "user.email=ann@example.com", *args],
+                          cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit(work: Path, message: str, changes: dict[str, str], branch: str = "main") -> str:
+    """Commit `changes` on `branch` (from main) and push it; the clone is left on main."""
+    git("checkout", "-q", "-B", branch, "main", cwd=work) if branch != "main" else None
+    for name, text in changes.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", message, cwd=work)
+    git("push", "-q", "origin", branch, cwd=work)
+    sha = git("rev-parse", "HEAD", cwd=work)
+    git("checkout", "-q", "main", cwd=work)
+    return sha
+
+
+@dataclass
+class Shop:
+    root: Path
+    remote: Path
+    work: Path
+    home: Home
+    platform: Platform
+    defs: dg.Definitions
+    target: DbtDuckDBTarget
+
+    def commit(self, message: str, changes: dict[str, str], branch: str = "main") -> str:
+        return commit(self.work, message, changes, branch)
+
+    def unit(self, name: str = "marts"):
+        return self.platform.unit(name)
+
+    def served(self, env: str, name: str = "marts") -> str | None:
+        dep = self.target.status(self.unit(name), env)
+        return dep.version if dep else None
+
+    def query(self, sql: str) -> list[tuple]:
+        con = duckdb.connect(str(self.root / "w.duckdb"), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def candidate(self, name: str = "marts"):
+        """The newest candidate entry of the unit in the ledger."""
+        return self.platform.ledger.ledger().latest(unit=name, action="candidate")
+
+    def details(self, name: str = "marts") -> dict:
+        return self.candidate(name).payload["artifact"]["details"]
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Iterator[Shop]:
+    root = tmp_path_factory.mktemp("dbt-projects")
+    remote, work = root / "shop.git", root / "shop"
+    git("init", "-q", "--bare", "--initial-branch=main", str(remote), cwd=root)
+    git("clone", "-q", str(remote), str(work), cwd=root)
+    git("checkout", "-q", "-b", "main", cwd=work)
+    units = root / "platform" / "units"
+    units.mkdir(parents=True)
+    (units / "marts.yaml").write_text(UNIT.format(remote=remote))
+    (units / "orders_only.yaml").write_text(ORDERS_ONLY.format(work=work))
+    home = Home(root / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UD_HOME", str(home.root))
+        mp.setenv("DAGSTER_HOME", str(home.dagster_home))
+        mp.setenv("UD_DBT_CACHE", str(root / "dbt-cache"))
+        mp.delenv("UD_TOKEN", raising=False)
+        commit(work, "the shop's warehouse", FILES)
+        target = DbtDuckDBTarget(warehouse=str(root / "w.duckdb"))
+        platform = Platform.from_directory(units, targets={"data": target},
+                                           ledger=LedgerResource(url=f"sqlite:///{home.root / 'ledger.db'}"),
+                                           governance=Governance(POLICY))
+        base = platform.definitions()
+        jobs = {j.name: j for j in base.jobs}
+        sensor = git_sensor("git", lambda: app_watches(platform, home), [jobs["marts__to_staging"]], principal=SENSORS)
+        defs = dg.Definitions.merge(base, dg.Definitions(sensors=[sensor]))
+        yield Shop(root, remote, work, home, platform, defs, target)
+
+
+def requested(report: dict) -> list[tuple[str, str]]:
+    entry = next(s for s in report["sensors"] if s["name"] == "git")
+    return [(r["job"], r["outcome"]) for r in entry["requested"]]
+
+
+def test_a_push_is_built_from_its_commit_and_promoted_to_production(shop):
+    first = git("rev-parse", "HEAD", cwd=shop.work)
+    # An edit not committed: the build is of the pushed commit, never of a working copy.
+    (shop.work / "warehouse/models/marts/orders.sql").write_text("selec nothing\n")
+    try:
+        report = tick(shop.defs, shop.home)
+    finally:
+        git("checkout", "--", "warehouse/models/marts/orders.sql", cwd=shop.work)
+    assert requested(report) == [("marts__to_staging", "success")]
+    built = shop.candidate()
+    details = shop.details()
+    assert details["commit"] == first
+    # The parents the selection reads were built in its audit schema (no production yet).
+    assert not details["slim"] and "model.warehouse.stg_orders" in details["built"]
+    assert shop.served("staging") == built.version
+    assert shop.query('select customer_id, orders, revenue from staging.customers order by 1') == [
+        (1, 2, 22.4), (2, 1, 3.0), (3, 0, 0)]
+    tests = shop.platform.ledger.ledger().latest(unit="marts", action="gate")
+    names = [f["test"] for f in tests.payload.get("metadata", {}).get("failures", [])]
+    assert tests.payload["passed"] and not names
+
+    out = promote(shop.platform, shop.defs, "marts", "production", home=shop.home)
+    assert out.error is None, out.error
+    assert shop.served("production") == built.version
+    assert shop.target.production_state(shop.unit()) is not None
+
+
+def test_a_unit_of_one_model_runs_the_test_spanning_two(shop):
+    out = promote(shop.platform, shop.defs, "orders_only", "staging", home=shop.home)
+    assert out.error is None, out.error
+    gate = shop.platform.ledger.ledger().latest(unit="orders_only", action="gate")
+    assert gate.payload["passed"], gate.payload
+    # unique on order_id and the relationships test to customers, built for it in the audit schema
+    assert gate.payload["metadata"]["tests"] == 2
+    assert shop.query("select count(*) from staging.orders") == [(3,)]
+
+
+def test_a_change_builds_only_what_changed_since_production(shop):
+    sha = shop.commit("orders carry their amount in cents too", {
+        "warehouse/models/marts/orders.sql":
+            "select order_id, customer_id, amount, amount * 100 as amount_cents\nfrom {{ ref('stg_orders') }}\n"})
+    report = tick(shop.defs, shop.home)
+    assert requested(report) == [("marts__to_staging", "success")]
+    details = shop.details()
+    assert details["commit"] == sha and details["slim"]
+    assert details["built"] == ["model.warehouse.orders"]
+    assert details["reused"] == ["model.warehouse.customers"]
+    assert set(details["deferred"]) >= {"model.warehouse.stg_orders", "model.warehouse.stg_customers"}
+    assert shop.served("staging") == shop.candidate().version != shop.served("production")
+    assert shop.query("select amount_cents from staging.orders order by order_id") == [(1250,), (300,), (990,)]
+    assert shop.query("select count(*) from staging.customers") == [(3,)]
+
+
+BROKEN = {
+    "compile error": (
+        {"warehouse/models/marts/customers.sql": "select\n    c.customer_id,\n    c.name\nfrom {{ ref('stg_customers') }} as c\nwhere c.name = = 'x'\n"},
+        "UD-DATA-COMPILE-ERROR", "models/marts/customers.sql line 5"),
+    "unknown ref": (
+        {"warehouse/models/marts/orders.sql": "select *\nfrom {{ ref('stg_payments') }}\n"},
+        "UD-DATA-COMPILE-ERROR", "models/marts/orders.sql"),
+    "failing test": (
+        {"warehouse/seeds/raw_orders.csv": FILES["warehouse/seeds/raw_orders.csv"] + "13,99,100\n"},
+        "UD-GATE-DBT-TESTS-FAILED", '"from_field":99'),
+    "missing parent": (
+        {"warehouse/models/marts/_sources.yml": "version: 2\nsources:\n  - name: raw\n    tables: [{name: payments}]\n",
+         "warehouse/models/marts/orders.sql": "select o.*\nfrom {{ ref('stg_orders') }} as o\n"
+                                              "join {{ source('raw', 'payments') }} as p on p.order_id = o.order_id\n"},
+        "UD-DATA-MISSING-PARENT", "payments"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_commit_is_refused_with_its_real_cause(shop, case):
+    changes, code, cause = BROKEN[case]
+    before = shop.served("staging")
+    sha = shop.commit(case, changes, branch=f"broken-{case.replace(' ', '-')}")
+    out = promote(shop.platform, shop.defs, "marts", "staging", ref=sha, home=shop.home)
+    assert out.error is not None and out.error.code == code, out.error
+    told = f"{out.error.message} {out.error.remediation}".replace(" ", "")
+    assert cause.replace(" ", "") in told, told
+    assert shop.served("staging") == before
+
+
+def test_the_project_is_never_written_and_packages_install_once(shop):
+    assert git("status", "--porcelain", "--ignored", cwd=shop.work) == ""
+    cache = shop.root / "dbt-cache"
+    # every commit had the same packages.yml: `dbt deps` ran once
+    assert [p.name for p in (cache / "packages").iterdir() if p.is_dir()].__len__() == 1
