@@ -6,9 +6,10 @@ project's source files once per digest of their contents into a shadow folder of
 cache ($UD_DBT_CACHE, by default ~/.cache/unified-delivery/dbt), where the copy's
 `dbt_project.yml` points `packages-install-path` at a folder of the cache keyed by the digest
 of the package files (`dbt deps` then runs once per packages.yml / package-lock.yml digest),
-and local packages (`local: ../shared`) are named by their absolute path. The manifest is
-parsed once per shadow, in its own `target/`; every build passes its own `--target-path` and
-`--log-path` besides.
+and local packages (`local: ../shared`) are named by a copy of theirs in the cache, one per
+digest of their files (a checkout's path changes with its commit; their contents need not).
+The manifest is parsed once per shadow, in its own `target/`; every build passes its own
+`--target-path` and `--log-path` besides.
 
 A shadow is immutable once ready (its files are the digest), so homes and test runs share
 them; a project edited in place gets a new digest, hence a new shadow.
@@ -112,13 +113,36 @@ def _local_packages(project: Path, specs: dict[str, Any]) -> list[Path]:
     return found
 
 
-def _absolute_locals(project: Path, spec: Any) -> Any:
-    """The package file with `local:` paths made absolute: the shadow is elsewhere."""
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in _source_files(root, set()) if root.is_dir() else ():
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def _cached_local(local: Path) -> Path:
+    """A local package copied into the cache once per digest of its files: the shadow names it
+    there, so the packages digest (and `dbt deps`) does not depend on where a checkout is."""
+    out = cache_root() / "locals" / f"{local.name}-{_tree_digest(local)}"
+    if not (out / READY).exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.with_name(out.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / READY).exists():
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.copytree(local, out, ignore=shutil.ignore_patterns(*IGNORED))
+                (out / READY).write_text(str(local))
+    return out
+
+
+def _cached_locals(project: Path, spec: Any) -> Any:
+    """The package file with each `local:` package named by its copy in the cache."""
     if not isinstance(spec, dict):
         return spec
     spec = dict(spec)
     spec["packages"] = [
-        {**p, "local": str((project / p["local"]).resolve())}
+        {**p, "local": str(_cached_local((project / p["local"]).resolve()))}
         if isinstance(p, dict) and isinstance(p.get("local"), str)
         else p
         for p in spec.get("packages") or []
@@ -143,11 +167,9 @@ def digests(project: Path) -> tuple[str, str | None]:
     p = hashlib.sha256()
     for name, spec in sorted(specs.items()):
         p.update(name.encode() + b"\0")
-        p.update(yaml.safe_dump(_absolute_locals(project, spec), sort_keys=True).encode())
+        p.update(yaml.safe_dump(spec, sort_keys=True).encode())
     for local in _local_packages(project, specs):
-        for path in _source_files(local, set()) if local.is_dir() else ():
-            h.update(str(path).encode() + b"\0")
-            h.update(hashlib.sha256(path.read_bytes()).digest())
+        p.update(_tree_digest(local).encode())
     h.update(p.digest())
     return h.hexdigest()[:16], p.hexdigest()[:16]
 
@@ -245,7 +267,7 @@ def shadow(project: str | Path) -> Path:
         if packages_digest:
             packages = root / "packages" / packages_digest
             for file, spec in _package_specs(project).items():
-                (out / file).write_text(yaml.safe_dump(_absolute_locals(project, spec)))
+                (out / file).write_text(yaml.safe_dump(_cached_locals(project, spec)))
             settings = {**settings, "packages-install-path": str(packages)}
             (out / "dbt_project.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
             _install(project, out, packages, profile)
