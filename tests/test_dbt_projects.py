@@ -309,3 +309,37 @@ def test_the_project_is_never_written_and_packages_install_once(shop):
     cache = shop.root / "dbt-cache"
     # every commit had the same packages.yml: `dbt deps` ran once
     assert [p.name for p in (cache / "packages").iterdir() if p.is_dir()].__len__() == 1
+
+
+# -- the plan, on a manifest's graph (pure) -------------------------------------------------
+
+def node(uid: str, kind: str = "model", parents: tuple[str, ...] = ()) -> dict:
+    return {"unique_id": uid, "resource_type": kind, "name": uid.split(".")[-1], "fqn": ["shop", uid.split(".")[-1]],
+            "schema": "audit_v2", "relation_name": f'"w"."audit_v2"."{uid.split(".")[-1]}"',
+            "depends_on": {"nodes": list(parents)}}
+
+
+GRAPH = [node("seed.raw"), node("model.stg", parents=("seed.raw",)), node("model.customers", parents=("model.stg",)),
+         node("model.orders", parents=("model.stg",)),
+         node("test.rel", "test", parents=("model.orders", "model.customers")), node("model.unrelated")]
+MANIFEST = {"nodes": {n["unique_id"]: n for n in GRAPH},
+            "parent_map": {n["unique_id"]: n["depends_on"]["nodes"] for n in GRAPH}}
+
+
+def test_a_plan_builds_what_a_selection_reads_then_defers_it_to_production():
+    from unified_delivery.dbt_state import kept, plan
+
+    first = plan(MANIFEST, ["model.orders"], None, None)
+    # the parents and the other model of the relationships test, nothing unrelated
+    assert first.parents_built == ["model.customers", "model.stg", "seed.raw"] and not first.slim
+    assert "fqn:shop.unrelated" not in first.args
+    state = kept(MANIFEST, {"model.orders", "model.customers", "model.stg", "seed.raw"}, None)
+    assert "model.unrelated" not in state["nodes"]  # never built: the next candidate sees it as new
+    state["nodes"] = {u: {**n, "schema": "audit_v1"} for u, n in state["nodes"].items()}
+    slim = plan(MANIFEST, ["model.orders"], state, Path("/state"))
+    assert slim.slim and slim.parents_built == [] and slim.parents_deferred == ["model.customers", "model.stg", "seed.raw"]
+    assert slim.args[-3:] == ["--defer", "--state", "/state"]
+    assert "state:modified+,fqn:shop.orders" in slim.args and "state:modified+,fqn:shop.raw" in slim.args
+    # a node read from production keeps production's relation in the next kept state
+    after = kept(MANIFEST, {"model.orders"}, state)
+    assert after["nodes"]["model.stg"]["schema"] == "audit_v1" and after["nodes"]["model.orders"]["schema"] == "audit_v2"
