@@ -72,11 +72,18 @@ def plan(manifest: dict, selected: list[str], state: dict | None, state_dir: Pat
         args = ["--select", *(_selector(nodes[u]) for u in [*selected, *built])]
         return Plan(sorted(selected), built, [], False, args)
     # What production never had is built; of the rest, what changed since production and what
-    # depends on it (dbt decides, from the state); the others are read where production has them.
+    # depends on it (dbt decides, from the state), less what the selection does not read; the
+    # others are read where production has them. One `state:modified+`: dbt compares the whole
+    # project with the state once per term.
     new = sorted(u for u in others if u not in have)
-    terms = [f"state:modified+,{_selector(nodes[u])}" for u in sorted({*selected, *others})]
-    terms += [_selector(nodes[u]) for u in new]
-    args = ["--select", *terms, "--defer", "--state", str(state_dir)]
+    wanted = {*selected, *others}
+    outside = sorted(
+        u for u, n in nodes.items() if n["resource_type"] in BUILDABLE and u not in wanted
+    )
+    args = ["--select", "state:modified+", *(_selector(nodes[u]) for u in new)]
+    if outside:
+        args += ["--exclude", *(_selector(nodes[u]) for u in outside)]
+    args += ["--defer", "--state", str(state_dir)]
     return Plan(sorted(selected), new, sorted(others - set(new)), True, args)
 
 
