@@ -287,7 +287,7 @@ BROKEN = {
         {"warehouse/models/marts/_sources.yml": "version: 2\nsources:\n  - name: raw\n    tables: [{name: payments}]\n",
          "warehouse/models/marts/orders.sql": "select o.*\nfrom {{ ref('stg_orders') }} as o\n"
                                               "join {{ source('raw', 'payments') }} as p on p.order_id = o.order_id\n"},
-        "UD-DATA-MISSING-PARENT", "payments"),
+        "UD-DATA-MISSING-PARENT", "reads source raw.payments"),
 }
 
 

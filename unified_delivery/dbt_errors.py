@@ -63,11 +63,21 @@ def missing_relation(message: str) -> str | None:
     return None
 
 
-def cause(node: dict, message: str) -> tuple[str, str]:
+def _named(relation: str, manifest: dict) -> str:
+    """A missing relation as the project names it: `source raw.payments ("w"."raw"."payments")`."""
+    last = relation.strip('"').split(".")[-1].strip('"').lower()
+    for src in (manifest.get("sources") or {}).values():
+        if str(src.get("identifier") or src.get("name", "")).lower() == last:
+            return f"source {src['source_name']}.{src['name']} ({src.get('relation_name')})"
+    return relation
+
+
+def cause(node: dict, message: str, manifest: dict | None = None) -> tuple[str, str]:
     """(code, remediation) for one failed node's dbt message."""
     path = node.get("original_file_path") or node.get("unique_id", "the model")
     relation = missing_relation(message)
     if relation:
+        relation = _named(relation, manifest or {})
         return (
             "UD-DATA-MISSING-PARENT",
             f"{path} reads {relation}, which is not in the warehouse: load it (a source dbt "
@@ -76,8 +86,16 @@ def cause(node: dict, message: str) -> tuple[str, str]:
     if any(marker in message for marker in PARSE_MARKERS):
         line = source_line(node, message)
         where = f"{path} line {line}" if line else (explain(message) or path)
-        return "UD-DATA-COMPILE-ERROR", f"fix {where}: {_one_line(message, 200)}"
-    return "UD-DATA-BUILD-FAILED", f"fix {path}: {_one_line(message, 200)}"
+        return "UD-DATA-COMPILE-ERROR", f"fix {where}: {_reason(message)}"
+    return "UD-DATA-BUILD-FAILED", f"fix {path}: {_reason(message)}"
+
+
+def _reason(message: str) -> str:
+    """The warehouse's own words: without dbt's "Runtime Error in model x (file)" before them
+    and the compiled statement's `LINE n:` after them (the file and line are said already)."""
+    text = re.sub(r"^.*?Error in \w+ \S+ \([^)]*\)\s*", "", message, count=1, flags=re.S)
+    text = SQL_LINE_RE.split(text)[0]
+    return _one_line(text or message, 200)
 
 
 def build_failure(
@@ -97,7 +115,7 @@ def build_failure(
         )
     first = failed[0]
     message = first.get("message") or ""
-    code, remedy = cause(nodes.get(first["unique_id"], {}), message)
+    code, remedy = cause(nodes.get(first["unique_id"], {}), message, run.manifest)
     detail = "; ".join(
         f"{r['unique_id']}: {_one_line(r.get('message') or '', 200)}" for r in failed[:3]
     )

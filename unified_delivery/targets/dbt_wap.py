@@ -257,10 +257,13 @@ class DbtWapTarget(BaseTarget):
     def _mark_production(self, unit: DataUnit, env: str, version: str) -> None:
         if env != unit.environments[-1]:
             return
+        pointer = self._states(unit) / "production"
         if (self._states(unit) / version / dbt_state.STATE_FILE).exists():
             tmp = self._states(unit) / "production.tmp"
             tmp.write_text(version)
-            tmp.replace(self._states(unit) / "production")
+            tmp.replace(pointer)
+        else:  # a version built with vars keeps no state: the next candidate is a full build
+            pointer.unlink(missing_ok=True)
 
     def write(
         self,
@@ -316,8 +319,13 @@ class DbtWapTarget(BaseTarget):
                     exit_code=5,
                 )
             self._views_onto(schema, [(manifest["nodes"][u], held[u]) for u in reused])
-        state_folder = dbt_state.write_state(
-            self._states(unit) / version, dbt_state.kept(run.manifest, executed, state)
+        # A build with vars is no state to build others against: its relations hold the vars'.
+        state_folder = (
+            None
+            if dbt_vars
+            else dbt_state.write_state(
+                self._states(unit) / version, dbt_state.kept(run.manifest, executed, state)
+            )
         )
         log(
             f"built {len(executed)} node(s) in {schema}"
@@ -339,7 +347,7 @@ class DbtWapTarget(BaseTarget):
                 "rows": self._counts(schema, models),
                 "project": str(source),
                 "state": str(state_dir) if state_dir else None,
-                "kept_state": str(state_folder),
+                "kept_state": str(state_folder or self._states(unit) / version),
                 "built": sorted(executed),
                 "reused": sorted(reused),
                 "deferred": deferred,
