@@ -22,6 +22,7 @@ import duckdb
 import pytest
 
 from unified_delivery import Platform
+from unified_delivery.dbt_state import kept, plan
 from unified_delivery.governance import Governance, PolicyFile
 from unified_delivery.home import Home
 from unified_delivery.ledger import LedgerResource
@@ -133,7 +134,8 @@ def git(*args: str, cwd: Path) -> str:
 
 def commit(work: Path, message: str, changes: dict[str, str], branch: str = "main") -> str:
     """Commit `changes` on `branch` (from main) and push it; the clone is left on main."""
-    git("checkout", "-q", "-B", branch, "main", cwd=work) if branch != "main" else None
+    if branch != "main":
+        git("checkout", "-q", "-B", branch, "main", cwd=work)
     for name, text in changes.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(text)
@@ -308,7 +310,7 @@ def test_the_project_is_never_written_and_packages_install_once(shop):
     assert git("status", "--porcelain", "--ignored", cwd=shop.work) == ""
     cache = shop.root / "dbt-cache"
     # every commit had the same packages.yml: `dbt deps` ran once
-    assert [p.name for p in (cache / "packages").iterdir() if p.is_dir()].__len__() == 1
+    assert len([p for p in (cache / "packages").iterdir() if p.is_dir()]) == 1
 
 
 # -- the plan, on a manifest's graph (pure) -------------------------------------------------
@@ -327,8 +329,6 @@ MANIFEST = {"nodes": {n["unique_id"]: n for n in GRAPH},
 
 
 def test_a_plan_builds_what_a_selection_reads_then_defers_it_to_production():
-    from unified_delivery.dbt_state import kept, plan
-
     first = plan(MANIFEST, ["model.orders"], None, None)
     # the parents and the other model of the relationships test, nothing unrelated
     assert first.parents_built == ["model.customers", "model.stg", "seed.raw"] and not first.slim
