@@ -154,8 +154,9 @@ class Shop:
     work: Path
     home: Home
     platform: Platform
-    defs: dg.Definitions
+    defs: dg.Definitions  # the platform's and the Git sensor
     target: DbtDuckDBTarget
+    base: dg.Definitions  # the platform's alone
 
     def commit(self, message: str, changes: dict[str, str], branch: str = "main") -> str:
         return commit(self.work, message, changes, branch)
@@ -215,7 +216,7 @@ def shop(tmp_path_factory) -> Iterator[Shop]:
         jobs = {j.name: j for j in base.jobs}
         sensor = git_sensor("git", lambda: app_watches(platform, home), [jobs["marts__to_staging"]], principal=SENSORS)
         defs = dg.Definitions.merge(base, dg.Definitions(sensors=[sensor]))
-        yield Shop(root, remote, work, home, platform, defs, target)
+        yield Shop(root, remote, work, home, platform, defs, target, base)
 
 
 def requested(report: dict) -> list[tuple[str, str]]:
@@ -247,6 +248,14 @@ def test_a_push_is_built_from_its_commit_and_promoted_to_production(shop):
     assert out.error is None, out.error
     assert shop.served("production") == built.version
     assert shop.target.production_state(shop.unit()) is not None
+
+    # A Git sensor looking for the first time (a new daemon, `ud ui` opened) does not build again
+    # the commit the platform built: a data unit's version is a digest, its commit a detail.
+    jobs = {j.name: j for j in shop.base.jobs}
+    fresh = git_sensor("git_fresh", lambda: app_watches(shop.platform, shop.home), [jobs["marts__to_staging"]],
+                       principal=SENSORS)
+    again = tick(dg.Definitions.merge(shop.base, dg.Definitions(sensors=[fresh])), shop.home)
+    assert next(s for s in again["sensors"] if s["name"] == "git_fresh")["requested"] == []
 
 
 def test_a_unit_of_one_model_runs_the_test_spanning_two(shop):
