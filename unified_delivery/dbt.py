@@ -1,15 +1,14 @@
 """What the platform reads from a dbt project without importing dbt: the manifest.
 
-The manifest is made by `dbt parse` in a child process when it is missing or older than
-the project's files (as dagster-dbt's `prepare_if_dev` does), so loading the definitions
-never imports dbt. Selections of the common forms (names, `tag:`, `path:`, `+` graph
-operators, unions separated by spaces) are resolved here from the manifest's graph;
-anything else is handed to `dbt ls`.
+The manifest is made by `dbt parse` in a child process, once per digest of the project's
+files, in the project's shadow (dbt_shadow.py: nothing is written into the project), so
+loading the definitions never imports dbt. Selections of the common forms (names, `tag:`,
+`path:`, `+` graph operators, unions separated by spaces) are resolved here from the
+manifest's graph; anything else is handed to `dbt ls`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import subprocess
@@ -24,7 +23,6 @@ from typing import Any, Iterator
 import yaml
 
 from .errors import ConfigError
-from .redaction import redact_text
 
 SOURCE_DIRS = ("models", "seeds", "macros", "snapshots", "tests", "analyses")
 BUILDABLE = ("model", "seed", "snapshot")
@@ -57,87 +55,49 @@ def parse_profiles(profile: str, path: str = ":memory:", schema: str = "main") -
     )
 
 
-def _newest_source(project_dir: Path) -> float:
-    newest = (project_dir / "dbt_project.yml").stat().st_mtime
-    for d in SOURCE_DIRS:
-        for f in (project_dir / d).rglob("*") if (project_dir / d).exists() else ():
-            if f.is_file():
-                newest = max(newest, f.stat().st_mtime)
-    return newest
-
-
-# Projects whose manifest was already checked against their files during this load.
-_CHECKED: ContextVar[set[Path] | None] = ContextVar("ud_dbt_checked", default=None)
+# Projects whose shadow was already found during this load: project -> shadow.
+_CHECKED: ContextVar[dict[Path, Path] | None] = ContextVar("ud_dbt_checked", default=None)
 
 
 @contextmanager
 def one_check_per_load() -> Iterator[None]:
-    """While the definitions load, check each project's manifest against its files once.
+    """While the definitions load, digest each project's files once.
 
-    The check stats every file of the project and each data unit asks for the manifest
-    twice, so without this a load costs data units x project files (quadratic)."""
+    Each data unit asks for the manifest twice, so without this a load reads the project's
+    files data units x 2 times."""
     if _CHECKED.get() is not None:
         yield
         return
-    token = _CHECKED.set(set())
+    token = _CHECKED.set({})
     try:
         yield
     finally:
         _CHECKED.reset(token)
 
 
-def ensure_manifest(project_dir: str | Path) -> dict[str, Any]:
+def shadow_of(project_dir: str | Path) -> Path:
+    """Where dbt runs for `project_dir`: its shadow in the dbt cache (dbt_shadow.py)."""
+    from .dbt_shadow import shadow
+
     project_dir = Path(project_dir).resolve()
-    manifest = project_dir / "target" / "manifest.json"
     checked = _CHECKED.get()
-    if checked is not None and project_dir in checked and manifest.exists():
-        return _load_manifest(str(manifest), manifest.stat().st_mtime)
-    if not manifest.exists() or manifest.stat().st_mtime < _newest_source(project_dir):
-        (project_dir / "target").mkdir(exist_ok=True)
-        with open(project_dir / "target" / ".ud-parse.lock", "w") as lock:
-            # Two processes (`ud`, the webserver, a test worker) parsing at once would each read
-            # the other's half-written manifest: one parses, the next finds it fresh.
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not manifest.exists() or manifest.stat().st_mtime < _newest_source(project_dir):
-                _parse(project_dir, manifest)
+    if checked is not None and project_dir in checked:
+        return checked[project_dir]
+    out = shadow(project_dir)
     if checked is not None:
-        checked.add(project_dir)
+        checked[project_dir] = out
+    return out
+
+
+def ensure_manifest(project_dir: str | Path) -> dict[str, Any]:
+    """The project's manifest, parsed once per digest of its files in its shadow: nothing is
+    written into the project."""
+    manifest = shadow_of(project_dir) / "target" / "manifest.json"
     return _load_manifest(str(manifest), manifest.stat().st_mtime)
 
 
-def _parse(project_dir: Path, manifest: Path) -> None:
-    profile = project_file(project_dir).get("profile", "default")
-    with tempfile.TemporaryDirectory(prefix="ud-dbt-parse-") as tmp:
-        (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
-        # The manifest goes where ensure_manifest looks for it; dbt's log goes nowhere near the
-        # project.
-        proc = subprocess.run(
-            [
-                dbt_executable(),
-                "parse",
-                "--project-dir",
-                str(project_dir),
-                "--profiles-dir",
-                tmp,
-                "--target-path",
-                str(project_dir / "target"),
-                "--log-path",
-                tmp + "/logs",
-                "--quiet",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=project_dir,
-            timeout=600,
-            check=False,
-        )
-    if proc.returncode != 0 or not manifest.exists():
-        output = redact_text(proc.stdout + proc.stderr).strip()
-        raise ConfigError(
-            "UD-CONFIG-DBT",
-            f"dbt parse failed for {project_dir}: {output[-800:]}",
-            "fix the dbt project so `dbt parse` succeeds",
-        )
+def load_manifest(path: Path) -> dict[str, Any]:
+    return _load_manifest(str(path), path.stat().st_mtime)
 
 
 @lru_cache(maxsize=16)
@@ -206,6 +166,7 @@ def select(manifest: dict, selection: str, project_dir: Path | None = None) -> l
 
 def _dbt_ls(project_dir: Path, selection: str, nodes: dict[str, dict]) -> list[str]:
     profile = project_file(project_dir).get("profile", "default")
+    project_dir = shadow_of(project_dir)
     with tempfile.TemporaryDirectory(prefix="ud-dbt-ls-") as tmp:
         (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
         proc = subprocess.run(

@@ -3,6 +3,8 @@ was written to, before anything is published."""
 
 from __future__ import annotations
 
+import json
+
 from ..errors import UDError
 from ..kinds.data.unit import DataUnit
 from ..targets.roles import Warehouse
@@ -46,6 +48,7 @@ class DbtTestsGate(Gate[DbtTestsSettings]):
                     "status": r["status"],
                     "failures": r.get("failures"),
                     "message": (r.get("message") or "")[:300],
+                    "rows": r.get("rows") or [],
                 }
                 for r in bad[:20]
             ],
@@ -60,11 +63,20 @@ class DbtTestsGate(Gate[DbtTestsSettings]):
             )
         if bad:
             names = ", ".join(r["name"] for r in bad[:5])
+            first = bad[0]
+            rows = first.get("rows") or []
+            shown = "; ".join(json.dumps(row, default=str)[:160] for row in rows[:3])
+            failing = (
+                f"; {first['name']} failed on {first.get('failures')} row(s), e.g. {shown}"
+                if rows
+                else ""
+            )
             return GateResult(
                 False,
                 "UD-GATE-DBT-TESTS-FAILED",
-                f"{len(bad)} of {len(results)} dbt tests failed: {names}",
-                "fix the data or the model so the tests pass; nothing was published",
+                f"{len(bad)} of {len(results)} dbt tests failed: {names}{failing}",
+                "fix the data or the model so the tests pass (the failing rows are stored in "
+                f"{artifact.location}_dbt_test__audit); nothing was published",
                 meta,
             )
         return GateResult(

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .. import dbt
+from .. import dbt, dbt_state
+from ..dbt_errors import build_failure, explain
 from ..errors import TargetError, UDError
 from ..home import Home
 from ..redaction import redact_text
@@ -54,6 +55,7 @@ def q(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+PARTIAL_PARSE = "partial_parse.msgpack"
 DBT_TIMEOUT_S = 3600  # a hung warehouse must not hold the promotion's lock forever
 
 
@@ -76,6 +78,8 @@ class DbtRun:
     ok: bool  # dbt exited 0
     results: dict  # its run_results.json
     work: Path  # its work folder: removed when ok, kept with the log otherwise
+    manifest: dict  # the manifest it wrote (with what it deferred), {} when it wrote none
+    output: str  # what dbt printed
 
 
 class DbtWapTarget(BaseTarget):
@@ -146,31 +150,50 @@ class DbtWapTarget(BaseTarget):
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _dbt(self, unit: DataUnit, schema: str, args: list[str], log: Log) -> DbtRun:
+    def _dbt(
+        self,
+        unit: DataUnit,
+        schema: str,
+        args: list[str],
+        log: Log,
+        *,
+        project: Path | None = None,
+        select: list[str] | None = None,
+        partial_parse: Path | None = None,
+        keep_parse: Path | None = None,
+    ) -> DbtRun:
         """dbt in a child process, its results read from its own target path. dbt itself, not
         dagster-dbt's DbtCliResource: the wrapper doubled the wall time of each call (11 s -> 30 s
         for a one-model build on this machine) and a promotion makes two calls.
 
-        Every call has a work folder of its own under builds/<unit>/ (profiles, target path, dbt's
-        logs), so concurrent calls share nothing, and dbt writes nothing into the project. The
-        folder is private to the home's owner (mkdtemp: 0700), since dbt's log may echo what the
-        warehouse returned; it is removed when dbt succeeds and kept, for its log, when it fails."""
-        project = Path(unit.project)
-        profile = dbt.project_file(project).get("profile", "default")
+        dbt runs in the project's shadow (dbt_shadow.py), never in the project. Every call has a
+        work folder of its own under builds/<unit>/ (profiles, target path, dbt's logs), so
+        concurrent calls share nothing. The folder is private to the home's owner (mkdtemp:
+        0700), since dbt's log may echo what the warehouse returned; it is removed when dbt
+        succeeds and kept, for its log, when it fails.
+
+        `partial_parse`: a `partial_parse.msgpack` of an earlier call on the same shadow and
+        profile, so dbt does not parse the project again; `keep_parse`: where to keep this
+        call's."""
+        source = Path(project or unit.project)
+        shadow = dbt.shadow_of(source)
+        profile = dbt.project_file(shadow).get("profile", "default")
         builds = Home.current().builds / unit.name
         builds.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{schema}.{args[0]}.", dir=builds))
         (work / "profiles").mkdir()
         (work / "profiles" / "profiles.yml").write_text(self.profile(profile, schema))
         target_path, log_path = work / "target", work / "logs"
+        if partial_parse and partial_parse.exists():
+            target_path.mkdir()
+            shutil.copy2(partial_parse, target_path / PARTIAL_PARSE)
         log(f"dbt {args[0]} into {schema} in {work}")
         cmd = [
             dbt.dbt_executable(),
             *args,
-            "--select",
-            unit.select,
+            *(select if select is not None else ["--select", unit.select]),
             "--project-dir",
-            str(project),
+            str(shadow),
             "--profiles-dir",
             str(work / "profiles"),
             "--target",
@@ -195,18 +218,52 @@ class DbtWapTarget(BaseTarget):
         (work / "dbt.log").write_text(output)
         results = target_path / "run_results.json"
         if not results.exists():
+            where = explain(output)
             raise UDError(
                 "UD-DATA-DBT-DID-NOT-RUN",
                 f"unit {unit.name}: dbt {args[0]} did not run: {shown(output, 600, tail=True)}",
-                f"see {work / 'dbt.log'}",
+                (f"fix {where}; " if where else "") + f"see {work / 'dbt.log'}",
                 exit_code=5,
             )
-        run = DbtRun(ok=proc.returncode == 0, results=json.loads(results.read_text()), work=work)
+        manifest_file = target_path / "manifest.json"
+        run = DbtRun(
+            ok=proc.returncode == 0,
+            results=json.loads(results.read_text()),
+            work=work,
+            manifest=json.loads(manifest_file.read_text()) if manifest_file.exists() else {},
+            output=output,
+        )
+        if keep_parse and (target_path / PARTIAL_PARSE).exists():
+            keep_parse.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target_path / PARTIAL_PARSE, keep_parse / PARTIAL_PARSE)
         if run.ok:
             shutil.rmtree(work, ignore_errors=True)
         else:
             log(f"dbt {args[0]} failed; its log is kept in {work}")
         return run
+
+    # -- the production state a candidate is built against (dbt_state.py) -------------------
+    def _states(self, unit: DataUnit) -> Path:
+        return Home.current().root / "dbt-state" / unit.name
+
+    def production_state(self, unit: DataUnit) -> Path | None:
+        """The kept manifest folder of the version the unit's last environment serves."""
+        pointer = self._states(unit) / "production"
+        if not pointer.exists():
+            return None
+        folder = self._states(unit) / pointer.read_text().strip()
+        return folder if (folder / dbt_state.STATE_FILE).exists() else None
+
+    def _mark_production(self, unit: DataUnit, env: str, version: str) -> None:
+        if env != unit.environments[-1]:
+            return
+        pointer = self._states(unit) / "production"
+        if (self._states(unit) / version / dbt_state.STATE_FILE).exists():
+            tmp = self._states(unit) / "production.tmp"
+            tmp.write_text(version)
+            tmp.replace(pointer)
+        else:  # a version built with vars keeps no state: the next candidate is a full build
+            pointer.unlink(missing_ok=True)
 
     def write(
         self,
@@ -216,23 +273,65 @@ class DbtWapTarget(BaseTarget):
         models: list[str],
         log: Log = _quiet,
         dbt_vars: dict | None = None,
+        project: Path | None = None,
     ) -> Artifact:
-        """Build the selection into the version's audit schema. `dbt_vars` must already be checked
-        against the unit's declared vars (kinds/data/vars.py); they reach dbt as JSON."""
+        """Build the selection into the version's audit schema, with what it reads: unselected
+        parents built there too, or deferred to production's relations; with a production
+        state, only what changed since it (dbt_state.py). `dbt_vars` must already be checked
+        against the unit's declared vars (kinds/data/vars.py); they reach dbt as JSON, and a
+        build with vars is a full one (dbt's state comparison does not see vars)."""
+        source = Path(project or unit.project)
         schema = self.audit_schema(unit, version)
+        manifest = dbt.ensure_manifest(source)
+        selected = dbt.select(manifest, unit.select, source)
+        state_dir = None if dbt_vars else self.production_state(unit)
+        state = dbt.load_manifest(state_dir / dbt_state.STATE_FILE) if state_dir else None
+        plan = dbt_state.plan(manifest, selected, state, state_dir)
+        if plan.parents_built:
+            log(f"building {len(plan.parents_built)} unselected parent(s) in {schema}")
         extra = ["--vars", json.dumps(dbt_vars)] if dbt_vars else []
-        run = self._dbt(unit, schema, ["build", "--exclude-resource-type", "test", *extra], log)
+        run = self._dbt(
+            unit,
+            schema,
+            ["build", "--exclude-resource-type", "test", *extra],
+            log,
+            project=source,
+            select=plan.args,
+            keep_parse=self._states(unit) / version,
+        )
         failed = [r for r in run.results.get("results", []) if r["status"] in ("error", "fail")]
         if not run.ok or failed:
-            detail = "; ".join(
-                f"{r['unique_id']}: {shown(r.get('message') or '', 200)}" for r in failed[:3]
+            raise build_failure(unit, schema, run, failed, self.location())
+        executed = {
+            r["unique_id"] for r in run.results.get("results", []) if r["status"] == "success"
+        }
+        reused = [u for u in selected if u not in executed]
+        deferred = [u for u in plan.parents_deferred if u not in executed]
+        if reused:  # unchanged since production: the audit schema reads production's relation
+            held = (state or {}).get("nodes", {})
+            lost = [u for u in reused if u not in held]
+            if lost:
+                raise UDError(
+                    "UD-DATA-BUILD-FAILED",
+                    f"unit {unit.name}: dbt built neither {', '.join(lost[:3])} nor found it in "
+                    "production's state",
+                    f"see dbt's log: {run.work / 'dbt.log'}",
+                    exit_code=5,
+                )
+            self._views_onto(schema, [(manifest["nodes"][u], held[u]) for u in reused])
+        # A build with vars is no state to build others against: its relations hold the vars'.
+        state_folder = (
+            None
+            if dbt_vars
+            else dbt_state.write_state(
+                self._states(unit) / version, dbt_state.kept(run.manifest, executed, state)
             )
-            raise UDError(
-                "UD-DATA-BUILD-FAILED",
-                f"unit {unit.name}: dbt build into {schema} failed: {detail or 'see dbt log'}",
-                f"fix the dbt models; nothing was published; dbt's log: {run.work / 'dbt.log'}",
-                exit_code=5,
-            )
+        )
+        log(
+            f"built {len(executed)} node(s) in {schema}"
+            + (f", reused {len(reused)} unchanged from production" if reused else "")
+            + (f", deferred {len(deferred)} parent(s) to production's" if deferred else "")
+        )
         return Artifact(
             unit=unit.name,
             kind="data",
@@ -245,26 +344,87 @@ class DbtWapTarget(BaseTarget):
                 "warehouse": self.location(),
                 "vars": dbt_vars or {},
                 "change_created_at": _now(),
-                "rows": {m: self._count(schema, m) for m in models},
+                "rows": self._counts(schema, models),
+                "project": str(source),
+                "state": str(state_dir) if state_dir else None,
+                "kept_state": str(state_folder or self._states(unit) / version),
+                "built": sorted(executed),
+                "reused": sorted(reused),
+                "deferred": deferred,
+                "slim": plan.slim,
             },
         )
+
+    def _views_onto(self, schema: str, pairs: list[tuple[dict, dict]]) -> None:
+        con = self.connect()
+        try:
+            self._exec(con, f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")
+            for node, old in pairs:
+                name = node.get("alias") or node["name"]
+                self._exec(
+                    con,
+                    f"CREATE OR REPLACE VIEW {q(schema)}.{q(name)} AS SELECT * FROM "
+                    f"{old['relation_name']}",
+                )
+        finally:
+            con.close()
 
     def run_tests(
         self, unit: DataUnit, artifact: Artifact, log: Log = _quiet
     ) -> list[dict[str, Any]]:
-        run = self._dbt(unit, artifact.location, ["test"], log)
-        return [
-            {
-                "name": r["unique_id"].split(".")[-2]
-                if r["unique_id"].count(".") >= 3
-                else r["unique_id"],
-                "unique_id": r["unique_id"],
+        """Every test touching the selection (dbt's eager indirect selection), including those
+        spanning a selected model and another (built for them or deferred), in the audit schema,
+        the others read where the build read them. Failing rows are stored
+        (`--store-failures`) and a few of them returned with each failing test."""
+        state = artifact.details.get("state")
+        defer = ["--defer", "--state", state] if state and Path(state).exists() else []
+        project = artifact.details.get("project")
+        kept = artifact.details.get("kept_state")
+        run = self._dbt(
+            unit,
+            artifact.location,
+            ["test", "--store-failures", *defer],
+            log,
+            project=Path(project) if project else None,
+            # the build's parse, on the same shadow and profile (none when it had vars)
+            partial_parse=Path(kept) / PARTIAL_PARSE
+            if kept and not artifact.details.get("vars")
+            else None,
+        )
+        out = []
+        for r in run.results.get("results", []):
+            uid = r["unique_id"]
+            entry = {
+                "name": uid.split(".")[-2] if uid.count(".") >= 3 else uid,
+                "unique_id": uid,
                 "status": r["status"],
                 "failures": r.get("failures"),
                 "message": shown(r["message"], 600) if r.get("message") else r.get("message"),
             }
-            for r in run.results.get("results", [])
-        ]
+            node = run.manifest.get("nodes", {}).get(uid) or {}
+            if r["status"] in ("fail", "warn") and node.get("relation_name"):
+                entry["rows"] = self._failing_rows(node["relation_name"])
+            out.append(entry)
+        return out
+
+    def _failing_rows(self, relation: str, limit: int = 5) -> list[dict[str, Any]]:
+        con = self.connect(read_only=True)
+        try:
+            frame = self._frame(con, f"SELECT * FROM {relation} LIMIT {int(limit)}")
+        finally:
+            con.close()
+        return json.loads(frame.to_json(orient="records", date_format="iso") or "[]")
+
+    def _counts(self, schema: str, tables: list[str]) -> dict[str, int]:
+        """Rows of each table, on one connection (a 300-model selection: one, not 300)."""
+        con = self.connect(read_only=True)
+        try:
+            return {
+                t: int(self._exec(con, f"SELECT count(*) FROM {q(schema)}.{q(t)}").fetchone()[0])
+                for t in tables
+            }
+        finally:
+            con.close()
 
     def _count(self, schema: str, table: str) -> int:
         con = self.connect(read_only=True)
@@ -312,6 +472,7 @@ class DbtWapTarget(BaseTarget):
                 raise
         finally:
             con.close()
+        self._mark_production(unit, env, version)
         return Deployment(
             unit=unit.name,
             env=env,

@@ -104,6 +104,7 @@ class Warehouse(Protocol):
         models: list[str],
         log: Log = ...,
         dbt_vars: dict | None = None,
+        project: Path | None = None,
     ) -> Artifact:
         """Build the selection into the version's audit schema; nothing readers see changes."""
         ...

@@ -243,10 +243,16 @@ def built_already(ledger: Any, units: list[str], sha: str) -> list[str]:
         u
         for u in units
         if ledger.latest(
-            unit=u, action=("candidate", "build-failed"), predicate=lambda e: e.version == sha
+            unit=u, action=("candidate", "build-failed"), predicate=lambda e: _built_at(e, sha)
         )
         is not None
     ]
+
+
+def _built_at(entry: Any, sha: str) -> bool:
+    # An app's version is its commit; a data unit's is its selection's digest, its commit a detail.
+    details = ((entry.payload or {}).get("artifact") or {}).get("details") or {}
+    return entry.version == sha or details.get("commit") == sha
 
 
 def plan(

@@ -53,7 +53,9 @@ def _where(node: dict) -> str:
 def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """Resolve the project path and fill the declaration from dbt meta where the YAML is silent."""
     attrs = dict(attributes)
-    project = Path(attrs.get("project", ""))
+    if attrs.get("repository"):
+        return _git_attributes(attrs, base_dir)
+    project = Path(attrs.get("project", "."))
     if not project.is_absolute():
         project = (base_dir / project).resolve()
     attrs["project"] = str(project)
@@ -77,4 +79,18 @@ def merge_dbt_meta(attributes: dict[str, Any], base_dir: Path) -> dict[str, Any]
             attrs[key] = meta[key]
     if "gates" not in attrs:
         attrs["gates"] = [{"type": "dbt-tests"}]
+    return attrs
+
+
+def _git_attributes(attrs: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """A unit whose dbt project is in a Git repository: a local repository is relative to the
+    unit's file, `project` is a folder inside it. Its dbt files are read at the commit a build
+    checks out, not when the definitions load (a push must not be able to break the load):
+    team, gates and the rest come from the YAML, the gates by default dbt's tests."""
+    from ..app.translator import is_local
+
+    repo = attrs["repository"]
+    if isinstance(repo, str) and is_local(repo) and "{home}" not in repo:
+        attrs["repository"] = str((base_dir / repo).resolve())
+    attrs.setdefault("gates", [{"type": "dbt-tests"}])
     return attrs

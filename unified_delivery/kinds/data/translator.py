@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ... import dbt
-from ...errors import UDError
+from ...errors import ConfigError, UDError
 from ...targets.base import Artifact
 from ...targets.roles import Warehouse
 from ...units import Unit
 from ..base import BuildContext, KindTranslator
 from .meta import merge_dbt_meta
+from .source import is_git_ref, source
 from .unit import DataUnit
 from .vars import parse_vars
 
@@ -30,12 +31,15 @@ class DataTranslator(KindTranslator):
 
     def check_ref(self, unit: Unit, ref: str) -> None:
         # Refused before any run exists, when the unit does not declare them (the build checks
-        # again: a run may come from elsewhere).
-        if ref:
+        # again: a run may come from elsewhere). A Git unit's ref may be a commit or branch.
+        assert isinstance(unit, DataUnit)
+        if ref and not (unit.repository and is_git_ref(ref)):
             parse_vars(unit, ref)
 
     def validate(self, unit: Unit, units: dict[str, Unit]) -> None:
         assert isinstance(unit, DataUnit)
+        if unit.repository:  # read at the commit a build checks out (meta._git_attributes)
+            return
         manifest = dbt.ensure_manifest(unit.project)
         ids = dbt.select(manifest, unit.select, Path(unit.project))
         if not ids:
@@ -59,10 +63,11 @@ class DataTranslator(KindTranslator):
                     f"publish some of: {', '.join(sorted(models))}",
                 )
 
-    def published(self, unit: DataUnit) -> list[dict]:
+    def published(self, unit: DataUnit, project: Path | None = None) -> list[dict]:
         """The model nodes readers see: `publish`, or every model of the selection."""
-        manifest = dbt.ensure_manifest(unit.project)
-        ids = dbt.select(manifest, unit.select, Path(unit.project))
+        project = Path(project or unit.project)
+        manifest = dbt.ensure_manifest(project)
+        ids = dbt.select(manifest, unit.select, project)
         nodes = [
             manifest["nodes"][u] for u in ids if manifest["nodes"][u]["resource_type"] == "model"
         ]
@@ -70,22 +75,56 @@ class DataTranslator(KindTranslator):
 
     def build_candidate(self, unit: Unit, ctx: BuildContext) -> Artifact:
         assert isinstance(unit, DataUnit)
-        dbt_vars = parse_vars(
-            unit, ctx.config.get("ref") or ""
-        )  # first: a refused var never reaches dbt
-        manifest = dbt.ensure_manifest(unit.project)
-        ids = dbt.select(manifest, unit.select, Path(unit.project))
+        ref = ctx.config.get("ref") or ""
+        git_ref = bool(unit.repository) and is_git_ref(ref)
+        # first: a refused var never reaches dbt
+        dbt_vars = parse_vars(unit, "" if git_ref else ref)
+        src = source(unit, ctx.home, ref if git_ref else "")
+        try:
+            manifest = dbt.ensure_manifest(src.project)
+        except ConfigError as exc:  # a commit that does not parse: the build's refusal
+            raise UDError(
+                "UD-DATA-COMPILE-ERROR",
+                f"unit {unit.name}: {exc.message}",
+                exc.remediation,
+                exit_code=5,
+            ) from None
+        ids = dbt.select(manifest, unit.select, src.project)
         if not ids:
             raise UDError(
                 "UD-DATA-EMPTY-SELECTION",
-                f"unit {unit.name}: {unit.select!r} selects nothing",
+                f"unit {unit.name}: {unit.select!r} selects nothing"
+                + (f" at {src.sha[:12]}" if src.sha else ""),
                 "fix `select`",
+            )
+        models = {
+            manifest["nodes"][u]["name"]
+            for u in ids
+            if manifest["nodes"][u]["resource_type"] == "model"
+        }
+        missing = [m for m in unit.publish if m not in models]
+        if missing:
+            raise UDError(
+                "UD-DATA-EMPTY-SELECTION",
+                f"unit {unit.name}: {missing[0]!r} is not a model of the selection {unit.select!r}",
+                f"publish some of: {', '.join(sorted(models))}",
             )
         version = dbt.selection_digest(manifest, ids)
         if dbt_vars:  # the same code with other vars is another product: another version
             version = hashlib.sha256(
                 (version + json.dumps(dbt_vars, sort_keys=True)).encode()
             ).hexdigest()[:12]
-        models = [n["name"] for n in self.published(unit)]
+        published = [n["name"] for n in self.published(unit, src.project)]
         warehouse = ctx.targets.role(unit, Warehouse)
-        return warehouse.write(unit, version, models=models, log=ctx.log, dbt_vars=dbt_vars)
+        artifact = warehouse.write(
+            unit, version, models=published, log=ctx.log, dbt_vars=dbt_vars, project=src.project
+        )
+        if src.sha:
+            ctx.log(f"built {unit.name} at {src.sha[:12]} ({src.subject})")
+            artifact.details.update(
+                repository=ctx.home.expand(unit.repository or ""),
+                commit=src.sha,
+                subject=src.subject,
+                change_created_at=src.committed_at,
+            )
+        return artifact

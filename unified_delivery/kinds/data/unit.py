@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ...units import Strict, Unit
+from ...units import GitSource, Strict, Unit
 
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # A string var that declares no pattern: a word, never quotes, spaces or SQL punctuation.
@@ -62,7 +62,18 @@ class VarSpec(Strict):
 class DataUnit(Unit):
     kind: ClassVar[str] = "data"
     project: str = Field(
-        description="the dbt project directory (relative to the declaring file's folder)"
+        default=".",
+        description="the dbt project's folder: a path (relative to the declaring file's "
+        "folder) or, with `repository`, a folder inside the repository",
+    )
+    repository: str | None = Field(
+        default=None,
+        description="a Git repository (a local path or any URL git can clone; may use {home}) "
+        "holding the dbt project: candidates are built from a checkout of a commit, and the Git "
+        "sensor builds each commit pushed to `ref`",
+    )
+    ref: str = Field(
+        default="main", description="with `repository`: the branch whose commits are built"
     )
     select: str = Field(description="a dbt selection")
     publish: list[str] = Field(
@@ -84,3 +95,6 @@ class DataUnit(Unit):
                 "with a letter or _)"
             )
         return v
+
+    def git_source(self) -> GitSource | None:
+        return GitSource(repository=self.repository, branch=self.ref) if self.repository else None
