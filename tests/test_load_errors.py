@@ -126,13 +126,20 @@ def test_a_misspelt_required_field_is_named_as_written(units_dir, repo, refused)
     assert "repositry" in err.message, err.message
 
 
-@pytest.mark.parametrize("type_line", ["type: unified_delivery.model", "type: unified_delivery.ap", "type: 3", ""])
+@pytest.mark.parametrize("type_line", ["type: unified_delivery.modle", "type: unified_delivery.ap", "type: 3", ""])
 def test_a_wrong_unit_type_is_refused(units_dir, repo, refused, type_line):
     body = app_yaml(repo).replace("type: unified_delivery.app", type_line)
     write(units_dir, "web_app.yaml", body)
     err = refused("UD-CONFIG-YAML", units_dir)
     assert "web_app.yaml" in err.message and "field type" in err.message, err.message
     assert "unified_delivery.app" in err.remediation and "unified_delivery.data" in err.remediation
+    assert "unified_delivery.model" in err.remediation  # a registered model is a YAML unit too
+
+
+def test_an_app_body_under_the_model_type_is_refused_as_a_model_unit(units_dir, repo, refused):
+    write(units_dir, "web_app.yaml", app_yaml(repo).replace("type: unified_delivery.app", "type: unified_delivery.model"))
+    err = refused("UD-CONFIG-UNIT", units_dir)
+    assert "registered_model" in err.message and "evaluation_dataset" in err.message, err.message
 
 
 def test_invalid_yaml_is_refused_with_the_file_and_line(units_dir, repo, refused):
