@@ -156,7 +156,7 @@ def test_the_attribute_schema_is_the_unit_declaration():
     app = App.get_model_cls().model_json_schema()
     data = Data.get_model_cls().model_json_schema()
     assert set(app["required"]) == {"team", "repository"}  # the name defaults to the folder
-    assert set(data["required"]) == {"project", "select"}  # the team may come from dbt meta
+    assert set(data["required"]) == {"select"}  # the project defaults to the repository root; the team may come from dbt meta
     assert "git" in app["properties"]["repository"]["description"]  # its Field(description=...)
 
 

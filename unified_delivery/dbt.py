@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import tempfile
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,15 +21,11 @@ from typing import Any, Iterator
 
 import yaml
 
+from .dbt_shadow import dbt_executable
 from .errors import ConfigError
 
 SOURCE_DIRS = ("models", "seeds", "macros", "snapshots", "tests", "analyses")
 BUILDABLE = ("model", "seed", "snapshot")
-
-
-def dbt_executable() -> str:
-    exe = Path(sys.executable).with_name("dbt")
-    return str(exe) if exe.exists() else "dbt"
 
 
 def project_file(project_dir: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,14 @@ def parse_profiles(profile: str) -> str:
     )
 
 
+def dbt_executable() -> str:
+    """dbt beside this interpreter (the platform's venv), else the one on PATH."""
+    exe = Path(sys.executable).with_name("dbt")
+    return str(exe) if exe.exists() else "dbt"
+
+
 def dbt_call(shadow: Path, args: list[str], profile: str, timeout: int = 600):
     """`dbt ARGS` on a shadow with an in-memory profile and its log in a temporary folder."""
-    from .dbt import dbt_executable
-
     with tempfile.TemporaryDirectory(prefix="ud-dbt-") as tmp:
         (Path(tmp) / "profiles.yml").write_text(parse_profiles(profile))
         return subprocess.run(
