@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .git_mirror import git
 from .governance.authors import eligible_approvers
 from .home import Home, project_root
-from .kinds.app.translator import git
 from .kinds.app.unit import AppUnit
 from .output import Output, status_table
 from .runner import prepare_home

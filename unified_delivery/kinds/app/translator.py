@@ -3,7 +3,6 @@ file), validated against its repository and the model it serves, and built at a 
 
 from __future__ import annotations
 
-import fcntl
 import io
 import shutil
 import subprocess
@@ -13,28 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UDError
+from ...git_mirror import fetch_commit, git, is_local
 from ...targets.base import Artifact
 from ...units import Unit
 from ..base import BuildContext, KindTranslator
 from .environments import ensure as ensure_environment
 from .unit import AppUnit
-
-
-def git(*args: str, cwd: Path | str | None = None, timeout: float = 120) -> str:
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        raise UDError(
-            "UD-GIT",
-            f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}",
-            "check that the repository exists and is reachable",
-        )
-    return proc.stdout.strip()
-
-
-def is_local(repository: str) -> bool:
-    return "://" not in repository and not (":" in repository and "@" in repository.split(":")[0])
 
 
 class AppTranslator(KindTranslator):
@@ -88,25 +71,14 @@ class AppTranslator(KindTranslator):
                 "create the repository (ud demo does for the reference app) or fix `repository`",
             )
         mirror = ctx.home.builds / unit.name / "mirror.git"
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        with open(mirror.parent / ".lock", "w") as lock:  # concurrent builds share one mirror
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not mirror.exists():
-                git("clone", "--quiet", "--mirror", repo, str(mirror))
-            else:
-                git("remote", "set-url", "origin", repo, cwd=mirror)
-                git(
-                    "fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*", cwd=mirror
-                )
         ref = ctx.config.get("ref") or unit.branch
-        try:
-            sha = git("rev-parse", "--verify", f"{ref}^{{commit}}", cwd=mirror)
-        except UDError:
-            raise UDError(
-                "UD-APP-REF-NOT-FOUND",
-                f"unit {unit.name}: {ref!r} is not a commit or branch of {repo}",
-                "push the branch or give an existing commit",
-            ) from None
+        sha = fetch_commit(
+            repo,
+            mirror,
+            ref,
+            unit=unit.name,
+            code="UD-APP-REF-NOT-FOUND",
+        )
         fmt = "%an <%ae>%x00%cn <%ce>%x00%aI%x00%cI%x00%s"
         author, committer, authored_at, committed_at, subject = git(
             "log", "-1", f"--format={fmt}", sha, cwd=mirror

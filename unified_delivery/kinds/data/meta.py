@@ -87,7 +87,7 @@ def _git_attributes(attrs: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     unit's file, `project` is a folder inside it. Its dbt files are read at the commit a build
     checks out, not when the definitions load (a push must not be able to break the load):
     team, gates and the rest come from the YAML, the gates by default dbt's tests."""
-    from ..app.translator import is_local
+    from ...git_mirror import is_local
 
     repo = attrs["repository"]
     if isinstance(repo, str) and is_local(repo) and "{home}" not in repo:

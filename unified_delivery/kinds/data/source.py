@@ -3,7 +3,6 @@ its Git repository (never the working copy), exported into the home's builds fol
 
 from __future__ import annotations
 
-import fcntl
 import io
 import shutil
 import subprocess
@@ -13,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import UDError
+from ...git_mirror import fetch_commit, git, is_local
 from ...home import Home
-from ..app.translator import git, is_local
 from .unit import DataUnit
 
 
@@ -44,23 +43,7 @@ def checkout(unit: DataUnit, home: Home, ref: str = "") -> Source:
         )
     builds = home.builds / unit.name
     mirror = builds / "mirror.git"
-    builds.mkdir(parents=True, exist_ok=True)
-    with open(builds / ".mirror.lock", "w") as lock:  # concurrent builds share one mirror
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not mirror.exists():
-            git("clone", "--quiet", "--mirror", repo, str(mirror))
-        else:
-            git("remote", "set-url", "origin", repo, cwd=mirror)
-            git("fetch", "--quiet", "--prune", "--force", "origin", "+refs/*:refs/*", cwd=mirror)
-    wanted = ref or unit.ref
-    try:
-        sha = git("rev-parse", "--verify", f"{wanted}^{{commit}}", cwd=mirror)
-    except UDError:
-        raise UDError(
-            "UD-DATA-REF-NOT-FOUND",
-            f"unit {unit.name}: {wanted!r} is not a commit or branch of {repo}",
-            "push the branch or give an existing commit",
-        ) from None
+    sha = fetch_commit(repo, mirror, ref or unit.ref, unit=unit.name, code="UD-DATA-REF-NOT-FOUND")
     subject, committed_at = git("log", "-1", "--format=%s%x00%cI", sha, cwd=mirror).split("\x00")
     out = builds / f"src-{sha}"
     if not out.exists():
