@@ -128,6 +128,12 @@ def test_the_code_server_is_reused_until_the_platform_changes_and_down_stops_it(
     assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
     first = _server(paths)
     assert _alive(first["pid"])
+    # Its runs start from a fork server that imported Dagster and the definitions once
+    # (code_server.serve, run_worker.py), not from a fresh interpreter each.
+    import psutil
+
+    children = [" ".join(c.cmdline()) for c in psutil.Process(first["pid"]).children()]
+    assert any("forkserver" in c and "unified_delivery.run_worker" in c for c in children), children
     assert tiny.ud(paths, "promote", "svc", "--to", "staging").returncode == 0
     assert _server(paths)["pid"] == first["pid"]  # same definitions, same environment
     unit = paths["project"] / "assets" / "units" / "svc.yaml"

@@ -44,6 +44,7 @@ from .home import Home
 LOCATION = "unified_delivery_platform"  # workspace.yaml's location name: the UI's runs
 START_TIMEOUT_S = 300.0
 SOCKET_PATH_MAX = 100
+PRELOAD = "UD_RUN_WORKER_PRELOAD"  # the definitions module run_worker.py imports in the fork server
 # Variables that change between two shells (or two tests) of one user and that no run reads.
 VOLATILE = {"PWD", "OLDPWD", "SHLVL", "_", "UD_TOKEN", "COLUMNS", "LINES", "PS1", "DISPLAY"}
 VOLATILE_PREFIXES = ("TERM", "SSH_", "TMUX", "XDG_SESSION", "WINDOW", "PYTEST_", "_ARGCOMPLETE")
@@ -150,9 +151,7 @@ def _start(home: Home, root: Path, key: str) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "dagster",
-        "api",
-        "grpc",
+        "unified_delivery.code_server",
         "--socket",
         socket,
         "--module-name",
@@ -175,6 +174,7 @@ def _start(home: Home, root: Path, key: str) -> dict:
         "DAGSTER_HOME": str(home.dagster_home),
         "UD_HOME": str(home.root),
         "UD_PROJECT": str(root),
+        PRELOAD: module,
     }
     env.pop("UD_TOKEN", None)  # a run acts for its recorded grant, never for a token
     with open(log, "ab") as out:
@@ -227,6 +227,32 @@ def server(home: Home, root: Path) -> dict:
         return _start(home, root, key)
 
 
+def serve(argv: list[str]) -> None:
+    """`python -m unified_delivery.code_server ARGS`: `dagster api grpc ARGS`, whose runs start
+    from a fork server that has imported Dagster and the platform's definitions once
+    (run_worker.py), instead of each run a fresh interpreter that imports and loads them all
+    again (Dagster's server spawns one per run: 3 to 4 s for the tiny platform, a minute at
+    1,000 units)."""
+    import multiprocessing
+
+    from dagster._cli.api import api_cli
+    from dagster._grpc import server as grpc_server
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["unified_delivery.run_worker"])
+    original = grpc_server.DagsterApiServer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self._mp_ctx = context  # what StartRun starts a run's process with
+
+    grpc_server.DagsterApiServer.__init__ = init
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()  # its imports overlap the server's own load of the definitions
+    api_cli.main(args=["grpc", *argv], prog_name="dagster api")
+
+
 GONE = ("UNAVAILABLE", "CANCELLED")  # gRPC codes of a server that ended under the call
 
 
@@ -266,3 +292,7 @@ def forget(home: Home) -> None:
     """The home's code server went away under a command: the next `server()` starts anew (one
     that still answers is told to end once its runs finish, never killed)."""
     stop(home)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1:])

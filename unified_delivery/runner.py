@@ -48,9 +48,21 @@ def prepare_home(home: Home) -> None:
         cfg.write_text(DAGSTER_YAML)
 
 
+_INSTANCES: dict[str, Any] = {}
+
+
 def instance(home: Home):
+    """The home's Dagster instance, opened once per process (opening one checks the schema of
+    each of its three storages: about half a second each time)."""
     import dagster as dg
 
+    opened = _INSTANCES.get(str(home.dagster_home))
+    if (
+        opened is not None
+        and os.environ.get("DAGSTER_HOME") == str(home.dagster_home)
+        and (home.dagster_home / "dagster.yaml").exists()  # not a home removed since
+    ):
+        return opened
     prepare_home(home)
     os.environ["DAGSTER_HOME"] = str(home.dagster_home)
     os.environ["UD_HOME"] = str(home.root)
@@ -61,6 +73,7 @@ def instance(home: Home):
         inst = dg.DagsterInstance.get()
         inst.get_runs(limit=1)  # creates the run and event storage while the lock is held
         fcntl.flock(lock, fcntl.LOCK_UN)
+    _INSTANCES[str(home.dagster_home)] = inst
     return inst
 
 
