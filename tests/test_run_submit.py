@@ -183,7 +183,13 @@ def test_ud_down_stops_ud_ui(paths):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ui = tiny.ud(paths, "ui", "--port", str(port), popen=True)
+    # Started as a script's background job would be: SIGINT ignored, inherited (dagster dev maps
+    # SIGTERM to SIGINT's handler, so it would ignore `ud down` too unless `ud ui` resets it).
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ui = tiny.ud(paths, "ui", "--port", str(port), popen=True)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -195,9 +201,16 @@ def test_ud_down_stops_ud_ui(paths):
                 time.sleep(0.5)
         else:
             pytest.fail("ud ui did not answer")
+        import psutil
+
+        children = psutil.Process(ui.pid).children(recursive=True)  # webserver, daemon, code servers
+        assert len(children) >= 2, children
         down = tiny.ud(paths, "down", "--json")
         assert "ui" in json.loads(down.stdout)["stopped"], down.stdout + down.stderr
-        assert ui.wait(timeout=180) is not None  # dagster dev ended, its webserver and daemon with it (slow under load)
+        still = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert not still, [" ".join(c.cmdline()) for c in still]  # none left behind, none orphaned
+        # dagster dev ended by its own shutdown (0), not killed (-9) after ignoring SIGTERM
+        assert ui.wait(timeout=180) == 0, ui.stderr.read()[-3000:]
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
     finally:

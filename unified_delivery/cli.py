@@ -10,6 +10,7 @@ and renders what it returns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -251,12 +252,27 @@ def stop_ui(home: Home, timeout_s: float = 30) -> bool:
     ui_file(home).unlink(missing_ok=True)
     if b"dagster" not in cmdline:  # the pid was reused by another program
         return False
-    os.kill(pid, signal.SIGTERM)
+    import psutil
+
+    try:
+        ui = psutil.Process(pid)
+        family = [ui, *ui.children(recursive=True)]  # the webserver, the daemon, code servers
+    except psutil.NoSuchProcess:
+        return False
+    def gone(proc: psutil.Process) -> bool:  # a zombie has ended: its parent reaps it
+        try:
+            return proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    ui.terminate()
     deadline = time.monotonic() + timeout_s
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        if b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower():
-            break
+    while not all(gone(p) for p in family) and time.monotonic() < deadline:
         time.sleep(0.2)
+    for proc in family:  # one that would not stop (cmd_ui resets an inherited SIG_IGN: rare)
+        if not gone(proc):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
     return True
 
 
@@ -287,6 +303,11 @@ def cmd_ui(args, out: Output) -> int:
     ui_file(home).write_text(
         json.dumps({"pid": os.getpid(), "url": f"http://{args.host}:{args.port}"})
     )
+    # A shell's background job (`ud ui &` in a script, nohup) inherits SIGINT ignored, and
+    # dagster dev maps SIGTERM to SIGINT's handler: it would ignore `ud down` and Ctrl-C alike.
+    # Dispositions set to ignore survive exec, defaults let the new interpreter install its own.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.execve(cmd[0], cmd, env)
     return 0
 
