@@ -259,6 +259,7 @@ def stop_ui(home: Home, timeout_s: float = 30) -> bool:
         family = [ui, *ui.children(recursive=True)]  # the webserver, the daemon, code servers
     except psutil.NoSuchProcess:
         return False
+
     def gone(proc: psutil.Process) -> bool:  # a zombie has ended: its parent reaps it
         try:
             return proc.status() == psutil.STATUS_ZOMBIE
