@@ -88,3 +88,37 @@ def test_generate_refuses_a_folder_that_is_not_empty(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "not empty" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+PLAIN_GRAPH = """
+import json, sys
+sys.path.insert(0, ".")
+from plain import defs
+graph = defs.resolve_asset_graph()
+print(json.dumps({
+    "parents": {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+                for k in graph.get_all_asset_keys()},
+    "checks": sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys),
+    "blocking": all(graph.get_check_spec(c).blocking for c in graph.asset_check_keys),
+    "jobs": sorted(j.name for j in defs.get_repository_def().get_all_jobs() if not j.name.startswith("__")),
+}))
+"""
+
+
+def test_the_load_ratio_bench_times_the_same_graph_in_plain_dagster(tmp_path, clean_env):
+    """bench/load_ratio.py at a small size, as docs/performance.md runs it at 100 and 1,000:
+    the plain-Dagster workspace it writes has the platform's graph (every stage asset with its
+    dependencies, every gate a blocking check), no jobs, and both validate."""
+    out = tmp_path / "ratio.json"
+    proc = subprocess.run([str(PYTHON), str(ROOT / "bench" / "load_ratio.py"), "--workdir", str(tmp_path / "w"),
+                           "--sizes", "6", "--repeat", "1", "--out", str(out)],
+                          env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["units"] == 6 and row["assets"] == 6 * 3 + 1 and row["jobs"] >= 6 * 2  # + the scorecard
+    assert row["platform_wall_s"] > 0 and row["plain_wall_s"] > 0 and row["ratio_wall"] > 0
+    assert "| 6 | 19 |" in proc.stdout  # the table docs/performance.md shows
+    platform = run(["-c", GRAPH], tmp_path / "w" / "units-6", tmp_path / "home", clean_env)
+    plain = run(["-c", PLAIN_GRAPH], tmp_path / "w" / "plain-6", tmp_path / "home", clean_env)
+    assert plain["parents"] == platform["parents"] and plain["checks"] == platform["checks"]
+    assert plain["blocking"] and plain["jobs"] == [] and len(plain["checks"]) == row["checks"]
