@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import soak
 from .home import Home
 
 if TYPE_CHECKING:
     from .ledger import Ledger
     from .platform import Platform
 
-FORMAT = 2  # bumped when what the catalog holds changes
+FORMAT = 3  # bumped when what the catalog holds changes
 SUFFIXES = frozenset({".py", ".yaml", ".yml", ".sql", ".toml", ".csv"})
 SKIPPED = frozenset({"__pycache__", "node_modules", "target", "logs", "dbt_packages"})
 FRAMEWORK = Path(__file__).resolve().parent
@@ -129,6 +130,11 @@ def describe(platform: Platform, root: Path, key: str) -> dict[str, Any]:
                     for g in platform.gates[name]
                 ],
                 **({"repository": source.repository} if source else {}),
+                **(
+                    {"monitor": {"env": soak.monitored_env(unit), "soak_s": unit.monitor.soak_s}}
+                    if unit.monitor
+                    else {}
+                ),
             }
         )
     url = platform.ledger.url
@@ -187,8 +193,8 @@ class Catalog:
 
     @property
     def units(self) -> list[dict[str, Any]]:
-        """Each unit in dependency order: name, kind, team, environments, probes, gates and (an
-        app's) repository."""
+        """Each unit in dependency order: name, kind, team, environments, probes, gates, (an
+        app's) repository and (a monitored unit's) monitor: its environment and soak."""
         return self.data["units"]
 
     def loaded(self) -> Platform:

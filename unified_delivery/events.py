@@ -347,6 +347,21 @@ class Notification(Event):
 
 
 @dataclass(frozen=True)
+class MonitorBreach(Event):
+    """A unit in soak broke its monitor's bounds (soak.py): the evidence (PSI per feature, row
+    counts, freshness) as the target's health measured it, and the version it is rolled back
+    to (none: a person must act). Recorded once per version and environment, by the health
+    sensor, before it asks for the rollback."""
+
+    ACTION: ClassVar[str] = "monitor-breach"
+    message: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    soak_until: str = ""
+    rollback_to: str | None = None
+    noticed_by: str = ""
+
+
+@dataclass(frozen=True)
 class ModelUndeclared(Event):
     """A registered model of the registry that no unit declares: its versions are not gated or
     promoted. Recorded once per model, by the registry sensor."""
@@ -381,6 +396,7 @@ EVENTS: dict[str, type[Event]] = {
         PolicyProposed,
         PolicyAdopted,
         Notification,
+        MonitorBreach,
         ModelUndeclared,
     )
 }

@@ -82,6 +82,8 @@ def status_table(data: dict) -> str:
             if dep and not dep.get("in_sync", True):
                 actual = dep.get("actual_version")
                 mark = f"OUT OF SYNC: runs {actual[:12] if actual else 'nothing'}"
+            elif dep.get("soak_until"):
+                mark = f"in soak until {dep['soak_until'][:19].replace('T', ' ')}"
             rows.append(
                 (
                     u["name"],

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from . import dbt
+from . import dbt, soak
 from .cost import CostModel
 from .errors import ConfigError
 from .gates import Gate, build_gate
@@ -216,6 +216,7 @@ class Platform:
                         f"unit {unit.name}: field {where}: {dep!r} is not a unit of this platform",
                         f"known units: {', '.join(self.units)}",
                     )
+            soak.check(unit)  # before the translator's checks, which may read files
             self.translator(unit).validate(unit, self.units)
             self.targets.require(unit)  # a target per environment; roles once the gates are built
         if self.costs is not None:

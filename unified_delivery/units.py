@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .cost import Currency
 from .errors import ConfigError
+from .soak import MonitorSpec
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 CANDIDATE = "candidate"
@@ -162,6 +163,12 @@ class Unit(Strict):
         description="The deploy target of an environment, over the platform's for this kind: "
         "environment -> the resource key of one of the platform's targets (a named target, or "
         "<kind>_target_<env>).",
+    )
+    monitor: MonitorSpec | None = Field(
+        default=None,
+        description="after each deploy to production (or `env`), for `soak`: a model's feature "
+        "and prediction drift, a data product's row count and freshness; a breach rolls back "
+        "(docs/monitors.md)",
     )
 
     @field_validator("name")

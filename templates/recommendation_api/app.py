@@ -9,6 +9,8 @@ Environment:
     MLFLOW_TRACKING_URI   the registry MODEL_URI refers to
     UD_VERSION            the commit being served (reported by /health)
     UD_ENV                the environment (reported by /health)
+    UD_PREDICTION_LOG     a file to append one JSON line per answered /predict to (its
+                          records and predictions, for the platform's drift monitor); unset: none
 
 Endpoints:
     GET  /health    200 {"status": "ok", ...}; 503 when the model failed to load
@@ -27,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,7 +50,35 @@ class State:
     model_version: str | None = None
     predict: Callable[[list[dict[str, float]]], list[float]] | None = None
     load_error: str | None = None
+    prediction_log: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    log_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model_name(self) -> str | None:
+        """The registered model MODEL_URI names (models:/NAME@alias or models:/NAME/3)."""
+        if not self.model_uri or not self.model_uri.startswith("models:/"):
+            return None
+        ref = self.model_uri[len("models:/"):]
+        return ref.rsplit("@", 1)[0] if "@" in ref else ref.rpartition("/")[0] or ref
+
+    def log_predictions(self, records: list[dict[str, float]], scores: list[float]) -> None:
+        """One JSON line per answered request, for the platform's monitor (best effort: a log
+        that cannot be written never fails the request)."""
+        if not self.prediction_log:
+            return
+        line = json.dumps({
+            "ts": time.time(),
+            "model": self.model_name,
+            "model_version": self.model_version,
+            "records": records,
+            "predictions": scores,
+        }) + "\n"
+        try:
+            with self.log_lock, open(self.prediction_log, "a", encoding="utf-8") as out:
+                out.write(line)
+        except OSError as exc:
+            print(f"could not log predictions to {self.prediction_log}: {exc}", file=sys.stderr, flush=True)
 
     @property
     def model_status(self) -> str:
@@ -77,6 +108,7 @@ def load_state(environ: dict[str, str] | None = None) -> State:
         version=environ.get("UD_VERSION") or None,
         env=environ.get("UD_ENV") or None,
         model_uri=environ.get("MODEL_URI") or None,
+        prediction_log=environ.get("UD_PREDICTION_LOG") or None,
     )
     if state.model_uri:
         try:
@@ -208,6 +240,7 @@ class Handler(BaseHTTPRequestHandler):
             self.log_error("prediction failed: %s: %s", type(exc).__name__, exc)
             self._send(500, {"error": f"prediction failed: {type(exc).__name__}: {exc}", "code": "prediction_failed"})
             return
+        state.log_predictions(records, scores)
         self._send(200, {
             "predictions": scores,
             "actions": [service.recommend_action(min(1.0, max(0.0, p))) for p in scores],

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+from .. import soak
+from ..soak import soak_until
+
 if TYPE_CHECKING:
     from ..engine.desired import EnvState
     from ..platform import Platform
@@ -26,11 +29,13 @@ def status(platform: Platform) -> dict[str, Any]:
     for name in platform.order():
         unit = platform.units[name]
         envs: dict[str, Any] = {}
+        monitored = soak.monitored_env(unit)
+        soak_s = unit.monitor.soak_s if unit.monitor else None
         for env in unit.environments:
             state = EnvState(
                 recorded.get((name, env)), platform.target(unit, env).status(unit, env)
             )
-            envs[env] = _env(state)
+            envs[env] = _env(state, soak_s if env == monitored else None)
         units.append({"name": name, "kind": unit.kind, "team": unit.team, "environments": envs})
     return {"units": units}
 
@@ -56,6 +61,7 @@ def status_from_record() -> dict[str, Any]:
     with Probing() as session:
         for entry in catalog.units:
             name = entry["name"]
+            monitor = entry.get("monitor") or {}
             envs: dict[str, Any] = {}
             for env in entry["environments"]:
                 actual = probe(entry["probes"].get(env), env, session)
@@ -64,14 +70,16 @@ def status_from_record() -> dict[str, Any]:
                     unit = platform.unit(name)
                     actual = platform.target(unit, env).status(unit, env)
                 state = EnvState(recorded.get((name, env)), cast("Deployment | None", actual))
-                envs[env] = _env(state)
+                envs[env] = _env(
+                    state, monitor.get("soak_s") if env == monitor.get("env") else None
+                )
             units.append(
                 {"name": name, "kind": entry["kind"], "team": entry["team"], "environments": envs}
             )
     return {"units": units}
 
 
-def _env(state: EnvState) -> dict[str, Any] | None:
+def _env(state: EnvState, soak_s: float | None = None) -> dict[str, Any] | None:
     if state.recorded is None and state.actual is None:
         return None
     actual = state.actual
@@ -79,6 +87,8 @@ def _env(state: EnvState) -> dict[str, Any] | None:
         deployed_at = actual.deployed_at
     else:
         deployed_at = state.recorded.ts if state.recorded else None
+    # a deploy soaks, not a rollback to the version that ran before it
+    soaking = state.recorded is not None and state.recorded.action == "promotion"
     return {
         "version": state.recorded_version,
         "deployed_at": deployed_at,
@@ -86,4 +96,6 @@ def _env(state: EnvState) -> dict[str, Any] | None:
         **{k: actual.details[k] for k in ("url", "state_dir") if actual and k in actual.details},
         "actual_version": state.actual_version,
         "in_sync": state.in_sync,
+        # a monitored environment after its deploy (soak.py): until when its monitor runs
+        **({"soak_until": until} if soak_s and soaking and (until := soak_until(deployed_at, soak_s)) else {}),
     }

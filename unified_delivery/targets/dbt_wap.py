@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .. import dbt, dbt_state
+from .. import dbt, dbt_state, soak
 from ..dbt_errors import build_failure, explain
 from ..errors import TargetError, UDError
 from ..home import Home
@@ -631,11 +631,59 @@ class DbtWapTarget(BaseTarget):
             return Health(False, f"nothing published to {env}")
         rows = {m: self._count(env, m) for m in dep.details["models"]}
         empty = [m for m, n in rows.items() if n == 0]
-        return Health(
-            not empty,
-            f"{env} rows: " + ", ".join(f"{m}={n}" for m, n in rows.items()),
-            {"version": dep.version, "rows": rows},
-        )
+        details: dict[str, Any] = {"version": dep.version, "rows": rows}
+        text = f"{env} rows: " + ", ".join(f"{m}={n}" for m, n in rows.items())
+        history = self._history(unit, env) if unit.monitor else []
+        action = history[0][4] if history else "deploy"
+        window = soak.window(unit, env, dep, action)
+        if window is not None and window.active() and not empty:
+            from ..kinds.data import monitor
+
+            verdict = monitor.check(self, unit, window, dep)
+            details["monitor"] = {"breached": verdict.breached, **verdict.evidence}
+            text = f"{text}; monitor: {verdict.message}"
+            if verdict.breached:
+                return Health(False, f"{unit.name}/{env} {dep.version}: {verdict.message}", details)
+        return Health(not empty, text, details)
+
+    def table_facts(
+        self, env: str, table: str, previous_version: str | None, freshness_column: str | None
+    ) -> dict[str, Any]:
+        """What a data monitor judges (kinds/data/monitor.py), on one read-only connection: the
+        rows `env` publishes in `table`, the rows the previous version published, its columns
+        and the newest value of `freshness_column`."""
+
+        def read(con) -> dict[str, Any]:
+            rows = int(self._exec(con, f"SELECT count(*) FROM {q(env)}.{q(table)}").fetchone()[0])
+            columns = [
+                r[0]
+                for r in self._exec(
+                    con,
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = ? AND table_name = ?",
+                    [env, table],
+                ).fetchall()
+            ]
+            previous = None
+            if previous_version:
+                release = f"{table}__{previous_version}"
+                found = self._exec(
+                    con,
+                    "SELECT count(*) FROM information_schema.tables "
+                    "WHERE table_schema = ? AND table_name = ?",
+                    [RELEASES, release],
+                ).fetchone()[0]
+                if found:
+                    sql = f"SELECT count(*) FROM {RELEASES}.{q(release)}"
+                    previous = int(self._exec(con, sql).fetchone()[0])
+            newest = None
+            if freshness_column and freshness_column in columns:
+                sql = f"SELECT max({q(freshness_column)}) FROM {q(env)}.{q(table)}"
+                newest = self._exec(con, sql).fetchone()[0]
+            return {"rows": rows, "previous_rows": previous, "columns": columns, "newest": newest}
+
+        nothing = {"rows": 0, "previous_rows": None, "columns": [], "newest": None}
+        return self._reading(read, nothing)
 
     def versions(self, unit: DataUnit, env: str) -> list[str]:
         """This unit's versions ever published in any of its environments (their release tables

@@ -70,6 +70,7 @@ from unified_delivery.errors import TargetError, UDError
 from unified_delivery.home import Home
 from unified_delivery.kinds.app.environments import AppEnvironment
 from unified_delivery.kinds.app.environments import ensure as ensure_environment
+from unified_delivery.kinds.model.drift import LOG_NAME as PREDICTION_LOG
 from unified_delivery.targets import rollout
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
 from unified_delivery.targets.front_door import FrontDoor, Route, nginx_binary
@@ -696,6 +697,8 @@ def _service(unit: AppUnit, env: str, paths: _Paths, version: str, port: int, lo
         UD_VERSION=version,
         UD_UNIT=unit.name,
         UD_STATE_DIR=str(state),
+        # where a serving app logs what it served, for the model's monitor (kinds/model/drift.py)
+        UD_PREDICTION_LOG=str(state / PREDICTION_LOG),
     )
     proc_env.update({key: _fill(value, values) for key, value in unit.service.env.items()})
     return _Service(values, proc_env, environment)

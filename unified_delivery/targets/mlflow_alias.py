@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import soak
 from ..errors import TargetError, UDError
 from ..home import Home
 from .base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
@@ -331,11 +332,26 @@ class MlflowAliasTarget(BaseTarget):
             return Health(False, f"no version has alias {env}")
         mv = self.model_version(unit, dep.version)
         ok = mv.status == "READY"
-        return Health(
-            ok,
-            f"version {dep.version} is {mv.status}",
-            {"version": dep.version, "status": mv.status},
+        details: dict[str, Any] = {"version": dep.version, "status": mv.status}
+        text = f"version {dep.version} is {mv.status}"
+        history = (
+            json.loads(self._tags(unit).get(f"ud.{env}.history", "[]")) if unit.monitor else []
         )
+        action = history[-1].get("action", "deploy") if history else "deploy"
+        window = soak.window(unit, env, dep, action)
+        if ok and window is not None and window.active():
+            from ..kinds.model import monitor
+
+            verdict = monitor.check(self, unit, window)
+            details["monitor"] = {"breached": verdict.breached, **verdict.evidence}
+            if verdict.breached:
+                return Health(
+                    False,
+                    f"{unit.model_name}@{env} version {dep.version}: {verdict.message}",
+                    details,
+                )
+            text = f"{text}; monitor: {verdict.message}"
+        return Health(ok, text, details)
 
     def versions(self, unit: ModelUnit, env: str) -> list[str]:
         found = self.client().search_model_versions(f"name='{unit.model_name}'")

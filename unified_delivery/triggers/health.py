@@ -2,8 +2,11 @@
 failed polls it rolls the environment back to its previous version through `ud_rollback`,
 with the failures as the recorded reason.
 
-Only deployments younger than the watch window are polled: a service stopped on purpose
-days later (`ud down`) is not a bad deploy. A version that was itself reached by a rollback
+Only deployments younger than the watch window, or in their unit's soak (soak.py), are
+polled: a service stopped on purpose days later (`ud down`) is not a bad deploy. A monitor
+breach in soak (the health's `monitor` details say `breached`) is judged on every request
+since the deploy, not on one probe: it is recorded (a `monitor-breach` entry with the
+evidence) and rolled back at once. A version that was itself reached by a rollback
 is not rolled back again (that would swing between two bad versions): it is noted for a
 person. A health check that cannot run (the target raised) counts as neither pass nor fail.
 """
@@ -15,12 +18,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import dagster as dg
 
-from ..events import CHANGES, Rollback
+from .. import soak
+from ..events import CHANGES, MonitorBreach, Rollback, record
 from .base import Requester, default_principal, durable_sensor, note
 from .promotion import seconds_since
 
 if TYPE_CHECKING:
     from ..platform import Platform
+    from ..targets.records import Deployment
 
 
 def rollback_config(unit: str, env: str, reason: str, to_version: str = "") -> dict:
@@ -36,6 +41,40 @@ def rollback_config(unit: str, env: str, reason: str, to_version: str = "") -> d
 def reached_by_rollback(platform: Platform, unit: str, env: str) -> bool:
     last = platform.ledger.ledger().latest(unit=unit, env=env, action=CHANGES)
     return last is not None and last.action == Rollback.ACTION
+
+
+def record_breach(
+    platform: Platform,
+    sensor: str,
+    principal: str,
+    unit: str,
+    env: str,
+    dep: Deployment,
+    details: dict[str, Any],
+    message: str,
+    window: soak.Window | None,
+) -> None:
+    """The breach and its evidence in the ledger, once per version and environment."""
+    ledger = platform.ledger.ledger()
+    last = ledger.latest(unit=unit, env=env, action=(*CHANGES, MonitorBreach.ACTION))
+    if last is not None and last.action == MonitorBreach.ACTION and last.version == dep.version:
+        return
+    evidence = {k: v for k, v in (details.get("monitor") or {}).items() if k != "breached"}
+    back = dep.previous_version if not reached_by_rollback(platform, unit, env) else None
+    record(
+        ledger,
+        MonitorBreach(
+            message=message,
+            evidence=evidence,
+            soak_until=window.until.isoformat() if window else "",
+            rollback_to=back,
+            noticed_by=sensor,
+        ),
+        principal=principal,
+        unit=unit,
+        env=env,
+        version=dep.version,
+    )
 
 
 def health_tick(
@@ -61,7 +100,9 @@ def health_tick(
                     )
                     continue
                 age = seconds_since(dep.deployed_at, now) if dep else None
-                if dep is None or age is None or age > watch_seconds:
+                window = soak.window(unit, env, dep)  # a rollback's: its target says none
+                in_soak = window is not None and window.active()
+                if dep is None or age is None or (age > watch_seconds and not in_soak):
                     state.pop(key, None)
                     continue
                 entry = state.get(key)
@@ -79,8 +120,32 @@ def health_tick(
                     )
                     state[key] = entry
                     continue
+                breach = (health.details.get("monitor") or {}).get("breached") is True
                 if health.healthy:
                     entry.update(failures=0, messages=[])
+                elif breach:  # judged on the whole soak's sample, not a flaky probe: at once
+                    entry["failures"] = failures
+                    entry["messages"] = [*entry["messages"], health.message][-failures:]
+                    record_breach(
+                        platform,
+                        sensor,
+                        principal,
+                        name,
+                        env,
+                        dep,
+                        health.details,
+                        health.message,
+                        window,
+                    )
+                    note(
+                        context,
+                        "warning",
+                        f"{sensor}: {key} {dep.version[:12]} broke its monitor in soak: "
+                        f"{health.message}",
+                        unit=name,
+                        env=env,
+                        event="monitor-breach",
+                    )
                 else:
                     entry["failures"] += 1
                     entry["messages"] = [*entry["messages"], health.message][-failures:]
@@ -119,8 +184,11 @@ def health_tick(
                     )
                 else:
                     reason = (
-                        f"health sensor: {entry['failures']} consecutive failed health checks of "
-                        f"{dep.version[:12]}: {entry['messages'][-1]}"
+                        f"health sensor: monitor breach in soak of {dep.version[:12]}: "
+                        f"{entry['messages'][-1]}"
+                        if breach
+                        else f"health sensor: {entry['failures']} consecutive failed health "
+                        f"checks of {dep.version[:12]}: {entry['messages'][-1]}"
                     )
                     note(
                         context,

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ...soak import seconds as _seconds
 from ...units import MAX_REPLICAS, GitSource, Port, Resources, Strict, Unit
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,17 +47,6 @@ class ServiceSpec(Strict):
     ports: dict[str, Port] = Field(
         default_factory=dict, description="preferred port per environment; a free port otherwise"
     )
-
-
-DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _seconds(value: float | str) -> float:
-    m = DURATION_RE.match(str(value).strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a duration: write 30s, 2m, 1h or a number of seconds")
-    return float(m.group(1)) * DURATION_UNITS[m.group(2) or "s"]
 
 
 class RolloutStep(Strict):
