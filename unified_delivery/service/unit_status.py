@@ -97,5 +97,9 @@ def _env(state: EnvState, soak_s: float | None = None) -> dict[str, Any] | None:
         "actual_version": state.actual_version,
         "in_sync": state.in_sync,
         # a monitored environment after its deploy (soak.py): until when its monitor runs
-        **({"soak_until": until} if soak_s and soaking and (until := soak_until(deployed_at, soak_s)) else {}),
+        **(
+            {"soak_until": until}
+            if soak_s and soaking and (until := soak_until(deployed_at, soak_s))
+            else {}
+        ),
     }

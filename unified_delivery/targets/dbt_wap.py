@@ -637,9 +637,9 @@ class DbtWapTarget(BaseTarget):
         action = history[0][4] if history else "deploy"
         window = soak.window(unit, env, dep, action)
         if window is not None and window.active() and not empty:
-            from ..kinds.data import monitor
+            from ..kinds.data.monitor import check
 
-            verdict = monitor.check(self, unit, window, dep)
+            verdict = check(self, unit, window, dep)
             details["monitor"] = {"breached": verdict.breached, **verdict.evidence}
             text = f"{text}; monitor: {verdict.message}"
             if verdict.breached:

@@ -340,9 +340,9 @@ class MlflowAliasTarget(BaseTarget):
         action = history[-1].get("action", "deploy") if history else "deploy"
         window = soak.window(unit, env, dep, action)
         if ok and window is not None and window.active():
-            from ..kinds.model import monitor
+            from ..kinds.model.monitor import check
 
-            verdict = monitor.check(self, unit, window)
+            verdict = check(self, unit, window)
             details["monitor"] = {"breached": verdict.breached, **verdict.evidence}
             if verdict.breached:
                 return Health(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ...home import Home
 from ...soak import Verdict, Window
-from . import drift
+from .drift import psi, reference, served
 
 if TYPE_CHECKING:
     from ...targets.mlflow_alias import MlflowAliasTarget
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def check(registry: MlflowAliasTarget, unit: ModelUnit, window: Window) -> Verdict:
     spec = unit.monitor
     assert spec is not None  # only a unit with a monitor has a window
-    got = drift.served(
+    got = served(
         Home.current().root,
         window.env,
         unit.model_name,
@@ -38,13 +38,13 @@ def check(registry: MlflowAliasTarget, unit: ModelUnit, window: Window) -> Verdi
             f"{len(got.predictions)} of {spec.min_samples} served predictions to judge drift on",
             evidence,
         )
-    ref = drift.reference(registry, unit, window.version)
+    ref = reference(registry, unit, window.version)
     feature_psi = {
-        name: drift.psi(values, got.column(name), spec.bins)
+        name: psi(values, got.column(name), spec.bins)
         for name, values in ref["features"].items()
         if got.column(name)
     }
-    prediction_psi = drift.psi(ref["predictions"], got.predictions, spec.bins)
+    prediction_psi = psi(ref["predictions"], got.predictions, spec.bins)
     evidence.update(
         feature_psi=feature_psi,
         prediction_psi=prediction_psi,
