@@ -11,6 +11,12 @@ Environment:
     UD_ENV                the environment (reported by /health)
     UD_PREDICTION_LOG     a file to append one JSON line per answered /predict to (its
                           records and predictions, for the platform's drift monitor); unset: none
+    SHADOW_MODEL_URI      a challenger scored in shadow (e.g. models:/churn_model@staging): on
+                          a sample of requests, after the answer is sent (answers unaffected),
+                          both predictions logged for the platform's shadow gate; unset: none
+    SHADOW_SAMPLE         the share of requests scored in shadow (default 0.1)
+    MODEL_REFRESH_S       every so many seconds, a URI naming an alias (@staging) is resolved
+                          again and a version it moved to is loaded (default 0: never)
 
 Endpoints:
     GET  /health    200 {"status": "ok", ...}; 503 when the model failed to load
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -51,29 +58,42 @@ class State:
     predict: Callable[[list[dict[str, float]]], list[float]] | None = None
     load_error: str | None = None
     prediction_log: str | None = None
+    shadow_uri: str | None = None
+    shadow_sample: float = 0.1
+    shadow_predict: Callable[[list[dict[str, float]]], list[float]] | None = None
+    shadow_version: str | None = None
+    shadow_error: str | None = None
+    refresh_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     log_lock: threading.Lock = field(default_factory=threading.Lock)
+    swap_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def model_name(self) -> str | None:
         """The registered model MODEL_URI names (models:/NAME@alias or models:/NAME/3)."""
-        if not self.model_uri or not self.model_uri.startswith("models:/"):
-            return None
-        ref = self.model_uri[len("models:/"):]
-        return ref.rsplit("@", 1)[0] if "@" in ref else ref.rpartition("/")[0] or ref
+        return _model_name(self.model_uri)
 
-    def log_predictions(self, records: list[dict[str, float]], scores: list[float]) -> None:
-        """One JSON line per answered request, for the platform's monitor (best effort: a log
-        that cannot be written never fails the request)."""
+    def models(self) -> tuple[Any, str | None, Any, str | None]:
+        """The model and the shadow as one consistent snapshot (a refresh may swap them)."""
+        with self.swap_lock:
+            return self.predict, self.model_version, self.shadow_predict, self.shadow_version
+
+    def log_predictions(self, records: list[dict[str, float]], scores: list[float], version: str | None,
+                        shadow: dict[str, Any] | None = None) -> None:
+        """One JSON line per answered request, for the platform's monitor and shadow gate (best
+        effort: a log that cannot be written never fails the request)."""
         if not self.prediction_log:
             return
-        line = json.dumps({
+        entry = {
             "ts": time.time(),
             "model": self.model_name,
-            "model_version": self.model_version,
+            "model_version": version,
             "records": records,
             "predictions": scores,
-        }) + "\n"
+        }
+        if shadow:
+            entry["shadow"] = shadow
+        line = json.dumps(entry) + "\n"
         try:
             with self.log_lock, open(self.prediction_log, "a", encoding="utf-8") as out:
                 out.write(line)
@@ -95,10 +115,61 @@ class State:
             "model_uri": self.model_uri,
             "model_version": self.model_version,
         }
+        if self.shadow_uri:
+            body.update(shadow_model_uri=self.shadow_uri, shadow_model_version=self.shadow_version,
+                        shadow_sample=self.shadow_sample)
+            if self.shadow_error:
+                body["shadow_error"] = self.shadow_error  # the shadow is never the answer: still 200
         if self.load_error:
             body["error"] = self.load_error
             return 503, body
         return 200, body
+
+
+def _model_name(uri: str | None) -> str | None:
+    if not uri or not uri.startswith("models:/"):
+        return None
+    ref = uri[len("models:/"):]
+    return ref.rsplit("@", 1)[0] if "@" in ref else ref.rpartition("/")[0] or ref
+
+
+def _alias_version(uri: str) -> str | None:
+    """The version an alias URI (models:/NAME@alias) names now; None for any other URI."""
+    ref = uri[len("models:/"):] if uri.startswith("models:/") else ""
+    if "@" not in ref:
+        return None
+    from mlflow import MlflowClient
+
+    name, alias = ref.rsplit("@", 1)
+    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+
+
+def refresh(state: State) -> None:
+    """Load the version an alias moved to (MODEL_REFRESH_S), for the model and the shadow."""
+    for kind, uri in (("model", state.model_uri), ("shadow", state.shadow_uri)):
+        if not uri:
+            continue
+        try:
+            now = _alias_version(uri)
+            loaded = state.model_version if kind == "model" else state.shadow_version
+            if now is None or now == loaded:
+                continue
+            predict, version = load_model(uri)
+        except Exception as exc:  # the registry away for a moment: keep serving what is loaded
+            print(f"could not refresh {uri}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            continue
+        with state.swap_lock:
+            if kind == "model":
+                state.predict, state.model_version, state.load_error = predict, version, None
+            else:
+                state.shadow_predict, state.shadow_version, state.shadow_error = predict, version, None
+        print(f"{kind} {uri} now version {version}", file=sys.stderr, flush=True)
+
+
+def refresh_forever(state: State) -> None:
+    while True:
+        time.sleep(state.refresh_s)
+        refresh(state)
 
 
 def load_state(environ: dict[str, str] | None = None) -> State:
@@ -109,6 +180,9 @@ def load_state(environ: dict[str, str] | None = None) -> State:
         env=environ.get("UD_ENV") or None,
         model_uri=environ.get("MODEL_URI") or None,
         prediction_log=environ.get("UD_PREDICTION_LOG") or None,
+        shadow_uri=environ.get("SHADOW_MODEL_URI") or None,
+        shadow_sample=min(1.0, max(0.0, float(environ.get("SHADOW_SAMPLE") or 0.1))),
+        refresh_s=max(0.0, float(environ.get("MODEL_REFRESH_S") or 0)),
     )
     if state.model_uri:
         try:
@@ -116,6 +190,12 @@ def load_state(environ: dict[str, str] | None = None) -> State:
         except Exception as exc:  # reported by /health as 503, the process keeps running
             state.load_error = f"could not load {state.model_uri}: {type(exc).__name__}: {exc}"
             print(state.load_error, file=sys.stderr, flush=True)
+    if state.shadow_uri:
+        try:
+            state.shadow_predict, state.shadow_version = load_model(state.shadow_uri)
+        except Exception as exc:  # no shadow: the answers are the model's anyway
+            state.shadow_error = f"could not load {state.shadow_uri}: {type(exc).__name__}: {exc}"
+            print(state.shadow_error, file=sys.stderr, flush=True)
     return state
 
 
@@ -230,22 +310,35 @@ class Handler(BaseHTTPRequestHandler):
             self._send(400, exc.to_dict())
             return
         state = self.state
-        if state.predict is None:
+        predict, version, shadow_predict, shadow_version = state.models()
+        if predict is None:
             why = state.load_error or "this instance runs without a model (MODEL_URI is not set)"
             self._send(503, {"error": why, "code": "no_model"})
             return
         try:
-            scores = state.predict(records)
+            scores = predict(records)
         except Exception as exc:
             self.log_error("prediction failed: %s: %s", type(exc).__name__, exc)
             self._send(500, {"error": f"prediction failed: {type(exc).__name__}: {exc}", "code": "prediction_failed"})
             return
-        state.log_predictions(records, scores)
+        shadowed = shadow_predict is not None and random.random() < state.shadow_sample
+        if not shadowed:
+            state.log_predictions(records, scores, version)
         self._send(200, {
             "predictions": scores,
             "actions": [service.recommend_action(min(1.0, max(0.0, p))) for p in scores],
-            "model_version": state.model_version,
+            "model_version": version,
         })
+        if shadowed:  # after the answer: the client waits for the model only
+            self.wfile.flush()
+            shadow: dict[str, Any] = {"model": _model_name(state.shadow_uri), "model_version": shadow_version}
+            started = time.perf_counter()
+            try:
+                shadow["predictions"] = shadow_predict(records)
+            except Exception as exc:  # the challenger's failure is evidence, never the client's
+                shadow["error"] = f"{type(exc).__name__}: {exc}"
+            shadow["ms"] = round((time.perf_counter() - started) * 1000, 3)
+            state.log_predictions(records, scores, version, shadow)
 
     def _drain(self) -> None:
         try:
@@ -288,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
 
     state = load_state()  # before binding: the port answers only once the model is ready
     server = make_server(state, args.host, args.port)
+    if state.refresh_s:
+        threading.Thread(target=refresh_forever, args=(state,), daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -25,6 +25,7 @@ from .manifest_policy import ManifestPolicyGate
 from .model_metric import ModelMetricGate
 from .schema import SchemaGate
 from .security import SecurityGate
+from .shadow import ShadowGate
 from .tests import TestsGate
 
 ENTRY_POINTS = "unified_delivery.gates"
@@ -34,6 +35,7 @@ BUILT_IN: tuple[type[Gate], ...] = (
     ManifestPolicyGate,
     ModelMetricGate,
     FairnessGate,
+    ShadowGate,
     SchemaGate,
     DataQualityGate,
     DataDiffGate,

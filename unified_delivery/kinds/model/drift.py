@@ -227,3 +227,51 @@ def reference(registry: MlflowAliasTarget, unit: ModelUnit, version: str) -> dic
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
     return data
+
+
+# ---- shadow scoring: the challenger's predictions beside the served ones ------------------
+
+
+@dataclass
+class Shadowed:
+    """The requests of `env` that the champion answered and the challenger scored in shadow."""
+
+    served: list[float] = field(default_factory=list)  # the champion's, as answered
+    shadow: list[float] = field(default_factory=list)  # the challenger's, on the same records
+    shadow_ms: list[float] = field(default_factory=list)  # the challenger's scoring time a request
+    errors: int = 0  # requests the challenger failed to score
+    others: dict[str, int] = field(default_factory=dict)  # "champion/challenger" -> requests
+    logs: list[str] = field(default_factory=list)
+
+
+def shadowed(
+    home: Path, env: str, model: str, champion: str, challenger: str, since: float = 0.0
+) -> Shadowed:
+    """Every request in `env`'s prediction logs that `champion` answered and `challenger`
+    scored in shadow (since the epoch time `since`); pairs of other versions are counted."""
+    out = Shadowed()
+    for path in sorted((home / "state").glob(f"*/{env}/{LOG_NAME}")):
+        found = False
+        for entry in read_log(path, since=since):
+            shadow = entry.get("shadow")
+            if entry.get("model") != model or not isinstance(shadow, dict):
+                continue
+            pair = f"{entry.get('model_version')}/{shadow.get('model_version')}"
+            if pair != f"{champion}/{challenger}":
+                out.others[pair] = out.others.get(pair, 0) + 1
+                continue
+            found = True
+            if shadow.get("error"):
+                out.errors += 1
+                continue
+            served, scored = entry.get("predictions") or [], shadow.get("predictions") or []
+            if len(served) != len(scored):
+                out.errors += 1
+                continue
+            out.served += [float(p) for p in served]
+            out.shadow += [float(p) for p in scored]
+            if isinstance(shadow.get("ms"), (int, float)):
+                out.shadow_ms.append(float(shadow["ms"]))
+        if found:
+            out.logs.append(str(path))
+    return out
