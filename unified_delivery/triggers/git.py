@@ -18,14 +18,15 @@ import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import dagster as dg
 
 from ..events import CommitsSkipped, record
-from ..translator import job_name
+from ..run_tags import PREVIEW_TAG
+from ..translator import PREVIEW_JOB, job_name
 from .base import (
     Requester,
     candidate_config,
@@ -51,6 +52,8 @@ class Build:
     unit: str
     job: str
     branches: tuple[str, ...]
+    # The job that deploys a push to any other branch to its preview environment; "" for none.
+    preview_job: str = ""
 
 
 @dataclass(frozen=True)
@@ -281,11 +284,16 @@ def plan(
         builds = [
             b for b in watch.builds if any(fnmatch.fnmatchcase(branch, p) for p in b.branches)
         ]
-        if not builds:
+        previews = [b for b in watch.builds if b.preview_job and b not in builds]
+        if not builds and not previews:
             continue
         state[branch] = sha
         old = seen.get(branch)
         if old == sha:
+            continue
+        if previews and seen:  # a first look previews nothing: it watches from here
+            requests += preview_requests(sensor, who, repo, branch, old, sha, previews, context)
+        if not builds:
             continue
         if old is None:
             why = (
@@ -362,6 +370,48 @@ def plan(
     return requests, state
 
 
+def preview_requests(
+    sensor: str,
+    who: Requester,
+    repo: str,
+    branch: str,
+    old: str | None,
+    sha: str,
+    builds: list[Build],
+    context: Any,
+) -> list[dg.RunRequest]:
+    """Requests for the preview of `branch` at `sha` of each unit in `builds` (engine/preview.py),
+    tagged with the branch so the run list shows them."""
+    from ..previews import env_for
+
+    at = sha[:12]
+    why = f"{branch} moved {old[:12]} -> {at}" if old else f"new branch {branch} at {at}"
+    note(
+        context,
+        "info",
+        f"{sensor}: {repo}: {why}: preview of {', '.join(b.unit for b in builds)}",
+        repository=repo,
+        branch=branch,
+        sha=sha,
+        event="preview",
+    )
+    moved = f"{old[:12]}..{sha}" if old else sha
+    return [
+        who.request(
+            job=b.preview_job,
+            run_key=f"preview:{repo}:{branch}:{moved}:{b.unit}",
+            unit=b.unit,
+            env=env_for(branch),
+            reason=f"git: preview of {why}",
+            run_config={
+                "ops": {"preview_unit": {"config": {"unit": b.unit, "branch": branch, "sha": sha}}}
+            },
+            tags={PREVIEW_TAG: branch},
+        )
+        for b in builds
+    ]
+
+
 def git_tick(
     sensor: str,
     principal: str,
@@ -369,12 +419,21 @@ def git_tick(
     *,
     timeout: float = 20,
     workers: int = 8,
+    job_names: frozenset[str] | None = None,
 ):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         started = time.monotonic()
         who = Requester.for_tick(sensor, principal)
         usable = []
         for w in watches():
+            if job_names is not None:  # previews only where the sensor was given their job
+                w = GitWatch(
+                    w.repository,
+                    tuple(
+                        b if b.preview_job in job_names else replace(b, preview_job="")
+                        for b in w.builds
+                    ),
+                )
             bad = [(p, why) for b in w.builds for p in b.branches if (why := pattern_problem(p))]
             if bad:
                 note(
@@ -436,7 +495,12 @@ def git_sensor(
 ) -> dg.SensorDefinition:
     """A Git sensor over `watches()` (read at every tick, so paths may depend on the home)."""
     tick = git_tick(
-        name, principal or default_principal(name), watches, timeout=timeout, workers=workers
+        name,
+        principal or default_principal(name),
+        watches,
+        timeout=timeout,
+        workers=workers,
+        job_names=frozenset(j.name for j in jobs),
     )
     return durable_sensor(
         name,
@@ -454,16 +518,26 @@ def app_watches(
 ) -> list[GitWatch]:
     """One watch per repository of the platform's units built from Git (app units); each unit
     on its own branch unless `branches` gives it patterns. Units whose first environment's
-    policy is manual are left to `ud promote`."""
+    policy is manual are left to `ud promote`; any unit's other branches get previews unless it
+    turns them off (`previews: {enabled: false}`)."""
     from ..home import Home
 
     home = home or Home.current()
     grouped: dict[str, list[Build]] = {}
     for unit in platform.units.values():
         source = unit.git_source()
-        if source and getattr(unit.policy, unit.environments[0], "automatic") == "automatic":
-            patterns = (branches or {}).get(unit.name, (source.branch,))
+        if source is None:
+            continue
+        automatic = getattr(unit.policy, unit.environments[0], "automatic") == "automatic"
+        patterns = (branches or {}).get(unit.name, (source.branch,))
+        preview = PREVIEW_JOB if unit.previews.enabled else ""
+        if automatic or preview:
             grouped.setdefault(home.expand(source.repository), []).append(
-                Build(unit.name, job_name(unit.name, unit.environments[0]), patterns)
+                Build(
+                    unit.name,
+                    job_name(unit.name, unit.environments[0]),
+                    patterns if automatic else (),
+                    preview,
+                )
             )
     return [GitWatch(repo, tuple(builds)) for repo, builds in grouped.items()]
