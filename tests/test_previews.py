@@ -340,3 +340,65 @@ def test_ud_previews_lists_them_from_the_ledger(world):
     code = ("import sys; import unified_delivery.commands.previews, unified_delivery.previews; "
             "assert 'dagster' not in sys.modules, 'dagster imported'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_deleting_or_merging_a_branch_tears_its_preview_down(world):
+    app_env, data_env = env_for("feature/Login"), env_for("add-revenue")
+    url = world.preview("svc", "feature/Login").payload["url"]
+    assert get(url + "/")["env"] == app_env
+    # Deleted: a push that deletes the branch.
+    git("push", "-q", "origin", "--delete", "feature/Login", cwd=world.app.work)
+    # Merged: the data branch merged into main and pushed (main itself builds to staging).
+    git("merge", "-q", "--no-ff", "-m", "merge add-revenue", "add-revenue", cwd=world.data.work)
+    git("push", "-q", "origin", "main", cwd=world.data.work)
+    ran = world.tick()
+    assert [(j, o) for j, o, _ in ran] == [("shop__to_staging", "success"), ("ud_preview_teardown", "success"),
+                                           ("ud_preview_teardown", "success")], ran
+    downs = {e.unit: e for e in world.ledger().entries(action="preview-teardown")}
+    assert downs["svc"].env == app_env and downs["svc"].payload["why"] == "deleted"
+    assert downs["shop"].env == data_env and downs["shop"].payload["why"] == "merged"
+    # The app is stopped and its release folder gone; staging still serves.
+    with pytest.raises(OSError):
+        get(url + "/")
+    assert not (world.home.root / "releases" / "svc" / app_env).exists()
+    unit = world.platform.unit("svc")
+    staging = world.platform.target(unit, "staging").status(unit, "staging")
+    assert get(staging.details["url"] + "/")["greeting"] == "hello"
+    # The schema is dropped; staging now has the merged model.
+    with pytest.raises(duckdb.CatalogException):
+        world.query(f'select * from "{data_env}".customers')
+    assert world.query("select customer, revenue from staging.customers order by 1") == [("ann", 17), ("bob", 5)]
+    assert {r["unit"] for r in live(world.ledger())} == {"svc"}  # the refused `broken` one is left
+    # A second tick asks for nothing more: each preview is torn down once.
+    assert world.tick() == []
+
+
+def test_a_forgotten_preview_expires_and_its_cost_shows_under_the_team(world):
+    from datetime import UTC, datetime, timedelta
+
+    from unified_delivery.engine.preview import prune
+    from unified_delivery.reports.cost import report
+    from unified_delivery.reports.period import window
+
+    sha = world.app.push("forgotten", {"app.py": APP.format(greeting="old")}, "left behind")
+    assert [(j, o) for j, o, _ in world.tick()] == [("ud_preview", "success")]
+    entry = world.preview("svc", "forgotten")
+    assert entry.version == sha
+    assert prune(world.platform, "human:local-operator") == []  # not expired yet: nothing goes
+    later = datetime.now(UTC) + timedelta(hours=73)  # past the default time to live, 72 h
+    pruned = prune(world.platform, "human:local-operator", now=later)
+    assert {(r["unit"], r["branch"]) for r in pruned} == {("svc", "forgotten"), ("svc", "broken")}
+    assert not (world.home.root / "releases" / "svc" / env_for("forgotten")).exists()
+    assert live(world.ledger()) == []
+    why = {e.payload["branch"]: e.payload["why"] for e in world.ledger().entries(action="preview-teardown")}
+    assert why["forgotten"] == "expired"
+
+    # Showback: what the previews cost is in the team's spend, and apart as preview spend.
+    entries = world.ledger().entries()
+    shown = report(entries, window(until=later), {"svc": {"team": "web"}, "shop": {"team": "analytics"}})
+    web = next(t for t in shown["teams"] if t["team"] == "web")
+    spent = sum(e.payload["cost"]["amount"] for e in entries if e.action == "preview" and e.unit == "svc")
+    assert spent > 0 and web["preview_spend"] == pytest.approx(spent, abs=1e-5)
+    assert web["spend"] >= web["preview_spend"]
+    svc = next(u for u in shown["units"] if u["unit"] == "svc")
+    assert svc["by_action"]["preview"] == svc["preview_spend"]

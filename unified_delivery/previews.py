@@ -186,6 +186,15 @@ def live(ledger: Ledger, unit: str | None = None, now: datetime | None = None) -
     return rows
 
 
+def is_live(ledger: Ledger, unit: str, env: str) -> bool:
+    """Whether `unit`'s newest record in `env` is a preview, not its teardown."""
+    from .events import PreviewDeployed, PreviewTornDown
+
+    actions = (PreviewDeployed.ACTION, PreviewTornDown.ACTION)
+    newest = ledger.latest(unit=unit, env=env, action=actions)
+    return newest is not None and newest.action == PreviewDeployed.ACTION
+
+
 def row(entry: LedgerEntry, now: datetime) -> dict:
     from .events import PreviewDeployed
 
@@ -198,6 +207,7 @@ def row(entry: LedgerEntry, now: datetime) -> dict:
         "env": entry.env,
         "version": entry.version,
         "sha": event.sha,
+        "repository": event.repository,
         "verdict": "passed" if event.passed else "refused",
         "code": event.code,
         "url": event.url,

@@ -18,10 +18,11 @@ import dagster as dg
 
 from ..cost import measure
 from ..errors import UDError
-from ..events import PreviewDeployed, record
+from ..events import PreviewDeployed, PreviewTornDown, record
 from ..home import Home
 from ..kinds.base import BuildContext
-from ..previews import DEFAULT_TTL_HOURS, Verdict, env_for, expiry, write_note
+from ..previews import DEFAULT_TTL_HOURS, Verdict, env_for, expiry, is_live, write_note
+from ..targets.roles import Removable
 from ..units import CANDIDATE
 from .build import priced
 from .gating import evaluate_gate
@@ -42,6 +43,12 @@ class PreviewConfig(dg.Config):
     unit: str
     branch: str
     sha: str
+
+
+class TeardownConfig(dg.Config):
+    unit: str
+    branch: str
+    why: str = "manual"
 
 
 @dataclass
@@ -88,6 +95,7 @@ def run_preview(
     gates: dict[str, Any] = {}
     build: dict[str, Any] = {}
     deployment: Deployment | None = None
+    alias = ""
     with measure() as measured:
         try:
             artifact = _build(platform, unit, sha, home, principal, run_id, log)
@@ -97,6 +105,7 @@ def run_preview(
             if not code:
                 with env_lock(home, unit, env):
                     try:
+                        alias = _serve_model(platform, unit, env, log)
                         deployment = target.deploy(unit, env, artifact, log=log)
                     except Exception as exc:  # a target's own bug too: a refused preview
                         raise as_target_error(exc, f"deploying {unit.name} {sha[:12]} to {env}")
@@ -137,7 +146,7 @@ def run_preview(
             message=message,
             url=str(details.get("url") or ""),
             schema=str(details.get("schema") or ""),
-            alias=str(details.get("alias") or ""),
+            alias=alias,
             gates=gates,
             build=build,
             expires_at=verdict.expires_at,
@@ -253,3 +262,135 @@ def preview_step(context: Any, platform: Platform, config: PreviewConfig) -> dic
         refused = UDError(v.code or "UD-PREVIEW-REFUSED", v.message, "see the commit's Git note")
         raise failure(refused, context)
     return metadata
+
+
+def tear_down(
+    platform: Platform,
+    unit: Unit,
+    branch: str,
+    why: str,
+    *,
+    ledger: Ledger,
+    principal: str,
+    run_id: str = "",
+    log: Callable[[str], None] = print,
+) -> list[str] | None:
+    """Remove `branch`'s preview of `unit` through its target and record it; None when there is
+    no live preview to remove (torn down already: a deleted branch that was merged first)."""
+    env = env_for(branch)
+    if not is_live(ledger, unit.name, env):
+        log(f"{unit.name} has no live preview {env}: nothing to tear down")
+        return None
+    removed: list[str] = []
+    with env_lock(Home.current(), unit, env):
+        target = platform.target(unit, unit.environments[0])
+        if not isinstance(target, Removable):
+            raise UDError(
+                "UD-PREVIEW-TEARDOWN",
+                f"{unit.name}'s target {type(target).__name__} cannot remove an environment",
+                "give the unit's first environment a target with `remove` (roles.Removable), "
+                "or turn its previews off (`previews: {enabled: false}`)",
+            )
+        removed += target.remove(unit, env, log)
+        removed += _remove_served_model(platform, unit, env, log)
+    record(
+        ledger,
+        PreviewTornDown(branch=branch, why=why, removed=removed, run_id=run_id),
+        principal=principal,
+        unit=unit.name,
+        env=env,
+    )
+    return removed
+
+
+def _serve_model(platform: Platform, unit: Unit, env: str, log: Callable[[str], None]) -> str:
+    """An app that serves a model reads the model's version of its own environment: a preview
+    environment gets the alias `preview-<slug>` on the version the model has in the app's
+    first environment. Returns the model URI it set ("" for an app that serves none)."""
+    from ..targets.base import Artifact
+
+    uris = []
+    for dep, _ in platform.translator(unit).env_deps(unit, env, platform.units):
+        model = platform.units[dep]
+        first = unit.environments[0]
+        target = platform.target(model, model.environments[0])
+        current = platform.target(model, first).status(model, first)
+        if current is None:
+            raise UDError(
+                "UD-PROMOTE-DEPENDENCY",
+                f"{unit.name} serves {dep}, which has no {first} version for its preview",
+                f"promote {dep} to {first} first (ud promote {dep} --to {first})",
+            )
+        done = target.deploy(model, env, Artifact(dep, model.kind, current.version), log=log)
+        uris.append(str(done.details.get("model_uri") or f"{dep}@{env}"))
+    return ", ".join(uris)
+
+
+def _remove_served_model(
+    platform: Platform, unit: Unit, env: str, log: Callable[[str], None]
+) -> list[str]:
+    """The model alias a preview of an app that serves a model set (`_serve_model`)."""
+    served = platform.translator(unit).env_deps(unit, env, platform.units)
+    removed = []
+    for dep, dep_env in served:
+        model = platform.units[dep]
+        target = platform.target(model, model.environments[0])
+        if isinstance(target, Removable):
+            removed += target.remove(model, dep_env, log)
+    return removed
+
+
+def teardown_step(context: Any, platform: Platform, config: TeardownConfig) -> dict[str, Any]:
+    """The preview teardown job's one step (translator.preview_teardown_job)."""
+    unit = platform.units.get(config.unit)
+    if unit is None:
+        raise failure(
+            UDError(
+                "UD-UNKNOWN-UNIT",
+                f"no unit named {config.unit!r}",
+                f"known: {', '.join(platform.units)}",
+            ),
+            context,
+        )
+    env = env_for(config.branch)
+    principal = principal_of(context, platform, unit=unit.name, env=env)
+    try:
+        removed = tear_down(
+            platform,
+            unit,
+            config.branch,
+            config.why,
+            ledger=context.resources.ledger.ledger(),
+            principal=principal,
+            run_id=context.run.run_id,
+            log=context.log.info,
+        )
+    except UDError as exc:
+        raise failure(exc, context) from None
+    return {"unit": unit.name, "env": env, "why": config.why, "removed": removed or []}
+
+
+def prune(
+    platform: Platform,
+    principal: str,
+    *,
+    now: datetime | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Tear down every live preview whose time to live is over (`ud previews --prune`; the Git
+    sensor does the same at each tick). The principal needs deploy where the unit's previews
+    come from (its first environment)."""
+    from ..previews import live
+
+    ledger = platform.ledger.ledger()
+    done = []
+    for row in live(ledger, now=now):
+        unit = platform.units.get(row["unit"])
+        if not row["expired"] or unit is None:
+            continue
+        platform.governance.authorize(principal, "deploy", unit.environments[0])
+        removed = tear_down(
+            platform, unit, row["branch"], "expired", ledger=ledger, principal=principal, log=log
+        )
+        done.append({**row, "removed": removed or []})
+    return done

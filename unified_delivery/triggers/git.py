@@ -26,7 +26,7 @@ import dagster as dg
 
 from ..events import CommitsSkipped, record
 from ..run_tags import PREVIEW_TAG
-from ..translator import PREVIEW_JOB, job_name
+from ..translator import PREVIEW_JOB, PREVIEW_TEARDOWN_JOB, job_name
 from .base import (
     Requester,
     candidate_config,
@@ -412,6 +412,89 @@ def preview_requests(
     ]
 
 
+def teardown_requests(
+    sensor: str,
+    who: Requester,
+    watch: GitWatch,
+    heads: dict[str, str],
+    seen: dict[str, str],
+    previews: list[dict],
+    context: Any,
+) -> list[dg.RunRequest]:
+    """Requests to remove the live previews of `watch`'s repository whose branch was deleted,
+    was merged into its unit's branch this tick (the preview's commit is in the new head), or
+    whose time to live is over. Run key: the preview's ledger entry, so each is removed once."""
+    units = {b.unit: b for b in watch.builds if b.preview_job}
+    out = []
+    for p in previews:
+        b = units.get(p["unit"])
+        if b is None or p["repository"] != watch.repository:
+            continue
+        branch, why = p["branch"], None
+        if branch not in heads:
+            why = "deleted"
+        elif heads[branch] == seen.get(branch, heads[branch]):  # not pushed to this tick
+            moved = [
+                sha
+                for br, sha in heads.items()
+                if any(fnmatch.fnmatchcase(br, pat) for pat in b.branches)
+                and br in seen
+                and seen[br] != sha
+            ]
+            if p["sha"] and any(is_ancestor(watch.repository, p["sha"], m) for m in moved):
+                why = "merged"
+            elif p["expired"]:
+                why = "expired"
+        if why is None:
+            continue
+        note(
+            context,
+            "info",
+            f"{sensor}: {watch.repository}: preview {p['env']} of {b.unit} is torn down: "
+            f"{branch} {why}",
+            repository=watch.repository,
+            branch=branch,
+            event=f"preview-{why}",
+        )
+        out.append(
+            who.request(
+                job=PREVIEW_TEARDOWN_JOB,
+                run_key=f"preview-teardown:{b.unit}:{p['env']}:{p['seq']}",
+                unit=b.unit,
+                env=p["env"],
+                reason=f"git: {branch} {why}",
+                run_config={
+                    "ops": {
+                        "tear_down_preview": {
+                            "config": {"unit": b.unit, "branch": branch, "why": why}
+                        }
+                    }
+                },
+                tags={PREVIEW_TAG: branch},
+            )
+        )
+    return out
+
+
+def is_ancestor(repository: str, old: str, new: str) -> bool:
+    """Whether commit `old` is in the history of `new` (False when that cannot be known
+    without fetching: a remote repository)."""
+    if not is_local(repository):
+        return False
+    try:
+        return (
+            subprocess.run(
+                ["git", "merge-base", "--is-ancestor", old, new],
+                cwd=repository,
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
 def git_tick(
     sensor: str,
     principal: str,
@@ -469,11 +552,23 @@ def git_tick(
             workers,
         )
         requests: list[dg.RunRequest] = []
+        previews = None  # the live previews, read once a tick where any unit has them
+        if (job_names is None or PREVIEW_TEARDOWN_JOB in job_names) and any(
+            b.preview_job for w in readable for b in w.builds
+        ):
+            from ..previews import live
+
+            previews = live(sensor_ledger(context))
         for w in readable:
+            seen = state.get(w.repository, {})
             reqs, state[w.repository] = plan(
-                sensor, who, w, read[w.repository], state.get(w.repository, {}), context, known
+                sensor, who, w, read[w.repository], seen, context, known
             )
             requests += reqs
+            if previews:
+                requests += teardown_requests(
+                    sensor, who, w, read[w.repository], seen, previews, context
+                )
         context.log.info(
             f"{sensor}: {len(usable)} repositories read in {time.monotonic() - started:.3f} s"
         )
