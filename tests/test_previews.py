@@ -302,7 +302,9 @@ def test_a_pushed_branch_gets_its_own_app_and_schema_and_a_git_note(world):
     assert moved.version == again and get(moved.payload["url"] + "/")["greeting"] == "second"
     rows = {(r["unit"], r["branch"]): r for r in live(world.ledger())}
     assert rows[("svc", "feature/Login")]["version"] == again
-    print(f"push -> preview ready (app and data, one tick): {ready_s:.1f} s")
+    print(f"push -> preview ready (app and data, one tick): {ready_s:.1f} s; in the preview runs: "
+          f"svc {entry.payload['seconds']:.1f} s, shop {shop.payload['seconds']:.1f} s")
+    print(f"$ git notes --ref=ud show {app_sha[:12]}\n{note}\n$ git notes --ref=ud show {data_sha[:12]}\n{data_note}")
 
 
 def test_a_branch_whose_gate_fails_is_refused_and_says_so_on_the_commit(world):
@@ -336,6 +338,7 @@ def test_ud_previews_lists_them_from_the_ledger(world):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "feature/Login" in proc.stdout and "add-revenue" not in proc.stdout
+    print(f"$ ud previews svc\n{proc.stdout}")
     # The listing is a read of the record: no Dagster import on its path.
     code = ("import sys; import unified_delivery.commands.previews, unified_delivery.previews; "
             "assert 'dagster' not in sys.modules, 'dagster imported'")
@@ -402,3 +405,47 @@ def test_a_forgotten_preview_expires_and_its_cost_shows_under_the_team(world):
     assert web["spend"] >= web["preview_spend"]
     svc = next(u for u in shown["units"] if u["unit"] == "svc")
     assert svc["by_action"]["preview"] == svc["preview_spend"]
+
+
+def test_an_app_that_serves_a_model_previews_with_the_model_under_the_preview_alias(tmp_path, ud_home):
+    """The app's preview reads the model of its own environment: the platform sets the alias
+    `preview-<slug>` on the model's staging version, and removes it with the preview."""
+    from unified_delivery.engine.preview import run_preview, tear_down
+    from unified_delivery.kinds.app.unit import AppUnit
+    from unified_delivery.kinds.model.unit import ModelUnit
+    from unified_delivery.targets.base import Artifact
+    from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
+
+    repo = Repo(tmp_path, "scorer")
+    repo.push("main", {"app.py": APP.format(greeting="score")}, "the scorer")
+    registry = MlflowAliasTarget(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                 artifact_root=str(tmp_path / "artifacts"))
+    (tmp_path / "eval.csv").write_text("tenure_days,churned\n10,1\n400,0\n")
+    model = ModelUnit(name="churn", team="ml", registered_model="churn-reg", label="churned",
+                      evaluation_dataset=str(tmp_path / "eval.csv"))
+    app = AppUnit(name="scorer", team="web", repository=str(repo.remote), serves="churn",
+                  service={"startup_timeout_s": 15})
+    platform = Platform([model, app], targets={"app": LocalReleaseTarget(), "model": registry},
+                        ledger=LedgerResource(url=f"sqlite:///{ud_home / 'ledger.db'}"),
+                        governance=Governance(POLICY))
+    client = registry.client()
+    client.create_registered_model("churn-reg")
+    (tmp_path / "artifacts").mkdir()
+    version = client.create_model_version("churn-reg", source=(tmp_path / "artifacts").as_uri()).version
+    registry.deploy(model, "staging", Artifact("churn", "model", str(version)))
+
+    sha = repo.push("try-model", {"app.py": APP.format(greeting="with model")}, "uses the model")
+    ledger = platform.ledger.ledger()
+    done = run_preview(platform, app, "try-model", sha, ledger=ledger, principal="human:local-operator")
+    assert done.verdict.passed, done.verdict
+    env = env_for("try-model")
+    assert str(client.get_model_version_by_alias("churn-reg", env).version) == str(version)
+    entry = ledger.latest(unit="scorer", env=env, action="preview")
+    assert entry.payload["alias"] == f"models:/churn-reg@{env}"
+    assert get(entry.payload["url"] + "/")["greeting"] == "with model"
+
+    removed = tear_down(platform, app, "try-model", "manual", ledger=ledger, principal="human:local-operator")
+    assert removed and f"alias churn-reg@{env}" in removed
+    assert env not in client.get_registered_model("churn-reg").aliases
+    assert str(client.get_model_version_by_alias("churn-reg", "staging").version) == str(version)  # untouched
+    assert tear_down(platform, app, "try-model", "manual", ledger=ledger, principal="human:local-operator") is None
