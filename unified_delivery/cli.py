@@ -423,6 +423,11 @@ EXAMPLES: dict[str, list[str]] = {
         "ud rollout status api --env production",
         "ud rollout status api --env staging -o json",
     ],
+    "previews": [
+        "ud previews",
+        "ud previews api --json | jq '.previews[].url'",
+        "ud previews --prune",
+    ],
     "status": ["ud status", "ud status -o json | jq '.units[].environments.production'"],
     "promote": [
         "ud promote api --to staging",
@@ -460,6 +465,7 @@ COMMAND_MODULES: list[str] = [
     "agents",
     "runs",
     "rollouts",
+    "previews",
 ]
 
 

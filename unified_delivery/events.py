@@ -370,6 +370,46 @@ class ModelUndeclared(Event):
     model: str = ""
 
 
+@dataclass(frozen=True)
+class PreviewDeployed(Event):
+    """A branch's candidate built, gated as for the unit's first environment and (when the gates
+    passed) deployed to its ephemeral environment `preview-<slug>` (the entry's env; previews.py).
+    `passed` False: refused by a gate or a failed build or deploy, `code` says which."""
+
+    ACTION: ClassVar[str] = "preview"
+    branch: str = ""
+    sha: str = ""
+    repository: str = ""
+    passed: bool = False
+    code: str = ""
+    message: str = ""
+    url: str = ""  # an app's
+    schema: str = ""  # a data unit's
+    alias: str = ""  # a model's
+    gates: dict[str, Any] = field(default_factory=dict)  # gate -> its code
+    # What the build did: a data unit's models built, reused or deferred to production's.
+    build: dict[str, Any] = field(default_factory=dict)
+    expires_at: str = ""
+    seconds: float = 0.0  # build, gates and deploy
+    note: str = ""  # where the Git note went (refs/notes/ud), or why it did not
+    run_id: str = ""
+    team: str = ""
+    kind: str = ""
+    usage: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PreviewTornDown(Event):
+    """A preview environment removed: its branch deleted or merged, or its time to live over."""
+
+    ACTION: ClassVar[str] = "preview-teardown"
+    branch: str = ""
+    why: str = ""  # "deleted", "merged", "expired", "manual"
+    removed: list[str] = field(default_factory=list)  # what went: the service, release dir, schema
+    run_id: str = ""
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.ACTION: cls
     for cls in (
@@ -398,6 +438,8 @@ EVENTS: dict[str, type[Event]] = {
         Notification,
         MonitorBreach,
         ModelUndeclared,
+        PreviewDeployed,
+        PreviewTornDown,
     )
 }
 CHANGES = (Promotion.ACTION, Rollback.ACTION)  # what changes what an environment runs

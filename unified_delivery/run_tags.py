@@ -13,6 +13,7 @@ OUTCOME_TAG = (
     "ud/outcome"  # set by the run when it is refused or fails: the UD code, for the run list
 )
 TRIGGER_TAG = "ud/trigger"  # the sensor that asked for the run
+PREVIEW_TAG = "ud/preview"  # the branch a preview run deploys (previews.py)
 # Dagster's own tag names (public strings; the constants live in a private module).
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"

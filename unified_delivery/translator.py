@@ -8,6 +8,7 @@ import dagster as dg
 import pydantic
 
 from . import engine
+from .engine.preview import PreviewConfig, TeardownConfig, preview_step, teardown_step
 from .engine.promote import promote as promote_step
 from .engine.rollback import rollback as rollback_step
 from .errors import UDError
@@ -209,6 +210,51 @@ def rollback_job(platform: "Platform") -> dg.JobDefinition:
     return job
 
 
+PREVIEW_JOB = "ud_preview"
+PREVIEW_TEARDOWN_JOB = "ud_preview_teardown"
+
+
+def preview_job(platform: "Platform") -> dg.JobDefinition:
+    """Build, gate and deploy a branch's commit into its preview environment (the Git sensor
+    requests it for pushes to branches other than a unit's own; its runs carry ud/preview)."""
+
+    @dg.op(required_resource_keys={"ledger", *platform.targets.resources()})
+    def preview_unit(context: dg.OpExecutionContext, config: PreviewConfig):
+        metadata = preview_step(context, platform, config)
+        context.add_output_metadata(metadata)
+        return metadata["where"]
+
+    @dg.job(
+        name=PREVIEW_JOB,
+        executor_def=STEPS_IN_ONE_PROCESS,
+        description="Deploy a branch's commit of a unit to its preview environment.",
+    )
+    def job():
+        preview_unit()
+
+    return job
+
+
+def preview_teardown_job(platform: "Platform") -> dg.JobDefinition:
+    """Remove a branch's preview (its branch deleted or merged, or its time to live over)."""
+
+    @dg.op(required_resource_keys={"ledger", *platform.targets.resources()})
+    def tear_down_preview(context: dg.OpExecutionContext, config: TeardownConfig):
+        metadata = teardown_step(context, platform, config)
+        context.add_output_metadata(metadata)
+        return metadata["env"]
+
+    @dg.job(
+        name=PREVIEW_TEARDOWN_JOB,
+        executor_def=STEPS_IN_ONE_PROCESS,
+        description="Remove a branch's preview environment of a unit.",
+    )
+    def job():
+        tear_down_preview()
+
+    return job
+
+
 def unit_jobs(
     platform: "Platform", unit: Unit, assets: list, checks: list
 ) -> list[dg.JobDefinition]:
@@ -240,6 +286,8 @@ def platform_defs(platform: "Platform") -> dg.Definitions:
         checks += unit_checks
         jobs += unit_jobs(platform, unit, unit_assets, unit_checks)
     jobs.append(rollback_job(platform))
+    if any(u.git_source() for u in platform.units.values()):
+        jobs += [preview_job(platform), preview_teardown_job(platform)]
     assets.append(scorecard_asset(platform))
     return dg.Definitions(
         assets=assets,

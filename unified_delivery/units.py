@@ -106,6 +106,20 @@ class Policy(Strict):
     )
 
 
+class Previews(Strict):
+    """Preview environments per branch (docs/previews.md): a push to a branch other than the
+    unit's own deploys it to `preview-<branch>`, with the gates of its first environment."""
+
+    enabled: bool = Field(default=True, description="whether pushed branches get previews")
+    ttl_hours: float | None = Field(
+        default=None,
+        gt=0,
+        le=24 * 365,
+        allow_inf_nan=False,
+        description="hours a preview lives after its last push (default: the platform's, 72)",
+    )
+
+
 class Compute(Strict):
     """Kubernetes quantities: cpu "500m" or "2", memory "512Mi"."""
 
@@ -157,6 +171,9 @@ class Unit(Strict):
     resources: Resources | None = Field(
         default=None,
         description="for the unit's Dagster steps (build, training) when runs go to Kubernetes",
+    )
+    previews: Previews = Field(
+        default_factory=Previews, description="preview environments for pushed branches"
     )
     targets: dict[str, str] = Field(
         default_factory=dict,

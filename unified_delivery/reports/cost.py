@@ -1,6 +1,6 @@
 """Cost showback from the ledger: what each team's and unit's builds and deploys cost in a window.
 
-Entries that cost something (candidate builds, promotions) carry `payload["cost"] =
+Entries that cost something (candidate builds, promotions, branch previews) carry `payload["cost"] =
 {"amount": ..., "currency": ...}`; entries without one count 0. A cost that cannot be read
 (not a number, negative, no currency) is left out of the sums and listed under `invalid`,
 so a wrong figure is visible instead of silently summed.
@@ -16,6 +16,7 @@ from .period import Window
 
 DEFAULT_CURRENCY = "USD"
 UNKNOWN = "unknown"
+PREVIEW = "preview"  # events.PreviewDeployed.ACTION: a branch's build, gates and deploy
 
 
 def _cost(entry: Any) -> tuple[float, str] | str | None:
@@ -42,7 +43,8 @@ def _cost(entry: Any) -> tuple[float, str] | str | None:
 def report(
     entries: list[Any], win: Window, units: Mapping[str, Mapping[str, str]] | None = None
 ) -> dict:
-    """Spend per team and per unit (one row per currency: there are no exchange rates)."""
+    """Spend per team and per unit (one row per currency: there are no exchange rates); what
+    branch previews cost is in the spend, and also apart as `preview_spend`."""
     units = units or {}
     unit_spend: dict[tuple[str, str, str], dict] = {}
     invalid = []
@@ -88,6 +90,7 @@ def report(
             {
                 **r,
                 "spend": round(r["spend"], 6),
+                "preview_spend": round(r["by_action"].get(PREVIEW, 0.0), 6),
                 "by_action": {k: round(v, 6) for k, v in r["by_action"].items()},
             }
             for r in unit_spend.values()
@@ -107,11 +110,13 @@ def report(
             },
         )
         t["spend"] += r["spend"]
+        t["preview_spend"] = t.get("preview_spend", 0.0) + r["preview_spend"]
         t["costed_entries"] += r["costed_entries"]
         t["units"].append({"unit": r["unit"], "spend": r["spend"]})
     totals: dict[str, float] = defaultdict(float)
     for t in teams.values():
         t["spend"] = round(t["spend"], 6)
+        t["preview_spend"] = round(t["preview_spend"], 6)
         totals[t["currency"]] += t["spend"]
     return {
         "window": win.to_dict(),

@@ -77,11 +77,12 @@ def cost_tables(report: dict) -> list[Table]:
     tables = [
         {
             "title": "Spend by team",
-            "headers": ["team", "spend", "costed entries", "units"],
+            "headers": ["team", "spend", "of which previews", "costed entries", "units"],
             "rows": [
                 [
                     t["team"],
                     money(t["spend"], t["currency"]),
+                    money(t.get("preview_spend", 0.0), t["currency"]),
                     str(t["costed_entries"]),
                     ", ".join(u["unit"] for u in t["units"]),
                 ]
@@ -90,7 +91,7 @@ def cost_tables(report: dict) -> list[Table]:
         },
         {
             "title": "Spend by unit",
-            "headers": ["unit", "team", "spend", "builds", "deploys"],
+            "headers": ["unit", "team", "spend", "builds", "deploys", "previews"],
             "rows": [
                 [
                     u["unit"],
@@ -98,6 +99,7 @@ def cost_tables(report: dict) -> list[Table]:
                     money(u["spend"], u["currency"]),
                     money(u["by_action"].get("candidate", 0.0), u["currency"]),
                     money(u["by_action"].get("promotion", 0.0), u["currency"]),
+                    money(u["by_action"].get("preview", 0.0), u["currency"]),
                 ]
                 for u in report["units"]
             ],

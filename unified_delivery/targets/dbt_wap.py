@@ -531,6 +531,49 @@ class DbtWapTarget(BaseTarget):
         log(f"published {', '.join(models)} at {artifact.version} to schema {env}")
         return dep
 
+    def remove(self, unit: DataUnit, env: str, log: Log = _quiet) -> list[str]:
+        """Drop `env`'s schema and its deployment records, and the release tables and audit
+        schema of its version when no other environment serves that version (roles.Removable:
+        a preview's schema)."""
+        if not self._exists():
+            return []
+        current = self.status(unit, env)
+        if current is None:
+            return []
+        removed = []
+        con = self.connect()
+        try:
+            self._exec(con, "BEGIN TRANSACTION")
+            try:
+                self._exec(con, f"DROP SCHEMA IF EXISTS {q(env)} CASCADE")
+                removed.append(f"schema {env}")
+                self._exec(
+                    con,
+                    f"DELETE FROM {RELEASES}.deployments WHERE unit = ? AND env = ?",
+                    [unit.name, env],
+                )
+                elsewhere = self._exec(
+                    con,
+                    f"SELECT count(*) FROM {RELEASES}.deployments WHERE unit = ? AND version = ?",
+                    [unit.name, current.version],
+                ).fetchone()[0]
+                if not elsewhere:
+                    for m in current.details.get("models") or []:
+                        release = f"{m}__{current.version}"
+                        self._exec(con, f"DROP TABLE IF EXISTS {RELEASES}.{q(release)}")
+                        removed.append(f"{RELEASES}.{release}")
+                    audit = self.audit_schema(unit, current.version)
+                    self._exec(con, f"DROP SCHEMA IF EXISTS {q(audit)} CASCADE")
+                    removed.append(f"schema {audit}")
+                self._exec(con, "COMMIT")
+            except Exception:
+                self._exec(con, "ROLLBACK")
+                raise
+        finally:
+            con.close()
+        log(f"{unit.name}/{env} removed: {', '.join(removed)}")
+        return removed
+
     def _restore(self, unit: DataUnit, env: str, before: Deployment | None, log: Log) -> None:
         if before is None:
             super()._restore(unit, env, before, log)

@@ -224,6 +224,24 @@ class LocalReleaseTarget(BaseTarget):
                 write_json(paths.state, state)
             return was_running
 
+    def remove(self, unit: AppUnit | str, env: str, log: Log = _quiet) -> list[str]:
+        """Stop `env`'s service and delete its release folder and its persistent state: for an
+        environment that goes away (a preview, roles.Removable)."""
+        name = _name(unit)
+        paths = self._paths(name, env)
+        removed = []
+        if self.stop(name, env):
+            removed.append(f"service of {name}/{env}")
+        if paths.root.exists():
+            shutil.rmtree(paths.root)
+            removed.append(str(paths.root))
+        state = state_dir(paths.home, name, env)
+        if state.exists():
+            shutil.rmtree(state)
+            removed.append(str(state))
+        log(f"{name}/{env} removed: {', '.join(removed) or 'nothing was there'}")
+        return removed
+
     def stop_all(self) -> list[str]:
         """Stop every service under this home; returns the `unit/env` pairs that were running."""
         root = self._home() / "releases"

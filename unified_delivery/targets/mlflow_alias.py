@@ -260,6 +260,27 @@ class MlflowAliasTarget(BaseTarget):
         log(f"alias {unit.model_name}@{env} -> version {artifact.version}")
         return dep
 
+    def remove(self, unit: ModelUnit, env: str, log: Log = _quiet) -> list[str]:
+        """Delete alias `env` and its tags (roles.Removable: a preview's alias); the version
+        stays registered."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        removed = []
+        try:
+            client.get_model_version_by_alias(unit.model_name, env)
+        except MlflowException:
+            return removed
+        client.delete_registered_model_alias(unit.model_name, env)
+        removed.append(f"alias {unit.model_name}@{env}")
+        for tag in ("deployed_at", "previous", "history"):
+            try:
+                client.delete_registered_model_tag(unit.model_name, f"ud.{env}.{tag}")
+            except MlflowException:
+                pass  # never set
+        log(f"{', '.join(removed)} removed")
+        return removed
+
     def _rollback(
         self,
         unit: ModelUnit,

@@ -131,6 +131,17 @@ class ReleaseStore(Protocol):
         ...
 
 
+@runtime_checkable
+class Removable(Protocol):
+    """A target that can remove one environment of a unit altogether: a branch's preview
+    (previews.py) when the branch is deleted, merged or expires."""
+
+    def remove(self, unit: Unit, env: str, log: Log = ...) -> list[str]:
+        """Stop and delete what `env` holds for `unit`; returns what went (empty: nothing was
+        there)."""
+        ...
+
+
 def role_name(role: type) -> str:
     """`ModelRegistry` -> "model registry", for messages."""
     name = role.__name__

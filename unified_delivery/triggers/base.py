@@ -126,8 +126,10 @@ class Requester:
         env: str,
         reason: str,
         run_config: dict | None = None,
+        tags: dict[str, str] | None = None,
     ) -> dg.RunRequest:
         tags = {
+            **(tags or {}),
             PRINCIPAL_TAG: self.principal,
             REASON_TAG: f"{self.sensor}: {reason}",
             UNIT_TAG: unit,

@@ -18,14 +18,15 @@ import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import dagster as dg
 
 from ..events import CommitsSkipped, record
-from ..translator import job_name
+from ..run_tags import PREVIEW_TAG
+from ..translator import PREVIEW_JOB, PREVIEW_TEARDOWN_JOB, job_name
 from .base import (
     Requester,
     candidate_config,
@@ -51,6 +52,8 @@ class Build:
     unit: str
     job: str
     branches: tuple[str, ...]
+    # The job that deploys a push to any other branch to its preview environment; "" for none.
+    preview_job: str = ""
 
 
 @dataclass(frozen=True)
@@ -281,11 +284,16 @@ def plan(
         builds = [
             b for b in watch.builds if any(fnmatch.fnmatchcase(branch, p) for p in b.branches)
         ]
-        if not builds:
+        previews = [b for b in watch.builds if b.preview_job and b not in builds]
+        if not builds and not previews:
             continue
         state[branch] = sha
         old = seen.get(branch)
         if old == sha:
+            continue
+        if previews and seen:  # a first look previews nothing: it watches from here
+            requests += preview_requests(sensor, who, repo, branch, old, sha, previews, context)
+        if not builds:
             continue
         if old is None:
             why = (
@@ -362,6 +370,131 @@ def plan(
     return requests, state
 
 
+def preview_requests(
+    sensor: str,
+    who: Requester,
+    repo: str,
+    branch: str,
+    old: str | None,
+    sha: str,
+    builds: list[Build],
+    context: Any,
+) -> list[dg.RunRequest]:
+    """Requests for the preview of `branch` at `sha` of each unit in `builds` (engine/preview.py),
+    tagged with the branch so the run list shows them."""
+    from ..previews import env_for
+
+    at = sha[:12]
+    why = f"{branch} moved {old[:12]} -> {at}" if old else f"new branch {branch} at {at}"
+    note(
+        context,
+        "info",
+        f"{sensor}: {repo}: {why}: preview of {', '.join(b.unit for b in builds)}",
+        repository=repo,
+        branch=branch,
+        sha=sha,
+        event="preview",
+    )
+    moved = f"{old[:12]}..{sha}" if old else sha
+    return [
+        who.request(
+            job=b.preview_job,
+            run_key=f"preview:{repo}:{branch}:{moved}:{b.unit}",
+            unit=b.unit,
+            env=env_for(branch),
+            reason=f"git: preview of {why}",
+            run_config={
+                "ops": {"preview_unit": {"config": {"unit": b.unit, "branch": branch, "sha": sha}}}
+            },
+            tags={PREVIEW_TAG: branch},
+        )
+        for b in builds
+    ]
+
+
+def teardown_requests(
+    sensor: str,
+    who: Requester,
+    watch: GitWatch,
+    heads: dict[str, str],
+    seen: dict[str, str],
+    previews: list[dict],
+    context: Any,
+) -> list[dg.RunRequest]:
+    """Requests to remove the live previews of `watch`'s repository whose branch was deleted,
+    was merged into its unit's branch this tick (the preview's commit is in the new head), or
+    whose time to live is over. Run key: the preview's ledger entry, so each is removed once."""
+    units = {b.unit: b for b in watch.builds if b.preview_job}
+    out = []
+    for p in previews:
+        b = units.get(p["unit"])
+        if b is None or p["repository"] != watch.repository:
+            continue
+        branch, why = p["branch"], None
+        if branch not in heads:
+            why = "deleted"
+        elif heads[branch] == seen.get(branch, heads[branch]):  # not pushed to this tick
+            moved = [
+                sha
+                for br, sha in heads.items()
+                if any(fnmatch.fnmatchcase(br, pat) for pat in b.branches)
+                and br in seen
+                and seen[br] != sha
+            ]
+            if p["sha"] and any(is_ancestor(watch.repository, p["sha"], m) for m in moved):
+                why = "merged"
+            elif p["expired"]:
+                why = "expired"
+        if why is None:
+            continue
+        note(
+            context,
+            "info",
+            f"{sensor}: {watch.repository}: preview {p['env']} of {b.unit} is torn down: "
+            f"{branch} {why}",
+            repository=watch.repository,
+            branch=branch,
+            event=f"preview-{why}",
+        )
+        out.append(
+            who.request(
+                job=PREVIEW_TEARDOWN_JOB,
+                run_key=f"preview-teardown:{b.unit}:{p['env']}:{p['seq']}",
+                unit=b.unit,
+                env=p["env"],
+                reason=f"git: {branch} {why}",
+                run_config={
+                    "ops": {
+                        "tear_down_preview": {
+                            "config": {"unit": b.unit, "branch": branch, "why": why}
+                        }
+                    }
+                },
+                tags={PREVIEW_TAG: branch},
+            )
+        )
+    return out
+
+
+def is_ancestor(repository: str, old: str, new: str) -> bool:
+    """Whether commit `old` is in the history of `new` (False when that cannot be known
+    without fetching: a remote repository)."""
+    if not is_local(repository):
+        return False
+    try:
+        return (
+            subprocess.run(
+                ["git", "merge-base", "--is-ancestor", old, new],
+                cwd=repository,
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
 def git_tick(
     sensor: str,
     principal: str,
@@ -369,12 +502,21 @@ def git_tick(
     *,
     timeout: float = 20,
     workers: int = 8,
+    job_names: frozenset[str] | None = None,
 ):
     def tick(context: dg.SensorEvaluationContext, state: dict) -> list[dg.RunRequest]:
         started = time.monotonic()
         who = Requester.for_tick(sensor, principal)
         usable = []
         for w in watches():
+            if job_names is not None:  # previews only where the sensor was given their job
+                w = GitWatch(
+                    w.repository,
+                    tuple(
+                        b if b.preview_job in job_names else replace(b, preview_job="")
+                        for b in w.builds
+                    ),
+                )
             bad = [(p, why) for b in w.builds for p in b.branches if (why := pattern_problem(p))]
             if bad:
                 note(
@@ -410,11 +552,23 @@ def git_tick(
             workers,
         )
         requests: list[dg.RunRequest] = []
+        previews = None  # the live previews, read once a tick where any unit has them
+        if (job_names is None or PREVIEW_TEARDOWN_JOB in job_names) and any(
+            b.preview_job for w in readable for b in w.builds
+        ):
+            from ..previews import live
+
+            previews = live(sensor_ledger(context))
         for w in readable:
+            seen = state.get(w.repository, {})
             reqs, state[w.repository] = plan(
-                sensor, who, w, read[w.repository], state.get(w.repository, {}), context, known
+                sensor, who, w, read[w.repository], seen, context, known
             )
             requests += reqs
+            if previews:
+                requests += teardown_requests(
+                    sensor, who, w, read[w.repository], seen, previews, context
+                )
         context.log.info(
             f"{sensor}: {len(usable)} repositories read in {time.monotonic() - started:.3f} s"
         )
@@ -436,7 +590,12 @@ def git_sensor(
 ) -> dg.SensorDefinition:
     """A Git sensor over `watches()` (read at every tick, so paths may depend on the home)."""
     tick = git_tick(
-        name, principal or default_principal(name), watches, timeout=timeout, workers=workers
+        name,
+        principal or default_principal(name),
+        watches,
+        timeout=timeout,
+        workers=workers,
+        job_names=frozenset(j.name for j in jobs),
     )
     return durable_sensor(
         name,
@@ -454,16 +613,26 @@ def app_watches(
 ) -> list[GitWatch]:
     """One watch per repository of the platform's units built from Git (app units); each unit
     on its own branch unless `branches` gives it patterns. Units whose first environment's
-    policy is manual are left to `ud promote`."""
+    policy is manual are left to `ud promote`; any unit's other branches get previews unless it
+    turns them off (`previews: {enabled: false}`)."""
     from ..home import Home
 
     home = home or Home.current()
     grouped: dict[str, list[Build]] = {}
     for unit in platform.units.values():
         source = unit.git_source()
-        if source and getattr(unit.policy, unit.environments[0], "automatic") == "automatic":
-            patterns = (branches or {}).get(unit.name, (source.branch,))
+        if source is None:
+            continue
+        automatic = getattr(unit.policy, unit.environments[0], "automatic") == "automatic"
+        patterns = (branches or {}).get(unit.name, (source.branch,))
+        preview = PREVIEW_JOB if unit.previews.enabled else ""
+        if automatic or preview:
             grouped.setdefault(home.expand(source.repository), []).append(
-                Build(unit.name, job_name(unit.name, unit.environments[0]), patterns)
+                Build(
+                    unit.name,
+                    job_name(unit.name, unit.environments[0]),
+                    patterns if automatic else (),
+                    preview,
+                )
             )
     return [GitWatch(repo, tuple(builds)) for repo, builds in grouped.items()]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from ..targets.roles import ModelRegistry
-from ..translator import job_name
+from ..translator import PREVIEW_JOB, PREVIEW_TEARDOWN_JOB, job_name
 from ..units import Unit
 from .cascade import cascade_sensor
 from .git import app_watches, git_sensor
@@ -59,6 +59,8 @@ def standard_sensors(
     if later_env_jobs:
         sensors.append(promotion_sensor(platform, later_env_jobs, principal=principal))
     from_git = first_env_jobs(lambda u: u.git_source())
+    if from_git and PREVIEW_JOB in jobs:
+        from_git += [jobs[PREVIEW_JOB], jobs[PREVIEW_TEARDOWN_JOB]]
     if from_git:
         sensors.append(
             git_sensor("ud_git_push", lambda: app_watches(platform), from_git, principal=principal)
