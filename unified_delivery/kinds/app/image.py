@@ -21,7 +21,9 @@ deployed as a release directory) and says so; a platform that names a registry i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -187,23 +189,88 @@ def ensure_base(access: RegistryAccess, log: Log) -> str:
         if access.digest_of(tag):
             return tag
         rootfs = base_rootfs(access.containers, log)
-        log(f"importing the base image {tag} from {rootfs.name}")
-        run = access.containers.run
-        common: dict[str, Any] = {
-            "code": "UD-APP-IMAGE-BASE",
-            "what": f"making the base image {tag}",
-            "remediation": "see the message; or name a base image of the platform's own "
-            "(ImageRegistry(base_image=...))",
-        }
-        ctr = run("buildah", "from", "scratch", **common).stdout.strip()
-        try:
-            run("buildah", "add", "--quiet", ctr, str(rootfs), "/", **common)
-            run("buildah", "config", "--cmd", '["python3"]', "--env", "LANG=C.UTF-8", ctr, **common)
-            run("buildah", "commit", "--quiet", "--timestamp", "0", ctr, tag, **common)
-        finally:
-            run("buildah", "rm", ctr, **common, check=False)
-        push(access, tag, what=f"pushing the base image {tag}")
+        log(f"pushing the base image {tag} from {rootfs.name}")
+        # One layer, the root file system as mmdebstrap wrote it, copied by skopeo from an OCI
+        # layout: no working container, no commit, no second copy of the layer (measured 7 s
+        # against 25 s for buildah add, commit and push, on a loaded 2-core machine).
+        with tempfile.TemporaryDirectory(dir=access.containers.root) as tmp:
+            layout = oci_layout(rootfs, Path(tmp) / "oci")
+            access.containers.run(
+                "skopeo",
+                "copy",
+                "--quiet",
+                f"--dest-tls-verify={'true' if access.tls_verify else 'false'}",
+                f"oci:{layout}:{BASE_TAG}",
+                f"docker://{tag}",
+                code="UD-APP-IMAGE-BASE",
+                what=f"pushing the base image {tag}",
+                remediation="check that the registry is reachable; or name a base image of the "
+                "platform's own (ImageRegistry(base_image=...))",
+                timeout=BUILD_TIMEOUT_S,
+            )
         return tag
+
+
+def oci_layout(rootfs: Path, out: Path) -> Path:
+    """An OCI image layout at `out` whose one image (tagged BASE_TAG) is `rootfs` as its layer."""
+    blobs = out / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    h = hashlib.sha256()
+    with rootfs.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    layer = h.hexdigest()
+    try:
+        os.link(rootfs, blobs / layer)  # the same disk: no copy of 150 MB
+    except OSError:
+        shutil.copyfile(rootfs, blobs / layer)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8",
+            ],
+            "Cmd": ["python3"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer}"]},
+        "history": [{"created_by": f"mmdebstrap {BASE_TAG} {' '.join(BASE_PACKAGES)}"}],
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            **blob(json.dumps(config).encode()),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": f"sha256:{layer}",
+                "size": rootfs.stat().st_size,
+            }
+        ],
+    }
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **blob(json.dumps(manifest).encode()),
+                "annotations": {"org.opencontainers.image.ref.name": BASE_TAG},
+            }
+        ],
+    }
+    (out / "index.json").write_text(json.dumps(index))
+    (out / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    return out
 
 
 def base_rootfs(containers: Containers, log: Log) -> Path:
