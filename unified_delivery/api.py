@@ -53,6 +53,8 @@ def _with(platform: Platform, definition: ModelDefinition) -> tuple[Any, Any]:
         ledger=platform.ledger,
         governance=platform.governance,
         costs=platform.costs,
+        notifications=platform.notifications,
+        registry=platform.registry,
     )
     return variant, variant.definitions()
 

@@ -222,12 +222,16 @@ def cmd_gates(args, out: Output) -> int:
 
 
 def cmd_down(args, out: Output) -> int:
+    from .targets.registry import stop_local as stop_registry
+
     platform, _ = service.load_platform()
     stopped = [s for store in platform.targets.playing(ReleaseStore) for s in store.stop_all()]
     if code_server.stop(Home.current(), wait_for_runs=False):
         stopped.append("code server")
     if stop_ui(Home.current()):
         stopped.append("ui")
+    if stop_registry(Home.current()):
+        stopped.append("image registry")
     out.result(
         {"ok": True, "stopped": stopped},
         f"stopped {len(stopped)} service(s): {', '.join(stopped) or '-'}",

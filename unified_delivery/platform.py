@@ -22,6 +22,7 @@ from .kinds.registry import kinds
 from .ledger import LedgerResource
 from .loader import load_yaml_units
 from .notifications.config import Notifications
+from .targets.registry import ImageRegistry
 from .targets.roles import DeployTarget
 from .targets.routing import KindTargets, Targets
 from .units import GateSpec, Unit
@@ -49,6 +50,7 @@ class Platform:
         governance: Governance | None = None,
         costs: CostModel | None = None,
         notifications: Notifications | None = None,
+        registry: ImageRegistry | None = None,
     ):
         # The Python a unit's build runs: a @model (callable: it trains) or a wrapped asset (its
         # build and its check gates run the asset as written). A bare Unit has none.
@@ -82,6 +84,8 @@ class Platform:
         self.governance = governance or Governance.default()
         self.costs = costs
         self.notifications = notifications or Notifications()
+        # Where app images are pushed (targets/registry.py); by default the home's own.
+        self.registry = registry or ImageRegistry()
         with dbt.one_check_per_load():
             self._validate()
             self.gates: dict[str, list[Gate]] = {

@@ -45,6 +45,7 @@ def build_candidate(context: Any, platform: Platform, unit: Unit, ref: str) -> d
         log=context.log.info,
         principal=principal,
         run_id=context.run.run_id,
+        registry=platform.registry,
     )
     try:
         with measure() as measured:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from ..errors import ConfigError, UDError
 from ..home import Home
 from ..targets.base import Artifact
+from ..targets.registry import ImageRegistry
 from ..targets.roles import DeployTarget
 from ..targets.routing import Targets
 from ..units import Unit, field_error
@@ -45,6 +46,7 @@ class BuildContext:
     log: Callable[[str], None] = print
     principal: str = ""  # who the build runs for (recorded as a model version's registrant)
     run_id: str = ""  # the Dagster run that builds it (tagged on a training run in MLflow)
+    registry: ImageRegistry = field(default_factory=ImageRegistry)  # where app images go
 
 
 class KindTranslator:

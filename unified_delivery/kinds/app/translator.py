@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ...git_mirror import fetch_commit, git, is_local
 from ...targets.base import Artifact
 from ...units import Unit
 from ..base import BuildContext, KindTranslator
+from . import image
 from .environments import ensure as ensure_environment
 from .unit import AppUnit
 
@@ -114,11 +116,17 @@ class AppTranslator(KindTranslator):
         # The app's own dependencies, at build time: a commit whose files do not install is
         # refused here, with the installer's output, before any gate runs it.
         environment = ensure_environment(unit, src, ctx.home, ctx.log)
+        digest = f"git-tree:{tree_hash}"
+        image_details = self._image(unit, src, sha, repo, committed_at, ctx)
+        if image_details.get("image_digest"):
+            # An app with a Containerfile ships its image: the artifact is the image's digest.
+            digest = image_details["image_digest"]
+            image_details["source_digest"] = f"git-tree:{tree_hash}"
         return Artifact(
             unit=unit.name,
             kind="app",
             version=sha,
-            digest=f"git-tree:{tree_hash}",
+            digest=digest,
             location=str(src),
             details={
                 "repository": repo,
@@ -130,5 +138,30 @@ class AppTranslator(KindTranslator):
                 "subject": subject,
                 "change_created_at": committed_at,
                 **(environment.summary() if environment else {}),
+                **image_details,
             },
         )
+
+    def _image(
+        self, unit: AppUnit, src: Path, sha: str, repo: str, committed_at: str, ctx: BuildContext
+    ) -> dict[str, Any]:
+        """The commit's image (kinds/app/image.py) when the app has a Containerfile: its details
+        for the artifact, or why it was not built (the process target then runs the app)."""
+        file = image.containerfile(src)
+        if file is None:
+            return {}
+        reason = image.unavailable(ctx.registry)
+        if reason:
+            ctx.log(f"{unit.name} has a {file.name} but {reason}: no image, a process release")
+            return {"image_skipped": reason}
+        built = image.build(
+            unit.name,
+            src,
+            sha,
+            source=repo,
+            committed_at=int(datetime.fromisoformat(committed_at).timestamp()),
+            registry=ctx.registry,
+            home=ctx.home,
+            log=ctx.log,
+        )
+        return built.details()

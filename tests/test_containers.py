@@ -1,0 +1,266 @@
+"""Apps as images (issue 21, items 1 and 2): an app whose repository has a Containerfile is
+built with buildah at the candidate commit, labelled, pushed to the home's own registry (a real
+`docker-registry` on a loopback port), and its digest is the candidate's artifact in the ledger;
+the same commit is never built twice.
+
+Real tools throughout (buildah, skopeo, docker-registry, mmdebstrap); skipped, with the reason,
+where they are missing. The base image's root file system (mmdebstrap, about 30 s) is kept in a
+folder shared by every session on this machine; each module's home imports it into its own
+registry once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests import tiny_platform as tiny
+from unified_delivery import Platform
+from unified_delivery.containers import Containers, missing_tools
+from unified_delivery.errors import UDError
+from unified_delivery.governance import Governance
+from unified_delivery.home import Home
+from unified_delivery.kinds.app import image
+from unified_delivery.kinds.app.translator import AppTranslator
+from unified_delivery.kinds.base import BuildContext
+from unified_delivery.service import promote
+from unified_delivery.targets import registry as registries
+from unified_delivery.targets.registry import ImageRegistry
+from unified_delivery.targets.roles import ReleaseStore
+
+NEEDED = ("buildah", "skopeo", "docker-registry", "mmdebstrap")
+MISSING = missing_tools(NEEDED)
+needs_tools = pytest.mark.skipif(
+    bool(MISSING), reason=f"the container tools are missing: {', '.join(MISSING)}"
+)
+# Shared by sessions: the Debian root file system takes ~30 s to make and never changes.
+CACHE = Path(tempfile.gettempdir()) / "ud-test-containers-cache"
+
+APP = '''
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "version": os.environ.get("UD_VERSION"),
+                           "uid": os.getuid()}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+args = sys.argv
+port = int(args[args.index("--port") + 1]) if "--port" in args else int(os.environ["PORT"])
+HTTPServer(("0.0.0.0", port), H).serve_forever()
+'''
+
+CONTAINERFILE = '''
+ARG UD_BASE_IMAGE
+FROM ${UD_BASE_IMAGE}
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+COPY app.py /app/app.py
+USER 10001
+CMD ["python3", "/app/app.py"]
+'''
+
+UNIT = '''
+type: unified_delivery.app
+attributes:
+  name: web
+  team: web
+  repository: "{repo}"
+  service: {{startup_timeout_s: 15}}
+'''
+
+
+class ImageProject:
+    """One app unit with a Containerfile in a bare Git remote, on a home of its own."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch):
+        self.remote, self.work = tmp / "web.git", tmp / "web"
+        self.project, self.home = tmp / "platform", tmp / "home"
+        tiny.git("init", "-q", "--bare", "--initial-branch=main", str(self.remote), cwd=tmp)
+        tiny.git("clone", "-q", str(self.remote), str(self.work), cwd=tmp)
+        (self.project / "units").mkdir(parents=True)
+        (self.project / "units" / "web.yaml").write_text(UNIT.format(repo=self.remote))
+        (self.project / "policy.yaml").write_text(tiny.POLICY.replace("FREEZES", "[]"))
+        monkeypatch.setenv("UD_HOME", str(self.home))
+        monkeypatch.setenv("DAGSTER_HOME", str(self.home / "dagster"))
+        monkeypatch.setenv("UD_PROJECT", str(self.project))
+        monkeypatch.setenv("UD_CONTAINERS_CACHE", str(CACHE))
+        self.platform = Platform.from_directory(
+            self.project / "units",
+            governance=Governance.from_file(self.project / "policy.yaml"),
+        )
+        self.defs = self.platform.definitions()
+        self.logs: list[str] = []
+
+    def commit(self, message: str, files: dict[str, str]) -> str:
+        for path, text in files.items():
+            (self.work / path).write_text(text)
+        tiny.git("add", "-A", cwd=self.work)
+        tiny.git("commit", "-q", "-m", message, cwd=self.work)
+        tiny.git("push", "-q", "origin", "main", cwd=self.work)
+        return tiny.git("rev-parse", "HEAD", cwd=self.work)
+
+    def build(self, ref: str = ""):
+        """The candidate step's build, in this process (what the stage asset calls)."""
+        unit = self.platform.unit("web")
+        self.logs = []
+        ctx = BuildContext(
+            home=Home.current(),
+            target=self.platform.target(unit, unit.environments[0]),
+            targets=self.platform.targets,
+            units=self.platform.units,
+            config={"ref": ref},
+            log=self.logs.append,
+            registry=self.platform.registry,
+        )
+        return AppTranslator().build_candidate(unit, ctx)
+
+    def candidates(self) -> list[dict]:
+        entries = self.platform.ledger.ledger().entries(unit="web", action="candidate")
+        return [e.payload for e in entries]
+
+    def skopeo(self, *args: str) -> dict:
+        done = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", *args],
+            env=Containers.of(Home.current()).env(),
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        return json.loads(done.stdout)
+
+    def local_images(self) -> list[str]:
+        done = subprocess.run(["buildah", "images", "--all", "--quiet"],
+                              env=Containers.of(Home.current()).env(),
+                              capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.split()
+
+    def stop(self) -> None:
+        for store in self.platform.targets.playing(ReleaseStore):
+            store.stop_all()
+        registries.stop_local(Home(self.home))
+        # The home's image storage is hundreds of MB: not left for pytest's kept temp folders.
+        Containers.of(Home(self.home)).remove()
+        shutil.rmtree(self.home / "registry", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        project = ImageProject(tmp_path_factory.mktemp("containers"), mp)
+        project.first = project.commit("a web app with a Containerfile",
+                                       {"app.py": APP, "Containerfile": CONTAINERFILE})
+        try:
+            yield project
+        finally:
+            project.stop()
+
+
+@needs_tools
+def test_a_commit_becomes_an_image_in_the_registry_and_its_digest_the_candidates_artifact(app):
+    out = promote(app.platform, app.defs, "web", "staging", principal="human:local-operator")
+    assert out.success, out.error
+    (candidate,) = app.candidates()
+    artifact = candidate["artifact"]
+    assert artifact["version"] == app.first
+    digest = artifact["digest"]
+    assert digest.startswith("sha256:") and len(digest) == 71
+    address = registries.local_address(Home.current())
+    assert address and address.startswith("127.0.0.1:")
+    details = artifact["details"]
+    assert details["image"] == f"{address}/web@{digest}"
+    assert details["image_tag"] == app.first
+    assert details["source_digest"].startswith("git-tree:")
+
+    # The registry holds it under the commit's tag, with that digest, labelled with its source.
+    pushed = app.skopeo(f"docker://{address}/web:{app.first}")
+    assert pushed["Digest"] == digest
+    labels = pushed["Labels"]
+    assert labels[image.SOURCE_LABEL] == str(app.remote)
+    assert labels[image.REVISION_LABEL] == app.first
+    assert labels[image.UNIT_LABEL] == "web"
+    manifest = app.skopeo("--raw", f"docker://{address}/web@{digest}")
+    assert manifest["annotations"][image.REVISION_LABEL] == app.first
+    assert manifest["annotations"][image.UNIT_LABEL] == "web"
+    # Built FROM the platform's base, made once and kept in the same registry.
+    base = app.skopeo(f"docker://{address}/{image.BASE_NAME}:{image.BASE_TAG}")
+    assert set(base["Layers"]) <= set(pushed["Layers"])
+
+
+@needs_tools
+def test_the_same_commit_is_not_built_again(app):
+    first = app.skopeo(
+        f"docker://{registries.local_address(Home.current())}/web:{app.first}")["Digest"]
+    images = app.local_images()
+    again = app.build(app.first)
+    assert again.digest == first
+    assert any("not built again" in line for line in app.logs), app.logs
+    assert not any(line.startswith("building image") for line in app.logs)
+    assert app.local_images() == images  # buildah was not run: nothing new in the storage
+
+
+@needs_tools
+def test_a_new_commit_is_a_new_image_on_the_cached_layers(app):
+    before = app.skopeo(f"docker://{registries.local_address(Home.current())}/web:{app.first}")
+    second = app.commit("a second version", {"app.py": APP + "\n# v2\n"})
+    built = app.build(second)
+    assert built.version == second and built.digest != before["Digest"]
+    after = app.skopeo(f"docker://{registries.local_address(Home.current())}/web:{second}")
+    # Only the layer of the changed file is new: the base and the user's layer are reused.
+    assert after["Layers"][:-1] == before["Layers"][:-1]
+    assert after["Layers"][-1] != before["Layers"][-1]
+
+
+@needs_tools
+def test_the_registry_stops_and_comes_back_on_its_port_with_its_images(app):
+    home = Home.current()
+    address = registries.local_address(home)
+    assert registries.stop_local(home)
+    assert registries.local_address(home) is None
+    assert registries.ensure_local(home) == address  # the names the ledger recorded still work
+    assert app.skopeo(f"docker://{address}/web:{app.first}")["Digest"] == app.candidates()[0][
+        "artifact"]["digest"]
+
+
+@needs_tools
+def test_a_containerfile_that_does_not_build_refuses_the_commit(app):
+    bad = app.commit("a broken Containerfile",
+                     {"Containerfile": CONTAINERFILE.replace("COPY app.py", "COPY missing.py")})
+    with pytest.raises(UDError) as refused:
+        app.build(bad)
+    assert refused.value.code == "UD-APP-IMAGE-BUILD"
+    assert "missing.py" in refused.value.message
+    assert bad[:12] in refused.value.message
+    assert registries.local_address(Home.current())
+    tiny.git("revert", "--no-edit", "HEAD", cwd=app.work)
+    tiny.git("push", "-q", "origin", "main", cwd=app.work)
+
+
+def test_without_the_tools_the_home_keeps_the_process_target_and_a_named_registry_refuses(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no buildah, no skopeo
+    reason = image.unavailable(ImageRegistry())
+    assert reason and "buildah" in reason and "skopeo" in reason
+    with pytest.raises(UDError) as refused:
+        image.unavailable(ImageRegistry(address="registry.example.com"))
+    assert refused.value.code == "UD-APP-IMAGE-TOOLS"
+    assert "registry.example.com" in refused.value.message
+
+
+def test_a_named_registry_reads_its_credentials_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("UD_REGISTRY_USERNAME", "robot")
+    monkeypatch.setenv("UD_REGISTRY_PASSWORD", "s3cret-token-value")
+    reg = ImageRegistry(address="registry.example.com", namespace="acme/apps")
+    access = reg.open(Home(tmp_path / "home"))
+    assert access.repository("web") == "registry.example.com/acme/apps/web"
+    assert access.tls == "--tls-verify=true"
+    auth = json.loads(access.containers.auth_file.read_text())
+    assert auth["auths"]["registry.example.com"]["auth"] == "cm9ib3Q6czNjcmV0LXRva2VuLXZhbHVl"
+    assert access.containers.auth_file.stat().st_mode & 0o077 == 0
+    assert "s3cret" not in reg.model_dump_json()  # the resource itself names variables only
