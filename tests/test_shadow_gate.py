@@ -176,3 +176,23 @@ def test_a_good_challenger_passes_and_a_bad_one_is_refused_the_answers_are_the_c
     print(f"bad challenger: {m['samples']} records, agreement {m['agreement']:.1%}, PSI {m['psi']}")
     # Version 2's shadow records are not version 3's evidence.
     assert shadow.gate("2").metadata["samples"] == good.metadata["samples"]
+
+
+def test_a_platform_loads_the_gate_and_refuses_its_bad_settings(tmp_path):
+    from unified_delivery import Platform
+    from unified_delivery.errors import ConfigError
+
+    evaluation = tmp_path / "e.csv"
+    customers(20, seed=1).to_csv(evaluation, index=False)
+
+    def load(settings: dict) -> Platform:
+        unit = ModelUnit(name="m", team="ml", registered_model="m", evaluation_dataset=str(evaluation),
+                         features=FEATURES, label="churned",
+                         gates=[GateSpec(type="shadow", stage="staging", settings=settings)])
+        return Platform([unit], targets={"model": MlflowAliasTarget(tracking_uri=f"sqlite:///{tmp_path}/m.db")})
+
+    (gate,) = [g for g in load({"min_agreement": 0.95}).gates["m"] if g.spec.type == "shadow"]
+    assert (gate.settings.min_agreement, gate.spec.stage) == (0.95, "staging")
+    with pytest.raises(ConfigError) as err:
+        load({"min_agreement": 2})
+    assert err.value.code == "UD-CONFIG-GATE" and "settings.min_agreement" in err.value.message
