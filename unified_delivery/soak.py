@@ -11,7 +11,7 @@ units in soak and rolls a breach back through the target at once, with the evide
       soak: 30m                      # 30s, 2h, or seconds; the window after each deploy
       max_feature_psi: 0.2           # model: population stability index per feature ...
       max_prediction_psi: 0.2        # ... and of the predictions, vs the training hold-out
-      min_samples: 50                # served requests before drift is judged
+      min_samples: 200               # served predictions before drift is judged
     monitor:
       soak: 2h
       min_rows: 1000                 # data: rows the published table has at least
@@ -82,7 +82,11 @@ class MonitorSpec(BaseModel):
         description="model: highest PSI of the served predictions against the hold-out's",
     )
     min_samples: int = Field(
-        default=50, ge=1, le=1_000_000, description="model: served requests before drift is judged"
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="model: served predictions before drift is judged (PSI's noise on n samples "
+        "and 10 bins is about 9/n)",
     )
     bins: int = Field(default=10, ge=2, le=100, description="model: quantile bins of the PSI")
     # data

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import signal
 import sys
@@ -45,6 +46,7 @@ from typing import Any, Callable
 import service
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
+SHADOW_QUEUE = 1000  # sampled requests waiting for the shadow worker, at most
 
 
 @dataclass
@@ -64,9 +66,38 @@ class State:
     shadow_version: str | None = None
     shadow_error: str | None = None
     refresh_s: float = 0.0
+    shadow_dropped: int = 0  # sampled requests the shadow worker had no room for
     extra: dict[str, Any] = field(default_factory=dict)
     log_lock: threading.Lock = field(default_factory=threading.Lock)
     swap_lock: threading.Lock = field(default_factory=threading.Lock)
+    shadow_queue: "queue.Queue[tuple] | None" = None
+
+    def submit_shadow(self, records: list[dict[str, float]], scores: list[float], version: str | None,
+                      shadow_predict: Callable[[list[dict[str, float]]], list[float]],
+                      shadow_version: str | None) -> None:
+        """Score `records` with the shadow on the shadow worker, after the answer: neither this
+        request nor the next one on its connection waits for it. A full queue drops the sample."""
+        with self.swap_lock:
+            if self.shadow_queue is None:
+                self.shadow_queue = queue.Queue(maxsize=SHADOW_QUEUE)
+                threading.Thread(target=self._shadow_worker, daemon=True).start()
+        try:
+            self.shadow_queue.put_nowait((records, scores, version, shadow_predict, shadow_version))
+        except queue.Full:
+            self.shadow_dropped += 1
+
+    def _shadow_worker(self) -> None:
+        assert self.shadow_queue is not None
+        while True:
+            records, scores, version, shadow_predict, shadow_version = self.shadow_queue.get()
+            shadow: dict[str, Any] = {"model": _model_name(self.shadow_uri), "model_version": shadow_version}
+            started = time.perf_counter()
+            try:
+                shadow["predictions"] = shadow_predict(records)
+            except Exception as exc:  # the challenger's failure is evidence, never the client's
+                shadow["error"] = f"{type(exc).__name__}: {exc}"
+            shadow["ms"] = round((time.perf_counter() - started) * 1000, 3)
+            self.log_predictions(records, scores, version, shadow)
 
     @property
     def model_name(self) -> str | None:
@@ -117,7 +148,7 @@ class State:
         }
         if self.shadow_uri:
             body.update(shadow_model_uri=self.shadow_uri, shadow_model_version=self.shadow_version,
-                        shadow_sample=self.shadow_sample)
+                        shadow_sample=self.shadow_sample, shadow_dropped=self.shadow_dropped)
             if self.shadow_error:
                 body["shadow_error"] = self.shadow_error  # the shadow is never the answer: still 200
         if self.load_error:
@@ -330,15 +361,8 @@ class Handler(BaseHTTPRequestHandler):
             "model_version": version,
         })
         if shadowed:  # after the answer: the client waits for the model only
-            self.wfile.flush()
-            shadow: dict[str, Any] = {"model": _model_name(state.shadow_uri), "model_version": shadow_version}
-            started = time.perf_counter()
-            try:
-                shadow["predictions"] = shadow_predict(records)
-            except Exception as exc:  # the challenger's failure is evidence, never the client's
-                shadow["error"] = f"{type(exc).__name__}: {exc}"
-            shadow["ms"] = round((time.perf_counter() - started) * 1000, 3)
-            state.log_predictions(records, scores, version, shadow)
+            assert shadow_predict is not None
+            state.submit_shadow(records, scores, version, shadow_predict, shadow_version)
 
     def _drain(self) -> None:
         try:
