@@ -31,6 +31,7 @@ from unified_delivery.governance.policy import Governance, PolicyFile, Principal
 from unified_delivery.home import Home
 from unified_delivery.kinds.model import drift
 from unified_delivery.ledger import LedgerResource
+from unified_delivery.notifications.outbox import messages
 from unified_delivery.soak import MonitorSpec
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
@@ -205,6 +206,9 @@ def test_served_requests_like_the_holdout_soak_and_a_shift_rolls_back_with_the_e
     print(f"shifted: feature PSI {psi}, predictions {event.evidence['prediction_psi']}")
     rollback = ledger.latest(unit="churn", env="production", action="rollback")
     assert rollback.version == "1" and "monitor breach in soak of 2" in rollback.payload["reason"]
+    told = [m for m in messages(world.platform, ledger, ledger.entries(unit="churn")) if m.event == "monitor-breach"]
+    assert [m.title for m in told] == ["churn in production: 2 broke its monitor in soak; rolling back to 1"]
+    assert told[0].details["evidence"]["feature_psi"] == psi  # what a notification route sends
 
     # Version 1 is where production was before the deploy that broke, not a new deploy: no soak
     # of its own, and nothing more is requested (no second breach entry, no rollback back).

@@ -20,6 +20,7 @@ EVENTS = (
     "rollback",
     "deploy-failed",  # a deploy or rollback failed and the environment kept its version
     "drift",  # an environment runs what the platform did not deploy
+    "monitor-breach",  # a unit in soak broke its monitor (drift, rows, freshness): rolled back
 )
 
 

@@ -21,6 +21,7 @@ from ..events import (
     ApprovalRequested,
     Drift,
     GateEvaluated,
+    MonitorBreach,
     Notification,
     Refusal,
     Rollback,
@@ -205,6 +206,11 @@ def _message(platform: Platform, entry: LedgerEntry) -> Message | None:
         return _base(
             platform, entry, "approval-pending", title, text, approvers=r.approvers, command=command
         )
+    if entry.action == MonitorBreach.ACTION:
+        b = MonitorBreach.read(entry)
+        back = f"; rolling back to {b.rollback_to[:12]}" if b.rollback_to else "; a person must act"
+        title = f"{where}: {v} broke its monitor in soak{back}"
+        return _base(platform, entry, "monitor-breach", title, b.message, evidence=b.evidence)
     if entry.action == Drift.ACTION:
         d = Drift.read(entry)
         rec = (d.recorded_version or "nothing")[:12]
