@@ -100,7 +100,9 @@ def health_tick(
                     )
                     continue
                 age = seconds_since(dep.deployed_at, now) if dep else None
-                window = soak.window(unit, env, dep)  # a rollback's: its target says none
+                # polled while in soak (a version reached by a rollback too: its target then
+                # judges no monitor, soak.window)
+                window = soak.window(unit, env, dep)
                 in_soak = window is not None and window.active()
                 if dep is None or age is None or (age > watch_seconds and not in_soak):
                     state.pop(key, None)
