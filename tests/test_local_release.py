@@ -233,7 +233,7 @@ def test_status_and_health_report_what_runs(target, unit, tmp_path, monkeypatch)
     assert health.details["status_code"] == 200
     assert health.details["body"]["UD_VERSION"] == "v1"
     seen = set(get_url(status.details["url"] + "/env")[1])  # ... never reach the deployed code: what its unit declares
-    assert {"GREETING", "PORT", "UD_VERSION"} <= seen and not seen & {"UD_SIGNING_KEY", "DB_PASSWORD", "UD_HOME"}
+    assert {"GREETING", "PORT", "UD_VERSION", "UD_PREDICTION_LOG"} <= seen and not seen & {"UD_SIGNING_KEY", "DB_PASSWORD", "UD_HOME"}
 
     assert target.stop(unit, ENV) is True
     assert target.stop("svc", ENV) is False
