@@ -285,7 +285,7 @@ def test_a_pushed_branch_gets_its_own_app_and_schema_and_a_git_note(world):
     assert note.startswith("ud preview svc: PASSED"), note
     assert f"env:     {app_env}" in note and url in note and "tests=" in note
     data_note = world.data.note(data_sha)
-    assert "ud preview shop: PASSED" in data_note and f"at:      {data_env}" in data_note
+    assert "ud preview shop: PASSED" in data_note and f"at:      schema {data_env}" in data_note
     # In the bare remote too: that is what `git fetch` read.
     assert "PASSED" in git("notes", "--ref=ud", "show", app_sha, cwd=world.app.remote)
 

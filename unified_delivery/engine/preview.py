@@ -114,7 +114,8 @@ def run_preview(
     passed = deployment is not None
     if deployment is not None:
         details = deployment.details
-        where = str(details.get("url") or details.get("schema") or details.get("alias") or "")
+        schema = details.get("schema")
+        where = str(details.get("url") or (f"schema {schema}" if schema else ""))
     seconds = round(time.monotonic() - started, 3)
     now = datetime.now(UTC)
     verdict = Verdict(
