@@ -319,6 +319,29 @@ def test_a_branch_whose_gate_fails_is_refused_and_says_so_on_the_commit(world):
     note = world.app.note(sha)
     assert note.startswith("ud preview svc: REFUSED") and "why:" in note and "gate tests" in note
 
+    # A failing push to a branch whose preview runs: refused, and the last good push serves on.
+    before = world.preview("svc", "feature/Login")
+    bad = world.app.push("feature/Login", {"test_app.py": TEST.format(total=3)}, "breaks the test")
+    assert [(j, o) for j, o, _ in world.tick()] == [("ud_preview", "failed")]
+    refused = world.preview("svc", "feature/Login")
+    assert refused.version == bad and not refused.payload["passed"]
+    assert refused.payload["serving"] == before.version and refused.payload["url"] == before.payload["url"]
+    assert get(refused.payload["url"] + "/")["greeting"] == "second"
+    assert world.app.note(bad).startswith("ud preview svc: REFUSED")
+
+
+def test_a_branch_named_like_another_branchs_preview_is_refused_not_mixed_up(world):
+    first = world.app.push("feat/x", {"app.py": APP.format(greeting="feat/x")}, "feat/x")
+    assert [(j, o) for j, o, _ in world.tick()] == [("ud_preview", "success")]
+    twin = slug("feat/x")  # a safe name: as a branch it keeps it, and so the same environment
+    world.app.push(twin, {"app.py": APP.format(greeting="twin")}, "the twin")
+    report = tick(world.defs, world.home, ["ud_git_push"])
+    (ran,) = report["sensors"][0]["requested"]
+    assert ran["outcome"] == "failed" and ran["error"]["code"] == "UD-PREVIEW-SLUG-TAKEN", ran
+    entry = world.preview("svc", "feat/x")
+    assert entry.payload["branch"] == "feat/x" and entry.version == first
+    assert get(entry.payload["url"] + "/")["greeting"] == "feat/x"
+
 
 def test_ud_previews_lists_them_from_the_ledger(world):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER"))}
@@ -329,8 +352,9 @@ def test_ud_previews_lists_them_from_the_ledger(world):
     data = json.loads(proc.stdout)
     data = data.get("data", data)
     rows = {(r["unit"], r["branch"]): r for r in data["previews"]}
-    assert rows[("svc", "feature/Login")]["verdict"] == "passed"
+    assert rows[("svc", "feature/Login")]["verdict"] == "refused"  # its last push; the one before serves
     assert rows[("svc", "feature/Login")]["url"].startswith("http://127.0.0.1:")
+    assert rows[("svc", "feat/x")]["verdict"] == "passed"
     assert rows[("shop", "add-revenue")]["schema"] == "preview-add-revenue"
     assert rows[("svc", "broken")]["verdict"] == "refused"
     assert all(r["expires_at"] and not r["expired"] for r in rows.values())
@@ -390,7 +414,8 @@ def test_a_forgotten_preview_expires_and_its_cost_shows_under_the_team(world):
     assert prune(world.platform, "human:local-operator") == []  # not expired yet: nothing goes
     later = datetime.now(UTC) + timedelta(hours=73)  # past the default time to live, 72 h
     pruned = prune(world.platform, "human:local-operator", now=later)
-    assert {(r["unit"], r["branch"]) for r in pruned} == {("svc", "forgotten"), ("svc", "broken")}
+    assert {(r["unit"], r["branch"]) for r in pruned} == {("svc", "forgotten"), ("svc", "broken"),
+                                                          ("svc", "feat/x")}
     assert not (world.home.root / "releases" / "svc" / env_for("forgotten")).exists()
     assert live(world.ledger()) == []
     why = {e.payload["branch"]: e.payload["why"] for e in world.ledger().entries(action="preview-teardown")}
