@@ -474,3 +474,25 @@ def test_an_app_that_serves_a_model_previews_with_the_model_under_the_preview_al
     assert env not in client.get_registered_model("churn-reg").aliases
     assert str(client.get_model_version_by_alias("churn-reg", "staging").version) == str(version)  # untouched
     assert tear_down(platform, app, "try-model", "manual", ledger=ledger, principal="human:local-operator") is None
+
+
+def test_a_unit_sets_its_own_time_to_live_or_turns_previews_off(tmp_path):
+    from pydantic import ValidationError
+
+    from unified_delivery.kinds.app.unit import AppUnit
+    from unified_delivery.triggers.git import app_watches
+
+    repo = tmp_path / "r.git"
+    git("init", "-q", "--bare", str(repo), cwd=tmp_path)
+    short = AppUnit(name="short", team="web", repository=str(repo), previews={"ttl_hours": 0.5})
+    off = AppUnit(name="off", team="web", repository=str(repo), previews={"enabled": False},
+                  policy={"staging": "manual"})
+    with pytest.raises(ValidationError):
+        AppUnit(name="bad", team="web", repository=str(repo), previews={"ttl_hours": 0})
+    platform = Platform([short, off], targets={"app": LocalReleaseTarget()})
+    from unified_delivery.engine.preview import _ttl
+
+    assert _ttl(short) == 0.5 and _ttl(off) == 72.0
+    (watch,) = app_watches(platform, Home(tmp_path / "home"))
+    # `off` has a manual staging and no previews: nothing of it is watched.
+    assert [(b.unit, b.preview_job) for b in watch.builds] == [("short", "ud_preview")]

@@ -72,7 +72,7 @@ def run_preview(
     """Build, gate and deploy `unit` at commit `sha` of `branch` into its preview environment;
     record the verdict and write it as the commit's Git note. A refusal (the build, a gate, the
     deploy) is a verdict too, never an exception; UDError only for a request that names no
-    preview (the unit's own branch, a unit not built from Git)."""
+    preview (the unit's own branch, a unit not built from Git) or another branch's."""
     source = unit.git_source()
     if source is None:
         raise UDError(
@@ -194,8 +194,7 @@ def _taken_by(ledger: Ledger, unit: Unit, env: str, branch: str) -> str:
 
 
 def _ttl(unit: Unit) -> float:
-    policy = getattr(unit, "previews", None)
-    return float(getattr(policy, "ttl_hours", None) or DEFAULT_TTL_HOURS)
+    return float(unit.previews.ttl_hours or DEFAULT_TTL_HOURS)
 
 
 def _build(
