@@ -285,7 +285,7 @@ def test_a_pushed_branch_gets_its_own_app_and_schema_and_a_git_note(world):
     assert note.startswith("ud preview svc: PASSED"), note
     assert f"env:     {app_env}" in note and url in note and "tests=" in note
     data_note = world.data.note(data_sha)
-    assert "ud preview shop: PASSED" in data_note and f"at:      {data_env}" in data_note
+    assert "ud preview shop: PASSED" in data_note and f"at:      schema {data_env}" in data_note
     # In the bare remote too: that is what `git fetch` read.
     assert "PASSED" in git("notes", "--ref=ud", "show", app_sha, cwd=world.app.remote)
 
@@ -319,6 +319,29 @@ def test_a_branch_whose_gate_fails_is_refused_and_says_so_on_the_commit(world):
     note = world.app.note(sha)
     assert note.startswith("ud preview svc: REFUSED") and "why:" in note and "gate tests" in note
 
+    # A failing push to a branch whose preview runs: refused, and the last good push serves on.
+    before = world.preview("svc", "feature/Login")
+    bad = world.app.push("feature/Login", {"test_app.py": TEST.format(total=3)}, "breaks the test")
+    assert [(j, o) for j, o, _ in world.tick()] == [("ud_preview", "failed")]
+    refused = world.preview("svc", "feature/Login")
+    assert refused.version == bad and not refused.payload["passed"]
+    assert refused.payload["serving"] == before.version and refused.payload["url"] == before.payload["url"]
+    assert get(refused.payload["url"] + "/")["greeting"] == "second"
+    assert world.app.note(bad).startswith("ud preview svc: REFUSED")
+
+
+def test_a_branch_named_like_another_branchs_preview_is_refused_not_mixed_up(world):
+    first = world.app.push("feat/x", {"app.py": APP.format(greeting="feat/x")}, "feat/x")
+    assert [(j, o) for j, o, _ in world.tick()] == [("ud_preview", "success")]
+    twin = slug("feat/x")  # a safe name: as a branch it keeps it, and so the same environment
+    world.app.push(twin, {"app.py": APP.format(greeting="twin")}, "the twin")
+    report = tick(world.defs, world.home, ["ud_git_push"])
+    (ran,) = report["sensors"][0]["requested"]
+    assert ran["outcome"] == "failed" and ran["error"]["code"] == "UD-PREVIEW-SLUG-TAKEN", ran
+    entry = world.preview("svc", "feat/x")
+    assert entry.payload["branch"] == "feat/x" and entry.version == first
+    assert get(entry.payload["url"] + "/")["greeting"] == "feat/x"
+
 
 def test_ud_previews_lists_them_from_the_ledger(world):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UD_", "DAGSTER"))}
@@ -329,8 +352,9 @@ def test_ud_previews_lists_them_from_the_ledger(world):
     data = json.loads(proc.stdout)
     data = data.get("data", data)
     rows = {(r["unit"], r["branch"]): r for r in data["previews"]}
-    assert rows[("svc", "feature/Login")]["verdict"] == "passed"
+    assert rows[("svc", "feature/Login")]["verdict"] == "refused"  # its last push; the one before serves
     assert rows[("svc", "feature/Login")]["url"].startswith("http://127.0.0.1:")
+    assert rows[("svc", "feat/x")]["verdict"] == "passed"
     assert rows[("shop", "add-revenue")]["schema"] == "preview-add-revenue"
     assert rows[("svc", "broken")]["verdict"] == "refused"
     assert all(r["expires_at"] and not r["expired"] for r in rows.values())
@@ -390,7 +414,8 @@ def test_a_forgotten_preview_expires_and_its_cost_shows_under_the_team(world):
     assert prune(world.platform, "human:local-operator") == []  # not expired yet: nothing goes
     later = datetime.now(UTC) + timedelta(hours=73)  # past the default time to live, 72 h
     pruned = prune(world.platform, "human:local-operator", now=later)
-    assert {(r["unit"], r["branch"]) for r in pruned} == {("svc", "forgotten"), ("svc", "broken")}
+    assert {(r["unit"], r["branch"]) for r in pruned} == {("svc", "forgotten"), ("svc", "broken"),
+                                                          ("svc", "feat/x")}
     assert not (world.home.root / "releases" / "svc" / env_for("forgotten")).exists()
     assert live(world.ledger()) == []
     why = {e.payload["branch"]: e.payload["why"] for e in world.ledger().entries(action="preview-teardown")}
@@ -449,3 +474,25 @@ def test_an_app_that_serves_a_model_previews_with_the_model_under_the_preview_al
     assert env not in client.get_registered_model("churn-reg").aliases
     assert str(client.get_model_version_by_alias("churn-reg", "staging").version) == str(version)  # untouched
     assert tear_down(platform, app, "try-model", "manual", ledger=ledger, principal="human:local-operator") is None
+
+
+def test_a_unit_sets_its_own_time_to_live_or_turns_previews_off(tmp_path):
+    from pydantic import ValidationError
+
+    from unified_delivery.kinds.app.unit import AppUnit
+    from unified_delivery.triggers.git import app_watches
+
+    repo = tmp_path / "r.git"
+    git("init", "-q", "--bare", str(repo), cwd=tmp_path)
+    short = AppUnit(name="short", team="web", repository=str(repo), previews={"ttl_hours": 0.5})
+    off = AppUnit(name="off", team="web", repository=str(repo), previews={"enabled": False},
+                  policy={"staging": "manual"})
+    with pytest.raises(ValidationError):
+        AppUnit(name="bad", team="web", repository=str(repo), previews={"ttl_hours": 0})
+    platform = Platform([short, off], targets={"app": LocalReleaseTarget()})
+    from unified_delivery.engine.preview import _ttl
+
+    assert _ttl(short) == 0.5 and _ttl(off) == 72.0
+    (watch,) = app_watches(platform, Home(tmp_path / "home"))
+    # `off` has a manual staging and no previews: nothing of it is watched.
+    assert [(b.unit, b.preview_job) for b in watch.builds] == [("short", "ud_preview")]

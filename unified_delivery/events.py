@@ -385,7 +385,8 @@ class PreviewDeployed(Event):
     message: str = ""
     url: str = ""  # an app's
     schema: str = ""  # a data unit's
-    alias: str = ""  # a model's
+    alias: str = ""  # the model URI an app's preview serves
+    serving: str = ""  # the version the environment serves (a refused push leaves the last)
     gates: dict[str, Any] = field(default_factory=dict)  # gate -> its code
     # What the build did: a data unit's models built, reused or deferred to production's.
     build: dict[str, Any] = field(default_factory=dict)

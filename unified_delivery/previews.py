@@ -213,6 +213,7 @@ def row(entry: LedgerEntry, now: datetime) -> dict:
         "url": event.url,
         "schema": event.schema,
         "alias": event.alias,
+        "serving": event.serving,
         "at": entry.ts,
         "age_s": round((now - at).total_seconds()),
         "expires_at": event.expires_at,

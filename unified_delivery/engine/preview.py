@@ -72,7 +72,7 @@ def run_preview(
     """Build, gate and deploy `unit` at commit `sha` of `branch` into its preview environment;
     record the verdict and write it as the commit's Git note. A refusal (the build, a gate, the
     deploy) is a verdict too, never an exception; UDError only for a request that names no
-    preview (the unit's own branch, a unit not built from Git)."""
+    preview (the unit's own branch, a unit not built from Git) or another branch's."""
     source = unit.git_source()
     if source is None:
         raise UDError(
@@ -87,6 +87,14 @@ def run_preview(
             "push another branch for a preview",
         )
     env = env_for(branch)
+    taken = _taken_by(ledger, unit, env, branch)
+    if taken:
+        raise UDError(
+            "UD-PREVIEW-SLUG-TAKEN",
+            f"{unit.name}'s preview environment {env} is the live preview of branch {taken!r}, "
+            f"not of {branch!r}",
+            f"rename one of the branches, or delete {taken!r} (its preview goes with it)",
+        )
     home = Home.current()
     first = unit.environments[0]
     target = platform.target(unit, first)
@@ -112,9 +120,16 @@ def run_preview(
         except UDError as exc:
             code, message = exc.code, exc.message
     passed = deployment is not None
+    serving = deployment
+    if serving is None:  # refused: an earlier push of the branch may still serve there
+        try:
+            serving = target.status(unit, env)
+        except Exception:  # what serves is a detail of a refusal, never a second failure
+            serving = None
     if deployment is not None:
         details = deployment.details
-        where = str(details.get("url") or details.get("schema") or details.get("alias") or "")
+        schema = details.get("schema")
+        where = str(details.get("url") or (f"schema {schema}" if schema else ""))
     seconds = round(time.monotonic() - started, 3)
     now = datetime.now(UTC)
     verdict = Verdict(
@@ -134,7 +149,7 @@ def run_preview(
     repository = home.expand(source.repository)
     note = write_note(home.builds / unit.name / "mirror.git", repository, verdict)
     log(f"preview {unit.name} {branch} ({env}): {'passed' if passed else 'refused'}; note: {note}")
-    details = deployment.details if deployment is not None else {}
+    details = serving.details if serving is not None else {}
     record(
         ledger,
         PreviewDeployed(
@@ -147,6 +162,7 @@ def run_preview(
             url=str(details.get("url") or ""),
             schema=str(details.get("schema") or ""),
             alias=alias,
+            serving=serving.version if serving is not None else "",
             gates=gates,
             build=build,
             expires_at=verdict.expires_at,
@@ -165,9 +181,20 @@ def run_preview(
     return Outcome(verdict, seconds, note)
 
 
+def _taken_by(ledger: Ledger, unit: Unit, env: str, branch: str) -> str:
+    """The other branch whose live preview holds `env`, or "" (slugs of distinct branches
+    differ by construction, previews.slug; a branch named like another's hashed slug does not)."""
+    newest = ledger.latest(
+        unit=unit.name, env=env, action=(PreviewDeployed.ACTION, PreviewTornDown.ACTION)
+    )
+    if newest is None or newest.action != PreviewDeployed.ACTION:
+        return ""
+    other = PreviewDeployed.read(newest).branch
+    return other if other != branch else ""
+
+
 def _ttl(unit: Unit) -> float:
-    policy = getattr(unit, "previews", None)
-    return float(getattr(policy, "ttl_hours", None) or DEFAULT_TTL_HOURS)
+    return float(unit.previews.ttl_hours or DEFAULT_TTL_HOURS)
 
 
 def _build(
