@@ -129,7 +129,8 @@ def cmd_promote(args, out: Output) -> int:
         "ok": True,
         "unit": args.unit,
         "env": args.to,
-        "version": dep.version if dep else None,
+        # what this run deployed: another promotion may have deployed a newer one since
+        "version": outcome.versions.get(f"{args.unit}/{args.to}") or (dep.version if dep else None),
         "run_id": outcome.run_id,
         "run_url": run_url(outcome.run_id),
     }
@@ -196,7 +197,8 @@ def cmd_rollback(args, out: Output) -> int:
         "ok": True,
         "unit": args.unit,
         "env": args.env,
-        "version": dep.version if dep else None,
+        "version": outcome.versions.get(f"{args.unit}/{args.env}")
+        or (dep.version if dep else None),
         "previous_version": dep.previous_version if dep else None,
         "run_id": outcome.run_id,
         "run_url": run_url(outcome.run_id),

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -276,16 +277,36 @@ def workspace(instance: Any, home: Home, root: Path) -> Iterator[Any]:
     target = GrpcServerTarget(
         host="localhost", port=None, socket=state["socket"], location_name=LOCATION
     )
-    with WorkspaceProcessContext(instance, target) as context:
-        request = context.create_request_context()
-        error = request.get_code_location_error(LOCATION)
-        if error is not None:
-            raise ConfigError(
-                "UD-CODE-SERVER",
-                f"the platform's definitions do not load: {error.message.strip()[:1500]}",
-                "fix the platform code named",
-            )
-        yield request
+    # The server ends after its idle time without a heartbeat and no run in flight; a command
+    # slower than that between its first call and StartRun (a loaded machine, a short idle time)
+    # would find it gone: the command beats while it holds the workspace.
+    stop_beating = threading.Event()
+    beater = threading.Thread(
+        target=_beat, args=(state["socket"], stop_beating), name="ud-code-server-heartbeat"
+    )
+    beater.daemon = True
+    beater.start()
+    try:
+        with WorkspaceProcessContext(instance, target) as context:
+            request = context.create_request_context()
+            error = request.get_code_location_error(LOCATION)
+            if error is not None:
+                raise ConfigError(
+                    "UD-CODE-SERVER",
+                    f"the platform's definitions do not load: {error.message.strip()[:1500]}",
+                    "fix the platform code named",
+                )
+            yield request
+    finally:
+        stop_beating.set()
+
+
+def _beat(socket: str, stop_beating: threading.Event) -> None:
+    interval = max(min(idle_timeout_s() / 4, 10.0), 0.5)
+    client = _client(socket)
+    while not stop_beating.wait(interval):
+        with contextlib.suppress(Exception):  # a server that went away is the caller's to tell
+            client.heartbeat("ud")
 
 
 def forget(home: Home) -> None:

@@ -85,6 +85,9 @@ class RunOutcome:
     failed_checks: list[dict] = field(default_factory=list)
     materialized: list[str] = field(default_factory=list)
     pending: bool = False  # submitted, not waited for: `ud watch RUN` follows it
+    # The version each materialization of this run recorded ("unit/env" -> version): what this
+    # run deployed, whatever another run deployed since.
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 def execute(
@@ -268,6 +271,12 @@ def outcome_of(run_id: str, success: bool, events: list[Any]) -> RunOutcome:
         for ev in events
         if ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and ev.asset_key
     ]
+    versions = {}
+    for ev in events:
+        if ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and ev.asset_key:
+            entry = ev.event_specific_data.materialization.metadata.get("version")
+            if entry is not None and isinstance(entry.value, str):
+                versions[ev.asset_key.to_user_string()] = entry.value
     failed_checks = []
     for ev in events:
         if ev.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
@@ -292,6 +301,7 @@ def outcome_of(run_id: str, success: bool, events: list[Any]) -> RunOutcome:
         success=success,
         failed_checks=failed_checks,
         materialized=materialized,
+        versions=versions,
     )
     if success:
         return outcome
