@@ -11,7 +11,6 @@ from . import engine
 from .engine.preview import PreviewConfig, TeardownConfig, preview_step, teardown_step
 from .engine.promote import promote as promote_step
 from .engine.rollback import rollback as rollback_step
-from .errors import UDError
 from .gates import Gate
 from .reports.scorecard import scorecard_asset
 from .run_tags import ENV_TAG, UNIT_TAG
@@ -180,15 +179,7 @@ def promotion_jobs(unit: Unit) -> list:
 def rollback_job(platform: "Platform") -> dg.JobDefinition:
     @dg.op(required_resource_keys={"ledger", *platform.targets.resources()})
     def rollback_unit(context: dg.OpExecutionContext, config: RollbackConfig):
-        unit = platform.units.get(config.unit)
-        if unit is None:
-            raise engine.failure(
-                UDError(
-                    "UD-UNKNOWN-UNIT",
-                    f"no unit named {config.unit!r}",
-                    f"known: {', '.join(platform.units)}",
-                )
-            )
+        unit = engine.unit_named(context, platform, config.unit)
         done = rollback_step(
             context, platform, unit, config.env, config.to_version or None, config.reason
         )

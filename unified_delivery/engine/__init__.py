@@ -29,6 +29,7 @@ _LAZY = {
     "rollback_candidates": ".rollback",
     "run_gate": ".gating",
     "run_lock": ".locks",
+    "unit_named": ".steps",
 }
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from .locks import env_lock, run_lock
     from .overrides import override_in_force
     from .rollback import ran_in, rollback_candidates
-    from .steps import failure
+    from .steps import failure, unit_named
 
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY)
@@ -56,4 +57,5 @@ __all__ = [
     "rollback_candidates",
     "run_gate",
     "run_lock",
+    "unit_named",
 ]

@@ -27,7 +27,7 @@ from ..units import CANDIDATE
 from .build import priced
 from .gating import evaluate_gate
 from .locks import env_lock
-from .steps import as_target_error, failure, principal_of
+from .steps import as_target_error, failure, principal_of, unit_named
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -248,16 +248,7 @@ def _gate(
 
 def preview_step(context: Any, platform: Platform, config: PreviewConfig) -> dict[str, Any]:
     """The preview job's one step (translator.preview_job)."""
-    unit = platform.units.get(config.unit)
-    if unit is None:
-        raise failure(
-            UDError(
-                "UD-UNKNOWN-UNIT",
-                f"no unit named {config.unit!r}",
-                f"known: {', '.join(platform.units)}",
-            ),
-            context,
-        )
+    unit = unit_named(context, platform, config.unit)
     env = env_for(config.branch)
     principal = principal_of(context, platform, unit=unit.name, env=env)
     try:
@@ -369,16 +360,7 @@ def _remove_served_model(
 
 def teardown_step(context: Any, platform: Platform, config: TeardownConfig) -> dict[str, Any]:
     """The preview teardown job's one step (translator.preview_teardown_job)."""
-    unit = platform.units.get(config.unit)
-    if unit is None:
-        raise failure(
-            UDError(
-                "UD-UNKNOWN-UNIT",
-                f"no unit named {config.unit!r}",
-                f"known: {', '.join(platform.units)}",
-            ),
-            context,
-        )
+    unit = unit_named(context, platform, config.unit)
     env = env_for(config.branch)
     principal = principal_of(context, platform, unit=unit.name, env=env)
     try:

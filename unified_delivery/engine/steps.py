@@ -103,6 +103,19 @@ def mark_outcome(context: Any, code: str) -> None:
         context.log.warning(f"could not tag the run with its outcome {code}: {exc}")
 
 
+def unit_named(context: Any, platform: Platform, name: str) -> Unit:
+    """The unit a job's config names (rollback, preview, teardown), or the step's failure."""
+    unit = platform.units.get(name)
+    if unit is None:
+        raise failure(
+            UDError(
+                "UD-UNKNOWN-UNIT", f"no unit named {name!r}", f"known: {', '.join(platform.units)}"
+            ),
+            context,
+        )
+    return unit
+
+
 def failure(exc: UDError, context: Any = None) -> dg.Failure:
     """A step failure that carries the UD code, so `ud` can report it without parsing text; with
     the step's `context`, the run is tagged with the code too (mark_outcome)."""
