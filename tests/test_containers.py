@@ -14,6 +14,8 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from unified_delivery.home import Home
 from unified_delivery.kinds.app import image
 from unified_delivery.kinds.app.translator import AppTranslator
 from unified_delivery.kinds.base import BuildContext
-from unified_delivery.service import promote
+from unified_delivery.service import promote, rollback
 from unified_delivery.targets import registry as registries
 from unified_delivery.targets.registry import ImageRegistry
 from unified_delivery.targets.roles import ReleaseStore
@@ -53,6 +55,10 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+state = os.environ.get("UD_STATE_DIR")
+if state:  # the persistent folder: one line per start, kept across releases
+    with open(os.path.join(state, "starts.log"), "a") as f:
+        f.write(os.environ.get("UD_VERSION", "?") + "\\n")
 args = sys.argv
 port = int(args[args.index("--port") + 1]) if "--port" in args else int(os.environ["PORT"])
 HTTPServer(("0.0.0.0", port), H).serve_forever()
@@ -139,6 +145,10 @@ class ImageProject:
                               env=Containers.of(Home.current()).env(),
                               capture_output=True, text=True, timeout=60, check=True)
         return done.stdout.split()
+
+    def deployment(self, env: str):
+        unit = self.platform.unit("web")
+        return self.platform.target(unit, env).status(unit, env)
 
     def stop(self) -> None:
         for store in self.platform.targets.playing(ReleaseStore):
@@ -264,3 +274,99 @@ def test_a_named_registry_reads_its_credentials_from_the_environment(monkeypatch
     assert auth["auths"]["registry.example.com"]["auth"] == "cm9ib3Q6czNjcmV0LXRva2VuLXZhbHVl"
     assert access.containers.auth_file.stat().st_mode & 0o077 == 0
     assert "s3cret" not in reg.model_dump_json()  # the resource itself names variables only
+
+
+# ---- the container target: the local release target runs an image release with podman ----
+
+
+def podman_names(app) -> list[str]:
+    done = subprocess.run(
+        ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "ps", "--all",
+         "--format", "{{.Names}}"],
+        env=Containers.of(Home.current()).env(), capture_output=True, text=True, timeout=60,
+        check=True)
+    return sorted(done.stdout.split())
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+needs_podman = pytest.mark.skipif(
+    bool(missing_tools(("podman",))) or bool(MISSING),
+    reason=f"podman or the image tools are missing: {missing_tools(('podman', *NEEDED))}",
+)
+
+
+@needs_podman
+def test_a_release_with_an_image_runs_as_its_container_with_the_state_folder_mounted(app):
+    deployed = app.deployment("staging")
+    assert deployed.version == app.first
+    assert deployed.details["runtime"] == "container"
+    assert deployed.details["image"] == app.candidates()[0]["artifact"]["details"]["image"]
+    answer = get(deployed.details["url"] + "/health")
+    assert answer["version"] == app.first
+    assert answer["uid"] == 10001  # the image's user, not the platform's root
+    (name,) = podman_names(app)
+    assert name.startswith(f"ud-web-staging-{app.first[:12]}-")
+    state = Path(deployed.details["state_dir"])
+    assert (state / "starts.log").read_text().split() == [app.first]
+
+
+@needs_podman
+def test_a_new_image_is_switched_to_blue_green_and_rolled_back_to_the_old_one(app):
+    old = app.deployment("staging")
+    out = promote(app.platform, app.defs, "web", "staging", principal="human:local-operator")
+    assert out.success, out.error
+    new = app.deployment("staging")
+    head = tiny.git("rev-parse", "HEAD", cwd=app.work)
+    assert new.version == head != old.version
+    assert new.details["runtime"] == "container" and new.details["port"] != old.details["port"]
+    assert get(new.details["url"] + "/health")["version"] == head
+    (name,) = podman_names(app)  # the old release's container is stopped and removed
+    assert head[:12] in name
+
+    back = rollback(app.platform, app.defs, "web", "staging", reason="test",
+                    principal="human:local-operator")
+    assert back.success, back.error
+    again = app.deployment("staging")
+    assert again.version == app.first and again.details["runtime"] == "container"
+    assert get(again.details["url"] + "/health")["version"] == app.first
+    (name,) = podman_names(app)
+    assert app.first[:12] in name
+    state = Path(again.details["state_dir"])
+    assert (state / "starts.log").read_text().split() == [app.first, head, app.first]
+
+
+@needs_podman
+def test_a_container_that_does_not_start_is_refused_and_the_old_one_keeps_serving(app):
+    serving = app.deployment("staging")
+    app.commit("a CMD that exits", {"Containerfile": CONTAINERFILE.replace(
+        'CMD ["python3", "/app/app.py"]', 'CMD ["python3", "-c", "raise SystemExit(3)"]')})
+    out = promote(app.platform, app.defs, "web", "staging", principal="human:local-operator")
+    assert not out.success and out.error.code == "UD-TARGET-START", out.error
+    assert "exited with code 3" in out.error.message
+    assert app.deployment("staging").version == serving.version
+    assert get(serving.details["url"] + "/health")["version"] == serving.version
+    (name,) = podman_names(app)  # the failed release's container is gone, the old one runs
+    assert serving.version[:12] in name
+    tiny.git("revert", "--no-edit", "HEAD", cwd=app.work)
+    tiny.git("push", "-q", "origin", "main", cwd=app.work)
+
+
+@needs_podman
+def test_a_container_stopped_behind_the_platforms_back_is_seen(app):
+    serving = app.deployment("staging")
+    (name,) = podman_names(app)
+    subprocess.run(["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "rm",
+                    "--force", "--time", "2", name], env=Containers.of(Home.current()).env(),
+                   capture_output=True, timeout=60, check=True)
+    target = app.platform.target(app.platform.unit("web"), "staging")
+    deadline = time.monotonic() + 10
+    while app.deployment("staging").details["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert app.deployment("staging").details["running"] is False
+    health = target.health(app.platform.unit("web"), "staging")
+    assert not health.healthy and "not running" in health.message
+    assert app.deployment("staging").version == serving.version  # the record, not a guess
