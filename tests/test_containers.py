@@ -80,6 +80,7 @@ attributes:
   team: web
   repository: "{repo}"
   service: {{startup_timeout_s: 15}}
+  kubernetes: {{image: "registry.example.com/web:{{version}}", port: 8000}}
 '''
 
 
@@ -200,6 +201,28 @@ def test_a_commit_becomes_an_image_in_the_registry_and_its_digest_the_candidates
     # Built FROM the platform's base, made once and kept in the same registry.
     base = app.skopeo(f"docker://{address}/{image.BASE_NAME}:{image.BASE_TAG}")
     assert set(base["Layers"]) <= set(pushed["Layers"])
+
+
+@needs_tools
+def test_the_kubernetes_manifests_of_a_built_commit_run_its_image_by_digest(app):
+    from unified_delivery.commands.render import built_image
+    from unified_delivery.targets.kubernetes import (DEFAULT_KUBERNETES_VERSION, KubernetesTarget,
+                                                     schema_errors)
+
+    image_ref = built_image(app.platform, "web", app.first)
+    assert image_ref == app.candidates()[0]["artifact"]["details"]["image"]
+    manifests = KubernetesTarget().render(app.platform.unit("web"), "production", app.first,
+                                          image_ref)
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == image_ref and "@sha256:" in container["image"]
+    assert schema_errors(manifests, DEFAULT_KUBERNETES_VERSION) == []  # kubernetes-validate
+    # A version never built as an image keeps the unit's template.
+    assert built_image(app.platform, "web", "0" * 40) == ""
+    plain = KubernetesTarget().render(app.platform.unit("web"), "production", "v1")
+    (deployment,) = [m for m in plain if m["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.example.com/web:v1")
 
 
 @needs_tools
