@@ -10,6 +10,7 @@ registry once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -393,3 +394,57 @@ def test_a_container_stopped_behind_the_platforms_back_is_seen(app):
     health = target.health(app.platform.unit("web"), "staging")
     assert not health.healthy and "not running" in health.message
     assert app.deployment("staging").version == serving.version  # the record, not a guess
+
+
+# ---- the container-policy gate: the image as the registry has it ----------------------------
+
+
+def container_policy(app, artifact, **settings):
+    from unified_delivery.gates import build_gate
+    from unified_delivery.gates.base import GateContext
+    from unified_delivery.units import GateSpec
+
+    unit = app.platform.unit("web")
+    gate = build_gate(GateSpec(type="container-policy", settings=settings), unit)
+    ctx = GateContext(unit=unit, stage="candidate", guards="staging", version=artifact.version,
+                      artifact=artifact, target=app.platform.target(unit, "staging"),
+                      home=Home.current(), log=lambda _: None)
+    return gate.evaluate(ctx)
+
+
+@needs_tools
+def test_the_container_policy_passes_a_labelled_non_root_image_without_secrets(app):
+    result = container_policy(app, app.build(app.first))
+    assert result.passed, result.message
+    assert result.code == "UD-GATE-CONTAINER-OK"
+    assert result.metadata["user"] == "10001" and result.metadata["layers_scanned"] == 2
+    assert result.metadata["labels"][image.REVISION_LABEL] == app.first
+    # A size budget below the image's refuses it.
+    small = container_policy(app, app.build(app.first), max_size_mb=1)
+    assert not small.passed and "over the budget of 1" in small.message
+
+
+@needs_tools
+def test_the_container_policy_refuses_an_image_that_runs_as_root(app):
+    root = app.commit("no USER", {"Containerfile": CONTAINERFILE.replace("USER 10001\n", "")})
+    result = container_policy(app, app.build(root))
+    assert not result.passed and result.code == "UD-GATE-CONTAINER-REFUSED"
+    assert "runs as root (USER unset)" in result.message
+
+
+@needs_tools
+def test_the_container_policy_refuses_a_secret_in_a_layer(app):
+    begin, end = "-----BEGIN RSA " + "PRIVATE KEY-----", "-----END RSA " + "PRIVATE KEY-----"
+    body = "MIIEowIBAAKCAQEA7bq98Zt4xKJ1Qx1nO0mPZ9cV3sYb2W8f6l0kQeXrTqLm5N1pH8aJrYdF"
+    leaky = CONTAINERFILE.replace(
+        "COPY app.py", f"RUN printf '%s\\n' '{begin}' '{body}' '{end}' > /deploy.pem\nCOPY app.py")
+    sha = app.commit("a key baked into a layer", {"Containerfile": leaky})
+    result = container_policy(app, app.build(sha))
+    assert not result.passed and result.code == "UD-GATE-CONTAINER-REFUSED"
+    (secret,) = result.metadata["secrets"]
+    assert secret["file"] == "deploy.pem" and secret["kind"] == "Private Key"
+    assert body not in json.dumps(result.metadata) and body not in result.message  # masked
+    # Without an image there is nothing to check: refused, saying why.
+    no_image = dataclasses.replace(app.build(app.first), details={})
+    refused = container_policy(app, no_image)
+    assert not refused.passed and refused.code == "UD-GATE-CONTAINER-NO-IMAGE"
