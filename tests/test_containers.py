@@ -10,10 +10,13 @@ registry once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +30,7 @@ from unified_delivery.home import Home
 from unified_delivery.kinds.app import image
 from unified_delivery.kinds.app.translator import AppTranslator
 from unified_delivery.kinds.base import BuildContext
-from unified_delivery.service import promote
+from unified_delivery.service import promote, rollback
 from unified_delivery.targets import registry as registries
 from unified_delivery.targets.registry import ImageRegistry
 from unified_delivery.targets.roles import ReleaseStore
@@ -53,6 +56,10 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+state = os.environ.get("UD_STATE_DIR")
+if state:  # the persistent folder: one line per start, kept across releases
+    with open(os.path.join(state, "starts.log"), "a") as f:
+        f.write(os.environ.get("UD_VERSION", "?") + "\\n")
 args = sys.argv
 port = int(args[args.index("--port") + 1]) if "--port" in args else int(os.environ["PORT"])
 HTTPServer(("0.0.0.0", port), H).serve_forever()
@@ -74,6 +81,7 @@ attributes:
   team: web
   repository: "{repo}"
   service: {{startup_timeout_s: 15}}
+  kubernetes: {{image: "registry.example.com/web:{{version}}", port: 8000}}
 '''
 
 
@@ -140,6 +148,10 @@ class ImageProject:
                               capture_output=True, text=True, timeout=60, check=True)
         return done.stdout.split()
 
+    def deployment(self, env: str):
+        unit = self.platform.unit("web")
+        return self.platform.target(unit, env).status(unit, env)
+
     def stop(self) -> None:
         for store in self.platform.targets.playing(ReleaseStore):
             store.stop_all()
@@ -190,6 +202,28 @@ def test_a_commit_becomes_an_image_in_the_registry_and_its_digest_the_candidates
     # Built FROM the platform's base, made once and kept in the same registry.
     base = app.skopeo(f"docker://{address}/{image.BASE_NAME}:{image.BASE_TAG}")
     assert set(base["Layers"]) <= set(pushed["Layers"])
+
+
+@needs_tools
+def test_the_kubernetes_manifests_of_a_built_commit_run_its_image_by_digest(app):
+    from unified_delivery.commands.render import built_image
+    from unified_delivery.targets.kubernetes import (DEFAULT_KUBERNETES_VERSION, KubernetesTarget,
+                                                     schema_errors)
+
+    image_ref = built_image(app.platform, "web", app.first)
+    assert image_ref == app.candidates()[0]["artifact"]["details"]["image"]
+    manifests = KubernetesTarget().render(app.platform.unit("web"), "production", app.first,
+                                          image_ref)
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == image_ref and "@sha256:" in container["image"]
+    assert schema_errors(manifests, DEFAULT_KUBERNETES_VERSION) == []  # kubernetes-validate
+    # A version never built as an image keeps the unit's template.
+    assert built_image(app.platform, "web", "0" * 40) == ""
+    plain = KubernetesTarget().render(app.platform.unit("web"), "production", "v1")
+    (deployment,) = [m for m in plain if m["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.example.com/web:v1")
 
 
 @needs_tools
@@ -264,3 +298,153 @@ def test_a_named_registry_reads_its_credentials_from_the_environment(monkeypatch
     assert auth["auths"]["registry.example.com"]["auth"] == "cm9ib3Q6czNjcmV0LXRva2VuLXZhbHVl"
     assert access.containers.auth_file.stat().st_mode & 0o077 == 0
     assert "s3cret" not in reg.model_dump_json()  # the resource itself names variables only
+
+
+# ---- the container target: the local release target runs an image release with podman ----
+
+
+def podman_names(app) -> list[str]:
+    done = subprocess.run(
+        ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "ps", "--all",
+         "--format", "{{.Names}}"],
+        env=Containers.of(Home.current()).env(), capture_output=True, text=True, timeout=60,
+        check=True)
+    return sorted(done.stdout.split())
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+needs_podman = pytest.mark.skipif(
+    bool(missing_tools(("podman",))) or bool(MISSING),
+    reason=f"podman or the image tools are missing: {missing_tools(('podman', *NEEDED))}",
+)
+
+
+@needs_podman
+def test_a_release_with_an_image_runs_as_its_container_with_the_state_folder_mounted(app):
+    deployed = app.deployment("staging")
+    assert deployed.version == app.first
+    assert deployed.details["runtime"] == "container"
+    assert deployed.details["image"] == app.candidates()[0]["artifact"]["details"]["image"]
+    answer = get(deployed.details["url"] + "/health")
+    assert answer["version"] == app.first
+    assert answer["uid"] == 10001  # the image's user, not the platform's root
+    (name,) = podman_names(app)
+    assert name.startswith(f"ud-web-staging-{app.first[:12]}-")
+    state = Path(deployed.details["state_dir"])
+    assert (state / "starts.log").read_text().split() == [app.first]
+
+
+@needs_podman
+def test_a_new_image_is_switched_to_blue_green_and_rolled_back_to_the_old_one(app):
+    old = app.deployment("staging")
+    out = promote(app.platform, app.defs, "web", "staging", principal="human:local-operator")
+    assert out.success, out.error
+    new = app.deployment("staging")
+    head = tiny.git("rev-parse", "HEAD", cwd=app.work)
+    assert new.version == head != old.version
+    assert new.details["runtime"] == "container" and new.details["port"] != old.details["port"]
+    assert get(new.details["url"] + "/health")["version"] == head
+    (name,) = podman_names(app)  # the old release's container is stopped and removed
+    assert head[:12] in name
+
+    back = rollback(app.platform, app.defs, "web", "staging", reason="test",
+                    principal="human:local-operator")
+    assert back.success, back.error
+    again = app.deployment("staging")
+    assert again.version == app.first and again.details["runtime"] == "container"
+    assert get(again.details["url"] + "/health")["version"] == app.first
+    (name,) = podman_names(app)
+    assert app.first[:12] in name
+    state = Path(again.details["state_dir"])
+    assert (state / "starts.log").read_text().split() == [app.first, head, app.first]
+
+
+@needs_podman
+def test_a_container_that_does_not_start_is_refused_and_the_old_one_keeps_serving(app):
+    serving = app.deployment("staging")
+    app.commit("a CMD that exits", {"Containerfile": CONTAINERFILE.replace(
+        'CMD ["python3", "/app/app.py"]', 'CMD ["python3", "-c", "raise SystemExit(3)"]')})
+    out = promote(app.platform, app.defs, "web", "staging", principal="human:local-operator")
+    assert not out.success and out.error.code == "UD-TARGET-START", out.error
+    assert "exited with code 3" in out.error.message
+    assert app.deployment("staging").version == serving.version
+    assert get(serving.details["url"] + "/health")["version"] == serving.version
+    (name,) = podman_names(app)  # the failed release's container is gone, the old one runs
+    assert serving.version[:12] in name
+    tiny.git("revert", "--no-edit", "HEAD", cwd=app.work)
+    tiny.git("push", "-q", "origin", "main", cwd=app.work)
+
+
+@needs_podman
+def test_a_container_stopped_behind_the_platforms_back_is_seen(app):
+    serving = app.deployment("staging")
+    (name,) = podman_names(app)
+    subprocess.run(["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "rm",
+                    "--force", "--time", "2", name], env=Containers.of(Home.current()).env(),
+                   capture_output=True, timeout=60, check=True)
+    target = app.platform.target(app.platform.unit("web"), "staging")
+    deadline = time.monotonic() + 10
+    while app.deployment("staging").details["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert app.deployment("staging").details["running"] is False
+    health = target.health(app.platform.unit("web"), "staging")
+    assert not health.healthy and "not running" in health.message
+    assert app.deployment("staging").version == serving.version  # the record, not a guess
+
+
+# ---- the container-policy gate: the image as the registry has it ----------------------------
+
+
+def container_policy(app, artifact, **settings):
+    from unified_delivery.gates import build_gate
+    from unified_delivery.gates.base import GateContext
+    from unified_delivery.units import GateSpec
+
+    unit = app.platform.unit("web")
+    gate = build_gate(GateSpec(type="container-policy", settings=settings), unit)
+    ctx = GateContext(unit=unit, stage="candidate", guards="staging", version=artifact.version,
+                      artifact=artifact, target=app.platform.target(unit, "staging"),
+                      home=Home.current(), log=lambda _: None)
+    return gate.evaluate(ctx)
+
+
+@needs_tools
+def test_the_container_policy_passes_a_labelled_non_root_image_without_secrets(app):
+    result = container_policy(app, app.build(app.first))
+    assert result.passed, result.message
+    assert result.code == "UD-GATE-CONTAINER-OK"
+    assert result.metadata["user"] == "10001" and result.metadata["layers_scanned"] == 2
+    assert result.metadata["labels"][image.REVISION_LABEL] == app.first
+    # A size budget below the image's refuses it.
+    small = container_policy(app, app.build(app.first), max_size_mb=1)
+    assert not small.passed and "over the budget of 1" in small.message
+
+
+@needs_tools
+def test_the_container_policy_refuses_an_image_that_runs_as_root(app):
+    root = app.commit("no USER", {"Containerfile": CONTAINERFILE.replace("USER 10001\n", "")})
+    result = container_policy(app, app.build(root))
+    assert not result.passed and result.code == "UD-GATE-CONTAINER-REFUSED"
+    assert "runs as root (USER unset)" in result.message
+
+
+@needs_tools
+def test_the_container_policy_refuses_a_secret_in_a_layer(app):
+    begin, end = "-----BEGIN RSA " + "PRIVATE KEY-----", "-----END RSA " + "PRIVATE KEY-----"
+    body = "MIIEowIBAAKCAQEA7bq98Zt4xKJ1Qx1nO0mPZ9cV3sYb2W8f6l0kQeXrTqLm5N1pH8aJrYdF"
+    leaky = CONTAINERFILE.replace(
+        "COPY app.py", f"RUN printf '%s\\n' '{begin}' '{body}' '{end}' > /deploy.pem\nCOPY app.py")
+    sha = app.commit("a key baked into a layer", {"Containerfile": leaky})
+    result = container_policy(app, app.build(sha))
+    assert not result.passed and result.code == "UD-GATE-CONTAINER-REFUSED"
+    (secret,) = result.metadata["secrets"]
+    assert secret["file"] == "deploy.pem" and secret["kind"] == "Private Key"
+    assert body not in json.dumps(result.metadata) and body not in result.message  # masked
+    # Without an image there is nothing to check: refused, saying why.
+    no_image = dataclasses.replace(app.build(app.first), details={})
+    refused = container_policy(app, no_image)
+    assert not refused.passed and refused.code == "UD-GATE-CONTAINER-NO-IMAGE"

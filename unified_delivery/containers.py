@@ -37,6 +37,8 @@ log_driver = "k8s-file"
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+tmp_dir = "{root}/libpod"
+volume_path = "{root}/volumes"
 """
 
 
@@ -69,7 +71,7 @@ class Containers:
         if (self.root / "storage.conf").exists():
             return self
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.root / "containers.conf").write_text(CONTAINERS_CONF)
+        (self.root / "containers.conf").write_text(CONTAINERS_CONF.format(root=self.root))
         driver = os.environ.get("UD_CONTAINERS_STORAGE_DRIVER") or (
             "overlay" if self._overlay_works() else "vfs"
         )

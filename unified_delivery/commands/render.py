@@ -37,6 +37,14 @@ def _version(platform, unit, given: str) -> tuple[str, str]:
     return branch, f"the branch {branch!r}: no candidate was built yet, give --version to pin one"
 
 
+def built_image(platform, unit_name: str, version: str) -> str:
+    """The image the ledger's candidate of `version` was built as (pinned by digest), or ""."""
+    for entry in reversed(platform.ledger.ledger().entries(unit=unit_name, action="candidate")):
+        if entry.version == version:
+            return entry.payload.get("artifact", {}).get("details", {}).get("image") or ""
+    return ""
+
+
 def cmd_k8s(args, out) -> int:
     from ..gates.manifest_policy import policy_findings
     from ..service import load_platform
@@ -54,7 +62,8 @@ def cmd_k8s(args, out) -> int:
     target = configured if isinstance(configured, KubernetesTarget) else KubernetesTarget()
     k8s_version = args.kubernetes_version or target.kubernetes_version
     version, source = _version(platform, unit, args.version)
-    manifests = target.render(unit, args.env, version)
+    image = built_image(platform, unit.name, version)
+    manifests = target.render(unit, args.env, version, image)
     errors = schema_errors(manifests, k8s_version)
     if errors:
         raise UDError(
@@ -69,6 +78,7 @@ def cmd_k8s(args, out) -> int:
         "env": args.env,
         "version": version,
         "version_source": source,
+        "image": image or None,
         "kubernetes_version": k8s_version,
         "policy": findings,
         "manifests": manifests,

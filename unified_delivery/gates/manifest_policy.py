@@ -116,7 +116,8 @@ class ManifestPolicyGate(Gate[ManifestPolicySettings]):
         guarded = ctx.target_in(ctx.guards)  # what the guarded environment's target would apply
         target = guarded if isinstance(guarded, KubernetesTarget) else KubernetesTarget()
         version = self.settings.kubernetes_version or target.kubernetes_version
-        manifests = target.render(ctx.unit, ctx.guards, ctx.version)
+        image = (ctx.artifact.details.get("image") or "") if ctx.artifact else ""
+        manifests = target.render(ctx.unit, ctx.guards, ctx.version, image)
         schema = schema_errors(manifests, version)
         policy = policy_findings(manifests)
         problems = [f"schema: {e}" for e in schema] + [

@@ -14,6 +14,7 @@ from .access import PolicyGate
 from .approval import ApprovalGate
 from .asset_check import AssetCheckGate
 from .base import Gate
+from .container_policy import ContainerPolicyGate
 from .cost import CostGate
 from .data_diff import DataDiffGate
 from .data_quality import DataQualityGate
@@ -33,6 +34,7 @@ BUILT_IN: tuple[type[Gate], ...] = (
     TestsGate,
     SecurityGate,
     ManifestPolicyGate,
+    ContainerPolicyGate,
     ModelMetricGate,
     FairnessGate,
     ShadowGate,

@@ -92,8 +92,13 @@ def _env(state: EnvState, soak_s: float | None = None) -> dict[str, Any] | None:
     return {
         "version": state.recorded_version,
         "deployed_at": deployed_at,
-        # where it answers and, for an app with state, the folder its state lives in
-        **{k: actual.details[k] for k in ("url", "state_dir") if actual and k in actual.details},
+        # where it answers, for an app with state the folder its state lives in, and for an
+        # app release whether it runs as a process or a container of its image
+        **{
+            k: actual.details[k]
+            for k in ("url", "state_dir", "runtime", "image")
+            if actual and k in actual.details
+        },
         "actual_version": state.actual_version,
         "in_sync": state.in_sync,
         # a monitored environment after its deploy (soak.py): until when its monitor runs

@@ -106,10 +106,11 @@ def _expand(unit: Unit, where: str, value: str, values: dict[str, str]) -> str:
 
 
 def render_manifests(
-    unit: Unit, env: str, version: str, *, mlflow_tracking_uri: str
+    unit: Unit, env: str, version: str, *, mlflow_tracking_uri: str, image: str = ""
 ) -> list[dict[str, Any]]:
     """The objects `deploy` applies for `unit` at `version` in `env`: Service, Deployment,
-    autoscaler."""
+    autoscaler. `image`: the version's image as its candidate recorded it (`repo@sha256:...`,
+    an app with a Containerfile), which runs instead of the `kubernetes.image` template."""
     spec = _spec(unit)
     assert isinstance(unit, AppUnit)  # _spec refuses any other unit
     name = dns_name(unit.name)
@@ -149,7 +150,7 @@ def render_manifests(
     non_root = spec.run_as_user != 0
     container = {
         "name": "app",
-        "image": _expand(unit, "image", spec.image, values),
+        "image": image or _expand(unit, "image", spec.image, values),
         "imagePullPolicy": "IfNotPresent",
         "command": [_expand(unit, "service.command", a, values) for a in unit.service.command],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
@@ -632,8 +633,10 @@ class KubernetesTarget(BaseTarget):
 
     # ---- pure ------------------------------------------------------------------------
 
-    def render(self, unit: Unit, env: str, version: str) -> list[dict[str, Any]]:
-        return render_manifests(unit, env, version, mlflow_tracking_uri=self.mlflow_tracking_uri)
+    def render(self, unit: Unit, env: str, version: str, image: str = "") -> list[dict[str, Any]]:
+        return render_manifests(
+            unit, env, version, mlflow_tracking_uri=self.mlflow_tracking_uri, image=image
+        )
 
     def schema_errors(self, manifests: list[dict[str, Any]]) -> list[str]:
         return schema_errors(manifests, self.kubernetes_version)
@@ -762,7 +765,7 @@ class KubernetesTarget(BaseTarget):
     ) -> Deployment:
         _refuse_rollout(unit)
         try:
-            manifests = self.render(unit, env, artifact.version)
+            manifests = self.render(unit, env, artifact.version, artifact.details.get("image", ""))
         except (
             ConfigError
         ) as exc:  # a deploy fails as a target: recorded as deploy-failed, nothing applied

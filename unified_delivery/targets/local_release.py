@@ -66,13 +66,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from unified_delivery.containers import Containers
 from unified_delivery.errors import TargetError, UDError
 from unified_delivery.home import Home
 from unified_delivery.kinds.app.environments import AppEnvironment
 from unified_delivery.kinds.app.environments import ensure as ensure_environment
 from unified_delivery.kinds.model.drift import LOG_NAME as PREDICTION_LOG
-from unified_delivery.targets import rollout
+from unified_delivery.targets import container_run, rollout
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
+from unified_delivery.targets.container_run import ContainerRun
 from unified_delivery.targets.front_door import FrontDoor, Route, nginx_binary
 from unified_delivery.targets.probes import CHILDREN as _CHILDREN
 from unified_delivery.targets.probes import ReleasePaths as _Paths
@@ -131,6 +133,12 @@ class LocalReleaseTarget(BaseTarget):
         description="Seconds the old release keeps serving after the switch, for clients that read "
         "its URL just before; then the new release is checked again and the old one stopped.",
     )
+    run_images: bool = Field(
+        default=True,
+        description="Run a release whose candidate has an image (an app with a Containerfile) "
+        "as a podman container of that image (targets/container_run.py); False, or without "
+        "podman: as a process from its release directory. The deployment's `runtime` says which.",
+    )
     probe_kind = "local_release"
 
     def _probe_fields(self, unit: AppUnit) -> dict[str, Any]:
@@ -150,6 +158,7 @@ class LocalReleaseTarget(BaseTarget):
         paths = self._paths(unit.name, env)
         paths.releases.mkdir(parents=True, exist_ok=True)
         _materialise(paths, artifact, log)
+        _record_image(paths, artifact)
         return self._start_release(unit, env, paths, artifact.version, "deploy", log)
 
     def _rollback(
@@ -302,7 +311,7 @@ class LocalReleaseTarget(BaseTarget):
                 if old_running
                 else ""
             )
-            service = _service(unit, env, paths, version, port, log)
+            service = _service(unit, env, paths, version, port, log, self.run_images)
             done = [v for v in old.get("setup_done", []) if v != version]
             if unit.service.setup and version in old.get("setup_done", []):
                 log(f"setup of version {version} already ran in {env}: not run again")
@@ -340,6 +349,8 @@ class LocalReleaseTarget(BaseTarget):
                 "setup_done": done[-HISTORY_LIMIT:],
                 "state_dir": service.values["{state_dir}"],
                 "environment": str(service.environment.path) if service.environment else None,
+                "runtime": service.runtime,
+                "image": service.container.image if service.container else None,
             }
             write_json(
                 paths.state, new_state
@@ -424,6 +435,8 @@ class LocalReleaseTarget(BaseTarget):
                 **({"rollout": _rollout_summary(rolled)} if rolled else {}),
                 "state_dir": service.values["{state_dir}"],
                 **({"environment": str(service.environment.path)} if service.environment else {}),
+                "runtime": service.runtime,
+                **({"image": service.container.image} if service.container else {}),
             },
         )
 
@@ -673,6 +686,19 @@ class _Service:
     values: dict[str, str]
     env: dict[str, str]
     environment: AppEnvironment | None
+    container: ContainerRun | None = None  # the release's image, run by podman
+
+    @property
+    def runtime(self) -> str:
+        return "container" if self.container else "process"
+
+    def argv(self, command: list[str] | None, suffix: str = "") -> list[str]:
+        """What runs `command` for this release: itself, or `podman run` of the image (None:
+        the image's own command)."""
+        if self.container:
+            return self.container.argv(sorted(self.env), command, suffix)
+        assert command is not None
+        return command
 
 
 def state_dir(home: Path, unit_name: str, env: str) -> Path:
@@ -681,18 +707,30 @@ def state_dir(home: Path, unit_name: str, env: str) -> Path:
     return home / "state" / unit_name / env
 
 
-def _service(unit: AppUnit, env: str, paths: _Paths, version: str, port: int, log: Log) -> _Service:
+def _service(
+    unit: AppUnit,
+    env: str,
+    paths: _Paths,
+    version: str,
+    port: int,
+    log: Log,
+    run_images: bool = True,
+) -> _Service:
     release = paths.release(version)
+    state = state_dir(paths.home, unit.name, env)
+    state.mkdir(parents=True, exist_ok=True)
+    container = _container(unit, env, paths, version, state, log) if run_images else None
+    environment = None
     try:  # made when the candidate was built; made again here if it was removed since
-        environment = ensure_environment(unit, release, Home(paths.home), log)
+        if container is None:  # an image has its own
+            environment = ensure_environment(unit, release, Home(paths.home), log)
     except UDError as exc:
         raise _Failure(exc.code, exc.message, exc.remediation) from None
     if environment:
         environment.attach(release)
-    state = state_dir(paths.home, unit.name, env)
-    state.mkdir(parents=True, exist_ok=True)
+    python = environment.python if environment and environment.python else sys.executable
     values = {
-        "{python}": environment.python if environment and environment.python else sys.executable,
+        "{python}": "python3" if container else python,
         "{port}": str(port),
         "{env}": env,
         "{home}": str(paths.home),
@@ -719,7 +757,38 @@ def _service(unit: AppUnit, env: str, paths: _Paths, version: str, port: int, lo
         UD_PREDICTION_LOG=str(state / PREDICTION_LOG),
     )
     proc_env.update({key: _fill(value, values) for key, value in unit.service.env.items()})
-    return _Service(values, proc_env, environment)
+    return _Service(values, proc_env, environment, container)
+
+
+def _record_image(paths: _Paths, artifact: Artifact) -> None:
+    """Which image a version's release runs (images.json), kept for its rollbacks."""
+    image = artifact.details.get("image")
+    images = read_json(paths.images) or {}
+    if image and images.get(artifact.version) != image:
+        write_json(paths.images, {**images, artifact.version: image})
+
+
+def _container(
+    unit: AppUnit, env: str, paths: _Paths, version: str, state: Path, log: Log
+) -> ContainerRun | None:
+    """How `version` runs as a container, when its candidate had an image and podman is here."""
+    image = (read_json(paths.images) or {}).get(version)
+    if not image:
+        return None
+    if not container_run.available():
+        log(f"podman is not installed: {unit.name}/{env} version {version} runs as a process")
+        return None
+    containers = Containers.of(Home(paths.home))
+    try:
+        container_run.pull(containers, image, Home(paths.home))
+        container_run.own_state_dir(state, container_run.user_of(containers, image))
+    except UDError as exc:
+        raise _Failure(exc.code, exc.message, exc.remediation) from None
+    log(f"{unit.name}/{env} version {version} runs as a container of {image}")
+    name = f"{container_run.NAME_PREFIX}{unit.name}-{env}-{version[:12]}-{secrets.token_hex(3)}"
+    run = ContainerRun(image, name, f"{unit.name}/{env}", str(state), containers)
+    run.prune()
+    return run
 
 
 def _run_setup(
@@ -735,6 +804,7 @@ def _run_setup(
         else:
             command = [_fill(arg, service.values) for arg in step]
             shown = shlex.join(command)
+        command = service.argv(command, suffix="-setup")  # in the image, for a container
         log(f"setup of {unit.name}/{env} version {version}: {shown}")
         with open(paths.log, "ab") as out:
             out.write(
@@ -746,7 +816,7 @@ def _run_setup(
                 proc = subprocess.Popen(
                     command,
                     cwd=paths.release(version),
-                    env=service.env,
+                    env=service.container.env(service.env) if service.container else service.env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -767,6 +837,8 @@ def _run_setup(
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)  # what it left behind, or all of it
                 proc.wait()
+                if service.container:
+                    service.container.remove("-setup")
         if code == 0:
             continue
         how = (
@@ -793,8 +865,11 @@ def _spawn(
     service: _Service,
 ) -> tuple[subprocess.Popen, int]:
     """Start `version` from its release dir; returns the process and where its log output begins."""
-    command = [_fill(arg, service.values) for arg in unit.service.command]
-    proc_env = dict(service.env)
+    # A container runs its image's own command (the Containerfile says how the app starts).
+    command = service.argv(
+        None if service.container else [_fill(arg, service.values) for arg in unit.service.command]
+    )
+    proc_env = service.container.env(service.env) if service.container else dict(service.env)
     proc_env[DEPLOY_ID_VAR] = deploy_id
     for pid in [pid for pid, child in list(_CHILDREN.items()) if child.poll() is not None]:
         del _CHILDREN[pid]
@@ -851,6 +926,7 @@ def _stop_process(pid: int | None, token: str | None) -> bool:
     if not _running(pid, token):
         _CHILDREN.pop(pid, None)
         return False
+    container = container_run.container_of(pid)  # read while its process still runs
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
@@ -862,6 +938,8 @@ def _stop_process(pid: int | None, token: str | None) -> bool:
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         child.wait()
+    if container:  # stopped through `podman run`, or not (it was killed): gone either way
+        container_run.remove(*container)
     return True
 
 

@@ -57,6 +57,11 @@ class ReleasePaths:
         """The deploy in progress; left behind only if that deploy was killed."""
         return self.root / "pending.json"
 
+    @property
+    def images(self) -> Path:
+        """Per version, the image its candidate was built as (run as a container)."""
+        return self.root / "images.json"
+
     def release(self, version: str) -> Path:
         return self.releases / version
 
@@ -147,7 +152,12 @@ def release_status(paths: ReleasePaths) -> Deployment | None:
             "release_dir": str(paths.release(state["version"])),
             "log": str(paths.log),
             # the app's persistent folder and its own environment, when it has them
-            **{k: state[k] for k in ("state_dir", "environment") if state.get(k)},
+            # and whether it runs as a process or a container of its image
+            **{
+                k: state[k]
+                for k in ("state_dir", "environment", "runtime", "image")
+                if state.get(k)
+            },
         },
     )
 

@@ -207,6 +207,11 @@ def local_address(home: Home) -> str | None:
     return state.get("address") if _alive(state.get("pid")) else None
 
 
+def recorded_address(home: Home) -> str | None:
+    """Where the home's registry listens or listened last (its images are named after it)."""
+    return _read_state(home).get("address")
+
+
 def ensure_local(home: Home) -> str:
     """The home's registry, started when it is not running: its host:port on 127.0.0.1."""
     state = _read_state(home)
