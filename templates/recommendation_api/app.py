@@ -16,7 +16,9 @@ Environment:
                           both predictions logged for the platform's shadow gate; unset: none
     SHADOW_SAMPLE         the share of requests scored in shadow (default 0.1)
     MODEL_REFRESH_S       every so many seconds, a URI naming an alias (@staging) is resolved
-                          again and a version it moved to is loaded (default 0: never)
+                          again and a version it moved to is loaded (default 30; 0: never), so
+                          a promotion or a rollback of the model (a drift monitor's too) reaches
+                          a running app without a restart
 
 Endpoints:
     GET  /health    200 {"status": "ok", ...}; 503 when the model failed to load
@@ -203,6 +205,9 @@ def refresh_forever(state: State) -> None:
         refresh(state)
 
 
+DEFAULT_REFRESH_S = 30.0  # one registry read per alias per half minute
+
+
 def load_state(environ: dict[str, str] | None = None) -> State:
     """Build the state from the environment, loading MODEL_URI if it is set."""
     environ = dict(os.environ if environ is None else environ)
@@ -213,7 +218,7 @@ def load_state(environ: dict[str, str] | None = None) -> State:
         prediction_log=environ.get("UD_PREDICTION_LOG") or None,
         shadow_uri=environ.get("SHADOW_MODEL_URI") or None,
         shadow_sample=min(1.0, max(0.0, float(environ.get("SHADOW_SAMPLE") or 0.1))),
-        refresh_s=max(0.0, float(environ.get("MODEL_REFRESH_S") or 0)),
+        refresh_s=max(0.0, float(environ.get("MODEL_REFRESH_S") or DEFAULT_REFRESH_S)),
     )
     if state.model_uri:
         try:
