@@ -10,7 +10,11 @@ code server (`dagster api grpc`), which this module keeps, one per home, on a Un
   and the environment the runs would inherit is the same (secrets come from it);
 - otherwise it is told to shut down once its runs finish, and a new one is started;
 - it stops by itself after UD_CODE_SERVER_IDLE_S seconds (default 600) without a command
-  (Dagster's heartbeat), after its runs finish; `ud down` stops it at once.
+  (Dagster's heartbeat, which a command sends while it holds the workspace), after its runs
+  finish; `ud down` stops it at once;
+- it is `python -m unified_delivery.code_server` (serve): Dagster's `dagster api grpc` whose
+  runs are forked from a fork server that imported Dagster and the definitions once
+  (run_worker.py), not spawned as fresh interpreters.
 
 It listens on `<home>/run/code-server-<key>-<random>.sock` (a private temp folder when that path
 is too long for a socket): one path per server, because a server that ends (replaced, or idle)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from unified_delivery.errors import TargetError
+from unified_delivery.targets.ports import bind_problem, free_port
 from unified_delivery.targets.probes import ReleasePaths
 from unified_delivery.targets.state_files import lock_file, read_json, write_json
 
@@ -132,7 +133,7 @@ class FrontDoor:
         kept = read_json(front)
         if kept and kept.get("port"):
             return int(kept["port"])
-        port = preferred if preferred and _free(preferred) else _free_port()
+        port = preferred if preferred and bind_problem(preferred) is None else free_port()
         paths.root.mkdir(parents=True, exist_ok=True)
         write_json(front, {"port": port})
         return port
@@ -288,21 +289,6 @@ def _await_gone(workers: list[Any]) -> None:
 
 def _upstream_name(unit: str, env: str) -> str:
     return "ud_" + "".join(c if c.isalnum() else "_" for c in f"{unit}__{env}")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _await_listening(port: int) -> None:

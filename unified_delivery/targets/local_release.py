@@ -52,7 +52,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -76,6 +75,7 @@ from unified_delivery.targets import container_run, rollout
 from unified_delivery.targets.base import Artifact, BaseTarget, Deployment, Health, Log, _quiet
 from unified_delivery.targets.container_run import ContainerRun
 from unified_delivery.targets.front_door import FrontDoor, Route, nginx_binary
+from unified_delivery.targets.ports import bind_problem, free_port
 from unified_delivery.targets.probes import CHILDREN as _CHILDREN
 from unified_delivery.targets.probes import ReleasePaths as _Paths
 from unified_delivery.targets.probes import front_url, release_paths, release_status
@@ -983,7 +983,7 @@ def _pick_port(unit: AppUnit, env: str, version: str, log: Log) -> int:
     that serves now, or anything else); TargetError when it cannot be a port at all."""
     preferred = unit.service.ports.get(env)
     if not preferred or unit.rollout is not None:  # with a front door, the preferred port is its
-        return _free_port()
+        return free_port()
     if isinstance(preferred, bool) or not isinstance(preferred, int) or not 0 < preferred < 65536:
         raise TargetError(
             "UD-TARGET-PORT",
@@ -992,11 +992,11 @@ def _pick_port(unit: AppUnit, env: str, version: str, log: Log) -> int:
             f"Set service.ports.{env} to a port from 1 to 65535, or remove it to get any free "
             "port.",
         )
-    problem = _bind_problem(preferred)
+    problem = bind_problem(preferred)
     if problem is None:
         return preferred
     if problem.errno == errno.EADDRINUSE:
-        port = _free_port()
+        port = free_port()
         log(f"port {preferred} is in use; version {version} starts on port {port}")
         return port
     raise TargetError(
@@ -1006,25 +1006,6 @@ def _pick_port(unit: AppUnit, env: str, version: str, log: Log) -> int:
         "Choose a port this user may listen on (1024 or above for a non-root user) for "
         f"service.ports.{env}.",
     )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _bind_problem(port: int) -> OSError | None:
-    """None when `port` can be listened on now; otherwise why not (EADDRINUSE: it is taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-        )  # TIME_WAIT from an old service is fine
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            return exc
-    return None
 
 
 _OPENER = urllib.request.build_opener(

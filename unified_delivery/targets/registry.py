@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..containers import Containers
 from ..errors import EXIT_TARGET, UDError
 from ..home import Home
+from .ports import bind_problem, free_port
 
 START_TIMEOUT_S = 15.0
 STOP_GRACE_S = 5.0
@@ -183,24 +183,6 @@ def _answers(address: str) -> bool:
         return False
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        # As the registry binds (Go sets SO_REUSEADDR): its old connections in TIME_WAIT do not
-        # hold the port.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def local_address(home: Home) -> str | None:
     """Where the home's registry listens, when it runs (no start)."""
     state = _read_state(home)
@@ -240,8 +222,8 @@ def _start(home: Home, state: dict) -> str:
     (folder / "data").mkdir(parents=True, exist_ok=True)
     # The same port as last time when it is free: the images the ledger names stay reachable.
     port = state.get("port")
-    if not isinstance(port, int) or not _port_free(port):
-        port = _free_port()
+    if not isinstance(port, int) or bind_problem(port) is not None:
+        port = free_port()
     address = f"127.0.0.1:{port}"
     config = folder / "config.yml"
     config.write_text(
