@@ -31,8 +31,10 @@ demo: install
 
 # Workers: one per core, at most 4 (one more than the cores was measured: no faster, each test
 # slower). A test file stays on one worker, so its module fixtures (a Postgres cluster, a
-# trained model) are made once; the demo is shared by all workers (tests/conftest.py).
-XDIST := -n auto --maxprocesses=4 --dist loadfile
+# trained model) are made once; the demo is shared by all workers (tests/conftest.py). Files go
+# out longest first (tests/conftest.py LONGEST_FIRST): xdist's default reorder would hand them
+# out by their number of tests, leaving the one-test tutorials, the longest, for the end.
+XDIST := -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder
 
 test: install
 	$(BIN)/python -m pytest $(XDIST)

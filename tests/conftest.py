@@ -132,9 +132,13 @@ def clean_env():
 
 # The longest files first, so that under pytest-xdist (a file per worker) no worker is left with
 # a long file at the end while the others idle.
-LONGEST_FIRST = ["test_tutorial_platform_engineer.py", "test_reports.py", "test_tutorial_analytics_engineer.py",
-                 "test_governance.py", "test_tutorial_app_developer.py", "test_tutorial_data_scientist.py",
-                 "test_tutorial_agent.py", "test_mcp_server.py", "test_postgres.py", "test_e2e_demo.py", "test_browser.py"]
+LONGEST_FIRST = [  # seconds per file in a CI run, longest first (the Makefile keeps this order)
+    "test_tutorial_platform_engineer.py", "test_tutorial_analytics_engineer.py", "test_governance.py",
+    "test_reports.py", "test_run_submit.py", "test_tutorial_app_developer.py", "test_tutorial_data_scientist.py",
+    "test_scaffold.py", "test_tutorial_agent.py", "test_drift_app.py", "test_security.py", "test_status_fast.py",
+    "test_dbt_projects.py", "test_canary.py", "test_registered_models.py", "test_bench_synthetic.py",
+    "test_previews.py", "test_dbt_duckdb.py", "test_mcp_server.py", "test_data_vars.py", "test_postgres.py",
+    "test_notifications.py", "test_data_monitors.py", "test_browser.py", "test_escape_hatch.py", "test_e2e_demo.py"]
 
 
 def pytest_collection_modifyitems(config, items):

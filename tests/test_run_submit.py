@@ -233,3 +233,40 @@ def test_a_server_that_went_away_is_told_from_a_platform_error(tmp_path):
     broken = ConfigError("UD-CODE-SERVER", "the platform's definitions do not load: SyntaxError: "
                          "invalid syntax (definitions.py, line 3)", "fix the platform code named")
     assert not code_server.gone(broken)  # the platform's own error: said, never retried
+
+
+def test_a_server_gone_between_its_ping_and_the_launch_gets_the_promotion_again(paths, monkeypatch):
+    """The code server ends (its idle time ran out) after it answered the command's first calls
+    but before StartRun: the instance marks the run it created failed. That run never started,
+    so a new server gets the promotion again, as a new run with its own grant."""
+    import dagster as dg
+
+    from unified_delivery import service
+    from unified_delivery.home import Home
+
+    monkeypatch.setenv("UD_HOME", str(paths["home"]))
+    monkeypatch.setenv("UD_PROJECT", str(paths["project"]))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    platform, defs = service.load_platform(paths["project"])
+    original, killed = dg.DagsterInstance.submit_run, []
+
+    def submit_after_the_server_went(self, run_id, workspace):
+        if not killed:  # the first launch only: the server dies under it
+            pid = _server(paths)["pid"]
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+            killed.append(run_id)
+        return original(self, run_id, workspace)
+
+    monkeypatch.setattr(dg.DagsterInstance, "submit_run", submit_after_the_server_went)
+    outcome = service.promote(platform, defs, "svc", "staging", reason="retry", submit=True,
+                              home=Home.current())
+    assert outcome.error is None, outcome.error
+    assert len(killed) == 1 and killed[0] != outcome.run_id
+    instance = _instance(paths)
+    lost, run = instance.get_run_by_id(killed[0]), instance.get_run_by_id(outcome.run_id)
+    assert lost is not None and lost.status == dg.DagsterRunStatus.FAILURE  # as the list shows it
+    assert not instance.get_records_for_run(killed[0], of_type=dg.DagsterEventType.STEP_START).records
+    assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["ud/unit"] == "svc" and run.tags["ud/principal"] == lost.tags["ud/principal"]

@@ -131,6 +131,7 @@ def submit(
     run_id: str,
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
+    fresh_id: Callable[[], str] | None = None,
 ) -> str:
     """The job submitted to the instance as `dagster job launch` does: made from the code
     server's view of the job, then handed to the instance's run coordinator, whose launcher
@@ -144,12 +145,34 @@ def submit(
         try:
             return _submit(inst, root, job, home, run_id, config, tags)
         except Exception as exc:
-            # A server that ended just as this command reached it (its idle time ran out):
-            # nothing was created yet (see _submit), so a new server gets the same request.
-            if attempt == 2 or not code_server.gone(exc) or inst.has_run(run_id):
+            # A server that ended just as this command reached it (its idle time ran out, and
+            # it still answered the ping before): a new server gets the request again. A run
+            # the failed launch created stays in the run list as it ended (failed, never
+            # started); the retry is a new run, under a new id from `fresh_id` (its own grant).
+            if attempt == 2 or not code_server.gone(exc):
                 raise
+            if inst.has_run(run_id):
+                if fresh_id is None or not _never_started(inst, run_id):
+                    raise
+                run_id = fresh_id()
             code_server.forget(home)
     raise AssertionError("unreachable")
+
+
+def _never_started(inst: Any, run_id: str) -> bool:
+    """Whether the run's launch failed before any process of it began (no RUN_START)."""
+    import dagster as dg
+
+    run = inst.get_run_by_id(run_id)
+    if run is None or run.status not in (
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.NOT_STARTED,
+    ):
+        return False
+    started = inst.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START}, limit=1
+    )
+    return not started.records
 
 
 def _submit(

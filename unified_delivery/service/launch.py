@@ -108,17 +108,8 @@ def promote(
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
     job = job_name(unit_name, env)
-    run_id, tags = granted_run(
-        platform,
-        principal or identity(platform, home=home),
-        reason,
-        unit_name,
-        env,
-        home,
-        job=job,
-        run_config=run_config,
-    )
-    return _run(platform, defs, job, home, run_id, run_config, tags, submit, wait, on_event)
+    grant = (principal or identity(platform, home=home), reason, unit_name, env)
+    return _run(platform, defs, job, home, grant, run_config, submit, wait, on_event)
 
 
 def rollback(
@@ -150,17 +141,8 @@ def rollback(
             }
         }
     }
-    run_id, tags = granted_run(
-        platform,
-        principal or identity(platform, home=home),
-        reason,
-        unit_name,
-        env,
-        home,
-        job="ud_rollback",
-        run_config=config,
-    )
-    return _run(platform, defs, "ud_rollback", home, run_id, config, tags, submit, wait, on_event)
+    grant = (principal or identity(platform, home=home), reason, unit_name, env)
+    return _run(platform, defs, "ud_rollback", home, grant, config, submit, wait, on_event)
 
 
 def _run(
@@ -168,17 +150,21 @@ def _run(
     defs: Any,
     job: str,
     home: Home,
-    run_id: str,
+    grant: tuple[str, str, str, str],
     run_config: dict,
-    tags: dict[str, str],
     submit: bool,
     wait: bool,
     on_event: Callable[[Any], None] | None,
 ) -> RunOutcome:
-    """Executed here (`submit=False`: the Python API, the demo), or submitted to the instance
-    and, with `wait`, followed to its end (`ud promote`, `ud rollback`)."""
+    """The run granted to `grant` (principal, reason, unit, env), executed here (`submit=False`:
+    the Python API, the demo), or submitted to the instance and, with `wait`, followed to its
+    end (`ud promote`, `ud rollback`)."""
     from .. import runner
 
+    def granted() -> tuple[str, dict[str, str]]:
+        return granted_run(platform, *grant, home, job=job, run_config=run_config)
+
+    run_id, tags = granted()
     engine = platform.ledger.ledger().engine
     if not submit:
         outcome = runner.execute(
@@ -191,8 +177,14 @@ def _run(
             lock_engine=engine,
         )
     else:
-        runner.submit(
-            project_root(), job, home=home, run_id=run_id, run_config=run_config, tags=tags
+        run_id = runner.submit(
+            project_root(),
+            job,
+            home=home,
+            run_id=run_id,
+            run_config=run_config,
+            tags=tags,
+            fresh_id=lambda: granted()[0],  # a launch tried again is a new run
         )
         if not wait:
             return runner.RunOutcome(run_id=run_id, success=False, pending=True)
