@@ -19,7 +19,7 @@ from .principals import identity
 
 if TYPE_CHECKING:
     from ..platform import Platform
-    from ..runner import RunOutcome
+    from ..runner import RunOutcome, Selection
     from ..units import Unit
 
 
@@ -87,10 +87,12 @@ def promote(
     wait: bool = True,
     on_event: Callable[[Any], None] | None = None,
 ) -> RunOutcome:
-    """Promote a unit to an environment as a Dagster run: build and gate a candidate (for the
-    first environment) or re-run the gates on the one before, then deploy. Executed in this
-    process, or submitted to the instance (`submit`): see _run."""
-    from ..translator import job_name
+    """Promote a unit to an environment as a Dagster run of the environment's job with the
+    unit's own stages selected (promotions.py): build and gate a candidate (for the first
+    environment) or re-run the gates on the one before, then deploy. Executed in this process,
+    or submitted to the instance (`submit`): see _run."""
+    from ..promotions import promotion
+    from ..runner import Selection
 
     unit = unit_in(platform, unit_name, env)
     upstream = unit.previous_stage(env)
@@ -107,7 +109,7 @@ def promote(
         check_ref(platform, unit, ref)
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
-    job = job_name(unit_name, env)
+    chosen = promotion(platform, unit, env)
     run_id, tags = granted_run(
         platform,
         principal or identity(platform, home=home),
@@ -115,10 +117,22 @@ def promote(
         unit_name,
         env,
         home,
-        job=job,
+        job=chosen.job,
         run_config=run_config,
     )
-    return _run(platform, defs, job, home, run_id, run_config, tags, submit, wait, on_event)
+    return _run(
+        platform,
+        defs,
+        chosen.job,
+        home,
+        run_id,
+        run_config,
+        {**chosen.tags(), **tags},
+        submit,
+        wait,
+        on_event,
+        Selection.of(chosen),
+    )
 
 
 def rollback(
@@ -174,6 +188,7 @@ def _run(
     submit: bool,
     wait: bool,
     on_event: Callable[[Any], None] | None,
+    selection: Selection | None = None,
 ) -> RunOutcome:
     """Executed here (`submit=False`: the Python API, the demo), or submitted to the instance
     and, with `wait`, followed to its end (`ud promote`, `ud rollback`)."""
@@ -189,10 +204,17 @@ def _run(
             tags=tags,
             run_id=run_id,
             lock_engine=engine,
+            selection=selection,
         )
     else:
         runner.submit(
-            project_root(), job, home=home, run_id=run_id, run_config=run_config, tags=tags
+            project_root(),
+            job,
+            home=home,
+            run_id=run_id,
+            run_config=run_config,
+            tags=tags,
+            selection=selection,
         )
         if not wait:
             return runner.RunOutcome(run_id=run_id, success=False, pending=True)
