@@ -10,8 +10,6 @@ Ticks are evaluated through Dagster (build_sensor_context + evaluate_tick) on a 
 instance in a temporary folder; the runs they request are counted, not executed.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -35,16 +33,25 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def bench_job(unit: str) -> dg.JobDefinition:
-    @dg.op(name=f"{unit}__candidate", config_schema={"ref": str})
-    def build(context) -> str:
-        return context.op_config["ref"]
+class Ref(dg.Config):
+    ref: str
 
-    @dg.job(name=f"{unit}__to_staging")
-    def job():
-        build()
 
-    return job
+def bench_job(unit: str):
+    """The unit's candidate and a staging promotion job over it, as the platform makes them."""
+    from unified_delivery.promotions import job_name
+
+    @dg.asset(key=dg.AssetKey([unit, "candidate"]))
+    def build(config: Ref) -> str:
+        return config.ref
+
+    return build, dg.define_asset_job(job_name("staging"), selection=[build.key])
+
+
+def bench_promotion(unit: str):
+    from unified_delivery.promotions import Promotion
+
+    return Promotion(unit, "staging", (dg.AssetKey([unit, "candidate"]),), ())
 
 
 def timed_tick(sensor: dg.SensorDefinition, defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[float, int]:
@@ -85,11 +92,11 @@ def bench_git(n: int, changed: int, remote_n: int) -> dict:
         dest = tmp / "repos" / f"r{i:04d}.git"
         shutil.copytree(template, dest)
         repos.append(dest)
-    job = bench_job("bench_app")
-    build = (Build("bench_app", "bench_app__to_staging", ("main",)),)
+    asset, job = bench_job("bench_app")
+    build = (Build("bench_app", bench_promotion("bench_app"), ("main",)),)
     watches = [GitWatch(str(r), build) for r in repos]
     sensor = git_sensor("bench_git", lambda: watches, [job])
-    defs = dg.Definitions(jobs=[job], sensors=[sensor])
+    defs = dg.Definitions(assets=[asset], jobs=[job], sensors=[sensor])
     instance = dg.DagsterInstance.get()
     quiet_logs()
     out = {"repositories": n}
@@ -102,7 +109,7 @@ def bench_git(n: int, changed: int, remote_n: int) -> dict:
     # Repositories named by URL go through `git ls-remote`, in a bounded thread pool.
     url_watches = [GitWatch(f"file://{r}", build) for r in repos[:remote_n]]
     url_sensor = git_sensor("bench_git_urls", lambda: url_watches, [job], workers=8)
-    url_defs = dg.Definitions(jobs=[job], sensors=[url_sensor])
+    url_defs = dg.Definitions(assets=[asset], jobs=[job], sensors=[url_sensor])
     out["url_repositories"] = remote_n
     out["url_tick_s"], _ = timed_tick(url_sensor, url_defs, instance)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -131,10 +138,10 @@ def bench_registry(n: int, new_versions: int) -> dict:
         for _ in range(2):
             client.create_model_version(name, source=f"file:///models/{name}")
     setup_s = time.perf_counter() - t0
-    job = bench_job("bench_model")
-    watches = [ModelWatch(name, "bench_model", "bench_model__to_staging") for name in names]
+    asset, job = bench_job("bench_model")
+    watches = [ModelWatch(name, "bench_model", bench_promotion("bench_model")) for name in names]
     sensor = registry_sensor("bench_registry", lambda: watches, lambda: MlflowClient(tracking_uri=uri, registry_uri=uri), [job])
-    defs = dg.Definitions(jobs=[job], sensors=[sensor])
+    defs = dg.Definitions(assets=[asset], jobs=[job], sensors=[sensor])
     instance = dg.DagsterInstance.get()
     quiet_logs()
     out = {"models": n, "versions": 2 * n, "mlflow_import_and_schema_s": round(import_s, 2), "setup_s": round(setup_s, 1)}

@@ -78,8 +78,9 @@ def test_the_definitions_load_as_chains_of_units_with_their_gates(platform, tmp_
         assert {f"data_{n:04d}/candidate:dbt_tests", f"model_{n:04d}/candidate:model_metric",
                 f"app_{n:04d}/candidate:tests", f"app_{n:04d}/staging:health"} <= checks
     assert g["owners"]["data_0001/production"] == ["team:team_01"]  # from dbt meta
-    promotion_jobs = {f"{u}__to_{e}" for u in units for e in ("staging", "production")}
-    assert promotion_jobs | {"ud_rollback"} <= set(g["jobs"])
+    # one promotion job per environment for every unit, not one per unit
+    assert {"ud_promote_staging", "ud_promote_production", "ud_rollback"} <= set(g["jobs"])
+    assert not [j for j in g["jobs"] if "__to_" in j]
 
 
 def test_generate_refuses_a_folder_that_is_not_empty(tmp_path):
@@ -115,7 +116,8 @@ def test_the_load_ratio_bench_times_the_same_graph_in_plain_dagster(tmp_path, cl
                           env=clean_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["units"] == 6 and row["assets"] == 6 * 3 + 1 and row["jobs"] >= 6 * 2  # + the scorecard
+    # + the scorecard; two promotion jobs (one per environment), rollback, preview and its teardown
+    assert row["units"] == 6 and row["assets"] == 6 * 3 + 1 and row["jobs"] == 5
     assert row["platform_wall_s"] > 0 and row["plain_wall_s"] > 0 and row["ratio_wall"] > 0
     assert "| 6 | 19 |" in proc.stdout  # the table docs/performance.md shows
     platform = run(["-c", GRAPH], tmp_path / "w" / "units-6", tmp_path / "home", clean_env)

@@ -63,7 +63,7 @@ def test_dg_list_defs_lists_every_stage_asset_and_gate_check_once(dg):
     checks = {c["key"] for c in listing["asset_checks"]}
     assert {"recommendation_api/candidate:tests", "recommendation_api/candidate:security",
             "recommendation_api/staging:health", "customer_features/candidate:dbt_tests"} <= checks
-    assert {"recommendation_api__to_staging", "ud_rollback"} <= {j["name"] for j in listing["jobs"]}
+    assert {"ud_promote_staging", "ud_promote_production", "ud_rollback"} <= {j["name"] for j in listing["jobs"]}
 
 
 def test_dg_check_defs_passes_on_the_reference_platform(dg):
@@ -88,8 +88,8 @@ def test_the_unit_folders_build_their_units_slices_of_the_platform(dg):
     assert runnable == {f"{u}/{s}" for u in YAML_UNITS for s in STAGES}
     assert set(keys) - runnable == {"churn_model/staging", "churn_model/production"}  # what the app serves
     assert {c["asset_key"].split("/")[0] for c in listing["asset_checks"]} == set(YAML_UNITS)
-    assert {j["name"] for j in listing["jobs"]} == {f"{u}__to_{e}" for u in YAML_UNITS for e in ("staging", "production")}
-    assert listing["sensors"] == []  # platform-wide: only the code location has them
+    # platform-wide: only the code location has them (a promotion job serves every unit)
+    assert listing["jobs"] == [] and listing["sensors"] == []
 
 
 # -- dg on a broken platform ---------------------------------------------------------------------

@@ -214,14 +214,14 @@ def shop(tmp_path_factory) -> Iterator[Shop]:
                                            governance=Governance(POLICY))
         base = platform.definitions()
         jobs = {j.name: j for j in base.jobs}
-        sensor = git_sensor("git", lambda: app_watches(platform, home), [jobs["marts__to_staging"]], principal=SENSORS)
+        sensor = git_sensor("git", lambda: app_watches(platform, home), [jobs["ud_promote_staging"]], principal=SENSORS)
         defs = dg.Definitions.merge(base, dg.Definitions(sensors=[sensor]))
         yield Shop(root, remote, work, home, platform, defs, target, base)
 
 
 def requested(report: dict) -> list[tuple[str, str]]:
     entry = next(s for s in report["sensors"] if s["name"] == "git")
-    return [(r["job"], r["outcome"]) for r in entry["requested"]]
+    return [(r["what"], r["outcome"]) for r in entry["requested"]]
 
 
 def test_a_push_is_built_from_its_commit_and_promoted_to_production(shop):
@@ -232,7 +232,7 @@ def test_a_push_is_built_from_its_commit_and_promoted_to_production(shop):
         report = tick(shop.defs, shop.home)
     finally:
         git("checkout", "--", "warehouse/models/marts/orders.sql", cwd=shop.work)
-    assert requested(report) == [("marts__to_staging", "success")]
+    assert requested(report) == [("marts to staging", "success")]
     built = shop.candidate()
     details = shop.details()
     assert details["commit"] == first
@@ -252,7 +252,7 @@ def test_a_push_is_built_from_its_commit_and_promoted_to_production(shop):
     # A Git sensor looking for the first time (a new daemon, `ud ui` opened) does not build again
     # the commit the platform built: a data unit's version is a digest, its commit a detail.
     jobs = {j.name: j for j in shop.base.jobs}
-    fresh = git_sensor("git_fresh", lambda: app_watches(shop.platform, shop.home), [jobs["marts__to_staging"]],
+    fresh = git_sensor("git_fresh", lambda: app_watches(shop.platform, shop.home), [jobs["ud_promote_staging"]],
                        principal=SENSORS)
     again = tick(dg.Definitions.merge(shop.base, dg.Definitions(sensors=[fresh])), shop.home)
     assert next(s for s in again["sensors"] if s["name"] == "git_fresh")["requested"] == []
@@ -273,7 +273,7 @@ def test_a_change_builds_only_what_changed_since_production(shop):
         "warehouse/models/marts/orders.sql":
             "select order_id, customer_id, amount, amount * 100 as amount_cents\nfrom {{ ref('stg_orders') }}\n"})
     report = tick(shop.defs, shop.home)
-    assert requested(report) == [("marts__to_staging", "success")]
+    assert requested(report) == [("marts to staging", "success")]
     details = shop.details()
     assert details["commit"] == sha and details["slim"]
     assert details["built"] == ["model.warehouse.orders"]

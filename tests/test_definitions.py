@@ -113,11 +113,32 @@ def test_assets_carry_the_owner_and_group_of_their_unit(graph):
             assert node.group_name == unit
 
 
-def test_promotion_and_rollback_jobs_exist(defs):
-    for unit in UNITS:
-        for env in ("staging", "production"):
-            job = defs.resolve_job_def(f"{unit}__to_{env}")
-            assert job.tags == {"ud/unit": unit, "ud/env": env}
+def test_one_promotion_job_per_environment_holds_every_units_promotion_and_the_rollback_job_exists(defs, graph):
+    from unified_delivery.promotions import promotion
+
+    platform = load_platform(ROOT)[0]
+    names = {j.name for j in defs.resolve_all_job_defs()}
+    assert {n for n in names if n.startswith("ud_promote_")} == {"ud_promote_staging", "ud_promote_production"}
+    assert not any("__to_" in n for n in names)  # no job per unit
+    for env, upstream in (("staging", "candidate"), ("production", "staging")):
+        job = defs.resolve_job_def(f"ud_promote_{env}")
+        assert job.tags == {}  # unit, env and sizing are the run's tags, set at launch
+        assets = set(job.asset_layer.selected_asset_keys)
+        first = upstream == "candidate"
+        assert assets == {k(u, env) for u in UNITS} | ({k(u, "candidate") for u in UNITS} if first else set())
+        gates_before = {c for c in graph.asset_check_keys if c.asset_key in {k(u, upstream) for u in UNITS}}
+        assert set(job.asset_layer.asset_graph.asset_check_keys) == gates_before  # none of env's own
+        for unit in UNITS:
+            # what a promotion of the unit selects: what its own job held (build, gate, deploy;
+            # or the gates of the stage before, run again, then deploy)
+            chosen = promotion(platform, platform.unit(unit), env)
+            assert chosen.job == job.name
+            gates = {c for c in graph.asset_check_keys if c.asset_key == k(unit, upstream)}
+            assert set(chosen.checks) == gates and gates, unit
+            assert set(chosen.assets) == ({k(unit, "candidate"), k(unit, env)} if first else {k(unit, env)})
+            subset = job.get_subset(asset_selection=frozenset(chosen.assets), asset_check_selection=frozenset(chosen.checks))
+            ops = {n.name for n in subset.nodes}  # one op per asset and per gate check
+            assert ops == {f"{unit}__{a.path[1]}" for a in chosen.assets} | {f"{unit}__{upstream}_{c.name}" for c in gates}
     assert defs.resolve_job_def("ud_rollback").name == "ud_rollback"
 
 

@@ -111,8 +111,8 @@ def test_runs_are_on_the_embedded_dagster_instance(demo_home):
     db = Path(info["dagster_home"]) / "history" / "runs.db"
     with sqlite3.connect(db) as con:
         jobs = {row[0] for row in con.execute("SELECT pipeline_name FROM runs")}
-    assert {"customer_features__to_staging", "churn_model__to_production", "recommendation_api__to_staging",
-            "ud_rollback"} <= jobs
+    assert {"ud_promote_staging", "ud_promote_production", "ud_rollback"} <= jobs
+    assert not [j for j in jobs if "__to_" in j]  # one job per environment, the unit chosen per run
 
 
 def test_gates_command_reports_the_refused_candidate(demo_home):

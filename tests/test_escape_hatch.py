@@ -139,6 +139,44 @@ def test_the_graph_is_candidate_staging_production_with_the_checks_as_gates(stor
     assert {g.family for g in story.platform.gates[UNIT] if g.name == "has_rows"} == {"tests"}
 
 
+def ran_in(instance: dg.DagsterInstance, run_id: str) -> tuple[set, set]:
+    """The assets a run materialized and the checks it evaluated, from its event log."""
+    materialized, evaluated = set(), set()
+    for record in instance.get_records_for_run(run_id, limit=10_000).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialized.add(event.asset_key)
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = event.event_specific_data
+            evaluated.add(dg.AssetCheckKey(data.asset_key, data.check_name))
+    return materialized, evaluated
+
+
+def test_a_promotion_runs_its_environments_job_for_its_own_unit_alone(story):
+    """One job per environment holds every unit's promotion to it; a run selects one unit's
+    stages and gates, and the other unit's, in the same job, are left alone."""
+    candidate, staging = dg.AssetKey([UNIT, "candidate"]), dg.AssetKey([UNIT, "staging"])
+    job = story.platform.definitions().resolve_job_def("ud_promote_staging")
+    other = dg.AssetKey(["frugal_totals", "staging"])
+    assert {staging, other} <= set(job.asset_layer.selected_asset_keys)  # both units' in one job
+    gates = {dg.AssetCheckKey(candidate, n) for n in ("has_rows", "cost", "policy")}
+    run = story.instance.get_run_by_id(story.outcomes["v1 to staging"].run_id)
+    assert ran_in(story.instance, run.run_id) == ({candidate, staging}, gates)
+    # to production: the gates of staging run again, then production; nothing else
+    run = story.instance.get_run_by_id(story.outcomes["v1 to production"].run_id)
+    assert run.job_name == "ud_promote_production" and run.tags["ud/env"] == "production"
+    health = {dg.AssetCheckKey(staging, n) for n in ("approval", "health", "policy")}
+    assert ran_in(story.instance, run.run_id) == ({dg.AssetKey([UNIT, "production"])}, health)
+    # the other unit's own run, in the same job, touched none of the first unit's
+    run = story.instance.get_run_by_id(story.outcomes["frugal"].run_id)
+    materialized, evaluated = ran_in(story.instance, run.run_id)
+    assert run.job_name == "ud_promote_staging" and run.tags["ud/unit"] == "frugal_totals"
+    assert {k.path[0] for k in materialized | {c.asset_key for c in evaluated}} == {"frugal_totals"}
+    assert {c.name for c in evaluated} == {"cost", "policy"}
+
+
 def test_a_wrapped_asset_goes_to_production_through_its_gates(story):
     staged, produced = story.outcomes["v1 to staging"], story.outcomes["v1 to production"]
     assert staged.success, staged.error
@@ -148,7 +186,8 @@ def test_a_wrapped_asset_goes_to_production_through_its_gates(story):
     assert version == story.staging["v1 to staging"][0]
     assert json.loads(published) == [{"day": "2026-11-01", "total": 3}]
     run = story.instance.get_run_by_id(staged.run_id)
-    assert run.job_name == f"{UNIT}__to_staging" and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.job_name == "ud_promote_staging" and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["ud/unit"] == UNIT and run.tags["ud/env"] == "staging"  # found by its tags
     gates = {e.payload["gate"]: e.payload for e in story.ledger(action="gate") if e.version == version and e.env == "staging"}
     assert gates["has_rows"]["code"] == "UD-GATE-ASSET-CHECK-PASSED" and gates["has_rows"]["metadata"]["rows"] == 1
     assert gates["cost"]["passed"] and gates["cost"]["metadata"]["run_cost"] > 0  # measured, not declared

@@ -55,19 +55,20 @@ def test_a_token_signed_with_another_key_is_refused():
 def test_a_grant_only_identifies_the_run_it_was_issued_for(tmp_path):
     engine = Ledger(f"sqlite:///{tmp_path / 'l.db'}").engine
     config = {"ops": {"svc__candidate": {"config": {"ref": "abc"}}}}
-    grants.for_run(engine, KEY, "human:dana", run_id="run-1", job="svc__to_staging", unit="svc", env="staging",
+    grants.for_run(engine, KEY, "human:dana", run_id="run-1", job="ud_promote_staging", unit="svc", env="staging",
                    run_config=config)
-    ask = dict(run_key=None, job="svc__to_staging", run_config=config, unit="svc", env="staging")
+    ask = dict(run_key=None, job="ud_promote_staging", run_config=config, unit="svc", env="staging")
     assert grants.principal_for(engine, KEY, run_id="run-1", **ask) == "human:dana"
     assert grants.principal_for(engine, KEY, run_id="run-2", **ask) is None  # another run: no grant at all
     for change, code in (({"job": "ud_rollback"}, "UD-AUTH-GRANT-FORGED"),
                          ({"run_config": {"ops": {"svc__candidate": {"config": {"ref": "evil"}}}}}, "UD-AUTH-GRANT-FORGED"),
-                         ({"env": "production"}, "UD-AUTH-GRANT-FORGED")):
+                         ({"env": "production"}, "UD-AUTH-GRANT-FORGED"),
+                         ({"unit": "api"}, "UD-AUTH-GRANT-FORGED")):  # one job serves every unit: the unit binds
         with pytest.raises(NotPermitted) as info:
             grants.principal_for(engine, KEY, run_id="run-1", **{**ask, **change})
         assert info.value.code == code, change
     # A run-key grant (a sensor's request) serves the first run that claims it, and no other.
-    grants.for_request(engine, KEY, "service:sensors", run_key="git:repo:main:abc:svc", job="svc__to_staging", unit="svc",
+    grants.for_request(engine, KEY, "service:sensors", run_key="git:repo:main:abc:svc", job="ud_promote_staging", unit="svc",
                        env="staging", run_config=config)
     keyed = {**ask, "run_key": "git:repo:main:abc:svc"}
     assert grants.principal_for(engine, KEY, run_id="daemon-run", **keyed) == "service:sensors"
@@ -257,7 +258,8 @@ def test_four_eyes_approval_then_production(platform):
 def test_a_ui_run_with_a_forged_principal_tag_is_refused_and_recorded(platform, monkeypatch):
     from unified_delivery import Platform
     from unified_delivery.home import Home
-    from unified_delivery.runner import execute
+    from unified_delivery.promotions import promotion
+    from unified_delivery.runner import Selection, execute
 
     monkeypatch.setenv("UD_HOME", str(platform["home"]))
     monkeypatch.setenv("DAGSTER_HOME", str(platform["home"] / "dagster"))
@@ -265,17 +267,22 @@ def test_a_ui_run_with_a_forged_principal_tag_is_refused_and_recorded(platform, 
                                    governance=Governance.from_file(platform["project"] / "resources" / "policy.yaml"))
     defs = plat.definitions()
     home = Home.current()
-    forged = execute(defs, "svc__to_staging", home=home, tags={"ud/principal": "human:local-operator"})
+    staging, production = (promotion(plat, plat.unit("svc"), env) for env in ("staging", "production"))
+
+    def run(p, **kw):  # as the UI's "materialize selected" launches one unit's promotion
+        return execute(defs, p.job, home=home, selection=Selection.of(p), **kw)
+
+    forged = run(staging, tags={"ud/principal": "human:local-operator"})
     assert forged.error and forged.error.code == "UD-AUTH-FORGED-TAG" and forged.error.exit_code == 4
     other = str(__import__("uuid").uuid4())
     grants.for_run(plat.ledger.ledger().engine, tokens.signing_key(home), "human:local-operator", run_id=other,
-                   job="svc__to_production", unit="svc", env="production", run_config={})
-    copied = execute(defs, "svc__to_staging", home=home, run_id=other)  # a grant for another job
+                   job="ud_promote_production", unit="svc", env="production", run_config={})
+    copied = run(staging, run_id=other)  # a grant for another job
     assert copied.error and copied.error.code == "UD-AUTH-GRANT-FORGED"
     # Without any tag, a UI run acts as the least-privileged principal: staging yes, production no.
-    ui = execute(defs, "svc__to_staging", home=home)
+    ui = run(staging)
     assert ui.success, ui.error
-    prod = execute(defs, "svc__to_production", home=home)
+    prod = run(production)
     assert not prod.success and prod.error.code == "UD-AUTH-FORBIDDEN"
     forgeries = _ledger(platform).entries(action="forgery")
     assert {e.payload["code"] for e in forgeries} == {"UD-AUTH-FORGED-TAG", "UD-AUTH-GRANT-FORGED"}

@@ -35,6 +35,7 @@ from unified_delivery.gates.base import GateContext
 from unified_delivery.gates.manifest_policy import policy_findings
 from unified_delivery.home import Home
 from unified_delivery.loader import load_yaml_unit, unit_from_attributes
+from unified_delivery.promotions import promotion
 from unified_delivery.targets.base import Artifact
 from unified_delivery.targets.kubernetes import (DEFAULT_KUBERNETES_VERSION, KubernetesTarget, dagster_k8s_tags,
                                                  render_manifests, schema_errors, supported_versions)
@@ -267,17 +268,21 @@ def test_the_policy_gate_needs_a_kubernetes_block_and_becomes_a_blocking_check(t
     assert check in graph.asset_check_keys and graph.get_check_spec(check).blocking
 
 
-def test_declared_step_resources_reach_dagster_k8s_on_the_build_asset_and_its_job():
+def test_declared_step_resources_reach_dagster_k8s_on_the_build_asset_and_its_run():
     from dagster_k8s.job import get_user_defined_k8s_config
 
     resources = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}, "gpu": 1}
     unit = app().model_copy(update={"resources": Resources(**resources)})
-    defs = Platform([unit]).definitions()
+    platform = Platform([unit])
+    defs = platform.definitions()
     expected = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}}
-    build_job = defs.resolve_job_def("svc_api__to_staging")
-    assert get_user_defined_k8s_config(build_job.tags).container_config["resources"] == expected
-    # The deploy-only job gets none: it must not hold a GPU to move a version.
-    assert "dagster-k8s/config" not in defs.resolve_job_def("svc_api__to_production").tags
+    # On the build run's tags (K8sRunLauncher sizes the run pod from them), as JSON like any tag
+    build = promotion(platform, platform.unit("svc_api"), "staging")
+    assert get_user_defined_k8s_config(build.tags()).container_config["resources"] == expected
+    assert build.tags()["ud/unit"] == "svc_api"
+    assert "dagster-k8s/config" not in defs.resolve_job_def("ud_promote_staging").tags  # not every unit's
+    # The deploy-only run gets none: it must not hold a GPU to move a version.
+    assert "dagster-k8s/config" not in promotion(platform, platform.unit("svc_api"), "production").tags()
     graph = defs.resolve_asset_graph()
     candidate = graph.get(dg.AssetKey(["svc_api", "candidate"])).assets_def
     assert get_user_defined_k8s_config(dict(candidate.op.tags)).container_config["resources"] == expected

@@ -253,7 +253,7 @@ def test_a_promotion_runs_on_a_dagster_instance_in_postgres(shared):
     try:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         run = instance.get_run_by_id(shared.staging_run.run_id)
-        assert run.job_name == f"{MODEL}__to_staging" and run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.job_name == "ud_promote_staging" and run.tags["ud/unit"] == MODEL and run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags["ud/reason"] == "postgres"
         checks = [e.dagster_event.event_specific_data for e in instance.all_logs(run.run_id)
                   if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]

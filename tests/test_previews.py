@@ -177,7 +177,7 @@ class World:
         report = tick(self.defs, self.home, ["ud_git_push"])
         (entry,) = report["sensors"]
         assert entry["error"] is None, entry
-        return sorted((r["job"], r["outcome"], r["run_key"]) for r in entry["requested"])
+        return sorted((r["what"], r["outcome"], r["run_key"]) for r in entry["requested"])
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +215,8 @@ def world(tmp_path_factory) -> Iterator[World]:
         w = World(root, home, app, data, platform, defs, warehouse, project)
         # main of both goes to staging (the sensor's first look), the shop on to production:
         # what a data preview defers its unchanged models to.
-        assert [(j, o) for j, o, _ in w.tick()] == [("shop__to_staging", "success"),
-                                                   ("svc__to_staging", "success")]
+        assert [(j, o) for j, o, _ in w.tick()] == [("shop to staging", "success"),
+                                                   ("svc to staging", "success")]
         out = promote(platform, defs, "shop", "production", home=home)
         assert out.error is None, out.error
         try:
@@ -379,7 +379,7 @@ def test_deleting_or_merging_a_branch_tears_its_preview_down(world):
     git("merge", "-q", "--no-ff", "-m", "merge add-revenue", "add-revenue", cwd=world.data.work)
     git("push", "-q", "origin", "main", cwd=world.data.work)
     ran = world.tick()
-    assert [(j, o) for j, o, _ in ran] == [("shop__to_staging", "success"), ("ud_preview_teardown", "success"),
+    assert [(j, o) for j, o, _ in ran] == [("shop to staging", "success"), ("ud_preview_teardown", "success"),
                                            ("ud_preview_teardown", "success")], ran
     downs = {e.unit: e for e in world.ledger().entries(action="preview-teardown")}
     assert downs["svc"].env == app_env and downs["svc"].payload["why"] == "deleted"

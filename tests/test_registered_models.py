@@ -22,7 +22,7 @@ from unified_delivery.governance.policy import Governance, PolicyFile, Principal
 from unified_delivery.home import Home
 from unified_delivery.ledger import LedgerResource
 from unified_delivery.targets.mlflow_alias import MlflowAliasTarget
-from unified_delivery.translator import job_name
+from unified_delivery.promotions import job_name
 from unified_delivery.triggers.registry import ledger_knows, model_watches, registry_sensor, undeclared_models
 from unified_delivery.triggers.tick import tick
 
@@ -118,7 +118,7 @@ def registry(tmp_path: Path, ud_home: Path):
     base = platform.definitions()
     jobs = {j.name: j for j in base.jobs}
     sensor = registry_sensor("registry", lambda: model_watches(platform), target.client,
-                             [jobs[job_name("churn_external", "staging")]], known=ledger_knows(platform),
+                             [jobs[job_name("staging")]], known=ledger_knows(platform),
                              undeclared=undeclared_models(platform, SENSORS), principal=SENSORS)
     defs = dg.Definitions.merge(base, dg.Definitions(sensors=[sensor]))
     script = tmp_path / "train.py"

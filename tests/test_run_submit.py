@@ -65,6 +65,17 @@ def test_a_promotion_is_launched_by_the_instance_and_streams_its_steps(paths):
         assert run.job_code_origin is not None
         assert ".dagster/grpc_info" in run.tags  # DefaultRunLauncher: the run came from the code server
         assert run.tags["ud/principal"] == "human:local-operator"
+        # The environment's job, with the unit's own stages and gates selected, as the UI's
+        # "materialize selected" launches it.
+        import dagster as dg
+
+        candidate = dg.AssetKey(["svc", "candidate"])
+        assert run.job_name == "ud_promote_staging" and run.tags["ud/unit"] == "svc"
+        assert run.asset_selection == {candidate, dg.AssetKey(["svc", "staging"])}
+        assert {c.asset_key for c in run.asset_check_selection} == {candidate}
+        events = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(run_id, limit=1000).records]
+        materialized = {e.asset_key for e in events if e is not None and e.event_type_value == "ASSET_MATERIALIZATION"}
+        assert materialized == run.asset_selection
     finally:
         instance.dispose()
 
@@ -78,7 +89,7 @@ def test_no_wait_prints_the_run_and_watch_follows_it_to_its_end(paths):
     watched = tiny.ud(paths, "watch", data["run_id"][:8])
     assert watched.returncode == 0, watched.stderr[-3000:]
     assert "gate tests" in watched.stderr and "deploy svc to staging done" in watched.stderr
-    assert watched.stdout.startswith(f"run {data['run_id'][:8]} (svc__to_staging) SUCCESS")
+    assert watched.stdout.startswith(f"run {data['run_id'][:8]} (svc to staging) SUCCESS")
     listed = json.loads(tiny.ud(paths, "runs", "svc", "--json").stdout)["runs"]
     assert listed[0]["run_id"] == data["run_id"] and listed[0]["status"] == "SUCCESS"
     unknown = tiny.ud(paths, "watch", "ffffffff", "--json")

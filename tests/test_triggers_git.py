@@ -19,6 +19,8 @@ from unified_delivery.triggers.base import collect_notes
 from unified_delivery.triggers.git import Build, GitWatch, git_sensor, local_heads, pattern_problem, remote_heads
 from unified_delivery.triggers.tick import tick
 
+from tests.staging_job import promotion_of, staging_defs
+
 AUTHOR = ["-c", "user.name=Dana Developer", "-c", "user.email=dana@example.com"]
 
 
@@ -47,18 +49,6 @@ class Repo:
         git("push", "--quiet", *(["--force"] if force else []), "origin", branch, cwd=self.work)
 
 
-def candidate_job(unit: str) -> dg.JobDefinition:
-    @dg.op(name=f"{unit}__candidate", config_schema={"ref": str})
-    def build(context) -> str:
-        return context.op_config["ref"]
-
-    @dg.job(name=f"{unit}__to_staging")
-    def job():
-        build()
-
-    return job
-
-
 @pytest.fixture
 def instance(ud_home: Path) -> dg.DagsterInstance:
     from unified_delivery.runner import instance as open_instance
@@ -67,8 +57,7 @@ def instance(ud_home: Path) -> dg.DagsterInstance:
 
 
 def make_defs(watches, *units: str) -> dg.Definitions:
-    jobs = [candidate_job(u) for u in units]
-    return dg.Definitions(jobs=jobs, sensors=[git_sensor("git", lambda: watches, jobs)])
+    return staging_defs(units, lambda jobs: [git_sensor("git", lambda: watches, jobs)])
 
 
 def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance):
@@ -86,7 +75,7 @@ def test_new_commits_build_the_newest_and_a_restart_requests_nothing_twice(tmp_p
     repo = Repo(tmp_path, "app")
     first = repo.commit("first")
     repo.push()
-    defs = make_defs([GitWatch(str(repo.remote), (Build("app", "app__to_staging", ("main",)),))], "app")
+    defs = make_defs([GitWatch(str(repo.remote), (Build("app", promotion_of("app"), ("main",)),))], "app")
 
     report = tick(defs, Home(ud_home))
     (ran,) = report["sensors"][0]["requested"]
@@ -149,8 +138,8 @@ def test_a_first_look_does_not_build_again_what_the_platform_built(tmp_path, ud_
     ledger = Ledger(f"sqlite:///{ud_home / 'ledger.db'}")
     record(ledger, Candidate(artifact={}, run_id="r1"), principal="human:dana", unit="app", env="candidate",
            version=other)
-    watch = GitWatch(str(repo.remote), (Build("app", "app__to_staging", ("main",)),
-                                       Build("api", "api__to_staging", ("main",))))
+    watch = GitWatch(str(repo.remote), (Build("app", promotion_of("app"), ("main",)),
+                                       Build("api", promotion_of("api"), ("main",))))
     defs = make_defs([watch], "app", "api")
     requests, notes = evaluate(defs, instance)
     assert refs(requests) == [(other, "api")]  # app built it already; api never did
@@ -169,7 +158,7 @@ def test_force_push_new_and_deleted_branches(tmp_path, instance):
     repo.push()
     repo.commit("feature work", branch="release/1")
     repo.push("release/1")
-    watch = GitWatch(str(repo.remote), (Build("app", "app__to_staging", ("main", "release/*")),))
+    watch = GitWatch(str(repo.remote), (Build("app", promotion_of("app"), ("main", "release/*")),))
     defs = make_defs([watch], "app")
     assert sorted(refs(evaluate(defs, instance)[0])) == sorted([(base_sha, "app"), (git("rev-parse", "release/1", cwd=repo.work), "app")])
 
@@ -200,10 +189,10 @@ def test_a_bad_source_is_skipped_and_the_others_still_tick(tmp_path, instance):
     for r in (good, gone, url_repo):
         shas[r.remote.name] = r.commit("one")
         r.push()
-    watches = [GitWatch(str(good.remote), (Build("app", "app__to_staging", ("main",)),)),
-               GitWatch(str(gone.remote), (Build("app", "app__to_staging", ("main",)),)),
-               GitWatch(f"file://{url_repo.remote}", (Build("app", "app__to_staging", ("main",)),)),
-               GitWatch(str(good.remote) + "-other", (Build("app", "app__to_staging", ("bad..pattern",)),))]
+    watches = [GitWatch(str(good.remote), (Build("app", promotion_of("app"), ("main",)),)),
+               GitWatch(str(gone.remote), (Build("app", promotion_of("app"), ("main",)),)),
+               GitWatch(f"file://{url_repo.remote}", (Build("app", promotion_of("app"), ("main",)),)),
+               GitWatch(str(good.remote) + "-other", (Build("app", promotion_of("app"), ("bad..pattern",)),))]
     defs = make_defs(watches, "app")
     assert len(evaluate(defs, instance)[0]) == 3
 

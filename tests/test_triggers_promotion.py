@@ -106,15 +106,16 @@ def definitions(platform: Platform) -> dg.Definitions:
     base = platform.definitions()
     jobs = {j.name: j for j in base.jobs}
     apps = [u for u in platform.units.values() if u.kind == "app"]
-    sensors = [git_sensor("git", lambda: app_watches(platform), [jobs[f"{u.name}__to_staging"] for u in apps], principal=SENSORS),
-               promotion_sensor(platform, [jobs[f"{u.name}__to_production"] for u in apps], name="promotion", principal=SENSORS),
+    assert apps  # one job per environment serves them all
+    sensors = [git_sensor("git", lambda: app_watches(platform), [jobs["ud_promote_staging"]], principal=SENSORS),
+               promotion_sensor(platform, [jobs["ud_promote_production"]], name="promotion", principal=SENSORS),
                health_sensor(platform, [jobs["ud_rollback"]], name="health", principal=SENSORS)]
     return dg.Definitions.merge(base, dg.Definitions(sensors=sensors))
 
 
 def ran(report: dict, sensor: str) -> list[tuple[str, str]]:
     entry = next(s for s in report["sensors"] if s["name"] == sensor)
-    return [(r["job"], r["outcome"]) for r in entry["requested"]]
+    return [(r["what"], r["outcome"]) for r in entry["requested"]]
 
 
 def test_a_push_goes_to_production_by_policy_and_a_failing_deploy_is_rolled_back(tmp_path, ud_home, repo):
@@ -125,8 +126,8 @@ def test_a_push_goes_to_production_by_policy_and_a_failing_deploy_is_rolled_back
 
     first = push("first release")
     report = tick(defs, home)
-    assert ran(report, "git") == [("shop__to_staging", "success")]
-    assert ran(report, "promotion") == [("shop__to_production", "success")]
+    assert ran(report, "git") == [("shop to staging", "success")]
+    assert ran(report, "promotion") == [("shop to production", "success")]
     assert target.status(unit, "production").version == first
 
     second = push("second release")
@@ -181,7 +182,11 @@ def test_promotion_waits_for_its_soak_time_and_for_failed_gates(tmp_path, ud_hom
     monkeypatch.setattr(time, "time", lambda: datetime.now(timezone.utc).timestamp() + 3601)
     with dg.build_sensor_context(instance=open_instance(Home(ud_home)), definitions=defs) as ctx:
         data = sensor.evaluate_tick(ctx)
-    assert [(r.job_name, r.run_key) for r in data.run_requests] == [("soaking__to_production", "promote:soaking:production:v1")]
+    (request,) = data.run_requests
+    assert (request.job_name, request.run_key) == ("ud_promote_production", "promote:soaking:production:v1")
+    # the soaking unit's production alone, after its staging gates run again
+    assert request.tags["ud/unit"] == "soaking" and request.asset_selection == [dg.AssetKey(["soaking", "production"])]
+    assert {c.asset_key for c in request.asset_check_keys} == {dg.AssetKey(["soaking", "staging"])}
 
     # An approval recorded after the failure is new evidence: the gated unit gets another attempt.
     approval = platform.ledger.ledger().append("approval", principal="human:olivia", unit="gated", env="production",
@@ -200,7 +205,7 @@ def test_a_new_production_data_version_retrains_the_models_that_train_on_it(tmp_
     model = ModelUnit(name="churn", team="ml", trains_on="customer_features", features=["tenure_days"], label="churned")
     platform = make_platform([data, model], tmp_path, ud_home)
     base = platform.definitions()
-    sensor = cascade_sensor(platform, [next(j for j in base.jobs if j.name == "churn__to_staging")], principal=SENSORS)
+    sensor = cascade_sensor(platform, [next(j for j in base.jobs if j.name == "ud_promote_staging")], principal=SENSORS)
     defs = dg.Definitions.merge(base, dg.Definitions(sensors=[sensor]))
     instance = open_instance(Home(ud_home))
 

@@ -19,6 +19,8 @@ from unified_delivery.triggers.registry import ModelWatch, registry_sensor
 from unified_delivery.triggers.tick import tick
 from unified_delivery.triggers.webhook import make_server, verify
 
+from tests.staging_job import promotion_of, staging_defs
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
@@ -36,26 +38,13 @@ def register(client, name: str, *, tags: dict | None = None) -> str:
     return str(client.create_model_version(name, source=f"file:///models/{name}", tags=tags).version)
 
 
-def candidate_job(unit: str) -> dg.JobDefinition:
-    @dg.op(name=f"{unit}__candidate", config_schema={"ref": str})
-    def build(context) -> str:
-        return context.op_config["ref"]
-
-    @dg.job(name=f"{unit}__to_staging")
-    def job():
-        build()
-
-    return job
-
-
 def make_defs(uri: str, models: list[str], known=lambda unit, version: False) -> dg.Definitions:
     from mlflow import MlflowClient
 
-    jobs = [candidate_job(m) for m in models]
-    watches = [ModelWatch(m, m, f"{m}__to_staging") for m in models]
-    sensor = registry_sensor("registry", lambda: watches, lambda: MlflowClient(tracking_uri=uri, registry_uri=uri), jobs,
-                             known=known)
-    return dg.Definitions(jobs=jobs, sensors=[sensor])
+    watches = [ModelWatch(m, m, promotion_of(m)) for m in models]
+    return staging_defs(models, lambda jobs: [
+        registry_sensor("registry", lambda: watches, lambda: MlflowClient(tracking_uri=uri, registry_uri=uri), jobs,
+                        known=known)])
 
 
 @pytest.fixture
@@ -175,11 +164,10 @@ def test_a_registered_model_no_unit_declares_is_named_once(registry, instance):
     register(client, "stray_model")  # registered with the plain client; no unit declares it
     recorded: list[str] = []
     declared = {"churn", "fraud", "built", "spam"}
-    watches = [ModelWatch("spam", "spam", "spam__to_staging")]
-    job = candidate_job("spam")
-    sensor = registry_sensor("registry", lambda: watches, lambda: MlflowClient(tracking_uri=uri, registry_uri=uri),
-                             [job], undeclared=Undeclared(lambda: declared, recorded.append))
-    defs = dg.Definitions(jobs=[job], sensors=[sensor])
+    watches = [ModelWatch("spam", "spam", promotion_of("spam"))]
+    defs = staging_defs(["spam"], lambda jobs: [
+        registry_sensor("registry", lambda: watches, lambda: MlflowClient(tracking_uri=uri, registry_uri=uri),
+                        jobs, undeclared=Undeclared(lambda: declared, recorded.append))])
     _, notes = evaluate(defs, instance)
     named = [n["model"] for n in notes if n["event"] == "undeclared"]
     assert "stray_model" in named and not set(named) & declared

@@ -41,14 +41,13 @@ def attributes_model(unit_class: type[Unit], optional: set[str]) -> type[BaseMod
 
 
 def unit_slice(defs: dg.Definitions, unit: Unit) -> dg.Definitions:
-    """The unit's stage assets, its gate checks and its promotion jobs, with the platform's
-    resources."""
-    from .translator import job_name
+    """The unit's stage assets and its gate checks, with the platform's resources. Its
+    promotions are runs of the platform's jobs, one per environment for every unit, which the
+    code location defines, as it does the sensors (promotions.py)."""
 
     def own(key: dg.AssetKey) -> bool:
         return key.path[0] == unit.name
 
-    jobs = {job_name(unit.name, env) for env in unit.environments}
     return dg.Definitions(
         assets=[
             a
@@ -58,7 +57,6 @@ def unit_slice(defs: dg.Definitions, unit: Unit) -> dg.Definitions:
         asset_checks=[
             c for c in defs.asset_checks or [] if all(own(k.asset_key) for k in c.check_keys)
         ],
-        jobs=[j for j in defs.jobs or [] if j.name in jobs],
         resources=defs.resources,
         executor=defs.executor,
     )

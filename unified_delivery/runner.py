@@ -17,11 +17,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import EXIT_GATE, GateRefused, NotPermitted, UDError
 from .home import Home
 from .run_tags import ENV_TAG, QUIET_LOGS, UNIT_TAG
+
+if TYPE_CHECKING:
+    from .promotions import Promotion
 
 DAGSTER_YAML = """# Written by ud: the embedded Dagster instance (SQLite storage under this folder).
 telemetry:
@@ -77,6 +80,19 @@ def instance(home: Home):
     return inst
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The assets and checks of a job one run executes (a promotion: promotions.Promotion); the
+    checks exactly these, none of the other checks of the selected assets."""
+
+    assets: tuple[Any, ...]
+    checks: tuple[Any, ...] = ()
+
+    @classmethod
+    def of(cls, promotion: "Promotion") -> "Selection":
+        return cls(promotion.assets, promotion.checks)
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -99,9 +115,10 @@ def execute(
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
     lock_engine: Any = None,
+    selection: Selection | None = None,
 ) -> RunOutcome:
     """The job executed in this process (the Python API, the demo): no code server, no second
-    load of the definitions."""
+    load of the definitions. With `selection`, only its assets and checks of the job run."""
     from .engine import run_lock
 
     inst = instance(home)
@@ -117,7 +134,13 @@ def execute(
         lock,
         contextlib.redirect_stdout(sys.stderr),
     ):  # stdout belongs to the command's own output (JSON for agents)
-        result = defs.resolve_job_def(job).execute_in_process(
+        job_def = defs.resolve_job_def(job)
+        if selection is not None:
+            job_def = job_def.get_subset(
+                asset_selection=frozenset(selection.assets),
+                asset_check_selection=frozenset(selection.checks),
+            )
+        result = job_def.execute_in_process(
             instance=inst, run_config=config, tags=tags, raise_on_error=False, run_id=run_id
         )
     return outcome_of(result.run_id, result.success, result.all_events)
@@ -131,19 +154,21 @@ def submit(
     run_id: str,
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
+    selection: Selection | None = None,
     fresh_id: Callable[[], str] | None = None,
 ) -> str:
     """The job submitted to the instance as `dagster job launch` does: made from the code
     server's view of the job, then handed to the instance's run coordinator, whose launcher
     decides where it runs (a process of the code server on the embedded home, a Kubernetes Job
-    with deploy/dagster.yaml). The run's id."""
+    with deploy/dagster.yaml); with `selection`, the subset of the job the UI's "materialize
+    selected" makes. The run's id."""
     from . import code_server
 
     inst = instance(home)
     config = {**QUIET_LOGS, **(run_config or {})}
     for attempt in (1, 2):
         try:
-            return _submit(inst, root, job, home, run_id, config, tags)
+            return _submit(inst, root, job, home, run_id, config, tags, selection)
         except Exception as exc:
             # A server that ended just as this command reached it (its idle time ran out, and
             # it still answered the ping before): a new server gets the request again. A run
@@ -183,6 +208,7 @@ def _submit(
     run_id: str,
     config: dict,
     tags: dict[str, str] | None,
+    selection: Selection | None,
 ) -> str:
     from dagster._core.definitions.selector import JobSubsetSelector
 
@@ -196,6 +222,8 @@ def _submit(
             repository_name=repo.name,
             job_name=job,
             op_selection=None,
+            asset_selection=selection.assets if selection else None,
+            asset_check_selection=selection.checks if selection else None,
         )
         remote_job = location.get_job(selector)
         plan = location.get_execution_plan(
@@ -217,8 +245,8 @@ def _submit(
             parent_job_snapshot=remote_job.parent_job_snapshot,
             remote_job_origin=remote_job.get_remote_origin(),
             job_code_origin=remote_job.get_python_origin(),
-            asset_selection=None,
-            asset_check_selection=None,
+            asset_selection=frozenset(selection.assets) if selection else None,
+            asset_check_selection=frozenset(selection.checks) if selection else None,
             asset_graph=repo.asset_graph,
         )
         inst.submit_run(run.run_id, workspace)

@@ -1,5 +1,5 @@
 """Units into Dagster definitions: one asset per unit x stage, one blocking check per gate,
-one promotion job per unit x environment, and one rollback job. What runs inside them is
+one promotion job per environment (promotions.py), and one rollback job. What runs inside them is
 the engine's (engine/); what is particular to a kind, its translator's (kinds/<kind>/)."""
 
 from typing import TYPE_CHECKING, TypedDict
@@ -12,8 +12,8 @@ from .engine.preview import PreviewConfig, TeardownConfig, preview_step, teardow
 from .engine.promote import promote as promote_step
 from .engine.rollback import rollback as rollback_step
 from .gates import Gate
+from .promotions import environment_jobs, gate_names, key
 from .reports.scorecard import scorecard_asset
-from .run_tags import ENV_TAG, UNIT_TAG
 from .targets.kubernetes import dagster_k8s_tags
 from .units import CANDIDATE, Unit
 
@@ -39,14 +39,6 @@ class RollbackConfig(dg.Config):
 # A promotion's steps run one after another (build, gates, deploy); a process per step (the
 # default for runs the UI or the daemon launch) only adds start-up and imports: ~30 s a run.
 STEPS_IN_ONE_PROCESS = dg.in_process_executor
-
-
-def key(unit: str, stage: str) -> dg.AssetKey:
-    return dg.AssetKey([unit, stage])
-
-
-def job_name(unit: str, env: str) -> str:
-    return f"{unit}__to_{env}"
 
 
 def _resource_keys(platform: "Platform", unit: Unit) -> set[str]:
@@ -100,8 +92,7 @@ def stage_assets(platform: "Platform", unit: Unit) -> list[dg.AssetsDefinition]:
 
 def guarding(platform: "Platform", unit: Unit, env: str) -> list[str]:
     """The gates that guard `env`: the checks of the stage before it."""
-    upstream = unit.previous_stage(env)
-    return sorted(g.name for g in platform.gates[unit.name] if g.spec.stage == upstream)
+    return gate_names(platform, unit, unit.previous_stage(env))
 
 
 def guarded_by(platform: "Platform", unit: Unit, env: str) -> str:
@@ -146,34 +137,6 @@ def gate_check(platform: "Platform", unit: Unit, gate: Gate) -> dg.AssetChecksDe
         return engine.run_gate(context, platform, unit, gate)
 
     return check
-
-
-def promotion_jobs(unit: Unit) -> list:
-    jobs = []
-    for env in unit.environments:
-        upstream = unit.previous_stage(env)
-        # On the job too: K8sRunLauncher sizes a run's pod from run tags, op_tags size only step
-        # pods.
-        build_tags = dagster_k8s_tags(unit) if upstream == CANDIDATE else {}
-        if upstream == CANDIDATE:  # build, gate, deploy
-            selection = (
-                dg.AssetSelection.assets(key(unit.name, CANDIDATE))
-                | dg.AssetSelection.assets(key(unit.name, env)).without_checks()
-            )
-        else:  # re-run the gates on the upstream environment, then deploy what it runs
-            selection = (
-                dg.AssetSelection.checks_for_assets(key(unit.name, upstream))
-                | dg.AssetSelection.assets(key(unit.name, env)).without_checks()
-            )
-        jobs.append(
-            dg.define_asset_job(
-                job_name(unit.name, env),
-                selection=selection,
-                description=f"Promote {unit.name} to {env}.",
-                tags={UNIT_TAG: unit.name, ENV_TAG: env, **build_tags},
-            )
-        )
-    return jobs
 
 
 def rollback_job(platform: "Platform") -> dg.JobDefinition:
@@ -246,37 +209,13 @@ def preview_teardown_job(platform: "Platform") -> dg.JobDefinition:
     return job
 
 
-def unit_jobs(
-    platform: "Platform", unit: Unit, assets: list, checks: list
-) -> list[dg.JobDefinition]:
-    """The unit's promotion jobs, resolved against the unit's own stages and checks.
-
-    Dagster resolves an asset job by walking every asset definition of the code location,
-    so jobs left to it make a load quadratic in the number of units (1,000 units: minutes).
-    Here each job sees its unit's assets, with what they depend on as external assets."""
-    own = {k for a in assets for k in a.keys}
-    upstream = sorted({d for a in assets for d in a.dependency_keys} - own, key=lambda k: k.path)
-    jobs = promotion_jobs(unit)
-    scope = dg.Definitions(
-        assets=[*assets, *(dg.AssetSpec(k) for k in upstream)],
-        asset_checks=checks,
-        jobs=jobs,
-        resources=platform.resources(),
-        executor=STEPS_IN_ONE_PROCESS,
-    )
-    return [scope.resolve_job_def(j.name) for j in jobs]
-
-
 def platform_defs(platform: "Platform") -> dg.Definitions:
-    assets, checks, jobs = [], [], []
+    assets, checks = [], []
     for name in platform.order():
         unit = platform.units[name]
-        unit_assets = stage_assets(platform, unit)
-        unit_checks = [gate_check(platform, unit, g) for g in platform.gates[name]]
-        assets += unit_assets
-        checks += unit_checks
-        jobs += unit_jobs(platform, unit, unit_assets, unit_checks)
-    jobs.append(rollback_job(platform))
+        assets += stage_assets(platform, unit)
+        checks += [gate_check(platform, unit, g) for g in platform.gates[name]]
+    jobs: list = [*environment_jobs(platform), rollback_job(platform)]
     if any(u.git_source() for u in platform.units.values()):
         jobs += [preview_job(platform), preview_teardown_job(platform)]
     assets.append(scorecard_asset(platform))

@@ -14,11 +14,11 @@ def cmd_runs(args, out) -> int:
     def text() -> str:
         if not data["runs"]:
             return "no runs" + (f" of {args.unit}" if args.unit else "")
-        rows = [("run", "job", "status", "by", "started", "s", "why")]
+        rows = [("run", "what", "status", "by", "started", "s", "why")]
         rows += [
             (
                 r["run_id"][:8],
-                r["job"],
+                r["what"],
                 r["status"],
                 r["principal"] or "-",
                 (r["started_at"] or "-")[:19],
@@ -39,7 +39,9 @@ def cmd_logs(args, out) -> int:
     data = run_log(args.run)
 
     def text() -> str:
-        lines = [f"{data['run_id']} {data['job']} {data['status']} (by {data['principal'] or '-'})"]
+        lines = [
+            f"{data['run_id']} {data['what']} {data['status']} (by {data['principal'] or '-'})"
+        ]
         for e in data["events"]:
             what = e["event"]
             if "check" in e:
@@ -62,7 +64,7 @@ def cmd_watch(args, out) -> int:
     outcome = data.pop("outcome")
     if outcome.error is not None:
         raise outcome.error
-    out.result(data, f"run {data['run_id'][:8]} ({data['job']}) {data['status']}")
+    out.result(data, f"run {data['run_id'][:8]} ({data['what']}) {data['status']}")
     return 0
 
 

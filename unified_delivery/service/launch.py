@@ -19,7 +19,7 @@ from .principals import identity
 
 if TYPE_CHECKING:
     from ..platform import Platform
-    from ..runner import RunOutcome
+    from ..runner import RunOutcome, Selection
     from ..units import Unit
 
 
@@ -87,10 +87,12 @@ def promote(
     wait: bool = True,
     on_event: Callable[[Any], None] | None = None,
 ) -> RunOutcome:
-    """Promote a unit to an environment as a Dagster run: build and gate a candidate (for the
-    first environment) or re-run the gates on the one before, then deploy. Executed in this
-    process, or submitted to the instance (`submit`): see _run."""
-    from ..translator import job_name
+    """Promote a unit to an environment as a Dagster run of the environment's job with the
+    unit's own stages selected (promotions.py): build and gate a candidate (for the first
+    environment) or re-run the gates on the one before, then deploy. Executed in this process,
+    or submitted to the instance (`submit`): see _run."""
+    from ..promotions import promotion
+    from ..runner import Selection
 
     unit = unit_in(platform, unit_name, env)
     upstream = unit.previous_stage(env)
@@ -107,9 +109,21 @@ def promote(
         check_ref(platform, unit, ref)
         run_config = {"ops": {f"{unit_name}__candidate": {"config": {"ref": ref}}}}
     home = home or Home.current()
-    job = job_name(unit_name, env)
+    chosen = promotion(platform, unit, env)
     grant = (principal or identity(platform, home=home), reason, unit_name, env)
-    return _run(platform, defs, job, home, grant, run_config, submit, wait, on_event)
+    return _run(
+        platform,
+        defs,
+        chosen.job,
+        home,
+        grant,
+        run_config,
+        submit,
+        wait,
+        on_event,
+        Selection.of(chosen),
+        chosen.tags(),
+    )
 
 
 def rollback(
@@ -155,6 +169,8 @@ def _run(
     submit: bool,
     wait: bool,
     on_event: Callable[[Any], None] | None,
+    selection: Selection | None = None,
+    job_tags: dict[str, str] | None = None,
 ) -> RunOutcome:
     """The run granted to `grant` (principal, reason, unit, env), executed here (`submit=False`:
     the Python API, the demo), or submitted to the instance and, with `wait`, followed to its
@@ -162,7 +178,8 @@ def _run(
     from .. import runner
 
     def granted() -> tuple[str, dict[str, str]]:
-        return granted_run(platform, *grant, home, job=job, run_config=run_config)
+        run_id, tags = granted_run(platform, *grant, home, job=job, run_config=run_config)
+        return run_id, {**(job_tags or {}), **tags}
 
     run_id, tags = granted()
     engine = platform.ledger.ledger().engine
@@ -175,6 +192,7 @@ def _run(
             tags=tags,
             run_id=run_id,
             lock_engine=engine,
+            selection=selection,
         )
     else:
         run_id = runner.submit(
@@ -184,6 +202,7 @@ def _run(
             run_id=run_id,
             run_config=run_config,
             tags=tags,
+            selection=selection,
             fresh_id=lambda: granted()[0],  # a launch tried again is a new run
         )
         if not wait:

@@ -37,6 +37,7 @@ def _run(record: Any) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "job": run.job_name,
+        "what": what(run.job_name, tags),
         "status": run.status.value,
         "unit": tags.get(UNIT_TAG),
         "env": tags.get(ENV_TAG),
@@ -46,6 +47,17 @@ def _run(record: Any) -> dict[str, Any]:
         "started_at": _when(record.start_time),
         "seconds": seconds,
     }
+
+
+def what(job: str, tags: Any) -> str:
+    """A run as people name it: `svc to staging` for a promotion (a run of its environment's job,
+    the unit in its tags), else its job."""
+    from ..promotions import is_promotion_job
+
+    unit, env = tags.get(UNIT_TAG), tags.get(ENV_TAG)
+    if unit and env and is_promotion_job(job):
+        return f"{unit} to {env}"
+    return job
 
 
 def find_run(inst: Any, run_id: str) -> Any:

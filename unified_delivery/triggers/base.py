@@ -15,7 +15,7 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import dagster as dg
 
@@ -27,6 +27,9 @@ from ..run_tags import (
     TRIGGER_TAG,
     UNIT_TAG,
 )
+
+if TYPE_CHECKING:
+    from ..promotions import Promotion
 
 STATE_KEY = "ud/sensor-state/{name}"
 # Long enough for the daemon or a hook to launch what a tick requested; short enough that a
@@ -127,6 +130,8 @@ class Requester:
         reason: str,
         run_config: dict | None = None,
         tags: dict[str, str] | None = None,
+        asset_selection: Sequence[dg.AssetKey] | None = None,
+        asset_check_keys: Sequence[dg.AssetCheckKey] | None = None,
     ) -> dg.RunRequest:
         tags = {
             **(tags or {}),
@@ -136,12 +141,41 @@ class Requester:
             ENV_TAG: env,
             TRIGGER_TAG: self.sensor,
         }
-        return dg.RunRequest(run_key=run_key, job_name=job, run_config=run_config or {}, tags=tags)
+        return dg.RunRequest(
+            run_key=run_key,
+            job_name=job,
+            run_config=run_config or {},
+            tags=tags,
+            asset_selection=list(asset_selection) if asset_selection is not None else None,
+            asset_check_keys=list(asset_check_keys) if asset_check_keys is not None else None,
+        )
+
+    def promote(
+        self,
+        promotion: "Promotion",
+        *,
+        run_key: str,
+        reason: str,
+        run_config: dict | None = None,
+    ) -> dg.RunRequest:
+        """A run of the environment's job with the unit's own assets and checks selected, sized
+        by its tags (promotions.py)."""
+        return self.request(
+            job=promotion.job,
+            run_key=run_key,
+            unit=promotion.unit,
+            env=promotion.env,
+            reason=reason,
+            run_config=run_config,
+            tags=promotion.tags(),
+            asset_selection=promotion.assets,
+            asset_check_keys=promotion.checks,
+        )
 
 
 def candidate_config(unit: str, ref: str) -> dict:
-    """Run config of `<unit>__to_<first env>` that builds the candidate at `ref` (see
-    cli.promote)."""
+    """Run config of a promotion to the unit's first environment that builds the candidate at
+    `ref` (see service/launch.py)."""
     return {"ops": {f"{unit}__candidate": {"config": {"ref": ref}}}}
 
 
@@ -200,6 +234,9 @@ class SensorState:
         """Pending requests past the grace period that still have no run: request them again.
         Only those are looked up, in one query per few hundred keys: a tick that requested a
         thousand runs must not make the next one pay a thousand queries."""
+        # A request saved before promotions had one job per environment names a job of one
+        # unit, which no longer exists: the sensor requests what is still due afresh.
+        self.pending = [p for p in self.pending if "__to_" not in (p["job"] or "")]
         due = [p for p in self.pending if now - p["at"] >= PENDING_GRACE_S]
         have_runs = keys_with_runs(instance, [p["run_key"] for p in due])
         self.pending = [p for p in self.pending if p["run_key"] not in have_runs]
@@ -216,6 +253,7 @@ class SensorState:
                     job_name=item["job"],
                     run_config=item["run_config"],
                     tags=tags,
+                    **_selection_from(item),
                 )
             )
         return lost
@@ -234,9 +272,29 @@ class SensorState:
                     "job": r.job_name,
                     "run_config": dict(r.run_config),
                     "tags": dict(r.tags),
+                    **_selection_of(r),
                     "at": now,
                 }
             )
+
+
+def _selection_of(r: dg.RunRequest) -> dict:
+    """A request's asset and check selection as JSON: retried, it selects what it selected."""
+    if r.asset_selection is None:
+        return {}
+    return {
+        "assets": [list(k.path) for k in r.asset_selection],
+        "checks": [[list(c.asset_key.path), c.name] for c in r.asset_check_keys or ()],
+    }
+
+
+def _selection_from(item: dict) -> dict:
+    if "assets" not in item:
+        return {}
+    return {
+        "asset_selection": [dg.AssetKey(path) for path in item["assets"]],
+        "asset_check_keys": [dg.AssetCheckKey(dg.AssetKey(p), n) for p, n in item["checks"]],
+    }
 
 
 Tick = Callable[[dg.SensorEvaluationContext, dict], list[dg.RunRequest]]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import dagster as dg
 
 from ..events import Candidate
-from ..translator import job_name
+from ..promotions import promotion
 from .base import Requester, note, request_sensor, runs_with_key
 
 if TYPE_CHECKING:
@@ -58,11 +58,9 @@ def cascade_requests(
         )
         note(context, "info", f"{sensor}: retraining {name}: {why}", unit=name, event="request")
         requests.append(
-            who.request(
-                job=job_name(name, model.environments[0]),
+            who.promote(
+                promotion(platform, model, model.environments[0]),
                 run_key=key,
-                unit=name,
-                env=model.environments[0],
                 reason=f"cascade: {why}",
             )
         )

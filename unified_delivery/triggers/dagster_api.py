@@ -25,7 +25,8 @@ DRY_RUN = """mutation($selector: SensorSelector!, $cursor: String) {
   sensorDryRun(selectorData: $selector, cursor: $cursor) {
   __typename
   ... on DryRunInstigationTick { evaluationResult { skipReason error { message }
-    runRequests { runKey jobName runConfigYaml tags { key value } } } }
+    runRequests { runKey jobName runConfigYaml tags { key value }
+      assetSelection { path } assetChecks { name assetKey { path } } } } }
   ... on PythonError { message } ... on SensorNotFoundError { message } } }"""
 RUNS_WITH_KEY = """query($key: String!) {
   runsOrError(filter: {tags: [{key: "dagster/run_key", value: $key}]}, limit: 1) {
@@ -73,6 +74,20 @@ def find_sensor(url: str, sensor: str, timeout: float) -> tuple[str, str]:
     raise RuntimeError(f"no sensor named {sensor} in the workspace at {url}")
 
 
+def selection(req: dict) -> dict:
+    """A request's assets and checks as the launch's subset: a promotion runs its unit's stages
+    of its environment's job, never the whole job (every unit's)."""
+    if req.get("assetSelection") is None:
+        return {}
+    checks = req.get("assetChecks") or []  # Dagster answers null for none: none it is
+    return {
+        "assetSelection": [{"path": k["path"]} for k in req["assetSelection"]],
+        "assetCheckSelection": [
+            {"assetKey": {"path": c["assetKey"]["path"]}, "name": c["name"]} for c in checks
+        ],
+    }
+
+
 def evaluate_now(url: str, sensor: str, timeout: float = 10) -> dict:
     """Evaluate `sensor` and launch what it requests; raises Unavailable without a running
     Dagster."""
@@ -112,6 +127,7 @@ def evaluate_now(url: str, sensor: str, timeout: float = 10) -> dict:
                 "repositoryLocationName": location,
                 "repositoryName": repository,
                 "jobName": req["jobName"],
+                **selection(req),
             },
             "runConfigData": req["runConfigYaml"],
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},

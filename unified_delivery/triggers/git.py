@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import dagster as dg
 
 from ..events import CommitsSkipped, record
+from ..promotions import Promotion, promotion
 from ..run_tags import PREVIEW_TAG
-from ..translator import PREVIEW_JOB, PREVIEW_TEARDOWN_JOB, job_name
+from ..translator import PREVIEW_JOB, PREVIEW_TEARDOWN_JOB
 from .base import (
     Requester,
     candidate_config,
@@ -46,11 +47,11 @@ MAX_SKIPPED_LISTED = 20
 
 @dataclass(frozen=True)
 class Build:
-    """A unit built from a repository: the job that builds and deploys its candidate, and the
-    branch patterns (globs such as "main" or "release/*") whose commits it builds."""
+    """A unit built from a repository: the promotion that builds and deploys its candidate, and
+    the branch patterns (globs such as "main" or "release/*") whose commits it builds."""
 
     unit: str
-    job: str
+    promotion: Promotion
     branches: tuple[str, ...]
     # The job that deploys a push to any other branch to its preview environment; "" for none.
     preview_job: str = ""
@@ -358,11 +359,9 @@ def plan(
                 builds = [b for b in builds if b.unit not in built]
         for b in builds:
             requests.append(
-                who.request(
-                    job=b.job,
+                who.promote(
+                    b.promotion,
                     run_key=f"git:{repo}:{branch}:{moved}:{b.unit}",
-                    unit=b.unit,
-                    env=b.job.rsplit("__to_", 1)[-1],
                     reason=f"git: {why}",
                     run_config=candidate_config(b.unit, sha),
                 )
@@ -630,7 +629,7 @@ def app_watches(
             grouped.setdefault(home.expand(source.repository), []).append(
                 Build(
                     unit.name,
-                    job_name(unit.name, unit.environments[0]),
+                    promotion(platform, unit, unit.environments[0]),
                     patterns if automatic else (),
                     preview,
                 )

@@ -18,7 +18,7 @@ import dagster as dg
 from ..engine import gate_results
 from ..engine.desired import recorded_changes
 from ..events import GateEvaluated
-from ..translator import job_name
+from ..promotions import promotion
 from .base import Requester, note, request_sensor, runs_with_key
 
 if TYPE_CHECKING:
@@ -138,11 +138,9 @@ def promotion_requests(
             )
             note(context, "info", f"{sensor}: {name}: {why}", unit=name, env=env, event="request")
             requests.append(
-                who.request(
-                    job=job_name(name, env),
+                who.promote(
+                    promotion(platform, unit, env),
                     run_key=key,
-                    unit=name,
-                    env=env,
                     reason=f"promotion: {why}",
                 )
             )

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import dagster as dg
 
 from ..events import Candidate
+from ..promotions import Promotion, promotion
 from ..run_tags import UNIT_TAG
-from ..translator import job_name
 from .base import (
     Requester,
     candidate_config,
@@ -55,7 +55,7 @@ IN_PROGRESS_WINDOW = timedelta(hours=1)
 class ModelWatch:
     model: str  # the registered model name
     unit: str
-    job: str  # builds and deploys the unit's candidate
+    promotion: Promotion  # builds and deploys the unit's candidate
     environments: tuple[str, ...] = (
         "staging",
         "production",
@@ -148,11 +148,9 @@ def plan(
             event="request",
         )
         requests.append(
-            who.request(
-                job=watch.job,
+            who.promote(
+                watch.promotion,
                 run_key=key,
-                unit=watch.unit,
-                env=watch.job.rsplit("__to_", 1)[-1],
                 reason=f"mlflow: {why}",
                 run_config=candidate_config(watch.unit, version),
             )
@@ -347,7 +345,7 @@ def registry_sensor(
 
 def model_watches(platform: Platform) -> list[ModelWatch]:
     return [
-        ModelWatch(model, u.name, job_name(u.name, u.environments[0]), tuple(u.environments))
+        ModelWatch(model, u.name, promotion(platform, u, u.environments[0]), tuple(u.environments))
         for u in platform.units.values()
         if (model := u.registered_model_name())
         and getattr(u.policy, u.environments[0], "automatic") == "automatic"

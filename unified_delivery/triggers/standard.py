@@ -5,13 +5,14 @@ has units (or routes) it applies to."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from ..promotions import job_name
 from ..targets.roles import ModelRegistry
-from ..translator import PREVIEW_JOB, PREVIEW_TEARDOWN_JOB, job_name
+from ..translator import PREVIEW_JOB, PREVIEW_TEARDOWN_JOB
 from ..units import Unit
 from .cascade import cascade_sensor
 from .git import app_watches, git_sensor
@@ -44,14 +45,14 @@ def standard_sensors(
     name)."""
     jobs = {j.name: j for j in base.jobs or []}
 
-    def first_env_jobs(wanted: Callable[[Unit], object]) -> list:
-        return [
-            jobs[job_name(u.name, u.environments[0])] for u in platform.units.values() if wanted(u)
-        ]
+    def env_jobs(envs: Iterable[str]) -> list:
+        """The promotion jobs of these environments, once each (a job serves every unit)."""
+        return [jobs[name] for name in dict.fromkeys(job_name(env) for env in envs)]
 
-    later_env_jobs = [
-        jobs[job_name(u.name, env)] for u in platform.units.values() for env in u.environments[1:]
-    ]
+    def first_env_jobs(wanted: Callable[[Unit], object]) -> list:
+        return env_jobs(u.environments[0] for u in platform.units.values() if wanted(u))
+
+    later_env_jobs = env_jobs(e for u in platform.units.values() for e in u.environments[1:])
     sensors = [
         health_sensor(platform, [jobs["ud_rollback"]], principal=principal),
         reconcile_sensor(platform, [jobs["ud_rollback"]], principal=principal),

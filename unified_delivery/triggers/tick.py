@@ -17,6 +17,7 @@ import dagster as dg
 from ..errors import UDError
 from ..home import Home
 from ..run_tags import ENV_TAG, REASON_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG, UNIT_TAG
+from ..service.run_history import what
 from .base import collect_notes, runs_with_key
 
 
@@ -44,7 +45,7 @@ def already_run(instance: dg.DagsterInstance, sensor: str, run_key: str) -> dg.D
 def tick(
     defs: dg.Definitions, home: Home, names: Sequence[str] = (), progress=lambda text: None
 ) -> dict[str, Any]:
-    from ..runner import execute
+    from ..runner import Selection, execute
     from ..runner import instance as open_instance
 
     sensors = sensor_defs(defs, names)
@@ -78,6 +79,7 @@ def tick(
             item: dict[str, Any] = {
                 "run_key": req.run_key,
                 "job": job,
+                "what": what(job or "", req.tags),
                 "unit": req.tags.get(UNIT_TAG),
                 "env": req.tags.get(ENV_TAG),
                 "reason": req.tags.get(REASON_TAG),
@@ -100,7 +102,19 @@ def tick(
                 SENSOR_NAME_TAG: sensor.name,
                 **({RUN_KEY_TAG: req.run_key} if req.run_key else {}),
             }
-            outcome = execute(defs, job, home=home, run_config=dict(req.run_config), tags=tags)
+            selection = (
+                Selection(tuple(req.asset_selection), tuple(req.asset_check_keys or ()))
+                if req.asset_selection is not None
+                else None
+            )
+            outcome = execute(
+                defs,
+                job,
+                home=home,
+                run_config=dict(req.run_config),
+                tags=tags,
+                selection=selection,
+            )
             item.update(
                 outcome="success" if outcome.success else "failed",
                 run_id=outcome.run_id,
