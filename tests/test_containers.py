@@ -1,7 +1,9 @@
 """Apps as images (issue 21, items 1 and 2): an app whose repository has a Containerfile is
 built with buildah at the candidate commit, labelled, pushed to the home's own registry (a real
 `docker-registry` on a loopback port), and its digest is the candidate's artifact in the ledger;
-the same commit is never built twice.
+the same commit is never built twice. Then the container target (a release run as its image), the
+container-policy gate, the tests gate run inside the image, and the manifest-policy gate's refusal
+of a tag for a unit that ships images.
 
 Real tools throughout (buildah, skopeo, docker-registry, mmdebstrap); skipped, with the reason,
 where they are missing. The base image's root file system (mmdebstrap, about 30 s) is kept in a
