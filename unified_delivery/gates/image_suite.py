@@ -45,7 +45,7 @@ def user(home: Home, image: str) -> str:
     return container_run.user_of(containers, image)
 
 
-def argv(name: str, image: str, cmd: list[str], env_names: list[str]) -> list[str]:
+def argv(name: str, image: str, cmd: list[str], env_names: list[str], box: Path) -> list[str]:
     """container_shim.py around the `podman run` of `cmd` in `image`, in the box at SUITE_DIR."""
     return [
         sys.executable,
@@ -71,7 +71,7 @@ def argv(name: str, image: str, cmd: list[str], env_names: list[str]) -> list[st
         "--pull",
         "never",  # pulled by digest before (user)
         "--volume",
-        f"{{box}}:{SUITE_DIR}:U",
+        f"{box}:{SUITE_DIR}:U",
         "--workdir",
         f"{SUITE_DIR}/src",
         "--entrypoint",
@@ -96,7 +96,7 @@ def run(
     """Run `cmd` in `image` with `box` at SUITE_DIR and `env` its variables; its output into
     `output`; its exit code, or None when it ran out of time (the container is then stopped)."""
     containers = Containers.of(home)
-    args = [a.replace("{box}", str(box)) for a in argv(name, image, cmd, sorted(env))]
+    args = argv(name, image, cmd, sorted(env), box)
     with open(output, "wb") as out:
         proc = subprocess.Popen(
             args,
