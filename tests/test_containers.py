@@ -1,7 +1,9 @@
 """Apps as images (issue 21, items 1 and 2): an app whose repository has a Containerfile is
 built with buildah at the candidate commit, labelled, pushed to the home's own registry (a real
 `docker-registry` on a loopback port), and its digest is the candidate's artifact in the ledger;
-the same commit is never built twice.
+the same commit is never built twice. Then the container target (a release run as its image), the
+container-policy gate, the tests gate run inside the image, and the manifest-policy gate's refusal
+of a tag for a unit that ships images.
 
 Real tools throughout (buildah, skopeo, docker-registry, mmdebstrap); skipped, with the reason,
 where they are missing. The base image's root file system (mmdebstrap, about 30 s) is kept in a
@@ -81,7 +83,11 @@ attributes:
   team: web
   repository: "{repo}"
   service: {{startup_timeout_s: 15}}
-  kubernetes: {{image: "registry.example.com/web:{{version}}", port: 8000}}
+  test_command: ["{{python}}", "-m", "unittest", "-v"]
+  kubernetes:
+    image: "registry.example.com/web:{{version}}"
+    port: 8000
+    resources: {{limits: {{cpu: 500m, memory: 256Mi}}}}
 '''
 
 
@@ -448,3 +454,148 @@ def test_the_container_policy_refuses_a_secret_in_a_layer(app):
     no_image = dataclasses.replace(app.build(app.first), details={})
     refused = container_policy(app, no_image)
     assert not refused.passed and refused.code == "UD-GATE-CONTAINER-NO-IMAGE"
+
+
+# ---- the tests gate: the suite runs inside the candidate's image -----------------------------
+
+IN_IMAGE_SUITE = """
+import os, sys, unittest
+
+class InTheImage(unittest.TestCase):
+    def test_the_interpreter_and_user_are_the_images(self):
+        self.assertEqual(sys.executable, "/usr/bin/python3")
+        self.assertEqual(os.getuid(), 10001)
+
+    def test_the_image_has_the_app_and_the_suite_its_commit(self):
+        self.assertTrue(os.path.exists("/app/app.py"))
+        self.assertTrue(os.path.exists("test_app.py"))
+"""
+
+# PyYAML is in the platform's environment (the host) and not in the image.
+NEEDS_YAML = """
+import unittest
+
+class Config(unittest.TestCase):
+    def test_reads_yaml(self):
+        import yaml
+        self.assertEqual(yaml.safe_load("a: 1"), {"a": 1})
+"""
+
+
+def run_tests_gate(app, artifact, **settings):
+    from unified_delivery.gates import build_gate
+    from unified_delivery.gates.base import GateContext
+    from unified_delivery.units import GateSpec
+
+    unit = app.platform.unit("web")
+    gate = build_gate(GateSpec(type="tests", settings=settings), unit)
+    ctx = GateContext(unit=unit, stage="candidate", guards="staging", version=artifact.version,
+                      artifact=artifact, target=app.platform.target(unit, "staging"),
+                      home=Home.current(), log=app.logs.append)
+    return gate.evaluate(ctx)
+
+
+@needs_podman
+def test_the_tests_gate_runs_the_suite_inside_the_image(app):
+    sha = app.commit("a suite", {"test_app.py": IN_IMAGE_SUITE})
+    artifact = app.build(sha)
+    result = run_tests_gate(app, artifact)
+    assert result.passed, (result.message, result.metadata.get("output_tail"))
+    assert result.code == "UD-GATE-TESTS-PASSED" and result.metadata["tests"] == 2
+    assert result.metadata["isolation"] == "container"
+    assert result.metadata["image"] == artifact.details["image"]
+    assert "as its user 10001" in result.metadata["isolation_detail"]
+    assert not [n for n in podman_names(app) if n.startswith("ud-tests-")]  # removed after
+    # The same suite on the host (the artifact without its image) fails: it is not the image's.
+    on_host = run_tests_gate(app, dataclasses.replace(artifact, details={}))
+    assert not on_host.passed and on_host.code == "UD-GATE-TESTS-FAILED"
+    assert on_host.metadata["isolation"] != "container" and on_host.metadata["failures"] >= 1
+
+
+@needs_podman
+def test_the_tests_gate_refuses_an_image_that_lacks_what_the_host_has(app):
+    pytest.importorskip("yaml")  # on the host, so that the suite passes there
+    sha = app.commit("a suite that needs PyYAML", {"test_app.py": NEEDS_YAML})
+    artifact = app.build(sha)
+    on_host = run_tests_gate(app, dataclasses.replace(artifact, details={}))
+    assert on_host.passed, (on_host.message, on_host.metadata.get("output_tail"))
+    result = run_tests_gate(app, artifact)
+    assert not result.passed and result.code == "UD-GATE-TESTS-FAILED"
+    assert result.metadata["tests"] == 1 and result.metadata["errors"] == 1
+    assert "No module named 'yaml'" in result.metadata["output_tail"]
+    assert "install it in the image" in result.remediation
+
+
+@needs_podman
+def test_a_suite_that_runs_too_long_in_the_image_is_stopped(app):
+    slow = ("import time, unittest\n\nclass Slow(unittest.TestCase):\n"
+            "    def test_sleeps(self):\n        time.sleep(120)\n")
+    artifact = app.build(app.commit("a slow suite", {"test_app.py": slow}))
+    started = time.monotonic()
+    result = run_tests_gate(app, artifact, timeout_s=5)
+    assert not result.passed and result.code == "UD-GATE-TESTS-TIMEOUT"
+    assert time.monotonic() - started < 60
+    assert not [n for n in podman_names(app) if n.startswith("ud-tests-")]  # stopped, removed
+
+
+# ---- the manifest-policy gate: a unit that ships images runs them by digest ------------------
+
+
+def manifest_policy(app, artifact, version="", unit=None):
+    from unified_delivery.gates import build_gate
+    from unified_delivery.gates.base import GateContext
+    from unified_delivery.units import GateSpec
+
+    unit = unit or app.platform.unit("web")
+    gate = build_gate(GateSpec(type="manifest-policy"), unit)
+    ctx = GateContext(unit=unit, stage="candidate" if artifact else "staging", guards="production",
+                      version=artifact.version if artifact else version, artifact=artifact,
+                      target=app.platform.target(unit, "staging"), home=Home.current(),
+                      log=lambda _: None, ledger=app.platform.ledger.ledger())
+    return gate.evaluate(ctx)
+
+
+@needs_tools
+def test_the_manifest_policy_refuses_a_tag_for_a_unit_that_ships_images(app):
+    built = app.build(app.first)
+    passed = manifest_policy(app, built)
+    assert passed.passed, passed.message  # its image by digest
+    # At a later stage (no artifact) the version's image is the one its candidate recorded.
+    later = manifest_policy(app, None, version=app.first)
+    assert later.passed, later.message
+    # A commit of the same app built where the container tools were missing: the template's tag.
+    skipped = dataclasses.replace(built, version="1" * 40, details={
+        "image_skipped": "the container tools are missing (buildah, skopeo)"})
+    refused = manifest_policy(app, skipped)
+    assert not refused.passed and refused.code == "UD-GATE-MANIFEST-DIGEST"
+    assert f"registry.example.com/web:{'1' * 40}" in refused.message
+    assert "by tag, not by digest" in refused.message and "buildah" in refused.message
+    assert "leave kubernetes.image out" in refused.remediation
+    assert refused.metadata["findings"][0]["rule"] == "digest"
+    never = manifest_policy(app, None, version="0" * 40)  # a version the ledger has no image of
+    assert not never.passed and never.code == "UD-GATE-MANIFEST-DIGEST"
+    # A unit that ships no image keeps its template: the same block, another unit's name.
+    plain = app.platform.unit("web").model_copy(update={"name": "plain"})
+    kept = manifest_policy(app, dataclasses.replace(built, unit="plain", details={}), unit=plain)
+    assert kept.passed and kept.code == "UD-GATE-POLICY-OK", kept.message
+
+
+@needs_tools
+def test_an_app_with_a_built_image_needs_no_kubernetes_image(app):
+    from unified_delivery.targets.kubernetes import KubernetesTarget
+
+    unit = app.platform.unit("web")
+    imageless = unit.model_copy(update={"kubernetes": unit.kubernetes.model_copy(
+        update={"image": ""})})
+    built = app.build(app.first)
+    result = manifest_policy(app, built, unit=imageless)
+    assert result.passed, result.message
+    (deployment,) = [m for m in KubernetesTarget().render(imageless, "production", app.first,
+                                                          built.details["image"])
+                     if m["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        built.details["image"])
+    # A version never built as an image has nothing to run: refused, saying what to do.
+    refused = manifest_policy(app, None, version="0" * 40, unit=imageless)
+    assert not refused.passed and refused.code == "UD-CONFIG-K8S"
+    assert "no image to run" in refused.message and "ud promote web" in refused.remediation

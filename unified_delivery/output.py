@@ -84,6 +84,9 @@ def status_table(data: dict) -> str:
                 mark = f"OUT OF SYNC: runs {actual[:12] if actual else 'nothing'}"
             elif dep.get("soak_until"):
                 mark = f"in soak until {dep['soak_until'][:19].replace('T', ' ')}"
+            elif dep.get("runtime") == "container" and dep.get("image"):
+                name, _, digest = str(dep["image"]).rpartition("/")[2].partition("@")
+                mark = f"container {name}@{digest[:19]}"  # sha256: and 12 hex digits
             rows.append(
                 (
                     u["name"],

@@ -39,14 +39,14 @@ def _version(platform, unit, given: str) -> tuple[str, str]:
 
 def built_image(platform, unit_name: str, version: str) -> str:
     """The image the ledger's candidate of `version` was built as (pinned by digest), or ""."""
-    for entry in reversed(platform.ledger.ledger().entries(unit=unit_name, action="candidate")):
-        if entry.version == version:
-            return entry.payload.get("artifact", {}).get("details", {}).get("image") or ""
-    return ""
+    from ..kinds.app.image import recorded_images
+
+    return recorded_images(platform.ledger.ledger(), unit_name).get(version, "")
 
 
 def cmd_k8s(args, out) -> int:
-    from ..gates.manifest_policy import policy_findings
+    from ..gates.manifest_policy import policy_findings, unpinned_images
+    from ..kinds.app.image import recorded_images
     from ..service import load_platform
     from ..targets.kubernetes import KubernetesTarget, schema_errors
 
@@ -62,7 +62,8 @@ def cmd_k8s(args, out) -> int:
     target = configured if isinstance(configured, KubernetesTarget) else KubernetesTarget()
     k8s_version = args.kubernetes_version or target.kubernetes_version
     version, source = _version(platform, unit, args.version)
-    image = built_image(platform, unit.name, version)
+    recorded = recorded_images(platform.ledger.ledger(), unit.name)
+    image = recorded.get(version, "")
     manifests = target.render(unit, args.env, version, image)
     errors = schema_errors(manifests, k8s_version)
     if errors:
@@ -73,6 +74,8 @@ def cmd_k8s(args, out) -> int:
             "fix the unit's kubernetes: block (a field the schema refuses)",
         )
     findings = policy_findings(manifests)
+    if recorded:  # a unit that ships images: a tag is what the manifest-policy gate refuses
+        findings += unpinned_images(manifests)
     data = {
         "unit": unit.name,
         "env": args.env,

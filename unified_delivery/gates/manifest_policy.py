@@ -92,6 +92,37 @@ def policy_findings(manifests: list[dict[str, Any]]) -> list[dict[str, str]]:
     return found
 
 
+def unpinned_images(manifests: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One finding (rule `digest`) per container that runs an image by tag, not by digest."""
+    from ..kinds.app.image import pinned
+
+    found = []
+    for m in manifests:
+        where = f"{m.get('kind')}/{(m.get('metadata') or {}).get('name')}"
+        for pod in _pod_specs(m):
+            for c in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+                ref = c.get("image") or ""
+                if not pinned(ref):
+                    found.append(
+                        {
+                            "rule": "digest",
+                            "object": where,
+                            "container": c.get("name", ""),
+                            "image": ref,
+                            "message": f"{where} container {c.get('name')} runs {ref} by tag, "
+                            "not by digest",
+                        }
+                    )
+    return found
+
+
+def builds_images(ctx: GateContext, recorded: dict[str, str]) -> bool:
+    """Whether the unit ships images: the ledger has one of its candidates built as an image, or
+    this candidate has a Containerfile (built, or skipped where the tools are missing)."""
+    details = ctx.artifact.details if ctx.artifact else {}
+    return bool(recorded or details.get("image") or details.get("image_skipped"))
+
+
 class ManifestPolicySettings(GateSettings):
     kubernetes_version: str = ""  # empty: the Kubernetes target's (or its default)
 
@@ -107,17 +138,40 @@ class ManifestPolicyGate(Gate[ManifestPolicySettings]):
             raise ConfigError(
                 "UD-CONFIG-GATE",
                 f"unit {unit.name}: gate {self.name!r} needs a kubernetes: block to render",
-                "add `kubernetes: {image: ...}` to the unit, or remove the gate",
+                "add a `kubernetes:` block to the unit (`kubernetes: {image: ...}`, or "
+                "`kubernetes: {}` for an app with a Containerfile), or remove the gate",
             )
 
     def evaluate(self, ctx: GateContext) -> GateResult:
+        from ..kinds.app.image import recorded_images
         from ..targets.kubernetes import KubernetesTarget, schema_errors
 
         guarded = ctx.target_in(ctx.guards)  # what the guarded environment's target would apply
         target = guarded if isinstance(guarded, KubernetesTarget) else KubernetesTarget()
         version = self.settings.kubernetes_version or target.kubernetes_version
+        recorded = recorded_images(ctx.ledger, ctx.unit.name) if ctx.ledger is not None else {}
+        # The candidate's image, or (a later stage, no artifact) the one its candidate recorded.
         image = (ctx.artifact.details.get("image") or "") if ctx.artifact else ""
-        manifests = target.render(ctx.unit, ctx.guards, ctx.version, image)
+        image = image or recorded.get(ctx.version, "")
+        try:
+            manifests = target.render(ctx.unit, ctx.guards, ctx.version, image)
+        except ConfigError as exc:  # nothing to render (no image for this version): refused
+            return GateResult(False, exc.code, exc.message, exc.remediation, {"env": ctx.guards})
+        unpinned = unpinned_images(manifests) if builds_images(ctx, recorded) else []
+        if unpinned:
+            skipped = ctx.artifact.details.get("image_skipped") if ctx.artifact else None
+            return GateResult(
+                False,
+                "UD-GATE-MANIFEST-DIGEST",
+                f"{ctx.unit.name} ships images, and the manifests for {ctx.guards} run "
+                f"{unpinned[0]['image']} by tag, not by digest: a tag can move, so the cluster "
+                f"would not run what the gates judged"
+                + (f" (version {ctx.version[:12]} has no image: {skipped})" if skipped else ""),
+                "leave kubernetes.image out of the unit (each version then runs the image its "
+                "candidate was built as, by digest) and build the version where buildah and "
+                f"skopeo are installed; see `ud render k8s {ctx.unit.name} --env {ctx.guards}`",
+                {"env": ctx.guards, "findings": unpinned, "image_skipped": skipped},
+            )
         schema = schema_errors(manifests, version)
         policy = policy_findings(manifests)
         problems = [f"schema: {e}" for e in schema] + [

@@ -1,5 +1,12 @@
 """The app repository's own test suite, run at the candidate commit.
 
+An app built as an image (kinds/app/image.py) has its suite run inside that image, the
+environment its release will run in: `podman run` of the image by digest, with the commit's
+files as its working folder, no network and no capabilities (image_suite.py); a dependency the
+host has and the image lacks then fails the suite here instead of in production. Without podman
+the suite runs on the host as below, and the log says so. The rest of this docstring is the host
+path: every app without an image.
+
 A commit's tests are code anyone with push access to the app repository wrote, so they run
 as untrusted code:
 
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import stat
 import sys
@@ -48,6 +56,8 @@ from ..kinds.app.environments import AppEnvironment
 from ..kinds.app.environments import ensure as ensure_environment
 from ..kinds.app.unit import AppUnit
 from ..redaction import known_secret_values, redact_text
+from ..targets import container_run
+from . import image_suite
 from .base import Gate, GateContext, GateResult, GateSettings
 from .sandbox import SETUP_FAILED, SETUP_MARK, Sandbox
 
@@ -92,6 +102,60 @@ class TestsGate(Gate[TestsSettings]):
             )
         unit = ctx.unit
         assert isinstance(unit, AppUnit)
+        image = ctx.artifact.details.get("image") or ""
+        if image and not container_run.available():
+            ctx.log(f"podman is not installed: the suite of {image} runs on this host instead")
+            image = ""
+        if image:
+            return self._in_image(ctx, unit, image)
+        return self._on_host(ctx, unit)
+
+    def _in_image(self, ctx: GateContext, unit: AppUnit, image: str) -> GateResult:
+        """The suite in the candidate's image (image_suite.py): the release's own environment."""
+        assert ctx.artifact is not None
+        try:
+            user = image_suite.user(ctx.home, image)
+        except UDError as exc:
+            return GateResult(
+                False, exc.code, exc.message, exc.remediation, {"commit": ctx.version}
+            )
+        detail = image_suite.describe(image, user)
+        cmd = [a.replace("{python}", image_suite.PYTHON) for a in unit.test_command]
+        junit_inside = f"{image_suite.SUITE_DIR}/junit.xml"
+        if "pytest" in " ".join(cmd):
+            cmd += [f"--junitxml={junit_inside}"]
+        env = {
+            **unit.test_env,
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        ctx.log(f"running {' '.join(cmd)} at {ctx.version} (isolation: {detail})")
+        with tempfile.TemporaryDirectory(prefix="ud-tests-", dir=ctx.home.root) as tmp:
+            box = Path(tmp) / "box"
+            box.mkdir()
+            shutil.copytree(ctx.artifact.location, box / "src", symlinks=True)
+            output = Path(tmp) / "output"
+            name = f"ud-tests-{unit.name}-{ctx.version[:12]}-{secrets.token_hex(3)}"
+            code = image_suite.run(
+                ctx.home,
+                image,
+                cmd,
+                box=box,
+                env=env,
+                timeout=self.settings.timeout_s,
+                output=output,
+                name=name,
+            )
+            text = _last_bytes(output, OUTPUT_READ)
+            counts = _junit_counts(box / "junit.xml") or _summary_counts(text)
+        isolation = {"isolation": "container", "isolation_detail": detail, "image": image}
+        return self._result(ctx, code, text, counts, isolation, None, in_image=True)
+
+    def _on_host(self, ctx: GateContext, unit: AppUnit) -> GateResult:
+        """The suite on this machine, in the sandbox (sandbox.py)."""
+        assert ctx.artifact is not None
         try:  # made when the candidate was built; made again if it was removed since
             environment = ensure_environment(unit, Path(ctx.artifact.location), ctx.home, ctx.log)
         except UDError as exc:
@@ -139,8 +203,21 @@ class TestsGate(Gate[TestsSettings]):
             )
             text = _last_bytes(output, OUTPUT_READ)
             counts = _junit_counts(junit) or _summary_counts(text)
-        tail = _tail(redact_text(text, known_secret_values(home=ctx.home)))
         isolation = {"isolation": sandbox.level, "isolation_detail": sandbox.describe()}
+        return self._result(ctx, code, text, counts, isolation, environment)
+
+    def _result(
+        self,
+        ctx: GateContext,
+        code: int | None,
+        text: str,
+        counts: dict[str, int],
+        isolation: dict[str, str],
+        environment: AppEnvironment | None,
+        *,
+        in_image: bool = False,
+    ) -> GateResult:
+        tail = _tail(redact_text(text, known_secret_values(home=ctx.home)))
         if code is None:
             return GateResult(
                 False,
@@ -186,7 +263,7 @@ class TestsGate(Gate[TestsSettings]):
             "UD-GATE-TESTS-FAILED",
             f"{counts.get('failures', 0) + counts.get('errors', 0)} of {counts.get('tests', 0)} "
             f"tests failed at {short}",
-            _missing_module_remedy(text, environment)
+            _missing_module_remedy(text, environment, in_image=in_image)
             or "fix the failing tests and push a new commit; see output_tail",
             meta,
         )
@@ -206,11 +283,18 @@ def _tail(text: str) -> str:
 _MISSING_MODULE = re.compile(r"No module named '?([A-Za-z0-9_]+)")
 
 
-def _missing_module_remedy(text: str, environment: AppEnvironment | None) -> str:
+def _missing_module_remedy(
+    text: str, environment: AppEnvironment | None, *, in_image: bool = False
+) -> str:
     """For a suite that failed on an import its environment lacks: which files to add it to."""
     missing = _MISSING_MODULE.findall(text)
     if not missing:
         return ""
+    if in_image:
+        return (
+            f"the suite could not import {missing[-1]!r} in the app's image: install it in the "
+            "image (its Containerfile or Dockerfile), and push a new commit"
+        )
     where = (
         f"add {missing[-1]} to the app's dependency files ({', '.join(environment.files)})"
         if environment and environment.files
@@ -224,10 +308,13 @@ def _missing_module_remedy(text: str, environment: AppEnvironment | None) -> str
 # spec and TAP reporters) and Jest.
 _NODE_COUNT = re.compile(r"^\s*(?:#|ℹ)\s+(tests|pass|fail|skipped|cancelled)\s+(\d+)\s*$", re.M)
 _JEST = re.compile(r"^Tests:\s+(?P<body>.*?(?P<total>\d+) total)\s*$", re.M)
+# Python's unittest: "Ran 3 tests in 0.01s", a blank line, "OK (skipped=1)" or "FAILED (...)".
+_UNITTEST = re.compile(r"^Ran (\d+) tests? in \S+\n\n(?:OK|FAILED)(?: \((.*)\))?\s*$", re.M)
 
 
 def _summary_counts(text: str) -> dict[str, int]:
-    """Counts from a runner's own summary in its output (the last one), when it left no JUnit."""
+    """Counts from a runner's own summary in its output (the last one), when it left no JUnit:
+    node's, Jest's or unittest's."""
     node = dict(_NODE_COUNT.findall(text))
     if "tests" in node:
         return {
@@ -235,6 +322,16 @@ def _summary_counts(text: str) -> dict[str, int]:
             "failures": int(node.get("fail", 0)),
             "errors": int(node.get("cancelled", 0)),
             "skipped": int(node.get("skipped", 0)),
+        }
+    unittest = _UNITTEST.findall(text)
+    if unittest:
+        total, said = unittest[-1]
+        found = dict((k, int(n)) for k, n in re.findall(r"(failures|errors|skipped)=(\d+)", said))
+        return {
+            "tests": int(total),
+            "failures": found.get("failures", 0),
+            "errors": found.get("errors", 0),
+            "skipped": found.get("skipped", 0),
         }
     jest = list(_JEST.finditer(text))
     if jest:

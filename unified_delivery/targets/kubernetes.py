@@ -87,7 +87,8 @@ def _spec(unit: Unit):
         raise ConfigError(
             "UD-CONFIG-K8S",
             f"unit {unit.name} has no kubernetes: block",
-            f"add `kubernetes: {{image: ...}}` to the declaration of {unit.name} (an app unit)",
+            f"add a `kubernetes:` block to the declaration of {unit.name} (an app unit; its "
+            "`image:` may be left out when the app has a Containerfile)",
         )
     return spec
 
@@ -148,6 +149,14 @@ def render_manifests(
         "failureThreshold": 3,
     }
     non_root = spec.run_as_user != 0
+    if not image and not spec.image:
+        raise ConfigError(
+            "UD-CONFIG-K8S",
+            f"unit {unit.name}: no image to run for version {version[:12]}: the unit sets no "
+            "kubernetes.image and the ledger has no candidate of that version built as an image",
+            f"build the version first (`ud promote {unit.name} --to {unit.environments[0]}` "
+            "builds its Containerfile), or set kubernetes.image",
+        )
     container = {
         "name": "app",
         "image": image or _expand(unit, "image", spec.image, values),

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
@@ -37,6 +37,9 @@ from ...containers import Containers, missing_tools
 from ...errors import EXIT_TARGET, UDError
 from ...home import Home
 from ...targets.registry import ImageRegistry, RegistryAccess
+
+if TYPE_CHECKING:
+    from ...ledger.chain import Ledger
 
 CONTAINERFILES = ("Containerfile", "Dockerfile")
 UNIT_LABEL = "dev.unified-delivery.unit"
@@ -80,6 +83,22 @@ class Image:
 def containerfile(src: Path) -> Path | None:
     """The app's Containerfile or Dockerfile, when its folder has one."""
     return next((src / n for n in CONTAINERFILES if (src / n).is_file()), None)
+
+
+def recorded_images(ledger: Ledger, unit: str) -> dict[str, str]:
+    """The images the ledger's candidates of `unit` were built as: version -> repository@sha256:
+    (a version built again keeps its newest); empty for a unit never built as an image."""
+    images: dict[str, str] = {}
+    for entry in ledger.entries(unit=unit, action="candidate"):
+        ref = entry.payload.get("artifact", {}).get("details", {}).get("image")
+        if ref and entry.version:
+            images[entry.version] = ref
+    return images
+
+
+def pinned(reference: str) -> bool:
+    """Whether an image reference names its content (a digest), not a tag that can move."""
+    return "@sha256:" in reference
 
 
 def unavailable(registry: ImageRegistry) -> str | None:

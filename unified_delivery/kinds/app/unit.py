@@ -147,7 +147,12 @@ class KubernetesSpec(Strict):
     """How the Kubernetes target runs an app: a Deployment, a Service and an optional autoscaler.
     `image` and `namespace` may use {version} and {env}."""
 
-    image: str
+    image: str = Field(
+        default="",
+        description="the image to run, a template ({version}, {env}); leave it out for an app "
+        "with a Containerfile: each version runs the image its candidate was built as, by digest "
+        "(the ledger's). Set, it is used only for versions built without an image",
+    )
     namespace: str = "{env}"
     replicas: int = Field(default=2, ge=0, le=MAX_REPLICAS)
     port: Port = 8000
