@@ -1,6 +1,6 @@
 """One promotion, in this fresh process, through the platform or done by hand.
 
-    python bench/overhead_child.py platform KIND ENV   # `ud promote`'s path: a Dagster run of <unit>__to_<ENV>
+    python bench/overhead_child.py platform KIND ENV   # `ud promote`'s path: a run of ud_promote_<ENV>, the unit selected
     python bench/overhead_child.py bare KIND ENV       # the same work without the platform
     python bench/overhead_child.py rollback KIND ENV   # untimed: back to ENV's previous version (`ud rollback`)
     python bench/overhead_child.py stop                # stop the services both paths started

@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from ..containers import Containers
 from ..home import Home
 from ..targets import container_run
+from .sandbox import run_to_file
 
 SUITE_DIR = "/ud/suite"  # the box: src/ (the working folder) and junit.xml
 PYTHON = "python3"  # {python} in the test command: the image's interpreter
@@ -48,19 +48,7 @@ def user(home: Home, image: str) -> str:
 def argv(name: str, image: str, cmd: list[str], env_names: list[str], box: Path) -> list[str]:
     """container_shim.py around the `podman run` of `cmd` in `image`, in the box at SUITE_DIR."""
     return [
-        sys.executable,
-        str(container_run.SHIM),
-        name,
-        "--",
-        container_run.PODMAN,
-        "--runtime",
-        "runc",
-        "--cgroup-manager",
-        "cgroupfs",
-        "run",
-        "--init",
-        "--name",
-        name,
+        *container_run.podman_run(name),
         "--network",
         "none",
         "--read-only",  # /tmp, /var/tmp and /run stay writable (podman's tmpfs)
@@ -96,27 +84,23 @@ def run(
     """Run `cmd` in `image` with `box` at SUITE_DIR and `env` its variables; its output into
     `output`; its exit code, or None when it ran out of time (the container is then stopped)."""
     containers = Containers.of(home)
-    args = argv(name, image, cmd, sorted(env), box)
-    with open(output, "wb") as out:
-        proc = subprocess.Popen(
-            args,
+    try:
+        return run_to_file(
+            argv(name, image, cmd, sorted(env), box),
             env={**containers.env(), **env},  # podman passes the `--env NAME` values from here
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            start_new_session=True,
+            timeout=timeout,
+            output=output,
+            stop=_stop,
         )
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        finally:
-            if proc.returncode is None:  # out of time or interrupted: the shim stops it
-                proc.terminate()
-                try:
-                    proc.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            container_run.remove(name, containers.env())  # gone already: nothing to do
+    finally:
+        container_run.remove(name, containers.env())  # gone already: nothing to do
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Out of time or interrupted: the shim stops the container, given STOP_GRACE_S."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 SANDBOX_USER = "ud-tests"  # preferred when it exists (useradd --system --no-create-home ud-tests)
 NOBODY = 65534
@@ -268,27 +268,45 @@ class Sandbox:
             if self.level == "environment-only"
             else [self.python, "-I", "-S", __file__, json.dumps(self.spec(cmd, cwd, box))]
         )
-        with open(output, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                close_fds=True,
-                start_new_session=True,
-            )
-            try:
-                return proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
-                proc.wait()
-                return None
-            finally:
-                if proc.returncode is None:  # interrupted: leave nothing behind
-                    _kill_group(proc.pid)
-                    proc.wait()
+        return run_to_file(argv, cwd=cwd, env=env, timeout=timeout, output=output, stop=_kill)
+
+
+def run_to_file(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    timeout: float,
+    output: Path,
+    stop: Callable[[subprocess.Popen], None],
+    cwd: Path | None = None,
+) -> int | None:
+    """`argv` in a session of its own, its stdout and stderr into `output`: its exit code, or
+    None when it ran out of time. A process still running then (out of time, or this one
+    interrupted) is ended by `stop`, so nothing is left behind."""
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,
+        )
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if proc.returncode is None:
+                stop(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """The whole group (with namespaces, the whole pid namespace) killed at once."""
+    _kill_group(proc.pid)
+    proc.wait()
 
 
 def _kill_group(pgid: int) -> None:

@@ -45,6 +45,28 @@ STOP_TIMEOUT_S = 5
 HOST_ONLY = frozenset({"PATH", "HOME", "TMPDIR", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ"})
 
 
+def podman_run(name: str) -> list[str]:
+    """container_shim.py around `podman run` of a container called `name`, up to its own
+    options: runc and cgroupfs (crun refuses this kind of machine's cgroups), an init as pid 1.
+    Not --rm: its caller removes the container itself (remove), after the shim has read the
+    exit code."""
+    return [
+        sys.executable,
+        str(SHIM),
+        name,
+        "--",
+        PODMAN,
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+        "run",
+        "--init",
+        "--name",
+        name,
+    ]
+
+
 def available() -> bool:
     return shutil.which(PODMAN) is not None
 
@@ -66,21 +88,7 @@ class ContainerRun:
         command, or `command` (a setup step, whose container's name ends with `suffix`)."""
         passed = [f for n in env_names if n not in HOST_ONLY for f in ("--env", n)]
         return [
-            sys.executable,
-            str(SHIM),
-            self.name + suffix,
-            "--",
-            PODMAN,
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            # Not --rm: the target removes its containers itself (remove, prune), after the shim
-            # has read the exit code.
-            "run",
-            "--init",
-            "--name",
-            self.name + suffix,
+            *podman_run(self.name + suffix),
             "--label",
             f"{RELEASE_LABEL}={self.release}",
             "--network",
